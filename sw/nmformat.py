@@ -259,8 +259,9 @@ def compress_ff(w, n: int, m: int, mask=None) -> NMOperand:
 def compress_bp(w, n: int, m: int, mask=None) -> NMOperand:
     """Compressed BP weights: ``W`` (``C_out x K``) pruned along ``C_out``, as the operand ``B = W_bp``.
 
-    ``dX = dY . W_bp`` is then ``matmul_nm(dY, compress_bp(W, n, m))``. For nested BDWP pass
-    ``mask=nm_mask(prune(W, n, m, axis=1), n, m, axis=0)``. See :func:`compress` for parameters and errors.
+    ``dX = dY . W_bp`` is then ``matmul_nm(dY, compress_bp(W, n, m))``. For nested BDWP compress the FF-pruned
+    weights instead: ``compress_bp(prune(W, n, m, axis=1), n, m)``. ``mask``, if given, is ``C_out x K`` and
+    selects values of ``w`` itself. See :func:`compress` for parameters and errors.
     """
     w = np.asarray(w)
     if w.ndim != 2:
