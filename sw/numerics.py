@@ -111,14 +111,12 @@ def encode(x, fmt: str | FloatFormat = "fp16") -> np.ndarray:
     x = np.asarray(x, dtype=np.float32)
     if f is FP16:
         with np.errstate(over="ignore", under="ignore", invalid="ignore"):
-            bits = x.astype(np.float16).view(np.uint16).copy()
+            bits = np.array(x.astype(np.float16).view(np.uint16), copy=True)
     else:
         b32 = x.view(np.uint32).astype(np.uint64)
         rounded = (b32 + 0x7FFF + ((b32 >> 16) & 1)) >> 16
-        bits = rounded.astype(np.uint16)
-    exp = bits & f.exp_mask
-    man = bits & f.man_mask
-    bits[(exp == 0) & (man != 0)] = 0
+        bits = np.array(rounded, dtype=np.uint16)
+    bits[((bits & f.exp_mask) == 0) & (x != 0)] = 0  # underflow (subnormal or rounded to -0) gives +0
     bits[np.isnan(x)] = f.canonical_nan
     return bits
 
@@ -153,8 +151,11 @@ def fp_mul(a, b, fmt: str | FloatFormat = "fp16") -> np.ndarray:
         # Products of <= 11-bit significands are exact in float32 unless they over- or underflow;
         # an underflowing product lies below 2**-126 by more than half a subnormal ulp, so numpy's
         # gradual-underflow result is below the normal range too and is flushed.
-        p = np.multiply(_operand(a, f), _operand(b, f), dtype=np.float32)
-    return _flush_fp32(np.array(p, dtype=np.float32, copy=True))
+        x, y = _operand(a, f), _operand(b, f)
+        p = np.array(np.multiply(x, y, dtype=np.float32), dtype=np.float32, copy=True)
+    # an exact product that is nonzero but below 2**-126 becomes +0, even where numpy rounded it to -0
+    p[(np.abs(p) < FP32_MIN_NORMAL) & (x != 0) & (y != 0)] = 0.0
+    return _flush_fp32(p)
 
 
 def fp32_add(a, b) -> np.ndarray:
