@@ -223,24 +223,37 @@ def compress(b, n: int, m: int, mask=None) -> NMOperand:
     if pad:
         vals32 = np.concatenate([vals32, np.zeros((pad, cols), np.float32)], axis=0)
         mask = np.concatenate([mask, np.zeros((pad, cols), bool)], axis=0)
-    vg = vals32.reshape(groups, m, cols)
+    # group codes: bit j set when in-group element j is selected
     mg = mask.reshape(groups, m, cols)
     code_dtype = np.uint8 if m <= 8 else np.uint16
     code = np.zeros((groups, cols), dtype=code_dtype)
     for j in range(m):
-        code |= mg[:, j, :].view(np.uint8).astype(code_dtype) << code_dtype(j)
+        code |= mg[:, j, :].view(np.uint8).astype(code_dtype, copy=False) << code_dtype(j)
     count, slots, filler = _tables(n, m)
+    code = code.astype(np.intp)
     cnt = count[code]
     if cnt.max() > n:
         g, j = (int(i) for i in np.argwhere(cnt > n)[0])
         raise ValueError(f"mask keeps {int(cnt[g, j])} elements in group {g} (rows {g * m}..{g * m + m - 1}) "
                          f"of column {j}, more than N={n}: give a mask with the {n}:{m} structure")
-    idx = np.ascontiguousarray(slots[code].transpose(0, 2, 1))  # (groups, n, cols)
-    values = np.take_along_axis(vg, idx.astype(np.intp), axis=1)
+    idx = np.empty((groups, n, cols), dtype=np.uint8)
+    for s in range(n):
+        idx[:, s, :] = np.take(slots[:, s], code)
+    # gather the kept values through flat offsets into the (row- or column-major) storage of b
+    if not (vals32.flags.c_contiguous or vals32.T.flags.c_contiguous):
+        vals32 = np.ascontiguousarray(vals32)
+    if vals32.flags.c_contiguous:
+        flat, row_stride, col_stride = vals32.reshape(-1), cols, 1
+    else:
+        flat, row_stride, col_stride = vals32.T.reshape(-1), 1, groups * m
+    base = (np.arange(groups, dtype=np.intp)[:, None] * (m * row_stride)
+            + np.arange(cols, dtype=np.intp)[None, :] * col_stride)
+    values = np.empty((groups, n, cols), dtype=np.float32)
+    for s in range(n):
+        values[:, s, :] = np.take(flat, base + idx[:, s, :].astype(np.intp) * row_stride)
     if cnt.min() < n:
-        fill = filler[code].transpose(0, 2, 1)
-        values[fill] = 0.0
-    values = np.ascontiguousarray(values)
+        for s in range(n):
+            values[:, s, :][filler[code, s]] = 0.0
     return NMOperand(values=values, indices=idx, n=n, m=m, k=k, cols=cols)
 
 
