@@ -1,0 +1,295 @@
+"""Training with BDWP on real data: models, data, the training loop and JSON results.
+
+The models are small enough to train on the bit-exact golden model on a laptop CPU:
+
+* ``mlp``: ``64 -> 128 -> 128 -> 10`` with ReLU. Three layers, so that one layer (``fc2``) has both a sparse
+  FF and a sparse BP pass: in a two-layer MLP the first layer computes no input gradient and the 10-way
+  classifier's BP runs dense, so the BP mask would never matter.
+* ``cnn``: ``conv3x3 1->16 stride 1 pad 1`` (ReLU), ``conv3x3 16->32 stride 2 pad 1`` (ReLU), flatten,
+  ``linear 512 -> 10`` on 8x8x1 channels-last images.
+
+Data: scikit-learn's bundled ``load_digits`` (1797 8x8 images, no network access), pixel values scaled to
+``[0, 1]``, a fixed stratified 75/25 train/test split (``random_state=0``) that does not depend on the seed.
+The seed sets the weight initialisation and the mini-batch order.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from sat.sw.bdwp import (
+    SGD,
+    BDWPSettings,
+    Conv2d,
+    Flatten,
+    GemmBackend,
+    GoldenBackend,
+    Linear,
+    LossScaler,
+    Sequential,
+    format_nm,
+    parse_nm,
+)
+
+__all__ = ["MODELS", "DATASETS", "TrainConfig", "Dataset", "load_dataset", "build_model", "parse_policy",
+           "train", "write_json"]
+
+MODELS = ("mlp", "cnn")
+DATASETS = ("digits",)
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A classification data set split into train and test arrays (float32 inputs, int64 labels)."""
+
+    name: str
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    classes: int
+
+
+def load_dataset(name: str = "digits", image: bool = False) -> Dataset:
+    """Load a bundled data set.
+
+    Parameters
+    ----------
+    name : "digits"
+        scikit-learn's ``load_digits`` (bundled with scikit-learn, no download).
+    image : bool
+        Return inputs as NHWC images (B, 8, 8, 1) instead of flat vectors (B, 64).
+
+    Raises
+    ------
+    ValueError
+        For an unknown data set.
+    ImportError
+        If scikit-learn is missing (``pip install -e ".[data]"``).
+    """
+    if name not in DATASETS:
+        raise ValueError(f"unknown data set {name!r}: choose one of {DATASETS}")
+    try:
+        from sklearn.datasets import load_digits
+        from sklearn.model_selection import train_test_split
+    except ImportError as exc:  # pragma: no cover - depends on the install
+        raise ImportError("the digits data set needs scikit-learn: pip install -e \".[data]\"") from exc
+    digits = load_digits()
+    x = (digits.data / 16.0).astype(np.float32)
+    y = digits.target.astype(np.int64)
+    x_tr, x_te, y_tr, y_te = train_test_split(x, y, test_size=0.25, random_state=0, stratify=y)
+    if image:
+        x_tr = x_tr.reshape(-1, 8, 8, 1)
+        x_te = x_te.reshape(-1, 8, 8, 1)
+    return Dataset(name, x_tr, y_tr, x_te, y_te, classes=10)
+
+
+def build_model(name: str, seed: int = 0, classes: int = 10) -> Sequential:
+    """Build ``"mlp"`` or ``"cnn"`` (see the module docstring) with He-normal weights from ``seed``.
+
+    Raises
+    ------
+    ValueError
+        For an unknown model.
+    """
+    rng = np.random.default_rng(seed)
+    if name == "mlp":
+        return Sequential([
+            Linear(64, 128, name="fc1", relu=True, rng=rng),
+            Linear(128, 128, name="fc2", relu=True, rng=rng),
+            Linear(128, classes, name="fc3", rng=rng),
+        ])
+    if name == "cnn":
+        return Sequential([
+            Conv2d(1, 16, 3, stride=1, padding=1, name="conv1", relu=True, rng=rng),
+            Conv2d(16, 32, 3, stride=2, padding=1, name="conv2", relu=True, rng=rng),
+            Flatten("flatten"),
+            Linear(4 * 4 * 32, classes, name="fc", rng=rng),
+        ])
+    raise ValueError(f"unknown model {name!r}: choose one of {MODELS}")
+
+
+def parse_policy(items: tuple[str, ...] | list[str]) -> list[tuple[str, str, str]]:
+    """Parse per-layer pass overrides ``"LAYER.PASS=MODE"`` (PASS ``ff``/``bp``; MODE auto, dense, sparse).
+
+    Raises
+    ------
+    ValueError
+        For malformed items.
+    """
+    out = []
+    for item in items:
+        head, eq, mode = item.partition("=")
+        layer, dot, which = head.rpartition(".")
+        if not eq or not dot or which not in ("ff", "bp") or mode not in ("auto", "dense", "sparse"):
+            raise ValueError(f"policy override must look like 'fc3.bp=dense' (pass ff or bp, mode auto, "
+                             f"dense or sparse), not {item!r}")
+        out.append((layer, which, mode))
+    return out
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Hyper-parameters of one training run.
+
+    Parameters
+    ----------
+    model : "mlp" or "cnn"
+    dataset : "digits"
+    nm : str
+        ``"dense"`` or ``"N:M"``.
+    fmt : "fp16" or "bf16"
+    bp_mask : "independent" or "nested"
+    seed : int
+    epochs, batch_size : int
+    lr, momentum, weight_decay, lambda_w : float
+        SGD with momentum; ``lambda_w`` is the SR-STE coefficient.
+    lr_schedule : "cosine" or "constant"
+        Per-epoch cosine decay from ``lr`` to 0, or constant.
+    loss_scale : "dynamic" or float
+        FP16 loss scaling (BF16 runs unscaled).
+    policy : tuple of str
+        Per-layer pass overrides, ``"LAYER.PASS=MODE"``.
+
+    Raises
+    ------
+    ValueError
+        For an invalid value.
+    """
+
+    model: str = "mlp"
+    dataset: str = "digits"
+    nm: str = "2:8"
+    fmt: str = "fp16"
+    bp_mask: str = "independent"
+    seed: int = 0
+    epochs: int = 20
+    batch_size: int = 32
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    lambda_w: float = 2e-4
+    lr_schedule: str = "cosine"
+    loss_scale: str | float = "dynamic"
+    policy: tuple[str, ...] = field(default_factory=tuple)
+
+    def __post_init__(self) -> None:
+        if self.model not in MODELS:
+            raise ValueError(f"unknown model {self.model!r}: choose one of {MODELS}")
+        if self.dataset not in DATASETS:
+            raise ValueError(f"unknown data set {self.dataset!r}: choose one of {DATASETS}")
+        object.__setattr__(self, "nm", format_nm(parse_nm(self.nm)))
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ValueError(f"epochs and batch_size must be positive, got {self.epochs}, {self.batch_size}")
+        if self.lr_schedule not in ("cosine", "constant"):
+            raise ValueError(f"lr_schedule must be 'cosine' or 'constant', not {self.lr_schedule!r}")
+        if self.loss_scale != "dynamic":
+            try:
+                scale = float(self.loss_scale)
+            except (TypeError, ValueError):
+                scale = -1.0
+            if not scale > 0:
+                raise ValueError(f"loss_scale must be 'dynamic' or a positive number, "
+                                 f"not {self.loss_scale!r}")
+            object.__setattr__(self, "loss_scale", scale)
+        object.__setattr__(self, "policy", tuple(self.policy))
+        parse_policy(self.policy)
+
+    def settings(self, backend: GemmBackend | None = None) -> BDWPSettings:
+        """The :class:`BDWPSettings` of this run on ``backend`` (default golden)."""
+        return BDWPSettings(parse_nm(self.nm), self.fmt, self.bp_mask,
+                            backend if backend is not None else GoldenBackend())
+
+
+def _accuracy(model: Sequential, x: np.ndarray, y: np.ndarray, s: BDWPSettings) -> float:
+    return float(np.mean(model.predict(x, s) == y))
+
+
+def train(config: TrainConfig, backend: GemmBackend | None = None, *, progress: bool = True,
+          data: Dataset | None = None) -> dict:
+    """Train ``config.model`` on ``config.dataset`` with BDWP and return a JSON-serialisable results dict.
+
+    Parameters
+    ----------
+    config : TrainConfig
+    backend : GemmBackend, optional
+        Where the GEMMs run; default :class:`~sat.sw.bdwp.GoldenBackend`.
+    progress : bool
+        Show a tqdm progress bar over the iterations.
+    data : Dataset, optional
+        Pre-loaded data (default: ``load_dataset(config.dataset)``).
+
+    Returns
+    -------
+    dict
+        ``config``, ``backend``, ``pass_modes`` (per layer: ff/bp/wu dense, sparse or skipped),
+        ``epochs`` (per epoch: mean training ``loss``, ``test_accuracy``, ``lr``, ``skipped_steps``,
+        ``loss_scale``), ``final_test_accuracy``, ``final_train_accuracy``, ``skipped_steps``, ``seconds``.
+
+    Raises
+    ------
+    ValueError
+        For a policy naming an unknown layer.
+    """
+    s = config.settings(backend)
+    if data is None:
+        data = load_dataset(config.dataset, image=config.model == "cnn")
+    model = build_model(config.model, config.seed, data.classes)
+    for layer, which, mode in parse_policy(config.policy):
+        try:
+            model.set_policy(layer, **{which: mode})
+        except KeyError as exc:
+            raise ValueError(f"policy override names unknown layer {layer!r}; the {config.model} layers are "
+                             f"{[la.name for la in model.gemm_layers]}") from exc
+    opt = SGD(config.lr, config.momentum, config.weight_decay, config.lambda_w)
+    scaler = LossScaler.for_format(config.fmt, config.loss_scale)
+    rng = np.random.default_rng(config.seed + 1_000_003)
+    n = len(data.x_train)
+    steps = math.ceil(n / config.batch_size)
+    history = []
+    t0 = time.perf_counter()
+    bar = tqdm(total=config.epochs * steps, disable=not progress, leave=False,
+               desc=f"{config.model} {config.nm} {config.fmt} {config.bp_mask} s{config.seed}")
+    for epoch in range(config.epochs):
+        if config.lr_schedule == "cosine":
+            opt.lr = 0.5 * config.lr * (1 + math.cos(math.pi * epoch / config.epochs))
+        order = rng.permutation(n)
+        losses = []
+        skipped_before = scaler.skipped
+        for i in range(steps):
+            idx = order[i * config.batch_size:(i + 1) * config.batch_size]
+            out = model.train_step(data.x_train[idx], data.y_train[idx], s, opt, scaler)
+            losses.append(out["loss"])
+            bar.update(1)
+        acc = _accuracy(model, data.x_test, data.y_test, s)
+        history.append({"epoch": epoch + 1, "loss": float(np.mean(losses)), "test_accuracy": acc,
+                        "lr": opt.lr, "skipped_steps": scaler.skipped - skipped_before,
+                        "loss_scale": scaler.scale})
+        bar.set_postfix(loss=f"{history[-1]['loss']:.3f}", acc=f"{acc:.3f}")
+    bar.close()
+    cfg = asdict(config)
+    cfg["policy"] = list(config.policy)
+    return {
+        "config": cfg,
+        "backend": type(s.backend).__name__,
+        "pass_modes": model.pass_modes(s.nm),
+        "epochs": history,
+        "final_test_accuracy": history[-1]["test_accuracy"],
+        "final_train_accuracy": _accuracy(model, data.x_train, data.y_train, s),
+        "skipped_steps": scaler.skipped,
+        "seconds": time.perf_counter() - t0,
+    }
+
+
+def write_json(obj: dict | list, path: str | Path) -> None:
+    """Write ``obj`` as indented JSON to ``path`` (parent folders are created)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj, indent=2) + "\n")
