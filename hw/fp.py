@@ -1,0 +1,356 @@
+"""FP16/BF16 x FP32 arithmetic gateware: the multiplier and the FP32 adder of a SAT processing element.
+
+Both units implement the arithmetic contract of :mod:`sat.sw.numerics` bit for bit (see ``docs/arithmetic.md``):
+
+* operands are FP16 (1/5/10) or BF16 (1/8/7); their product is formed exactly and returned in FP32;
+* the FP32 adder rounds to nearest, ties to even, using guard/round/sticky bits;
+* subnormal inputs (operands and adder inputs) read as zero of the same sign (DAZ);
+* a rounded result below 2**-126 becomes **+0** (FTZ), overflow gives +-Inf as round-to-nearest-even does;
+* every NaN result is the canonical FP32 NaN ``0x7FC00000``; ``Inf * 0`` and ``Inf - Inf`` are NaN;
+* exact zero sums follow IEEE: ``x + (-x) = +0``, ``-0 + -0 = -0``; a product of zero keeps the xor sign.
+
+Both units are pipelines with a clock enable ``en``: every register advances only in cycles where ``en`` is 1,
+so ``latency`` counts ``en`` cycles. Inputs presented in a cycle with ``en`` high appear at the output after
+``latency`` such cycles and stay there while ``en`` is low.
+"""
+
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value, signed
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from sat.sw.numerics import FORMATS, FP32_CANONICAL_NAN, FloatFormat
+
+__all__ = ["FPMultiplier", "FP32Adder", "ADDER_LATENCY_RANGE"]
+
+_FP32_INF = 0x7F800000
+
+#: Supported ``FP32Adder`` latencies (the same range as ``SATConfig.adder_latency``).
+ADDER_LATENCY_RANGE = range(1, 17)
+
+# The adder is six combinational steps; ``_ADDER_CUTS[L]`` lists after which steps (1..5) a pipeline register
+# is placed when the latency is ``L`` (the output register after step 6 always exists). Latencies above 6 add
+# further registers behind the output register, where the synthesis tool can retime them.
+#   1 unpack/compare/swap/exponent difference  2 align (barrel shift right, sticky)  3 add/subtract
+#   4 leading-zero count                       5 normalize (barrel shift left)       6 round, pack, specials
+_ADDER_CUTS: dict[int, tuple[int, ...]] = {
+    1: (),
+    2: (3,),
+    3: (2, 4),
+    4: (2, 3, 5),
+    5: (1, 2, 3, 5),
+    6: (1, 2, 3, 4, 5),
+}
+
+
+def _register(m: Module, en: Value, values: dict[str, Value], prefix: str) -> dict[str, Signal]:
+    """Register every value of ``values`` (advancing when ``en``); return the registers under the same keys."""
+    regs = {}
+    for key, value in values.items():
+        value = Value.cast(value)
+        reg = Signal(value.shape(), name=f"{prefix}_{key}")
+        with m.If(en):
+            m.d.sync += reg.eq(value)
+        regs[key] = reg
+    return regs
+
+
+def _wire(m: Module, value: Value, name: str) -> Signal:
+    """A named combinational signal driven by ``value`` (readable names in waveforms and Verilog)."""
+    value = Value.cast(value)
+    sig = Signal(value.shape(), name=name)
+    m.d.comb += sig.eq(value)
+    return sig
+
+
+def _leading_zeros(x: Value) -> tuple[Value, Value]:
+    """Leading-zero count of ``x`` (width a power of two) as a balanced tree: ``(all_zero, count)``.
+
+    ``count`` has ``log2(len(x))`` bits and is meaningful only when ``all_zero`` is 0.
+    """
+    width = len(x)
+    if width == 2:
+        return ~(x[0] | x[1]), ~x[1]
+    half = width // 2
+    zero_hi, count_hi = _leading_zeros(x[half:])
+    zero_lo, count_lo = _leading_zeros(x[:half])
+    return zero_hi & zero_lo, Mux(zero_hi, Cat(count_lo, Const(1, 1)), Cat(count_hi, Const(0, 1)))
+
+
+class FPMultiplier(wiring.Component):
+    """Exact FP16 x FP16 or BF16 x BF16 multiplier with an FP32 result.
+
+    Three pipeline stages, mapped for one DSP48E2 per multiplier on UltraScale+:
+
+    1. input registers ``a``/``b`` (the DSP's A/B registers);
+    2. the significand product (11 x 11 or 8 x 8 bits, unsigned) in the DSP's M register, beside it the exponent
+       sum, the product sign and the special-value class in fabric registers;
+    3. normalize (at most one bit), rebias to FP32, over/underflow and special values, output register.
+
+    Equal to :func:`sat.sw.numerics.fp_mul` bit for bit, including DAZ, FTZ to +0, overflow to +-Inf (BF16
+    only), canonical NaN and ``Inf * 0 = NaN``.
+
+    Parameters
+    ----------
+    fmt : "fp16" or "bf16"
+        Operand format.
+
+    Attributes
+    ----------
+    a, b : In(16)
+        Operand bit patterns.
+    en : In(1), init 1
+        Clock enable: the pipeline advances only in cycles where ``en`` is 1.
+    p : Out(32)
+        FP32 product of the operands presented ``latency`` enabled cycles earlier.
+
+    Raises
+    ------
+    ValueError
+        If ``fmt`` is not "fp16" or "bf16".
+    """
+
+    a: In(16)
+    b: In(16)
+    en: In(1, init=1)
+    p: Out(32)
+
+    LATENCY = 3
+
+    def __init__(self, fmt: str = "fp16") -> None:
+        if not isinstance(fmt, str) or fmt.lower() not in FORMATS:
+            raise ValueError(f"fmt must be one of {sorted(FORMATS)}, not {fmt!r}")
+        self._format: FloatFormat = FORMATS[fmt.lower()]
+        super().__init__()
+
+    @property
+    def fmt(self) -> str:
+        """Operand format name ("fp16" or "bf16")."""
+        return self._format.name
+
+    @property
+    def latency(self) -> int:
+        """Cycles (with ``en`` high) from ``a``/``b`` to ``p``."""
+        return self.LATENCY
+
+    def elaborate(self, platform) -> Module:
+        m = Module()
+        f = self._format
+        e_bits, m_bits, bias = f.exp_bits, f.man_bits, f.bias
+        e_max = (1 << e_bits) - 1
+
+        # Stage 1: input registers (DSP48E2 AREG/BREG).
+        a_reg = Signal(16, name="a_reg")
+        b_reg = Signal(16, name="b_reg")
+        with m.If(self.en):
+            m.d.sync += [a_reg.eq(self.a), b_reg.eq(self.b)]
+
+        def unpack(x: Value) -> dict[str, Value]:
+            exp, man = x[m_bits:m_bits + e_bits], x[:m_bits]
+            return {
+                "sign": x[15],
+                "exp": exp,
+                "sig": Cat(man, Const(1, 1)),
+                "zero": exp == 0,  # zero or subnormal (DAZ)
+                "inf": (exp == e_max) & (man == 0),
+                "nan": (exp == e_max) & (man != 0),
+            }
+
+        ua, ub = unpack(a_reg), unpack(b_reg)
+
+        # Stage 2: significand product (DSP48E2 multiplier with MREG) and exponent sum / class in fabric.
+        s2 = _register(m, self.en, {
+            "prod": ua["sig"] * ub["sig"],                     # 2*m_bits+2 bits, value in [1, 4)
+            "exp_sum": ua["exp"] + ub["exp"],
+            "sign": ua["sign"] ^ ub["sign"],
+            "nan": ua["nan"] | ub["nan"] | (ua["inf"] & ub["zero"]) | (ub["inf"] & ua["zero"]),
+            "inf": ua["inf"] | ub["inf"],
+            "zero": ua["zero"] | ub["zero"],
+        }, "mul_s2")
+
+        # Stage 3: normalize by at most one bit, rebias, classify, pack.
+        prod = s2["prod"]
+        frac_bits = 2 * m_bits
+        carry = _wire(m, prod[frac_bits + 1], "mul_carry")
+        frac = _wire(m, Mux(carry,
+                            Cat(Const(0, 23 - (frac_bits + 1)), prod[:frac_bits + 1]),
+                            Cat(Const(0, 23 - frac_bits), prod[:frac_bits])), "mul_frac")
+        exp = Signal(signed(12), name="mul_exp")
+        m.d.comb += exp.eq(s2["exp_sum"] + carry + (127 - 2 * bias))
+
+        # Exponent range of normal x normal products; over/underflow logic only where it can happen.
+        exp_lo = 2 * 1 + (127 - 2 * bias)
+        exp_hi = 2 * (e_max - 1) + 1 + (127 - 2 * bias)
+        sign = s2["sign"]
+        result = Signal(32, name="mul_result")
+        with m.If(s2["nan"]):
+            m.d.comb += result.eq(FP32_CANONICAL_NAN)
+        with m.Elif(s2["inf"]):
+            m.d.comb += result.eq(Cat(Const(_FP32_INF, 31), sign))
+        with m.Elif(s2["zero"]):
+            m.d.comb += result.eq(Cat(Const(0, 31), sign))
+        if exp_hi >= 255:
+            with m.Elif(exp >= 255):
+                m.d.comb += result.eq(Cat(Const(_FP32_INF, 31), sign))
+        if exp_lo <= 0:
+            with m.Elif(exp <= 0):
+                m.d.comb += result.eq(0)  # FTZ to +0
+        with m.Else():
+            m.d.comb += result.eq(Cat(frac, exp[:8], sign))
+
+        with m.If(self.en):
+            m.d.sync += self.p.eq(result)
+        return m
+
+
+class FP32Adder(wiring.Component):
+    """Pipelined FP32 adder, round to nearest even, with the DAZ / FTZ-to-+0 / canonical-NaN policy of SAT.
+
+    Equal to :func:`sat.sw.numerics.fp32_add` bit for bit. The datapath is six combinational steps
+
+    1. unpack with DAZ, order the operands by magnitude (swap), exponent difference, special-value class;
+    2. align the smaller significand (barrel shift right by up to 31, keeping guard, round and sticky bits);
+    3. add or subtract the 27-bit significands (magnitude order makes the difference non-negative);
+    4. leading-zero count of the 28-bit sum (balanced tree);
+    5. normalize (barrel shift left), exponent adjust with an unbounded (10-bit signed) exponent;
+    6. round to nearest even, exponent carry, overflow to +-Inf, FTZ to +0, zero sign, NaN/Inf, pack,
+
+    separated by pipeline registers according to ``latency`` (see ``docs/arithmetic.md``): latency 4 registers
+    after steps 2, 3, 5 and 6. The output ``s`` is always a register.
+
+    Parameters
+    ----------
+    latency : int
+        Pipeline depth, 1 to 16 (6 registers cover every natural stage; more are added behind the output).
+
+    Attributes
+    ----------
+    a, b : In(32)
+        FP32 addends.
+    en : In(1), init 1
+        Clock enable: the pipeline advances only in cycles where ``en`` is 1.
+    s : Out(32)
+        FP32 sum of the addends presented ``latency`` enabled cycles earlier.
+
+    Raises
+    ------
+    ValueError
+        If ``latency`` is not an integer in ``ADDER_LATENCY_RANGE``.
+    """
+
+    a: In(32)
+    b: In(32)
+    en: In(1, init=1)
+    s: Out(32)
+
+    def __init__(self, latency: int = 4) -> None:
+        if not isinstance(latency, int) or isinstance(latency, bool) or latency not in ADDER_LATENCY_RANGE:
+            raise ValueError(f"latency must be an integer between {ADDER_LATENCY_RANGE.start} and "
+                             f"{ADDER_LATENCY_RANGE.stop - 1}, not {latency!r}")
+        self._latency = latency
+        super().__init__()
+
+    @property
+    def latency(self) -> int:
+        """Cycles (with ``en`` high) from ``a``/``b`` to ``s``."""
+        return self._latency
+
+    def elaborate(self, platform) -> Module:
+        m = Module()
+        cuts = _ADDER_CUTS[min(self._latency, 6)]
+
+        def cut(step: int, values: dict[str, Value]) -> dict[str, Value]:
+            if step in cuts:
+                return _register(m, self.en, values, f"add_s{step}")
+            return {k: _wire(m, v, f"add_c{step}_{k}") for k, v in values.items()}
+
+        # Step 1: unpack (DAZ), order by magnitude, exponent difference, special values.
+        def unpack(x: Value) -> dict[str, Value]:
+            exp, man = x[23:31], x[:23]
+            zero = exp == 0
+            return {
+                "sign": x[31], "exp": exp, "zero": zero,
+                "mag": Mux(zero, 0, x[:31]),
+                "sig": Mux(zero, 0, Cat(man, Const(1, 1))),
+                "inf": (exp == 255) & (man == 0),
+                "nan": (exp == 255) & (man != 0),
+            }
+
+        ua, ub = unpack(self.a), unpack(self.b)
+        swap = _wire(m, ub["mag"] > ua["mag"], "add_swap")
+        exp_x = Mux(swap, ub["exp"], ua["exp"])
+        exp_y = Mux(swap, ua["exp"], ub["exp"])
+        diff = _wire(m, exp_x - exp_y, "add_exp_diff")  # >= 0 (a zero operand has exponent 0)
+        s1 = cut(1, {
+            "sign_x": Mux(swap, ub["sign"], ua["sign"]),
+            "eff_sub": ua["sign"] ^ ub["sign"],
+            "exp_x": exp_x,
+            "sig_x": Mux(swap, ub["sig"], ua["sig"]),
+            "sig_y": Mux(swap, ua["sig"], ub["sig"]),
+            "shift": Mux(diff[:8] > 31, 31, diff[:5]),
+            "zero_sign": ua["sign"] & ub["sign"],  # sign of an exact zero sum: -0 only for -0 + -0
+            "nan": ua["nan"] | ub["nan"] | (ua["inf"] & ub["inf"] & (ua["sign"] != ub["sign"])),
+            "inf": ua["inf"] | ub["inf"],
+            "inf_sign": Mux(ua["inf"], ua["sign"], ub["sign"]),
+        })
+
+        # Step 2: align the smaller operand: 24 significand bits, guard, round, and a sticky bit.
+        wide = Cat(Const(0, 26), s1["sig_y"]) >> s1["shift"]   # 50 bits; the hidden bit never falls off
+        aligned = Cat(wide[:24].any(), wide[24:50])             # 27 bits: sticky, round, guard, significand
+        s2 = cut(2, {
+            **{k: s1[k] for k in ("sign_x", "eff_sub", "exp_x", "zero_sign", "nan", "inf", "inf_sign")},
+            "x": Cat(Const(0, 3), s1["sig_x"]),
+            "y": aligned,
+        })
+
+        # Step 3: add or subtract (|x| >= |y|, so the difference is non-negative).
+        total = Mux(s2["eff_sub"], (s2["x"] - s2["y"])[:28], s2["x"] + s2["y"])
+        s3 = cut(3, {
+            **{k: s2[k] for k in ("sign_x", "exp_x", "zero_sign", "nan", "inf", "inf_sign")},
+            "sum": total,
+        })
+
+        # Step 4: leading-zero count of the 28-bit sum (padded to 32 bits at the bottom).
+        sum_zero, lz = _leading_zeros(Cat(Const(0, 4), s3["sum"]))
+        s4 = cut(4, {**s3, "sum_zero": sum_zero, "lz": lz})
+
+        # Step 5: normalize so that the leading one is bit 27; exponent with an unbounded range.
+        norm = (s4["sum"] << s4["lz"])[:28]
+        exp = Signal(signed(10), name="add_norm_exp")
+        m.d.comb += exp.eq(s4["exp_x"] + 1 - s4["lz"])
+        s5 = cut(5, {
+            **{k: s4[k] for k in ("sign_x", "zero_sign", "nan", "inf", "inf_sign", "sum_zero")},
+            "norm": norm, "exp": exp,
+        })
+
+        # Step 6: round to nearest even: bit 27 hidden, 26..4 mantissa, 3 guard, 2..0 sticky.
+        norm = s5["norm"]
+        round_up = _wire(m, norm[3] & (norm[:3].any() | norm[4]), "add_round_up")
+        rounded = _wire(m, norm[4:28] + round_up, "add_rounded")          # 25 bits
+        exp_final = Signal(signed(11), name="add_exp_final")
+        m.d.comb += exp_final.eq(s5["exp"] + rounded[24])
+        sign = s5["sign_x"]
+        result = Signal(32, name="add_result")
+        with m.If(s5["nan"]):
+            m.d.comb += result.eq(FP32_CANONICAL_NAN)
+        with m.Elif(s5["inf"]):
+            m.d.comb += result.eq(Cat(Const(_FP32_INF, 31), s5["inf_sign"]))
+        with m.Elif(s5["sum_zero"]):
+            m.d.comb += result.eq(Cat(Const(0, 31), s5["zero_sign"]))
+        with m.Elif(exp_final >= 255):
+            m.d.comb += result.eq(Cat(Const(_FP32_INF, 31), sign))
+        with m.Elif(exp_final <= 0):
+            m.d.comb += result.eq(0)  # FTZ to +0
+        with m.Else():
+            m.d.comb += result.eq(Cat(rounded[:23], exp_final[:8], sign))
+
+        # Output register, then any extra stages beyond the six natural ones.
+        out = result
+        for i in range(max(0, self._latency - 6)):
+            reg = Signal(32, name=f"add_extra{i}")
+            with m.If(self.en):
+                m.d.sync += reg.eq(out)
+            out = reg
+        with m.If(self.en):
+            m.d.sync += self.s.eq(out)
+        return m
+
