@@ -1,0 +1,155 @@
+"""The ``sat`` command line (console script entry point ``sat.sw.cli:main``).
+
+Subcommands register themselves with :func:`subcommand`; ``sat train`` lives here, and other parts of SAT add
+theirs (``sat sim``, ``sat build``) either in this module or in a module listed in :data:`COMMAND_MODULES`,
+which :func:`build_parser` imports when it exists::
+
+    @subcommand("sim", help="run a cocotb testbench")
+    def _sim(p: argparse.ArgumentParser) -> Callable[[argparse.Namespace], int]:
+        p.add_argument(...)
+        return run_sim          # called with the parsed namespace; returns the exit status
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+__all__ = ["Subcommand", "SUBCOMMANDS", "COMMAND_MODULES", "subcommand", "build_parser", "main"]
+
+Handler = Callable[[argparse.Namespace], int]
+Configure = Callable[[argparse.ArgumentParser], Handler]
+
+
+@dataclass(frozen=True)
+class Subcommand:
+    """A registered subcommand: ``configure`` adds its arguments and returns the handler to run."""
+
+    name: str
+    help: str
+    configure: Configure
+
+
+SUBCOMMANDS: dict[str, Subcommand] = {}
+
+# Modules that register further subcommands at import time (skipped when not installed yet).
+COMMAND_MODULES: tuple[str, ...] = ()
+
+
+def subcommand(name: str, help: str) -> Callable[[Configure], Configure]:
+    """Decorator registering ``configure(parser) -> handler`` as ``sat NAME``.
+
+    Raises
+    ------
+    ValueError
+        If ``name`` is already registered.
+    """
+    def register(configure: Configure) -> Configure:
+        if name in SUBCOMMANDS:
+            raise ValueError(f"subcommand {name!r} is registered twice: pick another name")
+        SUBCOMMANDS[name] = Subcommand(name, help, configure)
+        return configure
+    return register
+
+
+def _nm_arg(text: str) -> str:
+    from sat.sw.bdwp import format_nm, parse_nm
+
+    try:
+        return format_nm(parse_nm(text))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _scale_arg(text: str) -> str | float:
+    if text == "dynamic":
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"loss scale must be 'dynamic' or a positive number, not {text!r}")
+    return value
+
+
+@subcommand("train", help="train a small network with BDWP (N:M sparse FF and BP) or dense")
+def _train(p: argparse.ArgumentParser) -> Handler:
+    from sat.sw.bdwp import backend_names
+    from sat.sw.train import DATASETS, MODELS
+
+    p.add_argument("--model", choices=MODELS, default="mlp")
+    p.add_argument("--dataset", choices=DATASETS, default="digits")
+    p.add_argument("--nm", type=_nm_arg, default="2:8", help="'dense' or N:M, e.g. 2:8 (default 2:8)")
+    p.add_argument("--fmt", choices=["fp16", "bf16"], default="fp16", help="GEMM operand format")
+    p.add_argument("--bp-mask", choices=["independent", "nested"], default="independent",
+                   help="BP weights pruned from the dense master weights (independent) or from W_ff (nested)")
+    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=0.05)
+    p.add_argument("--momentum", type=float, default=0.9)
+    p.add_argument("--weight-decay", type=float, default=1e-4)
+    p.add_argument("--lambda-w", type=float, default=2e-4, help="SR-STE coefficient")
+    p.add_argument("--lr-schedule", choices=["cosine", "constant"], default="cosine")
+    p.add_argument("--loss-scale", type=_scale_arg, default="dynamic",
+                   help="FP16 loss scaling: 'dynamic' or a static number (BF16 runs unscaled)")
+    p.add_argument("--policy", action="append", default=[], metavar="LAYER.PASS=MODE",
+                   help="per-layer pass override, e.g. fc3.bp=sparse or conv1.ff=dense (repeatable)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--backend", choices=backend_names(), default="golden", help="where the GEMMs run")
+    p.add_argument("--json", metavar="PATH", help="write the results dict as JSON to PATH")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+    def run(args: argparse.Namespace) -> int:
+        from sat.sw.bdwp import get_backend
+        from sat.sw.train import TrainConfig, train, write_json
+
+        try:
+            cfg = TrainConfig(model=args.model, dataset=args.dataset, nm=args.nm, fmt=args.fmt,
+                              bp_mask=args.bp_mask, seed=args.seed, epochs=args.epochs,
+                              batch_size=args.batch_size, lr=args.lr, momentum=args.momentum,
+                              weight_decay=args.weight_decay, lambda_w=args.lambda_w,
+                              lr_schedule=args.lr_schedule, loss_scale=args.loss_scale,
+                              policy=tuple(args.policy))
+            result = train(cfg, get_backend(args.backend), progress=not args.no_progress)
+        except ValueError as exc:
+            print(f"sat train: error: {exc}", file=sys.stderr)
+            return 2
+        print(f"{cfg.model} {cfg.nm} {cfg.fmt} bp-mask={cfg.bp_mask} seed={cfg.seed}: "
+              f"final loss {result['epochs'][-1]['loss']:.4f}, "
+              f"test accuracy {100 * result['final_test_accuracy']:.2f} % "
+              f"({result['skipped_steps']} skipped steps, {result['seconds']:.1f} s)")
+        if args.json:
+            write_json(result, args.json)
+        return 0
+
+    return run
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``sat`` argument parser with every registered subcommand."""
+    for module in COMMAND_MODULES:
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name != module:
+                raise
+    parser = argparse.ArgumentParser(prog="sat", description="SAT: N:M-sparse DNN training on FPGAs")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, cmd in SUBCOMMANDS.items():
+        p = sub.add_parser(name, help=cmd.help, description=cmd.help)
+        p.set_defaults(_handler=cmd.configure(p))
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``sat`` with ``argv`` (default ``sys.argv[1:]``); returns the exit status."""
+    args = build_parser().parse_args(argv)
+    return int(args._handler(args))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
