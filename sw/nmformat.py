@@ -360,18 +360,19 @@ def pack(op: NMOperand, fmt: str | FloatFormat = "fp16") -> np.ndarray:
     bits = encode(op.values.reshape(steps, op.cols), f)
     idx = op.indices.reshape(steps, op.cols)
     # full[t, block, 0] is the index beat, full[t, block, 1 + p] the value beat of step block*spb + p
-    full = np.zeros((tiles, blocks, 1 + spb, BEAT_BYTES), dtype=np.uint8)
+    # full[t, q, 0] is the index beat of block q of tile t, full[t, q, 1 + p] the value beat of step 4q + p;
+    # a beat is 32 little-endian 16-bit words (values: one per lane; indices: 4 nibbles per word)
+    full = np.zeros((tiles, blocks, 1 + spb, LANES), dtype="<u2")
     v = np.zeros((blocks * spb, lanes), dtype=np.uint16)
     v[:steps, :op.cols] = bits
-    v = v.astype("<u2", copy=False).reshape(blocks, spb, tiles, LANES).transpose(2, 0, 1, 3)
-    full[:, :, 1:, :] = v.view(np.uint8).reshape(tiles, blocks, spb, BEAT_BYTES) if v.flags.c_contiguous \
-        else np.ascontiguousarray(v).view(np.uint8).reshape(tiles, blocks, spb, BEAT_BYTES)
+    full[:, :, 1:, :] = v.reshape(blocks, spb, tiles, LANES).transpose(2, 0, 1, 3)
     i = np.zeros((blocks * spb, lanes), dtype=np.uint8)
     i[:steps, :op.cols] = idx
-    nib = i[:, 0::2] | (i[:, 1::2] << 4)  # (blocks*spb, lanes/2): lane 2l in the low nibble
-    full[:, :, 0, :] = nib.reshape(blocks, spb, tiles, LANES // 2).transpose(2, 0, 1, 3).reshape(
-        tiles, blocks, BEAT_BYTES)
-    return full.reshape(tiles, blocks * (1 + spb), BEAT_BYTES)[:, :per_tile].reshape(-1)
+    nib = i[:, 0::2] | (i[:, 1::2] << 4)  # (blocks*spb, lanes/2) bytes: lane 2b low nibble, 2b+1 high
+    nib = np.ascontiguousarray(nib.reshape(blocks, spb, tiles, LANES // 2).transpose(2, 0, 1, 3))
+    full[:, :, 0, :] = nib.reshape(tiles, blocks, BEAT_BYTES).view("<u2")
+    full = full.view(np.uint8).reshape(tiles, blocks * (1 + spb), BEAT_BYTES)
+    return np.ascontiguousarray(full[:, :per_tile]).reshape(-1)
 
 
 def unpack(data, n: int, m: int, k: int, cols: int, fmt: str | FloatFormat = "fp16") -> NMOperand:

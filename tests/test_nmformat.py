@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from sat.sw.bdwp import nm_mask, prune
 from sat.sw.nmformat import (
     BEAT_BYTES,
@@ -155,6 +156,18 @@ def test_ff_and_bp_copies():
     # an explicit mask selects values of w itself
     mask = nm_mask(w_ff, 2, 4, axis=0)
     assert np.array_equal(compress_bp(w, 2, 4, mask=mask).to_dense(), np.where(mask, w, 0))
+
+
+@pytest.mark.parametrize("n, m", [(1, 1), (1, 2), (3, 16), (8, 16), (16, 16)])
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_other_patterns_round_trip(n, m, fmt):
+    """Patterns beyond the default set, incl. M = 16 (the largest a 4-bit index field holds)."""
+    b = random_matrix(np.random.default_rng(m * 100 + n), (37, 45), "ties")
+    op = compress(b, n, m)
+    assert np.array_equal(op.to_dense(), prune(b, n, m, axis=0))
+    data = pack(op, fmt)
+    assert np.array_equal(data, reference_pack(op, fmt))
+    assert np.array_equal(pack(unpack(data, n, m, 37, 45, fmt), fmt), data)
 
 
 # --- packing ----------------------------------------------------------------------------------------------
