@@ -90,7 +90,7 @@ class NMOperand:
         _check_nm_format(self.n, self.m)
         for name in ("k", "cols"):
             v = getattr(self, name)
-            if not isinstance(v, (int, np.integer)) or v < 1:
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
                 raise ValueError(f"{name} must be a positive integer, not {v!r}")
         values = np.asarray(self.values, dtype=np.float32)
         indices = np.asarray(self.indices)
@@ -285,6 +285,19 @@ def compress_bp(w, n: int, m: int, mask=None) -> NMOperand:
 def matmul_nm(a, op: NMOperand, fmt: str | FloatFormat = "fp16") -> np.ndarray:
     """Bit-exact ``a @ B`` for a compressed ``B``: :func:`sat.sw.numerics.matmul_sparse` on ``op``.
 
+    Parameters
+    ----------
+    a : array (rows, op.k)
+        Dense left operand (bit patterns or values, as in ``matmul_sparse``).
+    op : NMOperand
+        The compressed right operand.
+    fmt : "fp16" or "bf16"
+
+    Returns
+    -------
+    float32 array (rows, op.cols), equal bit for bit to ``matmul(a, op.to_dense(), fmt)`` when ``a`` holds
+    no Inf or NaN.
+
     Raises
     ------
     ValueError
@@ -310,6 +323,17 @@ def _layout(n: int, m: int, k: int, cols: int) -> tuple[int, int, int]:
 
 def packed_beats(n: int, m: int, k: int, cols: int) -> int:
     """Number of 512-bit beats ``pack`` produces for a ``k x cols`` operand at ``n:m``.
+
+    Parameters
+    ----------
+    n, m : int
+        The N:M pattern.
+    k, cols : int
+        Shape of the dense operand ``B`` (unpadded).
+
+    Returns
+    -------
+    ``ceil(cols / 32) * (S + ceil(S / 4))`` with ``S = ceil(k / m) * n`` steps per column tile.
 
     Raises
     ------

@@ -295,6 +295,22 @@ def test_unpack_rejects_nonzero_value_in_padding_rows():
         unpack(data, 2, 4, 5, 1, "fp16")
 
 
+@settings(max_examples=150, deadline=None)
+@given(operands(max_k=30, max_cols=40), st.sampled_from(FORMATS), st.data())
+def test_unpack_never_silently_alters_a_corrupted_stream(case, fmt, data):
+    """Flip one random bit: unpack either raises ValueError or returns exactly what re-packs to those bytes."""
+    b, n, m = case
+    k, cols = b.shape
+    packed = pack(compress(b, n, m), fmt).copy()
+    bit = data.draw(st.integers(0, packed.size * 8 - 1), label="bit")
+    packed[bit // 8] ^= np.uint8(1 << (bit % 8))
+    try:
+        back = unpack(packed, n, m, k, cols, fmt)
+    except ValueError:
+        return
+    assert np.array_equal(pack(back, fmt), packed)
+
+
 @pytest.mark.parametrize("fmt, word, what", [
     ("fp16", 0x0001, "subnormal fp16"), ("fp16", 0x7C01, "non-canonical fp16 NaN"),
     ("bf16", 0x0040, "subnormal bf16"), ("bf16", 0xFF81, "non-canonical bf16 NaN"),
