@@ -1,0 +1,207 @@
+"""One processing element (PE) of SAT's output-stationary sparse tensor engine, with interleave mapping."""
+
+from amaranth.hdl import Cat, Module, Mux, Signal
+from amaranth.lib import data, wiring
+from amaranth.lib.wiring import In, Out
+from amaranth.utils import exact_log2
+
+from sat.sw.config import SATConfig
+
+from .fp import FP32Adder, FPMultiplier
+
+__all__ = ["PE"]
+
+
+class PE(wiring.Component):
+    """Multiply-accumulate processing element: ``L`` interleaved FP32 accumulators around one pipelined adder.
+
+    **Operand stream.** Every clock cycle with ``en`` high is one *step*; with ``en`` low the whole PE
+    (multiplier, adder, flags, pass-through registers, counters) freezes. In a step with ``valid`` high the PE
+    multiplies ``act[idx]`` by ``wgt`` (FP16 or BF16, exact FP32 product) and adds the product to the
+    accumulator of the step's *slot*; in a step with ``valid`` low (a bubble) that accumulator passes unchanged.
+
+    **Run-time sparsity.** The PE always has ``max_m = config.max_m`` activation lanes and picks lane ``idx``.
+    For N:M-sparse operands the feeder keeps an ``M``-wide activation group on ``act`` (lanes ``0..M-1``) while
+    it sends the ``N`` kept weights of that group with their in-group indices, so the reduction advances ``M``
+    elements in ``N`` steps; dense operands use lane 0 and ``idx = 0``. Dense or N:M (any ``M <= max_m``) is
+    thus a property of the operand stream, not of the PE, and can change from one output to the next.
+
+    **Interleave mapping.** The FP32 adder has ``L = config.adder_latency`` pipeline stages. Its output feeds
+    back to its own input, so the adder holds ``L`` independent accumulators in flight, one per stage: step
+    ``t`` (counting steps since reset) belongs to slot ``t mod L``, and the operand of step ``t`` is added to the
+    sum produced by step ``t - L`` of the same slot. The multiplier latency (3) is hidden by delaying ``valid``,
+    ``first`` and ``last`` alongside the product. Every adder stage does useful work every step; nothing waits
+    for a sum. A feeder that interleaves ``L`` outputs ``(i = 0..L-1 for k = 0), (i = 0..L-1 for k = 1), ...``
+    issues one MAC per cycle and each output is still accumulated sequentially in ascending reduction index from
+    +0, bit for bit as :func:`sat.sw.numerics.matmul` and :func:`~sat.sw.numerics.matmul_sparse`. The slots are
+    independent: each may hold outputs of different lengths, and bubbles delay only their own slot.
+
+    * ``first`` (with ``valid``): this operand starts a new output; it is added to +0 instead of the slot's sum.
+    * ``last`` (with ``valid``): this operand completes the output; ``latency`` steps later the sum is on
+      ``result`` and ``result_valid`` is high for exactly one clock cycle (the cycle after the ``en`` cycle that
+      produced it, whatever ``en`` does then). ``result`` holds that value until the next step. Results leave in
+      the order of their ``last`` steps, i.e. in slot order for an interleaved group.
+
+    Timing (``L = 4``, multiplier latency 3, ``en`` always high; ``aK`` = output ``a``'s ``K``-th operand)::
+
+        step       0   1   2   3   4   5   6   7  ... 4K-4 .. 4K-1 ... 4K+3 .. 4K+6
+        operand    a0  b0  c0  d0  a1  b1  c1  d1 ... aK-1 .. dK-1
+        adder in               a0  b0  c0  d0  a1 ...
+        result                                                         a   b   c   d  (result_valid)
+
+    **Systolic pass-through.** ``act_out``, ``wgt_out``, ``idx_out``, ``valid_out``, ``first_out`` and
+    ``last_out`` are the inputs delayed by one step, so PEs chain horizontally (activations) and vertically
+    (weights, indices) in an array; flags may follow either direction.
+
+    **Counters.** ``cycle_count`` counts steps and ``mac_count`` counts steps with ``valid`` (32-bit, wrapping,
+    cleared by reset): in steady state they advance together, one MAC per cycle.
+
+    Parameters
+    ----------
+    config : SATConfig
+        Uses ``fmt`` (operand format), ``max_m`` (activation lanes) and ``adder_latency`` (``L``).
+
+    Attributes
+    ----------
+    en : In(1), init 1
+        Step enable; low stalls the whole PE.
+    valid : In(1)
+        An operand is present this step.
+    act : In(ArrayLayout(16, max_m))
+        Activation group (bit patterns); lane ``idx`` is used.
+    wgt : In(16)
+        Weight (bit pattern).
+    idx : In(max(1, log2(max_m)))
+        In-group index of the weight (0 for dense).
+    first, last : In(1)
+        This operand starts / completes an output.
+    act_out, wgt_out, idx_out, valid_out, first_out, last_out : Out
+        The inputs of the previous step.
+    result : Out(32)
+        FP32 output (the adder's output register).
+    result_valid : Out(1)
+        ``result`` holds a finished output (one clock cycle per output).
+    mac_count, cycle_count : Out(32)
+        Performance counters.
+
+    Raises
+    ------
+    TypeError
+        If ``config`` is not a :class:`~sat.sw.config.SATConfig`.
+    """
+
+    COUNTER_WIDTH = 32
+
+    def __init__(self, config: SATConfig) -> None:
+        if not isinstance(config, SATConfig):
+            raise TypeError(f"config must be a SATConfig, not {config!r}")
+        self._config = config
+        self._idx_width = max(1, exact_log2(config.max_m))
+        act_layout = data.ArrayLayout(16, config.max_m)
+        super().__init__({
+            "en": In(1, init=1),
+            "valid": In(1),
+            "act": In(act_layout),
+            "wgt": In(16),
+            "idx": In(self._idx_width),
+            "first": In(1),
+            "last": In(1),
+            "act_out": Out(act_layout),
+            "wgt_out": Out(16),
+            "idx_out": Out(self._idx_width),
+            "valid_out": Out(1),
+            "first_out": Out(1),
+            "last_out": Out(1),
+            "result": Out(32),
+            "result_valid": Out(1),
+            "mac_count": Out(self.COUNTER_WIDTH),
+            "cycle_count": Out(self.COUNTER_WIDTH),
+        })
+
+    @property
+    def config(self) -> SATConfig:
+        """The build configuration."""
+        return self._config
+
+    @property
+    def max_m(self) -> int:
+        """Activation lanes (largest group size M)."""
+        return self._config.max_m
+
+    @property
+    def idx_width(self) -> int:
+        """Width of ``idx`` (at least 1)."""
+        return self._idx_width
+
+    @property
+    def interleave(self) -> int:
+        """Accumulator slots ``L`` (the adder latency): outputs in flight per PE."""
+        return self._config.adder_latency
+
+    @property
+    def multiplier_latency(self) -> int:
+        """Steps from operand to product (the :class:`FPMultiplier` latency)."""
+        return FPMultiplier.LATENCY
+
+    @property
+    def latency(self) -> int:
+        """Steps from an operand with ``last`` to its output on ``result`` (multiplier + adder latency)."""
+        return self.multiplier_latency + self.interleave
+
+    def elaborate(self, platform) -> Module:
+        m = Module()
+        en = self.en
+
+        m.submodules.multiplier = mul = FPMultiplier(self._config.fmt)
+        m.submodules.adder = adder = FP32Adder(self._config.adder_latency)
+
+        operand = self.act[self.idx] if self.max_m > 1 else self.act[0]
+        m.d.comb += [
+            mul.a.eq(operand),
+            mul.b.eq(self.wgt),
+            mul.en.eq(en),
+            adder.en.eq(en),
+        ]
+
+        # Flags travel beside the multiplier pipeline, then beside the adder pipeline.
+        flags = Cat(self.valid, self.first, self.last)
+        for i in range(mul.latency):
+            delayed = Signal(3, name=f"flags_d{i + 1}")
+            with m.If(en):
+                m.d.sync += delayed.eq(flags)
+            flags = delayed
+        valid_p, first_p, last_p = flags[0], flags[1], flags[2]
+
+        # The accumulator ring: the adder output is its own input L steps later.
+        m.d.comb += [
+            adder.a.eq(Mux(valid_p & first_p, 0, adder.s)),   # +0 starts a new output
+            adder.b.eq(Mux(valid_p, mul.p, 0)),                # a bubble adds +0: the sum passes unchanged
+        ]
+
+        done = valid_p & last_p
+        for i in range(adder.latency):
+            delayed = Signal(name=f"done_d{i + 1}")
+            with m.If(en):
+                m.d.sync += delayed.eq(done)
+            done = delayed
+        stepped = Signal()  # high in the cycle after an enabled cycle: the pipeline has just moved
+        m.d.sync += stepped.eq(en)
+        m.d.comb += [
+            self.result.eq(adder.s),
+            self.result_valid.eq(done & stepped),
+        ]
+
+        # Systolic pass-through registers.
+        with m.If(en):
+            m.d.sync += [
+                self.act_out.eq(self.act),
+                self.wgt_out.eq(self.wgt),
+                self.idx_out.eq(self.idx),
+                self.valid_out.eq(self.valid),
+                self.first_out.eq(self.first),
+                self.last_out.eq(self.last),
+                self.cycle_count.eq(self.cycle_count + 1),
+            ]
+            with m.If(self.valid):
+                m.d.sync += self.mac_count.eq(self.mac_count + 1)
+        return m
