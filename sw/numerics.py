@@ -256,13 +256,15 @@ def matmul_sparse(a, b_values, b_indices, m: int, fmt: str | FloatFormat = "fp16
     k_pad = groups * m
     if a.shape[1] != k_pad:
         a = np.concatenate([a, np.zeros((a.shape[0], k_pad - a.shape[1]), np.float32)], axis=1)
-    acc = np.zeros((a.shape[0], cols), dtype=np.float32)
+    # Work transposed: gathering contiguous rows of a^T is much faster than gathering columns of a.
+    a_t = np.ascontiguousarray(a.T)
+    rows_all = (np.arange(groups)[:, None, None] * m + idx).astype(np.intp)
+    acc = np.zeros((cols, a.shape[0]), dtype=np.float32)
     p = np.empty_like(acc)
     flush_products = f is not FP16
     with np.errstate(over="ignore", under="ignore", invalid="ignore"):
         for g in range(groups):
             for j in range(n):
-                rows = g * m + idx[g, j, :].astype(np.intp)
-                np.multiply(a[:, rows], vals[None, g, j, :], out=p)
+                np.multiply(a_t[rows_all[g, j]], vals[g, j, :, None], out=p)
                 _accumulate(acc, p, flush_products)
-    return _flush_fp32(acc)
+    return _flush_fp32(np.ascontiguousarray(acc.T))
