@@ -150,9 +150,9 @@ class FPMultiplier(wiring.Component):
                 "sign": x[15],
                 "exp": exp,
                 "sig": Cat(man, Const(1, 1)),
-                "zero": exp == 0,  # zero or subnormal (DAZ)
-                "inf": (exp == e_max) & (man == 0),
-                "nan": (exp == e_max) & (man != 0),
+                "zero": ~exp.any(),  # zero or subnormal (DAZ)
+                "inf": exp.all() & ~man.any(),
+                "nan": exp.all() & man.any(),
             }
 
         ua, ub = unpack(a_reg), unpack(b_reg)
@@ -266,13 +266,13 @@ class FP32Adder(wiring.Component):
         # Step 1: unpack (DAZ), order by magnitude, exponent difference, special values.
         def unpack(x: Value) -> dict[str, Value]:
             exp, man = x[23:31], x[:23]
-            zero = exp == 0
+            zero = ~exp.any()
             return {
                 "sign": x[31], "exp": exp, "zero": zero,
                 "mag": Mux(zero, 0, x[:31]),
                 "sig": Mux(zero, 0, Cat(man, Const(1, 1))),
-                "inf": (exp == 255) & (man == 0),
-                "nan": (exp == 255) & (man != 0),
+                "inf": exp.all() & ~man.any(),
+                "nan": exp.all() & man.any(),
             }
 
         ua, ub = unpack(self.a), unpack(self.b)
@@ -286,7 +286,7 @@ class FP32Adder(wiring.Component):
             "exp_x": exp_x,
             "sig_x": Mux(swap, ub["sig"], ua["sig"]),
             "sig_y": Mux(swap, ua["sig"], ub["sig"]),
-            "shift": Mux(diff[:8] > 31, 31, diff[:5]),
+            "shift": Mux(diff[5:8].any(), 31, diff[:5]),
             "zero_sign": ua["sign"] & ub["sign"],  # sign of an exact zero sum: -0 only for -0 + -0
             "nan": ua["nan"] | ub["nan"] | (ua["inf"] & ub["inf"] & (ua["sign"] != ub["sign"])),
             "inf": ua["inf"] | ub["inf"],

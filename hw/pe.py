@@ -155,7 +155,15 @@ class PE(wiring.Component):
         m.submodules.multiplier = mul = FPMultiplier(self._config.fmt)
         m.submodules.adder = adder = FP32Adder(self._config.adder_latency)
 
-        operand = self.act[self.idx] if self.max_m > 1 else self.act[0]
+        # Lane select for N:M sparsity: a max_m-to-1 multiplexer of 16-bit lanes.
+        operand = Signal(16, name="operand")
+        if self.max_m == 1:
+            m.d.comb += operand.eq(self.act[0])
+        else:
+            with m.Switch(self.idx):
+                for lane in range(self.max_m):
+                    with m.Case(lane):
+                        m.d.comb += operand.eq(self.act[lane])
         m.d.comb += [
             mul.a.eq(operand),
             mul.b.eq(self.wgt),
