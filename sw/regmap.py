@@ -1,0 +1,147 @@
+"""SAT's AXI4-Lite register map, generated from :class:`~sat.sw.config.SATConfig`.
+
+The gateware's register block, the host driver, the software device model and ``docs/driver.md`` all read this
+one table, so an address can never mean two things. Registers are 32 bits wide at 4-byte aligned offsets;
+64-bit quantities are a ``_LO`` / ``_HI`` pair (read ``_LO`` first: it latches ``_HI``). An access to an offset
+that is not in the table answers with an AXI SLVERR response.
+
+Command flow: write a command list (``sat.sw.descriptor``) to device memory, set ``CMD_ADDR`` and ``CMD_COUNT``,
+write ``CONTROL.START``. ``STATUS.BUSY`` rises at once; when the list is done (or a descriptor is rejected, or an
+AXI error occurs) ``STATUS.BUSY`` falls, ``STATUS.DONE`` or ``STATUS.ERROR`` rises, and ``IRQ_STATUS`` bits are
+set (the interrupt line is ``|(IRQ_STATUS & IRQ_ENABLE)``). ``START`` while busy is refused with
+``ERR_BUSY`` in ``ERROR_CODE`` but does not disturb the running list.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from .config import SATConfig
+
+__all__ = [
+    "SAT_ID", "VERSION", "ErrorCode", "Register", "RegisterMap", "register_map",
+    "CONTROL_START", "CONTROL_ABORT", "CONTROL_CLEAR", "STATUS_BUSY", "STATUS_DONE", "STATUS_ERROR",
+    "IRQ_DONE", "IRQ_ERROR",
+]
+
+#: Value of the ID register: ASCII "SAT1".
+SAT_ID = 0x53415431
+#: Register-map / descriptor version: major << 16 | minor << 8 | patch.
+VERSION = (0 << 16) | (1 << 8) | 0
+
+CONTROL_START = 1 << 0   # write 1: fetch and run the command list
+CONTROL_ABORT = 1 << 1   # write 1: stop after the current AXI transactions drain, report ERR_ABORTED
+CONTROL_CLEAR = 1 << 2   # write 1: clear STATUS.DONE/ERROR, ERROR_CODE, ERROR_INDEX
+STATUS_BUSY = 1 << 0
+STATUS_DONE = 1 << 1
+STATUS_ERROR = 1 << 2
+IRQ_DONE = 1 << 0
+IRQ_ERROR = 1 << 1
+
+
+class ErrorCode(enum.IntEnum):
+    """Values of ``ERROR_CODE``; ``ERROR_INDEX`` names the descriptor (0-based) that caused it."""
+
+    NONE = 0
+    BAD_OPCODE = 1       # opcode is not GEMM
+    BAD_FLAGS = 2        # reserved flag bits set, or an invalid flag combination
+    NM_UNSUPPORTED = 3   # N:M not in the build's nm_set (or nonzero n/m on a dense descriptor)
+    BAD_SHAPE = 4        # rows/red/cols zero or above MAX_DIM, or a stride smaller than a row
+    BAD_ADDRESS = 5      # misaligned address or stride, or an operand beyond device memory
+    AXI_READ = 6         # SLVERR/DECERR on a read (descriptor or operand fetch)
+    AXI_WRITE = 7        # SLVERR/DECERR on a result write
+    BUSY = 8             # START while a list was running (the running list is not disturbed)
+    ABORTED = 9          # CONTROL.ABORT stopped the list
+    BAD_COUNT = 10       # CMD_COUNT is zero or CMD_ADDR is not 64-byte aligned
+
+
+@dataclass(frozen=True)
+class Register:
+    name: str
+    offset: int
+    access: str          # "ro", "rw", "wo" (self-clearing command bits), "w1c"
+    reset: int
+    doc: str
+
+
+class RegisterMap:
+    """Registers by name and offset, for one configuration."""
+
+    def __init__(self, registers: list[Register]):
+        self.registers = list(registers)
+        self.by_name = {r.name: r for r in registers}
+        self.by_offset = {r.offset: r for r in registers}
+        if len(self.by_name) != len(registers) or len(self.by_offset) != len(registers):
+            raise ValueError("register names and offsets must be unique")
+
+    def __getitem__(self, name: str) -> Register:
+        try:
+            return self.by_name[name]
+        except KeyError:
+            raise KeyError(f"no register {name!r}; registers are {sorted(self.by_name)}") from None
+
+    def offset(self, name: str) -> int:
+        return self[name].offset
+
+    @property
+    def size(self) -> int:
+        """Bytes of address space the block decodes (a power of two)."""
+        top = max(r.offset for r in self.registers) + 4
+        return 1 << (top - 1).bit_length()
+
+    def markdown(self) -> str:
+        """The map as a Markdown table (docs/driver.md is generated from this)."""
+        lines = ["| offset | name | access | reset | description |", "|---|---|---|---|---|"]
+        for r in sorted(self.registers, key=lambda r: r.offset):
+            lines.append(f"| `0x{r.offset:03x}` | `{r.name}` | {r.access} | `0x{r.reset:08x}` | {r.doc} |")
+        return "\n".join(lines)
+
+
+def _nm_bitmap(config: SATConfig) -> int:
+    """Bit ``(m_log2 - 1) * 8 + (n - 1)`` set for every supported n:m (m in 2..256, n < m)."""
+    bits = 0
+    for n, m in config.nm_set:
+        bits |= 1 << ((m.bit_length() - 2) * 8 + (n - 1))
+    return bits
+
+
+PERF_COUNTERS = (
+    ("CYCLES", "clock cycles while BUSY (last command list)"),
+    ("COMPUTE_CYCLES", "cycles the array advanced (a step was issued)"),
+    ("STALL_CYCLES", "cycles BUSY with the array waiting for operands or result space"),
+    ("MACS", "useful multiply-accumulates (kept weights only in sparse mode)"),
+)
+
+
+def register_map(config: SATConfig) -> RegisterMap:
+    """The register map of a build (identity registers carry the build parameters)."""
+    cfg_word = config.rows | (config.cols << 8) | ((0 if config.fmt == "fp16" else 1) << 16) \
+        | (config.adder_latency << 20) | ((config.axi_data_width // 64).bit_length() << 24) \
+        | ((1 if config.axi_addr_width == 64 else 0) << 28)
+    regs = [
+        Register("ID", 0x000, "ro", SAT_ID, 'ASCII "SAT1"'),
+        Register("VERSION", 0x004, "ro", VERSION, "major[23:16] minor[15:8] patch[7:0]"),
+        Register("CONFIG", 0x008, "ro", cfg_word,
+                 "rows[7:0] cols[15:8] fmt[16] (0 fp16, 1 bf16) adder_latency[23:20] "
+                 "log2(axi_data_width/64)+1[27:24] addr64[28]"),
+        Register("NM_SET", 0x00C, "ro", _nm_bitmap(config) & 0xFFFFFFFF,
+                 "supported N:M: bit (log2(M)-1)*8 + (N-1)"),
+        Register("CONFIG_HASH", 0x010, "ro", int(config.digest()[:8], 16), "first 32 bits of SATConfig.digest()"),
+        Register("CONTROL", 0x020, "wo", 0, "START[0] ABORT[1] CLEAR[2] (self-clearing)"),
+        Register("STATUS", 0x024, "ro", 0, "BUSY[0] DONE[1] ERROR[2]"),
+        Register("ERROR_CODE", 0x028, "ro", 0, "ErrorCode of the first error since CLEAR"),
+        Register("ERROR_INDEX", 0x02C, "ro", 0, "descriptor index of that error"),
+        Register("CMD_ADDR_LO", 0x030, "rw", 0, "command list address [31:0] (64-byte aligned)"),
+        Register("CMD_ADDR_HI", 0x034, "rw", 0, "command list address [63:32]"),
+        Register("CMD_COUNT", 0x038, "rw", 0, "descriptors in the list"),
+        Register("CMD_DONE", 0x03C, "ro", 0, "descriptors completed in the current/last list"),
+        Register("LAST_TAG", 0x040, "ro", 0, "tag of the last completed descriptor"),
+        Register("IRQ_STATUS", 0x044, "w1c", 0, "DONE[0] ERROR[1] (write 1 to clear)"),
+        Register("IRQ_ENABLE", 0x048, "rw", 0, "DONE[0] ERROR[1]"),
+        Register("SCRATCH", 0x04C, "rw", 0, "free for software (bus check)"),
+    ]
+    for i, (name, doc) in enumerate(PERF_COUNTERS):
+        regs.append(Register(f"{name}_LO", 0x080 + 8 * i, "ro", 0, f"{doc} [31:0] (latches _HI)"))
+        regs.append(Register(f"{name}_HI", 0x084 + 8 * i, "ro", 0, f"{doc} [63:32]"))
+    return RegisterMap(regs)
