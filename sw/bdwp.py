@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 
 import numpy as np
+
 from sat.sw import numerics
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
