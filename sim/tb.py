@@ -251,6 +251,8 @@ class FP32Scoreboard:
         if column.dtype in (np.uint32, np.float32):
             bits = fp32_bits(v) if column.dtype == np.float32 else v
             return f"{key}={fmt_fp32(bits)}"
+        if isinstance(v, np.integer):
+            return f"{key}={int(v)}"
         return f"{key}={v!r}"
 
     def compare(self, got: Any, expected: Any, **context: Any) -> int:

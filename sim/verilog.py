@@ -17,8 +17,8 @@ import hashlib
 import json
 import os
 import re
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -42,12 +42,16 @@ class VerilogTop:
         Cache directory of this (top, configuration); simulator builds go below it.
     digest : str
         Hash over the name, configuration key, ``hw/`` sources and Amaranth version.
+    meta : dict
+        Properties of the component recorded at conversion (see ``attrs`` of :func:`generate_verilog`),
+        e.g. ``meta["latency"]``; available on cache hits without elaborating again.
     """
 
     name: str
     path: Path
     directory: Path
     digest: str
+    meta: dict = field(default_factory=dict, compare=False)
 
 
 def build_root() -> Path:
@@ -122,7 +126,7 @@ def _check_name(name: str) -> None:
 
 
 def generate_verilog(factory: Callable[[], Any], name: str, key: Any = None, *,
-                     force: bool = False) -> VerilogTop:
+                     attrs: Sequence[str] = ("latency",), force: bool = False) -> VerilogTop:
     """Verilog of ``factory()`` as module ``name``, converted once and cached per (name, key, sources).
 
     Parameters
@@ -134,6 +138,8 @@ def generate_verilog(factory: Callable[[], Any], name: str, key: Any = None, *,
         two different factories must not share a name and key.
     key : SATConfig, mapping, str or None
         Everything that parametrizes ``factory`` (see :func:`config_key`).
+    attrs : list of str
+        Component attributes (JSON-serialisable) to record in :attr:`VerilogTop.meta` when present.
     force : bool
         Convert again even when a cached file exists.
 
@@ -160,16 +166,21 @@ def generate_verilog(factory: Callable[[], Any], name: str, key: Any = None, *,
     digest = h.hexdigest()[:12]
     directory = build_root() / "sim" / f"{name}-{digest}"
     path = directory / f"{name}.v"
+    info = directory / "key.json"
     with file_lock(directory / ".lock"):
-        if force or not path.exists():
+        if force or not path.exists() or not info.exists():
             from amaranth.back import verilog
 
-            text = verilog.convert(factory(), name=name)
+            component = factory()
+            meta = {a: getattr(component, a) for a in attrs if hasattr(component, a)}
+            text = verilog.convert(component, name=name)
             tmp = path.with_suffix(f".v.tmp{os.getpid()}")
             tmp.write_text(text)
             tmp.replace(path)
-            (directory / "key.json").write_text(json.dumps(
-                {"name": name, "key": ckey, "amaranth": amaranth.__version__}, indent=2) + "\n")
-    top = VerilogTop(name=name, path=path, directory=directory, digest=digest)
+            info.write_text(json.dumps(
+                {"name": name, "key": ckey, "amaranth": amaranth.__version__, "meta": meta},
+                indent=2, default=str) + "\n")
+        meta = json.loads(info.read_text()).get("meta", {})
+    top = VerilogTop(name=name, path=path, directory=directory, digest=digest, meta=meta)
     _memo[memo_key] = top
     return top
