@@ -12,8 +12,9 @@ from amaranth.hdl import Module, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from sat.hw.fp import FP32Adder, FPMultiplier
+from sat.hw.fp import FPMultiplier
 from sat.sim.runner import run_cocotb
+from sat.sim.tops import fp32_add_top, fp_mul_top
 from sat.sim.verilog import generate_verilog
 
 pytestmark = pytest.mark.rtl
@@ -23,12 +24,8 @@ N_RANDOM = 100_000
 N_STALLS = 5_000
 
 
-def _mul_top(fmt: str):
-    return generate_verilog(lambda: FPMultiplier(fmt=fmt), f"fp_mul_{fmt}", {"fmt": fmt})
-
-
-def _add_top(latency: int):
-    return generate_verilog(lambda: FP32Adder(latency=latency), f"fp32_add_l{latency}", {"latency": latency})
+_mul_top = fp_mul_top
+_add_top = fp32_add_top
 
 
 @pytest.mark.parametrize("fmt", ["fp16", "bf16"])
