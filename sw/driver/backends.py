@@ -1,0 +1,83 @@
+"""GEMM backends for BDWP training that run through the driver: ``"model"`` and ``"xdma"``.
+
+Importing :mod:`sat.sw.driver` registers them with :func:`sat.sw.bdwp.register_backend`, so
+``get_backend("model")`` (and ``sat train --backend model`` once the CLI imports the driver) trains through
+:class:`~sat.sw.driver.device.SATDevice`. The ``"sim"`` backend (the RTL simulation) is registered by
+``sat.sim``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..bdwp import register_backend
+from ..config import SATConfig
+from ..nmformat import NMOperand
+from ..numerics import get_format
+from .device import DeviceBackend, SATDevice
+from .model import ModelTransport
+
+__all__ = ["ModelBackend", "model_backend", "xdma_backend", "register"]
+
+
+class ModelBackend:
+    """:class:`DeviceBackend` over a :class:`ModelTransport`, one model per operand format.
+
+    A SAT build has one operand format; BDWP settings choose FP16 or BF16 per run, so the backend opens a model
+    of ``config.replace(fmt=fmt)`` the first time a format is used.
+
+    Parameters
+    ----------
+    config : SATConfig, optional
+        The build to model (default ``SATConfig()``); its ``fmt`` is replaced per call.
+    memory_bytes : int
+        Device memory of each model.
+    """
+
+    name = "model"
+
+    def __init__(self, config: SATConfig | None = None, memory_bytes: int = 64 << 20) -> None:
+        self.config = config if config is not None else SATConfig()
+        self.memory_bytes = memory_bytes
+        self.backends: dict[str, DeviceBackend] = {}
+
+    def backend(self, fmt: str) -> DeviceBackend:
+        """The device backend for operand format ``fmt`` (created on first use)."""
+        fmt = get_format(fmt).name
+        if fmt not in self.backends:
+            cfg = self.config.replace(fmt=fmt)
+            self.backends[fmt] = DeviceBackend(SATDevice(ModelTransport(cfg, self.memory_bytes), cfg))
+        return self.backends[fmt]
+
+    def dense(self, a: np.ndarray, b: np.ndarray, fmt: str) -> np.ndarray:
+        return self.backend(fmt).dense(a, b, fmt)
+
+    def sparse(self, a: np.ndarray, b: NMOperand, fmt: str) -> np.ndarray:
+        return self.backend(fmt).sparse(a, b, fmt)
+
+    def __repr__(self) -> str:
+        return f"ModelBackend({self.config!r})"
+
+
+def model_backend() -> ModelBackend:
+    """Backend ``"model"``: the software device model with the default :class:`SATConfig`."""
+    return ModelBackend()
+
+
+def xdma_backend() -> DeviceBackend:
+    """Backend ``"xdma"``: the card at ``/dev/xdma0``, using the build the card reports.
+
+    Raises
+    ------
+    TransportError
+        Without a card: ``/dev/xdma0_user not found: is the XDMA driver loaded and the card programmed?``
+    """
+    from .xdma import XdmaTransport
+
+    return DeviceBackend(SATDevice(XdmaTransport()))
+
+
+def register() -> None:
+    """Register ``"model"`` and ``"xdma"`` with :func:`sat.sw.bdwp.register_backend` (lazy factories)."""
+    register_backend("model", "sat.sw.driver.backends:model_backend")
+    register_backend("xdma", "sat.sw.driver.backends:xdma_backend")

@@ -1,0 +1,762 @@
+"""``SATDevice``: the synchronous host API of a SAT core, over any :class:`~sat.sw.driver.transport.Transport`.
+
+Opening a device reads the identity registers and checks them against the expected :class:`SATConfig` (or
+reconstructs the configuration from them). The device then manages device memory (a first-fit allocator), moves
+operands in (FP16/BF16, encoded with :func:`sat.sw.numerics.encode`) and results out (FP32), uploads
+pre-generated compressed N:M weights (:mod:`sat.sw.nmformat`), builds GEMM descriptors for the FF, BP and WU
+passes of a layer (the mapping in :mod:`sat.sw.descriptor`), runs command lists and turns the core's status into
+Python exceptions. :class:`DeviceBackend` plugs a device into BDWP training as a
+:class:`~sat.sw.bdwp.GemmBackend`. See ``docs/driver.md`` for a worked example.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from ..config import SATConfig
+from ..descriptor import (
+    DESCRIPTOR_BYTES,
+    FLAG_A_TRANS,
+    FLAG_B_TRANS,
+    FLAG_IRQ,
+    FLAG_SPARSE,
+    MAX_DIM,
+    DescriptorError,
+    GemmDescriptor,
+    encode_list,
+)
+from ..nmformat import NMOperand, compress_bp, compress_ff, pack
+from ..numerics import decode, encode, get_format
+from ..regmap import (
+    CONTROL_ABORT,
+    CONTROL_CLEAR,
+    CONTROL_START,
+    IRQ_DONE,
+    IRQ_ERROR,
+    PERF_COUNTERS,
+    SAT_ID,
+    STATUS_BUSY,
+    STATUS_DONE,
+    STATUS_ERROR,
+    VERSION,
+    ErrorCode,
+    RegisterMap,
+    register_map,
+)
+from .transport import Transport
+
+__all__ = [
+    "SATDevice", "DeviceBackend", "Tensor", "SparseWeights", "RunResult",
+    "SATError", "SATDeviceError", "SATTimeout", "SATConfigMismatch", "SATMemoryError",
+    "config_from_registers",
+]
+
+OperandDtype = Literal["fp16", "bf16", "fp32"]
+
+
+class SATError(RuntimeError):
+    """Base class of the driver's errors."""
+
+
+class SATDeviceError(SATError):
+    """The core reported an error for a command list.
+
+    Parameters
+    ----------
+    code : ErrorCode
+        The ``ERROR_CODE`` register.
+    index : int
+        The ``ERROR_INDEX`` register: the 0-based descriptor that caused it.
+    message : str
+        What went wrong and what to change.
+    """
+
+    def __init__(self, code: int, index: int, message: str):
+        super().__init__(message)
+        self.code = ErrorCode(code) if code in ErrorCode._value2member_map_ else code
+        self.index = index
+
+
+class SATTimeout(SATError, TimeoutError):
+    """A command list did not finish in time; ``registers`` holds the register dump shown in the message."""
+
+    def __init__(self, message: str, registers: dict[str, int]):
+        super().__init__(message)
+        self.registers = registers
+
+
+class SATConfigMismatch(SATError):
+    """The core's identity registers do not match the expected build."""
+
+
+class SATMemoryError(SATError, MemoryError):
+    """Device memory is exhausted (or an address is not an allocation)."""
+
+
+@dataclass(frozen=True)
+class Tensor:
+    """A 2-D matrix in device memory, row-major with ``stride`` bytes between rows.
+
+    ``dtype`` is the operand format (``"fp16"``/``"bf16"``, 2 bytes per element) or ``"fp32"`` (results).
+    """
+
+    addr: int
+    shape: tuple[int, int]
+    dtype: OperandDtype
+    stride: int
+
+    @property
+    def itemsize(self) -> int:
+        return 4 if self.dtype == "fp32" else 2
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes spanned in device memory."""
+        rows, cols = self.shape
+        return (rows - 1) * self.stride + cols * self.itemsize if rows and cols else 0
+
+
+@dataclass(frozen=True)
+class SparseWeights:
+    """A packed N:M operand ``B`` (``k x cols``, grouped along ``k``) in device memory.
+
+    ``which`` says how it was built from a weight matrix ``W`` (``C_out x K``): ``"ff"`` (``B = W_ff^T``,
+    ``k = K``, ``cols = C_out``), ``"bp"`` (``B = W_bp``, ``k = C_out``, ``cols = K``) or ``""`` (any operand).
+    """
+
+    addr: int
+    n: int
+    m: int
+    k: int
+    cols: int
+    nbytes: int
+    fmt: str
+    which: str = ""
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.k, self.cols)
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What a finished command list reports: ``CMD_DONE``, ``LAST_TAG`` and the performance counters."""
+
+    cmd_done: int
+    last_tag: int
+    counters: dict[str, int]
+
+
+def config_from_registers(config_word: int, nm_bits: int) -> SATConfig:
+    """Rebuild a :class:`SATConfig` from the ``CONFIG`` and ``NM_SET`` registers.
+
+    ``clock_hz`` is not in the registers and keeps its default; compare ``CONFIG_HASH`` to know whether the
+    result is the exact build.
+
+    Raises
+    ------
+    SATConfigMismatch
+        If the words do not decode to a valid configuration (wrong bitstream, or not a SAT core).
+    """
+    nm_set = []
+    for bit in range(32):
+        if nm_bits >> bit & 1:
+            nm_set.append((bit % 8 + 1, 1 << (bit // 8 + 1)))
+    width_code = (config_word >> 24) & 0xF
+    try:
+        return SATConfig(rows=config_word & 0xFF, cols=(config_word >> 8) & 0xFF,
+                         fmt="bf16" if config_word >> 16 & 1 else "fp16",
+                         adder_latency=(config_word >> 20) & 0xF,
+                         axi_data_width=64 << (width_code - 1) if width_code else 0,
+                         axi_addr_width=64 if config_word >> 28 & 1 else 32, nm_set=tuple(nm_set))
+    except ValueError as e:
+        raise SATConfigMismatch(f"CONFIG=0x{config_word:08x} NM_SET=0x{nm_bits:08x} do not describe a valid SAT "
+                                f"build ({e}): is the card programmed with a SAT bitstream? (see docs/board.md)"
+                                ) from None
+
+
+class _Allocator:
+    """First-fit allocator over ``[0, size)`` with explicit alignment."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self.free_blocks: list[tuple[int, int]] = [(0, size)]   # sorted, coalesced (start, end)
+        self.used: dict[int, tuple[int, int]] = {}             # addr -> (block start, block end)
+
+    @property
+    def free_bytes(self) -> int:
+        return sum(e - s for s, e in self.free_blocks)
+
+    @property
+    def largest_free(self) -> int:
+        return max((e - s for s, e in self.free_blocks), default=0)
+
+    def alloc(self, nbytes: int, align: int) -> int:
+        nbytes = max(int(nbytes), 1)
+        for i, (s, e) in enumerate(self.free_blocks):
+            a = -(-s // align) * align
+            if a + nbytes <= e:
+                pieces = [p for p in ((s, a), (a + nbytes, e)) if p[1] > p[0]]
+                self.free_blocks[i:i + 1] = pieces
+                self.used[a] = (a, a + nbytes)
+                return a
+        raise SATMemoryError(
+            f"device memory exhausted: cannot allocate {nbytes} bytes ({align}-byte aligned); "
+            f"{self.free_bytes} of {self.size} bytes are free, the largest free block is {self.largest_free} "
+            f"bytes: free tensors you no longer need (SATDevice.free) or use smaller batches")
+
+    def free(self, addr: int) -> None:
+        try:
+            s, e = self.used.pop(addr)
+        except KeyError:
+            raise SATMemoryError(f"0x{addr:x} is not the address of an allocation (double free?)") from None
+        blocks = self.free_blocks
+        blocks.append((s, e))
+        blocks.sort()
+        merged: list[tuple[int, int]] = []
+        for bs, be in blocks:
+            if merged and merged[-1][1] == bs:
+                merged[-1] = (merged[-1][0], be)
+            else:
+                merged.append((bs, be))
+        self.free_blocks = merged
+
+
+class SATDevice:
+    """A SAT core reached through ``transport``.
+
+    Parameters
+    ----------
+    transport : Transport
+        :class:`~sat.sw.driver.xdma.XdmaTransport`, :class:`~sat.sw.driver.model.ModelTransport`, or the
+        simulation transport.
+    config : SATConfig, optional
+        The build this script expects. Opening fails with :class:`SATConfigMismatch` if the core is a different
+        build. ``None``: use the core's build, rebuilt from its ``CONFIG``/``NM_SET`` registers.
+    memory_bytes : int, optional
+        Size of device memory; default ``transport.memory_bytes``.
+    use_irq : bool
+        Wait for the interrupt (default); False polls ``STATUS`` instead (e.g. if the interrupt is not wired).
+    poll_interval_s : float
+        Sleep between ``STATUS`` polls when ``use_irq`` is False.
+
+    Raises
+    ------
+    SATConfigMismatch
+        If ``ID``/``VERSION`` show no compatible SAT core, or the build differs from ``config``.
+    ValueError
+        If the device memory size is unknown.
+    """
+
+    def __init__(self, transport: Transport, config: SATConfig | None = None, *, memory_bytes: int | None = None,
+                 use_irq: bool = True, poll_interval_s: float = 1e-3) -> None:
+        self.transport = transport
+        self.use_irq = use_irq
+        self.poll_interval_s = poll_interval_s
+        generic = register_map(config if config is not None else SATConfig())
+        ident = transport.read32(generic.offset("ID"))
+        if ident != SAT_ID:
+            hint = ("the card does not answer (all ones): is the PCIe link up and the FPGA programmed?"
+                    if ident == 0xFFFFFFFF else "this is not a SAT core: program a SAT bitstream")
+            raise SATConfigMismatch(f"ID register reads 0x{ident:08x}, expected 0x{SAT_ID:08x} ('SAT1'): {hint} "
+                                    f"(see docs/board.md)")
+        version = transport.read32(generic.offset("VERSION"))
+        if version >> 16 != VERSION >> 16 or (version >> 8 & 0xFF) < (VERSION >> 8 & 0xFF):
+            raise SATConfigMismatch(f"the core implements register map version {_version(version)}, this driver "
+                                    f"needs {_version(VERSION)} (same major, minor at least as new): rebuild the "
+                                    f"bitstream from this checkout or use a matching driver")
+        words = {name: transport.read32(generic.offset(name)) for name in ("CONFIG", "NM_SET", "CONFIG_HASH")}
+        if config is None:
+            config = config_from_registers(words["CONFIG"], words["NM_SET"])
+            #: True when CONFIG_HASH confirms the reconstructed configuration (False: e.g. clock_hz differs).
+            self.config_verified = int(config.digest()[:8], 16) == words["CONFIG_HASH"]
+        else:
+            expected = {name: generic[name].reset for name in words}
+            if words != expected:
+                diff = ", ".join(f"{n}=0x{words[n]:08x} (expected 0x{expected[n]:08x})" for n in words
+                                 if words[n] != expected[n])
+                try:
+                    card = repr(config_from_registers(words["CONFIG"], words["NM_SET"]))
+                except SATConfigMismatch:
+                    card = "an unknown build"
+                raise SATConfigMismatch(
+                    f"the core is a different SAT build: {diff}. The card runs {card}; this script expects "
+                    f"{config!r} (digest {config.digest()}). Program the bitstream built from this SATConfig "
+                    f"(its config JSON sits beside the bitstream), or open with config=None to use the card's build")
+            self.config_verified = True
+        self.config = config
+        self.regmap: RegisterMap = register_map(config)
+        if memory_bytes is None:
+            memory_bytes = getattr(transport, "memory_bytes", None)
+        if not isinstance(memory_bytes, int) or memory_bytes <= 0:
+            raise ValueError("the device memory size is unknown: pass memory_bytes=... (bytes of device memory "
+                             "the core's AXI master reaches)")
+        self.memory_bytes = memory_bytes
+        self._mem = _Allocator(memory_bytes)
+
+    # registers -------------------------------------------------------------------------------------------------
+
+    def read_reg(self, name: str) -> int:
+        """Read the register called ``name`` (see ``docs/driver.md``)."""
+        return self.transport.read32(self.regmap.offset(name))
+
+    def write_reg(self, name: str, value: int) -> None:
+        """Write the register called ``name``."""
+        self.transport.write32(self.regmap.offset(name), value)
+
+    def dump_registers(self) -> dict[str, int]:
+        """Every register by name (write-only ones read as 0), in offset order."""
+        out = {}
+        for r in sorted(self.regmap.registers, key=lambda r: r.offset):
+            out[r.name] = 0 if r.access == "wo" else self.transport.read32(r.offset)
+        return out
+
+    @staticmethod
+    def format_registers(regs: dict[str, int]) -> str:
+        """A register dump as aligned ``NAME = 0x........`` lines (``ERROR_CODE`` also by name)."""
+        lines = []
+        for name, value in regs.items():
+            extra = ""
+            if name == "ERROR_CODE" and value in ErrorCode._value2member_map_:
+                extra = f"  ({ErrorCode(value).name})"
+            lines.append(f"  {name:<20} = 0x{value:08x}{extra}")
+        return "\n".join(lines)
+
+    def counters(self) -> dict[str, int]:
+        """The 64-bit performance counters of the last command list (``_LO`` read first: it latches ``_HI``)."""
+        out = {}
+        for name, _ in PERF_COUNTERS:
+            lo = self.read_reg(f"{name}_LO")
+            out[name] = lo | (self.read_reg(f"{name}_HI") << 32)
+        return out
+
+    # device memory ---------------------------------------------------------------------------------------------
+
+    def alloc(self, nbytes: int, align: int = 64) -> int:
+        """Reserve ``nbytes`` of device memory aligned to ``align`` bytes; returns the address.
+
+        Raises
+        ------
+        SATMemoryError
+            If no free block is large enough (the message says how much is left).
+        ValueError
+            For a negative size or an alignment that is not a power of two.
+        """
+        if nbytes < 0:
+            raise ValueError(f"cannot allocate a negative size ({nbytes})")
+        if align < 1 or align & (align - 1):
+            raise ValueError(f"alignment must be a power of two, not {align}")
+        return self._mem.alloc(nbytes, align)
+
+    def free(self, what: int | Tensor | SparseWeights) -> None:
+        """Release an allocation (by address, :class:`Tensor` or :class:`SparseWeights`).
+
+        Raises
+        ------
+        SATMemoryError
+            If the address is not a live allocation.
+        """
+        self._mem.free(what if isinstance(what, int) else what.addr)
+
+    @property
+    def free_bytes(self) -> int:
+        """Bytes of device memory not allocated."""
+        return self._mem.free_bytes
+
+    def _operand_fmt(self, fmt: str | None) -> str:
+        name = get_format(fmt if fmt is not None else self.config.fmt).name
+        if name != self.config.fmt:
+            raise ValueError(f"this core was built for {self.config.fmt} operands, not {name}: use a "
+                             f"SATConfig(fmt={name!r}) build or convert the data")
+        return name
+
+    def alloc_tensor(self, shape: tuple[int, int], dtype: OperandDtype = "fp32") -> Tensor:
+        """Reserve a row-major ``shape`` matrix (64-byte aligned, rows packed) without writing it."""
+        rows, cols = (int(s) for s in shape)
+        if rows < 1 or cols < 1:
+            raise ValueError(f"tensor shape must be positive, got {shape}")
+        item = 4 if dtype == "fp32" else 2
+        if dtype != "fp32":
+            dtype = self._operand_fmt(dtype)
+        return Tensor(self.alloc(rows * cols * item), (rows, cols), dtype, cols * item)
+
+    def write_tensor(self, x: np.ndarray, *, dtype: OperandDtype | None = None, out: Tensor | None = None) -> Tensor:
+        """Encode a 2-D array and copy it to device memory.
+
+        Parameters
+        ----------
+        x : array (rows, cols)
+            Values (a 1-D array is one row).
+        dtype : "fp16", "bf16" or "fp32", optional
+            Storage format; default the core's operand format (values are rounded with ``numerics.encode``).
+        out : Tensor, optional
+            Write into this tensor (same shape and dtype) instead of allocating one.
+
+        Raises
+        ------
+        ValueError
+            For a shape mismatch with ``out`` or an operand format the core was not built for.
+        """
+        x = np.asarray(x, dtype=np.float32)
+        if x.ndim == 1:
+            x = x[None, :]
+        if x.ndim != 2:
+            raise ValueError(f"write_tensor needs a 1-D or 2-D array, got shape {x.shape}")
+        dtype = out.dtype if out is not None else (dtype or self.config.fmt)
+        if out is None:
+            out = self.alloc_tensor(x.shape, dtype)
+        elif out.shape != x.shape:
+            raise ValueError(f"array shape {x.shape} does not match the tensor's {out.shape}")
+        raw = x.astype("<f4") if dtype == "fp32" else encode(x, out.dtype).astype("<u2")
+        self._write_rows(out, raw.view(np.uint8).reshape(x.shape[0], -1))
+        return out
+
+    def _write_rows(self, t: Tensor, rows: np.ndarray) -> None:
+        if t.stride == rows.shape[1]:
+            self.transport.dma_write(t.addr, np.ascontiguousarray(rows).reshape(-1))
+        else:
+            for i, row in enumerate(rows):
+                self.transport.dma_write(t.addr + i * t.stride, np.ascontiguousarray(row))
+
+    def read_tensor(self, t: Tensor) -> np.ndarray:
+        """Copy a tensor back as float32 (FP32 results bit for bit; operands decoded)."""
+        rows, cols = t.shape
+        raw = np.frombuffer(self.transport.dma_read(t.addr, t.nbytes), dtype=np.uint8)
+        if t.stride != cols * t.itemsize:
+            raw = np.lib.stride_tricks.as_strided(raw, (rows, cols * t.itemsize), (t.stride, 1))
+        raw = np.ascontiguousarray(raw).reshape(rows, cols * t.itemsize)
+        if t.dtype == "fp32":
+            return raw.view("<u4").astype(np.uint32).view(np.float32).reshape(rows, cols)
+        return decode(raw.view("<u2").astype(np.uint16), t.dtype).reshape(rows, cols)
+
+    def upload_operand(self, op: NMOperand, which: str = "") -> SparseWeights:
+        """Pack a compressed operand (``nmformat.pack``) into device memory (64-byte aligned).
+
+        Raises
+        ------
+        ValueError
+            If ``op.n:op.m`` is not built into this core.
+        """
+        if (op.n, op.m) not in self.config.nm_set:
+            raise ValueError(f"{op.n}:{op.m} is not built into this core (nm_set {self.config.nm_set}): run the "
+                             f"pass dense or use a build that includes it")
+        data = pack(op, self.config.fmt)
+        addr = self.alloc(data.size, 64)
+        self.transport.dma_write(addr, data)
+        return SparseWeights(addr, op.n, op.m, op.k, op.cols, int(data.size), self.config.fmt, which)
+
+    def upload_weights(self, w: np.ndarray, n: int, m: int, which: Literal["ff", "bp"] = "ff",
+                       mask: np.ndarray | None = None) -> SparseWeights:
+        """Pre-generate and upload the compressed FF or BP copy of a weight matrix ``W`` (``C_out x K``).
+
+        Parameters
+        ----------
+        w : array (C_out, K)
+            FP32 master weights.
+        n, m : int
+            The N:M pattern (must be in the build's ``nm_set``).
+        which : "ff" or "bp"
+            ``"ff"``: ``compress_ff`` (pruned along ``K``, for :meth:`ff`); ``"bp"``: ``compress_bp`` (along
+            ``C_out``, for :meth:`bp`).
+        mask : bool array (C_out, K), optional
+            The selection to use instead of the default N:M mask.
+
+        Raises
+        ------
+        ValueError
+            For an unknown ``which`` or an N:M pattern the core does not support.
+        """
+        if which == "ff":
+            op = compress_ff(w, n, m, mask)
+        elif which == "bp":
+            op = compress_bp(w, n, m, mask)
+        else:
+            raise ValueError(f"which must be 'ff' or 'bp', not {which!r}")
+        return self.upload_operand(op, which)
+
+    def upload_weights_dense(self, w: np.ndarray) -> Tensor:
+        """Upload ``W`` (``C_out x K``) dense, for the dense variants of :meth:`ff` and :meth:`bp`."""
+        return self.write_tensor(w)
+
+    # descriptors -----------------------------------------------------------------------------------------------
+
+    def gemm_descriptor(self, a: Tensor, b: Tensor | SparseWeights, c: Tensor, *, a_trans: bool = False,
+                        b_trans: bool = False, irq: bool = False, tag: int = 0) -> GemmDescriptor:
+        """The descriptor of ``C = op(A) . op(B)`` on tensors already in device memory.
+
+        Parameters
+        ----------
+        a : Tensor
+            Stored ``rows x K`` (or ``K x rows`` with ``a_trans``).
+        b : Tensor or SparseWeights
+            Dense: stored ``K x cols`` (or ``cols x K`` with ``b_trans``); sparse: a ``K x cols`` packed operand.
+        c : Tensor
+            FP32 ``rows x cols`` result.
+
+        Raises
+        ------
+        ValueError
+            If the shapes or formats do not fit together, or ``b_trans`` is combined with a sparse ``b``.
+        """
+        self._operand_fmt(a.dtype)
+        rows, red = (a.shape[1], a.shape[0]) if a_trans else a.shape
+        flags = (FLAG_A_TRANS if a_trans else 0) | (FLAG_IRQ if irq else 0)
+        if isinstance(b, SparseWeights):
+            if b_trans:
+                raise ValueError("a sparse operand cannot be transposed: pack the transposed matrix instead")
+            self._operand_fmt(b.fmt)
+            b_red, cols, n, m, b_stride = b.k, b.cols, b.n, b.m, 0
+            flags |= FLAG_SPARSE
+        else:
+            self._operand_fmt(b.dtype)
+            b_red, cols = (b.shape[1], b.shape[0]) if b_trans else b.shape
+            n = m = 0
+            b_stride = b.stride
+            flags |= FLAG_B_TRANS if b_trans else 0
+        if b_red != red:
+            raise ValueError(f"reduction lengths differ: A gives K={red}, B gives K={b_red}")
+        if c.dtype != "fp32" or c.shape != (rows, cols):
+            raise ValueError(f"C must be an fp32 tensor of shape {(rows, cols)}, got {c.dtype} {c.shape}")
+        return GemmDescriptor(rows=rows, red=red, cols=cols, a_addr=a.addr, b_addr=b.addr, c_addr=c.addr,
+                              a_stride=a.stride, b_stride=b_stride, c_stride=c.stride, n=n, m=m, flags=flags,
+                              tag=tag)
+
+    def ff_descriptor(self, x: Tensor, w: Tensor | SparseWeights, y: Tensor, tag: int = 0) -> GemmDescriptor:
+        """FF ``Y = X . W_ff^T``: ``x`` (B x K); ``w`` an ``"ff"`` upload, or dense ``W`` (C_out x K, B_TRANS)."""
+        if isinstance(w, SparseWeights) and w.which == "bp":
+            raise ValueError("FF needs the FF copy of the weights (upload_weights(..., which='ff'))")
+        return self.gemm_descriptor(x, w, y, b_trans=isinstance(w, Tensor), tag=tag)
+
+    def bp_descriptor(self, dy: Tensor, w: Tensor | SparseWeights, dx: Tensor, tag: int = 0) -> GemmDescriptor:
+        """BP ``dX = dY . W_bp``: ``dy`` (B x C_out); ``w`` a ``"bp"`` upload, or dense ``W`` (C_out x K)."""
+        if isinstance(w, SparseWeights) and w.which == "ff":
+            raise ValueError("BP needs the BP copy of the weights (upload_weights(..., which='bp'))")
+        return self.gemm_descriptor(dy, w, dx, tag=tag)
+
+    def wu_descriptor(self, dy: Tensor, x: Tensor, dw: Tensor, tag: int = 0) -> GemmDescriptor:
+        """WU ``dW = dY^T . X``: ``dy`` (B x C_out) read with A_TRANS, ``x`` (B x K) dense."""
+        return self.gemm_descriptor(dy, x, dw, a_trans=True, tag=tag)
+
+    def _run_one(self, make, rows: int, cols: int, out: Tensor | None, timeout_s: float) -> Tensor:
+        c = out if out is not None else self.alloc_tensor((rows, cols))
+        try:
+            self.run([make(c)], timeout_s)
+        except BaseException:
+            if out is None:
+                self.free(c)
+            raise
+        return c
+
+    def gemm(self, a: Tensor, b: Tensor | SparseWeights, c: Tensor | None = None, *, a_trans: bool = False,
+             b_trans: bool = False, timeout_s: float = 10.0) -> Tensor:
+        """Run one GEMM (see :meth:`gemm_descriptor`); allocates ``c`` when not given and returns it."""
+        rows = a.shape[1] if a_trans else a.shape[0]
+        cols = b.cols if isinstance(b, SparseWeights) else (b.shape[0] if b_trans else b.shape[1])
+        return self._run_one(lambda c: self.gemm_descriptor(a, b, c, a_trans=a_trans, b_trans=b_trans),
+                             rows, cols, c, timeout_s)
+
+    def ff(self, x: Tensor, w: Tensor | SparseWeights, y: Tensor | None = None, timeout_s: float = 10.0) -> Tensor:
+        """Run the FF GEMM of a layer (see :meth:`ff_descriptor`); returns ``Y`` (B x C_out, FP32)."""
+        c_out = w.cols if isinstance(w, SparseWeights) else w.shape[0]
+        return self._run_one(lambda c: self.ff_descriptor(x, w, c), x.shape[0], c_out, y, timeout_s)
+
+    def bp(self, dy: Tensor, w: Tensor | SparseWeights, dx: Tensor | None = None, timeout_s: float = 10.0) -> Tensor:
+        """Run the BP GEMM of a layer (see :meth:`bp_descriptor`); returns ``dX`` (B x K, FP32)."""
+        k = w.cols if isinstance(w, SparseWeights) else w.shape[1]
+        return self._run_one(lambda c: self.bp_descriptor(dy, w, c), dy.shape[0], k, dx, timeout_s)
+
+    def wu(self, dy: Tensor, x: Tensor, dw: Tensor | None = None, timeout_s: float = 10.0) -> Tensor:
+        """Run the WU GEMM of a layer (see :meth:`wu_descriptor`); returns ``dW`` (C_out x K, FP32)."""
+        return self._run_one(lambda c: self.wu_descriptor(dy, x, c), dy.shape[1], x.shape[1], dw, timeout_s)
+
+    # command lists ---------------------------------------------------------------------------------------------
+
+    def abort(self) -> None:
+        """Ask the core to stop the running list (it reports ``ERR_ABORTED``)."""
+        self.write_reg("CONTROL", CONTROL_ABORT)
+
+    def run(self, descriptors: Sequence[GemmDescriptor], timeout_s: float = 10.0) -> RunResult:
+        """Write a command list, start it and wait until the core is done.
+
+        Parameters
+        ----------
+        descriptors : sequence of GemmDescriptor
+            Executed in order; the list is placed in freshly allocated device memory.
+        timeout_s : float
+            Give up after this many seconds.
+
+        Returns
+        -------
+        RunResult
+            ``CMD_DONE``, ``LAST_TAG`` and the performance counters.
+
+        Raises
+        ------
+        SATDeviceError
+            If the core reports an error (``code``, ``index`` and a message naming the cause).
+        SATTimeout
+            If the list has not finished after ``timeout_s`` (the message holds a register dump; the list is
+            left running: call :meth:`abort`).
+        ValueError
+            For an empty list.
+        """
+        descriptors = list(descriptors)
+        if not descriptors:
+            raise ValueError("a command list needs at least one descriptor")
+        raw = encode_list(descriptors)
+        addr = self.alloc(len(raw), DESCRIPTOR_BYTES)
+        try:
+            self.transport.dma_write(addr, raw)
+            self.write_reg("CONTROL", CONTROL_CLEAR)
+            self.write_reg("IRQ_STATUS", IRQ_DONE | IRQ_ERROR)
+            self.write_reg("IRQ_ENABLE", (IRQ_DONE | IRQ_ERROR) if self.use_irq else 0)
+            self.write_reg("CMD_ADDR_LO", addr & 0xFFFFFFFF)
+            self.write_reg("CMD_ADDR_HI", addr >> 32)
+            self.write_reg("CMD_COUNT", len(descriptors))
+            self.write_reg("CONTROL", CONTROL_START)
+            status = self._wait(len(descriptors), timeout_s)
+            self.write_reg("IRQ_STATUS", IRQ_DONE | IRQ_ERROR)
+            if status & STATUS_ERROR:
+                raise self._error(descriptors)
+            return RunResult(cmd_done=self.read_reg("CMD_DONE"), last_tag=self.read_reg("LAST_TAG"),
+                             counters=self.counters())
+        finally:
+            self.free(addr)
+
+    def _finished(self) -> int | None:
+        status = self.read_reg("STATUS")
+        return status if not status & STATUS_BUSY and status & (STATUS_DONE | STATUS_ERROR) else None
+
+    def _wait(self, count: int, timeout_s: float) -> int:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            status = self._finished()
+            if status is not None:
+                return status
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            if self.use_irq:
+                self.transport.wait_irq(remaining)
+            else:
+                time.sleep(min(self.poll_interval_s, remaining))
+        regs = self.dump_registers()
+        raise SATTimeout(
+            f"the command list ({count} descriptors) did not finish within {timeout_s} s: CMD_DONE="
+            f"{regs['CMD_DONE']}, STATUS=0x{regs['STATUS']:x}. "
+            + ("No interrupt arrived: check the interrupt wiring or open the device with use_irq=False. "
+               if self.use_irq else "")
+            + "The list may still be running (SATDevice.abort() stops it). Registers:\n"
+            + self.format_registers(regs), regs)
+
+    def _error(self, descriptors: list[GemmDescriptor]) -> SATDeviceError:
+        code = self.read_reg("ERROR_CODE")
+        index = self.read_reg("ERROR_INDEX")
+        name = ErrorCode(code).name if code in ErrorCode._value2member_map_ else f"unknown code {code}"
+        detail = ""
+        if code == ErrorCode.BAD_COUNT:
+            detail = "CMD_COUNT was 0 or CMD_ADDR not 64-byte aligned"
+        elif code == ErrorCode.BUSY:
+            detail = "START arrived while a list was running (another process using the core?)"
+        elif code in (ErrorCode.AXI_READ, ErrorCode.AXI_WRITE):
+            detail = "an AXI error answered a device-memory access: check the addresses against device memory"
+        elif code == ErrorCode.ABORTED:
+            detail = "the list was aborted"
+        elif 0 <= index < len(descriptors):
+            try:
+                descriptors[index].validate(self.config, self.memory_bytes)
+            except DescriptorError as e:
+                detail = str(e)
+            else:
+                detail = "the host-side check accepts this descriptor: the core and the driver disagree"
+        tag = f" (tag {descriptors[index].tag})" if 0 <= index < len(descriptors) else ""
+        return SATDeviceError(code, index, f"descriptor {index}{tag} failed with ERR_{name} ({code}): {detail}")
+
+    def close(self) -> None:
+        """Close the transport."""
+        self.transport.close()
+
+    def __enter__(self) -> SATDevice:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"SATDevice({self.transport!r}, {self.config!r})"
+
+
+def _version(v: int) -> str:
+    return f"{v >> 16 & 0xFF}.{v >> 8 & 0xFF}.{v & 0xFF}"
+
+
+class DeviceBackend:
+    """A :class:`~sat.sw.bdwp.GemmBackend` that runs every GEMM on a :class:`SATDevice`.
+
+    Each call uploads the operands, runs one descriptor, reads ``C`` back and frees the memory, so results are
+    bit-identical to :class:`~sat.sw.bdwp.GoldenBackend` on a correct core.
+
+    Parameters
+    ----------
+    device : SATDevice
+    timeout_s : float
+        Per-GEMM timeout.
+    """
+
+    name = "device"
+
+    def __init__(self, device: SATDevice, timeout_s: float = 60.0) -> None:
+        self.device = device
+        self.timeout_s = timeout_s
+        #: RunResult of the most recent GEMM.
+        self.last_result: RunResult | None = None
+
+    def _check(self, a: np.ndarray, k: int, cols: int, fmt: str) -> None:
+        self.device._operand_fmt(fmt)
+        if a.ndim != 2 or a.shape[1] != k:
+            raise ValueError(f"GEMM operands do not fit: a is {a.shape}, B is {k} x {cols}")
+        for name, value in (("rows", a.shape[0]), ("K", k), ("cols", cols)):
+            if value > MAX_DIM:
+                raise ValueError(f"{name}={value} exceeds the core's limit {MAX_DIM}: tile the GEMM")
+
+    def _run(self, a: np.ndarray, b_upload, rows: int, cols: int) -> np.ndarray:
+        dev = self.device
+        live: list[Tensor | SparseWeights] = []
+        try:
+            at = dev.write_tensor(a)
+            live.append(at)
+            bt = b_upload()
+            live.append(bt)
+            c = dev.alloc_tensor((rows, cols))
+            live.append(c)
+            self.last_result = dev.run([dev.gemm_descriptor(at, bt, c)], self.timeout_s)
+            return dev.read_tensor(c)
+        finally:
+            for t in live:
+                dev.free(t)
+
+    def dense(self, a: np.ndarray, b: np.ndarray, fmt: str) -> np.ndarray:
+        """``a @ b`` on the device (``a`` rows x K, ``b`` K x cols, values already quantized to ``fmt``)."""
+        a, b = np.asarray(a, np.float32), np.asarray(b, np.float32)
+        if b.ndim != 2:
+            raise ValueError(f"b must be 2-D, got shape {b.shape}")
+        self._check(a, b.shape[0], b.shape[1], fmt)
+        if 0 in a.shape or 0 in b.shape:
+            return np.zeros((a.shape[0], b.shape[1]), np.float32)
+        return self._run(a, lambda: self.device.write_tensor(b), a.shape[0], b.shape[1])
+
+    def sparse(self, a: np.ndarray, b: NMOperand, fmt: str) -> np.ndarray:
+        """``a @ B`` on the device with ``B`` uploaded in the packed N:M format."""
+        a = np.asarray(a, np.float32)
+        self._check(a, b.k, b.cols, fmt)
+        if a.shape[0] == 0:
+            return np.zeros((0, b.cols), np.float32)
+        return self._run(a, lambda: self.device.upload_operand(b), a.shape[0], b.cols)
+
+    def __repr__(self) -> str:
+        return f"DeviceBackend({self.device!r})"

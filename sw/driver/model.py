@@ -1,0 +1,398 @@
+"""A pure-software SAT device: the register map and command processor of ``sat.sw.regmap`` over a byte array.
+
+:class:`ModelTransport` is a :class:`~sat.sw.driver.transport.Transport`, so :class:`~sat.sw.driver.device.SATDevice`
+drives it exactly as it drives the card. It implements:
+
+* every register of ``register_map(config)``, with the access rules of the map: reads of ``wo`` registers give
+  0, writes to ``ro`` registers are ignored, ``IRQ_STATUS`` is write-1-to-clear, reading a 64-bit counter's
+  ``_LO`` half latches its ``_HI`` half, and any other offset raises :class:`~sat.sw.driver.transport.AxiError`
+  (the SLVERR response of the gateware);
+* the command processor: ``CONTROL.START`` fetches ``CMD_COUNT`` descriptors from ``CMD_ADDR``, validates each
+  with :meth:`GemmDescriptor.validate` (the software statement of the hardware checks) and executes it with the
+  bit-exact :mod:`sat.sw.numerics` (dense A/B with strides and A_TRANS/B_TRANS; sparse B read from the packed
+  stream with :func:`sat.sw.nmformat.unpack`), writing FP32 C. The first rejected descriptor stops the list
+  with its error code and index; nothing of it (or after it) is written.
+
+Timing: by default a list runs **synchronously inside the write of CONTROL.START** (``STATUS.BUSY`` is set for
+the duration of that call, so a host never observes it). With ``execute_on_start=False`` an accepted START only
+raises BUSY, and the list runs when :meth:`ModelTransport.complete` is called (from a test, or another thread),
+which is how a test sees ``ERR_BUSY`` and ``ABORT``.
+
+Performance counters are an **estimate** (:func:`estimate_cycles`) until the cycle model exists: they follow the
+structure of an output-stationary ``R x C`` array with ``L``-way interleaving, not measured RTL behaviour.
+
+Status rules the model follows where the register map leaves room (see docs/driver.md):
+
+* an accepted START clears ``STATUS.DONE``, ``CMD_DONE`` and the performance counters; ``STATUS.ERROR``,
+  ``ERROR_CODE`` and ``ERROR_INDEX`` are sticky until ``CONTROL.CLEAR`` ("first error since CLEAR");
+* a refused START (``ERR_BUSY``, or ``ERR_BAD_COUNT`` for ``CMD_COUNT == 0`` or a ``CMD_ADDR`` that is not
+  64-byte aligned) sets ``STATUS.ERROR`` and ``IRQ_STATUS.ERROR``; ``ERROR_INDEX`` is the index of the
+  descriptor running at the time (``CMD_DONE``) for BUSY, 0 for BAD_COUNT;
+* ``IRQ_STATUS.DONE`` is set when a list completes and when a descriptor with ``FLAG_IRQ`` completes;
+  ``IRQ_STATUS.ERROR`` when a list stops on an error.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from types import TracebackType
+
+import numpy as np
+
+from ..config import SATConfig
+from ..descriptor import DESCRIPTOR_BYTES, FLAG_A_TRANS, FLAG_B_TRANS, FLAG_IRQ, DescriptorError, GemmDescriptor
+from ..nmformat import packed_nbytes, unpack
+from ..numerics import fp32_bits, matmul, matmul_sparse
+from ..regmap import (
+    CONTROL_ABORT,
+    CONTROL_CLEAR,
+    CONTROL_START,
+    IRQ_DONE,
+    IRQ_ERROR,
+    PERF_COUNTERS,
+    STATUS_BUSY,
+    STATUS_DONE,
+    STATUS_ERROR,
+    ErrorCode,
+    register_map,
+)
+from .transport import AxiError, TransportError
+
+__all__ = ["ModelTransport", "CycleEstimate", "estimate_cycles", "DEFAULT_MODEL_MEMORY"]
+
+#: Default device memory of the model: 64 MiB (allocated lazily by the OS).
+DEFAULT_MODEL_MEMORY = 64 << 20
+#: Estimated cycles to fetch and decode one descriptor.
+DESCRIPTOR_OVERHEAD_CYCLES = 16
+
+
+@dataclass(frozen=True)
+class CycleEstimate:
+    """Estimated cycles of one descriptor (see :func:`estimate_cycles`)."""
+
+    compute: int
+    stall: int
+    macs: int
+
+    @property
+    def total(self) -> int:
+        return self.compute + self.stall
+
+
+def estimate_cycles(d: GemmDescriptor, config: SATConfig) -> CycleEstimate:
+    """A first-order cycle estimate of one GEMM on an output-stationary ``R x C`` array, until the cycle model exists.
+
+    The outputs are covered by tiles of ``R`` rows x ``C * L`` columns (each PE interleaves ``L`` outputs around
+    its pipelined adder); a tile takes ``L`` cycles per reduction step, where a step is one element of ``K``
+    (dense) or one kept element of a group (``ceil(K / M) * N`` steps, sparse). Each tile adds ``R + C + L``
+    fill/drain cycles and each descriptor ``DESCRIPTOR_OVERHEAD_CYCLES``, counted as stalls. ``macs`` counts
+    ``rows * cols * steps`` (kept weights only in sparse mode).
+
+    Parameters
+    ----------
+    d : GemmDescriptor
+        A descriptor that passed validation.
+    config : SATConfig
+        The build (array size and adder latency).
+    """
+    r, c, lat = config.rows, config.cols, config.adder_latency
+    steps = -(-d.red // d.m) * d.n if d.sparse else d.red
+    tiles = -(-d.rows // r) * -(-d.cols // (c * lat))
+    compute = tiles * steps * lat
+    stall = tiles * (r + c + lat) + DESCRIPTOR_OVERHEAD_CYCLES
+    return CycleEstimate(compute=compute, stall=stall, macs=d.rows * d.cols * steps)
+
+
+def _strided(mem: np.ndarray, addr: int, lines: int, length: int, stride: int, dtype: str) -> np.ndarray:
+    """A (lines, length) view of ``dtype`` elements at ``addr`` with ``stride`` bytes between lines."""
+    item = np.dtype(dtype).itemsize
+    nbytes = (lines - 1) * stride + length * item
+    flat = mem[addr:addr + nbytes].view(dtype)
+    return np.lib.stride_tricks.as_strided(flat, shape=(lines, length), strides=(stride, item))
+
+
+class _ListError(Exception):
+    def __init__(self, code: ErrorCode, message: str):
+        super().__init__(message)
+        self.code = code
+
+
+class ModelTransport:
+    """A software SAT core behind the :class:`~sat.sw.driver.transport.Transport` interface.
+
+    Parameters
+    ----------
+    config : SATConfig, optional
+        The build the model pretends to be (default ``SATConfig()``); it sets the identity registers, the
+        accepted N:M patterns, the operand format and the cycle estimate.
+    memory_bytes : int
+        Size of device memory (a zeroed byte array).
+    execute_on_start : bool
+        True (default): a START runs the whole list inside the register write. False: START only raises BUSY
+        and :meth:`complete` runs the list.
+
+    Raises
+    ------
+    ValueError
+        For a non-positive ``memory_bytes``.
+    """
+
+    def __init__(self, config: SATConfig | None = None, memory_bytes: int = DEFAULT_MODEL_MEMORY, *,
+                 execute_on_start: bool = True) -> None:
+        if not isinstance(memory_bytes, int) or memory_bytes < DESCRIPTOR_BYTES:
+            raise ValueError(f"memory_bytes must be an integer of at least {DESCRIPTOR_BYTES}, not {memory_bytes!r}")
+        self.config = config if config is not None else SATConfig()
+        self.memory_bytes = memory_bytes
+        self.memory = np.zeros(memory_bytes, dtype=np.uint8)
+        self.execute_on_start = execute_on_start
+        self.regmap = register_map(self.config)
+        self._regs = {r.offset: r.reset for r in self.regmap.registers}
+        self._latched: dict[int, int] = {}   # _HI offset -> value latched by reading _LO
+        self._counters = {name: 0 for name, _ in PERF_COUNTERS}
+        self._pending: tuple[int, int] | None = None
+        self._cond = threading.Condition(threading.RLock())
+        self._closed = False
+        #: Why the last list stopped (a model-only diagnostic; the hardware has only ERROR_CODE/ERROR_INDEX).
+        self.last_error_message = ""
+        #: Descriptors executed since construction (for tests).
+        self.executed = 0
+
+    # register helpers ------------------------------------------------------------------------------------------
+
+    def _get(self, name: str) -> int:
+        return self._regs[self.regmap.offset(name)]
+
+    def _set(self, name: str, value: int) -> None:
+        self._regs[self.regmap.offset(name)] = value & 0xFFFFFFFF
+
+    def _or(self, name: str, bits: int) -> None:
+        self._set(name, self._get(name) | bits)
+
+    def _irq_line(self) -> bool:
+        return bool(self._get("IRQ_STATUS") & self._get("IRQ_ENABLE"))
+
+    def _register(self, offset: int, write: bool):
+        if self._closed:
+            raise TransportError("ModelTransport is closed")
+        if not isinstance(offset, int) or offset not in self._regs:
+            kind = "write to" if write else "read from"
+            raise AxiError(f"SLVERR: {kind} register offset {offset!r} which the SAT register map does not decode "
+                           f"(see docs/driver.md for the map)", offset if isinstance(offset, int) else -1, write)
+        return self.regmap.by_offset[offset]
+
+    # Transport -------------------------------------------------------------------------------------------------
+
+    def read32(self, offset: int) -> int:
+        """Read a register (see the class docstring for the access rules).
+
+        Raises
+        ------
+        AxiError
+            For an offset the register map does not decode.
+        """
+        with self._cond:
+            reg = self._register(offset, write=False)
+            if reg.access == "wo":
+                return 0
+            if reg.name.endswith("_LO") and reg.name[:-3] in self._counters:
+                value = self._counters[reg.name[:-3]]
+                self._latched[offset + 4] = (value >> 32) & 0xFFFFFFFF
+                return value & 0xFFFFFFFF
+            if reg.name.endswith("_HI") and reg.name[:-3] in self._counters:
+                return self._latched.get(offset, (self._counters[reg.name[:-3]] >> 32) & 0xFFFFFFFF)
+            return self._regs[offset]
+
+    def write32(self, offset: int, value: int) -> None:
+        """Write a register; writing ``CONTROL.START`` runs the command list (see the class docstring).
+
+        Raises
+        ------
+        AxiError
+            For an offset the register map does not decode.
+        ValueError
+            For a value that does not fit in 32 bits.
+        """
+        if not 0 <= int(value) < 1 << 32:
+            raise ValueError(f"register value {value!r} does not fit in 32 bits")
+        value = int(value)
+        with self._cond:
+            reg = self._register(offset, write=True)
+            if reg.access == "ro":
+                return
+            if reg.access == "w1c":
+                self._regs[offset] &= ~value & 0xFFFFFFFF
+                return
+            if reg.name != "CONTROL":
+                self._regs[offset] = value
+                self._cond.notify_all()
+                return
+            if value & CONTROL_CLEAR:
+                self._set("STATUS", self._get("STATUS") & ~(STATUS_DONE | STATUS_ERROR))
+                self._set("ERROR_CODE", 0)
+                self._set("ERROR_INDEX", 0)
+            if value & CONTROL_ABORT and self._pending is not None:
+                self._pending = None
+                self._finish_error(ErrorCode.ABORTED, self._get("CMD_DONE"), "CONTROL.ABORT stopped the list")
+            if value & CONTROL_START:
+                self._start()
+            self._cond.notify_all()
+
+    def dma_write(self, addr: int, data: bytes | memoryview) -> None:
+        """Copy ``data`` into device memory at ``addr``.
+
+        Raises
+        ------
+        AxiError
+            If the range reaches outside device memory (DECERR).
+        """
+        src = np.frombuffer(memoryview(data).cast("B"), dtype=np.uint8)
+        with self._cond:
+            self._check_range(addr, src.size, write=True)
+            self.memory[addr:addr + src.size] = src
+
+    def dma_read(self, addr: int, nbytes: int) -> bytes:
+        """``nbytes`` of device memory from ``addr``.
+
+        Raises
+        ------
+        AxiError
+            If the range reaches outside device memory (DECERR).
+        """
+        with self._cond:
+            self._check_range(addr, nbytes, write=False)
+            return self.memory[addr:addr + nbytes].tobytes()
+
+    def wait_irq(self, timeout_s: float) -> bool:
+        """True as soon as ``IRQ_STATUS & IRQ_ENABLE`` is nonzero (a level interrupt), else False after the timeout.
+
+        The line stays high until the host clears ``IRQ_STATUS``.
+        """
+        with self._cond:
+            return self._cond.wait_for(self._irq_line, timeout=max(0.0, timeout_s))
+
+    def close(self) -> None:
+        """Mark the model closed (its memory is kept for inspection)."""
+        self._closed = True
+
+    def __enter__(self) -> ModelTransport:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"ModelTransport({self.config!r}, memory_bytes={self.memory_bytes})"
+
+    # command processor -----------------------------------------------------------------------------------------
+
+    @property
+    def busy(self) -> bool:
+        return bool(self._get("STATUS") & STATUS_BUSY)
+
+    def _check_range(self, addr: int, nbytes: int, write: bool) -> None:
+        if self._closed:
+            raise TransportError("ModelTransport is closed")
+        if not isinstance(addr, int) or addr < 0 or nbytes < 0 or addr + nbytes > self.memory_bytes:
+            raise AxiError(f"DECERR: DMA {'write' if write else 'read'} of {nbytes} bytes at {addr!r} reaches past "
+                           f"device memory (0x{self.memory_bytes:x} bytes)", addr if isinstance(addr, int) else -1,
+                           write)
+
+    def _finish_error(self, code: ErrorCode, index: int, message: str) -> None:
+        status = self._get("STATUS") & ~STATUS_BUSY
+        if not status & STATUS_ERROR:  # ERROR_CODE/INDEX keep the first error since CLEAR
+            self._set("ERROR_CODE", int(code))
+            self._set("ERROR_INDEX", index)
+            self.last_error_message = message
+        self._set("STATUS", status | STATUS_ERROR)
+        self._or("IRQ_STATUS", IRQ_ERROR)
+
+    def _start(self) -> None:
+        if self.busy:
+            # refused; the running list is not disturbed
+            if not self._get("STATUS") & STATUS_ERROR:
+                self._set("ERROR_CODE", int(ErrorCode.BUSY))
+                self._set("ERROR_INDEX", self._get("CMD_DONE"))
+                self.last_error_message = "START while a command list was running"
+            self._or("STATUS", STATUS_ERROR)
+            self._or("IRQ_STATUS", IRQ_ERROR)
+            return
+        addr = self._get("CMD_ADDR_LO") | (self._get("CMD_ADDR_HI") << 32)
+        count = self._get("CMD_COUNT")
+        if count == 0 or addr % DESCRIPTOR_BYTES:
+            why = "CMD_COUNT is 0" if count == 0 else f"CMD_ADDR 0x{addr:x} is not {DESCRIPTOR_BYTES}-byte aligned"
+            self._finish_error(ErrorCode.BAD_COUNT, 0, why)
+            return
+        self._set("STATUS", (self._get("STATUS") & ~STATUS_DONE) | STATUS_BUSY)
+        self._set("CMD_DONE", 0)
+        for name in self._counters:
+            self._counters[name] = 0
+        self._latched.clear()
+        self._pending = (addr, count)
+        if self.execute_on_start:
+            self.complete()
+
+    def complete(self) -> None:
+        """Run the pending command list (``execute_on_start=False``); does nothing when none is pending."""
+        with self._cond:
+            if self._pending is None:
+                return
+            addr, count = self._pending
+            self._pending = None
+            for i in range(count):
+                try:
+                    d = self._fetch(addr + i * DESCRIPTOR_BYTES)
+                    d.validate(self.config, self.memory_bytes)
+                    self._execute(d)
+                except DescriptorError as e:
+                    self._finish_error(ErrorCode(e.code), i, f"descriptor {i}: {e}")
+                    break
+                except _ListError as e:
+                    self._finish_error(e.code, i, f"descriptor {i}: {e}")
+                    break
+                est = estimate_cycles(d, self.config)
+                self._counters["COMPUTE_CYCLES"] += est.compute
+                self._counters["STALL_CYCLES"] += est.stall
+                self._counters["CYCLES"] += est.total
+                self._counters["MACS"] += est.macs
+                self._set("CMD_DONE", i + 1)
+                self._set("LAST_TAG", d.tag)
+                self.executed += 1
+                if d.flags & FLAG_IRQ:
+                    self._or("IRQ_STATUS", IRQ_DONE)
+            else:
+                self._set("STATUS", (self._get("STATUS") & ~STATUS_BUSY) | STATUS_DONE)
+                self._or("IRQ_STATUS", IRQ_DONE)
+            self._cond.notify_all()
+
+    def _fetch(self, addr: int) -> GemmDescriptor:
+        if addr + DESCRIPTOR_BYTES > self.memory_bytes:
+            raise _ListError(ErrorCode.AXI_READ, f"descriptor fetch at 0x{addr:x} is past device memory "
+                                                 f"(0x{self.memory_bytes:x} bytes): DECERR")
+        return GemmDescriptor.decode(self.memory[addr:addr + DESCRIPTOR_BYTES].tobytes())
+
+    def _execute(self, d: GemmDescriptor) -> None:
+        fmt = self.config.fmt
+        mem = self.memory
+        if d.flags & FLAG_A_TRANS:
+            a = _strided(mem, d.a_addr, d.red, d.rows, d.a_stride, "<u2").T
+        else:
+            a = _strided(mem, d.a_addr, d.rows, d.red, d.a_stride, "<u2")
+        a = np.ascontiguousarray(a, dtype=np.uint16)
+        if d.sparse:
+            raw = mem[d.b_addr:d.b_addr + packed_nbytes(d.n, d.m, d.red, d.cols)].copy()
+            try:
+                op = unpack(raw, d.n, d.m, d.red, d.cols, fmt)
+            except ValueError as e:
+                # The contract has no error code for a malformed packed stream; the model reports AXI_READ.
+                raise _ListError(ErrorCode.AXI_READ, f"malformed packed N:M operand at 0x{d.b_addr:x}: {e}") from None
+            c = matmul_sparse(a, op.values, op.indices, d.m, fmt)
+        else:
+            if d.flags & FLAG_B_TRANS:
+                b = _strided(mem, d.b_addr, d.cols, d.red, d.b_stride, "<u2").T
+            else:
+                b = _strided(mem, d.b_addr, d.red, d.cols, d.b_stride, "<u2")
+            c = matmul(a, np.ascontiguousarray(b, dtype=np.uint16), fmt)
+        out = _strided(mem, d.c_addr, d.rows, d.cols, d.c_stride, "<u4")
+        out[...] = fp32_bits(c)
