@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from .verilog import VerilogTop, generate_verilog
 
-__all__ = ["fp_mul_top", "fp32_add_top"]
+__all__ = ["fp_mul_top", "fp32_add_top", "pe_top"]
 
 
 def fp_mul_top(fmt: str) -> VerilogTop:
@@ -23,3 +23,14 @@ def fp32_add_top(latency: int = 4) -> VerilogTop:
     from sat.hw.fp import FP32Adder
 
     return generate_verilog(lambda: FP32Adder(latency=latency), f"fp32_add_l{latency}", {"latency": latency})
+
+
+def pe_top(config) -> VerilogTop:
+    """``sat.hw.pe.PE(config)`` as module ``pe`` (cached per ``config.digest()``).
+
+    ``meta`` holds ``latency``, ``interleave``, ``multiplier_latency``, ``max_m`` and ``idx_width``.
+    """
+    from sat.hw.pe import PE
+
+    return generate_verilog(lambda: PE(config), "pe", config,
+                            attrs=("latency", "interleave", "multiplier_latency", "max_m", "idx_width"))
