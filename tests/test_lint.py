@@ -4,7 +4,8 @@ tolerated warning classes (``sat.sim.lint.TOLERATED``, see ``docs/simulation.md`
 import pytest
 
 from sat.sim.lint import TOLERATED, lint
-from sat.sim.tops import fp32_add_top, fp_mul_top
+from sat.sim.tops import fp32_add_top, fp_mul_top, pe_top
+from sat.sw.config import SATConfig
 
 pytestmark = pytest.mark.rtl
 
@@ -14,6 +15,9 @@ TOPS = {
     "fp32_add_l1": lambda: fp32_add_top(1),
     "fp32_add_l4": lambda: fp32_add_top(4),
     "fp32_add_l6": lambda: fp32_add_top(6),
+    "pe_fp16": lambda: pe_top(SATConfig(fmt="fp16")),
+    "pe_bf16": lambda: pe_top(SATConfig(fmt="bf16")),
+    "pe_bf16_l1_2of4": lambda: pe_top(SATConfig(fmt="bf16", adder_latency=1, nm_set=((2, 4),))),
 }
 
 
@@ -25,3 +29,16 @@ def test_lint(name: str) -> None:
     assert not result.errors and result.returncode == 0, result.summary()
     unexpected = [m for m in result.warnings if m.code not in TOLERATED]
     assert not unexpected, "warnings outside the documented tolerated classes:\n" + "\n".join(map(str, unexpected))
+
+
+def test_lint_finds_problems(tmp_path) -> None:
+    """The lint wrapper must report real findings: an error, and a warning class outside TOLERATED."""
+    bad = tmp_path / "bad.v"
+    bad.write_text("module bad(input clk, input [3:0] a, output [3:0] y);\n"
+                   "  wire [3:0] loop;\n  assign loop = loop + a;\n  assign y = loop;\nendmodule\n")
+    result = lint(bad, "bad")
+    assert any(m.code not in TOLERATED for m in result.warnings), result.summary()
+    broken = tmp_path / "broken.v"
+    broken.write_text("module broken(input a, output y);\n  assign y = a\nendmodule\n")
+    result = lint(broken, "broken")
+    assert result.errors and result.returncode != 0, result.summary()
