@@ -412,7 +412,7 @@ class SATDevice:
             out = self.alloc_tensor(x.shape, dtype)
         elif out.shape != x.shape:
             raise ValueError(f"array shape {x.shape} does not match the tensor's {out.shape}")
-        raw = x.astype("<f4") if dtype == "fp32" else encode(x, out.dtype).astype("<u2")
+        raw = np.ascontiguousarray(x.astype("<f4") if dtype == "fp32" else encode(x, out.dtype).astype("<u2"))
         self._write_rows(out, raw.view(np.uint8).reshape(x.shape[0], -1))
         return out
 
@@ -601,7 +601,7 @@ class SATDevice:
             If the core reports an error (``code``, ``index`` and a message naming the cause).
         SATTimeout
             If the list has not finished after ``timeout_s`` (the message holds a register dump; the list is
-            left running: call :meth:`abort`).
+            left running and its memory allocated: call :meth:`abort`).
         ValueError
             For an empty list.
         """
@@ -610,6 +610,7 @@ class SATDevice:
             raise ValueError("a command list needs at least one descriptor")
         raw = encode_list(descriptors)
         addr = self.alloc(len(raw), DESCRIPTOR_BYTES)
+        keep = False
         try:
             self.transport.dma_write(addr, raw)
             self.write_reg("CONTROL", CONTROL_CLEAR)
@@ -625,8 +626,12 @@ class SATDevice:
                 raise self._error(descriptors)
             return RunResult(cmd_done=self.read_reg("CMD_DONE"), last_tag=self.read_reg("LAST_TAG"),
                              counters=self.counters())
+        except SATTimeout:
+            keep = True  # the core may still fetch the list: its memory stays allocated
+            raise
         finally:
-            self.free(addr)
+            if not keep:
+                self.free(addr)
 
     def _finished(self) -> int | None:
         status = self.read_reg("STATUS")

@@ -157,6 +157,26 @@ class ModelTransport:
         self.last_error_message = ""
         #: Descriptors executed since construction (for tests).
         self.executed = 0
+        self._faults: list[tuple[int, int]] = []
+
+    def inject_axi_error(self, addr: int, nbytes: int) -> None:
+        """Make the core's own accesses to ``[addr, addr + nbytes)`` answer SLVERR (a hole in the address map).
+
+        A descriptor fetch or operand read touching the range stops the list with ``ERR_AXI_READ``, a result
+        write with ``ERR_AXI_WRITE``. Host DMA is not affected (it does not go through the core).
+
+        Parameters
+        ----------
+        addr, nbytes : int
+            The faulty range.
+        """
+        self._faults.append((addr, addr + nbytes))
+
+    def _check_faults(self, lo: int, hi: int, code: ErrorCode, what: str) -> None:
+        for f_lo, f_hi in self._faults:
+            if lo < f_hi and f_lo < hi:
+                raise _ListError(code, f"SLVERR on the {what} [0x{lo:x}, 0x{hi:x}) (injected fault "
+                                       f"[0x{f_lo:x}, 0x{f_hi:x}))")
 
     # register helpers ------------------------------------------------------------------------------------------
 
@@ -370,11 +390,16 @@ class ModelTransport:
         if addr + DESCRIPTOR_BYTES > self.memory_bytes:
             raise _ListError(ErrorCode.AXI_READ, f"descriptor fetch at 0x{addr:x} is past device memory "
                                                  f"(0x{self.memory_bytes:x} bytes): DECERR")
+        self._check_faults(addr, addr + DESCRIPTOR_BYTES, ErrorCode.AXI_READ, "descriptor fetch")
         return GemmDescriptor.decode(self.memory[addr:addr + DESCRIPTOR_BYTES].tobytes())
 
     def _execute(self, d: GemmDescriptor) -> None:
         fmt = self.config.fmt
         mem = self.memory
+        (_, a_lo, a_hi), (_, b_lo, b_hi), (_, c_lo, c_hi) = d.extents()
+        self._check_faults(a_lo, a_hi, ErrorCode.AXI_READ, "read of operand A")
+        self._check_faults(b_lo, b_hi, ErrorCode.AXI_READ, "read of operand B")
+        self._check_faults(c_lo, c_hi, ErrorCode.AXI_WRITE, "write of result C")
         if d.flags & FLAG_A_TRANS:
             a = _strided(mem, d.a_addr, d.red, d.rows, d.a_stride, "<u2").T
         else:
