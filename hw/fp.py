@@ -36,7 +36,7 @@ _ADDER_CUTS: dict[int, tuple[int, ...]] = {
     1: (),
     2: (3,),
     3: (2, 4),
-    4: (2, 3, 5),
+    4: (1, 3, 5),
     5: (1, 2, 3, 5),
     6: (1, 2, 3, 4, 5),
 }
@@ -215,7 +215,7 @@ class FP32Adder(wiring.Component):
     6. round to nearest even, exponent carry, overflow to +-Inf, FTZ to +0, zero sign, NaN/Inf, pack,
 
     separated by pipeline registers according to ``latency`` (see ``docs/arithmetic.md``): latency 4 registers
-    after steps 2, 3, 5 and 6. The output ``s`` is always a register.
+    after steps 1, 3, 5 and 6. The output ``s`` is always a register.
 
     Parameters
     ----------
