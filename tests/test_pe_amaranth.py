@@ -200,6 +200,31 @@ def test_pe_other_adder_latencies(latency):
     _check(_run_pe(pe, steps, stall_prob=0.15, rng=rng), matmul(a, b, fmt))
 
 
+def test_pe_mixed_modes_in_flight():
+    """Dense and several N:M outputs share the PE at the same time: the mode belongs to the operand stream."""
+    fmt = "fp16"
+    config = SATConfig(fmt=fmt)
+    rng = np.random.default_rng(11)
+    pe = PE(config)
+    outputs, golden = {}, {}
+    for mode, nm in enumerate([None, (2, 4), (1, 8), (4, 8), (1, 4), None]):
+        k = int(rng.integers(5, 17))
+        a = _random_operands(rng, (1, k), fmt, specials=True)
+        if nm is None:
+            b = _random_operands(rng, (k, 1), fmt, specials=True)
+            ops, ref = _dense_outputs(rng, a, b, pe.max_m), matmul(a, b, fmt)
+        else:
+            vals, idx = _sparse_operand(rng, k, 1, *nm, fmt)
+            ops, ref = _sparse_outputs(rng, a, vals, idx, nm[1], pe.max_m), matmul_sparse(a, vals, idx, nm[1], fmt)
+        for op in ops[0, 0]:
+            op.output = (mode, 0)
+        outputs[mode, 0] = ops[0, 0]
+        golden[mode, 0] = ref[0, 0]
+    steps = _schedule(outputs, pe.interleave, bubble_prob=0.1, rng=rng)
+    want = np.array([[golden[mode, 0]] for mode in range(len(golden))], dtype=np.float32)
+    _check(_run_pe(pe, steps, stall_prob=0.2, rng=rng), want)
+
+
 def test_pe_one_mac_per_cycle_in_steady_state():
     """With no bubbles and no stalls every step is a MAC: mac_count == cycle_count == operands issued."""
     config = SATConfig()
