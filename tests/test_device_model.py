@@ -424,3 +424,31 @@ def test_upload_rejects_unbuilt_pattern_and_wrong_format():
     x = dev.write_tensor(np.ones((2, 16)))
     with pytest.raises(ValueError, match="FF needs the FF copy"):
         dev.ff(x, dev.upload_weights(w, 2, 4, "bp"))
+
+
+def test_transports_satisfy_the_protocol_and_gemm_allocates_c():
+    from sat.sw.driver import Transport
+
+    dev = device()
+    assert isinstance(dev.transport, Transport)
+    rng = np.random.default_rng(13)
+    a = numerics.quantize(rng.standard_normal((5, 12)), "fp16")
+    w = numerics.quantize(rng.standard_normal((9, 12)), "fp16")
+    c = dev.gemm(dev.write_tensor(a), dev.write_tensor(w), b_trans=True)
+    assert c.shape == (5, 9) and c.dtype == "fp32"
+    np.testing.assert_array_equal(bits(dev.read_tensor(c)), bits(numerics.matmul(a, w.T, "fp16")))
+
+
+def test_malformed_packed_stream_is_reported_not_computed():
+    dev = device()
+    model: ModelTransport = dev.transport
+    x = dev.write_tensor(np.ones((2, 16)))
+    ws = dev.upload_weights(np.arange(64, dtype=np.float32).reshape(4, 16), 2, 8, "ff")
+    model.memory[ws.addr] |= 0x08  # index nibble 8 or more in a group of M = 8
+    y = dev.alloc_tensor((2, 4))
+    before = model.memory.copy()
+    with pytest.raises(SATDeviceError) as err:
+        dev.ff(x, ws, y)
+    assert (err.value.code, err.value.index) == (ErrorCode.AXI_READ, 0)
+    assert "malformed packed N:M operand" in model.last_error_message
+    assert np.array_equal(before[y.addr:y.addr + y.nbytes], model.memory[y.addr:y.addr + y.nbytes])
