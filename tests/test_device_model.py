@@ -24,7 +24,7 @@ from sat.sw.driver import (
     SATTimeout,
     Tensor,
 )
-from sat.sw.driver.model import estimate_cycles
+from sat.sw.perfmodel import descriptor_counters
 from sat.sw.regmap import (
     CONTROL_CLEAR,
     CONTROL_START,
@@ -143,12 +143,15 @@ def test_command_list_runs_in_order_and_reports_tag_and_counters():
     assert res.cmd_done == 2 and res.last_tag == 22
     steps_ff = (64 // 8) * 2
     assert res.counters["MACS"] == 8 * 32 * steps_ff + 32 * 64 * 8
-    assert res.counters["CYCLES"] == res.counters["COMPUTE_CYCLES"] + res.counters["STALL_CYCLES"]
-    est = [estimate_cycles(d, dev.config) for d in descs]
-    assert res.counters["CYCLES"] == sum(e.total for e in est)
-    # the sparse FF does N/M of the dense work
-    dense = estimate_cycles(descs[0].replace(flags=FLAG_B_TRANS, n=0, m=0, b_stride=128), dev.config)
-    assert est[0].compute * 8 == dense.compute * 2
+    est = [descriptor_counters(d, dev.config) for d in descs]
+    assert res.counters["CYCLES"] == sum(e.cycles for e in est)
+    assert res.counters["COMPUTE_CYCLES"] == sum(e.busy_cycles for e in est)
+    assert res.counters["STALL_CYCLES"] == sum(e.stall_cycles for e in est)
+    # the sparse FF issues N/M of the dense FF's steps
+    dense = descriptor_counters(descs[0].replace(flags=FLAG_B_TRANS, n=0, m=0, b_stride=128), dev.config)
+    assert est[0].busy_cycles * 8 == dense.busy_cycles * 2
+    # a second list restarts the counters
+    assert dev.run(descs[:1]).counters["MACS"] == 8 * 32 * steps_ff
     ff_op = nmformat.compress_ff(w, 2, 8)
     np.testing.assert_array_equal(bits(dev.read_tensor(y)), bits(nmformat.matmul_nm(x, ff_op, fmt)))
 

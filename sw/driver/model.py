@@ -18,8 +18,11 @@ the duration of that call, so a host never observes it). With ``execute_on_start
 raises BUSY, and the list runs when :meth:`ModelTransport.complete` is called (from a test, or another thread),
 which is how a test sees ``ERR_BUSY`` and ``ABORT``.
 
-Performance counters are an **estimate** (:func:`estimate_cycles`) until the cycle model exists: they follow the
-structure of an output-stationary ``R x C`` array with ``L``-way interleaving, not measured RTL behaviour.
+Performance counters come from the GEMM engine's cycle model (:func:`sat.sw.perfmodel.descriptor_counters`),
+summed over the descriptors of the list: ``CYCLES`` += ``cycles``, ``COMPUTE_CYCLES`` += ``busy_cycles``,
+``STALL_CYCLES`` += ``stall_cycles``, ``MACS`` += ``macs``. That model is exact for the engine alone; the command
+processor's descriptor fetch and the operand/result DMA are not modelled yet, so ``CYCLES`` is an **estimate**
+(a lower bound) of what the card's counter will show.
 
 Status rules the model follows where the register map leaves room (see docs/driver.md):
 
@@ -35,7 +38,6 @@ Status rules the model follows where the register map leaves room (see docs/driv
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
 from types import TracebackType
 
 import numpy as np
@@ -44,6 +46,7 @@ from ..config import SATConfig
 from ..descriptor import DESCRIPTOR_BYTES, FLAG_A_TRANS, FLAG_B_TRANS, FLAG_IRQ, DescriptorError, GemmDescriptor
 from ..nmformat import packed_nbytes, unpack
 from ..numerics import fp32_bits, matmul, matmul_sparse
+from ..perfmodel import descriptor_counters
 from ..regmap import (
     CONTROL_ABORT,
     CONTROL_CLEAR,
@@ -59,49 +62,10 @@ from ..regmap import (
 )
 from .transport import AxiError, TransportError
 
-__all__ = ["ModelTransport", "CycleEstimate", "estimate_cycles", "DEFAULT_MODEL_MEMORY"]
+__all__ = ["ModelTransport", "DEFAULT_MODEL_MEMORY"]
 
 #: Default device memory of the model: 64 MiB (allocated lazily by the OS).
 DEFAULT_MODEL_MEMORY = 64 << 20
-#: Estimated cycles to fetch and decode one descriptor.
-DESCRIPTOR_OVERHEAD_CYCLES = 16
-
-
-@dataclass(frozen=True)
-class CycleEstimate:
-    """Estimated cycles of one descriptor (see :func:`estimate_cycles`)."""
-
-    compute: int
-    stall: int
-    macs: int
-
-    @property
-    def total(self) -> int:
-        return self.compute + self.stall
-
-
-def estimate_cycles(d: GemmDescriptor, config: SATConfig) -> CycleEstimate:
-    """A first-order cycle estimate of one GEMM on an output-stationary ``R x C`` array, until the cycle model exists.
-
-    The outputs are covered by tiles of ``R`` rows x ``C * L`` columns (each PE interleaves ``L`` outputs around
-    its pipelined adder); a tile takes ``L`` cycles per reduction step, where a step is one element of ``K``
-    (dense) or one kept element of a group (``ceil(K / M) * N`` steps, sparse). Each tile adds ``R + C + L``
-    fill/drain cycles and each descriptor ``DESCRIPTOR_OVERHEAD_CYCLES``, counted as stalls. ``macs`` counts
-    ``rows * cols * steps`` (kept weights only in sparse mode).
-
-    Parameters
-    ----------
-    d : GemmDescriptor
-        A descriptor that passed validation.
-    config : SATConfig
-        The build (array size and adder latency).
-    """
-    r, c, lat = config.rows, config.cols, config.adder_latency
-    steps = -(-d.red // d.m) * d.n if d.sparse else d.red
-    tiles = -(-d.rows // r) * -(-d.cols // (c * lat))
-    compute = tiles * steps * lat
-    stall = tiles * (r + c + lat) + DESCRIPTOR_OVERHEAD_CYCLES
-    return CycleEstimate(compute=compute, stall=stall, macs=d.rows * d.cols * steps)
 
 
 def _strided(mem: np.ndarray, addr: int, lines: int, length: int, stride: int, dtype: str) -> np.ndarray:
@@ -371,10 +335,10 @@ class ModelTransport:
                 except _ListError as e:
                     self._finish_error(e.code, i, f"descriptor {i}: {e}")
                     break
-                est = estimate_cycles(d, self.config)
-                self._counters["COMPUTE_CYCLES"] += est.compute
-                self._counters["STALL_CYCLES"] += est.stall
-                self._counters["CYCLES"] += est.total
+                est = descriptor_counters(d, self.config)
+                self._counters["CYCLES"] += est.cycles
+                self._counters["COMPUTE_CYCLES"] += est.busy_cycles
+                self._counters["STALL_CYCLES"] += est.stall_cycles
                 self._counters["MACS"] += est.macs
                 self._set("CMD_DONE", i + 1)
                 self._set("LAST_TAG", d.tag)
