@@ -117,3 +117,25 @@ def test_doc_error_table_lists_every_code():
     text = DOC.read_text()
     for code in ErrorCode:
         assert re.search(rf"\| {int(code)} \| `{code.name}` \|", text), f"{code.name} missing from docs/driver.md"
+
+
+@pytest.mark.board
+@pytest.mark.skipif(not os.path.exists("/dev/xdma0_user"), reason="needs a programmed VCU1525 (/dev/xdma0_user)")
+def test_board_gemms_equal_golden():
+    from sat.sw import nmformat, numerics
+    from sat.sw.driver import XdmaTransport
+
+    with XdmaTransport() as t:
+        dev = SATDevice(t)
+        fmt = dev.config.fmt
+        rng = np.random.default_rng(0)
+        x = numerics.quantize(rng.standard_normal((16, 64)), fmt)
+        w = rng.standard_normal((32, 64)).astype(np.float32)
+        xt = dev.write_tensor(x)
+        for n, m in dev.config.nm_set:
+            y = dev.read_tensor(dev.ff(xt, dev.upload_weights(w, n, m, "ff")))
+            ref = nmformat.matmul_nm(x, nmformat.compress_ff(w, n, m), fmt)
+            np.testing.assert_array_equal(y.view(np.uint32), numerics.fp32_bits(ref))
+        y = dev.read_tensor(dev.ff(xt, dev.upload_weights_dense(w)))
+        np.testing.assert_array_equal(y.view(np.uint32), numerics.fp32_bits(numerics.matmul(x, numerics.quantize(
+            w, fmt).T, fmt)))
