@@ -42,12 +42,15 @@ class PE(wiring.Component):
       produced it, whatever ``en`` does then). ``result`` holds that value until the next step. Results leave in
       the order of their ``last`` steps, i.e. in slot order for an interleaved group.
 
-    Timing (``L = 4``, multiplier latency 3, ``en`` always high; ``aK`` = output ``a``'s ``K``-th operand)::
+    Timing (``L = 4``, multiplier latency 3, ``en`` always high; ``ak`` = operand ``k`` of output ``a``,
+    ``K`` operands per output)::
 
-        step       0   1   2   3   4   5   6   7  ... 4K-4 .. 4K-1 ... 4K+3 .. 4K+6
-        operand    a0  b0  c0  d0  a1  b1  c1  d1 ... aK-1 .. dK-1
-        adder in               a0  b0  c0  d0  a1 ...
-        result                                                         a   b   c   d  (result_valid)
+        step      0    1    2    3    4    5    6    7    ...  4K-4 ...  4K-1 ...  4K+3 4K+4 4K+5 4K+6
+        operand   a0   b0   c0   d0   a1   b1   c1   d1   ...  aK-1 ...  dK-1 ...
+        adder in                 a0   b0   c0   d0   a1   ...
+        result                                                                     a    b    c    d
+
+    ``result_valid`` is high in the columns ``a b c d`` (see ``docs/arithmetic.md`` for the full diagram).
 
     **Systolic pass-through.** ``act_out``, ``wgt_out``, ``idx_out``, ``valid_out``, ``first_out`` and
     ``last_out`` are the inputs delayed by one step, so PEs chain horizontally (activations) and vertically
