@@ -20,6 +20,7 @@ from sat.sw.driver import (
     SATConfigMismatch,
     SATDevice,
     SATDeviceError,
+    SATError,
     SATMemoryError,
     SATTimeout,
     Tensor,
@@ -331,10 +332,37 @@ def test_timeout_raises_with_register_dump(use_irq):
     for name in register_map(cfg).by_name:
         assert name in msg
     assert "CMD_DONE=0" in msg and ("interrupt" in msg) == use_irq
-    list_addr = regs["CMD_ADDR_LO"] | regs["CMD_ADDR_HI"] << 32
+    # the list stays running and allocated; waiting again after the interrupt finishes it
+    pending = dev.pending
+    assert pending is not None and pending.addr == regs["CMD_ADDR_LO"] | regs["CMD_ADDR_HI"] << 32
+    with pytest.raises(SATError, match="still running"):
+        dev.start(descs)
+    dev.transport.complete()
+    res = dev.wait(pending, timeout_s=1)
+    assert res.cmd_done == 3 and dev.pending is None
     with pytest.raises(SATMemoryError, match="double free"):
-        dev.free(list_addr + 64)
-    dev.free(list_addr)  # still allocated: the core may still read it
+        dev.free(pending.addr)  # wait() released the list
+    with pytest.raises(SATError, match="not running"):
+        dev.wait(pending)
+
+
+def test_host_transfers_overlap_a_running_list():
+    """start() returns while the core works; uploads go on meanwhile; wait() collects the result."""
+    rng = np.random.default_rng(14)
+    dev = device(execute_on_start=False)
+    cs, descs, expect = _three_gemms(dev, rng)
+    pending = dev.start(descs)
+    assert dev.read_reg("STATUS") == STATUS_BUSY
+    w = rng.standard_normal((16, 32)).astype(np.float32)
+    ws = dev.upload_weights(w, 2, 8, "ff")  # next layer's weights go up while the list runs
+    threading.Timer(0.02, dev.transport.complete).start()
+    assert dev.wait(pending, timeout_s=5).last_tag == 102
+    for c, e in zip(cs, expect, strict=True):
+        np.testing.assert_array_equal(bits(dev.read_tensor(c)), bits(e))
+    x = numerics.quantize(rng.standard_normal((4, 32)), "fp16")
+    dev.transport.execute_on_start = True
+    y = dev.read_tensor(dev.ff(dev.write_tensor(x), ws))
+    np.testing.assert_array_equal(bits(y), bits(nmformat.matmul_nm(x, nmformat.compress_ff(w, 2, 8), "fp16")))
 
 
 # ----------------------------------------------------------------------------------------------------------

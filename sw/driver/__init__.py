@@ -12,6 +12,7 @@ See ``docs/driver.md``.
 from .backends import ModelBackend, register
 from .device import (
     DeviceBackend,
+    PendingRun,
     RunResult,
     SATConfigMismatch,
     SATDevice,
@@ -28,7 +29,7 @@ from .xdma import XdmaTransport
 
 __all__ = [
     "Transport", "TransportError", "AxiError", "XdmaTransport", "ModelTransport",
-    "SATDevice", "DeviceBackend", "ModelBackend", "Tensor", "SparseWeights", "RunResult",
+    "SATDevice", "DeviceBackend", "ModelBackend", "Tensor", "SparseWeights", "RunResult", "PendingRun",
     "SATError", "SATDeviceError", "SATTimeout", "SATConfigMismatch", "SATMemoryError",
 ]
 

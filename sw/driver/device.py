@@ -51,7 +51,7 @@ from ..regmap import (
 from .transport import Transport
 
 __all__ = [
-    "SATDevice", "DeviceBackend", "Tensor", "SparseWeights", "RunResult",
+    "SATDevice", "DeviceBackend", "Tensor", "SparseWeights", "RunResult", "PendingRun",
     "SATError", "SATDeviceError", "SATTimeout", "SATConfigMismatch", "SATMemoryError",
     "config_from_registers",
 ]
@@ -141,6 +141,14 @@ class SparseWeights:
     @property
     def shape(self) -> tuple[int, int]:
         return (self.k, self.cols)
+
+
+@dataclass(frozen=True, eq=False)
+class PendingRun:
+    """A command list started by :meth:`SATDevice.start`: its device address and descriptors."""
+
+    addr: int
+    descriptors: tuple[GemmDescriptor, ...]
 
 
 @dataclass(frozen=True)
@@ -298,6 +306,7 @@ class SATDevice:
                              "the core's AXI master reaches)")
         self.memory_bytes = memory_bytes
         self._mem = _Allocator(memory_bytes)
+        self._pending: PendingRun | None = None
 
     # registers -------------------------------------------------------------------------------------------------
 
@@ -580,13 +589,54 @@ class SATDevice:
         """Ask the core to stop the running list (it reports ``ERR_ABORTED``)."""
         self.write_reg("CONTROL", CONTROL_ABORT)
 
-    def run(self, descriptors: Sequence[GemmDescriptor], timeout_s: float = 10.0) -> RunResult:
-        """Write a command list, start it and wait until the core is done.
+    def start(self, descriptors: Sequence[GemmDescriptor]) -> PendingRun:
+        """Write a command list to fresh device memory and start it; returns at once.
+
+        While the list runs the host may keep moving data (e.g. upload the next layer's weights); :meth:`wait`
+        collects the result. One list runs at a time.
 
         Parameters
         ----------
         descriptors : sequence of GemmDescriptor
-            Executed in order; the list is placed in freshly allocated device memory.
+            Executed in order.
+
+        Raises
+        ------
+        SATError
+            If a list started by this device has not been waited for.
+        ValueError
+            For an empty list.
+        """
+        if self._pending is not None:
+            raise SATError("a command list is still running: wait() for it (or abort() and wait()) before "
+                           "starting another")
+        descriptors = list(descriptors)
+        if not descriptors:
+            raise ValueError("a command list needs at least one descriptor")
+        raw = encode_list(descriptors)
+        addr = self.alloc(len(raw), DESCRIPTOR_BYTES)
+        try:
+            self.transport.dma_write(addr, raw)
+            self.write_reg("CONTROL", CONTROL_CLEAR)
+            self.write_reg("IRQ_STATUS", IRQ_DONE | IRQ_ERROR)
+            self.write_reg("IRQ_ENABLE", (IRQ_DONE | IRQ_ERROR) if self.use_irq else 0)
+            self.write_reg("CMD_ADDR_LO", addr & 0xFFFFFFFF)
+            self.write_reg("CMD_ADDR_HI", addr >> 32)
+            self.write_reg("CMD_COUNT", len(descriptors))
+        except BaseException:
+            self.free(addr)
+            raise
+        self._pending = PendingRun(addr, tuple(descriptors))
+        self.write_reg("CONTROL", CONTROL_START)
+        return self._pending
+
+    def wait(self, pending: PendingRun, timeout_s: float = 10.0) -> RunResult:
+        """Wait for a list from :meth:`start` to finish.
+
+        Parameters
+        ----------
+        pending : PendingRun
+            What :meth:`start` returned.
         timeout_s : float
             Give up after this many seconds.
 
@@ -600,38 +650,32 @@ class SATDevice:
         SATDeviceError
             If the core reports an error (``code``, ``index`` and a message naming the cause).
         SATTimeout
-            If the list has not finished after ``timeout_s`` (the message holds a register dump; the list is
-            left running and its memory allocated: call :meth:`abort`).
-        ValueError
-            For an empty list.
+            If the list has not finished after ``timeout_s``. The message holds a register dump; the list stays
+            running and allocated, so ``wait`` may be called again (or :meth:`abort`, then ``wait``).
+        SATError
+            If ``pending`` is not the running list.
         """
-        descriptors = list(descriptors)
-        if not descriptors:
-            raise ValueError("a command list needs at least one descriptor")
-        raw = encode_list(descriptors)
-        addr = self.alloc(len(raw), DESCRIPTOR_BYTES)
-        keep = False
+        if pending is not self._pending:
+            raise SATError("this command list is not running on the device (already waited for?)")
+        status = self._wait(len(pending.descriptors), timeout_s)
+        self._pending = None
         try:
-            self.transport.dma_write(addr, raw)
-            self.write_reg("CONTROL", CONTROL_CLEAR)
-            self.write_reg("IRQ_STATUS", IRQ_DONE | IRQ_ERROR)
-            self.write_reg("IRQ_ENABLE", (IRQ_DONE | IRQ_ERROR) if self.use_irq else 0)
-            self.write_reg("CMD_ADDR_LO", addr & 0xFFFFFFFF)
-            self.write_reg("CMD_ADDR_HI", addr >> 32)
-            self.write_reg("CMD_COUNT", len(descriptors))
-            self.write_reg("CONTROL", CONTROL_START)
-            status = self._wait(len(descriptors), timeout_s)
             self.write_reg("IRQ_STATUS", IRQ_DONE | IRQ_ERROR)
             if status & STATUS_ERROR:
-                raise self._error(descriptors)
+                raise self._error(list(pending.descriptors))
             return RunResult(cmd_done=self.read_reg("CMD_DONE"), last_tag=self.read_reg("LAST_TAG"),
                              counters=self.counters())
-        except SATTimeout:
-            keep = True  # the core may still fetch the list: its memory stays allocated
-            raise
         finally:
-            if not keep:
-                self.free(addr)
+            self.free(pending.addr)
+
+    @property
+    def pending(self) -> PendingRun | None:
+        """The list started and not yet waited for (e.g. after a :class:`SATTimeout`), or None."""
+        return self._pending
+
+    def run(self, descriptors: Sequence[GemmDescriptor], timeout_s: float = 10.0) -> RunResult:
+        """Run a command list and wait for it: :meth:`start` then :meth:`wait` (same parameters and errors)."""
+        return self.wait(self.start(descriptors), timeout_s)
 
     def _finished(self) -> int | None:
         status = self.read_reg("STATUS")
@@ -656,7 +700,7 @@ class SATDevice:
             f"{regs['CMD_DONE']}, STATUS=0x{regs['STATUS']:x}. "
             + ("No interrupt arrived: check the interrupt wiring or open the device with use_irq=False. "
                if self.use_irq else "")
-            + "The list may still be running (SATDevice.abort() stops it). Registers:\n"
+            + "The list may still be running: wait(device.pending) again, or abort() and then wait. Registers:\n"
             + self.format_registers(regs), regs)
 
     def _error(self, descriptors: list[GemmDescriptor]) -> SATDeviceError:
