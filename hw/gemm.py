@@ -19,7 +19,8 @@ from sat.sw.config import SATConfig
 from .array import SystolicArray
 
 __all__ = [
-    "GemmEngine", "DIM_WIDTH", "COUNTER_WIDTH",
+    "GemmEngine", "DIM_WIDTH", "COUNTER_WIDTH", "B_LANE_LAYOUT",
+    "command_layout", "a_write_layout", "b_write_layout", "result_layout",
     "a_buffer_writes", "b_dense_writes", "b_sparse_writes", "a_words_per_row",
 ]
 
@@ -27,6 +28,42 @@ __all__ = [
 DIM_WIDTH = 24
 #: Width of the performance counters.
 COUNTER_WIDTH = 48
+
+
+#: One lane of a B word: a 16-bit value and its 4-bit in-group index (0 for dense).
+B_LANE_LAYOUT = data.StructLayout({"value": 16, "idx": 4})
+
+
+def command_layout(a_addr_width: int, b_addr_width: int) -> data.StructLayout:
+    """Payload of ``GemmEngine.cmd``: shape, N:M mode and buffer bases."""
+    return data.StructLayout({
+        "rows": DIM_WIDTH, "red": DIM_WIDTH, "cols": DIM_WIDTH,
+        "sparse": 1, "n": 5, "m": 5,
+        "a_base": a_addr_width, "b_base": b_addr_width,
+    })
+
+
+def a_write_layout(config: SATConfig, a_addr_width: int) -> data.StructLayout:
+    """Payload of ``GemmEngine.a_write``: bank, word address, ``max_m`` lanes and a lane mask."""
+    return data.StructLayout({
+        "bank": max(1, bits_for(config.rows - 1)), "addr": a_addr_width,
+        "data": data.ArrayLayout(16, config.max_m), "lanes": config.max_m,
+    })
+
+
+def b_write_layout(config: SATConfig, b_addr_width: int) -> data.StructLayout:
+    """Payload of ``GemmEngine.b_write``: word address, ``C`` lanes of (value, idx) and a lane mask."""
+    return data.StructLayout({
+        "addr": b_addr_width, "data": data.ArrayLayout(B_LANE_LAYOUT, config.cols), "lanes": config.cols,
+    })
+
+
+def result_layout(config: SATConfig) -> data.StructLayout:
+    """Payload of ``GemmEngine.result``: output row, first column of the tile, ``C`` FP32 lanes, lane mask."""
+    return data.StructLayout({
+        "row": DIM_WIDTH, "col": DIM_WIDTH, "data": data.ArrayLayout(32, config.cols), "lanes": config.cols,
+        "last": 1,
+    })
 
 
 def a_words_per_row(red: int, config: SATConfig) -> int:
@@ -91,25 +128,13 @@ class GemmEngine(wiring.Component):
         self._config = config
         self._a_depth = a_depth
         self._b_depth = b_depth
-        R, C, lanes = config.rows, config.cols, config.max_m
         self._a_addr_width = exact_log2(a_depth)
         self._b_addr_width = exact_log2(b_depth)
-        self.cmd_layout = data.StructLayout({
-            "rows": DIM_WIDTH, "red": DIM_WIDTH, "cols": DIM_WIDTH,
-            "sparse": 1, "n": 5, "m": 5,
-            "a_base": self._a_addr_width, "b_base": self._b_addr_width,
-        })
-        self.a_write_layout = data.StructLayout({
-            "bank": max(1, bits_for(R - 1)), "addr": self._a_addr_width,
-            "data": data.ArrayLayout(16, lanes), "lanes": lanes,
-        })
-        self.b_lane_layout = data.StructLayout({"value": 16, "idx": 4})
-        self.b_write_layout = data.StructLayout({
-            "addr": self._b_addr_width, "data": data.ArrayLayout(self.b_lane_layout, C), "lanes": C,
-        })
-        self.result_layout = data.StructLayout({
-            "row": DIM_WIDTH, "col": DIM_WIDTH, "data": data.ArrayLayout(32, C), "lanes": C, "last": 1,
-        })
+        self.cmd_layout = command_layout(self._a_addr_width, self._b_addr_width)
+        self.a_write_layout = a_write_layout(config, self._a_addr_width)
+        self.b_lane_layout = B_LANE_LAYOUT
+        self.b_write_layout = b_write_layout(config, self._b_addr_width)
+        self.result_layout = result_layout(config)
         super().__init__({
             "cmd": In(stream.Signature(self.cmd_layout)),
             "a_write": In(stream.Signature(self.a_write_layout)),
