@@ -15,7 +15,10 @@ from pathlib import Path
 from .bdwp import check_nm
 from .numerics import FORMATS
 
-__all__ = ["SATConfig", "DEFAULT_NM_SET"]
+__all__ = ["SATConfig", "DEFAULT_NM_SET", "MAX_M"]
+
+#: Largest group size M (the compressed format's 4-bit index field).
+MAX_M = 16
 
 DEFAULT_NM_SET: tuple[tuple[int, int], ...] = ((1, 4), (2, 4), (1, 8), (2, 8), (4, 8))
 
@@ -67,6 +70,8 @@ class SATConfig:
             check_nm(n, m)
             if n == m:
                 raise ValueError(f"{n}:{m} is dense; dense mode is always built in, leave it out of nm_set")
+            if m > MAX_M:
+                raise ValueError(f"M={m} is too large: the compressed format indexes groups of at most {MAX_M}")
         object.__setattr__(self, "nm_set", nm_set)
         if not isinstance(self.adder_latency, int) or not 1 <= self.adder_latency <= 16:
             raise ValueError(f"adder_latency must be an integer between 1 and 16, not {self.adder_latency!r}")
@@ -74,6 +79,8 @@ class SATConfig:
             raise ValueError(f"axi_data_width must be 64, 128, 256 or 512, not {self.axi_data_width!r}")
         if self.axi_addr_width not in (32, 64):
             raise ValueError(f"axi_addr_width must be 32 or 64, not {self.axi_addr_width!r}")
+        if not 1e6 <= self.clock_hz <= 1e9:
+            raise ValueError(f"clock_hz must lie between 1 MHz and 1 GHz, not {self.clock_hz!r}")
 
     @property
     def max_m(self) -> int:

@@ -14,8 +14,8 @@ Layout (byte offsets)::
                           bit2 B_TRANS (dense B is stored cols x K: element (k, j) at b_addr + j*b_stride + 2*k)
                           bit3 IRQ (raise the interrupt when this descriptor completes)
                           bits 4-7 reserved, must be 0
-    0x02 u8   nm          bits 0-3: N, bits 4-7: M (both 0 for dense); must be in the build's nm_set
-    0x03 u8   reserved    0
+    0x02 u8   nm          bits 0-3: N, bits 4-7: log2(M) (both 0 for dense); N:M must be in the build's nm_set
+    0x03 u8   reserved    0 (nonzero: ERR_BAD_FLAGS)
     0x04 u32  rows        output rows  (the "M" of an M x K x N GEMM)
     0x08 u32  red         reduction length K
     0x0C u32  cols        output columns N
@@ -23,10 +23,15 @@ Layout (byte offsets)::
     0x18 u64  b_addr      operand B: dense FP16/BF16, or the packed N:M stream (64-byte aligned)
     0x20 u64  c_addr      result C (FP32, row-major: element (i, j) at c_addr + i*c_stride + 4*j), 4-byte aligned
     0x28 u32  a_stride    bytes between consecutive rows of A as stored (rows, or K if A_TRANS)
-    0x2C u32  b_stride    bytes between consecutive rows of dense B as stored (K, or cols if B_TRANS); 0 if SPARSE
+    0x2C u32  b_stride    bytes between consecutive rows of dense B as stored (K, or cols if B_TRANS); must be 0
+                          if SPARSE (the packed layout fixes it; nonzero: ERR_BAD_SHAPE)
     0x30 u32  c_stride    bytes between rows of C
     0x34 u32  tag         free for software; the core reports the tag of the last completed descriptor
-    0x38 u64  reserved    0
+    0x38 u64  reserved    0 (nonzero: ERR_BAD_FLAGS)
+
+Addresses must lie below ``2**axi_addr_width`` and, with their whole extent, inside device memory
+(the card's size, reported in ``MEM_SIZE``), else ERR_BAD_ADDRESS. The checks run in the order of
+``GemmDescriptor.validate`` and the first failing one gives the error code.
 
 The three BDWP GEMMs of a layer with weights ``W`` (``C_out x K``), activations ``X`` (``B x K``) and output
 gradients ``dY`` (``B x C_out``), all row-major:
@@ -88,6 +93,7 @@ class GemmDescriptor:
     flags: int = 0
     tag: int = 0
     opcode: int = OP_GEMM
+    reserved: int = 0  # byte 0x03 | bytes 0x38-0x3F << 8, as fetched; must be 0
 
     @property
     def sparse(self) -> bool:
@@ -95,26 +101,31 @@ class GemmDescriptor:
 
     def encode(self) -> bytes:
         """The 64 bytes the core fetches; raises ``ValueError`` if a field does not fit its width."""
-        for name, bits in (("opcode", 8), ("flags", 8), ("n", 4), ("m", 4), ("rows", 32), ("red", 32),
+        if self.m & (self.m - 1) or self.m > (1 << 15):
+            raise ValueError(f"descriptor m={self.m} must be 0 (dense) or a power of two up to 2**15")
+        for name, bits in (("opcode", 8), ("flags", 8), ("n", 4), ("rows", 32), ("red", 32),
                            ("cols", 32), ("a_addr", 64), ("b_addr", 64), ("c_addr", 64), ("a_stride", 32),
-                           ("b_stride", 32), ("c_stride", 32), ("tag", 32)):
+                           ("b_stride", 32), ("c_stride", 32), ("tag", 32), ("reserved", 72)):
             value = getattr(self, name)
             if not 0 <= value < (1 << bits):
                 raise ValueError(f"descriptor field {name}={value!r} does not fit in {bits} bits")
-        return _STRUCT.pack(self.opcode, self.flags, self.n | (self.m << 4), 0, self.rows, self.red, self.cols,
-                            self.a_addr, self.b_addr, self.c_addr, self.a_stride, self.b_stride, self.c_stride,
-                            self.tag, 0)
+        m_log2 = self.m.bit_length() - 1 if self.m else 0
+        return _STRUCT.pack(self.opcode, self.flags, self.n | (m_log2 << 4), self.reserved & 0xFF, self.rows,
+                            self.red, self.cols, self.a_addr, self.b_addr, self.c_addr, self.a_stride,
+                            self.b_stride, self.c_stride, self.tag, self.reserved >> 8)
 
     @classmethod
     def decode(cls, raw: bytes) -> GemmDescriptor:
         """Parse 64 bytes (reserved fields are not checked here; :meth:`validate` does)."""
         if len(raw) != DESCRIPTOR_BYTES:
             raise ValueError(f"a descriptor is {DESCRIPTOR_BYTES} bytes, got {len(raw)}")
-        (opcode, flags, nm, _r0, rows, red, cols, a_addr, b_addr, c_addr, a_stride, b_stride, c_stride, tag,
-         _r1) = _STRUCT.unpack(raw)
+        (opcode, flags, nm, r0, rows, red, cols, a_addr, b_addr, c_addr, a_stride, b_stride, c_stride, tag,
+         r1) = _STRUCT.unpack(raw)
+        n, m_log2 = nm & 0xF, nm >> 4
+        m = 0 if n == 0 and m_log2 == 0 else 1 << m_log2
         return cls(rows=rows, red=red, cols=cols, a_addr=a_addr, b_addr=b_addr, c_addr=c_addr,
-                   a_stride=a_stride, b_stride=b_stride, c_stride=c_stride, n=nm & 0xF, m=nm >> 4,
-                   flags=flags, tag=tag, opcode=opcode)
+                   a_stride=a_stride, b_stride=b_stride, c_stride=c_stride, n=n, m=m,
+                   flags=flags, tag=tag, opcode=opcode, reserved=r0 | (r1 << 8))
 
     def validate(self, config: SATConfig, memory_bytes: int | None = None) -> None:
         """Raise :class:`DescriptorError` (with the hardware's error code) if the core would reject this.
@@ -124,7 +135,9 @@ class GemmDescriptor:
         config : SATConfig
             The build: its ``nm_set`` decides which N:M patterns are accepted.
         memory_bytes : int, optional
-            Size of device memory; operands reaching past it are rejected (ERR_BAD_ADDRESS).
+            Size of device memory (a property of the card, not of the core's build; the core gets it as a
+            parameter and reports it in ``MEM_SIZE``); operands reaching past it are rejected (ERR_BAD_ADDRESS).
+            ``None`` checks only the address width.
         """
         from .regmap import ErrorCode
 
@@ -132,12 +145,17 @@ class GemmDescriptor:
             raise DescriptorError(f"opcode {self.opcode} is not GEMM ({OP_GEMM})", ErrorCode.BAD_OPCODE)
         if self.flags & ~FLAGS_DEFINED & 0xFF:
             raise DescriptorError(f"reserved flag bits set in 0x{self.flags:02x}", ErrorCode.BAD_FLAGS)
+        if self.reserved:
+            raise DescriptorError("reserved descriptor bytes (0x03, 0x38-0x3F) must be zero", ErrorCode.BAD_FLAGS)
         if self.sparse:
             if (self.n, self.m) not in config.nm_set:
                 raise DescriptorError(f"{self.n}:{self.m} is not built into this core (nm_set {config.nm_set})",
                                       ErrorCode.NM_UNSUPPORTED)
             if self.flags & FLAG_B_TRANS:
                 raise DescriptorError("B_TRANS cannot be combined with SPARSE", ErrorCode.BAD_FLAGS)
+            if self.b_stride:
+                raise DescriptorError("b_stride must be 0 for a SPARSE descriptor (the packed layout fixes it)",
+                                      ErrorCode.BAD_SHAPE)
         elif self.n or self.m:
             raise DescriptorError("dense descriptors must have n = m = 0", ErrorCode.NM_UNSUPPORTED)
         for name in ("rows", "red", "cols"):
@@ -158,11 +176,13 @@ class GemmDescriptor:
             if lines > 1 and getattr(self, name) < row_bytes:
                 raise DescriptorError(f"{name}={getattr(self, name)} is smaller than one stored row "
                                       f"({row_bytes} bytes)", ErrorCode.BAD_SHAPE)
-        if memory_bytes is not None:
-            for name, lo, hi in self.extents():
-                if hi > memory_bytes:
-                    raise DescriptorError(f"operand {name} [0x{lo:x}, 0x{hi:x}) reaches past device memory "
-                                          f"(0x{memory_bytes:x} bytes)", ErrorCode.BAD_ADDRESS)
+        for name, lo, hi in self.extents():
+            if hi > (1 << config.axi_addr_width):
+                raise DescriptorError(f"operand {name} [0x{lo:x}, 0x{hi:x}) is beyond the "
+                                      f"{config.axi_addr_width}-bit address space", ErrorCode.BAD_ADDRESS)
+            if memory_bytes is not None and hi > memory_bytes:
+                raise DescriptorError(f"operand {name} [0x{lo:x}, 0x{hi:x}) reaches past device memory "
+                                      f"(0x{memory_bytes:x} bytes)", ErrorCode.BAD_ADDRESS)
 
     def extents(self) -> list[tuple[str, int, int]]:
         """``(operand, first byte, one past the last byte)`` of A, B and C in device memory."""

@@ -10,6 +10,17 @@ write ``CONTROL.START``. ``STATUS.BUSY`` rises at once; when the list is done (o
 AXI error occurs) ``STATUS.BUSY`` falls, ``STATUS.DONE`` or ``STATUS.ERROR`` rises, and ``IRQ_STATUS`` bits are
 set (the interrupt line is ``|(IRQ_STATUS & IRQ_ENABLE)``). ``START`` while busy is refused with
 ``ERR_BUSY`` in ``ERROR_CODE`` but does not disturb the running list.
+
+Status rules (the RTL and the software model in ``sat.sw.driver.model`` follow them):
+
+* An accepted START clears ``STATUS.DONE``, ``CMD_DONE`` and the performance counters; ``STATUS.ERROR``,
+  ``ERROR_CODE`` and ``ERROR_INDEX`` keep the first error until ``CONTROL.CLEAR``.
+* A refused START (``ERR_BUSY``, ``ERR_BAD_COUNT``) sets ``STATUS.ERROR`` and ``IRQ_STATUS.ERROR``;
+  ``ERROR_INDEX`` is ``CMD_DONE`` for ``ERR_BUSY`` and 0 for ``ERR_BAD_COUNT``. A list still running when
+  ``ERR_BUSY`` was reported later ends with ``DONE`` and ``ERROR`` both set.
+* The first rejected descriptor stops the list: ``ERROR_INDEX`` is its 0-based index and ``CMD_DONE`` counts the
+  descriptors before it. A descriptor with ``FLAG_IRQ`` sets ``IRQ_STATUS.DONE`` when it completes; the end of the
+  list always does.
 """
 
 from __future__ import annotations
@@ -20,7 +31,7 @@ from dataclasses import dataclass
 from .config import SATConfig
 
 __all__ = [
-    "SAT_ID", "VERSION", "ErrorCode", "Register", "RegisterMap", "register_map",
+    "SAT_ID", "VERSION", "ErrorCode", "Register", "RegisterMap", "register_map", "config_word", "DEFAULT_MEMORY_BYTES",
     "CONTROL_START", "CONTROL_ABORT", "CONTROL_CLEAR", "STATUS_BUSY", "STATUS_DONE", "STATUS_ERROR",
     "IRQ_DONE", "IRQ_ERROR",
 ]
@@ -54,6 +65,7 @@ class ErrorCode(enum.IntEnum):
     BUSY = 8             # START while a list was running (the running list is not disturbed)
     ABORTED = 9          # CONTROL.ABORT stopped the list
     BAD_COUNT = 10       # CMD_COUNT is zero or CMD_ADDR is not 64-byte aligned
+    BAD_OPERAND = 11     # a packed N:M operand with an in-group index >= M or indices not ascending
 
 
 @dataclass(frozen=True)
@@ -99,11 +111,18 @@ class RegisterMap:
 
 
 def _nm_bitmap(config: SATConfig) -> int:
-    """Bit ``(m_log2 - 1) * 8 + (n - 1)`` set for every supported n:m (m in 2..256, n < m)."""
+    """Bit ``(log2(m) - 1) * 16 + (n - 1)`` set for every supported n:m (m in 2..16, n < m): 64 bits."""
     bits = 0
     for n, m in config.nm_set:
-        bits |= 1 << ((m.bit_length() - 2) * 8 + (n - 1))
+        bits |= 1 << ((m.bit_length() - 2) * 16 + (n - 1))
     return bits
+
+
+def config_word(config: SATConfig) -> int:
+    """The CONFIG register: fields hold value - 1 so the largest legal values fit."""
+    return ((config.rows - 1) | ((config.cols - 1) << 8) | ((0 if config.fmt == "fp16" else 1) << 16)
+            | ((config.adder_latency - 1) << 20) | ((config.axi_data_width // 64).bit_length() << 24)
+            | ((1 if config.axi_addr_width == 64 else 0) << 28))
 
 
 PERF_COUNTERS = (
@@ -114,20 +133,29 @@ PERF_COUNTERS = (
 )
 
 
-def register_map(config: SATConfig) -> RegisterMap:
-    """The register map of a build (identity registers carry the build parameters)."""
-    cfg_word = config.rows | (config.cols << 8) | ((0 if config.fmt == "fp16" else 1) << 16) \
-        | (config.adder_latency << 20) | ((config.axi_data_width // 64).bit_length() << 24) \
-        | ((1 if config.axi_addr_width == 64 else 0) << 28)
+#: Device memory of one VCU1525 DDR4 channel, the default ``memory_bytes`` of a core.
+DEFAULT_MEMORY_BYTES = 1 << 34
+
+
+def register_map(config: SATConfig, memory_bytes: int = DEFAULT_MEMORY_BYTES) -> RegisterMap:
+    """The register map of a build (identity registers carry the build parameters).
+
+    ``memory_bytes`` is the device memory the core is connected to (a property of the card top level, reported
+    in ``MEM_SIZE`` and used for ERR_BAD_ADDRESS); it does not change the address map.
+    """
+    nm_bits = _nm_bitmap(config)
     regs = [
         Register("ID", 0x000, "ro", SAT_ID, 'ASCII "SAT1"'),
         Register("VERSION", 0x004, "ro", VERSION, "major[23:16] minor[15:8] patch[7:0]"),
-        Register("CONFIG", 0x008, "ro", cfg_word,
-                 "rows[7:0] cols[15:8] fmt[16] (0 fp16, 1 bf16) adder_latency[23:20] "
+        Register("CONFIG", 0x008, "ro", config_word(config),
+                 "rows-1[7:0] cols-1[15:8] fmt[16] (0 fp16, 1 bf16) adder_latency-1[23:20] "
                  "log2(axi_data_width/64)+1[27:24] addr64[28]"),
-        Register("NM_SET", 0x00C, "ro", _nm_bitmap(config) & 0xFFFFFFFF,
-                 "supported N:M: bit (log2(M)-1)*8 + (N-1)"),
+        Register("NM_SET_LO", 0x00C, "ro", nm_bits & 0xFFFFFFFF,
+                 "supported N:M, bit (log2(M)-1)*16 + (N-1): M = 2, 4"),
         Register("CONFIG_HASH", 0x010, "ro", int(config.digest()[:8], 16), "first 32 bits of SATConfig.digest()"),
+        Register("NM_SET_HI", 0x014, "ro", nm_bits >> 32, "supported N:M, continued: M = 8, 16"),
+        Register("MEM_SIZE_LO", 0x018, "ro", memory_bytes & 0xFFFFFFFF, "device memory bytes [31:0]"),
+        Register("MEM_SIZE_HI", 0x01C, "ro", memory_bytes >> 32, "device memory bytes [63:32]"),
         Register("CONTROL", 0x020, "wo", 0, "START[0] ABORT[1] CLEAR[2] (self-clearing)"),
         Register("STATUS", 0x024, "ro", 0, "BUSY[0] DONE[1] ERROR[2]"),
         Register("ERROR_CODE", 0x028, "ro", 0, "ErrorCode of the first error since CLEAR"),
@@ -140,6 +168,7 @@ def register_map(config: SATConfig) -> RegisterMap:
         Register("IRQ_STATUS", 0x044, "w1c", 0, "DONE[0] ERROR[1] (write 1 to clear)"),
         Register("IRQ_ENABLE", 0x048, "rw", 0, "DONE[0] ERROR[1]"),
         Register("SCRATCH", 0x04C, "rw", 0, "free for software (bus check)"),
+        Register("CLOCK_KHZ", 0x050, "ro", round(config.clock_hz / 1e3), "core clock the build was made for, kHz"),
     ]
     for i, (name, doc) in enumerate(PERF_COUNTERS):
         regs.append(Register(f"{name}_LO", 0x080 + 8 * i, "ro", 0, f"{doc} [31:0] (latches _HI)"))

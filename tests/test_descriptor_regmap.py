@@ -34,9 +34,11 @@ def dense(**kw) -> GemmDescriptor:
 @settings(max_examples=200, deadline=None)
 @given(rows=st.integers(1, MAX_DIM), red=st.integers(1, MAX_DIM), cols=st.integers(1, MAX_DIM),
        addrs=st.tuples(*[st.integers(0, 2**64 - 1)] * 3), strides=st.tuples(*[st.integers(0, 2**32 - 1)] * 3),
-       flags=st.integers(0, 255), n=st.integers(0, 15), m=st.integers(0, 15), tag=st.integers(0, 2**32 - 1))
-def test_encode_decode_round_trip(rows, red, cols, addrs, strides, flags, n, m, tag):
-    d = GemmDescriptor(rows, red, cols, *addrs, *strides, n=n, m=m, flags=flags, tag=tag)
+       flags=st.integers(0, 255), n=st.integers(1, 15), m_log2=st.integers(0, 15), tag=st.integers(0, 2**32 - 1),
+       reserved=st.integers(0, 2**72 - 1))
+def test_encode_decode_round_trip(rows, red, cols, addrs, strides, flags, n, m_log2, tag, reserved):
+    d = GemmDescriptor(rows, red, cols, *addrs, *strides, n=n, m=1 << m_log2, flags=flags, tag=tag,
+                       reserved=reserved)
     raw = d.encode()
     assert len(raw) == DESCRIPTOR_BYTES
     assert GemmDescriptor.decode(raw) == d
@@ -45,7 +47,7 @@ def test_encode_decode_round_trip(rows, red, cols, addrs, strides, flags, n, m, 
 def test_byte_layout_matches_the_documented_offsets():
     d = dense(flags=FLAG_SPARSE, n=2, m=8, b_stride=0, tag=0xABCD1234, b_addr=0x4000)
     raw = d.encode()
-    assert raw[0] == 1 and raw[1] == FLAG_SPARSE and raw[2] == 0x82
+    assert raw[0] == 1 and raw[1] == FLAG_SPARSE and raw[2] == 0x32  # n=2, log2(m)=3
     assert struct.unpack_from("<III", raw, 4) == (3, 5, 7)
     assert struct.unpack_from("<QQQ", raw, 0x10) == (0x1000, 0x4000, 0x3000)
     assert struct.unpack_from("<IIII", raw, 0x28) == (10, 0, 28, 0xABCD1234)
@@ -76,8 +78,10 @@ def test_valid_descriptors_pass():
     ({"cols": MAX_DIM + 1}, ErrorCode.BAD_SHAPE),
     ({"a_stride": 8}, ErrorCode.BAD_SHAPE),
     ({"c_addr": 0x3002}, ErrorCode.BAD_ADDRESS),
-    ({"flags": FLAG_SPARSE, "n": 2, "m": 8, "b_addr": 0x4010}, ErrorCode.BAD_ADDRESS),
+    ({"flags": FLAG_SPARSE, "n": 2, "m": 8, "b_addr": 0x4010, "b_stride": 0}, ErrorCode.BAD_ADDRESS),
     ({"c_addr": (1 << 20) - 8}, ErrorCode.BAD_ADDRESS),
+    ({"reserved": 1 << 8}, ErrorCode.BAD_FLAGS),
+    ({"flags": FLAG_SPARSE, "n": 2, "m": 8, "b_addr": 0x4000, "b_stride": 64}, ErrorCode.BAD_SHAPE),
 ])
 def test_bad_descriptors_carry_the_hardware_error_code(change, code):
     with pytest.raises(DescriptorError) as e:
@@ -97,13 +101,33 @@ def test_register_map_is_unique_aligned_and_carries_the_build():
     assert all(r.offset % 4 == 0 for r in regs.registers)
     assert regs["ID"].reset == SAT_ID
     word = regs["CONFIG"].reset
-    assert (word & 0xFF, word >> 8 & 0xFF, word >> 16 & 1, word >> 20 & 0xF) == (8, 4, 1, 5)
-    bitmap = regs["NM_SET"].reset
-    decoded = {(n + 1, 1 << (m_log2 + 1)) for bit in range(32) if bitmap >> bit & 1
-               for m_log2, n in [divmod(bit, 8)]}
+    assert (word & 0xFF, word >> 8 & 0xFF, word >> 16 & 1, word >> 20 & 0xF) == (7, 3, 1, 4)
+    bitmap = regs["NM_SET_LO"].reset | regs["NM_SET_HI"].reset << 32
+    decoded = {(n + 1, 1 << (m_log2 + 1)) for bit in range(64) if bitmap >> bit & 1
+               for m_log2, n in [divmod(bit, 16)]}
     assert decoded == set(cfg.nm_set)
     assert regs["CONFIG_HASH"].reset == int(cfg.digest()[:8], 16)
     assert regs.size >= max(r.offset for r in regs.registers) + 4
     assert "`CMD_COUNT`" in regs.markdown()
     with pytest.raises(KeyError, match="no register 'NOPE'"):
         regs["NOPE"]
+
+
+def test_largest_legal_values_fit_the_identity_registers():
+    cfg = SATConfig(rows=256, cols=256, adder_latency=16, nm_set=((15, 16), (1, 2)))
+    regs = register_map(cfg, memory_bytes=1 << 40)
+    word = regs["CONFIG"].reset
+    assert (word & 0xFF, word >> 8 & 0xFF, word >> 20 & 0xF) == (255, 255, 15)
+    assert regs["NM_SET_HI"].reset == 1 << (3 * 16 + 14 - 32)
+    assert regs["MEM_SIZE_LO"].reset | regs["MEM_SIZE_HI"].reset << 32 == 1 << 40
+    assert all(0 <= r.reset < 2**32 for r in regs.registers)
+
+
+def test_m16_descriptors_encode_and_addresses_respect_the_address_width():
+    cfg = SATConfig(nm_set=((2, 16),), axi_addr_width=32)
+    d = dense(flags=FLAG_SPARSE, n=2, m=16, b_addr=0x4000, b_stride=0)
+    assert GemmDescriptor.decode(d.encode()) == d
+    d.validate(cfg)
+    with pytest.raises(DescriptorError) as e:
+        dense(c_addr=1 << 32).validate(cfg)
+    assert e.value.code == ErrorCode.BAD_ADDRESS

@@ -373,8 +373,8 @@ def test_register_access_rules():
     model = ModelTransport(SATConfig(), 4096)
     rm = register_map(model.config)
     with pytest.raises(AxiError, match="SLVERR") as err:
-        model.read32(0x18)
-    assert err.value.offset == 0x18 and not err.value.write
+        model.read32(0x58)
+    assert err.value.offset == 0x58 and not err.value.write
     with pytest.raises(AxiError):
         model.write32(0x100, 1)
     with pytest.raises(AxiError):
@@ -480,6 +480,6 @@ def test_malformed_packed_stream_is_reported_not_computed():
     before = model.memory.copy()
     with pytest.raises(SATDeviceError) as err:
         dev.ff(x, ws, y)
-    assert (err.value.code, err.value.index) == (ErrorCode.AXI_READ, 0)
+    assert (err.value.code, err.value.index) == (ErrorCode.BAD_OPERAND, 0)
     assert "malformed packed N:M operand" in model.last_error_message
     assert np.array_equal(before[y.addr:y.addr + y.nbytes], model.memory[y.addr:y.addr + y.nbytes])

@@ -161,29 +161,26 @@ class RunResult:
 
 
 def config_from_registers(config_word: int, nm_bits: int) -> SATConfig:
-    """Rebuild a :class:`SATConfig` from the ``CONFIG`` and ``NM_SET`` registers.
+    """Rebuild a :class:`SATConfig` from the ``CONFIG`` and ``NM_SET_LO``/``NM_SET_HI`` registers.
 
-    ``clock_hz`` is not in the registers and keeps its default; compare ``CONFIG_HASH`` to know whether the
-    result is the exact build.
+    ``nm_bits`` is the 64-bit ``NM_SET_HI:NM_SET_LO``. ``clock_hz`` is not rebuilt and keeps its default; compare
+    ``CONFIG_HASH`` to know whether the result is the exact build.
 
     Raises
     ------
     SATConfigMismatch
         If the words do not decode to a valid configuration (wrong bitstream, or not a SAT core).
     """
-    nm_set = []
-    for bit in range(32):
-        if nm_bits >> bit & 1:
-            nm_set.append((bit % 8 + 1, 1 << (bit // 8 + 1)))
+    nm_set = [(bit % 16 + 1, 1 << (bit // 16 + 1)) for bit in range(64) if nm_bits >> bit & 1]
     width_code = (config_word >> 24) & 0xF
     try:
-        return SATConfig(rows=config_word & 0xFF, cols=(config_word >> 8) & 0xFF,
+        return SATConfig(rows=(config_word & 0xFF) + 1, cols=((config_word >> 8) & 0xFF) + 1,
                          fmt="bf16" if config_word >> 16 & 1 else "fp16",
-                         adder_latency=(config_word >> 20) & 0xF,
+                         adder_latency=((config_word >> 20) & 0xF) + 1,
                          axi_data_width=64 << (width_code - 1) if width_code else 0,
                          axi_addr_width=64 if config_word >> 28 & 1 else 32, nm_set=tuple(nm_set))
     except ValueError as e:
-        raise SATConfigMismatch(f"CONFIG=0x{config_word:08x} NM_SET=0x{nm_bits:08x} do not describe a valid SAT "
+        raise SATConfigMismatch(f"CONFIG=0x{config_word:08x} NM_SET=0x{nm_bits:016x} do not describe a valid SAT "
                                 f"build ({e}): is the card programmed with a SAT bitstream? (see docs/board.md)"
                                 ) from None
 
@@ -245,9 +242,9 @@ class SATDevice:
         simulation transport.
     config : SATConfig, optional
         The build this script expects. Opening fails with :class:`SATConfigMismatch` if the core is a different
-        build. ``None``: use the core's build, rebuilt from its ``CONFIG``/``NM_SET`` registers.
+        build. ``None``: use the core's build, rebuilt from its ``CONFIG``/``NM_SET_LO``/``NM_SET_HI`` registers.
     memory_bytes : int, optional
-        Size of device memory; default ``transport.memory_bytes``.
+        Size of device memory; default: the core's ``MEM_SIZE`` registers.
     use_irq : bool
         Wait for the interrupt (default); False polls ``STATUS`` instead (e.g. if the interrupt is not wired).
     poll_interval_s : float
@@ -278,9 +275,11 @@ class SATDevice:
             raise SATConfigMismatch(f"the core implements register map version {_version(version)}, this driver "
                                     f"needs {_version(VERSION)} (same major, minor at least as new): rebuild the "
                                     f"bitstream from this checkout or use a matching driver")
-        words = {name: transport.read32(generic.offset(name)) for name in ("CONFIG", "NM_SET", "CONFIG_HASH")}
+        words = {name: transport.read32(generic.offset(name))
+                 for name in ("CONFIG", "NM_SET_LO", "NM_SET_HI", "CONFIG_HASH")}
+        nm_bits = words["NM_SET_LO"] | words["NM_SET_HI"] << 32
         if config is None:
-            config = config_from_registers(words["CONFIG"], words["NM_SET"])
+            config = config_from_registers(words["CONFIG"], nm_bits)
             #: True when CONFIG_HASH confirms the reconstructed configuration (False: e.g. clock_hz differs).
             self.config_verified = int(config.digest()[:8], 16) == words["CONFIG_HASH"]
         else:
@@ -289,7 +288,7 @@ class SATDevice:
                 diff = ", ".join(f"{n}=0x{words[n]:08x} (expected 0x{expected[n]:08x})" for n in words
                                  if words[n] != expected[n])
                 try:
-                    card = repr(config_from_registers(words["CONFIG"], words["NM_SET"]))
+                    card = repr(config_from_registers(words["CONFIG"], nm_bits))
                 except SATConfigMismatch:
                     card = "an unknown build"
                 raise SATConfigMismatch(
@@ -300,7 +299,8 @@ class SATDevice:
         self.config = config
         self.regmap: RegisterMap = register_map(config)
         if memory_bytes is None:
-            memory_bytes = getattr(transport, "memory_bytes", None)
+            memory_bytes = (transport.read32(generic.offset("MEM_SIZE_LO"))
+                            | transport.read32(generic.offset("MEM_SIZE_HI")) << 32) or None
         if not isinstance(memory_bytes, int) or memory_bytes <= 0:
             raise ValueError("the device memory size is unknown: pass memory_bytes=... (bytes of device memory "
                              "the core's AXI master reaches)")

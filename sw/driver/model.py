@@ -110,7 +110,7 @@ class ModelTransport:
         self.memory_bytes = memory_bytes
         self.memory = np.zeros(memory_bytes, dtype=np.uint8)
         self.execute_on_start = execute_on_start
-        self.regmap = register_map(self.config)
+        self.regmap = register_map(self.config, memory_bytes)
         self._regs = {r.offset: r.reset for r in self.regmap.registers}
         self._latched: dict[int, int] = {}   # _HI offset -> value latched by reading _LO
         self._counters = {name: 0 for name, _ in PERF_COUNTERS}
@@ -374,8 +374,8 @@ class ModelTransport:
             try:
                 op = unpack(raw, d.n, d.m, d.red, d.cols, fmt)
             except ValueError as e:
-                # The contract has no error code for a malformed packed stream; the model reports AXI_READ.
-                raise _ListError(ErrorCode.AXI_READ, f"malformed packed N:M operand at 0x{d.b_addr:x}: {e}") from None
+                raise _ListError(ErrorCode.BAD_OPERAND,
+                                 f"malformed packed N:M operand at 0x{d.b_addr:x}: {e}") from None
             c = matmul_sparse(a, op.values, op.indices, d.m, fmt)
         else:
             if d.flags & FLAG_B_TRANS:
