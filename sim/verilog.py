@@ -1,19 +1,27 @@
 """Generated Verilog, cached per (top, configuration, gateware sources).
 
-Converting an Amaranth design to Verilog takes a second or more per top; RTL tests of one configuration share one
-conversion per test session, and later sessions reuse it while the configuration digest and the ``hw/`` sources are
-unchanged. Files live under :func:`build_root` (``<repo>/build`` unless ``SAT_BUILD_DIR`` is set)::
+Converting an Amaranth design to Verilog takes seconds per top and compiling it for Verilator tens of seconds;
+RTL tests of one configuration share one conversion per test session, and later sessions reuse it while the
+configuration and the Python sources it came from are unchanged. The directory is named by a hash of the top name,
+the configuration key and the Amaranth version; ``key.json`` records the SHA-256 of every source file the Verilog
+depends on (:func:`source_dependencies`: the files named in its ``src`` attributes and the ``sat.*`` modules they
+import, transitively), and any change to one of them regenerates the Verilog in place. Editing ``hw/array.py``
+therefore does not invalidate the FP unit builds, while editing ``hw/fp.py`` or ``sw/numerics.py`` does.
+
+Files live under :func:`build_root` (``<repo>/build`` unless ``SAT_BUILD_DIR`` is set)::
 
     build/sim/<name>-<hash>/<name>.v       the Verilog top (module ``<name>``)
-    build/sim/<name>-<hash>/key.json       what the hash covers (name, key, amaranth version)
-    build/sim/<name>-<hash>/<simulator>/    simulator builds and test runs (see :mod:`sat.sim.runner`)
+    build/sim/<name>-<hash>/key.json       name, key, Amaranth version, component meta, source hashes
+    build/sim/<name>-<hash>/<simulator>/    simulator build and test runs (see :mod:`sat.sim.runner`)
 """
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import fcntl
 import hashlib
+import importlib.util
 import json
 import os
 import re
@@ -22,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["VerilogTop", "build_root", "hw_sources_hash", "config_key", "generate_verilog", "file_lock"]
+__all__ = ["VerilogTop", "build_root", "source_dependencies", "config_key", "generate_verilog", "file_lock"]
 
 _REPO = Path(__file__).resolve().parent.parent
 _memo: dict[tuple[str, str], VerilogTop] = {}
@@ -64,23 +72,89 @@ def build_root() -> Path:
     return Path.cwd() / "build"
 
 
-def hw_sources_hash() -> str:
-    """SHA-256 (hex) over the gateware sources: every ``*.py`` below ``sat.hw``, plus the top-level modules
-    of ``sat.sw`` (shared formats and configuration that the gateware imports; not ``sw/driver``).
+def _module_file(module: str) -> Path | None:
+    try:
+        spec = importlib.util.find_spec(module)
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.origin or not spec.origin.endswith(".py"):
+        return None
+    return Path(spec.origin).resolve()
 
-    Any change to these files invalidates every cached Verilog file.
-    """
+
+def _imports(path: Path, module: str | None) -> set[str]:
+    """Absolute names of the ``sat.*`` modules that ``path`` imports (relative imports resolved)."""
+    try:
+        tree = ast.parse(path.read_text(), str(path))
+    except (OSError, SyntaxError):
+        return set()
+    package = module.rsplit(".", 1)[0] if module and path.name != "__init__.py" else module
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                if not package:
+                    continue
+                parts = package.split(".")
+                base = ".".join(parts[: len(parts) - node.level + 1])
+                name = f"{base}.{node.module}" if node.module else base
+            else:
+                name = node.module or ""
+            found.add(name)
+            found.update(f"{name}.{alias.name}" for alias in node.names)
+    return {n for n in found if n == "sat" or n.startswith("sat.")}
+
+
+def _module_name(path: Path) -> str | None:
     import sat.hw
+    import sat.sim
     import sat.sw
 
-    h = hashlib.sha256()
-    for pkg, pattern in ((sat.hw, "**/*.py"), (sat.sw, "*.py")):
+    for pkg in (sat.hw, sat.sw, sat.sim):
         root = Path(pkg.__file__).resolve().parent
-        for f in sorted(root.glob(pattern)):
-            h.update(f"{pkg.__name__}/{f.relative_to(root).as_posix()}\0".encode())
-            h.update(f.read_bytes())
-            h.update(b"\0")
-    return h.hexdigest()
+        if path.is_relative_to(root):
+            rel = path.relative_to(root).with_suffix("")
+            parts = [p for p in rel.parts if p != "__init__"]
+            return ".".join([pkg.__name__, *parts])
+    return None
+
+
+def source_dependencies(verilog_text: str) -> list[Path]:
+    """Python files the Verilog depends on: every non-Amaranth file named in a ``src`` attribute, plus the
+    ``sat.*`` modules those files import, transitively (constants and helpers that leave no ``src`` trace).
+    """
+    import amaranth
+
+    amaranth_root = Path(amaranth.__file__).resolve().parent
+    todo: list[Path] = []
+    for attr in re.findall(r'\bsrc = "([^"]+)"', verilog_text):
+        for item in attr.split("|"):
+            file = Path(re.sub(r":[0-9.]+(-[0-9.]+)?$", "", item.strip()))
+            if file.suffix == ".py" and file.exists() and not file.resolve().is_relative_to(amaranth_root):
+                todo.append(file.resolve())
+    seen: set[Path] = set()
+    while todo:
+        file = todo.pop()
+        if file in seen:
+            continue
+        seen.add(file)
+        for module in _imports(file, _module_name(file)):
+            dep = _module_file(module)
+            if dep is not None and dep not in seen:
+                todo.append(dep)
+    return sorted(seen)
+
+
+def _hash_files(files: list[Path]) -> dict[str, str]:
+    out = {}
+    for f in files:
+        try:
+            out[str(f)] = hashlib.sha256(f.read_bytes()).hexdigest()
+        except OSError:
+            out[str(f)] = "missing"
+    return out
 
 
 def config_key(key: Any) -> str:
@@ -127,7 +201,8 @@ def _check_name(name: str) -> None:
 
 def generate_verilog(factory: Callable[[], Any], name: str, key: Any = None, *,
                      attrs: Sequence[str] = ("latency",), force: bool = False) -> VerilogTop:
-    """Verilog of ``factory()`` as module ``name``, converted once and cached per (name, key, sources).
+    """Verilog of ``factory()`` as module ``name``, converted once and cached per (name, key), regenerated
+    when a source it depends on changes.
 
     Parameters
     ----------
@@ -160,7 +235,7 @@ def generate_verilog(factory: Callable[[], Any], name: str, key: Any = None, *,
     if not force and memo_key in _memo and _memo[memo_key].path.exists():
         return _memo[memo_key]
     h = hashlib.sha256()
-    for part in (name, ckey, hw_sources_hash(), amaranth.__version__):
+    for part in (name, ckey, amaranth.__version__):
         h.update(part.encode())
         h.update(b"\0")
     digest = h.hexdigest()[:12]
@@ -168,19 +243,24 @@ def generate_verilog(factory: Callable[[], Any], name: str, key: Any = None, *,
     path = directory / f"{name}.v"
     info = directory / "key.json"
     with file_lock(directory / ".lock"):
-        if force or not path.exists() or not info.exists():
+        stored = json.loads(info.read_text()) if info.exists() and path.exists() else None
+        fresh = (stored is not None and not force
+                 and _hash_files([Path(f) for f in stored.get("sources", {})]) == stored["sources"])
+        if not fresh:
             from amaranth.back import verilog
 
             component = factory()
             meta = {a: getattr(component, a) for a in attrs if hasattr(component, a)}
             text = verilog.convert(component, name=name)
-            tmp = path.with_suffix(f".v.tmp{os.getpid()}")
-            tmp.write_text(text)
-            tmp.replace(path)
-            info.write_text(json.dumps(
-                {"name": name, "key": ckey, "amaranth": amaranth.__version__, "meta": meta},
-                indent=2, default=str) + "\n")
-        meta = json.loads(info.read_text()).get("meta", {})
+            sources = _hash_files(source_dependencies(text))
+            if not path.exists() or path.read_text() != text:  # keep the mtime when nothing changed
+                tmp = path.with_suffix(f".v.tmp{os.getpid()}")
+                tmp.write_text(text)
+                tmp.replace(path)
+            stored = {"name": name, "key": ckey, "amaranth": amaranth.__version__, "meta": meta,
+                      "sources": sources}
+            info.write_text(json.dumps(stored, indent=2, default=str) + "\n")
+        meta = stored.get("meta", {})
     top = VerilogTop(name=name, path=path, directory=directory, digest=digest, meta=meta)
     _memo[memo_key] = top
     return top
