@@ -1,0 +1,395 @@
+"""The command processor: fetches GEMM descriptors, validates them like ``GemmDescriptor.validate`` and issues them.
+
+State machine (``docs/core.md`` has the diagram)::
+
+    IDLE --START (CMD_COUNT != 0, CMD_ADDR 64-byte aligned)--> FETCH --> RECEIVE --> CHECK1 --> CHECK2 --> CHECK3
+      ^                                                           ^                                          |
+      |                                                           +----------- next descriptor <-- WAIT <-- ISSUE
+      +-- DONE (last descriptor completed) / ERROR (first error: code + index, IRQ) / ABORTED
+
+* ``START`` with ``CMD_COUNT == 0`` or a misaligned ``CMD_ADDR``: ``BAD_COUNT`` at index 0, the core stays idle.
+* ``START`` while busy: ``BUSY`` (index = descriptors completed so far) unless an error is already recorded;
+  ``STATUS.ERROR`` and the error interrupt rise, the running list carries on undisturbed.
+* A descriptor is one 64-byte record, fetched as ``64 / (data_width / 8)`` beats through the DMA reader. A read
+  error on it stops the list with ``AXI_READ``. Validation checks, in exactly the order of
+  :meth:`sat.sw.descriptor.GemmDescriptor.validate`: opcode, reserved flags, N:M (against the build's
+  ``nm_set``; the byte holds N and log2(M)), reserved bytes, SPARSE with B_TRANS, SPARSE with a nonzero
+  ``b_stride``, shape (1..MAX_DIM), alignment, strides, and operand extents against ``memory_bytes`` (which is
+  at most ``2**axi_addr_width``, so the address-width check is included); the first failing check gives the
+  error code.
+* A valid descriptor goes to the engine on ``engine.cmd`` (decoded fields plus the operand extents); the engine
+  answers on ``engine.done`` with an error code (0, ``AXI_READ``, ``AXI_WRITE``, ``BAD_OPERAND`` or
+  ``ABORTED``) and its
+  counters. A completed descriptor increments ``CMD_DONE``, sets ``LAST_TAG`` and, with ``FLAG_IRQ``, raises
+  the done interrupt.
+* ``ABORT`` while busy: the current AXI transactions drain (a descriptor fetch completes, the engine is told
+  with ``engine.abort`` and must answer ``done``), then the list stops with ``ABORTED`` at the index of the
+  first descriptor not completed. ``CLEAR`` clears ``STATUS.DONE/ERROR``, ``ERROR_CODE`` and ``ERROR_INDEX``.
+* ``ERROR_CODE`` / ``ERROR_INDEX`` keep the first error since ``CLEAR``; an accepted ``START`` clears
+  ``STATUS.DONE``, ``CMD_DONE`` and the performance counters (``CYCLES`` counts cycles while busy; the other
+  counters add up the engine's per-descriptor counters).
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Cat, Module, Mux, Signal
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+from amaranth.utils import exact_log2
+
+from sat.sw.config import SATConfig
+from sat.sw.descriptor import (
+    DESCRIPTOR_BYTES,
+    FLAG_A_TRANS,
+    FLAG_B_TRANS,
+    FLAG_IRQ,
+    FLAG_SPARSE,
+    FLAGS_DEFINED,
+    MAX_DIM,
+    OP_GEMM,
+)
+from sat.sw.nmformat import BEAT_BYTES, LANES, STEPS_PER_INDEX_BEAT
+from sat.sw.regmap import DEFAULT_MEMORY_BYTES, ErrorCode
+
+from .dma import read_beat_layout, request_layout
+
+__all__ = [
+    "DIM_WIDTH", "ENGINE_COUNTER_WIDTH", "DEFAULT_MEMORY_BYTES", "engine_command_layout", "engine_done_layout",
+    "engine_signature", "CommandProcessor",
+]
+
+#: Width of rows / red / cols on the engine interface (``MAX_DIM`` = 2**24 - 1).
+DIM_WIDTH = 24
+#: Width of the per-descriptor counters an engine reports with ``done``.
+ENGINE_COUNTER_WIDTH = 48
+ERROR_WIDTH = 4
+
+assert MAX_DIM == (1 << DIM_WIDTH) - 1
+assert BEAT_BYTES == DESCRIPTOR_BYTES
+
+
+def engine_command_layout(addr_width: int) -> data.StructLayout:
+    """Payload of ``engine.cmd``: one validated descriptor, decoded.
+
+    Fields are the descriptor's (``sat.sw.descriptor``), with the flag bits split out, plus the operand
+    extents ``a_end``, ``b_end``, ``c_end``: one past the last byte of A, B (dense, or the packed N:M stream)
+    and C, exactly as :meth:`GemmDescriptor.extents` computes them.
+    """
+    return data.StructLayout({
+        "sparse": 1, "a_trans": 1, "b_trans": 1, "irq": 1,
+        "n": 4, "m_log2": 4,
+        "rows": DIM_WIDTH, "red": DIM_WIDTH, "cols": DIM_WIDTH,
+        "a_addr": addr_width, "b_addr": addr_width, "c_addr": addr_width,
+        "a_stride": 32, "b_stride": 32, "c_stride": 32,
+        "a_end": addr_width + 1, "b_end": addr_width + 1, "c_end": addr_width + 1,
+        "tag": 32,
+    })
+
+
+def engine_done_layout() -> data.StructLayout:
+    """Payload of ``engine.done``: an :class:`~sat.sw.regmap.ErrorCode` (0 = completed) and counters."""
+    return data.StructLayout({
+        "error": ERROR_WIDTH,
+        "busy_cycles": ENGINE_COUNTER_WIDTH, "stall_cycles": ENGINE_COUNTER_WIDTH, "macs": ENGINE_COUNTER_WIDTH,
+    })
+
+
+def engine_signature(addr_width: int) -> wiring.Signature:
+    """The command processor's side of the engine interface (an engine has ``In(engine_signature(...))``).
+
+    ``cmd``: one descriptor per transfer. ``done``: exactly one answer per accepted command. ``abort``: held
+    high while the list is being aborted; the engine should finish its outstanding AXI transactions and answer
+    ``done`` (with ``ABORTED`` if it stopped early).
+    """
+    return wiring.Signature({
+        "cmd": Out(stream.Signature(engine_command_layout(addr_width))),
+        "done": In(stream.Signature(engine_done_layout())),
+        "abort": Out(1),
+    })
+
+
+class CommandProcessor(wiring.Component):
+    """Runs a list of GEMM descriptors (see the module docstring).
+
+    Parameters
+    ----------
+    config : SATConfig
+        The build (``nm_set``, AXI widths).
+    memory_bytes : int
+        Device memory size; operands reaching past it are rejected with ``BAD_ADDRESS``
+        (default :data:`DEFAULT_MEMORY_BYTES`, 16 GiB).
+    beats_width : int
+        Width of DMA request lengths.
+
+    Raises
+    ------
+    TypeError
+        If ``config`` is not a :class:`~sat.sw.config.SATConfig`.
+    ValueError
+        For a ``memory_bytes`` outside ``[64, 2**axi_addr_width]``.
+    """
+
+    def __init__(self, config: SATConfig, *, memory_bytes: int = DEFAULT_MEMORY_BYTES, beats_width: int = 32) -> None:
+        if not isinstance(config, SATConfig):
+            raise TypeError(f"config must be a SATConfig, not {config!r}")
+        aw = config.axi_addr_width
+        if not isinstance(memory_bytes, int) or not DESCRIPTOR_BYTES <= memory_bytes <= 1 << aw:
+            raise ValueError(f"memory_bytes must be an integer between {DESCRIPTOR_BYTES} and 2**{aw}, "
+                             f"not {memory_bytes!r}")
+        self._config = config
+        self._memory_bytes = memory_bytes
+        self._beats_width = beats_width
+        super().__init__({
+            "start": In(1), "abort": In(1), "clear": In(1),
+            "cmd_addr": In(64), "cmd_count": In(32),
+            "busy": Out(1), "done": Out(1), "error": Out(1),
+            "error_code": Out(ERROR_WIDTH), "error_index": Out(32),
+            "cmd_done": Out(32), "last_tag": Out(32),
+            "irq_done": Out(1), "irq_error": Out(1),
+            "counters_clear": Out(1),
+            "cycles": Out(64), "compute_cycles": Out(64), "stall_cycles": Out(64), "macs": Out(64),
+            "fetch_req": Out(stream.Signature(request_layout(aw, beats_width))),
+            "fetch_data": In(stream.Signature(read_beat_layout(config.axi_data_width))),
+            "engine": Out(engine_signature(aw)),
+        })
+
+    @property
+    def config(self) -> SATConfig:
+        return self._config
+
+    @property
+    def memory_bytes(self) -> int:
+        return self._memory_bytes
+
+    def elaborate(self, platform) -> Module:
+        m = Module()
+        cfg = self._config
+        aw = cfg.axi_addr_width
+        dw = cfg.axi_data_width
+        beats_per_desc = DESCRIPTOR_BYTES * 8 // dw
+        wide = aw + 3     # extents: addr (aw) + (2**24-1) * (2**32-1) (56 bits) + 2**26, without overflow
+
+        count = Signal(32, name="count")
+        index = Signal(32, name="index")
+        addr = Signal(aw, name="desc_addr")
+        abort_pending = Signal(name="abort_pending")
+        raw = Signal(DESCRIPTOR_BYTES * 8, name="descriptor")
+        beat = Signal(range(beats_per_desc + 1), name="beat")
+        fetch_error = Signal(name="fetch_error")
+
+        m.d.sync += [self.irq_done.eq(0), self.irq_error.eq(0), self.counters_clear.eq(0)]
+        with m.If(self.busy):
+            m.d.sync += self.cycles.eq(self.cycles + 1)
+
+        # ------------------------------------------------------------------ control bits (FSM events win below)
+        with m.If(self.clear):
+            m.d.sync += [self.done.eq(0), self.error.eq(0), self.error_code.eq(0), self.error_index.eq(0)]
+        with m.If(self.abort & self.busy):
+            m.d.sync += abort_pending.eq(1)
+
+        def fail(code: int | Signal, at) -> None:
+            """Stop the list (or refuse a START) with an error."""
+            m.d.sync += [self.busy.eq(0), self.error.eq(1), self.irq_error.eq(1), abort_pending.eq(0)]
+            with m.If(~self.error | self.clear):
+                m.d.sync += [self.error_code.eq(code), self.error_index.eq(at)]
+
+        with m.If(self.start & self.busy):
+            m.d.sync += [self.error.eq(1), self.irq_error.eq(1)]
+            with m.If(~self.error | self.clear):
+                m.d.sync += [self.error_code.eq(ErrorCode.BUSY), self.error_index.eq(self.cmd_done)]
+
+        # ------------------------------------------------------------------ decoded descriptor fields
+        def field(offset: int, nbytes: int):
+            return raw[offset * 8:(offset + nbytes) * 8]
+
+        opcode, flags, nm = field(0x00, 1), field(0x01, 1), field(0x02, 1)
+        n, m_log2 = nm[:4], nm[4:]
+        rows, red, cols = field(0x04, 4), field(0x08, 4), field(0x0C, 4)
+        a_addr, b_addr, c_addr = field(0x10, 8)[:aw], field(0x18, 8)[:aw], field(0x20, 8)[:aw]
+        a_addr64, b_addr64, c_addr64 = field(0x10, 8), field(0x18, 8), field(0x20, 8)
+        a_stride, b_stride, c_stride = field(0x28, 4), field(0x2C, 4), field(0x30, 4)
+        tag = field(0x34, 4)
+        sparse = flags[FLAG_SPARSE.bit_length() - 1]
+        a_trans = flags[FLAG_A_TRANS.bit_length() - 1]
+        b_trans = flags[FLAG_B_TRANS.bit_length() - 1]
+        irq_flag = flags[FLAG_IRQ.bit_length() - 1]
+
+        # ------------------------------------------------------------------ validation, stage 1 (CHECK1)
+        nm_ok = Signal(name="nm_supported")
+        with m.Switch(nm):      # N in bits 0-3, log2(M) in bits 4-7
+            for nn, mmm in cfg.nm_set:
+                with m.Case(nn | (exact_log2(mmm) << 4)):
+                    m.d.comb += nm_ok.eq(1)
+
+        def dim_bad(v):
+            return (v == 0) | (v[DIM_WIDTH:] != 0)
+
+        a_lines = Signal(32, name="a_lines")
+        a_len = Signal(32, name="a_len")
+        b_lines = Signal(32, name="b_lines")
+        b_len = Signal(32, name="b_len")
+        m.d.comb += [
+            a_lines.eq(Mux(a_trans, red, rows)), a_len.eq(Mux(a_trans, rows, red)),
+            b_lines.eq(Mux(b_trans, cols, red)), b_len.eq(Mux(b_trans, red, cols)),
+        ]
+        reserved = Cat(field(0x03, 1), field(0x38, 8))
+        checks = [
+            (opcode != OP_GEMM, ErrorCode.BAD_OPCODE),
+            ((flags & ~FLAGS_DEFINED & 0xFF) != 0, ErrorCode.BAD_FLAGS),
+            (reserved != 0, ErrorCode.BAD_FLAGS),
+            (sparse & ~nm_ok, ErrorCode.NM_UNSUPPORTED),
+            (sparse & b_trans, ErrorCode.BAD_FLAGS),
+            (sparse & (b_stride != 0), ErrorCode.BAD_SHAPE),
+            (~sparse & (nm != 0), ErrorCode.NM_UNSUPPORTED),
+            (dim_bad(rows) | dim_bad(red) | dim_bad(cols), ErrorCode.BAD_SHAPE),
+            (a_addr64[0] | Mux(sparse, b_addr64[:6] != 0, b_addr64[0]) | (c_addr64[:2] != 0)
+             | a_stride[0] | b_stride[0] | (c_stride[:2] != 0), ErrorCode.BAD_ADDRESS),
+            (((a_lines > 1) & (a_stride < (a_len << 1)))
+             | ((rows > 1) & (c_stride < (cols << 2)))
+             | (~sparse & (b_lines > 1) & (b_stride < (b_len << 1))), ErrorCode.BAD_SHAPE),
+        ]
+        code1 = Signal(ERROR_WIDTH, name="check1_code")
+        for cond, code in reversed(checks):
+            with m.If(cond):
+                m.d.comb += code1.eq(code)
+        code1_r = Signal(ERROR_WIDTH, name="check1_code_r")
+
+        a_span = Signal(wide, name="a_span")       # (lines - 1) * stride
+        b_span = Signal(wide, name="b_span")
+        c_span = Signal(wide, name="c_span")
+        steps = Signal(DIM_WIDTH + 4, name="nm_steps")    # S = ceil(red / M) * N
+        groups = Signal(DIM_WIDTH, name="nm_groups")
+        with m.Switch(m_log2):
+            for mmm in sorted({mmm for _, mmm in cfg.nm_set}):
+                with m.Case(exact_log2(mmm)):
+                    m.d.comb += groups.eq((red[:DIM_WIDTH] + mmm - 1) >> exact_log2(mmm))
+
+        # ------------------------------------------------------------------ validation, stage 2 (CHECK2)
+        tiles = Signal(DIM_WIDTH, name="nm_tiles")
+        per_tile = Signal(DIM_WIDTH + 5, name="nm_beats_per_tile")
+        spb_log2 = exact_log2(STEPS_PER_INDEX_BEAT)
+        m.d.comb += [
+            tiles.eq((cols[:DIM_WIDTH] + LANES - 1) >> exact_log2(LANES)),
+            per_tile.eq(steps + ((steps + STEPS_PER_INDEX_BEAT - 1) >> spb_log2)),
+        ]
+        packed = Signal(wide, name="nm_packed_bytes")
+        a_end = Signal(wide, name="a_end")
+        b_end = Signal(wide, name="b_end")
+        c_end = Signal(wide, name="c_end")
+
+        engine_cmd = self.engine.cmd
+        p = engine_cmd.p
+        m.d.comb += [
+            p.sparse.eq(sparse), p.a_trans.eq(a_trans), p.b_trans.eq(b_trans), p.irq.eq(irq_flag),
+            p.n.eq(n), p.m_log2.eq(m_log2), p.rows.eq(rows), p.red.eq(red), p.cols.eq(cols),
+            p.a_addr.eq(a_addr), p.b_addr.eq(b_addr), p.c_addr.eq(c_addr),
+            p.a_stride.eq(a_stride), p.b_stride.eq(b_stride), p.c_stride.eq(c_stride),
+            p.a_end.eq(a_end), p.b_end.eq(b_end), p.c_end.eq(c_end), p.tag.eq(tag),
+        ]
+
+        done = self.engine.done
+        with m.FSM(name="control"):
+            with m.State("IDLE"):
+                with m.If(self.start):
+                    with m.If((self.cmd_count == 0) | (self.cmd_addr[:6] != 0)):
+                        fail(ErrorCode.BAD_COUNT, 0)
+                    with m.Else():
+                        m.d.sync += [
+                            self.busy.eq(1), self.done.eq(0), self.cmd_done.eq(0),
+                            self.cycles.eq(0), self.compute_cycles.eq(0), self.stall_cycles.eq(0),
+                            self.macs.eq(0), self.counters_clear.eq(1),
+                            index.eq(0), count.eq(self.cmd_count), addr.eq(self.cmd_addr[:aw]),
+                            abort_pending.eq(0),
+                        ]
+                        m.next = "FETCH"
+            with m.State("FETCH"):
+                with m.If(abort_pending):
+                    fail(ErrorCode.ABORTED, index)
+                    m.next = "IDLE"
+                with m.Else():
+                    m.d.comb += [
+                        self.fetch_req.valid.eq(1), self.fetch_req.p.addr.eq(addr),
+                        self.fetch_req.p.beats.eq(beats_per_desc),
+                    ]
+                    with m.If(self.fetch_req.ready):
+                        m.d.sync += [beat.eq(0), fetch_error.eq(0)]
+                        m.next = "RECEIVE"
+            with m.State("RECEIVE"):
+                m.d.comb += self.fetch_data.ready.eq(1)
+                with m.If(self.fetch_data.valid):
+                    if beats_per_desc == 1:
+                        m.d.sync += raw.eq(self.fetch_data.p.data)
+                    else:
+                        m.d.sync += raw.eq(Cat(raw[dw:], self.fetch_data.p.data))
+                    m.d.sync += [beat.eq(beat + 1), fetch_error.eq(fetch_error | self.fetch_data.p.error)]
+                    with m.If(self.fetch_data.p.last):
+                        with m.If(fetch_error | self.fetch_data.p.error):
+                            fail(ErrorCode.AXI_READ, index)
+                            m.next = "IDLE"
+                        with m.Else():
+                            m.next = "CHECK1"
+            with m.State("CHECK1"):
+                m.d.sync += [
+                    code1_r.eq(code1),
+                    a_span.eq((a_lines[:DIM_WIDTH] - 1) * a_stride),
+                    b_span.eq((b_lines[:DIM_WIDTH] - 1) * b_stride),
+                    c_span.eq((rows[:DIM_WIDTH] - 1) * c_stride),
+                    steps.eq(groups * n),
+                ]
+                m.next = "CHECK2"
+            with m.State("CHECK2"):
+                m.d.sync += [
+                    packed.eq((tiles * per_tile) << exact_log2(BEAT_BYTES)),
+                    a_end.eq(a_addr64 + a_span + (a_len[:DIM_WIDTH] << 1)),
+                    c_end.eq(c_addr64 + c_span + (cols[:DIM_WIDTH] << 2)),
+                    b_end.eq(b_addr64 + b_span + (b_len[:DIM_WIDTH] << 1)),
+                ]
+                m.next = "CHECK3"
+            with m.State("CHECK3"):
+                b_hi = Mux(sparse, b_addr64 + packed, b_end)
+                with m.If(code1_r != 0):
+                    fail(code1_r, index)
+                    m.next = "IDLE"
+                with m.Elif((a_end > self._memory_bytes) | (b_hi > self._memory_bytes)
+                            | (c_end > self._memory_bytes)):
+                    fail(ErrorCode.BAD_ADDRESS, index)
+                    m.next = "IDLE"
+                with m.Else():
+                    m.d.sync += b_end.eq(b_hi)
+                    m.next = "ISSUE"
+            with m.State("ISSUE"):
+                with m.If(abort_pending):
+                    fail(ErrorCode.ABORTED, index)
+                    m.next = "IDLE"
+                with m.Else():
+                    m.d.comb += engine_cmd.valid.eq(1)
+                    with m.If(engine_cmd.ready):
+                        m.next = "WAIT"
+            with m.State("WAIT"):
+                m.d.comb += [done.ready.eq(1), self.engine.abort.eq(abort_pending)]
+                with m.If(done.valid):
+                    m.d.sync += [
+                        self.compute_cycles.eq(self.compute_cycles + done.p.busy_cycles),
+                        self.stall_cycles.eq(self.stall_cycles + done.p.stall_cycles),
+                        self.macs.eq(self.macs + done.p.macs),
+                    ]
+                    with m.If(done.p.error != 0):
+                        fail(done.p.error, index)
+                        m.next = "IDLE"
+                    with m.Else():
+                        m.d.sync += [
+                            self.cmd_done.eq(index + 1), self.last_tag.eq(tag), index.eq(index + 1),
+                            addr.eq(addr + DESCRIPTOR_BYTES),
+                        ]
+                        with m.If(irq_flag):
+                            m.d.sync += self.irq_done.eq(1)
+                        with m.If(index + 1 == count):
+                            m.d.sync += [self.busy.eq(0), self.done.eq(1), self.irq_done.eq(1),
+                                         abort_pending.eq(0)]
+                            m.next = "IDLE"
+                        with m.Elif(abort_pending):
+                            fail(ErrorCode.ABORTED, index + 1)
+                            m.next = "IDLE"
+                        with m.Else():
+                            m.next = "FETCH"
+        return m

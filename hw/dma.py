@@ -1,0 +1,377 @@
+"""AXI4 master DMA engines: a burst reader, a burst writer and a read-port arbiter.
+
+Rules (``docs/core.md``, "DMA rules"):
+
+* **Whole aligned beats.** A transfer is ``beats`` full-width beats from a beat-aligned address (the low
+  ``log2(data_width / 8)`` address bits are ignored). Sub-beat operands (2-byte aligned A/B, 4-byte aligned C
+  rows) are the business of the client: it reads the covering beats and picks its lanes, and it writes
+  partial beats with byte strobes (``wstrb`` comes with every write beat).
+* **Bursts.** INCR, ``awsize``/``arsize`` = full width, at most ``max_burst`` beats (default 256, the AXI4
+  limit) and never crossing a 4 KiB boundary. A new burst is issued as soon as the previous address was
+  accepted; read data is passed through with ``rready`` = the consumer's ``ready``.
+* **Errors.** A SLVERR/DECERR (``resp[1]``) on any R beat or B response is reported, never hangs: the slave
+  still delivers every beat of every burst, the reader passes them all on (``error`` sticky within the
+  transfer, so the last beat tells the whole story), and the writer finishes its bursts and reports ``error``
+  in its completion.
+* **One ID.** All transactions use ID 0, so responses come back in order; ``rlast``/``rid``/``bid`` are not
+  needed to track bursts (beats and responses are counted).
+* **Zero-beat requests** complete without an AXI transaction (the reader then sends no data beat).
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Const, Module, Mux, Signal
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+from amaranth.utils import exact_log2
+
+__all__ = [
+    "AXI_OKAY", "AXI_SLVERR", "AXI_DECERR", "BURST_INCR",
+    "axi4_read_signature", "axi4_write_signature", "request_layout", "read_beat_layout", "write_beat_layout",
+    "write_done_layout", "DMAReader", "DMAWriter", "ReadArbiter",
+]
+
+AXI_OKAY = 0
+AXI_SLVERR = 2
+AXI_DECERR = 3
+BURST_INCR = 1
+#: Bytes of the address-boundary AXI4 bursts must not cross.
+PAGE_BYTES = 4096
+
+
+def _check_widths(addr_width: int, data_width: int, id_width: int = 1) -> None:
+    if data_width not in (32, 64, 128, 256, 512, 1024):
+        raise ValueError(f"data_width must be a power of two between 32 and 1024, not {data_width!r}")
+    if not isinstance(addr_width, int) or not 13 <= addr_width <= 64:
+        raise ValueError(f"addr_width must be an integer between 13 and 64, not {addr_width!r}")
+    if not isinstance(id_width, int) or not 1 <= id_width <= 16:
+        raise ValueError(f"id_width must be an integer between 1 and 16, not {id_width!r}")
+
+
+def axi4_read_signature(addr_width: int, data_width: int, id_width: int = 1) -> wiring.Signature:
+    """AR and R channels of an AXI4 master (names as in the AXI spec, lower case, without a prefix)."""
+    _check_widths(addr_width, data_width, id_width)
+    return wiring.Signature({
+        "arid": Out(id_width), "araddr": Out(addr_width), "arlen": Out(8), "arsize": Out(3), "arburst": Out(2),
+        "arlock": Out(1), "arcache": Out(4), "arprot": Out(3), "arvalid": Out(1), "arready": In(1),
+        "rid": In(id_width), "rdata": In(data_width), "rresp": In(2), "rlast": In(1), "rvalid": In(1),
+        "rready": Out(1),
+    })
+
+
+def axi4_write_signature(addr_width: int, data_width: int, id_width: int = 1) -> wiring.Signature:
+    """AW, W and B channels of an AXI4 master."""
+    _check_widths(addr_width, data_width, id_width)
+    return wiring.Signature({
+        "awid": Out(id_width), "awaddr": Out(addr_width), "awlen": Out(8), "awsize": Out(3), "awburst": Out(2),
+        "awlock": Out(1), "awcache": Out(4), "awprot": Out(3), "awvalid": Out(1), "awready": In(1),
+        "wdata": Out(data_width), "wstrb": Out(data_width // 8), "wlast": Out(1), "wvalid": Out(1),
+        "wready": In(1),
+        "bid": In(id_width), "bresp": In(2), "bvalid": In(1), "bready": Out(1),
+    })
+
+
+def request_layout(addr_width: int, beats_width: int) -> data.StructLayout:
+    """A transfer: beat-aligned byte address and number of full-width beats."""
+    return data.StructLayout({"addr": addr_width, "beats": beats_width})
+
+
+def read_beat_layout(data_width: int) -> data.StructLayout:
+    """One beat of read data: ``last`` marks the transfer's final beat, ``error`` is sticky within it."""
+    return data.StructLayout({"data": data_width, "last": 1, "error": 1})
+
+
+def write_beat_layout(data_width: int) -> data.StructLayout:
+    """One beat of write data with its byte strobes."""
+    return data.StructLayout({"data": data_width, "strb": data_width // 8})
+
+
+def write_done_layout() -> data.StructLayout:
+    """Completion of a write transfer: ``error`` if any B response was SLVERR/DECERR."""
+    return data.StructLayout({"error": 1})
+
+
+class _BurstMixin:
+    """Parameters and the burst-length rule shared by reader and writer."""
+
+    def _init_params(self, addr_width: int, data_width: int, beats_width: int, max_burst: int) -> None:
+        _check_widths(addr_width, data_width)
+        if not isinstance(max_burst, int) or max_burst < 1 or max_burst > 256 or max_burst & (max_burst - 1):
+            raise ValueError(f"max_burst must be a power of two between 1 and 256, not {max_burst!r}")
+        if not isinstance(beats_width, int) or not 1 <= beats_width <= addr_width:
+            raise ValueError(f"beats_width must be an integer between 1 and addr_width ({addr_width}), "
+                             f"not {beats_width!r}")
+        self._addr_width = addr_width
+        self._data_width = data_width
+        self._beats_width = beats_width
+        self._max_burst = max_burst
+        self._beat_shift = exact_log2(data_width // 8)
+        #: beats in one 4 KiB page
+        self._page_beats = PAGE_BYTES >> self._beat_shift
+
+    @property
+    def addr_width(self) -> int:
+        return self._addr_width
+
+    @property
+    def data_width(self) -> int:
+        return self._data_width
+
+    @property
+    def beats_width(self) -> int:
+        return self._beats_width
+
+    @property
+    def max_burst(self) -> int:
+        return self._max_burst
+
+    def _burst_beats(self, m: Module, addr: Signal, remaining: Signal, name: str) -> Signal:
+        """Beats of the next burst: min(remaining, max_burst, beats left in the 4 KiB page of ``addr``)."""
+        limit = min(self._max_burst, self._page_beats)
+        page_bits = exact_log2(self._page_beats)
+        in_page = addr[self._beat_shift:self._beat_shift + page_bits] if page_bits else Const(0, 1)
+        to_page = Signal(range(self._page_beats + 1), name=f"{name}_to_page")
+        m.d.comb += to_page.eq(self._page_beats - in_page)
+        cap = Signal(range(limit + 1), name=f"{name}_cap")
+        m.d.comb += cap.eq(Mux(to_page < limit, to_page, limit))
+        burst = Signal(range(limit + 1), name=f"{name}_beats")
+        m.d.comb += burst.eq(Mux(remaining < cap, remaining, cap))
+        return burst
+
+
+class DMAReader(_BurstMixin, wiring.Component):
+    """Reads ``beats`` full-width beats from device memory and streams them out (see the module docstring).
+
+    A request is accepted only when the previous transfer has delivered its last beat.
+
+    Parameters
+    ----------
+    addr_width, data_width : int
+        AXI address and data widths.
+    beats_width : int
+        Width of the ``beats`` field of a request.
+    max_burst : int
+        Longest burst in beats (a power of two up to 256).
+
+    Raises
+    ------
+    ValueError
+        For widths or a burst length outside the supported ranges.
+    """
+
+    def __init__(self, addr_width: int = 64, data_width: int = 512, *, beats_width: int = 32,
+                 max_burst: int = 256) -> None:
+        self._init_params(addr_width, data_width, beats_width, max_burst)
+        super().__init__({
+            "req": In(stream.Signature(request_layout(addr_width, beats_width))),
+            "data": Out(stream.Signature(read_beat_layout(data_width))),
+            "axi": Out(axi4_read_signature(addr_width, data_width)),
+            "busy": Out(1),
+        })
+
+    def elaborate(self, platform) -> Module:
+        m = Module()
+        shift = self._beat_shift
+        ar_addr = Signal(self._addr_width, name="ar_addr")
+        ar_left = Signal(self._beats_width, name="ar_left")
+        r_left = Signal(self._beats_width, name="r_left")
+        error = Signal(name="error_sticky")
+        burst = self._burst_beats(m, ar_addr, ar_left, "ar")
+
+        idle = (ar_left == 0) & (r_left == 0)
+        m.d.comb += [self.req.ready.eq(idle), self.busy.eq(~idle)]
+        with m.If(self.req.valid & idle):
+            m.d.sync += [
+                ar_addr.eq(self.req.p.addr >> shift << shift),
+                ar_left.eq(self.req.p.beats),
+                r_left.eq(self.req.p.beats),
+            ]
+
+        axi = self.axi
+        m.d.comb += [
+            axi.arid.eq(0), axi.araddr.eq(ar_addr), axi.arlen.eq(burst - 1), axi.arsize.eq(shift),
+            axi.arburst.eq(BURST_INCR), axi.arlock.eq(0), axi.arcache.eq(0b0011), axi.arprot.eq(0),
+            axi.arvalid.eq(ar_left != 0),
+        ]
+        with m.If(axi.arvalid & axi.arready):
+            m.d.sync += [ar_addr.eq(ar_addr + (burst << shift)), ar_left.eq(ar_left - burst)]
+
+        bad = axi.rresp[1]
+        m.d.comb += [
+            self.data.valid.eq(axi.rvalid & (r_left != 0)),
+            self.data.p.data.eq(axi.rdata),
+            self.data.p.last.eq(r_left == 1),
+            self.data.p.error.eq(error | bad),
+            axi.rready.eq(self.data.ready & (r_left != 0)),
+        ]
+        with m.If(self.data.valid & self.data.ready):
+            m.d.sync += [r_left.eq(r_left - 1), error.eq(Mux(r_left == 1, 0, error | bad))]
+        return m
+
+
+class DMAWriter(_BurstMixin, wiring.Component):
+    """Writes ``beats`` beats of ``data`` (with byte strobes) to device memory in bursts.
+
+    Each burst is address first, then its beats; B responses are counted while later bursts go out. When the
+    last response of a transfer is in, ``done`` carries ``error`` (any SLVERR/DECERR) and is held until taken.
+
+    Parameters
+    ----------
+    addr_width, data_width, beats_width, max_burst
+        As for :class:`DMAReader`.
+
+    Raises
+    ------
+    ValueError
+        For widths or a burst length outside the supported ranges.
+    """
+
+    def __init__(self, addr_width: int = 64, data_width: int = 512, *, beats_width: int = 32,
+                 max_burst: int = 256) -> None:
+        self._init_params(addr_width, data_width, beats_width, max_burst)
+        super().__init__({
+            "req": In(stream.Signature(request_layout(addr_width, beats_width))),
+            "data": In(stream.Signature(write_beat_layout(data_width))),
+            "done": Out(stream.Signature(write_done_layout())),
+            "axi": Out(axi4_write_signature(addr_width, data_width)),
+            "busy": Out(1),
+        })
+
+    def elaborate(self, platform) -> Module:
+        m = Module()
+        shift = self._beat_shift
+        limit = min(self._max_burst, self._page_beats)
+        addr = Signal(self._addr_width, name="aw_addr")
+        left = Signal(self._beats_width, name="aw_left")
+        w_left = Signal(range(limit + 1), name="w_left")
+        outstanding = Signal(self._beats_width, name="b_outstanding")
+        error = Signal(name="error_sticky")
+        burst = self._burst_beats(m, addr, left, "aw")
+        axi = self.axi
+
+        m.d.comb += [
+            axi.awid.eq(0), axi.awaddr.eq(addr), axi.awlen.eq(burst - 1), axi.awsize.eq(shift),
+            axi.awburst.eq(BURST_INCR), axi.awlock.eq(0), axi.awcache.eq(0b0011), axi.awprot.eq(0),
+            axi.wdata.eq(self.data.p.data), axi.wstrb.eq(self.data.p.strb), axi.wlast.eq(w_left == 1),
+            axi.bready.eq(1),
+        ]
+        aw_fire = Signal(name="aw_fire")
+        b_fire = axi.bvalid & axi.bready
+        m.d.comb += aw_fire.eq(axi.awvalid & axi.awready)
+        with m.If(aw_fire & ~b_fire):
+            m.d.sync += outstanding.eq(outstanding + 1)
+        with m.Elif(b_fire & ~aw_fire):
+            m.d.sync += outstanding.eq(outstanding - 1)
+        with m.If(b_fire):
+            m.d.sync += error.eq(error | axi.bresp[1])
+
+        with m.FSM(name="writer"):
+            with m.State("IDLE"):
+                m.d.comb += self.req.ready.eq(1)
+                with m.If(self.req.valid):
+                    m.d.sync += [addr.eq(self.req.p.addr >> shift << shift), left.eq(self.req.p.beats)]
+                    m.next = "ADDRESS"
+            with m.State("ADDRESS"):
+                m.d.comb += self.busy.eq(1)
+                with m.If(left == 0):
+                    m.next = "RESPONSE"
+                with m.Else():
+                    m.d.comb += axi.awvalid.eq(1)
+                    with m.If(axi.awready):
+                        m.d.sync += [
+                            addr.eq(addr + (burst << shift)), left.eq(left - burst), w_left.eq(burst),
+                        ]
+                        m.next = "DATA"
+            with m.State("DATA"):
+                m.d.comb += [
+                    self.busy.eq(1),
+                    axi.wvalid.eq(self.data.valid),
+                    self.data.ready.eq(axi.wready),
+                ]
+                with m.If(self.data.valid & axi.wready):
+                    m.d.sync += w_left.eq(w_left - 1)
+                    with m.If(w_left == 1):
+                        m.next = "ADDRESS"
+            with m.State("RESPONSE"):
+                m.d.comb += self.busy.eq(1)
+                with m.If((outstanding == 0) & ~axi.bvalid):
+                    m.d.comb += [self.done.valid.eq(1), self.done.p.error.eq(error)]
+                    with m.If(self.done.ready):
+                        m.d.sync += error.eq(0)
+                        m.next = "IDLE"
+        return m
+
+
+class ReadArbiter(wiring.Component):
+    """Shares one :class:`DMAReader` among ``clients`` readers, one whole transfer at a time.
+
+    A free reader goes to the lowest-numbered client with a request (fixed priority: in SAT the clients never
+    compete, since the command processor fetches a descriptor only while the engine is idle); the grant holds
+    until the transfer's ``last`` beat has been delivered, so every client sees only its own beats.
+
+    Parameters
+    ----------
+    clients : int
+        Number of client ports ``client0 .. client<n-1>`` (each a ``req`` / ``data`` pair).
+    addr_width, data_width, beats_width : int
+        As for :class:`DMAReader`.
+
+    Raises
+    ------
+    ValueError
+        For fewer than one or more than 8 clients.
+    """
+
+    def __init__(self, clients: int, addr_width: int = 64, data_width: int = 512, *, beats_width: int = 32) -> None:
+        if not isinstance(clients, int) or not 1 <= clients <= 8:
+            raise ValueError(f"clients must be an integer between 1 and 8, not {clients!r}")
+        _check_widths(addr_width, data_width)
+        self._clients = clients
+        req = stream.Signature(request_layout(addr_width, beats_width))
+        beat = stream.Signature(read_beat_layout(data_width))
+        members = {"req": Out(req), "data": In(beat)}
+        for i in range(clients):
+            members[f"client{i}_req"] = In(req)
+            members[f"client{i}_data"] = Out(beat)
+        super().__init__(members)
+
+    @property
+    def clients(self) -> int:
+        return self._clients
+
+    def client(self, i: int) -> tuple[stream.Interface, stream.Interface]:
+        """The ``(req, data)`` pair of client ``i``."""
+        return getattr(self, f"client{i}_req"), getattr(self, f"client{i}_data")
+
+    def elaborate(self, platform) -> Module:
+        m = Module()
+        n = self._clients
+        grant = Signal(range(n), name="grant")
+        locked = Signal(name="locked")
+        pick = Signal(range(n), name="pick")
+        for i in reversed(range(n)):
+            with m.If(self.client(i)[0].valid):
+                m.d.comb += pick.eq(i)
+        sel = Mux(locked, grant, pick)
+        with m.Switch(sel):
+            for i in range(n):
+                req, beat = self.client(i)
+                with m.Case(i):
+                    m.d.comb += [
+                        self.req.valid.eq(req.valid & ~locked),
+                        self.req.p.eq(req.p),
+                        req.ready.eq(self.req.ready & ~locked),
+                    ]
+        for i in range(n):
+            _, beat = self.client(i)
+            m.d.comb += [
+                beat.p.eq(self.data.p),
+                beat.valid.eq(self.data.valid & locked & (grant == i)),
+            ]
+            with m.If(locked & (grant == i)):
+                m.d.comb += self.data.ready.eq(beat.ready)
+        with m.If(~locked & self.req.valid & self.req.ready & (self.req.p.beats != 0)):
+            m.d.sync += [grant.eq(pick), locked.eq(1)]
+        with m.If(locked & self.data.valid & self.data.ready & self.data.p.last):
+            m.d.sync += locked.eq(0)
+        return m
