@@ -56,7 +56,9 @@ class CocotbResult:
     ----------
     results_xml : Path
     tests : list of str
-        Names of all cocotb tests that ran.
+        Names of the cocotb tests that ran (not skipped).
+    skipped : list of str
+        Names of skipped tests.
     failures : dict
         ``{test name: failure message}`` for every failed or errored test.
     sim_time_ns : float
@@ -65,6 +67,7 @@ class CocotbResult:
 
     results_xml: Path
     tests: list[str]
+    skipped: list[str]
     failures: dict[str, str]
     sim_time_ns: float
 
@@ -166,17 +169,24 @@ def read_results(results_xml: Path) -> CocotbResult:
         raise AssertionError(
             f"simulation ended abnormally: {results_xml} was not written (see the simulator output above)")
     tests: list[str] = []
+    skipped: list[str] = []
     failures: dict[str, str] = {}
     sim_time = 0.0
     for case in ElementTree.parse(results_xml).getroot().iter("testcase"):
         name = case.get("name", "?")
+        if case.find("skipped") is not None:
+            skipped.append(name)
+            continue
         tests.append(name)
-        sim_time += float(case.get("sim_time_ns", 0) or 0)
+        props = {p.get("name"): p.get("value") for p in case.iter("property")}
+        if props.get("sim_time_unit") == "ns":
+            sim_time += float(props.get("sim_time_duration") or 0)
         for tag in ("failure", "error"):
             for bad in case.findall(tag):
                 msg = bad.get("message") or (bad.text or "").strip() or tag
                 failures[name] = msg
-    return CocotbResult(results_xml=results_xml, tests=tests, failures=failures, sim_time_ns=sim_time)
+    return CocotbResult(results_xml=results_xml, tests=tests, skipped=skipped, failures=failures,
+                        sim_time_ns=sim_time)
 
 
 def _run_name() -> str:
@@ -261,7 +271,8 @@ def run_cocotb(top: VerilogTop, module: str, *, params: Mapping[str, Any] | None
         exit_code = 0
     result = read_results(results_xml)
     if not result.tests:
-        raise AssertionError(f"no cocotb test ran from {module} (import error or filter?); see {results_xml}")
+        raise AssertionError(f"no cocotb test ran from {module} ({len(result.skipped)} skipped; import error, "
+                             f"filter or parameters?); see {results_xml}")
     if result.failures:
         lines = [f"{len(result.failures)} of {len(result.tests)} cocotb tests failed in {module} "
                  f"on {top.name} ({sim}); results: {results_xml}"]

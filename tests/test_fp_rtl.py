@@ -31,16 +31,18 @@ _add_top = fp32_add_top
 @pytest.mark.parametrize("fmt", ["fp16", "bf16"])
 def test_fp_multiplier(fmt: str, sim_seed: int) -> None:
     top = _mul_top(fmt)
-    run_cocotb(top, TB, params={
+    result = run_cocotb(top, TB, params={
         "unit": "mul", "fmt": fmt, "latency": top.meta["latency"], "seed": sim_seed,
         "n_random": N_RANDOM, "n_stalls": N_STALLS})
+    assert sorted(result.tests) == ["mul_random", "mul_special", "mul_stalls"]
 
 
 def test_fp32_adder(sim_seed: int) -> None:
     top = _add_top(4)
-    run_cocotb(top, TB, params={
+    result = run_cocotb(top, TB, params={
         "unit": "add", "latency": top.meta["latency"], "seed": sim_seed,
         "n_random": N_RANDOM, "n_stalls": N_STALLS})
+    assert sorted(result.tests) == ["add_random", "add_special", "add_stalls"]
 
 
 @pytest.mark.slow

@@ -16,8 +16,9 @@ TB = "sat.sim.tb_pe"
 def _run(config: SATConfig, seed: int, **sizes: int) -> None:
     top = pe_top(config)
     assert top.meta["interleave"] == config.adder_latency
-    run_cocotb(top, TB, params={"config": config.to_dict(), "latency": top.meta["latency"], "seed": seed,
-                                **sizes})
+    result = run_cocotb(top, TB, params={"config": config.to_dict(), "latency": top.meta["latency"],
+                                         "seed": seed, **sizes})
+    assert sorted(result.tests) == ["pe_dense", "pe_mixed", "pe_sparse", "pe_steady_state"]
 
 
 @pytest.mark.parametrize("fmt", ["fp16", "bf16"])
