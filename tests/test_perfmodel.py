@@ -1,0 +1,131 @@
+"""Tests of the cycle model ``sat.sw.perfmodel``: exact against the GEMM engine in the Amaranth simulator (small
+cases; the cocotb RTL tests compare it on larger sweeps), the fast-forward against a plain pass-by-pass loop,
+closed-form steady state, and validation. ResNet-18 on a 32x32 array runs here as a smoke test of speed."""
+
+# amaranth: UnusedElaboratable=no
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from sat.sw.config import SATConfig
+from sat.sw.perfmodel import (
+    fill_cycles,
+    gemm_counters,
+    network_counters,
+    resnet18_layers,
+    steps_per_output,
+)
+
+
+def _reference(config: SATConfig, rows: int, red: int, cols: int, n: int = 0, m: int = 0) -> tuple[int, int]:
+    """The model's recurrence without the periodic fast-forward: (cycles, stall cycles)."""
+    R, C, L = config.rows, config.cols, config.adder_latency
+    S = steps_per_output(red, n, m)
+    passes = -(-rows // (R * L)) * -(-cols // C)
+    x, t_prev, stall = 2, None, 0
+    for _ in range(passes):
+        x_last = x + (S - 1) * L
+        while t_prev is not None and x_last < t_prev + 1:
+            x_last += L
+            stall += L
+        t = x_last + fill_cycles(config) + 1
+        if t_prev is not None:
+            t = max(t, t_prev + R * L)
+        x, t_prev = x_last + L, t
+    return t_prev + R * L + 1, stall
+
+
+def _engine_counters(config: SATConfig, rows: int, red: int, cols: int, nm: tuple[int, int] | None) -> dict:
+    """Run one GEMM on ``GemmEngine`` in the Amaranth simulator; return its counters (results unchecked here)."""
+    from amaranth.sim import Simulator
+
+    from sat.hw.gemm import GemmEngine
+
+    engine = GemmEngine(config, a_depth=64, b_depth=256)
+    out: dict[str, int] = {}
+
+    async def testbench(ctx):
+        ctx.set(engine.cmd.p, {"rows": rows, "red": red, "cols": cols, "sparse": int(nm is not None),
+                               "n": nm[0] if nm else 0, "m": nm[1] if nm else 0, "a_base": 0, "b_base": 0})
+        ctx.set(engine.cmd.valid, 1)
+        ctx.set(engine.result.ready, 1)
+        await ctx.tick()
+        ctx.set(engine.cmd.valid, 0)
+        for _ in range(100_000):
+            if ctx.get(engine.done):
+                break
+            await ctx.tick()
+        for name in ("cycles", "busy_cycles", "stall_cycles", "macs"):
+            out[name] = ctx.get(getattr(engine, name))
+
+    sim = Simulator(engine)
+    sim.add_clock(1e-8)
+    sim.add_testbench(testbench)
+    sim.run()
+    return out
+
+
+@pytest.mark.parametrize("case", [
+    ((2, 2, 4), 5, 7, 3, None),
+    ((2, 2, 4), 9, 13, 5, (2, 4)),
+    ((1, 3, 1), 4, 3, 7, None),         # L = 1, one PE row
+    ((3, 1, 2), 13, 17, 2, (1, 8)),     # short passes: bubble groups
+])
+def test_model_equals_amaranth_engine(case) -> None:
+    (R, C, L), rows, red, cols, nm = case
+    config = SATConfig(rows=R, cols=C, adder_latency=L)
+    got = _engine_counters(config, rows, red, cols, nm)
+    model = gemm_counters(config, rows, red, cols, *(nm or (0, 0)))
+    assert got == {k: v for k, v in model.as_dict().items() if k != "passes"}
+
+
+def test_fast_forward_equals_plain_loop() -> None:
+    rng = np.random.default_rng(3)
+    for _ in range(300):
+        R, C = (int(x) for x in rng.integers(1, 9, 2))
+        L = int(rng.choice([1, 2, 3, 4, 6]))
+        config = SATConfig(rows=R, cols=C, adder_latency=L)
+        rows, red, cols = (int(x) for x in rng.integers(1, 300, 3))
+        nm = [(0, 0), *config.nm_set][int(rng.integers(0, 6))]
+        model = gemm_counters(config, rows, red, cols, *nm)
+        assert (model.cycles, model.stall_cycles) == _reference(config, rows, red, cols, *nm)
+
+
+def test_no_stall_when_passes_are_long() -> None:
+    config = SATConfig(rows=8, cols=8, adder_latency=4)
+    for red in range(1, 80):
+        model = gemm_counters(config, 200, red, 50)
+        if red * 4 >= max(8 * 4, fill_cycles(config) + 2):
+            assert model.stall_cycles == 0, red
+            # back-to-back passes: only the fill of the first and the drain of the last pass are extra
+            assert model.cycles == model.busy_cycles + 2 - 4 + fill_cycles(config) + 1 + 8 * 4 + 1
+        else:
+            assert model.stall_cycles > 0, red
+
+
+def test_large_gemm_utilization_and_sparse_speedup() -> None:
+    config = SATConfig(rows=32, cols=32)
+    dense = gemm_counters(config, 4096, 4096, 4096)
+    assert dense.utilization(config) > 0.99
+    for n, m in config.nm_set:
+        sparse = gemm_counters(config, 4096, 4096, 4096, n, m)
+        assert dense.cycles / sparse.cycles >= 0.9 * m / n
+
+
+def test_validation() -> None:
+    config = SATConfig(rows=2, cols=2)
+    with pytest.raises(ValueError, match="rows must be a positive integer"):
+        gemm_counters(config, 0, 4, 4)
+    with pytest.raises(ValueError, match="3:8 is not in this build's nm_set"):
+        gemm_counters(config, 4, 4, 4, 3, 8)
+
+
+def test_resnet18_iteration() -> None:
+    config = SATConfig(rows=32, cols=32)
+    dense = network_counters(config, resnet18_layers(), 32, None)
+    sparse = network_counters(config, resnet18_layers(), 32, (2, 8))
+    assert len(dense) == 3 * len(resnet18_layers())
+    d = sum(c.cycles for _, c in dense)
+    s = sum(c.cycles for _, c in sparse)
+    assert 1.0 < d / s <= 2.0
