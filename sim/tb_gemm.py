@@ -17,10 +17,13 @@ all four exactly when the result stream is always ready, ``busy_cycles`` and ``m
 as a lower bound under back-pressure.
 
 Parameters (``SAT_TB_PARAMS``): ``config`` (SATConfig dict), ``a_depth``, ``b_depth``, ``seed``, ``cases``
-(list of ``{"kind", "batch", "c_out", "k", "nm", "stalls"}``; ``nm`` is ``[n, m]`` or null for dense).
+(list of ``{"kind", "batch", "c_out", "k", "nm", "stalls"}``; ``nm`` is ``[n, m]`` or null for dense),
+``report`` (optional path: one JSON line per case with the RTL counters and the model's).
 """
 
 from __future__ import annotations
+
+import json
 
 import cocotb
 import numpy as np
@@ -242,6 +245,11 @@ async def _sweep(dut, name: str) -> None:
         sb.compare(got.ravel(), case.expected.ravel(), row=rows_idx.ravel(), col=cols_idx.ravel())
         model = gemm_counters(config, case.rows, case.red, case.cols, case.n, case.m)
         dut._log.info("%s: %s model %s", case.label, counters, model.as_dict())
+        if p.get("report"):
+            with open(p["report"], "a") as f:
+                f.write(json.dumps({"label": case.label, "kind": spec["kind"], "rows": case.rows, "red": case.red,
+                                    "cols": case.cols, "n": case.n, "m": case.m, "stalls": bool(spec.get("stalls")),
+                                    "rtl": counters, "model": model.as_dict()}) + "\n")
         if counters["error"]:
             problems.append(f"{case.label}: error flag set")
         if counters["busy_cycles"] != model.busy_cycles or counters["macs"] != model.macs:
