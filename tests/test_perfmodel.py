@@ -1,5 +1,6 @@
 """Tests of the cycle model ``sat.sw.perfmodel``: exact against the GEMM engine in the Amaranth simulator (small
-cases; the cocotb RTL tests compare it on larger sweeps), the fast-forward against a plain pass-by-pass loop,
+cases on odd array shapes and adder latencies, results bit-exact too; the cocotb RTL tests compare it on larger
+sweeps), the fast-forward against a plain pass-by-pass loop,
 closed-form steady state, and validation. ResNet-18 on a 32x32 array runs here as a smoke test of speed."""
 
 # amaranth: UnusedElaboratable=no
@@ -36,16 +37,40 @@ def _reference(config: SATConfig, rows: int, red: int, cols: int, n: int = 0, m:
     return t_prev + R * L + 1, stall
 
 
-def _engine_counters(config: SATConfig, rows: int, red: int, cols: int, nm: tuple[int, int] | None) -> dict:
-    """Run one GEMM on ``GemmEngine`` in the Amaranth simulator; return its counters (results unchecked here)."""
+def _engine_run(config: SATConfig, rows: int, red: int, cols: int, nm: tuple[int, int] | None,
+                seed: int = 0) -> dict:
+    """Run one GEMM on ``GemmEngine`` in the Amaranth simulator (buffers filled through the write ports),
+    check the results bit for bit against the golden model and return the counters."""
     from amaranth.sim import Simulator
 
-    from sat.hw.gemm import GemmEngine
+    from sat.hw.gemm import GemmEngine, a_buffer_writes, b_dense_writes, b_sparse_writes
+    from sat.sw.nmformat import compress
+    from sat.sw.numerics import encode, fp32_bits, matmul, matmul_sparse
 
+    rng = np.random.default_rng(seed)
+    fmt = config.fmt
+    a = encode(rng.standard_normal((rows, red)), fmt)
+    if nm is None:
+        b = encode(rng.standard_normal((red, cols)), fmt)
+        expected = fp32_bits(matmul(a, b, fmt))
+        b_writes = list(b_dense_writes(b, config))
+    else:
+        op = compress(rng.standard_normal((red, cols)), *nm)
+        vals = encode(op.values, fmt)
+        expected = fp32_bits(matmul_sparse(a, vals, op.indices, nm[1], fmt))
+        b_writes = list(b_sparse_writes(vals, op.indices, config))
+    a_writes = list(a_buffer_writes(a, config))
     engine = GemmEngine(config, a_depth=64, b_depth=256)
+    got = np.full((rows, cols), 0xDEADBEEF, dtype=np.uint32)
     out: dict[str, int] = {}
 
     async def testbench(ctx):
+        for port, writes in ((engine.a_write, a_writes), (engine.b_write, b_writes)):
+            for w in writes:
+                ctx.set(port.valid, 1)
+                ctx.set(port.p, w)
+                await ctx.tick()
+            ctx.set(port.valid, 0)
         ctx.set(engine.cmd.p, {"rows": rows, "red": red, "cols": cols, "sparse": int(nm is not None),
                                "n": nm[0] if nm else 0, "m": nm[1] if nm else 0, "a_base": 0, "b_base": 0})
         ctx.set(engine.cmd.valid, 1)
@@ -53,6 +78,11 @@ def _engine_counters(config: SATConfig, rows: int, red: int, cols: int, nm: tupl
         await ctx.tick()
         ctx.set(engine.cmd.valid, 0)
         for _ in range(100_000):
+            if ctx.get(engine.result.valid):
+                p = ctx.get(engine.result.p)
+                for c in range(config.cols):
+                    if (p.lanes >> c) & 1:
+                        got[p.row, p.col + c] = p.data[c]
             if ctx.get(engine.done):
                 break
             await ctx.tick()
@@ -63,6 +93,8 @@ def _engine_counters(config: SATConfig, rows: int, red: int, cols: int, nm: tupl
     sim.add_clock(1e-8)
     sim.add_testbench(testbench)
     sim.run()
+    bad = np.argwhere(got != expected)
+    assert not bad.size, f"{len(bad)} outputs differ from the golden model, first at {bad[0].tolist()}"
     return out
 
 
@@ -71,11 +103,13 @@ def _engine_counters(config: SATConfig, rows: int, red: int, cols: int, nm: tupl
     ((2, 2, 4), 9, 13, 5, (2, 4)),
     ((1, 3, 1), 4, 3, 7, None),         # L = 1, one PE row
     ((3, 1, 2), 13, 17, 2, (1, 8)),     # short passes: bubble groups
+    ((1, 1, 3), 3, 9, 2, (4, 8)),       # one PE
+    ((3, 2, 2), 14, 6, 5, (1, 4)),
 ])
 def test_model_equals_amaranth_engine(case) -> None:
     (R, C, L), rows, red, cols, nm = case
     config = SATConfig(rows=R, cols=C, adder_latency=L)
-    got = _engine_counters(config, rows, red, cols, nm)
+    got = _engine_run(config, rows, red, cols, nm)
     model = gemm_counters(config, rows, red, cols, *(nm or (0, 0)))
     assert got == {k: v for k, v in model.as_dict().items() if k != "passes"}
 
