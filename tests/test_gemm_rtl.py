@@ -41,7 +41,7 @@ def layer_cases(config: SATConfig, seed: int, layers: int, max_dim: int) -> list
     rng = np.random.default_rng([seed, config.rows, config.cols])
     specs = []
     patterns = [None, *config.nm_set]
-    for j in range(layers):
+    for _ in range(layers):
         for nm in patterns:
             batch = int(rng.integers(1, max_dim + 1))
             c_out = int(rng.integers(1, max_dim + 1))
