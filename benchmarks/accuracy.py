@@ -39,10 +39,19 @@ def _key(cfg: dict) -> tuple:
     return (cfg["model"], cfg["nm"], cfg["bp_mask"], cfg["fmt"], cfg["seed"], cfg["epochs"])
 
 
-def plan(models: list[str], fmts: list[str], seeds: list[int], epochs: int) -> list[TrainConfig]:
-    """All run configurations, headline variants first (dense runs once: the BP mask does not apply)."""
+def _variant_name(nm: str, bp: str) -> str:
+    return "dense" if nm == "dense" else f"{nm}-{bp}"
+
+
+def plan(models: list[str], fmts: list[str], seeds: list[int], epochs: int,
+         variants: list[str] | None = None) -> list[TrainConfig]:
+    """All run configurations, headline variants first (dense runs once: the BP mask does not apply).
+
+    ``variants`` restricts the sweep to names such as ``"dense"`` or ``"2:8-nested"`` (default: all).
+    """
     return [TrainConfig(model=model, nm=nm, fmt=fmt, bp_mask=bp, seed=seed, epochs=epochs)
-            for nm, bp in VARIANTS for model in models for fmt in fmts for seed in seeds]
+            for nm, bp in VARIANTS if variants is None or _variant_name(nm, bp) in variants
+            for model in models for fmt in fmts for seed in seeds]
 
 
 def run_sweep(configs: list[TrainConfig], raw_path: Path) -> list[dict]:
@@ -159,6 +168,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--fmts", nargs="+", default=["fp16", "bf16"], choices=["fp16", "bf16"])
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--epochs", type=int, default=15)
+    p.add_argument("--variants", nargs="+", choices=[_variant_name(*v) for v in VARIANTS],
+                   help="run only these variants (the report still shows every variant found in --raw)")
     p.add_argument("--raw", type=Path, default=ROOT / "build" / "accuracy.json",
                    help="raw per-run JSON (resumable cache); default build/accuracy.json")
     p.add_argument("--out", type=Path, default=ROOT / "docs" / "results.md")
@@ -171,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
         results = json.loads(args.raw.read_text())
     else:
         t0 = time.time()
-        results = run_sweep(plan(args.models, args.fmts, args.seeds, args.epochs), args.raw)
+        results = run_sweep(plan(args.models, args.fmts, args.seeds, args.epochs, args.variants), args.raw)
         print(f"sweep done in {time.time() - t0:.0f} s", file=sys.stderr)
     keep = [r for r in results if r["config"]["model"] in args.models and r["config"]["fmt"] in args.fmts
             and r["config"]["seed"] in args.seeds and r["config"]["epochs"] == args.epochs]
