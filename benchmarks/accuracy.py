@@ -73,7 +73,7 @@ def _stats(values: list[float]) -> tuple[float, float]:
     return mean, std
 
 
-def render(results: list[dict], command: str) -> str:
+def render(results: list[dict], command: str, note: str = "") -> str:
     """The Markdown report for ``results`` (a list of :func:`sat.sw.train.train` outputs)."""
     groups: dict[tuple, list[float]] = {}
     seconds: dict[str, list[float]] = {}
@@ -101,6 +101,7 @@ def render(results: list[dict], command: str) -> str:
         "",
         f"    {command}",
         "",
+        *([note, ""] if note else []),
         f"Final test accuracy in percent (450 test images, so one image is 0.22 points) after "
         f"{', '.join(map(str, epochs))} epoch(s), mean +- sample std over seeds (n = runs). All GEMMs run on the "
         "bit-exact golden model (FP16 or BF16 operands, FP32 accumulation); FP16 uses dynamic loss scaling. "
@@ -174,6 +175,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="raw per-run JSON (resumable cache); default build/accuracy.json")
     p.add_argument("--out", type=Path, default=ROOT / "docs" / "results.md")
     p.add_argument("--render-only", action="store_true", help="only re-write the report from --raw")
+    p.add_argument("--note", default="", help="a paragraph to put under the command in the report")
     args = p.parse_args(argv)
     command = "python benchmarks/accuracy.py " + " ".join(argv if argv is not None else sys.argv[1:])
     if args.render_only:
@@ -187,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     keep = [r for r in results if r["config"]["model"] in args.models and r["config"]["fmt"] in args.fmts
             and r["config"]["seed"] in args.seeds and r["config"]["epochs"] == args.epochs]
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(render(keep, command))
+    args.out.write_text(render(keep, command, args.note))
     print(f"wrote {args.out}", file=sys.stderr)
     return 0
 
