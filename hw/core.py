@@ -282,7 +282,7 @@ class SATCore(wiring.Component):
         for block, sig in ((reader, reader.axi.signature), (writer, writer.axi.signature)):
             for name, member in sig.members.items():
                 top, sub = getattr(self, f"m_axi_{name}"), getattr(block.axi, name)
-                if name.endswith("id"):
+                if name in ("arid", "rid", "awid", "bid"):
                     if member.flow == Out:
                         m.d.comb += top.eq(0)
                     continue

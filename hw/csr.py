@@ -18,14 +18,16 @@ Each register of the map becomes hardware by its access type and name:
   simultaneous clear) and an output port of its value; writing 1 clears a bit.
 
 Byte strobes apply to every write (a byte with ``wstrb`` low is written as unchanged / 0 for command bits).
-An address the map does not decode (including unaligned addresses) answers SLVERR (``bresp``/``rresp`` = 2),
-reads then return 0. AW and W are accepted independently in any order and held until both are present; a write
+Registers are decoded by 32-bit word (address bits 1:0 are ignored, as AXI4-Lite masters put a byte address
+on ``awaddr`` for a narrow write and mark the bytes with ``wstrb``). A word address the map does not decode answers
+SLVERR (``bresp``/``rresp`` = 2); reads then return 0. AW and W are accepted independently in any order and
+held until both are present; a write
 or read response is held until ``bready``/``rready``, and no new address is accepted on that side meanwhile.
 """
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Module, Signal
+from amaranth.hdl import C, Cat, Module, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -167,6 +169,10 @@ class CSRBlock(wiring.Component):
         with m.If(self.bvalid & self.bready):
             m.d.sync += self.bvalid.eq(0)
 
+        # the register is addressed by the 32-bit word: byte addresses inside a word select it, with strobes
+        aw_word = Signal(self._addr_width, name="aw_word")
+        ar_word = Signal(self._addr_width, name="ar_word")
+        m.d.comb += [aw_word.eq(Cat(C(0, 2), aw_addr[2:])), ar_word.eq(Cat(C(0, 2), self.araddr[2:]))]
         mask = Signal(32, name="w_mask")
         m.d.comb += mask.eq(Cat(*[bit.replicate(8) for bit in w_strb]))
         do_write = Signal(name="do_write")
@@ -177,13 +183,13 @@ class CSRBlock(wiring.Component):
                 continue
             if r.access == "rw":
                 reg = getattr(self, port_name(r))
-                with m.If(do_write & (aw_addr == r.offset)):
+                with m.If(do_write & (aw_word == r.offset)):
                     m.d.sync += reg.eq((reg & ~mask) | (w_data & mask))
         # command bits: one-cycle pulse
         for r in regmap.registers:
             if r.access == "wo":
                 m.d.sync += [getattr(self, f"{port_name(r)}_write").eq(0), getattr(self, f"{port_name(r)}_data").eq(0)]
-                with m.If(do_write & (aw_addr == r.offset)):
+                with m.If(do_write & (aw_word == r.offset)):
                     m.d.sync += [
                         getattr(self, f"{port_name(r)}_write").eq(1),
                         getattr(self, f"{port_name(r)}_data").eq(w_data & mask),
@@ -191,12 +197,12 @@ class CSRBlock(wiring.Component):
             elif r.access == "w1c":
                 reg = getattr(self, port_name(r))
                 clear = Signal(32, name=f"{port_name(r)}_clear")
-                with m.If(do_write & (aw_addr == r.offset)):
+                with m.If(do_write & (aw_word == r.offset)):
                     m.d.comb += clear.eq(w_data & mask)
                 m.d.sync += reg.eq((reg & ~clear) | getattr(self, f"{port_name(r)}_set"))
 
         w_hit = Signal(name="w_hit")
-        with m.Switch(aw_addr):
+        with m.Switch(aw_word):
             for r in regmap.registers:
                 with m.Case(r.offset):
                     m.d.comb += w_hit.eq(1)
@@ -213,7 +219,7 @@ class CSRBlock(wiring.Component):
             m.d.sync += self.rvalid.eq(0)
         with m.If(self.arvalid & self.arready):
             m.d.sync += [self.rvalid.eq(1), self.rresp.eq(AXIL_SLVERR), self.rdata.eq(0)]
-            with m.Switch(self.araddr):
+            with m.Switch(ar_word):
                 for r in regmap.registers:
                     with m.Case(r.offset):
                         m.d.sync += self.rresp.eq(0)
