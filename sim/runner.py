@@ -198,7 +198,8 @@ def _run_name() -> str:
 def run_cocotb(top: VerilogTop, module: str, *, params: Mapping[str, Any] | None = None,
                testcase: str | Sequence[str] | None = None, seed: int | None = None,
                sim: str | None = None, waves: bool | None = None, run_name: str | None = None,
-               extra_sources: Sequence[Path] = (), build_args: Sequence[str] = ()) -> CocotbResult:
+               extra_sources: Sequence[Path] = (), build_args: Sequence[str] = (),
+               icarus_args: Sequence[str] = ()) -> CocotbResult:
     """Compile ``top`` (once per session and configuration) and run the cocotb module ``module`` on it.
 
     Parameters
@@ -223,7 +224,10 @@ def run_cocotb(top: VerilogTop, module: str, *, params: Mapping[str, Any] | None
     extra_sources : list of Path
         More Verilog files compiled with the top (e.g. a hand-written wrapper).
     build_args : list of str
-        More simulator build options.
+        More **Verilator** build options (after :func:`verilator_build_args`); not passed to Icarus, so
+        a test that tunes Verilator still runs with ``SIM=icarus``.
+    icarus_args : list of str
+        More ``iverilog`` options (``SIM=icarus`` only).
 
     Returns
     -------
@@ -242,9 +246,7 @@ def run_cocotb(top: VerilogTop, module: str, *, params: Mapping[str, Any] | None
     sim = setup_simulator(sim)
     waves = waves_enabled() if waves is None else waves
     build_dir = top.directory / (sim + ("-waves" if waves else ""))
-    args = list(build_args)
-    if sim == "verilator":
-        args = verilator_build_args() + args
+    args = verilator_build_args() + list(build_args) if sim == "verilator" else list(icarus_args)
     sources = [top.path, *map(Path, extra_sources)]
 
     runner = get_runner(sim)
