@@ -79,8 +79,9 @@ async def reset(dut: Any, cycles: int = 2, **idle: int) -> None:
 def pause_generator(seed: int | np.random.Generator, probability: float, max_burst: int = 1) -> Iterator[bool]:
     """Endless random pause pattern: ``True`` means "pause this cycle".
 
-    Pauses come in bursts of 1..``max_burst`` cycles; the long-run fraction of paused cycles is about
-    ``probability``. Compatible with cocotbext-axi's ``set_pause_generator``.
+    Pauses come in bursts of 1..``max_burst`` cycles (uniform), each followed by at least one unpaused cycle;
+    the long-run fraction of paused cycles is ``probability`` (at most ``B / (B + 1)`` for mean burst length
+    ``B``). Compatible with cocotbext-axi's ``set_pause_generator``.
 
     Parameters
     ----------
@@ -101,7 +102,9 @@ def pause_generator(seed: int | np.random.Generator, probability: float, max_bur
         raise ValueError(f"max_burst must be at least 1, not {max_burst!r}")
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
     mean_burst = (1 + max_burst) / 2
-    start = probability / (mean_burst * (1 - probability) + probability) if probability else 0.0
+    # a burst (mean length B) starts with probability s before each unpaused cycle: paused fraction
+    # sB / (sB + 1) = p  =>  s = p / (B (1 - p)); capped at 1 (then at most B / (B + 1) of cycles pause)
+    start = min(1.0, probability / (mean_burst * (1 - probability)))
     while True:
         if rng.random() < start:
             for _ in range(int(rng.integers(1, max_burst + 1))):
