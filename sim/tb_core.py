@@ -299,13 +299,14 @@ async def setup(dut: Any, salt: str, pause: float | None = None) -> Bench:
     ram = AxiRam(AxiBus.from_prefix(dut, "m_axi"), dut.clk, dut.rst, size=MEMORY_BYTES)
     bench = Bench(dut=dut, config=config, rng=rng, axil=axil, ram=ram,
                   regs=register_map(config, MEMORY_BYTES), max_burst=int(params.get("max_burst", 256)))
+    prng = rng_for(params, salt + "/pauses")     # pauses draw from their own generator: stimulus stays fixed
     if p:
         for channel in (axil.write_if.aw_channel, axil.write_if.w_channel, axil.read_if.ar_channel,
                         ram.read_if.r_channel, ram.write_if.b_channel):
-            channel.set_pause_generator(_pauses(rng, p)[0])
+            channel.set_pause_generator(_pauses(prng, p)[0])
         for channel in (axil.write_if.b_channel, axil.read_if.r_channel, ram.write_if.aw_channel,
                         ram.write_if.w_channel, ram.read_if.ar_channel):
-            channel.set_pause_generator(_pauses(rng, p)[1])
+            channel.set_pause_generator(_pauses(prng, p)[1])
 
     read_orig, write_orig = ram.read_if._read, ram.write_if._write
 
@@ -419,9 +420,11 @@ async def loopback_lists(dut: Any) -> None:
     bench = await setup(dut, "loopback")
     layout = Layout()
     await bench.write("IRQ_ENABLE", IRQ_DONE | IRQ_ERROR)
-    lists = int(tb_params().get("lists", 3))
+    lists = int(tb_params().get("lists", 6))
+    executed = 0
     for trial in range(lists):
         count = int(bench.rng.integers(1, layout.slots + 1))
+        executed += count
         ds = [random_descriptor(bench.rng, bench.config, slot, big=bool(bench.rng.random() < 0.5))
               for slot in bench.rng.permutation(layout.slots)[:count]]
         _fill(bench, layout.a_base, layout.c_base + layout.slots * layout.slot)
@@ -448,6 +451,8 @@ async def loopback_lists(dut: Any) -> None:
     _check_bursts(bench)
     reads = [b for b in bench.bursts if b[0] == "ar"]
     writes = [b for b in bench.bursts if b[0] == "aw"]
+    dut._log.info("%d lists, %d descriptors, %d read bursts (%d beats), %d write bursts (%d beats)", lists,
+                  executed, len(reads), sum(b[2] for b in reads), len(writes), sum(b[2] for b in writes))
     assert reads and writes
     # bursts that end exactly at a page boundary show the splitter at work
     assert any((a + n * BEAT) % PAGE == 0 and n < 64 for _, a, n in bench.bursts), "no burst was cut at 4 KiB"
@@ -530,7 +535,8 @@ async def axi_errors(dut: Any) -> None:
             # Amaranth DMA tests, the core treats both alike)
             base = MEMORY_BYTES - BEAT * index
             bench.faults = [(MEMORY_BYTES, 1 << 64)]
-            bench.ram.write(base, encode_list(ds[:index]))
+            if index:
+                bench.ram.write(base, encode_list(ds[:index]))
             await bench.write("CMD_ADDR_LO", base)
             await bench.write("CMD_ADDR_HI", 0)
             await bench.write("CMD_COUNT", 3)
