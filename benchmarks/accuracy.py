@@ -67,6 +67,10 @@ def run_sweep(configs: list[TrainConfig], raw_path: Path) -> list[dict]:
     return results
 
 
+def _finite(x: float) -> bool:
+    return x == x and abs(x) != float("inf")
+
+
 def _stats(values: list[float]) -> tuple[float, float]:
     mean = statistics.fmean(values)
     std = statistics.stdev(values) if len(values) > 1 else 0.0
@@ -148,6 +152,23 @@ def render(results: list[dict], command: str, note: str = "") -> str:
         if ("2:8", bp) in averages:
             lines += ["", f"BDWP 2:8, {bp} BP mask: average accuracy loss **{averages[('2:8', bp)]:+.2f} "
                       f"points** against dense (paper: {PAPER_GAP})."]
+    unstable = []
+    for r in results:
+        losses = [e["loss"] for e in r["epochs"]]
+        peak = max(losses)
+        if peak > 2 * losses[0] or not all(map(_finite, losses)):
+            c = r["config"]
+            unstable.append(f"| {c['model']} | {c['fmt']} | {c['nm']} | {c['bp_mask']} | {c['seed']} | "
+                            f"{peak:.3g} (epoch {losses.index(peak) + 1}) | {r['skipped_steps']} | "
+                            f"{100 * r['final_test_accuracy']:.2f} |")
+    lines += ["", "## Unstable runs", "",
+              "Runs whose mean training loss of some epoch exceeded twice that of the first epoch (loss blow-up)."
+              " FP16 runs skip steps whose gradients overflow (counted below); BF16 runs have no such check.", ""]
+    if unstable:
+        lines += ["| model | fmt | N:M | BP mask | seed | peak loss | skipped steps | final acc |",
+                  "|---|---|---|---|---|---|---|---|", *unstable]
+    else:
+        lines.append("None.")
     lines += ["", "## Reading these numbers", "",
               "* digits is tiny (1347 training images) and the models are small; the paper evaluates far larger "
               "networks and data sets, so only the sign and rough size of the gap are comparable.",
@@ -177,7 +198,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--render-only", action="store_true", help="only re-write the report from --raw")
     p.add_argument("--note", default="", help="a paragraph to put under the command in the report")
     args = p.parse_args(argv)
-    command = "python benchmarks/accuracy.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    argv_list = list(argv if argv is not None else sys.argv[1:])
+    if "--note" in argv_list:  # the note is printed on its own
+        i = argv_list.index("--note")
+        del argv_list[i:i + 2]
+    command = "python benchmarks/accuracy.py " + " ".join(argv_list)
     if args.render_only:
         if not args.raw.exists():
             raise SystemExit(f"{args.raw} not found: run the sweep first (without --render-only)")
