@@ -44,8 +44,10 @@ PARAMS_ENV = "SAT_TB_PARAMS"
 
 #: Verilator options for simulation builds. ``-Wno-fatal``: Amaranth's Verilog trips style lint
 #: (CASEINCOMPLETE, WIDTH...), which must not stop the build; ``tests/test_lint.py`` lints separately.
-#: ``--x-assign/--x-initial unique``: an X in the design becomes a random value, not a convenient 0,
-#: so a testbench that depends on undefined state fails instead of passing by luck.
+#: ``--x-assign/--x-initial unique`` (with ``+verilator+rand+reset+2`` at run time, seeded from the test's
+#: ``seed``): an X in the design becomes a random value, not a convenient 0, so a testbench that depends on
+#: undefined state fails instead of passing by luck. (Amaranth gives every register an initial value, so this
+#: guards hand-written Verilog and black boxes.)
 _VERILATOR_ARGS = ["-Wno-fatal", "--x-assign", "unique", "--x-initial", "unique"]
 
 @dataclass(frozen=True)
@@ -260,7 +262,11 @@ def run_cocotb(top: VerilogTop, module: str, *, params: Mapping[str, Any] | None
     test_dir.mkdir(parents=True, exist_ok=True)
     results_xml = test_dir / "results.xml"
     extra_env = {PARAMS_ENV: json.dumps(dict(params or {}), sort_keys=True, default=str)}
-    plusargs = [f"+dumpfile_path={test_dir / (top.name + '.fst')}"] if waves and sim == "icarus" else []
+    if sim == "verilator":
+        # with --x-initial unique, state without an initial value starts random (seeded), not 0
+        plusargs = ["+verilator+rand+reset+2", f"+verilator+seed+{int((params or {}).get('seed', 1)) % 2**31 or 1}"]
+    else:
+        plusargs = [f"+dumpfile_path={test_dir / (top.name + '.fst')}"] if waves else []
     try:
         runner.test(
             test_module=module, hdl_toplevel=top.name, hdl_toplevel_lang="verilog", testcase=testcase,
