@@ -3,7 +3,7 @@
 
 Default run: 100 000 random vectors per multiplier format and for the adder, every pair of special operands,
 and a stall run with ``en`` low ~30 % of cycles. ``-m slow`` runs 1 000 000 vectors and every adder latency.
-A mutation test checks that a wrong result makes the pytest test fail.
+A mutation test checks that a wrong result makes the pytest test fail, and a wrong latency must fail too.
 """
 
 
@@ -105,3 +105,13 @@ def test_mutant_multiplier_fails(sim_seed: int) -> None:
         run_cocotb(top, TB, testcase="mul_random", params={
             "unit": "mul", "fmt": "fp16", "latency": top.meta["latency"], "seed": sim_seed,
             "n_random": 20_000})
+
+
+@pytest.mark.parametrize("offset", [-1, 1])
+def test_wrong_latency_fails(offset: int, sim_seed: int) -> None:
+    """Comparing one cycle early or late must fail: the testbench really aligns outputs by ``latency``."""
+    top = _mul_top("fp16")
+    with pytest.raises(AssertionError, match=r"(?s)cocotb tests failed.*mul_random: .* differ"):
+        run_cocotb(top, TB, testcase="mul_random", run_name=f"wrong_latency_{offset}", params={
+            "unit": "mul", "fmt": "fp16", "latency": top.meta["latency"] + offset, "seed": sim_seed,
+            "n_random": 2_000})
