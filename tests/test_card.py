@@ -1,0 +1,189 @@
+"""The VCU1525 card top level: IP port lists against the Xilinx instantiation templates of public designs,
+Verilator lint of the generated top with the IP stubs (zero errors, only tolerated warnings, no port-width
+mismatches), and the wiring of clocks, resets, pins and address map."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from sat.boards.card import (
+    VCU1525Card,
+    ddr4_ports,
+    ibufds_gte4_ports,
+    ip_stub_verilog,
+    smartconnect_ports,
+    xdma_ports,
+)
+from sat.boards.vivado import TOP_NAME, write_vivado_tree
+from sat.sim.lint import TOLERATED, lint
+from sat.sw.config import SATConfig
+
+SMALL = SATConfig(rows=2, cols=2, nm_set=((2, 4),))
+
+# Port names of an XDMA customised for Gen3 x16, 512-bit AXI-MM with the AXI-Lite master (from the IP's .veo
+# instantiation template in public designs; tandem/MCAP ports not enabled here).
+XDMA_VEO = """sys_clk sys_clk_gt sys_rst_n user_lnk_up pci_exp_txp pci_exp_txn pci_exp_rxp pci_exp_rxn axi_aclk
+axi_aresetn usr_irq_req usr_irq_ack msi_enable msi_vector_width m_axi_awready m_axi_wready m_axi_bid m_axi_bresp
+m_axi_bvalid m_axi_arready m_axi_rid m_axi_rdata m_axi_rresp m_axi_rlast m_axi_rvalid m_axi_awid m_axi_awaddr
+m_axi_awlen m_axi_awsize m_axi_awburst m_axi_awprot m_axi_awvalid m_axi_awlock m_axi_awcache m_axi_wdata
+m_axi_wstrb m_axi_wlast m_axi_wvalid m_axi_bready m_axi_arid m_axi_araddr m_axi_arlen m_axi_arsize m_axi_arburst
+m_axi_arprot m_axi_arvalid m_axi_arlock m_axi_arcache m_axi_rready m_axil_awaddr m_axil_awprot m_axil_awvalid
+m_axil_awready m_axil_wdata m_axil_wstrb m_axil_wvalid m_axil_wready m_axil_bvalid m_axil_bresp m_axil_bready
+m_axil_araddr m_axil_arprot m_axil_arvalid m_axil_arready m_axil_rdata m_axil_rresp m_axil_rvalid
+m_axil_rready""".split()
+XDMA_WIDTHS = {"pci_exp_txp": 16, "pci_exp_rxn": 16, "usr_irq_req": 1, "msi_vector_width": 3, "m_axi_awid": 4,
+               "m_axi_awaddr": 64, "m_axi_wdata": 512, "m_axi_wstrb": 64, "m_axi_rdata": 512, "m_axi_awlen": 8,
+               "m_axil_awaddr": 32, "m_axil_wdata": 32, "m_axil_wstrb": 4}
+
+# DDR4 (ECC RDIMM, AXI slave) ports as public designs instantiate them.
+DDR4_INST = """c0_sys_clk_p c0_sys_clk_n sys_rst c0_init_calib_complete c0_ddr4_interrupt dbg_clk dbg_bus
+c0_ddr4_adr c0_ddr4_ba c0_ddr4_cke c0_ddr4_cs_n c0_ddr4_dq c0_ddr4_dqs_t c0_ddr4_dqs_c c0_ddr4_odt c0_ddr4_parity
+c0_ddr4_bg c0_ddr4_reset_n c0_ddr4_act_n c0_ddr4_ck_t c0_ddr4_ck_c c0_ddr4_ui_clk c0_ddr4_ui_clk_sync_rst
+c0_ddr4_aresetn c0_ddr4_s_axi_ctrl_awvalid c0_ddr4_s_axi_ctrl_awready c0_ddr4_s_axi_ctrl_awaddr
+c0_ddr4_s_axi_ctrl_wvalid c0_ddr4_s_axi_ctrl_wready c0_ddr4_s_axi_ctrl_wdata c0_ddr4_s_axi_ctrl_bvalid
+c0_ddr4_s_axi_ctrl_bready c0_ddr4_s_axi_ctrl_bresp c0_ddr4_s_axi_ctrl_arvalid c0_ddr4_s_axi_ctrl_arready
+c0_ddr4_s_axi_ctrl_araddr c0_ddr4_s_axi_ctrl_rvalid c0_ddr4_s_axi_ctrl_rready c0_ddr4_s_axi_ctrl_rdata
+c0_ddr4_s_axi_ctrl_rresp c0_ddr4_s_axi_awid c0_ddr4_s_axi_awaddr c0_ddr4_s_axi_awlen c0_ddr4_s_axi_awsize
+c0_ddr4_s_axi_awburst c0_ddr4_s_axi_awlock c0_ddr4_s_axi_awcache c0_ddr4_s_axi_awprot c0_ddr4_s_axi_awqos
+c0_ddr4_s_axi_awvalid c0_ddr4_s_axi_awready c0_ddr4_s_axi_wdata c0_ddr4_s_axi_wstrb c0_ddr4_s_axi_wlast
+c0_ddr4_s_axi_wvalid c0_ddr4_s_axi_wready c0_ddr4_s_axi_bready c0_ddr4_s_axi_bid c0_ddr4_s_axi_bresp
+c0_ddr4_s_axi_bvalid c0_ddr4_s_axi_arid c0_ddr4_s_axi_araddr c0_ddr4_s_axi_arlen c0_ddr4_s_axi_arsize
+c0_ddr4_s_axi_arburst c0_ddr4_s_axi_arlock c0_ddr4_s_axi_arcache c0_ddr4_s_axi_arprot c0_ddr4_s_axi_arqos
+c0_ddr4_s_axi_arvalid c0_ddr4_s_axi_arready c0_ddr4_s_axi_rready c0_ddr4_s_axi_rlast c0_ddr4_s_axi_rvalid
+c0_ddr4_s_axi_rresp c0_ddr4_s_axi_rid c0_ddr4_s_axi_rdata""".split()
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory):
+    return write_vivado_tree(tmp_path_factory.mktemp("card"), SMALL)
+
+
+def _instance(verilog: str, module: str, name: str) -> dict[str, str]:
+    """Connections ``.port(net)`` of instance ``name`` of ``module`` in Amaranth's Verilog."""
+    m = re.search(rf"^\s*{module}\s+(?:#\((?:.|\n)*?\)\s*)?{name}\s*\(((?:.|\n)*?)\);", verilog, re.M)
+    assert m, f"no instance {module} {name}"
+    return dict(re.findall(r"\.(\w+)\(([^()]*)\)", m.group(1)))
+
+
+def test_xdma_ports_match_instantiation_template():
+    ports = {p.name: p for p in xdma_ports()}
+    assert sorted(ports) == sorted(XDMA_VEO)
+    for name, width in XDMA_WIDTHS.items():
+        assert ports[name].width == width, name
+    assert ports["axi_aclk"].direction == "output" and ports["usr_irq_req"].direction == "input"
+    assert ports["m_axil_rdata"].direction == "input" and ports["m_axi_awaddr"].direction == "output"
+
+
+def test_ddr4_ports_match_public_instantiations():
+    ports = {p.name: p for p in ddr4_ports()}
+    assert sorted(ports) == sorted(DDR4_INST)
+    # x4 ECC RDIMM: 72 DQ, one strobe pair per nibble, 17 address bits, 2 bank groups; 16 GiB AXI, 512-bit data
+    widths = {"c0_ddr4_dq": 72, "c0_ddr4_dqs_t": 18, "c0_ddr4_dqs_c": 18, "c0_ddr4_adr": 17, "c0_ddr4_bg": 2,
+              "c0_ddr4_s_axi_awaddr": 34, "c0_ddr4_s_axi_wdata": 512, "c0_ddr4_s_axi_wstrb": 64}
+    for name, width in widths.items():
+        assert ports[name].width == width, name
+    assert ports["c0_ddr4_dq"].direction == "inout" and ports["c0_ddr4_ui_clk"].direction == "output"
+
+
+def test_smartconnect_and_refclk_buffer_ports():
+    ports = {p.name: p for p in smartconnect_ports()}
+    assert {"aclk", "aclk1", "aresetn"} <= set(ports)
+    for si in ("S00_AXI", "S01_AXI"):
+        assert ports[f"{si}_awid"].width == 4 and ports[f"{si}_awaddr"].width == 64
+        assert ports[f"{si}_awvalid"].direction == "input"
+    assert ports["M00_AXI_awaddr"].width == 34 and ports["M00_AXI_awvalid"].direction == "output"
+    assert not {f"M00_AXI_{c}id" for c in "awbr"} & set(ports)  # PG247: no IDs to the endpoint slave
+    assert [p.name for p in ibufds_gte4_ports()] == ["I", "IB", "CEB", "O", "ODIV2"]
+
+
+def test_card_rejects_widths_the_card_cannot_carry():
+    with pytest.raises(ValueError, match="axi_data_width=512"):
+        VCU1525Card(SATConfig(axi_data_width=256))
+    with pytest.raises(ValueError, match="memory_bytes"):
+        VCU1525Card(SMALL, memory_bytes=1 << 40)
+
+
+def test_stubs_declare_every_port(tree):
+    stubs = (tree.directory / "stubs/ip_stubs.v").read_text()
+    assert stubs == ip_stub_verilog()
+    for module, ports in (("xdma_0", xdma_ports()), ("ddr4_0", ddr4_ports()), ("smartconnect_0",
+                                                                                 smartconnect_ports())):
+        body = re.search(rf"module {module} \(((?:.|\n)*?)\);", stubs).group(1)
+        for p in ports:
+            rng = rf"\[{p.width - 1}:0\] " if p.width > 1 else ""
+            assert re.search(rf"{p.direction} wire {rng}{p.name}\b", body), (module, p.name)
+
+
+@pytest.mark.rtl
+def test_card_top_lints_clean_with_ip_stubs(tree):
+    top = tree.directory / f"{TOP_NAME}.v"
+    stubs = tree.directory / "stubs/ip_stubs.v"
+    result = lint(top, TOP_NAME, extra_args=[str(stubs), "-Wwarn-WIDTHEXPAND", "-Wwarn-WIDTHTRUNC"])
+    print(result.summary()[:3000])
+    assert not result.errors and result.returncode == 0, result.summary()
+    ports = [m for m in result.warnings if m.code.startswith("WIDTH") and "port connection" in m.text]
+    assert not ports, "IP port width mismatches:\n" + "\n".join(map(str, ports))
+    unexpected = [m for m in result.warnings if m.code not in TOLERATED and not m.code.startswith("WIDTH")]
+    assert not unexpected, "warnings outside the tolerated classes:\n" + "\n".join(map(str, unexpected))
+
+
+@pytest.mark.rtl
+def test_lint_catches_a_port_the_ip_does_not_have(tree, tmp_path):
+    """The stubs are a real check: rename one XDMA port and Verilator must fail; narrow one and it must warn."""
+    stubs = (tree.directory / "stubs/ip_stubs.v").read_text()
+    top = tree.directory / f"{TOP_NAME}.v"
+    renamed = tmp_path / "renamed.v"
+    renamed.write_text(stubs.replace("input wire sys_clk_gt", "input wire sys_clk_gt0", 1))
+    result = lint(top, TOP_NAME, extra_args=[str(renamed)])
+    assert any(m.code == "PINNOTFOUND" for m in result.errors), result.summary()[:2000]
+    narrowed = tmp_path / "narrowed.v"
+    narrowed.write_text(stubs.replace("output wire [15:0] pci_exp_txp", "output wire [7:0] pci_exp_txp", 1))
+    result = lint(top, TOP_NAME, extra_args=[str(narrowed), "-Wwarn-WIDTHTRUNC"])
+    assert any("pci_exp_txp" in m.text and m.code.startswith("WIDTH") for m in result.warnings)
+
+
+def test_clocks_resets_and_buses_are_wired(tree):
+    v = (tree.directory / f"{TOP_NAME}.v").read_text()
+    ibuf = _instance(v, "IBUFDS_GTE4", "pcie_refclk_ibuf")
+    xdma = _instance(v, "xdma_0", "xdma")
+    ddr4 = _instance(v, "ddr4_0", "ddr4")
+    smc = _instance(v, "smartconnect_0", "smartconnect")
+    # PCIe refclk: O -> sys_clk_gt, ODIV2 -> sys_clk; pads straight from the package pins
+    assert ibuf["I"] == "pcie_x16_0__clk__p" and ibuf["IB"] == "pcie_x16_0__clk__n"
+    assert xdma["sys_clk_gt"] == ibuf["O"] and xdma["sys_clk"] == ibuf["ODIV2"]
+    assert xdma["sys_rst_n"] == "pcie_x16_0__perst__io"
+    assert xdma["pci_exp_rxp"] == "pcie_x16_0__rx__p" and xdma["pci_exp_txn"] == "pcie_x16_0__tx__n"
+    # DDR4 C0 on clk300[0] and the C0 DIMM pins
+    assert ddr4["c0_sys_clk_p"] == "clk300_0__p" and ddr4["c0_ddr4_dq"] == "ddr4_0__dq__io"
+    assert ddr4["c0_ddr4_dqs_t"] == "ddr4_0__dqs__p" and ddr4["c0_ddr4_parity"] == "ddr4_0__par__io"
+    # SmartConnect: slave side on XDMA's clock and reset, master side on DDR4's ui_clk
+    assert smc["aclk"] == xdma["axi_aclk"] and smc["aresetn"] == xdma["axi_aresetn"]
+    assert smc["aclk1"] == ddr4["c0_ddr4_ui_clk"]
+    # XDMA DMA -> S00, SmartConnect M00 -> DDR4 S_AXI
+    assert smc["S00_AXI_awaddr"] == xdma["m_axi_awaddr"] and smc["S00_AXI_rdata"] == xdma["m_axi_rdata"]
+    assert smc["M00_AXI_araddr"] == ddr4["c0_ddr4_s_axi_araddr"]
+    assert smc["M00_AXI_wdata"] == ddr4["c0_ddr4_s_axi_wdata"]
+    # SAT runs on axi_aclk: the card top's sync clock is XDMA's axi_aclk output
+    assert xdma["axi_aclk"] == "clk"
+
+
+def test_xdc_constrains_the_used_pins_and_clocks(tree):
+    xdc = (tree.directory / f"{TOP_NAME}.xdc").read_text()
+    pins = {pin: port.replace("\\[", "[") for pin, port in
+            re.findall(r'set_property PACKAGE_PIN (\w+) \[get_ports "?([\w\\\[\]]+)"?\]', xdc)}
+    placed = {v: k for k, v in pins.items()}
+    # reference section 2: PCIe lane 0 rx AF2/AF1, tx AF7/AF6, lane 15 rx BC2, refclk AM11/AM10, PERST# BD21
+    assert pins["AF2"] == "pcie_x16_0__rx__p[0]" and pins["AF1"] == "pcie_x16_0__rx__n[0]"
+    assert pins["AF7"] == "pcie_x16_0__tx__p[0]" and pins["BC2"] == "pcie_x16_0__rx__p[15]"
+    assert pins["AM11"] == "pcie_x16_0__clk__p" and pins["BD21"] == "pcie_x16_0__perst__io"
+    # clk300[0] AY37/AY38; LEDs BC21 BB21 BA20; DDR4 C0: 72 DQ, 18 DQS pairs
+    assert pins["AY37"] == "clk300_0__p" and pins["AY38"] == "clk300_0__n"
+    assert [placed[f"led_{i}__io"] for i in range(3)] == ["BC21", "BB21", "BA20"]
+    assert sum(1 for p in placed if p.startswith("ddr4_0__dq__io[")) == 72
+    assert sum(1 for p in placed if p.startswith("ddr4_0__dqs__p[")) == 18
+    assert not any(p.startswith("ddr4_1") for p in placed)          # only channel C0 is used
+    assert re.search(r"create_clock -name pcie_x16_0__clk__p -period 10(\.0)? ", xdc)
+    assert re.search(r"create_clock -name clk300_0__p -period 3\.33", xdc)
+    assert "set_property BITSTREAM.CONFIG.OVERTEMPSHUTDOWN ENABLE [current_design]" in xdc
