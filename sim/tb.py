@@ -182,7 +182,7 @@ async def stream_pipeline(dut: Any, inputs: Mapping[str, np.ndarray], output: st
     while issued <= last:
         await fe
         if issued >= latency:
-            samples.append(out.value.to_unsigned())
+            samples.append(int(out.value))
             index.append(issued - latency)
         if issued == last:
             break
