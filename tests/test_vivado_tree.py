@@ -1,0 +1,246 @@
+"""The generated Vivado tree (``sat build vcu1525``) and ``sat generate``.
+
+There is no Vivado here, so the Tcl is executed by a real Tcl interpreter (Python's ``tkinter.Tcl``) in which every
+Vivado command is recorded by an ``unknown`` handler (and the few whose results the scripts use return plausible
+values). That checks the Tcl parses and runs (quoting, braces, variables), and the recorded calls are compared
+with the reference document's facts (``shared/reference/vcu1525.md`` sections 1.4, 1.6, 1.7, 3.4).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+
+import pytest
+
+from sat.boards import cli as board_cli
+from sat.boards.vivado import TOP_NAME, VIVADO_MIN_VERSION, write_core_tree, write_vivado_tree
+from sat.sw import regmap
+from sat.sw.cli import build_parser, main
+from sat.sw.config import SATConfig
+
+tkinter = pytest.importorskip("tkinter", reason="tkinter (Tcl) is needed to run the generated Tcl")
+
+SMALL = SATConfig(rows=2, cols=2, nm_set=((2, 4),))
+
+MOCK = r"""
+set ::calls {}
+proc unknown {args} {
+    lappend ::calls $args
+    if {[string match get_* [lindex $args 0]]} { return [lindex $args end] }
+    return ""
+}
+proc version {args} { return $::mock_version }
+proc get_property {name args} {
+    lappend ::calls [list get_property $name {*}$args]
+    if {$name eq "PROGRESS"} { return "100%" }
+    if {$name eq "SLACK"} { return $::mock_slack }
+    if {[string match CONFIG.* $name] && [info exists ::mock_props($name)]} { return $::mock_props($name) }
+    return ""
+}
+proc launch_runs {run args} {
+    lappend ::calls [list launch_runs $run {*}$args]
+    if {$run eq "impl_1"} {
+        file mkdir vivado/sat_card.runs/impl_1
+        set f [open vivado/sat_card.runs/impl_1/sat_card.bit w]; puts $f bit; close $f
+    }
+}
+"""
+
+
+def run_tcl(directory, script: str, *, version: str = "2023.2", slack: str = "0.125", props=None):
+    """Source ``script`` from ``directory`` with Vivado mocked; returns the recorded calls (lists of words)."""
+    tcl = tkinter.Tcl()
+    tcl.eval(MOCK)
+    tcl.eval(f"set ::mock_version {version}; set ::mock_slack {slack}")
+    for k, v in (props or {}).items():
+        tcl.eval(f"set ::mock_props({k}) {v}")
+    tcl.eval(f"cd {{{directory}}}")
+    tcl.eval(f"source {{{directory / script}}}")
+    n = int(tcl.eval("llength $::calls"))
+    return [list(tcl.splitlist(tcl.eval(f"lindex $::calls {i}"))) for i in range(n)]
+
+
+def properties(calls, target: str) -> dict[str, str]:
+    """CONFIG.* values of ``set_property -dict [list ...] [get_ips target]`` calls."""
+    out = {}
+    for call in calls:
+        if call[:2] == ["set_property", "-dict"] and target in call[-1]:
+            words = list(tkinter.Tcl().splitlist(call[2]))
+            out.update({words[i].removeprefix("CONFIG."): words[i + 1] for i in range(0, len(words), 2)})
+    return out
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory):
+    return write_vivado_tree(tmp_path_factory.mktemp("tree"), SMALL)
+
+
+def test_tree_has_every_file(tree):
+    names = {str(p) for p in tree.files}
+    assert names == {f"{TOP_NAME}.v", f"{TOP_NAME}.xdc", "timing.xdc", "ip/xdma_0.tcl", "ip/ddr4_0.tcl",
+                     "ip/smartconnect_0.tcl", "build.tcl", "program.tcl", "build.sh", "sat_config.json",
+                     "regmap.json", "sat_regs.h", "stubs/ip_stubs.v", "README.md"}
+    for name in names:
+        assert (tree.directory / name).stat().st_size > 0, name
+    assert (tree.directory / "build.sh").stat().st_mode & 0o111
+    assert SATConfig.load(tree.directory / "sat_config.json") == SMALL
+    assert f"module {TOP_NAME}(" in (tree.directory / f"{TOP_NAME}.v").read_text()
+
+
+def test_xdma_ip_matches_the_reference(tree):
+    calls = run_tcl(tree.directory, "ip/xdma_0.tcl")
+    assert calls[0] == ["create_ip", "-name", "xdma", "-vendor", "xilinx.com", "-library", "ip", "-module_name",
+                        "xdma_0"]
+    p = properties(calls, "xdma_0")
+    # reference 1.4 / 3.4: Gen3 x16, block X1Y2, quad 227, 512-bit AXI at 250 MHz, AXI-Lite master, ID 903F
+    expected = {"pl_link_cap_max_link_speed": "8.0_GT/s", "pl_link_cap_max_link_width": "X16",
+                "pcie_blk_locn": "X1Y2", "select_quad": "GTY_Quad_227", "en_gt_selection": "true",
+                "mode_selection": "Advanced", "axi_data_width": "512_bit", "axisten_freq": "250",
+                "axilite_master_en": "true", "pf0_device_id": "903F", "xdma_axi_intf_mm": "AXI_Memory_Mapped",
+                "xdma_num_usr_irq": "1", "pciebar2axibar_axil_master": "0x00000000"}
+    assert {k: p.get(k) for k in expected} == expected
+
+
+def test_ddr4_ip_matches_the_reference(tree):
+    calls = run_tcl(tree.directory, "ip/ddr4_0.tcl")
+    assert calls[0][:2] == ["create_ip", "-name"] and "ddr4" in calls[0] and calls[0][-1] == "ddr4_0"
+    p = properties(calls, "ddr4_0")
+    # reference 1.6: the board preset of the stock RDIMM
+    expected = {"C0.DDR4_MemoryType": "RDIMMs", "C0.DDR4_MemoryPart": "MTA18ASF2G72PZ-2G3",
+                "C0.DDR4_DataWidth": "72", "C0.DDR4_Ecc": "true", "C0.DDR4_DataMask": "NONE",
+                "C0.DDR4_TimePeriod": "833", "C0.DDR4_InputClockPeriod": "3332", "C0.DDR4_CasLatency": "17",
+                "C0.DDR4_CasWriteLatency": "12", "C0.DDR4_AxiDataWidth": "512", "C0.DDR4_AxiAddressWidth": "34",
+                "C0.DDR4_AxiSelection": "true"}
+    assert {k: p.get(k) for k in expected} == expected
+
+
+def test_smartconnect_block_design(tree):
+    calls = run_tcl(tree.directory, "ip/smartconnect_0.tcl")
+    assert calls[0] == ["create_bd_design", "smartconnect_0"]
+    assert any(c[:3] == ["create_bd_cell", "-type", "ip"] and "xilinx.com:ip:smartconnect:1.0" in c for c in calls)
+    ports = {c[-1] for c in calls if c[0] in ("create_bd_intf_port", "create_bd_port")}
+    assert ports == {"S00_AXI", "S01_AXI", "M00_AXI", "aclk", "aclk1", "aresetn"}
+    # both slaves see 16 GiB of DDR4 at address 0
+    assigns = [c for c in calls if c[0] == "assign_bd_address"]
+    assert len(assigns) == 2 and all("-offset" in c and c[c.index("-offset") + 1] == "0x00000000" and
+                                     c[c.index("-range") + 1] == "16G" for c in assigns)
+    assert ["validate_bd_design"] in calls and ["save_bd_design"] in calls
+    # the script stops when IP integrator propagated an ID width the card top was not written for
+    with pytest.raises(tkinter.TclError, match="M00_AXI ID_WIDTH is 4, the card top expects 0"):
+        run_tcl(tree.directory, "ip/smartconnect_0.tcl", props={"CONFIG.ID_WIDTH": 4})
+
+
+def test_build_script_flow(tree):
+    calls = run_tcl(tree.directory, "build.tcl")
+    words = [c[0] for c in calls]
+    create = calls[words.index("create_project")]
+    assert "-part" in create and create[create.index("-part") + 1] == "xcvu9p-fsgd2104-2L-e"
+    order = ["create_project", "create_ip", "create_bd_design", "generate_target", "launch_runs", "open_run",
+             "report_utilization", "report_timing_summary", "write_cfgmem"]
+    positions = [words.index(w) for w in order]
+    assert positions == sorted(positions), dict(zip(order, positions, strict=True))
+    assert [c[1] for c in calls if c[0] == "launch_runs"] == ["synth_1", "impl_1"]
+    impl = next(c for c in calls if c[:2] == ["launch_runs", "impl_1"])
+    assert impl[impl.index("-to_step") + 1] == "write_bitstream"
+    cfgmem = next(c for c in calls if c[0] == "write_cfgmem")
+    # reference 1.7: write_cfgmem -format mcs -size 128 -interface SPIx4
+    for flag, value in (("-format", "mcs"), ("-size", "128"), ("-interface", "SPIx4")):
+        assert cfgmem[cfgmem.index(flag) + 1] == value
+    assert (tree.directory / f"{TOP_NAME}.bit").exists()
+    added = [c[-1] for c in calls if c[0] == "add_files"]
+    assert added == [f"{TOP_NAME}.v", f"{TOP_NAME}.xdc", "timing.xdc"]
+
+
+def test_build_script_warns_about_old_vivado_and_failing_timing(tree, capfd):
+    run_tcl(tree.directory, "build.tcl", version="2022.2", slack="-0.5")
+    # tkinter's puts goes to the process' stdout
+    out = capfd.readouterr().out
+    assert f"written for Vivado {VIVADO_MIN_VERSION} or later, this is 2022.2" in out
+    assert "setup timing not met (WNS -0.5 ns)" in out
+
+
+def test_program_script_modes(tree):
+    tcl_dir = tree.directory
+
+    def program(*argv):
+        tcl = tkinter.Tcl()
+        tcl.eval(MOCK + 'proc get_hw_devices {args} { return xcvu9p_0 }')
+        tcl.eval(f"set argv {{{' '.join(argv)}}}; cd {{{tcl_dir}}}; source program.tcl")
+        n = int(tcl.eval("llength $::calls"))
+        return [list(tcl.splitlist(tcl.eval(f"lindex $::calls {i}"))) for i in range(n)]
+
+    jtag = program("jtag", "host:3121")
+    assert ["connect_hw_server", "-url", "host:3121"] in jtag and ["program_hw_devices", "xcvu9p_0"] in jtag
+    flash = program("flash")
+    assert any(c[0] == "program_hw_cfgmem" for c in flash)
+    assert any(c[0] == "create_hw_cfgmem" for c in flash)
+    with pytest.raises(tkinter.TclError, match="mode must be jtag or flash"):
+        program("usb")
+
+
+def test_timing_constraints(tree):
+    xdc = (tree.directory / "timing.xdc").read_text()
+    assert 'set_false_path -to [get_cells -quiet -hierarchical -filter {amaranth.vivado.false_path == "TRUE"}]' in xdc
+    assert "amaranth.vivado.false_path" in (tree.directory / f"{TOP_NAME}.v").read_text()   # the synchronizer
+    assert "set_clock_groups" not in "\n".join(line for line in xdc.splitlines() if not line.startswith("#"))
+
+
+def test_regmap_files_agree_with_sw_regmap(tree, tmp_path):
+    rmap = regmap.register_map(SMALL)
+    data = json.loads((tree.directory / "regmap.json").read_text())
+    assert {r["name"]: r["offset"] for r in data["registers"]} == {r.name: r.offset for r in rmap.registers}
+    assert data["size"] == rmap.size and data["config_digest"] == SMALL.digest()
+    header = (tree.directory / "sat_regs.h").read_text()
+    assert re.search(r"#define SAT_REG_STATUS 0x024u", header)
+    assert f"#define SAT_RESET_CONFIG 0x{regmap.config_word(SMALL):08x}u" in header
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        pytest.skip("no C compiler to compile sat_regs.h")
+    src = tmp_path / "t.c"
+    src.write_text('#include "sat_regs.h"\n#include <stdio.h>\nint main(void){printf("%x %x %d\\n", '
+                   "SAT_REG_CMD_COUNT, SAT_ID_VALUE, SAT_ERR_BAD_OPERAND); return 0;}\n")
+    exe = tmp_path / "t"
+    subprocess.run([cc, "-Wall", "-Werror", "-I", str(tree.directory), str(src), "-o", str(exe)], check=True)
+    out = subprocess.run([str(exe)], capture_output=True, text=True, check=True).stdout.split()
+    assert out == [f"{rmap.offset('CMD_COUNT'):x}", f"{regmap.SAT_ID:x}", str(int(regmap.ErrorCode.BAD_OPERAND))]
+
+
+def test_cli_build_and_generate(tmp_path, capsys):
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text(SMALL.to_json())
+    out = tmp_path / "tree"
+    assert main(["build", "vcu1525", "--out", str(out), "--config", str(cfg)]) == 0
+    printed = capsys.readouterr().out
+    assert "build.sh" in printed and str(out) in printed
+    assert SATConfig.load(out / "sat_config.json") == SMALL
+    gen = tmp_path / "gen"
+    assert main(["generate", "--out", str(gen), "--config", str(cfg)]) == 0
+    assert "module sat_core(" in (gen / "sat_core.v").read_text()
+    assert (gen / "sat_regs.h").exists() and json.loads((gen / "regmap.json").read_text())["registers"]
+    assert main(["build", "vcu1525", "--out", str(out), "--config", str(tmp_path / "missing.json")]) == 2
+    assert "not found" in capsys.readouterr().err
+
+
+def test_cli_run_without_vivado_says_what_to_do(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.delenv("VIVADO", raising=False)
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text(SMALL.to_json())
+    assert main(["build", "vcu1525", "--out", str(tmp_path / "t"), "--config", str(cfg), "--run"]) == 2
+    assert "vivado not found on PATH" in capsys.readouterr().err
+
+
+def test_core_tree_module_name(tmp_path):
+    files = write_core_tree(tmp_path, SMALL, name="my_sat")
+    assert {str(f) for f in files} == {"my_sat.v", "sat_config.json", "regmap.json", "sat_regs.h"}
+    assert "module my_sat(" in (tmp_path / "my_sat.v").read_text()
+
+
+def test_parser_has_the_board_subcommands():
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    assert {"build", "generate", "report", "board"} <= set(sub.choices)
+    assert board_cli.load_config(None, card=False) == SATConfig()
