@@ -18,6 +18,7 @@ TOPS = {
     "pe_fp16": lambda: pe_top(SATConfig(fmt="fp16")),
     "pe_bf16": lambda: pe_top(SATConfig(fmt="bf16")),
     "pe_bf16_l1_2of4": lambda: pe_top(SATConfig(fmt="bf16", adder_latency=1, nm_set=((2, 4),))),
+    "pe_fp16_dense_only": lambda: pe_top(SATConfig(fmt="fp16", nm_set=())),
 }
 
 
