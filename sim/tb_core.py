@@ -154,7 +154,8 @@ def mutate(rng: np.random.Generator, config: SATConfig, d: GemmDescriptor, kind:
         return d.replace(a_addr=d.a_addr | 1)
     if kind == "b_sparse_misaligned":
         n, m = config.nm_set[-1]
-        return d.replace(flags=(d.flags | FLAG_SPARSE) & ~FLAG_B_TRANS, n=n, m=m, b_stride=0, b_addr=d.b_addr + 2)
+        return d.replace(flags=(d.flags | FLAG_SPARSE) & ~FLAG_B_TRANS, n=n, m=m, b_stride=0,
+                         b_addr=d.b_addr - d.b_addr % BEAT + 2 * int(rng.integers(1, BEAT // 2)))
     if kind == "c_misaligned":
         return d.replace(c_addr=d.c_addr + 2)
     if kind == "c_stride_misaligned":
@@ -166,9 +167,10 @@ def mutate(rng: np.random.Generator, config: SATConfig, d: GemmDescriptor, kind:
     if kind == "b_stride_small":
         return d.replace(flags=d.flags & ~FLAG_SPARSE, n=0, m=0, red=max(d.red, 2), cols=max(d.cols, 2), b_stride=2)
     if kind == "a_beyond":
-        return d.replace(a_addr=MEMORY_BYTES - 2 * int(rng.integers(0, 4)))
+        return d.replace(a_addr=MEMORY_BYTES + 2 * int(rng.integers(0, 4)))
     if kind == "c_beyond":
-        return d.replace(c_addr=MEMORY_BYTES - 4 * int(rng.integers(1, 4)))
+        cols = max(d.cols, 2)
+        return d.replace(c_addr=MEMORY_BYTES - 4, cols=cols, c_stride=max(d.c_stride, 4 * cols))
     if kind == "b_beyond":
         return d.replace(b_addr=MEMORY_BYTES + BEAT * int(rng.integers(0, 1 << 20)))
     if kind == "addr_wrap":
@@ -454,8 +456,19 @@ async def loopback_lists(dut: Any) -> None:
     dut._log.info("%d lists, %d descriptors, %d read bursts (%d beats), %d write bursts (%d beats)", lists,
                   executed, len(reads), sum(b[2] for b in reads), len(writes), sum(b[2] for b in writes))
     assert reads and writes
-    # bursts that end exactly at a page boundary show the splitter at work
-    assert any((a + n * BEAT) % PAGE == 0 and n < 64 for _, a, n in bench.bursts), "no burst was cut at 4 KiB"
+    # a transfer that starts 3 beats before a page end is split there: A (11 beats) and C (4 beats)
+    bench.bursts.clear()
+    a_addr = layout.a_base + PAGE - 3 * BEAT + 2
+    c_addr = layout.c_base + PAGE - 2 * BEAT
+    d = GemmDescriptor(rows=1, red=320, cols=64, a_addr=a_addr, b_addr=layout.b_base, c_addr=c_addr, a_stride=640,
+                       b_stride=128, c_stride=256)
+    await bench.run_list([d])
+    assert await bench.wait_idle() == STATUS_DONE
+    first_a = [n for ch, a, n in bench.bursts if ch == "ar" and a == a_addr - 2]
+    first_c = [n for ch, a, n in bench.bursts if ch == "aw" and a == c_addr]
+    assert first_a == [3] and first_c == [2], (first_a, first_c, bench.bursts)
+    assert ("ar", a_addr - 2 + 3 * BEAT, min(8, bench.max_burst)) in bench.bursts, bench.bursts
+    _check_bursts(bench)
 
 
 @test()
