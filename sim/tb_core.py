@@ -75,14 +75,15 @@ def beats_of(lo: int, hi: int) -> tuple[int, int]:
 
 
 def random_descriptor(rng: np.random.Generator, config: SATConfig, slot: int, layout: Layout = Layout(),
-                      big: bool = False) -> GemmDescriptor:
-    """A valid descriptor whose A, B and C lie in slot ``slot`` of their areas (extents fit the slot)."""
+                      big: bool = False, sparse: bool = True) -> GemmDescriptor:
+    """A valid descriptor whose A, B and C lie in slot ``slot`` of their areas (extents fit the slot); dense
+    only with ``sparse=False``."""
     while True:
         dmax = 24 if big else 8
         rows, red, cols = (int(rng.integers(1, dmax + 1)) for _ in range(3))
         flags = 0
         n = m = 0
-        if config.nm_set and rng.random() < 0.3:
+        if sparse and config.nm_set and rng.random() < 0.3:
             n, m = config.nm_set[int(rng.integers(len(config.nm_set)))]
             flags |= FLAG_SPARSE
         if rng.random() < 0.5:
@@ -221,6 +222,22 @@ class Bench:
     bursts: list[tuple[str, int, int]] = field(default_factory=list)
     violations: list[str] = field(default_factory=list)
     max_burst: int = 256
+    #: a ModelTransport mirroring every register write and START (register-level conformance)
+    model: Any = None
+
+    def attach_model(self, faults: list[tuple[int, int]] = ()) -> None:
+        """Mirror the register writes from now on into a fresh ``ModelTransport`` (same config and memory size)
+        holding a copy of the RAM, with the same injected faults."""
+        from sat.sw.driver.model import ModelTransport
+
+        self.model = ModelTransport(self.config, MEMORY_BYTES)
+        for lo, hi in faults:
+            self.model.inject_axi_error(lo, min(hi, MEMORY_BYTES) - lo)
+
+    def check_model(self, st: dict[str, int], what: Any) -> None:
+        """The RTL's status registers equal the model's after the same register writes."""
+        want = {name: self.model.read32(self.regs.offset(name)) for name in st}
+        assert st == want, f"{what}: RTL registers {st} differ from ModelTransport {want}"
 
     async def read(self, name: str) -> int:
         return await self.read_at(self.regs.offset(name))
@@ -232,6 +249,10 @@ class Bench:
         return int.from_bytes(resp.data, "little")
 
     async def write(self, name: str, value: int) -> None:
+        if self.model is not None:
+            if name == "CONTROL" and value & CONTROL_START:
+                self.model.memory[:] = np.frombuffer(self.ram.read(0, MEMORY_BYTES), dtype=np.uint8)
+            self.model.write32(self.regs.offset(name), value)
         resp = await self.axil.write(self.regs.offset(name), value.to_bytes(4, "little"))
         assert int(resp.resp) == 0, f"write of {name} answered resp {int(resp.resp)}"
 
@@ -482,8 +503,9 @@ async def descriptor_errors(dut: Any) -> None:
                                                             replace=False)) for _ in range(int(
                                                                 tb_params().get("combos", 12)))]
     seen = set()
+    bench.attach_model()
     for kinds_now in trials:
-        good = [random_descriptor(bench.rng, config, s) for s in range(int(bench.rng.integers(0, 3)))]
+        good = [random_descriptor(bench.rng, config, s, sparse=False) for s in range(int(bench.rng.integers(0, 3)))]
         bad = random_descriptor(bench.rng, config, len(good))
         for k in kinds_now:
             bad = mutate(bench.rng, config, bad, str(k))
@@ -501,6 +523,7 @@ async def descriptor_errors(dut: Any) -> None:
         assert st["ERROR_INDEX"] == len(good) and st["CMD_DONE"] == len(good), (kinds_now, st)
         want_irq = IRQ_ERROR | (IRQ_DONE if any(g.flags & FLAG_IRQ for g in good) else 0)
         assert st["IRQ_STATUS"] == want_irq and _val(dut.irq) == 1, st
+        bench.check_model(st, kinds_now)
     expected_codes = {ErrorCode.BAD_OPCODE, ErrorCode.BAD_FLAGS, ErrorCode.NM_UNSUPPORTED, ErrorCode.BAD_SHAPE,
                       ErrorCode.BAD_ADDRESS}
     assert seen >= expected_codes, seen
@@ -513,6 +536,7 @@ async def descriptor_errors(dut: Any) -> None:
         await bench.write("CONTROL", CONTROL_START)
         st = await bench.status()
         assert st["STATUS"] == STATUS_ERROR and st["ERROR_CODE"] == ErrorCode.BAD_COUNT and st["ERROR_INDEX"] == 0, st
+        bench.check_model(st, ("BAD_COUNT", addr, count))
     # ERROR_CODE keeps the first error until CLEAR; CLEAR clears STATUS.DONE/ERROR, ERROR_CODE, ERROR_INDEX
     await bench.write("CMD_COUNT", 0)
     await bench.write("CONTROL", CONTROL_START)
@@ -522,6 +546,7 @@ async def descriptor_errors(dut: Any) -> None:
     await bench.write("CONTROL", CONTROL_CLEAR)
     st = await bench.status()
     assert st["STATUS"] == 0 and st["ERROR_CODE"] == 0 and st["ERROR_INDEX"] == 0, st
+    bench.check_model(st, "CLEAR")
     _check_bursts(bench)
 
 
@@ -537,7 +562,7 @@ async def axi_errors(dut: Any) -> None:
     for what, code in cases:
         await bench.write("CONTROL", CONTROL_CLEAR)
         await bench.write("IRQ_STATUS", 0xFFFFFFFF)
-        ds = [random_descriptor(bench.rng, config, s, big=True) for s in range(3)]
+        ds = [random_descriptor(bench.rng, config, s, big=True, sparse=False) for s in range(3)]
         index = int(bench.rng.integers(0, 3))
         base = BEAT * int(bench.rng.integers(0, 16))
         (_, a_lo, a_hi), (_, b_lo, b_hi), (_, c_lo, c_hi) = ds[index].extents()
@@ -548,6 +573,7 @@ async def axi_errors(dut: Any) -> None:
             # Amaranth DMA tests, the core treats both alike)
             base = MEMORY_BYTES - BEAT * index
             bench.faults = [(MEMORY_BYTES, 1 << 64)]
+            bench.attach_model()
             if index:
                 bench.ram.write(base, encode_list(ds[:index]))
             await bench.write("CMD_ADDR_LO", base)
@@ -557,6 +583,7 @@ async def axi_errors(dut: Any) -> None:
         else:
             mid = int(bench.rng.integers(lo, hi))
             bench.faults = [(mid, mid + 1)]
+            bench.attach_model(bench.faults)
             await bench.run_list(ds, base)
         status = await bench.wait_idle()
         st = await bench.status()
@@ -564,6 +591,10 @@ async def axi_errors(dut: Any) -> None:
         assert status == STATUS_ERROR and st["ERROR_CODE"] == code and st["ERROR_INDEX"] == index, (what, st)
         want_irq = IRQ_ERROR | (IRQ_DONE if any(d.flags & FLAG_IRQ for d in ds[:index]) else 0)
         assert st["CMD_DONE"] == index and st["IRQ_STATUS"] == want_irq and _val(dut.irq) == 1, (what, st)
+        if not index:
+            st.pop("LAST_TAG")       # the fresh model has no history
+        bench.check_model(st, what)
+        bench.model = None
     # afterwards a clean list runs to completion
     await bench.write("CONTROL", CONTROL_CLEAR)
     await bench.run_list([random_descriptor(bench.rng, config, 0)])
