@@ -159,13 +159,12 @@ async def _load(dut, port: str, layout, writes: list[dict], stalls) -> None:
 
 async def _load_case(dut, config: SATConfig, case: GemmCase, rng: np.random.Generator, p_idle: float,
                      a_depth: int, b_depth: int) -> None:
-    from cocotb.triggers import Combine
-
     a_layout = a_write_layout(config, (a_depth - 1).bit_length())
     b_layout = b_write_layout(config, (b_depth - 1).bit_length())
     ta = cocotb.start_soon(_load(dut, "a_write", a_layout, case.a_writes, idle_inserter(rng, p_idle, 3)))
     tb = cocotb.start_soon(_load(dut, "b_write", b_layout, case.b_writes, idle_inserter(rng, p_idle, 3)))
-    await Combine(ta, tb)
+    await ta
+    await tb
 
 
 async def _run_case(dut, config: SATConfig, case: GemmCase, stalls, a_base: int, b_base: int,
