@@ -187,3 +187,55 @@ def test_xdc_constrains_the_used_pins_and_clocks(tree):
     assert re.search(r"create_clock -name pcie_x16_0__clk__p -period 10(\.0)? ", xdc)
     assert re.search(r"create_clock -name clk300_0__p -period 3\.33", xdc)
     assert "set_property BITSTREAM.CONFIG.OVERTEMPSHUTDOWN ENABLE [current_design]" in xdc
+
+
+# --- sat board selftest, against the software model (the card itself: tests/test_board.py style, not here)
+
+class _Broken:
+    """Wraps a transport: registers read all ones (link down), or DMA reads come back with one bit flipped."""
+
+    def __init__(self, inner, *, all_ones: bool = False, flip_dma: bool = False):
+        self.inner, self.all_ones, self.flip_dma = inner, all_ones, flip_dma
+
+    def read32(self, offset):
+        return 0xFFFFFFFF if self.all_ones else self.inner.read32(offset)
+
+    def dma_read(self, addr, nbytes):
+        data = bytearray(self.inner.dma_read(addr, nbytes))
+        if self.flip_dma:
+            data[len(data) // 2] ^= 0x10
+        return bytes(data)
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
+def test_selftest_passes_on_the_model():
+    from sat.boards.cli import selftest
+    from sat.sw.driver import ModelTransport
+
+    result = selftest(ModelTransport(SMALL), dma_bytes=1 << 16)
+    assert result.ok, result.report()
+    assert [name for name, _, _ in result.checks] == ["ID register", "identity / configuration",
+                                                       "SCRATCH write/read", "DMA loop-back",
+                                                       "dense GEMM vs golden model"]
+
+
+def test_selftest_reports_what_is_wrong():
+    from sat.boards.cli import selftest
+    from sat.sw.driver import ModelTransport
+
+    down = selftest(_Broken(ModelTransport(SMALL), all_ones=True))
+    assert not down.ok and len(down.checks) == 1 and "link down or FPGA not programmed" in down.checks[0][2]
+    flipped = selftest(_Broken(ModelTransport(SMALL), flip_dma=True), dma_bytes=1 << 16)
+    name, ok, detail = flipped.checks[-1]
+    assert name == "DMA loop-back" and not ok and "1 bytes differ" in detail
+
+
+def test_selftest_cli_on_the_model(capsys):
+    from sat.sw.cli import main
+
+    assert main(["board", "selftest", "--model"]) == 0
+    assert "selftest passed" in capsys.readouterr().out
+    assert main(["board", "selftest", "--device", "/nonexistent/xdma9"]) == 2
+    assert "not found" in capsys.readouterr().err
