@@ -68,10 +68,10 @@ class Layout:
     slots: int = 12
 
 
-def beats_of(lo: int, hi: int) -> tuple[int, int]:
-    """(first beat address, number of beats) covering bytes ``[lo, hi)``."""
-    first = lo // BEAT * BEAT
-    return first, (hi - 1) // BEAT - lo // BEAT + 1
+def beats_of(lo: int, hi: int, beat: int = BEAT) -> tuple[int, int]:
+    """(first beat address, number of ``beat``-byte beats) covering bytes ``[lo, hi)``."""
+    first = lo // beat * beat
+    return first, (hi - 1) // beat - lo // beat + 1
 
 
 def random_descriptor(rng: np.random.Generator, config: SATConfig, slot: int, layout: Layout = Layout(),
@@ -188,16 +188,17 @@ def expected_error(d: GemmDescriptor, config: SATConfig) -> int:
     return 0
 
 
-def loopback_model(mem: bytearray, d: GemmDescriptor) -> None:
-    """What :class:`~sat.hw.core.LoopbackEngine` does to memory for a valid descriptor ``d``."""
+def loopback_model(mem: bytearray, d: GemmDescriptor, beat_bytes: int = BEAT) -> None:
+    """What :class:`~sat.hw.core.LoopbackEngine` does to memory for a valid descriptor ``d`` (bus beats of
+    ``beat_bytes``)."""
     (_, a_lo, a_hi), _, (_, c_lo, c_hi) = d.extents()
-    a_first, n_a = beats_of(a_lo, a_hi)
-    c_first, n_c = beats_of(c_lo, c_hi)
-    src = bytes(mem[a_first:a_first + n_a * BEAT])
+    a_first, n_a = beats_of(a_lo, a_hi, beat_bytes)
+    c_first, n_c = beats_of(c_lo, c_hi, beat_bytes)
+    src = bytes(mem[a_first:a_first + n_a * beat_bytes])
     for i in range(n_c):
-        beat = src[i * BEAT:(i + 1) * BEAT] if i < n_a else bytes(BEAT)
-        base = c_first + i * BEAT
-        for j in range(BEAT):
+        beat = src[i * beat_bytes:(i + 1) * beat_bytes] if i < n_a else bytes(beat_bytes)
+        base = c_first + i * beat_bytes
+        for j in range(beat_bytes):
             if c_lo <= base + j < c_hi:
                 mem[base + j] = beat[j]
 
@@ -222,6 +223,8 @@ class Bench:
     bursts: list[tuple[str, int, int]] = field(default_factory=list)
     violations: list[str] = field(default_factory=list)
     max_burst: int = 256
+    #: bytes per AXI beat of m_axi
+    beat: int = BEAT
     #: a ModelTransport mirroring every register write and START (register-level conformance)
     model: Any = None
 
@@ -321,7 +324,8 @@ async def setup(dut: Any, salt: str, pause: float | None = None) -> Bench:
     axil = AxiLiteMaster(AxiLiteBus.from_prefix(dut, "s_axil"), dut.clk, dut.rst)
     ram = AxiRam(AxiBus.from_prefix(dut, "m_axi"), dut.clk, dut.rst, size=MEMORY_BYTES)
     bench = Bench(dut=dut, config=config, rng=rng, axil=axil, ram=ram,
-                  regs=register_map(config, MEMORY_BYTES), max_burst=int(params.get("max_burst", 256)))
+                  regs=register_map(config, MEMORY_BYTES), max_burst=int(params.get("max_burst", 256)),
+                  beat=config.axi_data_width // 8)
     prng = rng_for(params, salt + "/pauses")     # pauses draw from their own generator: stimulus stays fixed
     if p:
         for channel in (axil.write_if.aw_channel, axil.write_if.w_channel, axil.read_if.ar_channel,
@@ -428,7 +432,7 @@ async def counter_latch(dut: Any) -> None:
     assert await bench.read("CYCLES_LO") == lo, "CYCLES changed while idle"
     # COMPUTE_CYCLES of the loopback engine = beats moved = max(beats(A), beats(C))
     (_, a_lo, a_hi), _, (_, c_lo, c_hi) = d.extents()
-    want = max(beats_of(a_lo, a_hi)[1], beats_of(c_lo, c_hi)[1])
+    want = max(beats_of(a_lo, a_hi, bench.beat)[1], beats_of(c_lo, c_hi, bench.beat)[1])
     assert await bench.read("COMPUTE_CYCLES_LO") == want
     assert await bench.read("MACS_LO") == 0
     for name, _ in PERF_COUNTERS:
@@ -465,7 +469,7 @@ async def loopback_lists(dut: Any) -> None:
         assert _val(dut.irq) == 0
         model[base:base + BEAT * count] = encode_list(ds)
         for d in ds:
-            loopback_model(model, d)
+            loopback_model(model, d, bench.beat)
         got = bench.ram.read(0, len(model))
         if got != bytes(model):
             bad = [i for i in range(len(model)) if got[i] != model[i]]
@@ -477,10 +481,11 @@ async def loopback_lists(dut: Any) -> None:
     dut._log.info("%d lists, %d descriptors, %d read bursts (%d beats), %d write bursts (%d beats)", lists,
                   executed, len(reads), sum(b[2] for b in reads), len(writes), sum(b[2] for b in writes))
     assert reads and writes
-    # a transfer that starts 3 beats before a page end is split there: A (11 beats) and C (4 beats)
+    # a transfer that starts 3 beats before a page end is split there: A (642 bytes) and C (256 bytes)
     bench.bursts.clear()
-    a_addr = layout.a_base + PAGE - 3 * BEAT + 2
-    c_addr = layout.c_base + PAGE - 2 * BEAT
+    beat = bench.beat
+    a_addr = layout.a_base + PAGE - 3 * beat + 2
+    c_addr = layout.c_base + PAGE - 2 * beat
     d = GemmDescriptor(rows=1, red=320, cols=64, a_addr=a_addr, b_addr=layout.b_base, c_addr=c_addr, a_stride=640,
                        b_stride=128, c_stride=256)
     await bench.run_list([d])
@@ -488,7 +493,8 @@ async def loopback_lists(dut: Any) -> None:
     first_a = [n for ch, a, n in bench.bursts if ch == "ar" and a == a_addr - 2]
     first_c = [n for ch, a, n in bench.bursts if ch == "aw" and a == c_addr]
     assert first_a == [3] and first_c == [2], (first_a, first_c, bench.bursts)
-    assert ("ar", a_addr - 2 + 3 * BEAT, min(8, bench.max_burst)) in bench.bursts, bench.bursts
+    rest = beats_of(a_addr, a_addr + 640, beat)[1] - 3
+    assert ("ar", a_addr - 2 + 3 * beat, min(rest, bench.max_burst, PAGE // beat)) in bench.bursts, bench.bursts
     _check_bursts(bench)
 
 
@@ -642,7 +648,7 @@ async def busy_abort_reset(dut: Any) -> None:
     assert await bench.read("CMD_DONE") == len(ds) and await bench.read("ERROR_CODE") == ErrorCode.BUSY
     model[0:BEAT * len(ds)] = encode_list(ds)
     for d in ds:
-        loopback_model(model, d)
+        loopback_model(model, d, bench.beat)
     assert bench.ram.read(0, MEMORY_BYTES) == bytes(model), "the refused START disturbed the running list"
 
     # ABORT
@@ -677,7 +683,7 @@ async def busy_abort_reset(dut: Any) -> None:
     await bench.run_list([d], 0x800)
     assert await bench.wait_idle() == STATUS_DONE
     model[0x800:0x800 + BEAT] = d.encode()
-    loopback_model(model, d)
+    loopback_model(model, d, bench.beat)
     assert bench.ram.read(0, MEMORY_BYTES) == bytes(model)
     _check_bursts(bench)
 

@@ -24,7 +24,7 @@ VERILATOR_ARGS = ["--output-split", "0", "--output-split-cfuncs", "0"]
 
 CONFIGS = {
     "default": (SATConfig(), 256),
-    "nm24_burst16": (SATConfig(nm_set=((2, 4), (1, 16))), 16),
+    "w128_nm_burst16": (SATConfig(nm_set=((2, 4), (1, 16)), axi_data_width=128), 16),
 }
 
 
@@ -49,9 +49,10 @@ def test_core_default(sim_seed: int) -> None:
     _run("default", sim_seed)
 
 
-def test_core_short_bursts(sim_seed: int) -> None:
-    """Other nm_set (1:16 included) and 16-beat bursts: validation and DMA loop-back."""
-    _run("nm24_burst16", sim_seed + 1, testcase=["loopback_lists", "descriptor_errors"], lists=2)
+def test_core_narrow(sim_seed: int) -> None:
+    """128-bit AXI (a descriptor is 4 beats), another nm_set (1:16 included) and 16-beat bursts: loop-back,
+    4 KiB splitting, validation and AXI errors."""
+    _run("w128_nm_burst16", sim_seed + 1, testcase=["loopback_lists", "descriptor_errors", "axi_errors"], lists=3)
 
 
 def test_core_lint() -> None:
