@@ -21,7 +21,7 @@ Rules (``docs/core.md``, "DMA rules"):
 from __future__ import annotations
 
 from amaranth.hdl import Const, Module, Mux, Signal
-from amaranth.lib import data, stream, wiring
+from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import exact_log2
 
@@ -142,7 +142,9 @@ class _BurstMixin:
 class DMAReader(_BurstMixin, wiring.Component):
     """Reads ``beats`` full-width beats from device memory and streams them out (see the module docstring).
 
-    A request is accepted only when the previous transfer has delivered its last beat.
+    Transfers are pipelined: a new request is accepted as soon as every burst address of the previous one has
+    been issued, up to ``transfers`` transfers in flight (their lengths wait in a FIFO for the R side), so
+    short transfers (one row of an operand) do not each pay the memory latency.
 
     Parameters
     ----------
@@ -152,16 +154,21 @@ class DMAReader(_BurstMixin, wiring.Component):
         Width of the ``beats`` field of a request.
     max_burst : int
         Longest burst in beats (a power of two up to 256).
+    transfers : int
+        Transfers in flight (requests accepted whose last beat has not been delivered).
 
     Raises
     ------
     ValueError
-        For widths or a burst length outside the supported ranges.
+        For widths, a burst length or a transfer count outside the supported ranges.
     """
 
     def __init__(self, addr_width: int = 64, data_width: int = 512, *, beats_width: int = 32,
-                 max_burst: int = 256) -> None:
+                 max_burst: int = 256, transfers: int = 4) -> None:
         self._init_params(addr_width, data_width, beats_width, max_burst)
+        if not isinstance(transfers, int) or not 1 <= transfers <= 64:
+            raise ValueError(f"transfers must be an integer between 1 and 64, not {transfers!r}")
+        self._transfers = transfers
         super().__init__({
             "req": In(stream.Signature(request_layout(addr_width, beats_width))),
             "data": Out(stream.Signature(read_beat_layout(data_width))),
@@ -169,23 +176,28 @@ class DMAReader(_BurstMixin, wiring.Component):
             "busy": Out(1),
         })
 
+    @property
+    def transfers(self) -> int:
+        return self._transfers
+
     def elaborate(self, platform) -> Module:
         m = Module()
         shift = self._beat_shift
         ar_addr = Signal(self._addr_width, name="ar_addr")
         ar_left = Signal(self._beats_width, name="ar_left")
-        r_left = Signal(self._beats_width, name="r_left")
+        r_count = Signal(self._beats_width, name="r_count")
         error = Signal(name="error_sticky")
         burst = self._burst_beats(m, ar_addr, ar_left, "ar")
+        m.submodules.lengths = lengths = fifo.SyncFIFOBuffered(width=self._beats_width, depth=self._transfers)
 
-        idle = (ar_left == 0) & (r_left == 0)
-        m.d.comb += [self.req.ready.eq(idle), self.busy.eq(~idle)]
-        with m.If(self.req.valid & idle):
-            m.d.sync += [
-                ar_addr.eq(self.req.p.addr >> shift << shift),
-                ar_left.eq(self.req.p.beats),
-                r_left.eq(self.req.p.beats),
-            ]
+        m.d.comb += [
+            self.req.ready.eq((ar_left == 0) & lengths.w_rdy),
+            self.busy.eq((ar_left != 0) | lengths.r_rdy),
+            lengths.w_data.eq(self.req.p.beats),
+            lengths.w_en.eq(self.req.valid & self.req.ready & (self.req.p.beats != 0)),
+        ]
+        with m.If(self.req.valid & self.req.ready):
+            m.d.sync += [ar_addr.eq(self.req.p.addr >> shift << shift), ar_left.eq(self.req.p.beats)]
 
         axi = self.axi
         m.d.comb += [
@@ -197,15 +209,20 @@ class DMAReader(_BurstMixin, wiring.Component):
             m.d.sync += [ar_addr.eq(ar_addr + (burst << shift)), ar_left.eq(ar_left - burst)]
 
         bad = axi.rresp[1]
+        last = r_count == lengths.r_data - 1
         m.d.comb += [
-            self.data.valid.eq(axi.rvalid & (r_left != 0)),
+            self.data.valid.eq(axi.rvalid & lengths.r_rdy),
             self.data.p.data.eq(axi.rdata),
-            self.data.p.last.eq(r_left == 1),
+            self.data.p.last.eq(last),
             self.data.p.error.eq(error | bad),
-            axi.rready.eq(self.data.ready & (r_left != 0)),
+            axi.rready.eq(self.data.ready & lengths.r_rdy),
         ]
         with m.If(self.data.valid & self.data.ready):
-            m.d.sync += [r_left.eq(r_left - 1), error.eq(Mux(r_left == 1, 0, error | bad))]
+            with m.If(last):
+                m.d.comb += lengths.r_en.eq(1)
+                m.d.sync += [r_count.eq(0), error.eq(0)]
+            with m.Else():
+                m.d.sync += [r_count.eq(r_count + 1), error.eq(error | bad)]
         return m
 
 
@@ -303,11 +320,12 @@ class DMAWriter(_BurstMixin, wiring.Component):
 
 
 class ReadArbiter(wiring.Component):
-    """Shares one :class:`DMAReader` among ``clients`` readers, one whole transfer at a time.
+    """Shares one :class:`DMAReader` among ``clients`` readers, whole transfers at a time.
 
-    A free reader goes to the lowest-numbered client with a request (fixed priority: in SAT the clients never
-    compete, since the command processor fetches a descriptor only while the engine is idle); the grant holds
-    until the transfer's ``last`` beat has been delivered, so every client sees only its own beats.
+    A request goes out from the lowest-numbered client with one (fixed priority: in SAT the clients never
+    compete, since the command processor fetches a descriptor only while the engine is idle); the client's
+    number is queued, and read beats go to the client at the head of that queue until its ``last`` beat, so
+    transfers of several clients may be in flight and every client sees only its own beats.
 
     Parameters
     ----------
@@ -315,18 +333,24 @@ class ReadArbiter(wiring.Component):
         Number of client ports ``client0 .. client<n-1>`` (each a ``req`` / ``data`` pair).
     addr_width, data_width, beats_width : int
         As for :class:`DMAReader`.
+    transfers : int
+        Transfers in flight (at least the reader's ``transfers``).
 
     Raises
     ------
     ValueError
-        For fewer than one or more than 8 clients.
+        For fewer than one or more than 8 clients, or a transfer count outside 1..64.
     """
 
-    def __init__(self, clients: int, addr_width: int = 64, data_width: int = 512, *, beats_width: int = 32) -> None:
+    def __init__(self, clients: int, addr_width: int = 64, data_width: int = 512, *, beats_width: int = 32,
+                 transfers: int = 4) -> None:
         if not isinstance(clients, int) or not 1 <= clients <= 8:
             raise ValueError(f"clients must be an integer between 1 and 8, not {clients!r}")
+        if not isinstance(transfers, int) or not 1 <= transfers <= 64:
+            raise ValueError(f"transfers must be an integer between 1 and 64, not {transfers!r}")
         _check_widths(addr_width, data_width)
         self._clients = clients
+        self._transfers = transfers
         req = stream.Signature(request_layout(addr_width, beats_width))
         beat = stream.Signature(read_beat_layout(data_width))
         members = {"req": Out(req), "data": In(beat)}
@@ -346,32 +370,33 @@ class ReadArbiter(wiring.Component):
     def elaborate(self, platform) -> Module:
         m = Module()
         n = self._clients
-        grant = Signal(range(n), name="grant")
-        locked = Signal(name="locked")
+        width = max(1, (n - 1).bit_length())
+        m.submodules.grants = grants = fifo.SyncFIFOBuffered(width=width, depth=self._transfers)
         pick = Signal(range(n), name="pick")
         for i in reversed(range(n)):
             with m.If(self.client(i)[0].valid):
                 m.d.comb += pick.eq(i)
-        sel = Mux(locked, grant, pick)
-        with m.Switch(sel):
+        with m.Switch(pick):
             for i in range(n):
-                req, beat = self.client(i)
+                req, _ = self.client(i)
                 with m.Case(i):
                     m.d.comb += [
-                        self.req.valid.eq(req.valid & ~locked),
+                        self.req.valid.eq(req.valid & grants.w_rdy),
                         self.req.p.eq(req.p),
-                        req.ready.eq(self.req.ready & ~locked),
+                        req.ready.eq(self.req.ready & grants.w_rdy),
                     ]
+        m.d.comb += [
+            grants.w_data.eq(pick),
+            grants.w_en.eq(self.req.valid & self.req.ready & (self.req.p.beats != 0)),
+        ]
+        head = grants.r_data
         for i in range(n):
             _, beat = self.client(i)
             m.d.comb += [
                 beat.p.eq(self.data.p),
-                beat.valid.eq(self.data.valid & locked & (grant == i)),
+                beat.valid.eq(self.data.valid & grants.r_rdy & (head == i)),
             ]
-            with m.If(locked & (grant == i)):
+            with m.If(grants.r_rdy & (head == i)):
                 m.d.comb += self.data.ready.eq(beat.ready)
-        with m.If(~locked & self.req.valid & self.req.ready & (self.req.p.beats != 0)):
-            m.d.sync += [grant.eq(pick), locked.eq(1)]
-        with m.If(locked & self.data.valid & self.data.ready & self.data.p.last):
-            m.d.sync += locked.eq(0)
+        m.d.comb += grants.r_en.eq(self.data.valid & self.data.ready & self.data.p.last)
         return m
