@@ -27,6 +27,11 @@ CONFIGS = {
     "2x2_fp16": SATConfig(rows=2, cols=2, fmt="fp16"),
     "4x4_bf16": SATConfig(rows=4, cols=4, fmt="bf16"),
 }
+#: Slow-only builds: odd array shapes, other adder latencies, a smaller nm_set.
+SLOW_CONFIGS = {
+    "3x2_fp16_l1": SATConfig(rows=3, cols=2, fmt="fp16", adder_latency=1, nm_set=((2, 4), (1, 8))),
+    "1x3_bf16_l2": SATConfig(rows=1, cols=3, fmt="bf16", adder_latency=2),
+}
 
 
 def gemm_top(config: SATConfig, a_depth: int = A_DEPTH, b_depth: int = B_DEPTH) -> VerilogTop:
@@ -54,7 +59,7 @@ def layer_cases(config: SATConfig, seed: int, layers: int, max_dim: int) -> list
 
 
 def _run(name: str, seed: int, layers: int = 1, max_dim: int = 20, **kwargs) -> None:
-    config = CONFIGS[name]
+    config = {**CONFIGS, **SLOW_CONFIGS}[name]
     top = gemm_top(config)
     params = {"config": config.to_dict(), "a_depth": A_DEPTH, "b_depth": B_DEPTH, "seed": seed,
               "cases": layer_cases(config, seed, layers, max_dim)}
@@ -70,6 +75,12 @@ def test_gemm_engine(name: str, sim_seed: int) -> None:
 @pytest.mark.parametrize("name", sorted(CONFIGS))
 def test_gemm_engine_long(name: str, sim_seed: int) -> None:
     _run(name, sim_seed + 100, layers=4, max_dim=28, testcase="gemm_sweep")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(SLOW_CONFIGS))
+def test_gemm_engine_other_shapes(name: str, sim_seed: int) -> None:
+    _run(name, sim_seed + 200, layers=2, max_dim=16)
 
 
 @pytest.mark.parametrize("name", sorted(CONFIGS))
