@@ -21,7 +21,7 @@ from .array import SystolicArray
 __all__ = [
     "GemmEngine", "DIM_WIDTH", "COUNTER_WIDTH", "B_LANE_LAYOUT",
     "command_layout", "a_write_layout", "b_write_layout", "result_layout",
-    "a_buffer_writes", "b_dense_writes", "b_sparse_writes", "a_words_per_row",
+    "a_buffer_writes", "b_dense_writes", "b_sparse_writes", "a_words_per_row", "buffer_words", "engine_command",
 ]
 
 #: Width of the rows / red / cols fields of a command (the descriptor's ``MAX_DIM`` is 2**24 - 1).
@@ -69,6 +69,27 @@ def result_layout(config: SATConfig) -> data.StructLayout:
 def a_words_per_row(red: int, config: SATConfig) -> int:
     """A-buffer words one row of ``A`` takes: ``ceil(red / max_m)``."""
     return -(-red // config.max_m)
+
+
+def buffer_words(config: SATConfig, rows: int, red: int, cols: int, n: int = 0, m: int = 0) -> tuple[int, int]:
+    """Buffer space a command needs: ``(words per A bank, words of B)`` from its bases.
+
+    The engine does not check that a command fits (addresses wrap modulo the depth); whoever issues commands
+    (the command processor) must.
+    """
+    steps = -(-red // m) * n if (n and m and n != m) else red
+    return -(-rows // config.rows) * a_words_per_row(red, config), -(-cols // config.cols) * steps
+
+
+def engine_command(desc, a_base: int = 0, b_base: int = 0) -> dict:
+    """The ``cmd`` payload (as a dict for ``command_layout(...).const``) for a
+    :class:`sat.sw.descriptor.GemmDescriptor` whose operands were loaded at ``a_base`` / ``b_base``.
+
+    ``A_TRANS`` / ``B_TRANS`` do not appear: they only change how the buffers are filled
+    (:func:`a_buffer_writes`, :func:`b_dense_writes`).
+    """
+    return {"rows": desc.rows, "red": desc.red, "cols": desc.cols, "sparse": int(desc.sparse),
+            "n": desc.n if desc.sparse else 0, "m": desc.m if desc.sparse else 0, "a_base": a_base, "b_base": b_base}
 
 
 class GemmEngine(wiring.Component):

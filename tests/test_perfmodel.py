@@ -163,3 +163,24 @@ def test_resnet18_iteration() -> None:
     d = sum(c.cycles for _, c in dense)
     s = sum(c.cycles for _, c in sparse)
     assert 1.0 < d / s <= 2.0
+
+
+def test_buffer_words_cover_the_writes() -> None:
+    """``buffer_words`` (what the command processor checks) is exactly the footprint of the buffer writers."""
+    from sat.hw.gemm import a_buffer_writes, b_dense_writes, b_sparse_writes, buffer_words
+    from sat.sw.nmformat import compress
+
+    rng = np.random.default_rng(9)
+    for _ in range(20):
+        config = SATConfig(rows=int(rng.integers(1, 5)), cols=int(rng.integers(1, 5)))
+        rows, red, cols = (int(x) for x in rng.integers(1, 30, 3))
+        a = np.zeros((rows, red), np.uint16)
+        a_words, b_words = buffer_words(config, rows, red, cols)
+        for trans in (False, True):
+            writes = list(a_buffer_writes(a.T if trans else a, config, trans=trans))
+            assert max(w["addr"] for w in writes) + 1 == a_words
+        assert max(w["addr"] for w in b_dense_writes(np.zeros((red, cols), np.uint16), config)) + 1 == b_words
+        n, m = config.nm_set[int(rng.integers(0, len(config.nm_set)))]
+        op = compress(rng.standard_normal((red, cols)), n, m)
+        sparse = list(b_sparse_writes(op.values.astype(np.uint16), op.indices, config))
+        assert max(w["addr"] for w in sparse) + 1 == buffer_words(config, rows, red, cols, n, m)[1]
