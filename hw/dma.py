@@ -229,23 +229,30 @@ class DMAReader(_BurstMixin, wiring.Component):
 class DMAWriter(_BurstMixin, wiring.Component):
     """Writes ``beats`` beats of ``data`` (with byte strobes) to device memory in bursts.
 
-    Each burst is address first, then its beats; B responses are counted while later bursts go out. When the
-    last response of a transfer is in, ``done`` carries ``error`` (any SLVERR/DECERR) and is held until taken.
+    Each burst is address first, then its beats. Transfers are pipelined: the next request is taken as soon as
+    the previous one's last beat is out, with up to ``bursts`` bursts awaiting their B response. Responses are
+    counted per transfer (they come back in order), and when a transfer's last response is in, ``done``
+    carries ``error`` (any SLVERR/DECERR); completions queue in order until taken.
 
     Parameters
     ----------
     addr_width, data_width, beats_width, max_burst
         As for :class:`DMAReader`.
+    bursts : int
+        Bursts in flight without a B response (also the depth of the completion queue).
 
     Raises
     ------
     ValueError
-        For widths or a burst length outside the supported ranges.
+        For widths, a burst length or a burst count outside the supported ranges.
     """
 
     def __init__(self, addr_width: int = 64, data_width: int = 512, *, beats_width: int = 32,
-                 max_burst: int = 256) -> None:
+                 max_burst: int = 256, bursts: int = 8) -> None:
         self._init_params(addr_width, data_width, beats_width, max_burst)
+        if not isinstance(bursts, int) or not 1 <= bursts <= 64:
+            raise ValueError(f"bursts must be an integer between 1 and 64, not {bursts!r}")
+        self._bursts = bursts
         super().__init__({
             "req": In(stream.Signature(request_layout(addr_width, beats_width))),
             "data": In(stream.Signature(write_beat_layout(data_width))),
@@ -254,6 +261,10 @@ class DMAWriter(_BurstMixin, wiring.Component):
             "busy": Out(1),
         })
 
+    @property
+    def bursts(self) -> int:
+        return self._bursts
+
     def elaborate(self, platform) -> Module:
         m = Module()
         shift = self._beat_shift
@@ -261,44 +272,35 @@ class DMAWriter(_BurstMixin, wiring.Component):
         addr = Signal(self._addr_width, name="aw_addr")
         left = Signal(self._beats_width, name="aw_left")
         w_left = Signal(range(limit + 1), name="w_left")
-        outstanding = Signal(self._beats_width, name="b_outstanding")
-        error = Signal(name="error_sticky")
         burst = self._burst_beats(m, addr, left, "aw")
         axi = self.axi
+        # one entry per burst (or per zero-beat transfer): is it the transfer's last, does it expect a response
+        m.submodules.inflight = inflight = fifo.SyncFIFOBuffered(width=2, depth=self._bursts)
+        m.submodules.completions = completions = fifo.SyncFIFOBuffered(width=1, depth=self._bursts)
 
         m.d.comb += [
             axi.awid.eq(0), axi.awaddr.eq(addr), axi.awlen.eq(burst - 1), axi.awsize.eq(shift),
             axi.awburst.eq(BURST_INCR), axi.awlock.eq(0), axi.awcache.eq(0b0011), axi.awprot.eq(0),
             axi.wdata.eq(self.data.p.data), axi.wstrb.eq(self.data.p.strb), axi.wlast.eq(w_left == 1),
-            axi.bready.eq(1),
         ]
-        aw_fire = Signal(name="aw_fire")
-        b_fire = axi.bvalid & axi.bready
-        m.d.comb += aw_fire.eq(axi.awvalid & axi.awready)
-        with m.If(aw_fire & ~b_fire):
-            m.d.sync += outstanding.eq(outstanding + 1)
-        with m.Elif(b_fire & ~aw_fire):
-            m.d.sync += outstanding.eq(outstanding - 1)
-        with m.If(b_fire):
-            m.d.sync += error.eq(error | axi.bresp[1])
 
         with m.FSM(name="writer"):
             with m.State("IDLE"):
-                m.d.comb += self.req.ready.eq(1)
-                with m.If(self.req.valid):
-                    m.d.sync += [addr.eq(self.req.p.addr >> shift << shift), left.eq(self.req.p.beats)]
-                    m.next = "ADDRESS"
-            with m.State("ADDRESS"):
-                m.d.comb += self.busy.eq(1)
-                with m.If(left == 0):
-                    m.next = "RESPONSE"
+                with m.If(self.req.valid & (self.req.p.beats == 0)):
+                    # nothing to write: a completion without a response, in order with the others
+                    m.d.comb += [self.req.ready.eq(inflight.w_rdy), inflight.w_en.eq(inflight.w_rdy),
+                                 inflight.w_data.eq(0b11)]
                 with m.Else():
-                    m.d.comb += axi.awvalid.eq(1)
-                    with m.If(axi.awready):
-                        m.d.sync += [
-                            addr.eq(addr + (burst << shift)), left.eq(left - burst), w_left.eq(burst),
-                        ]
-                        m.next = "DATA"
+                    m.d.comb += self.req.ready.eq(1)
+                    with m.If(self.req.valid):
+                        m.d.sync += [addr.eq(self.req.p.addr >> shift << shift), left.eq(self.req.p.beats)]
+                        m.next = "ADDRESS"
+            with m.State("ADDRESS"):
+                m.d.comb += [self.busy.eq(1), axi.awvalid.eq(inflight.w_rdy)]
+                with m.If(axi.awvalid & axi.awready):
+                    m.d.comb += [inflight.w_en.eq(1), inflight.w_data.eq(left == burst)]
+                    m.d.sync += [addr.eq(addr + (burst << shift)), left.eq(left - burst), w_left.eq(burst)]
+                    m.next = "DATA"
             with m.State("DATA"):
                 m.d.comb += [
                     self.busy.eq(1),
@@ -307,15 +309,31 @@ class DMAWriter(_BurstMixin, wiring.Component):
                 ]
                 with m.If(self.data.valid & axi.wready):
                     m.d.sync += w_left.eq(w_left - 1)
-                    with m.If(w_left == 1):
-                        m.next = "ADDRESS"
-            with m.State("RESPONSE"):
-                m.d.comb += self.busy.eq(1)
-                with m.If((outstanding == 0) & ~axi.bvalid):
-                    m.d.comb += [self.done.valid.eq(1), self.done.p.error.eq(error)]
-                    with m.If(self.done.ready):
-                        m.d.sync += error.eq(0)
+                    with m.If((w_left == 1) & (left == 0)):
                         m.next = "IDLE"
+                    with m.Elif(w_left == 1):
+                        m.next = "ADDRESS"
+
+        # responses: pop one entry per B (or at once for a zero-beat transfer), complete on a transfer's last
+        error = Signal(name="error_sticky")
+        last_burst = inflight.r_data[0]
+        no_response = inflight.r_data[1]
+        m.d.comb += [
+            axi.bready.eq(inflight.r_rdy & ~no_response & completions.w_rdy),
+            completions.w_data.eq(error | (axi.bresp[1] & ~no_response)),
+        ]
+        take = Signal(name="response_take")
+        m.d.comb += take.eq(inflight.r_rdy & completions.w_rdy & (no_response | axi.bvalid))
+        with m.If(take):
+            m.d.comb += [inflight.r_en.eq(1), completions.w_en.eq(last_burst)]
+            m.d.sync += error.eq(Mux(last_burst, 0, error | axi.bresp[1]))
+        m.d.comb += [
+            self.done.valid.eq(completions.r_rdy),
+            self.done.p.error.eq(completions.r_data),
+            completions.r_en.eq(self.done.ready),
+        ]
+        with m.If(inflight.r_rdy | completions.r_rdy):
+            m.d.comb += self.busy.eq(1)
         return m
 
 
