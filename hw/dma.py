@@ -15,7 +15,11 @@ Rules (``docs/core.md``, "DMA rules"):
   in its completion.
 * **One ID.** All transactions use ID 0, so responses come back in order; ``rlast``/``rid``/``bid`` are not
   needed to track bursts (beats and responses are counted).
-* **Zero-beat requests** complete without an AXI transaction (the reader then sends no data beat).
+* **Pipelined transfers.** The reader takes a new request once every burst address of the previous one is out
+  (up to ``transfers`` in flight); the writer once the previous one's last beat is out (up to ``bursts``
+  bursts awaiting B), with completions queued in order.
+* **Zero-beat requests** complete without an AXI transaction (the reader then sends no data beat; the writer
+  queues a completion in order).
 """
 
 from __future__ import annotations
