@@ -111,6 +111,8 @@ class GemmEngine(wiring.Component):
 
     **Command.** ``cmd`` carries ``rows, red, cols`` (>= 1), ``sparse`` with ``n, m`` (a pair of the build's
     ``nm_set``) and the buffer bases. A command outside these rules completes at once with ``error`` set.
+    The engine does not check that the operands fit the buffers (addresses wrap modulo the depth): the issuer
+    checks :func:`buffer_words`.
 
     **Sequencing.** Row tiles of ``R*L`` rows (outer) times column tiles of ``C`` columns (inner), one array
     pass each; a pass is ``S`` groups of ``L`` steps (see :class:`SystolicArray`), issued back to back across
@@ -129,6 +131,19 @@ class GemmEngine(wiring.Component):
         Words per A bank (a power of two).
     b_depth : int
         Words of the B memory (a power of two).
+
+    Attributes
+    ----------
+    cmd : In(stream.Signature(command_layout(...)))
+        GEMM commands; accepted only while idle.
+    a_write, b_write : In(stream.Signature(a_write_layout(...) / b_write_layout(...)))
+        Buffer writes (always ready, one per cycle each, lane masks).
+    result : Out(stream.Signature(result_layout(config)))
+        Output rows: ``row``, ``col`` (first column of the tile), ``data`` (``C`` FP32), ``lanes``, ``last``.
+    busy, done, error : Out(1)
+        Busy from accept to done; ``done`` pulses for one cycle; ``error`` holds until the next command.
+    cycles, busy_cycles, stall_cycles, macs : Out(48)
+        Counters of the current / last command.
 
     Raises
     ------
