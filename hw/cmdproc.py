@@ -11,12 +11,12 @@ State machine (``docs/core.md`` has the diagram)::
 * ``START`` while busy: ``BUSY`` (index = descriptors completed so far) unless an error is already recorded;
   ``STATUS.ERROR`` and the error interrupt rise, the running list carries on undisturbed.
 * A descriptor is one 64-byte record, fetched as ``64 / (data_width / 8)`` beats through the DMA reader. A read
-  error on it stops the list with ``AXI_READ``. Validation checks, in exactly the order of
-  :meth:`sat.sw.descriptor.GemmDescriptor.validate`: opcode, reserved flags, N:M (against the build's
-  ``nm_set``; the byte holds N and log2(M)), reserved bytes, SPARSE with B_TRANS, SPARSE with a nonzero
-  ``b_stride``, shape (1..MAX_DIM), alignment, strides, and operand extents against ``memory_bytes`` (which is
-  at most ``2**axi_addr_width``, so the address-width check is included); the first failing check gives the
-  error code.
+  error on it stops the list with ``AXI_READ``; so does a descriptor lying (partly) past ``memory_bytes``, which is
+  not fetched at all (as in the software model, and independent of ``axi_addr_width``). Validation checks, in
+  exactly the order of :meth:`sat.sw.descriptor.GemmDescriptor.validate`: opcode, reserved flags, N:M (against the
+  build's ``nm_set``; the byte holds N and log2(M)), reserved bytes, SPARSE with B_TRANS, SPARSE with a nonzero
+  ``b_stride``, shape (1..MAX_DIM), alignment, strides, and operand extents against ``memory_bytes`` (which is at
+  most ``2**axi_addr_width``, so the address-width check is included); the first failing check gives the error code.
 * A valid descriptor goes to the engine on ``engine.cmd`` (decoded fields plus the operand extents); the engine
   answers on ``engine.done`` with an error code (0, ``AXI_READ``, ``AXI_WRITE``, ``BAD_OPERAND`` or
   ``ABORTED``) and its
@@ -171,7 +171,7 @@ class CommandProcessor(wiring.Component):
 
         count = Signal(32, name="count")
         index = Signal(32, name="index")
-        addr = Signal(aw, name="desc_addr")
+        addr = Signal(65, name="desc_addr")     # full 64-bit CMD_ADDR + 64 * index, no wrap
         abort_pending = Signal(name="abort_pending")
         raw = Signal(DESCRIPTOR_BYTES * 8, name="descriptor")
         beat = Signal(range(beats_per_desc + 1), name="beat")
@@ -298,7 +298,7 @@ class CommandProcessor(wiring.Component):
                             self.busy.eq(1), self.done.eq(0), self.cmd_done.eq(0),
                             self.cycles.eq(0), self.compute_cycles.eq(0), self.stall_cycles.eq(0),
                             self.macs.eq(0), self.counters_clear.eq(1),
-                            index.eq(0), count.eq(self.cmd_count), addr.eq(self.cmd_addr[:aw]),
+                            index.eq(0), count.eq(self.cmd_count), addr.eq(self.cmd_addr),
                             abort_pending.eq(0),
                         ]
                         m.next = "FETCH"
@@ -306,9 +306,13 @@ class CommandProcessor(wiring.Component):
                 with m.If(abort_pending):
                     fail(ErrorCode.ABORTED, index)
                     m.next = "IDLE"
+                with m.Elif(addr + DESCRIPTOR_BYTES > self._memory_bytes):
+                    # past device memory: the answer a DECERR would give, without sending the read
+                    fail(ErrorCode.AXI_READ, index)
+                    m.next = "IDLE"
                 with m.Else():
                     m.d.comb += [
-                        self.fetch_req.valid.eq(1), self.fetch_req.p.addr.eq(addr),
+                        self.fetch_req.valid.eq(1), self.fetch_req.p.addr.eq(addr[:aw]),
                         self.fetch_req.p.beats.eq(beats_per_desc),
                     ]
                     with m.If(self.fetch_req.ready):

@@ -564,7 +564,7 @@ async def axi_errors(dut: Any) -> None:
     config = bench.config
     await bench.write("IRQ_ENABLE", IRQ_ERROR)
     cases = [("descriptor", ErrorCode.AXI_READ), ("A", ErrorCode.AXI_READ), ("B", ErrorCode.AXI_READ),
-             ("C", ErrorCode.AXI_WRITE), ("beyond", ErrorCode.AXI_READ)]
+             ("C", ErrorCode.AXI_WRITE), ("beyond", ErrorCode.AXI_READ), ("high", ErrorCode.AXI_READ)]
     for what, code in cases:
         await bench.write("CONTROL", CONTROL_CLEAR)
         await bench.write("IRQ_STATUS", 0xFFFFFFFF)
@@ -573,8 +573,16 @@ async def axi_errors(dut: Any) -> None:
         base = BEAT * int(bench.rng.integers(0, 16))
         (_, a_lo, a_hi), (_, b_lo, b_hi), (_, c_lo, c_hi) = ds[index].extents()
         lo, hi = {"descriptor": (base + BEAT * index, base + BEAT * index + 1), "A": (a_lo, a_hi),
-                  "B": (b_lo, b_hi), "C": (c_lo, c_hi), "beyond": (0, 0)}[what]
-        if what == "beyond":
+                  "B": (b_lo, b_hi), "C": (c_lo, c_hi), "beyond": (0, 0), "high": (0, 0)}[what]
+        if what == "high":
+            # CMD_ADDR_HI set: the list is far past device memory (also past a 32-bit address space)
+            index = 0
+            bench.attach_model()
+            await bench.write("CMD_ADDR_LO", base)
+            await bench.write("CMD_ADDR_HI", int(bench.rng.integers(1, 1 << 32)))
+            await bench.write("CMD_COUNT", 3)
+            await bench.write("CONTROL", CONTROL_START)
+        elif what == "beyond":
             # the list itself lies past the RAM's end (the RAM answers SLVERR there; DECERR is checked in the
             # Amaranth DMA tests, the core treats both alike)
             base = MEMORY_BYTES - BEAT * index
