@@ -167,7 +167,7 @@ class CommandProcessor(wiring.Component):
         aw = cfg.axi_addr_width
         dw = cfg.axi_data_width
         beats_per_desc = DESCRIPTOR_BYTES * 8 // dw
-        wide = aw + 3     # extents: addr (aw) + (2**24-1) * (2**32-1) (56 bits) + 2**26, without overflow
+        wide = 64 + 3     # extents: 64-bit address field + (2**24-1) * (2**32-1) (56 bits) + 2**26, no overflow
 
         count = Signal(32, name="count")
         index = Signal(32, name="index")

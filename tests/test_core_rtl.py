@@ -24,7 +24,7 @@ VERILATOR_ARGS = ["--output-split", "0", "--output-split-cfuncs", "0"]
 
 CONFIGS = {
     "default": (SATConfig(), 256),
-    "w128_nm_burst16": (SATConfig(nm_set=((2, 4), (1, 16)), axi_data_width=128), 16),
+    "w128_a32_nm_burst16": (SATConfig(nm_set=((2, 4), (1, 16)), axi_data_width=128, axi_addr_width=32), 16),
 }
 
 
@@ -50,9 +50,10 @@ def test_core_default(sim_seed: int) -> None:
 
 
 def test_core_narrow(sim_seed: int) -> None:
-    """128-bit AXI (a descriptor is 4 beats), another nm_set (1:16 included) and 16-beat bursts: loop-back,
-    4 KiB splitting, validation and AXI errors."""
-    _run("w128_nm_burst16", sim_seed + 1, testcase=["loopback_lists", "descriptor_errors", "axi_errors"], lists=3)
+    """128-bit data and 32-bit addresses on AXI (a descriptor is 4 beats), another nm_set (1:16 included) and
+    16-beat bursts: loop-back, 4 KiB splitting, validation (64-bit address fields against a 32-bit build) and
+    AXI errors."""
+    _run("w128_a32_nm_burst16", sim_seed + 1, testcase=["loopback_lists", "descriptor_errors", "axi_errors"], lists=3)
 
 
 def test_core_lint() -> None:
