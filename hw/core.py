@@ -209,8 +209,9 @@ class SATCore(wiring.Component):
     Parameters
     ----------
     config : SATConfig
-    memory_bytes : int
-        Device memory the command processor checks operand extents against (default 16 GiB).
+    memory_bytes : int, optional
+        Device memory the command processor checks operand extents against and ``MEM_SIZE`` reports (default
+        16 GiB, one VCU1525 DDR4 channel, or 4 GiB in a 32-bit build).
     axil_addr_width : int
         Address width of the AXI4-Lite slave (XDMA's user BAR master has 32).
     id_width : int
@@ -229,13 +230,15 @@ class SATCore(wiring.Component):
         For parameters out of range (see the submodules).
     """
 
-    def __init__(self, config: SATConfig, *, memory_bytes: int = DEFAULT_MEMORY_BYTES, axil_addr_width: int = 32,
+    def __init__(self, config: SATConfig, *, memory_bytes: int | None = None, axil_addr_width: int = 32,
                  id_width: int = 4, max_burst: int = 256,
                  engine: Callable[..., wiring.Component] | None = None) -> None:
         if not isinstance(config, SATConfig):
             raise TypeError(f"config must be a SATConfig, not {config!r}")
         if not isinstance(id_width, int) or not 1 <= id_width <= 16:
             raise ValueError(f"id_width must be an integer between 1 and 16, not {id_width!r}")
+        if memory_bytes is None:
+            memory_bytes = min(DEFAULT_MEMORY_BYTES, 1 << config.axi_addr_width)
         self._config = config
         self._memory_bytes = memory_bytes
         self._axil_addr_width = axil_addr_width

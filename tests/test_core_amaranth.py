@@ -1,3 +1,5 @@
+# amaranth: UnusedElaboratable=no
+# (test_parameter_checks builds components only to see their constructors raise)
 """Amaranth-simulator unit tests of the core blocks: DMA reader/writer bursts and errors (incl. DECERR), the
 CSR counter latch and AW/W ordering, and one descriptor through ``SATCore`` against a Python AXI memory."""
 
@@ -502,3 +504,30 @@ def test_core_one_list() -> None:
     sim.add_process(memory.process(Ports()))
     sim.add_testbench(bench)
     sim.run()
+
+
+def test_parameter_checks() -> None:
+    """Constructors reject what they cannot build, saying what is allowed; defaults follow the address width."""
+    from sat.hw.cmdproc import CommandProcessor
+    from sat.hw.dma import ReadArbiter
+
+    with pytest.raises(ValueError, match="max_burst must be a power of two between 1 and 256, not 3"):
+        DMAReader(max_burst=3)
+    with pytest.raises(ValueError, match="transfers must be"):
+        DMAReader(transfers=0)
+    with pytest.raises(ValueError, match="bursts must be"):
+        DMAWriter(bursts=100)
+    with pytest.raises(ValueError, match="clients must be"):
+        ReadArbiter(0)
+    with pytest.raises(ValueError, match="addr_width must be an integer between 8 and 64"):
+        CSRBlock(SATConfig(), addr_width=4)
+    with pytest.raises(ValueError, match=r"memory_bytes must be an integer between 64 and 2\*\*32"):
+        CommandProcessor(SATConfig(axi_addr_width=32), memory_bytes=1 << 34)
+    with pytest.raises(TypeError, match="config must be a SATConfig"):
+        SATCore({"rows": 4})
+    from amaranth.hdl import Fragment
+
+    for config, want in ((SATConfig(axi_addr_width=32), 1 << 32), (SATConfig(), 1 << 34)):
+        core = SATCore(config)
+        assert core.memory_bytes == want
+        Fragment.get(core, None)     # elaborates (and so uses) the core and its submodules
