@@ -172,8 +172,8 @@ def render(results: list[dict], command: str, note: str = "") -> str:
     lines += ["", "## Reading these numbers", "",
               "* digits is tiny (1347 training images) and the models are small; the paper evaluates far larger "
               "networks and data sets, so only the sign and rough size of the gap are comparable.",
-              "* One test image is 0.22 points; with n seeds per cell (see the table), gaps below about twice their standard "
-              "error are not resolved.",
+              "* One test image is 0.22 points; with n seeds per cell (see the table), gaps below about "
+              "twice their standard error are not resolved.",
               "* Dense runs have no BP mask; they are listed once and compared with both BP variants."]
     lines += ["", "## Run time", ""]
     for model, secs in seconds.items():
