@@ -36,7 +36,10 @@ class Subcommand:
 SUBCOMMANDS: dict[str, Subcommand] = {}
 
 # Modules that register further subcommands at import time (skipped when not installed yet).
-COMMAND_MODULES: tuple[str, ...] = ()
+COMMAND_MODULES: tuple[str, ...] = (
+    "sat.sw.driver",    # registers the "model" and "xdma" GEMM backends for `sat train --backend`
+    "sat.boards.cli",   # sat build / generate / report / board
+)
 
 
 def subcommand(name: str, help: str) -> Callable[[Configure], Configure]:
