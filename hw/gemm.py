@@ -12,7 +12,7 @@ import numpy as np
 from amaranth.hdl import Cat, Const, Module, Mux, Signal
 from amaranth.lib import data, fifo, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
-from amaranth.utils import bits_for, exact_log2
+from amaranth.utils import exact_log2
 
 from sat.sw.config import SATConfig
 
@@ -44,10 +44,12 @@ def command_layout(a_addr_width: int, b_addr_width: int) -> data.StructLayout:
 
 
 def a_write_layout(config: SATConfig, a_addr_width: int) -> data.StructLayout:
-    """Payload of ``GemmEngine.a_write``: bank, word address, ``max_m`` lanes and a lane mask."""
+    """Payload of ``GemmEngine.a_write``: one word address for all ``R`` banks, ``max_m`` lanes per bank and a
+    lane mask per bank (a row-major beat writes lanes of one bank, an ``A^T`` beat one lane of many banks)."""
     return data.StructLayout({
-        "bank": max(1, bits_for(config.rows - 1)), "addr": a_addr_width,
-        "data": data.ArrayLayout(16, config.max_m), "lanes": config.max_m,
+        "addr": a_addr_width,
+        "data": data.ArrayLayout(data.ArrayLayout(16, config.max_m), config.rows),
+        "lanes": data.ArrayLayout(config.max_m, config.rows),
     })
 
 
@@ -216,8 +218,8 @@ class GemmEngine(wiring.Component):
             rd = mem.read_port()
             m.d.comb += [
                 wr.addr.eq(self.a_write.p.addr),
-                wr.data.eq(self.a_write.p.data),
-                wr.en.eq(Mux(self.a_write.valid & (self.a_write.p.bank == r), self.a_write.p.lanes, 0)),
+                wr.data.eq(self.a_write.p.data[r]),
+                wr.en.eq(Mux(self.a_write.valid, self.a_write.p.lanes[r], 0)),
             ]
             a_banks.append(rd)
         b_mem = memory.Memory(shape=data.ArrayLayout(self.b_lane_layout, C), depth=self._b_depth, init=[])
@@ -439,30 +441,37 @@ def a_buffer_writes(a_bits: np.ndarray, config: SATConfig, a_base: int = 0, *,
     a_base : int
         Word address of row 0.
     trans : bool
-        ``A`` is stored transposed; the writes then come in stored order (one stored row = one lane in each
-        bank), as a DMA streaming ``A^T`` produces them.
+        ``A`` is stored transposed; the writes then come in stored order, as a DMA streaming ``A^T``
+        produces them: ``R`` consecutive elements of a stored row (rows ``i..i+R-1`` of ``A`` at one ``k``)
+        are one write, one lane in each bank.
 
     Yields
     ------
-    dict with ``bank``, ``addr``, ``data`` (list of ``max_m`` ints) and ``lanes`` (mask).
+    dict with ``addr``, ``data`` (``R`` lists of ``max_m`` ints) and ``lanes`` (``R`` lane masks).
     """
     R, lanes = config.rows, config.max_m
     a_bits = np.asarray(a_bits, dtype=np.uint16)
     rows, red = (a_bits.shape[1], a_bits.shape[0]) if trans else a_bits.shape
     kw = a_words_per_row(red, config)
+    empty = [[0] * lanes for _ in range(R)]
     if not trans:
         for i in range(rows):
             for w in range(kw):
                 chunk = [int(x) for x in a_bits[i, w * lanes:(w + 1) * lanes]]
-                yield {"bank": i % R, "addr": a_base + (i // R) * kw + w,
-                       "data": chunk + [0] * (lanes - len(chunk)), "lanes": (1 << lanes) - 1}
+                data = [list(x) for x in empty]
+                data[i % R] = chunk + [0] * (lanes - len(chunk))
+                masks = [0] * R
+                masks[i % R] = (1 << lanes) - 1
+                yield {"addr": a_base + (i // R) * kw + w, "data": data, "lanes": masks}
     else:
         for kk in range(red):
-            for i in range(rows):
-                data = [0] * lanes
-                data[kk % lanes] = int(a_bits[kk, i])
-                yield {"bank": i % R, "addr": a_base + (i // R) * kw + kk // lanes, "data": data,
-                       "lanes": 1 << (kk % lanes)}
+            for i0 in range(0, rows, R):
+                data = [list(x) for x in empty]
+                masks = [0] * R
+                for r in range(min(R, rows - i0)):
+                    data[r][kk % lanes] = int(a_bits[kk, i0 + r])
+                    masks[r] = 1 << (kk % lanes)
+                yield {"addr": a_base + (i0 // R) * kw + kk // lanes, "data": data, "lanes": masks}
 
 
 def b_dense_writes(b_bits: np.ndarray, config: SATConfig, b_base: int = 0, *,
