@@ -28,6 +28,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import subprocess
 import tempfile
 from collections.abc import Callable
@@ -171,7 +172,8 @@ def synthesize(verilog: str, top: str, *, blackboxes: str = "", cache: bool = Tr
                timeout_s: float | None = None) -> Resources:
     """Synthesize ``verilog`` (module ``top``) with Yosys for UltraScale+ and count its resources.
 
-    Results are cached under ``build/resources`` by a hash of the Verilog, the black-box stubs and the script.
+    Results are cached under ``build/resources`` by a hash of the Verilog (without ``src`` attributes), the
+    black-box stubs and the script.
 
     Parameters
     ----------
@@ -191,7 +193,9 @@ def synthesize(verilog: str, top: str, *, blackboxes: str = "", cache: bool = Tr
     RuntimeError
         If Yosys is missing or fails.
     """
-    key = hashlib.sha256("\0".join([verilog, blackboxes, top, SYNTH_SCRIPT]).encode()).hexdigest()[:16]
+    # the key ignores Amaranth's (* src = "file:line" *) attributes: moving code must not invalidate the cache
+    logic = re.sub(r'\(\* src = "[^"]*" \*\)', "", verilog)
+    key = hashlib.sha256("\0".join([logic, blackboxes, top, SYNTH_SCRIPT]).encode()).hexdigest()[:16]
     cached = _cache_dir() / f"{top}-{key}.json"
     if cache and cached.exists():
         d = json.loads(cached.read_text())

