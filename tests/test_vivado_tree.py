@@ -244,3 +244,16 @@ def test_parser_has_the_board_subcommands():
     sub = next(a for a in parser._actions if a.dest == "command")
     assert {"build", "generate", "report", "board"} <= set(sub.choices)
     assert board_cli.load_config(None, card=False) == SATConfig()
+
+
+def test_timing_xdc_names_existing_ports(tree):
+    """Every port pattern of timing.xdc matches a port of the top (a typo would silently constrain nothing)."""
+    import fnmatch
+
+    verilog = (tree.directory / f"{TOP_NAME}.v").read_text()
+    header = re.search(rf"module {TOP_NAME}\(([^)]*)\);", verilog).group(1)
+    ports = [p.strip() for p in header.split(",")]
+    patterns = re.findall(r"get_ports -quiet \{([^}]*)\}", (tree.directory / "timing.xdc").read_text())
+    assert len(patterns) == 4
+    for pattern in patterns:
+        assert fnmatch.filter(ports, pattern), f"{pattern} matches no port of {TOP_NAME}"
