@@ -288,7 +288,9 @@ class CommandProcessor(wiring.Component):
         ]
 
         done = self.engine.done
-        with m.FSM(name="control"):
+        past_memory = Signal(name="fetch_past_memory")
+        m.d.comb += past_memory.eq(addr + DESCRIPTOR_BYTES > self._memory_bytes)
+        with m.FSM(name="control") as fsm:
             with m.State("IDLE"):
                 with m.If(self.start):
                     with m.If((self.cmd_count == 0) | (self.cmd_addr[:6] != 0)):
@@ -306,20 +308,15 @@ class CommandProcessor(wiring.Component):
                 with m.If(abort_pending):
                     fail(ErrorCode.ABORTED, index)
                     m.next = "IDLE"
-                with m.Elif(addr + DESCRIPTOR_BYTES > self._memory_bytes):
+                with m.Elif(past_memory):
                     # past device memory: the answer a DECERR would give, without sending the read
                     fail(ErrorCode.AXI_READ, index)
                     m.next = "IDLE"
                 with m.Else():
-                    m.d.comb += [
-                        self.fetch_req.valid.eq(1), self.fetch_req.p.addr.eq(addr[:aw]),
-                        self.fetch_req.p.beats.eq(beats_per_desc),
-                    ]
                     with m.If(self.fetch_req.ready):
                         m.d.sync += [beat.eq(0), fetch_error.eq(0)]
                         m.next = "RECEIVE"
             with m.State("RECEIVE"):
-                m.d.comb += self.fetch_data.ready.eq(1)
                 with m.If(self.fetch_data.valid):
                     if beats_per_desc == 1:
                         m.d.sync += raw.eq(self.fetch_data.p.data)
@@ -366,11 +363,9 @@ class CommandProcessor(wiring.Component):
                     fail(ErrorCode.ABORTED, index)
                     m.next = "IDLE"
                 with m.Else():
-                    m.d.comb += engine_cmd.valid.eq(1)
                     with m.If(engine_cmd.ready):
                         m.next = "WAIT"
             with m.State("WAIT"):
-                m.d.comb += [done.ready.eq(1), self.engine.abort.eq(abort_pending)]
                 with m.If(done.valid):
                     m.d.sync += [
                         self.compute_cycles.eq(self.compute_cycles + done.p.busy_cycles),
@@ -396,4 +391,16 @@ class CommandProcessor(wiring.Component):
                             m.next = "IDLE"
                         with m.Else():
                             m.next = "FETCH"
+
+        # handshake outputs as plain assignments of the state (defined from time 0 in every simulator: Icarus does
+        # not run an `always @*` block whose inputs never change, so outputs set inside FSM cases could stay X)
+        m.d.comb += [
+            self.fetch_req.valid.eq(fsm.ongoing("FETCH") & ~abort_pending & ~past_memory),
+            self.fetch_req.p.addr.eq(addr[:aw]),
+            self.fetch_req.p.beats.eq(beats_per_desc),
+            self.fetch_data.ready.eq(fsm.ongoing("RECEIVE")),
+            engine_cmd.valid.eq(fsm.ongoing("ISSUE") & ~abort_pending),
+            done.ready.eq(fsm.ongoing("WAIT")),
+            self.engine.abort.eq(fsm.ongoing("WAIT") & abort_pending),
+        ]
         return m

@@ -113,9 +113,8 @@ class LoopbackEngine(wiring.Component):
         def beats(lo, end):
             return ((end - 1) >> shift) - (lo >> shift) + 1
 
-        with m.FSM(name="loopback"):
+        with m.FSM(name="loopback") as fsm:
             with m.State("IDLE"):
-                m.d.comb += cmd.ready.eq(1)
                 with m.If(cmd.valid):
                     p = cmd.p
                     m.d.sync += [
@@ -182,6 +181,9 @@ class LoopbackEngine(wiring.Component):
                 ]
                 with m.If(done.ready):
                     m.next = "IDLE"
+        # a plain assignment, defined from time 0 in every simulator (Icarus does not run an `always @*` block
+        # whose inputs never change, so a ready set inside the IDLE case stayed X until the first command)
+        m.d.comb += cmd.ready.eq(fsm.ongoing("IDLE"))
         return m
 
 

@@ -288,7 +288,7 @@ class DMAWriter(_BurstMixin, wiring.Component):
             axi.wdata.eq(self.data.p.data), axi.wstrb.eq(self.data.p.strb), axi.wlast.eq(w_left == 1),
         ]
 
-        with m.FSM(name="writer"):
+        with m.FSM(name="writer") as fsm:
             with m.State("IDLE"):
                 with m.If(self.req.valid & (self.req.p.beats == 0)):
                     # nothing to write: a completion without a response, in order with the others
@@ -306,17 +306,18 @@ class DMAWriter(_BurstMixin, wiring.Component):
                     m.d.sync += [addr.eq(addr + (burst << shift)), left.eq(left - burst), w_left.eq(burst)]
                     m.next = "DATA"
             with m.State("DATA"):
-                m.d.comb += [
-                    self.busy.eq(1),
-                    axi.wvalid.eq(self.data.valid),
-                    self.data.ready.eq(axi.wready),
-                ]
+                m.d.comb += self.busy.eq(1)
                 with m.If(self.data.valid & axi.wready):
                     m.d.sync += w_left.eq(w_left - 1)
                     with m.If((w_left == 1) & (left == 0)):
                         m.next = "IDLE"
                     with m.Elif(w_left == 1):
                         m.next = "ADDRESS"
+
+        # W outside the FSM's case statement: a plain assignment is defined from time 0 in every simulator
+        # (Icarus never runs an `always @*` whose inputs do not change, which left wvalid X before the first write)
+        in_data = fsm.ongoing("DATA")
+        m.d.comb += [axi.wvalid.eq(in_data & self.data.valid), self.data.ready.eq(in_data & axi.wready)]
 
         # responses: pop one entry per B (or at once for a zero-beat transfer), complete on a transfer's last
         error = Signal(name="error_sticky")
