@@ -1,0 +1,173 @@
+"""A cocotb :class:`~sat.sw.driver.transport.Transport`: the unchanged host driver against the simulated core.
+
+:func:`attach` starts the clock, builds a cocotbext-axi ``AxiLiteMaster`` on ``s_axil_*`` and an ``AxiRam`` on
+``m_axi_*`` (optionally with random pauses on every channel and SLVERR fault injection by address range),
+resets the core and returns a :class:`CocotbTransport`. The driver then runs in a thread started with
+``cocotb.task.bridge`` while every register access blocks on ``cocotb.task.resume``::
+
+    transport = await attach(dut, config, memory_bytes=1 << 20, pause=0.2, rng=rng)
+    device = await bridge(lambda: SATDevice(transport, config))()
+    y = await bridge(lambda: device.read_tensor(device.ff(x, w)))()
+
+Host DMA (``dma_write``/``dma_read``) goes straight into the ``AxiRam`` (on the card XDMA's DMA does not pass
+through the core either); ``wait_irq`` waits for the ``irq`` output for at most ``irq_cycles`` clock cycles
+of simulated time per call, so a driver timeout is bounded in simulated time as well.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+from sat.sw.config import SATConfig
+
+__all__ = ["CocotbTransport", "attach"]
+
+
+def _val(handle: Any) -> int:
+    v = handle.value
+    return v.to_unsigned() if hasattr(v, "to_unsigned") else int(v)
+
+
+class CocotbTransport:
+    """The driver's transport over a simulated ``SATCore`` (see the module docstring).
+
+    Attributes
+    ----------
+    dut, axil, ram
+        The cocotb top, the ``AxiLiteMaster`` and the ``AxiRam``.
+    memory_bytes : int
+        Size of the RAM (``SATDevice`` uses it as the default device memory).
+    faults : list of (lo, hi)
+        Byte ranges where the RAM answers SLVERR to the core (reads and writes); host DMA is not affected.
+    irq_cycles : int
+        Longest wait for the interrupt per ``wait_irq`` call, in clock cycles.
+    """
+
+    def __init__(self, dut: Any, axil: Any, ram: Any, memory_bytes: int, irq_cycles: int = 20000) -> None:
+        self.dut = dut
+        self.axil = axil
+        self.ram = ram
+        self.memory_bytes = memory_bytes
+        self.irq_cycles = irq_cycles
+        self.faults: list[tuple[int, int]] = []
+
+    def _hit(self, addr: int, length: int) -> bool:
+        return any(addr < hi and lo < addr + length for lo, hi in self.faults)
+
+    def read32(self, offset: int) -> int:
+        from cocotb.task import resume
+
+        from sat.sw.driver.transport import AxiError
+
+        resp = resume(self.axil.read)(offset, 4)
+        if int(resp.resp):
+            raise AxiError(f"SLVERR reading register offset 0x{offset:x}", offset, False)
+        return int.from_bytes(resp.data, "little")
+
+    def write32(self, offset: int, value: int) -> None:
+        from cocotb.task import resume
+
+        from sat.sw.driver.transport import AxiError
+
+        resp = resume(self.axil.write)(offset, int(value).to_bytes(4, "little"))
+        if int(resp.resp):
+            raise AxiError(f"SLVERR writing register offset 0x{offset:x}", offset, True)
+
+    def dma_write(self, addr: int, data: bytes | memoryview) -> None:
+        self.ram.write(addr, bytes(data))
+
+    def dma_read(self, addr: int, nbytes: int) -> bytes:
+        return bytes(self.ram.read(addr, nbytes))
+
+    def wait_irq(self, timeout_s: float) -> bool:
+        from cocotb.task import resume
+
+        async def wait() -> bool:
+            from cocotb.triggers import ClockCycles, First, RisingEdge
+
+            if _val(self.dut.irq):
+                return True
+            await First(RisingEdge(self.dut.irq), ClockCycles(self.dut.clk, self.irq_cycles))
+            return bool(_val(self.dut.irq))
+
+        return resume(wait)()
+
+    def cycle(self) -> int:
+        """Clock cycles since :func:`attach` (simulated time / period)."""
+        from cocotb.utils import get_sim_time
+
+        from .tb import CLOCK_PERIOD_NS
+
+        return int(get_sim_time("ns") // CLOCK_PERIOD_NS)
+
+    def close(self) -> None:
+        pass
+
+    def __repr__(self) -> str:
+        return f"CocotbTransport({self.dut._name}, {self.memory_bytes} bytes)"
+
+
+async def attach(dut: Any, config: SATConfig, *, memory_bytes: int, pause: float = 0.0,
+                 rng: np.random.Generator | None = None, irq_cycles: int = 20000) -> CocotbTransport:
+    """Clock, AXI-Lite master, AXI RAM (random pauses with probability ``pause`` on all ten channels, fault
+    injection through :attr:`CocotbTransport.faults`) and reset; returns the transport.
+
+    Parameters
+    ----------
+    dut
+        cocotb handle of a ``SATCore`` top (``clk``, ``rst``, ``s_axil_*``, ``m_axi_*``, ``irq``).
+    config : SATConfig
+        The build (only used for the data width check).
+    memory_bytes : int
+        RAM size; build the core with the same ``memory_bytes``.
+    pause : float
+        Fraction of paused cycles per channel (0: none).
+    rng : numpy Generator, optional
+        Source of the pause patterns.
+    """
+    from cocotb.triggers import ClockCycles
+    from cocotbext.axi import AxiBus, AxiLiteBus, AxiLiteMaster, AxiRam
+
+    from .tb import backpressure, idle_inserter, start_clock
+
+    await start_clock(dut)
+    dut.rst.value = 1
+    axil = AxiLiteMaster(AxiLiteBus.from_prefix(dut, "s_axil"), dut.clk, dut.rst)
+    ram = AxiRam(AxiBus.from_prefix(dut, "m_axi"), dut.clk, dut.rst, size=memory_bytes)
+    if len(dut.m_axi_wdata) != config.axi_data_width:
+        raise ValueError(f"the top has {len(dut.m_axi_wdata)}-bit m_axi data, the config {config.axi_data_width}")
+    transport = CocotbTransport(dut, axil, ram, memory_bytes, irq_cycles)
+    if pause:
+        rng = rng if rng is not None else np.random.default_rng(0)
+
+        def gen(kind) -> Iterator[bool]:
+            return kind(np.random.default_rng(rng.integers(1 << 62)), pause, 3)
+
+        for ch in (axil.write_if.aw_channel, axil.write_if.w_channel, axil.read_if.ar_channel,
+                   ram.read_if.r_channel, ram.write_if.b_channel):
+            ch.set_pause_generator(gen(idle_inserter))
+        for ch in (axil.write_if.b_channel, axil.read_if.r_channel, ram.write_if.aw_channel,
+                   ram.write_if.w_channel, ram.read_if.ar_channel):
+            ch.set_pause_generator(gen(backpressure))
+
+    read_orig, write_orig = ram.read_if._read, ram.write_if._write
+
+    async def faulty_read(address: int, length: int) -> bytes:
+        if transport._hit(address, length):
+            raise OSError(f"injected read fault at 0x{address:x}")
+        return await read_orig(address, length)
+
+    async def faulty_write(address: int, data: bytes) -> None:
+        if transport._hit(address, len(data)):
+            raise OSError(f"injected write fault at 0x{address:x}")
+        await write_orig(address, data)
+
+    ram.read_if._read = faulty_read
+    ram.write_if._write = faulty_write
+    await ClockCycles(dut.clk, 4)
+    dut.rst.value = 0
+    await ClockCycles(dut.clk, 2)
+    return transport

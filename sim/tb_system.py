@@ -1,0 +1,327 @@
+"""System testbench: the unchanged host driver (``SATDevice``) over :mod:`sat.sim.cocotb_transport` against
+``SATCore`` with the GEMM unit (:func:`sat.hw.gemm_unit.sat_core`), end to end.
+
+* ``gemms``: FF sparse (every N:M of the case list), BP sparse, WU dense (``A_TRANS``), FF dense (``B_TRANS``)
+  and plain dense GEMMs of ragged shapes, several tiled by the unit, under random AXI pauses; every result bit
+  for bit against :mod:`sat.sw.numerics`; ``MACS`` equal to the useful MACs and ``COMPUTE_CYCLES`` to the
+  engine cycle model summed over the unit's tiles (:func:`sat.hw.gemm_unit.tile_plan`).
+* ``training``: BDWP iterations of a tiny MLP through ``DeviceBackend(SATDevice(cocotb transport))`` (FF, BP,
+  WU on the RTL; loss, update, re-pruning and re-upload on the host), weights and losses equal bit for bit to
+  the same iterations on ``GoldenBackend`` and on ``ModelTransport``.
+* ``errors``: a bad descriptor, an AXI read and write fault, a malformed packed operand (BAD_OPERAND) and a
+  reduction too long for the buffers end with the right code and index.
+* ``cli_gemm``: one GEMM for ``sat sim gemm`` (operands from ``.npy`` files or random), report as JSON.
+
+Parameters (``SAT_TB_PARAMS``): ``config``, ``memory_bytes``, ``a_depth``, ``b_depth``, ``seed``, ``pause``,
+``gemm`` (for ``cli_gemm``).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import cocotb
+import numpy as np
+
+from sat.hw.gemm_unit import tile_plan
+from sat.sw import nmformat, numerics
+from sat.sw.config import SATConfig
+from sat.sw.perfmodel import gemm_counters, steps_per_output
+from sat.sw.regmap import ErrorCode
+
+from .cocotb_transport import attach
+from .tb import rng_for, tb_params
+
+__all__ = ["expected_counters", "run_gemm"]
+
+
+def expected_counters(config: SATConfig, rows: int, red: int, cols: int, n: int, m: int, a_depth: int,
+                      b_depth: int) -> dict[str, int]:
+    """``MACS`` and ``COMPUTE_CYCLES`` the core must report for one GEMM (engine model over the unit's tiles)."""
+    plan = tile_plan(config, rows, red, cols, n, m, a_depth=a_depth, b_depth=b_depth)
+    busy = sum(gemm_counters(config, rt, red, ct, n, m).busy_cycles for _, rt, _, ct in plan.tiles)
+    return {"MACS": rows * cols * steps_per_output(red, n, m), "COMPUTE_CYCLES": busy, "tiles": len(plan.tiles)}
+
+
+def _values(rng: np.random.Generator, shape: tuple[int, int]) -> np.ndarray:
+    x = rng.standard_normal(shape) * np.exp2(rng.integers(-2, 3, shape))
+    x[rng.random(shape) < 0.05] = 0.0
+    return x.astype(np.float32)
+
+
+def run_gemm(device: Any, kind: str, a: np.ndarray, b: np.ndarray, nm: tuple[int, int] | None) -> tuple:
+    """Run one GEMM of ``kind`` through the driver; returns ``(result, golden, (rows, red, cols, n, m),
+    RunResult)``.
+
+    ``kind``: ``"ff"`` (``a`` = X, ``b`` = W (C_out x K); sparse with ``nm``, else dense ``B_TRANS``),
+    ``"bp"`` (``a`` = dY, ``b`` = W; sparse with ``nm``, else dense), ``"wu"`` (``a`` = dY, ``b`` = X, dense
+    with ``A_TRANS``), ``"gemm"`` (``a . b`` dense, or ``b`` compressed along its rows with ``nm``).
+    """
+    fmt = device.config.fmt
+    def q(v: np.ndarray) -> np.ndarray:
+        return numerics.quantize(v, fmt)
+
+    live = []
+    try:
+        if kind == "wu":
+            at, bt = device.write_tensor(a), device.write_tensor(b)
+            live += [at, bt]
+            c = device.alloc_tensor((a.shape[1], b.shape[1]))
+            live.append(c)
+            desc = device.wu_descriptor(at, bt, c)
+            golden = numerics.matmul(np.ascontiguousarray(q(a).T), q(b), fmt)
+            n = mm = 0
+        else:
+            at = device.write_tensor(a)
+            live.append(at)
+            if kind == "ff":
+                op = nmformat.compress_ff(b, *nm) if nm else None
+                wt = device.upload_operand(op, "ff") if nm else device.upload_weights_dense(b)
+                cols = b.shape[0]
+                golden = (nmformat.matmul_nm(q(a), op, fmt) if nm
+                          else numerics.matmul(q(a), np.ascontiguousarray(q(b).T), fmt))
+            elif kind == "bp":
+                op = nmformat.compress_bp(b, *nm) if nm else None
+                wt = device.upload_operand(op, "bp") if nm else device.upload_weights_dense(b)
+                cols = b.shape[1]
+                golden = nmformat.matmul_nm(q(a), op, fmt) if nm else numerics.matmul(q(a), q(b), fmt)
+            elif kind == "gemm":
+                op = nmformat.compress(b, *nm) if nm else None
+                wt = device.upload_operand(op) if nm else device.write_tensor(b)
+                cols = b.shape[1]
+                golden = nmformat.matmul_nm(q(a), op, fmt) if nm else numerics.matmul(q(a), q(b), fmt)
+            else:
+                raise ValueError(f"unknown GEMM kind {kind!r}")
+            live.append(wt)
+            c = device.alloc_tensor((a.shape[0], cols))
+            live.append(c)
+            if kind == "ff":
+                desc = device.ff_descriptor(at, wt, c)
+            elif kind == "bp":
+                desc = device.bp_descriptor(at, wt, c)
+            else:
+                desc = device.gemm_descriptor(at, wt, c)
+            n, mm = (nm if nm else (0, 0))
+        result = device.run([desc], timeout_s=600.0)
+        got = device.read_tensor(c)
+        return got, golden, (desc.rows, desc.red, desc.cols, n, mm), result
+    finally:
+        for t in live:
+            device.free(t)
+
+
+async def _open(dut: Any, salt: str, pause: float | None = None):
+    from cocotb.task import bridge
+
+    from sat.sw.driver.device import SATDevice
+
+    params = tb_params()
+    config = SATConfig.from_dict(params["config"])
+    rng = rng_for(params, salt)
+    p = float(params.get("pause", 0.2)) if pause is None else pause
+    transport = await attach(dut, config, memory_bytes=int(params["memory_bytes"]), pause=p,
+                             rng=rng_for(params, salt + "/pauses"))
+    device = await bridge(lambda: SATDevice(transport, config))()
+    return params, config, rng, transport, device
+
+
+def _bits_equal(got: np.ndarray, want: np.ndarray) -> bool:
+    return np.array_equal(numerics.fp32_bits(np.asarray(got, np.float32)),
+                          numerics.fp32_bits(np.asarray(want, np.float32)))
+
+
+@cocotb.test()
+async def gemms(dut: Any) -> None:
+    """FF/BP sparse, WU (A_TRANS), FF dense (B_TRANS) and plain GEMMs, ragged and tiled, bit for bit."""
+    from cocotb.task import bridge
+
+    params, config, rng, transport, device = await _open(dut, "gemms")
+    ad, bd = int(params["a_depth"]), int(params["b_depth"])
+    nms = [tuple(p) for p in params.get("nm", [[2, 8], [2, 4]])]
+    cases: list[tuple[str, tuple[int, int, int], tuple[int, int] | None]] = []
+    for nm in nms:
+        cases += [("ff", (5, 24, 7), nm), ("bp", (3, 8, 20), nm)]
+    cases += [("ff", (13, 40, 9), nms[0]), ("wu", (6, 5, 11), None), ("ff", (4, 9, 5), None),
+              ("gemm", (3, 17, 6), None), ("bp", (7, 6, 10), None),
+              # tiled by the unit (row and column tiles, B reloaded per tile, packed tiles split)
+              ("gemm", (13, 40, 9), None), ("ff", (11, 40, 7), None), ("wu", (13, 40, 9), None),
+              ("bp", (3, 40, 40), nms[-1])]
+    totals = {"MACS": 0, "COMPUTE_CYCLES": 0}
+    for kind, (rows, red, cols), nm in cases:
+        if kind == "ff":       # X (rows x K), W (C_out x K)
+            a, b = _values(rng, (rows, red)), _values(rng, (cols, red))
+        elif kind == "bp":     # dY (rows x C_out), W (C_out x K)
+            a, b = _values(rng, (rows, red)), _values(rng, (red, cols))
+        elif kind == "wu":     # dY (B x C_out), X (B x K): dW (C_out x K), reduction over B
+            a, b = _values(rng, (red, rows)), _values(rng, (red, cols))
+        else:
+            a, b = _values(rng, (rows, red)), _values(rng, (red, cols))
+        got, golden, shape, result = await bridge(
+            lambda kind=kind, a=a, b=b, nm=nm: run_gemm(device, kind, a, b, nm))()
+        label = f"{kind} {rows}x{red}x{cols} {f'{nm[0]}:{nm[1]}' if nm else 'dense'}"
+        assert got.shape == golden.shape, (label, got.shape, golden.shape)
+        bad = np.argwhere(numerics.fp32_bits(got) != numerics.fp32_bits(golden))[:5].tolist()
+        assert _bits_equal(got, golden), f"{label}: RTL differs from the golden model at {bad}"
+        want = expected_counters(config, *shape, ad, bd)
+        cnt = result.counters
+        assert cnt["MACS"] == want["MACS"], (label, cnt, want)
+        assert cnt["COMPUTE_CYCLES"] == want["COMPUTE_CYCLES"], (label, cnt, want)
+        assert cnt["COMPUTE_CYCLES"] + cnt["STALL_CYCLES"] <= cnt["CYCLES"], (label, cnt)
+        for k in totals:
+            totals[k] += want[k]
+        dut._log.info(f"{label}: {want['tiles']} tiles, counters {cnt}")
+
+
+@cocotb.test()
+async def training(dut: Any) -> None:
+    """Two BDWP iterations of a 16-8-4 MLP (batch 4, 2:4: FF sparse in both layers, BP sparse in the second)
+    on the RTL, on GoldenBackend and on ModelTransport: losses and weights bit for bit equal."""
+    from cocotb.task import bridge
+
+    from sat.sw.bdwp import SGD, BDWPSettings, GoldenBackend, Linear, LossScaler, Sequential
+    from sat.sw.driver.device import DeviceBackend, SATDevice
+    from sat.sw.driver.model import ModelTransport
+
+    params, config, rng, transport, device = await _open(dut, "training")
+    nm = tuple(params.get("train_nm", (2, 4)))
+    x = rng.standard_normal((4, 16)).astype(np.float32)
+    labels = rng.integers(0, 4, 4)
+
+    def make():
+        net = Sequential([Linear(16, 8, name="fc1", relu=True, rng=np.random.default_rng(3)),
+                          Linear(8, 4, name="fc2", rng=np.random.default_rng(4))])
+        return net, SGD(lr=0.05, momentum=0.9), LossScaler.for_format(config.fmt)
+
+    model_dev = SATDevice(ModelTransport(config, int(params["memory_bytes"])), config)
+    backends = {"golden": GoldenBackend(), "model": DeviceBackend(model_dev), "rtl": DeviceBackend(device)}
+    runs = {}
+    for name, backend in backends.items():
+        net, opt, scaler = make()
+        s = BDWPSettings(nm=nm, fmt=config.fmt, backend=backend)
+        modes = net.pass_modes(s.nm)
+        assert modes["fc1"]["ff"] == "sparse" and modes["fc2"]["ff"] == "sparse" and modes["fc2"]["bp"] == "sparse"
+
+        def iterate(net=net, opt=opt, scaler=scaler, s=s):
+            return [net.train_step(x, labels, s, opt, scaler) for _ in range(2)]
+
+        stats = await bridge(iterate)() if name == "rtl" else iterate()
+        runs[name] = (stats, [layer.weight.copy() for layer in net.gemm_layers],
+                      [layer.bias.copy() for layer in net.gemm_layers])
+    for name in ("model", "rtl"):
+        for i, (w_ref, w) in enumerate(zip(runs["golden"][1], runs[name][1], strict=True)):
+            assert np.array_equal(w_ref.view(np.uint32), w.view(np.uint32)), f"{name}: layer {i} weights differ"
+        for i, (b_ref, bb) in enumerate(zip(runs["golden"][2], runs[name][2], strict=True)):
+            assert np.array_equal(b_ref.view(np.uint32), bb.view(np.uint32)), f"{name}: layer {i} bias differs"
+        assert [st["loss"] for st in runs[name][0]] == [st["loss"] for st in runs["golden"][0]], name
+    assert all(st["applied"] for st in runs["golden"][0]), "an update was skipped (loss-scale overflow)"
+    w0 = make()[0].gemm_layers
+    assert all(not np.array_equal(a.weight, b) for a, b in zip(w0, runs["rtl"][1], strict=True)), \
+        "the weights did not change"
+    dut._log.info(f"training: losses {[st['loss'] for st in runs['rtl'][0]]}")
+
+
+@cocotb.test()
+async def errors(dut: Any) -> None:
+    """Errors through the real engine: bad descriptor, AXI read/write faults, BAD_OPERAND (malformed packed
+    operand; reduction too long for the buffers), each with the right code and index; the core recovers."""
+    from cocotb.task import bridge
+
+    from sat.sw.driver.device import SATDeviceError
+
+    params, config, rng, transport, device = await _open(dut, "errors", pause=0.1)
+    ad, bd = int(params["a_depth"]), int(params["b_depth"])
+    n, m = config.nm_set[-1]
+
+    def expect(descs, code, index):
+        try:
+            device.run(descs, timeout_s=600.0)
+        except SATDeviceError as e:
+            assert (int(e.code), e.index) == (int(code), index), (e, code, index)
+        else:
+            raise AssertionError(f"expected {ErrorCode(code).name} at {index}")
+
+    def scenario():
+        x = device.write_tensor(_values(rng, (5, 16)))
+        w = _values(rng, (6, 16))
+        wt = device.upload_weights(w, n, m, "ff")
+        y = device.alloc_tensor((5, 6))
+        good = device.ff_descriptor(x, wt, y, tag=7)
+        # 1. invalid descriptor (validation in the command processor) after a good one
+        expect([good, good.replace(opcode=3)], ErrorCode.BAD_OPCODE, 1)
+        # 2. AXI read fault on A, 3. write fault on C
+        transport.faults[:] = [(x.addr + 40, x.addr + 42)]
+        expect([good, good], ErrorCode.AXI_READ, 0)
+        transport.faults[:] = [(y.addr + 4, y.addr + 8)]
+        expect([good], ErrorCode.AXI_WRITE, 0)
+        transport.faults[:] = []
+        # 4. malformed packed operand: an index >= M (padding lanes and other steps untouched)
+        raw = bytearray(transport.dma_read(wt.addr, wt.nbytes))
+        good_raw = bytes(raw)
+        raw[0] = (raw[0] & 0xF0) | (m & 0xF if m < 16 else 0)    # step 0, column 0: index M
+        if m < 16:
+            transport.dma_write(wt.addr, bytes(raw))
+            expect([good], ErrorCode.BAD_OPERAND, 0)
+        # 5. non-ascending indices in a group (slot 1 <= slot 0), column 1
+        if n >= 2:
+            raw = bytearray(good_raw)
+            lo0, hi1 = raw[0] >> 4, raw[16] >> 4          # column 1: step 0 index, step 1 index
+            raw[16] = (raw[16] & 0x0F) | (lo0 << 4)
+            assert lo0 != hi1
+            transport.dma_write(wt.addr, bytes(raw))
+            expect([good, good], ErrorCode.BAD_OPERAND, 0)
+        transport.dma_write(wt.addr, good_raw)
+        # 6. reduction too long for the buffers: BAD_OPERAND before any operand read
+        k_big = min(2 * ad * config.max_m, 4000)
+        assert k_big > ad * config.max_m or k_big > bd
+        xa = device.alloc_tensor((2, k_big), config.fmt)
+        wb = device.alloc_tensor((k_big, 2), config.fmt)
+        yc = device.alloc_tensor((2, 2))
+        expect([good, device.gemm_descriptor(xa, wb, yc)], ErrorCode.BAD_OPERAND, 1)
+        # the core still computes correctly afterwards
+        res = device.run([good], timeout_s=600.0)
+        assert res.cmd_done == 1 and res.last_tag == 7
+        golden = nmformat.matmul_nm(numerics.quantize(device.read_tensor(x), config.fmt),
+                                    nmformat.compress_ff(w, n, m), config.fmt)
+        assert _bits_equal(device.read_tensor(y), golden)
+
+    await bridge(scenario)()
+
+
+@cocotb.test()
+async def cli_gemm(dut: Any) -> None:
+    """One GEMM for ``sat sim gemm``: parameters in ``gemm``, JSON report written to ``gemm["report"]``."""
+    from cocotb.task import bridge
+
+    params = tb_params()
+    g = params.get("gemm")
+    if not g:
+        return
+    _, config, rng, transport, device = await _open(dut, "cli", pause=float(params.get("pause", 0.0)))
+    nm = tuple(g["nm"]) if g.get("nm") else None
+    rows, red, cols = g["m"], g["k"], g["n"]
+    grng = np.random.default_rng(g.get("seed", 0))
+    a = np.load(g["a"]).astype(np.float32) if g.get("a") else _values(grng, (rows, red))
+    b = np.load(g["b"]).astype(np.float32) if g.get("b") else _values(grng, (red, cols))
+    start = transport.cycle()
+    got, golden, shape, result = await bridge(lambda: run_gemm(device, "gemm", a, b, nm))()
+    cnt = result.counters
+    n, m = shape[3], shape[4]
+    report = {
+        "rows": rows, "red": red, "cols": cols, "nm": f"{n}:{m}" if nm else "dense", "fmt": config.fmt,
+        "array": [config.rows, config.cols], "adder_latency": config.adder_latency,
+        "cycles": cnt["CYCLES"], "compute_cycles": cnt["COMPUTE_CYCLES"], "stall_cycles": cnt["STALL_CYCLES"],
+        "macs": cnt["MACS"],
+        "utilization": cnt["MACS"] / (config.rows * config.cols * cnt["CYCLES"]) if cnt["CYCLES"] else 0.0,
+        "engine_model_cycles": gemm_counters(config, rows, red, cols, n, m).cycles,
+        "bit_identical": bool(_bits_equal(got, golden)),
+        "mismatches": int(np.count_nonzero(numerics.fp32_bits(got) != numerics.fp32_bits(golden))),
+        "sim_cycles": transport.cycle() - start,
+        "expected": expected_counters(config, rows, red, cols, n, m, int(params["a_depth"]),
+                                      int(params["b_depth"])),
+    }
+    if g.get("out"):
+        np.save(g["out"], got)
+    with open(g["report"], "w") as f:
+        json.dump(report, f)
+

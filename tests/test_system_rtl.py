@@ -1,0 +1,62 @@
+"""End-to-end RTL tests (``sim/tb_system.py``): the unchanged host driver ``SATDevice`` over the cocotb
+transport against ``SATCore`` with the GEMM unit (``sat.hw.gemm_unit.sat_core``) on a 2x2 array (L = 2):
+GEMMs of every BDWP pass bit for bit against ``sat.sw.numerics`` under random AXI pauses, with the unit's
+tiling and counters; two BDWP training iterations of a tiny MLP equal to GoldenBackend and ModelTransport;
+error codes through the real engine."""
+
+from __future__ import annotations
+
+import pytest
+
+from sat.sim.runner import run_cocotb
+from sat.sim.verilog import VerilogTop, generate_verilog
+from sat.sw.config import SATConfig
+
+pytestmark = pytest.mark.rtl
+
+TB = "sat.sim.tb_system"
+MEMORY_BYTES = 1 << 20
+#: Small buffers, so that the test shapes are tiled (rows and columns) and a long K overflows them.
+A_DEPTH = 32
+B_DEPTH = 128
+#: see tests/test_gemm_rtl.py
+VERILATOR_ARGS = ["--output-split", "0", "--output-split-cfuncs", "0", "-CFLAGS", "-O0"]
+CONFIG = SATConfig(rows=2, cols=2, adder_latency=2)
+
+
+def system_top(config: SATConfig = CONFIG, a_depth: int = A_DEPTH, b_depth: int = B_DEPTH,
+               memory_bytes: int = MEMORY_BYTES) -> VerilogTop:
+    """``sat_core(config, ...)`` (SATCore with GemmUnit) as Verilog module ``sat_system`` (cached)."""
+    from sat.hw.gemm_unit import sat_core
+
+    key = {"config": config.to_dict(), "a_depth": a_depth, "b_depth": b_depth, "memory_bytes": memory_bytes}
+    return generate_verilog(lambda: sat_core(config, a_depth=a_depth, b_depth=b_depth, memory_bytes=memory_bytes),
+                            "sat_system", key)
+
+
+def run_system(testcase: str | list[str], seed: int, config: SATConfig = CONFIG, **params) -> None:
+    top = system_top(config)
+    run_cocotb(top, TB, params={"config": config.to_dict(), "memory_bytes": MEMORY_BYTES, "a_depth": A_DEPTH,
+                                "b_depth": B_DEPTH, "seed": seed, **params},
+               testcase=testcase, build_args=VERILATOR_ARGS)
+
+
+def test_system_gemms(sim_seed: int) -> None:
+    """FF sparse 2:8 and 2:4, BP sparse, WU (A_TRANS), FF dense (B_TRANS), plain dense; ragged, tiled."""
+    run_system("gemms", sim_seed, nm=[[2, 8], [2, 4]])
+
+
+def test_system_training(sim_seed: int) -> None:
+    """Two BDWP iterations (2:4) of a 16-8-4 MLP: RTL == GoldenBackend == ModelTransport, bit for bit."""
+    run_system("training", sim_seed)
+
+
+def test_system_errors(sim_seed: int) -> None:
+    run_system("errors", sim_seed)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed_offset", [1, 2])
+def test_system_gemms_more(sim_seed: int, seed_offset: int) -> None:
+    """More seeds, heavier pauses, other N:M."""
+    run_system("gemms", sim_seed + seed_offset, nm=[[1, 4], [4, 8], [1, 8]], pause=0.4)
