@@ -21,6 +21,14 @@ Status rules (the RTL and the software model in ``sat.sw.driver.model`` follow t
 * The first rejected descriptor stops the list: ``ERROR_INDEX`` is its 0-based index and ``CMD_DONE`` counts the
   descriptors before it. A descriptor with ``FLAG_IRQ`` sets ``IRQ_STATUS.DONE`` when it completes; the end of the
   list always does.
+* ``CONTROL`` written with ABORT and START in one write while busy: ABORT takes effect and START is refused
+  (``ERR_BUSY``). Write them separately to abort and restart.
+* After ``ERR_AXI_READ`` or ``ERR_AXI_WRITE`` the contents of that descriptor's C are undefined (the RTL may have
+  written part of it; the software model writes none).
+* A valid descriptor whose reduction length does not fit the engine's on-chip buffers ends with ``ERR_BAD_SHAPE``
+  reported by the engine; the scheduler tiles such GEMMs (or the driver splits them) before they reach the core.
+* Offsets are decoded per 32-bit word: the low two address bits are ignored by the RTL (XDMA's user BAR only
+  makes aligned 4-byte accesses); the software model rejects unaligned offsets to catch driver bugs.
 """
 
 from __future__ import annotations
