@@ -108,7 +108,7 @@ def tile_plan(config: SATConfig, rows: int, red: int, cols: int, n: int = 0, m: 
     pa, pb = _pow2_fit(kw, a_depth), _pow2_fit(s, b_depth)
     if pa < 0 or pb < 0:
         raise ValueError(f"a reduction of {red} does not fit the engine buffers (A: {kw} of {a_depth} words per "
-                         f"bank, B: {s} of {b_depth} steps): split K below "
+                         f"bank, B: {s} of {b_depth} steps): split K into chunks of at most "
                          f"{max_reduction(config, n, m, a_depth=a_depth, b_depth=b_depth)}")
     rt_max, ct_max = config.rows << pa, config.cols << pb
     tiles = []

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import pytest
 
+from sat.sim.cli import SYSTEM_VERILATOR_ARGS, system_top
 from sat.sim.runner import run_cocotb
-from sat.sim.verilog import VerilogTop, generate_verilog
 from sat.sw.config import SATConfig
 
 pytestmark = pytest.mark.rtl
@@ -19,26 +19,14 @@ MEMORY_BYTES = 1 << 20
 #: Small buffers, so that the test shapes are tiled (rows and columns) and a long K overflows them.
 A_DEPTH = 32
 B_DEPTH = 128
-#: see tests/test_gemm_rtl.py
-VERILATOR_ARGS = ["--output-split", "0", "--output-split-cfuncs", "0", "-CFLAGS", "-O0"]
 CONFIG = SATConfig(rows=2, cols=2, adder_latency=2)
 
 
-def system_top(config: SATConfig = CONFIG, a_depth: int = A_DEPTH, b_depth: int = B_DEPTH,
-               memory_bytes: int = MEMORY_BYTES) -> VerilogTop:
-    """``sat_core(config, ...)`` (SATCore with GemmUnit) as Verilog module ``sat_system`` (cached)."""
-    from sat.hw.gemm_unit import sat_core
-
-    key = {"config": config.to_dict(), "a_depth": a_depth, "b_depth": b_depth, "memory_bytes": memory_bytes}
-    return generate_verilog(lambda: sat_core(config, a_depth=a_depth, b_depth=b_depth, memory_bytes=memory_bytes),
-                            "sat_system", key)
-
-
 def run_system(testcase: str | list[str], seed: int, config: SATConfig = CONFIG, **params) -> None:
-    top = system_top(config)
+    top = system_top(config, a_depth=A_DEPTH, b_depth=B_DEPTH, memory_bytes=MEMORY_BYTES)
     run_cocotb(top, TB, params={"config": config.to_dict(), "memory_bytes": MEMORY_BYTES, "a_depth": A_DEPTH,
                                 "b_depth": B_DEPTH, "seed": seed, **params},
-               testcase=testcase, build_args=VERILATOR_ARGS)
+               testcase=testcase, build_args=SYSTEM_VERILATOR_ARGS)
 
 
 def test_system_gemms(sim_seed: int) -> None:

@@ -1,0 +1,148 @@
+"""``sat sim``: run SAT in RTL simulation (cocotb + Verilator) through the host driver.
+
+``sat sim gemm --m 13 --k 40 --n 9 --nm 2:8 --fmt fp16 --seed 5 [--a A.npy --b B.npy] [--out DIR] [--json]
+[--rows R --cols C]`` builds (once, cached under ``build/sim``) the core with the GEMM unit
+(:func:`sat.hw.gemm_unit.sat_core`) for the requested array, runs ``C = A . B`` (``A`` is ``m x k``, ``B`` is
+``k x n``, N:M-sparse along ``k`` with ``--nm``) through the unchanged ``SATDevice`` over the cocotb transport
+(``sat.sim.tb_system.cli_gemm``) and prints the core's cycle counters, the utilization and whether the result is
+bit-identical to the golden model (``sat.sw.numerics``). Exit status 0 when it is, 1 otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+from sat.sw.cli import subcommand
+from sat.sw.config import SATConfig
+
+__all__ = ["system_top", "run_sim_gemm", "SYSTEM_VERILATOR_ARGS", "DEFAULT_MEMORY_BYTES"]
+
+#: see tests/test_gemm_rtl.py: one C++ file per model, -O0 (the compile dominates)
+SYSTEM_VERILATOR_ARGS = ["--output-split", "0", "--output-split-cfuncs", "0", "-CFLAGS", "-O0"]
+#: Smallest device memory of a simulated core (more when the operands need it).
+DEFAULT_MEMORY_BYTES = 1 << 20
+
+
+def system_top(config: SATConfig, *, a_depth: int, b_depth: int, memory_bytes: int):
+    """``sat_core(config, ...)`` (``SATCore`` with ``GemmUnit``) as Verilog module ``sat_system`` (cached)."""
+    from sat.hw.gemm_unit import sat_core
+
+    from .verilog import generate_verilog
+
+    key = {"config": config.to_dict(), "a_depth": a_depth, "b_depth": b_depth, "memory_bytes": memory_bytes}
+    return generate_verilog(lambda: sat_core(config, a_depth=a_depth, b_depth=b_depth, memory_bytes=memory_bytes),
+                            "sat_system", key)
+
+
+def _memory_for(m: int, k: int, n: int) -> int:
+    need = 4 * (2 * m * k + 2 * k * n + 4 * m * n) + (64 << 10)
+    size = DEFAULT_MEMORY_BYTES
+    while size < need:
+        size *= 2
+    return size
+
+
+def run_sim_gemm(args: argparse.Namespace) -> int:
+    """Handler of ``sat sim gemm`` (see the module docstring)."""
+    import numpy as np
+
+    from sat.hw.gemm_unit import tile_plan
+    from sat.sw.bdwp import parse_nm
+
+    from .runner import run_cocotb
+
+    nm = parse_nm(args.nm)
+    if nm is not None and nm[0] == nm[1]:
+        nm = None
+    m_, k, n = args.m, args.k, args.n
+    if args.a:
+        a = np.load(args.a)
+        if a.ndim != 2:
+            raise SystemExit(f"sat sim gemm: {args.a} must hold a 2-D matrix, not shape {a.shape}")
+        m_, k = a.shape
+    if args.b:
+        b = np.load(args.b)
+        if b.ndim != 2 or b.shape[0] != k:
+            raise SystemExit(f"sat sim gemm: {args.b} must be {k} x N to multiply A ({m_} x {k}), "
+                             f"not shape {b.shape}")
+        n = b.shape[1]
+    for name, v in (("m", m_), ("k", k), ("n", n)):
+        if v is None or v < 1:
+            raise SystemExit(f"sat sim gemm: give --{name} (a positive size) or an operand file")
+    nm_set = SATConfig().nm_set
+    if nm is not None and nm not in nm_set:
+        nm_set = (*nm_set, nm)
+    try:
+        config = SATConfig(rows=args.rows, cols=args.cols, fmt=args.fmt, adder_latency=args.latency,
+                           nm_set=nm_set)
+        tile_plan(config, m_, k, n, *(nm or (0, 0)), a_depth=args.a_depth, b_depth=args.b_depth)
+    except ValueError as e:
+        raise SystemExit(f"sat sim gemm: {e}") from None
+    memory_bytes = _memory_for(m_, k, n)
+    out_dir = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="sat-sim-gemm-"))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    report_path = out_dir / "report.json"
+    gemm = {"m": m_, "k": k, "n": n, "nm": list(nm) if nm else None, "seed": args.seed,
+            "a": str(Path(args.a).resolve()) if args.a else None, "b": str(Path(args.b).resolve()) if args.b else None,
+            "report": str(report_path.resolve()), "out": str((out_dir / "c.npy").resolve())}
+    top = system_top(config, a_depth=args.a_depth, b_depth=args.b_depth, memory_bytes=memory_bytes)
+    params = {"config": config.to_dict(), "memory_bytes": memory_bytes, "a_depth": args.a_depth,
+              "b_depth": args.b_depth, "seed": args.seed, "pause": args.pause, "gemm": gemm}
+    # the simulator's log goes to stderr, so that stdout holds only the report (parseable with --json)
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        os.dup2(2, 1)
+        run_cocotb(top, "sat.sim.tb_system", params=params, testcase="cli_gemm", run_name="cli_gemm",
+                   build_args=SYSTEM_VERILATOR_ARGS)
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+    report = json.loads(report_path.read_text())
+    report["out_dir"] = str(out_dir)
+    if args.json:
+        print(json.dumps(report, indent=2, sort_keys=True))
+    else:
+        print(f"GEMM {m_} x {k} x {n} ({report['nm']}, {report['fmt']}) on a {config.rows}x{config.cols} array "
+              f"(L={config.adder_latency}), {report['expected']['tiles']} tile(s)")
+        print(f"  cycles           {report['cycles']}  (compute {report['compute_cycles']}, "
+              f"stall {report['stall_cycles']}; engine alone, untiled: {report['engine_model_cycles']})")
+        print(f"  MACs             {report['macs']}")
+        print(f"  utilization      {100 * report['utilization']:.1f} %")
+        print(f"  bit-identical    {'yes' if report['bit_identical'] else 'NO'} "
+              f"({report['mismatches']} of {m_ * n} results differ from sat.sw.numerics)")
+        print(f"  result           {out_dir / 'c.npy'}  report {report_path}")
+    return 0 if report["bit_identical"] else 1
+
+
+@subcommand("sim", help="run SAT in RTL simulation (cocotb + Verilator) through the host driver")
+def _sim(p: argparse.ArgumentParser) -> Callable[[argparse.Namespace], int]:
+    sub = p.add_subparsers(dest="sim_command", metavar="SIMCOMMAND", required=True)
+    g = sub.add_parser("gemm", help="run one GEMM on the simulated core and compare it with the golden model",
+                       description=__doc__.split("\n\n")[1] if __doc__ else None)
+    g.add_argument("--m", type=int, help="rows of A and C")
+    g.add_argument("--k", type=int, help="reduction length")
+    g.add_argument("--n", type=int, help="columns of B and C")
+    g.add_argument("--nm", default="dense", help="N:M pattern of B along K, e.g. 2:8 (default dense)")
+    g.add_argument("--fmt", default="fp16", choices=("fp16", "bf16"), help="operand format")
+    g.add_argument("--seed", type=int, default=0, help="seed of the random operands")
+    g.add_argument("--a", help="A as a .npy file (m x k; default random)")
+    g.add_argument("--b", help="B as a .npy file (k x n, dense values; pruned N:M with --nm)")
+    g.add_argument("--out", help="directory for c.npy and report.json (default a temporary directory)")
+    g.add_argument("--json", action="store_true", help="print the report as JSON")
+    g.add_argument("--rows", type=int, default=2, help="array rows R (default 2)")
+    g.add_argument("--cols", type=int, default=2, help="array columns C (default 2)")
+    g.add_argument("--latency", type=int, default=2, help="FP32 adder latency L (default 2)")
+    g.add_argument("--a-depth", type=int, default=32, help="words per A bank of the engine (default 32)")
+    g.add_argument("--b-depth", type=int, default=128, help="words of the B buffer (default 128)")
+    g.add_argument("--pause", type=float, default=0.0, help="random AXI pause probability (default 0)")
+    g.set_defaults(_sim_handler=run_sim_gemm)
+    return lambda args: args._sim_handler(args)
+
