@@ -40,6 +40,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "sat.sw.driver",    # registers the "model" and "xdma" GEMM backends for `sat train --backend`
     "sat.boards.cli",   # sat build / generate / report / board
     "sat.sim.cli",      # sat sim gemm (skipped until that module exists)
+    "sat.sw.bench",     # sat bench (skipped until that module exists)
 )
 
 
