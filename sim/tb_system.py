@@ -224,7 +224,8 @@ async def training(dut: Any) -> None:
 @cocotb.test()
 async def errors(dut: Any) -> None:
     """Errors through the real engine: bad descriptor, AXI read/write faults, BAD_OPERAND (malformed packed
-    operand; reduction too long for the buffers), each with the right code and index; the core recovers."""
+    operand; reduction too long for the buffers), ABORT, each with the right code and index; the core then
+    computes correctly again."""
     from cocotb.task import bridge
 
     from sat.sw.driver.device import SATDeviceError
@@ -278,6 +279,15 @@ async def errors(dut: Any) -> None:
         wb = device.alloc_tensor((k_big, 2), config.fmt)
         yc = device.alloc_tensor((2, 2))
         expect([good, device.gemm_descriptor(xa, wb, yc)], ErrorCode.BAD_OPERAND, 1)
+        # 7. ABORT while a list runs: the engine stops at a tile boundary, drains its writes, ABORTED
+        pending = device.start([good] * 6)
+        device.abort()
+        try:
+            device.wait(pending, timeout_s=600.0)
+        except SATDeviceError as e:
+            assert int(e.code) == ErrorCode.ABORTED and e.index < 6, e
+        else:
+            raise AssertionError("an aborted list reported success")
         # the core still computes correctly afterwards
         res = device.run([good], timeout_s=600.0)
         assert res.cmd_done == 1 and res.last_tag == 7
