@@ -22,10 +22,18 @@ B_DEPTH = 128
 CONFIG = SATConfig(rows=2, cols=2, adder_latency=2)
 
 
-def run_system(testcase: str | list[str], seed: int, config: SATConfig = CONFIG, **params) -> None:
-    top = system_top(config, a_depth=A_DEPTH, b_depth=B_DEPTH, memory_bytes=MEMORY_BYTES)
-    run_cocotb(top, TB, params={"config": config.to_dict(), "memory_bytes": MEMORY_BYTES, "a_depth": A_DEPTH,
-                                "b_depth": B_DEPTH, "seed": seed, **params},
+#: Slow-only builds: odd array shapes (C not dividing 32: general lane routing), L = 1 and 3, BF16, other nm_set.
+SLOW_CONFIGS = {
+    "3x3_fp16_l1": SATConfig(rows=3, cols=3, adder_latency=1, nm_set=((2, 4), (1, 8), (2, 8))),
+    "1x5_bf16_l3": SATConfig(rows=1, cols=5, fmt="bf16", adder_latency=3, nm_set=((1, 4), (2, 4), (4, 8))),
+}
+
+
+def run_system(testcase: str | list[str], seed: int, config: SATConfig = CONFIG, a_depth: int = A_DEPTH,
+               b_depth: int = B_DEPTH, **params) -> None:
+    top = system_top(config, a_depth=a_depth, b_depth=b_depth, memory_bytes=MEMORY_BYTES)
+    run_cocotb(top, TB, params={"config": config.to_dict(), "memory_bytes": MEMORY_BYTES, "a_depth": a_depth,
+                                "b_depth": b_depth, "seed": seed, **params},
                testcase=testcase, build_args=SYSTEM_VERILATOR_ARGS)
 
 
@@ -48,3 +56,12 @@ def test_system_errors(sim_seed: int) -> None:
 def test_system_gemms_more(sim_seed: int, seed_offset: int) -> None:
     """More seeds, heavier pauses, other N:M."""
     run_system("gemms", sim_seed + seed_offset, nm=[[1, 4], [4, 8], [1, 8]], pause=0.4)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(SLOW_CONFIGS))
+def test_system_other_arrays(name: str, sim_seed: int) -> None:
+    """GEMMs, training and errors on odd array shapes (other buffer depths)."""
+    config = SLOW_CONFIGS[name]
+    nms = [list(p) for p in config.nm_set[:2]]
+    run_system(["gemms", "errors"], sim_seed + 3, config, a_depth=16, b_depth=256, nm=nms)

@@ -1,0 +1,75 @@
+# amaranth: UnusedElaboratable=no
+"""``sat.hw.gemm_unit`` without a simulator: constructor checks, ports, the tiling rule (``tile_plan``,
+``max_reduction``) and that the core with the unit elaborates. The RTL behaviour is tested end to end in
+``tests/test_system_rtl.py``."""
+
+from __future__ import annotations
+
+import pytest
+from amaranth.hdl import Fragment
+
+from sat.hw.core import SATCore, engine_members
+from sat.hw.gemm_unit import GemmUnit, gemm_unit, max_reduction, sat_core, tile_plan
+from sat.sw.config import SATConfig
+from sat.sw.perfmodel import steps_per_output
+
+CFG = SATConfig(rows=2, cols=2, adder_latency=2)
+
+
+def test_constructor_checks() -> None:
+    with pytest.raises(TypeError, match="SATConfig"):
+        GemmUnit({"rows": 2})
+    with pytest.raises(ValueError, match="axi_data_width=512"):
+        GemmUnit(SATConfig(axi_data_width=128))
+    with pytest.raises(ValueError, match="a_depth must be a power of two"):
+        GemmUnit(CFG, a_depth=48)
+
+
+def test_ports_are_the_engine_interface() -> None:
+    unit = GemmUnit(CFG, a_depth=32, b_depth=64)
+    assert dict(unit.signature.members.items()) == engine_members(CFG)
+    assert (unit.a_depth, unit.b_depth) == (32, 64)
+    Fragment.get(unit, None)
+
+
+@pytest.mark.parametrize("rows, red, cols, nm", [
+    (13, 40, 9, None), (13, 40, 9, (2, 8)), (1, 1, 1, None), (100, 128, 3, None), (7, 40, 40, (2, 4)),
+    (64, 8, 300, (1, 4)),
+])
+def test_tile_plan_covers_the_output_once(rows: int, red: int, cols: int, nm) -> None:
+    n, m = nm or (0, 0)
+    plan = tile_plan(CFG, rows, red, cols, n, m, a_depth=32, b_depth=128)
+    covered = [[0] * cols for _ in range(rows)]
+    for r0, rt, c0, ct in plan.tiles:
+        assert 1 <= rt <= plan.rt_max and 1 <= ct <= plan.ct_max and r0 % CFG.rows == 0 and c0 % CFG.cols == 0
+        for i in range(r0, r0 + rt):
+            for j in range(c0, c0 + ct):
+                covered[i][j] += 1
+    assert all(v == 1 for row in covered for v in row)
+    # the buffers hold each tile: A rows in banks of ceil(red / max_m) words, B columns of S steps
+    kw = -(-red // CFG.max_m)
+    assert -(-plan.rt_max // CFG.rows) * kw <= 32
+    assert -(-plan.ct_max // CFG.cols) * steps_per_output(red, n, m) <= 128
+    # tile sizes are the largest power-of-two multiples of the array that fit
+    assert -(-2 * plan.rt_max // CFG.rows) * kw > 32 and -(-2 * plan.ct_max // CFG.cols) * steps_per_output(
+        red, n, m) > 128
+    assert plan.b_loads == (1 if plan.ct_max >= cols else len(plan.tiles))
+
+
+@pytest.mark.parametrize("nm", [None, (2, 8), (1, 4), (4, 8)])
+def test_max_reduction_is_the_limit(nm) -> None:
+    n, m = nm or (0, 0)
+    k = max_reduction(CFG, n, m, a_depth=32, b_depth=128)
+    tile_plan(CFG, 4, k, 4, n, m, a_depth=32, b_depth=128)
+    with pytest.raises(ValueError, match=f"chunks of at most {k}"):
+        tile_plan(CFG, 4, k + 1, 4, n, m, a_depth=32, b_depth=128)
+
+
+def test_sat_core_elaborates_with_the_unit() -> None:
+    core = sat_core(CFG, a_depth=32, b_depth=64, memory_bytes=1 << 20)
+    assert isinstance(core, SATCore) and core.memory_bytes == 1 << 20
+    assert isinstance(core._engine_inst, GemmUnit) and core._engine_inst.b_depth == 64
+    Fragment.get(core, None)
+    unit = gemm_unit(a_depth=16)(CFG, beats_width=32)
+    assert isinstance(unit, GemmUnit) and unit.a_depth == 16
+    Fragment.get(unit, None)
