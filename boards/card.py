@@ -23,10 +23,11 @@ be confirmed without Vivado is listed in ``docs/board.md``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from amaranth.hdl import ClockDomain, Const, Elaboratable, Instance, Module, Signal
-from amaranth.lib import io
+from amaranth.lib import io, wiring
 from amaranth.lib.cdc import FFSynchronizer
 from amaranth.lib.wiring import In
 
@@ -344,7 +345,8 @@ class VCU1525Card(Elaboratable):
         If the configuration's AXI widths do not match the card (512-bit data, 64-bit addresses).
     """
 
-    def __init__(self, config: SATConfig, *, memory_bytes: int = DEFAULT_MEMORY_BYTES, core=None) -> None:
+    def __init__(self, config: SATConfig, *, memory_bytes: int = DEFAULT_MEMORY_BYTES,
+                 core: Callable[..., wiring.Component] | None = None) -> None:
         if not isinstance(config, SATConfig):
             raise TypeError(f"config must be a SATConfig, not {config!r}")
         if config.axi_data_width != 512 or config.axi_addr_width != 64:
@@ -364,7 +366,7 @@ class VCU1525Card(Elaboratable):
         return self._config
 
     @property
-    def core(self):
+    def core(self) -> wiring.Component:
         """The SAT core instance (submodule ``sat``)."""
         return self._core
 
