@@ -1,0 +1,858 @@
+"""Offline scheduler: a network plus an array configuration become one training iteration's schedule.
+
+A network is a list of GEMM layers (:class:`Conv`, :class:`Linear`) and host operations (:class:`HostOp`:
+ReLU, batch norm, pooling, residual adds, flatten), built with :class:`NetworkBuilder` (``resnet18_cifar``,
+``vgg16_cifar``) or imported from a PyTorch module (:func:`from_torch`, optional). Only the GEMM layers run on
+the card; host operations run on the host between layers (``docs/schedule.md``).
+
+:func:`schedule_iteration` lowers every GEMM layer to its FF, BP and WU GEMMs (``docs/bdwp.md``), picks dense or
+N:M per pass with :func:`sat.sw.bdwp.pass_is_sparse`, picks an orientation per dense GEMM (``orientation="auto"``:
+the transposed product when it takes fewer engine cycles), splits reductions longer than the GEMM unit's buffers
+into K chunks whose partial results the host adds, allocates device memory, orders the DMA transfers and writes
+the descriptor list. The same :class:`Schedule` gives the cycle model (:attr:`Schedule.cycles`, the sum of
+``sat.sw.perfmodel.gemm_counters`` over every engine tile of every descriptor) and is meant to drive the real run.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+
+from .bdwp import NM, PassPolicy, check_nm, nm_mask, parse_nm, pass_is_sparse
+from .config import SATConfig
+from .descriptor import DESCRIPTOR_BYTES, FLAG_A_TRANS, FLAG_B_TRANS, FLAG_IRQ, FLAG_SPARSE, GemmDescriptor
+from .nmformat import compress, pack, packed_nbytes
+from .perfmodel import GemmCounters, gemm_counters
+
+__all__ = [
+    "Conv", "Linear", "HostOp", "Network", "NetworkBuilder", "resnet18_cifar", "vgg16_cifar", "NETWORKS",
+    "get_network", "from_torch", "DEFAULT_A_DEPTH", "DEFAULT_B_DEPTH", "DEFAULT_MEMORY_BYTES", "max_reduction",
+    "engine_tiles", "unit_counters", "Region", "ScheduledGemm", "DmaStep", "Schedule", "schedule_iteration",
+    "PCIE_BYTES_PER_S", "PregenLayer", "pregeneration",
+]
+
+#: Buffer depths of the GEMM unit (``sat.hw.gemm_unit.DEFAULT_A_DEPTH`` / ``DEFAULT_B_DEPTH``; the software side
+#: does not import the gateware, ``tests/test_schedule.py`` checks they agree).
+DEFAULT_A_DEPTH = 1024
+DEFAULT_B_DEPTH = 1024
+#: Device memory of the VCU1525 card as built (one 16 GiB DDR4 channel, ``docs/board.md``).
+DEFAULT_MEMORY_BYTES = 16 << 30
+#: Effective host-to-card bandwidth assumed for pre-generated weights: PCIe Gen3 x16 through XDMA, ~12 GB/s
+#: (15.75 GB/s raw after 128b/130b coding, minus TLP overhead at 256-byte payloads and DMA descriptor traffic).
+PCIE_BYTES_PER_S = 12e9
+
+Pass = Literal["ff", "bp", "wu"]
+Orientation = Literal["normal", "auto"]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Networks
+
+
+@dataclass(frozen=True)
+class Conv:
+    """A 2-D convolution lowered channels-last (im2col): ``K = kernel * kernel * c_in``, ``P = B * H_out * W_out``.
+
+    ``in_hw`` is the input's spatial size (set by :class:`NetworkBuilder`); ``ff``/``bp`` are the per-pass
+    policies of :func:`sat.sw.bdwp.pass_is_sparse`. No bias (the batch norm that follows carries it).
+    """
+
+    name: str
+    c_in: int
+    c_out: int
+    kernel: int
+    in_hw: tuple[int, int]
+    stride: int = 1
+    padding: int = 0
+    ff: PassPolicy = "auto"
+    bp: PassPolicy = "auto"
+
+    def __post_init__(self) -> None:
+        for attr in ("c_in", "c_out", "kernel", "stride"):
+            if getattr(self, attr) < 1:
+                raise ValueError(f"layer {self.name}: {attr} must be >= 1, not {getattr(self, attr)!r}")
+        if self.padding < 0:
+            raise ValueError(f"layer {self.name}: padding must be >= 0, not {self.padding!r}")
+        if min(self.out_hw) < 1:
+            raise ValueError(f"layer {self.name}: a {self.kernel}x{self.kernel} kernel with stride {self.stride} "
+                             f"and padding {self.padding} leaves no output on a {self.in_hw} input")
+
+    @property
+    def out_hw(self) -> tuple[int, int]:
+        h, w = self.in_hw
+        f = self.kernel
+        return ((h + 2 * self.padding - f) // self.stride + 1, (w + 2 * self.padding - f) // self.stride + 1)
+
+    @property
+    def k(self) -> int:
+        """Reduction length of FF (columns of ``W``)."""
+        return self.kernel * self.kernel * self.c_in
+
+    def pixels(self, batch: int) -> int:
+        """Rows of the lowered activations, ``B * H_out * W_out``."""
+        return batch * self.out_hw[0] * self.out_hw[1]
+
+    @property
+    def macs_per_image(self) -> int:
+        return self.out_hw[0] * self.out_hw[1] * self.k * self.c_out
+
+
+@dataclass(frozen=True)
+class Linear(Conv):
+    """A fully connected layer: a :class:`Conv` with a 1x1 kernel on a 1x1 input."""
+
+    kernel: int = 1
+    in_hw: tuple[int, int] = (1, 1)
+
+
+@dataclass(frozen=True)
+class HostOp:
+    """An operation the host runs between GEMM layers (no GEMM on the card).
+
+    ``kind``: ``relu``, ``bn`` (batch norm, includes the bias), ``maxpool`` / ``avgpool`` (``kernel``,
+    ``stride``; ``kernel = 0`` = global), ``add`` (residual: adds the tensor saved as ``source``), ``save``
+    (remembers the current tensor as ``source`` for a later ``add`` or shortcut convolution), ``flatten``.
+    """
+
+    name: str
+    kind: str
+    kernel: int = 0
+    stride: int = 0
+    source: str = ""
+
+
+GemmLayer = Conv
+Item = Conv | HostOp
+
+
+@dataclass(frozen=True)
+class Network:
+    """A network for one input size: its items in forward order, GEMM layers and host operations."""
+
+    name: str
+    input_shape: tuple[int, int, int]   # (H, W, C)
+    items: tuple[Item, ...]
+
+    @property
+    def layers(self) -> list[Conv]:
+        """The GEMM layers (convolutions and linear layers) in forward order."""
+        return [it for it in self.items if isinstance(it, Conv)]
+
+    def macs_per_image(self) -> int:
+        """MACs of one image's forward pass through the GEMM layers (dense)."""
+        return sum(layer.macs_per_image for layer in self.layers)
+
+
+class NetworkBuilder:
+    """Builds a :class:`Network`, tracking the activation shape ``(H, W, C)``.
+
+    Example::
+
+        net = (NetworkBuilder("tiny", 8, 8, 3).conv("conv1", 16, 3, padding=1).relu().maxpool(2)
+               .flatten().linear("fc", 10).build())
+
+    Raises
+    ------
+    ValueError
+        For a layer that does not fit the current shape (e.g. ``linear`` before ``flatten`` on a feature map),
+        duplicate names or an unknown saved tensor.
+    """
+
+    def __init__(self, name: str, height: int, width: int, channels: int) -> None:
+        if min(height, width, channels) < 1:
+            raise ValueError(f"input shape must be positive, not {(height, width, channels)}")
+        self._name = name
+        self._input = (height, width, channels)
+        self._shape = (height, width, channels)
+        self._items: list[Item] = []
+        self._saved: dict[str, tuple[int, int, int]] = {}
+        self._count = 0
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """Current activation shape ``(H, W, C)``."""
+        return self._shape
+
+    def _auto(self, kind: str) -> str:
+        self._count += 1
+        return f"{kind}{self._count}"
+
+    def _add(self, item: Item) -> NetworkBuilder:
+        if any(it.name == item.name for it in self._items):
+            raise ValueError(f"network {self._name}: the name {item.name!r} is used twice")
+        self._items.append(item)
+        return self
+
+    def conv(self, name: str, c_out: int, kernel: int = 3, *, stride: int = 1, padding: int | None = None,
+             source: str | None = None, ff: PassPolicy = "auto", bp: PassPolicy = "auto") -> NetworkBuilder:
+        """A convolution on the current tensor (or on the tensor saved as ``source``, e.g. a shortcut);
+        ``padding`` defaults to ``kernel // 2``."""
+        h, w, c = self._shape if source is None else self._get(source)
+        layer = Conv(name, c, c_out, kernel, (h, w), stride, kernel // 2 if padding is None else padding, ff, bp)
+        self._shape = (*layer.out_hw, c_out)
+        return self._add(layer)
+
+    def linear(self, name: str, c_out: int, *, ff: PassPolicy = "auto", bp: PassPolicy = "auto") -> NetworkBuilder:
+        """A fully connected layer; the current tensor must be flat (``H = W = 1``)."""
+        h, w, c = self._shape
+        if (h, w) != (1, 1):
+            raise ValueError(f"network {self._name}: linear layer {name!r} needs a flat input, the current "
+                             f"shape is {self._shape}: add .flatten() or a global pooling first")
+        self._shape = (1, 1, c_out)
+        return self._add(Linear(name, c, c_out, ff=ff, bp=bp))
+
+    def host(self, kind: str, name: str | None = None) -> NetworkBuilder:
+        """A shape-preserving host operation (``relu``, ``bn``)."""
+        return self._add(HostOp(name or self._auto(kind), kind))
+
+    def relu(self, name: str | None = None) -> NetworkBuilder:
+        return self.host("relu", name)
+
+    def bn(self, name: str | None = None) -> NetworkBuilder:
+        return self.host("bn", name)
+
+    def _pool(self, kind: str, kernel: int, stride: int | None, name: str | None) -> NetworkBuilder:
+        h, w, c = self._shape
+        if kernel == 0:
+            self._shape = (1, 1, c)
+        else:
+            s = stride or kernel
+            if kernel > min(h, w):
+                raise ValueError(f"network {self._name}: a {kernel}x{kernel} pool does not fit {self._shape}")
+            self._shape = ((h - kernel) // s + 1, (w - kernel) // s + 1, c)
+        return self._add(HostOp(name or self._auto(kind), kind, kernel, stride or kernel))
+
+    def maxpool(self, kernel: int = 2, stride: int | None = None, name: str | None = None) -> NetworkBuilder:
+        return self._pool("maxpool", kernel, stride, name)
+
+    def avgpool(self, kernel: int = 0, stride: int | None = None, name: str | None = None) -> NetworkBuilder:
+        """Average pooling; ``kernel = 0`` is global (to ``1 x 1``)."""
+        return self._pool("avgpool", kernel, stride, name)
+
+    def flatten(self, name: str | None = None) -> NetworkBuilder:
+        h, w, c = self._shape
+        self._shape = (1, 1, h * w * c)
+        return self._add(HostOp(name or self._auto("flatten"), "flatten"))
+
+    def save(self, tag: str) -> NetworkBuilder:
+        """Remember the current tensor as ``tag`` (block input of a residual block)."""
+        self._saved[tag] = self._shape
+        return self._add(HostOp(f"save.{tag}", "save", source=tag))
+
+    def _get(self, tag: str) -> tuple[int, int, int]:
+        try:
+            return self._saved[tag]
+        except KeyError:
+            raise ValueError(f"network {self._name}: no tensor saved as {tag!r} (use .save({tag!r}) first)") from None
+
+    def add(self, tag: str, name: str | None = None) -> NetworkBuilder:
+        """Residual add of the tensor saved as ``tag`` (or of a shortcut convolution's output, by name)."""
+        shapes = dict(self._saved)
+        shapes.update({it.name: (*it.out_hw, it.c_out) for it in self._items if isinstance(it, Conv)})
+        if tag not in shapes:
+            raise ValueError(f"network {self._name}: nothing named {tag!r} to add")
+        if shapes[tag] != self._shape:
+            raise ValueError(f"network {self._name}: cannot add {tag!r} of shape {shapes[tag]} to {self._shape}")
+        return self._add(HostOp(name or self._auto("add"), "add", source=tag))
+
+    def build(self) -> Network:
+        if not any(isinstance(it, Conv) for it in self._items):
+            raise ValueError(f"network {self._name} has no GEMM layer")
+        return Network(self._name, self._input, tuple(self._items))
+
+
+def resnet18_cifar(classes: int = 10, image: int = 32) -> Network:
+    """ResNet-18 for CIFAR-sized inputs: a 3x3 stem (no max pool), four stages of two basic blocks
+    (64, 128, 256, 512 channels; 1x1 stride-2 shortcut convolutions), global average pool, ``512 -> classes``."""
+    b = NetworkBuilder("resnet18", image, image, 3).conv("conv1", 64, 3).bn().relu()
+    c_in = 64
+    for stage, c_out in enumerate((64, 128, 256, 512), start=1):
+        for block in range(2):
+            p = f"layer{stage}.{block}"
+            stride = 2 if (block == 0 and stage > 1) else 1
+            b.save(p)
+            b.conv(f"{p}.conv1", c_out, 3, stride=stride).bn().relu().conv(f"{p}.conv2", c_out, 3).bn()
+            if stride != 1 or c_in != c_out:
+                conv2_shape = b.shape
+                b.conv(f"{p}.downsample", c_out, 1, stride=stride, padding=0, source=p).bn(f"{p}.downsample.bn")
+                assert b.shape == conv2_shape
+                b.add(f"{p}.downsample")
+            else:
+                b.add(p)
+            b.relu()
+            c_in = c_out
+    return b.avgpool().flatten().linear("fc", classes).build()
+
+
+#: VGG-16 convolution widths, ``"M"`` = 2x2 max pool.
+_VGG16 = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M")
+
+
+def vgg16_cifar(classes: int = 10, image: int = 32) -> Network:
+    """VGG-16 for CIFAR-sized inputs: 13 3x3 convolutions with batch norm, five max pools (32 -> 1), and the
+    classifier ``512 -> 512 -> 512 -> classes``."""
+    b = NetworkBuilder("vgg16", image, image, 3)
+    i = 0
+    for v in _VGG16:
+        if v == "M":
+            b.maxpool(2)
+        else:
+            i += 1
+            b.conv(f"conv{i}", v, 3).bn().relu()
+    return (b.flatten().linear("fc1", 512).relu().linear("fc2", 512).relu().linear("fc3", classes).build())
+
+
+NETWORKS = {"resnet18": resnet18_cifar, "vgg16": vgg16_cifar}
+
+
+def get_network(name: str) -> Network:
+    """A network of :data:`NETWORKS` by name (CIFAR-sized, 10 classes)."""
+    try:
+        return NETWORKS[name]()
+    except KeyError:
+        raise ValueError(f"unknown network {name!r}; known: {sorted(NETWORKS)}") from None
+
+
+def from_torch(module, input_shape: tuple[int, int, int], name: str = "torch") -> Network:
+    """Import the GEMM layers of a PyTorch module (``Conv2d`` and ``Linear``, in registration order).
+
+    Only the layer list is imported: every ``Conv2d`` (square kernel, groups = dilation = 1) and ``Linear``
+    with its input size, found by a forward pass with forward hooks on a zero tensor of ``input_shape``
+    (``H, W, C``). Everything else runs on the host and is recorded as one ``HostOp("host")`` per gap.
+
+    Raises
+    ------
+    ImportError
+        When PyTorch is not installed (it is not a dependency of SAT).
+    ValueError
+        For layers the scheduler cannot lower (grouped or dilated convolutions, non-square kernels).
+    """
+    try:
+        import torch
+    except ModuleNotFoundError:
+        raise ImportError("from_torch needs PyTorch, which SAT does not depend on: install it with "
+                          "`pip install torch`, or describe the network with NetworkBuilder") from None
+    items: list[Item] = []
+    hooks = []
+
+    def hook(mod, inputs, _output, mod_name):
+        x = inputs[0]
+        if isinstance(mod, torch.nn.Conv2d):
+            if mod.groups != 1 or mod.dilation != (1, 1) or mod.kernel_size[0] != mod.kernel_size[1] \
+                    or mod.stride[0] != mod.stride[1] or mod.padding[0] != mod.padding[1]:
+                raise ValueError(f"{mod_name}: only square, ungrouped, undilated convolutions can be scheduled")
+            items.append(Conv(mod_name, mod.in_channels, mod.out_channels, mod.kernel_size[0],
+                              (int(x.shape[2]), int(x.shape[3])), mod.stride[0], mod.padding[0]))
+        else:
+            items.append(Linear(mod_name, mod.in_features, mod.out_features))
+
+    for mod_name, mod in module.named_modules():
+        if isinstance(mod, (torch.nn.Conv2d, torch.nn.Linear)):
+            hooks.append(mod.register_forward_hook(functools.partial(hook, mod_name=mod_name)))
+    try:
+        h, w, c = input_shape
+        with torch.no_grad():
+            module.eval()(torch.zeros(1, c, h, w))
+    finally:
+        for handle in hooks:
+            handle.remove()
+    with_host: list[Item] = []
+    for i, it in enumerate(items):
+        if i:
+            with_host.append(HostOp(f"host{i}", "host"))
+        with_host.append(it)
+    return Network(name, tuple(input_shape), tuple(with_host))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Engine limits and the cycle model of one descriptor
+
+
+def _steps(red: int, n: int, m: int) -> int:
+    return -(-red // m) * n if (n and m and n != m) else red
+
+
+def max_reduction(config: SATConfig, n: int = 0, m: int = 0, *, a_depth: int = DEFAULT_A_DEPTH,
+                  b_depth: int = DEFAULT_B_DEPTH) -> int:
+    """Longest reduction one descriptor may have (the GEMM unit never splits ``K``; ``sat.hw.gemm_unit``)."""
+    by_a = a_depth * config.max_m
+    by_b = b_depth if not (n and m and n != m) else (b_depth // n) * m
+    return min(by_a, by_b)
+
+
+def _pow2_fit(words: int, depth: int) -> int:
+    p = -1
+    while words << (p + 1) <= depth:
+        p += 1
+    return p
+
+
+def engine_tiles(config: SATConfig, rows: int, red: int, cols: int, n: int = 0, m: int = 0, *,
+                 a_depth: int = DEFAULT_A_DEPTH, b_depth: int = DEFAULT_B_DEPTH) -> list[tuple[int, int]]:
+    """The ``(rows, cols)`` of every engine command the GEMM unit runs for one descriptor, in order.
+
+    Same rule as ``sat.hw.gemm_unit.tile_plan``: row tiles of ``R * 2**p`` rows (``2**p * ceil(red / max_m) <=
+    a_depth``), column tiles of ``C * 2**q`` (``2**q * S <= b_depth``).
+
+    Raises
+    ------
+    ValueError
+        If the reduction does not fit the buffers (split it below :func:`max_reduction`).
+    """
+    pa, pb = _pow2_fit(-(-red // config.max_m), a_depth), _pow2_fit(_steps(red, n, m), b_depth)
+    if pa < 0 or pb < 0:
+        raise ValueError(f"a reduction of {red} does not fit the GEMM unit's buffers: split K into chunks of at "
+                         f"most {max_reduction(config, n, m, a_depth=a_depth, b_depth=b_depth)}")
+    rt_max, ct_max = config.rows << pa, config.cols << pb
+    return [(min(rt_max, rows - r0), min(ct_max, cols - c0))
+            for r0 in range(0, rows, rt_max) for c0 in range(0, cols, ct_max)]
+
+
+_cached_counters = functools.lru_cache(maxsize=65536)(gemm_counters)
+
+
+def _add(a: GemmCounters, b: GemmCounters) -> GemmCounters:
+    return GemmCounters(a.cycles + b.cycles, a.busy_cycles + b.busy_cycles, a.stall_cycles + b.stall_cycles,
+                        a.macs + b.macs, a.passes + b.passes)
+
+
+_ZERO = GemmCounters(0, 0, 0, 0, 0)
+
+
+def unit_counters(config: SATConfig, rows: int, red: int, cols: int, n: int = 0, m: int = 0, *,
+                  a_depth: int = DEFAULT_A_DEPTH, b_depth: int = DEFAULT_B_DEPTH) -> GemmCounters:
+    """Engine counters of one descriptor: ``perfmodel.gemm_counters`` summed over the unit's engine tiles.
+
+    This is the engine's compute time (its fill and drain included) with operand loads and result writes fully
+    overlapped, i.e. the GEMM unit with double-buffered loading (``sat.hw.gemm_unit`` still loads, computes and
+    writes one tile after the other; its ``stall_cycles`` count those extra cycles).
+    """
+    total = _ZERO
+    tiles = engine_tiles(config, rows, red, cols, n, m, a_depth=a_depth, b_depth=b_depth)
+    for shape in set(tiles):
+        c = _cached_counters(config, shape[0], red, shape[1], n, m)
+        k = tiles.count(shape)
+        total = _add(total, GemmCounters(c.cycles * k, c.busy_cycles * k, c.stall_cycles * k, c.macs * k,
+                                         c.passes * k))
+    return total
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The schedule
+
+
+@dataclass(frozen=True)
+class Region:
+    """A device-memory allocation: ``[addr, addr + nbytes)``; ``writer`` is ``host`` or ``card``."""
+
+    name: str
+    addr: int
+    nbytes: int
+    writer: str
+
+    @property
+    def end(self) -> int:
+        return self.addr + self.nbytes
+
+
+@dataclass(frozen=True)
+class ScheduledGemm:
+    """One GEMM of the iteration (``layer``, ``pass_``) as scheduled.
+
+    ``rows x red x cols`` is the product the engine computes: for ``transposed`` it is the transposed product
+    (``Y^T = W . X^T``, ``dX^T = W^T . dY^T``, ``dW^T = X^T . dY``), whose result the host transposes when it reads
+    it. ``descriptors`` holds one descriptor per K chunk (``split_k`` of them); their ``C`` regions hold partial
+    results that the host adds in chunk order (FP32). ``counters`` sums :func:`unit_counters` of the descriptors.
+    """
+
+    layer: str
+    pass_: Pass
+    rows: int
+    red: int
+    cols: int
+    n: int
+    m: int
+    transposed: bool
+    descriptors: tuple[GemmDescriptor, ...]
+    first_descriptor: int
+    counters: GemmCounters
+
+    @property
+    def sparse(self) -> bool:
+        return bool(self.n)
+
+    @property
+    def split_k(self) -> int:
+        return len(self.descriptors)
+
+    @property
+    def mode(self) -> str:
+        return f"{self.n}:{self.m}" if self.n else "dense"
+
+
+@dataclass(frozen=True)
+class DmaStep:
+    """One step of the iteration's host/card timeline, in order.
+
+    ``kind``: ``h2c`` (host writes ``region``), ``run`` (the card runs descriptors ``first .. first+count-1`` of
+    the list; the last one has IRQ set), ``c2h`` (host reads ``region``), ``host`` (host work: ``what``).
+    """
+
+    kind: str
+    what: str
+    region: str = ""
+    first: int = 0
+    count: int = 0
+
+
+@dataclass
+class Schedule:
+    """One training iteration: GEMMs, memory map, DMA order and descriptor list. See :func:`schedule_iteration`."""
+
+    network: Network
+    batch: int
+    config: SATConfig
+    nm: NM
+    bp_mask: str
+    orientation: str
+    memory_bytes: int
+    a_depth: int
+    b_depth: int
+    gemms: list[ScheduledGemm] = field(default_factory=list)
+    regions: dict[str, Region] = field(default_factory=dict)
+    steps: list[DmaStep] = field(default_factory=list)
+    descriptors: list[GemmDescriptor] = field(default_factory=list)
+
+    @property
+    def cycles(self) -> int:
+        """Engine cycles of the whole iteration (sum over every GEMM)."""
+        return sum(g.counters.cycles for g in self.gemms)
+
+    @property
+    def macs(self) -> int:
+        """Useful MACs the engine executes (sparse GEMMs count kept weights only)."""
+        return sum(g.counters.macs for g in self.gemms)
+
+    @property
+    def dense_macs(self) -> int:
+        """MACs of the same iteration trained dense (the work the throughput figures refer to)."""
+        return sum(g.rows * g.red * g.cols for g in self.gemms)
+
+    def utilization(self) -> float:
+        """Useful MACs per PE per cycle over the iteration."""
+        return self.macs / (self.config.rows * self.config.cols * self.cycles)
+
+    def seconds(self) -> float:
+        return self.cycles / self.config.clock_hz
+
+    def layer_cycles(self) -> dict[str, dict[str, int]]:
+        """``{layer: {"ff": cycles, "bp": cycles, "wu": cycles}}`` (a missing pass is absent)."""
+        out: dict[str, dict[str, int]] = {}
+        for g in self.gemms:
+            out.setdefault(g.layer, {})[g.pass_] = g.counters.cycles
+        return out
+
+    def gemm(self, layer: str, pass_: str) -> ScheduledGemm:
+        for g in self.gemms:
+            if g.layer == layer and g.pass_ == pass_:
+                return g
+        raise KeyError(f"no {pass_} GEMM for layer {layer!r} in this schedule")
+
+    @property
+    def memory_used(self) -> int:
+        return max((r.end for r in self.regions.values()), default=0)
+
+    def descriptor_bytes(self) -> bytes:
+        from .descriptor import encode_list
+
+        return encode_list(self.descriptors)
+
+
+class _Memory:
+    """Bump allocator with alignment; regions are never freed within an iteration (addresses are static)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.top = 0
+        self.regions: dict[str, Region] = {}
+
+    def alloc(self, name: str, nbytes: int, writer: str, align: int = 64) -> Region:
+        if name in self.regions:
+            return self.regions[name]
+        addr = -(-self.top // align) * align
+        if addr + nbytes > self.size:
+            raise MemoryError(f"the schedule needs more than the {self.size} bytes of device memory (at {name}, "
+                              f"{nbytes} bytes): use a smaller batch or a card with more memory")
+        region = Region(name, addr, nbytes, writer)
+        self.regions[name] = region
+        self.top = addr + nbytes
+        return region
+
+
+def _chunks(red: int, limit: int, granule: int) -> list[tuple[int, int]]:
+    """Split ``[0, red)`` into equal chunks of at most ``limit``, boundaries on multiples of ``granule``."""
+    count = -(-red // limit)
+    while True:
+        per = -(-red // count)
+        size = -(-per // granule) * granule
+        if size <= limit:
+            break
+        count += 1
+    return [(k0, min(red, k0 + size)) for k0 in range(0, red, size)]
+
+
+@dataclass(frozen=True)
+class _Operand:
+    """How one GEMM operand is stored: region name, element size, stored rows x row length, transposed flag."""
+
+    region: str
+    lines: int
+    length: int
+    trans: bool
+
+
+def schedule_iteration(network: Network, batch: int, config: SATConfig, nm: NM | str = (2, 8), *,
+                       bp_mask: str = "independent", orientation: Orientation = "auto",
+                       first_layer_bp: bool = False, memory_bytes: int = DEFAULT_MEMORY_BYTES,
+                       a_depth: int = DEFAULT_A_DEPTH, b_depth: int = DEFAULT_B_DEPTH) -> Schedule:
+    """Schedule one BDWP training iteration of ``network`` at ``batch`` on a ``config`` build.
+
+    Parameters
+    ----------
+    network : Network
+    batch : int
+        Images per iteration.
+    config : SATConfig
+        The build (array size, ``nm_set``, ``adder_latency``, clock).
+    nm : (n, m), "n:m", "dense" or None
+        N:M pattern of the sparse passes; ``None``/"dense" schedules dense training.
+    bp_mask : "independent" or "nested"
+        How the host derives ``W_bp`` (does not change the schedule's shapes or cycles; recorded for the run).
+    orientation : "normal" or "auto"
+        ``normal`` runs every GEMM as in ``docs/bdwp.md``; ``auto`` runs a dense GEMM transposed when that
+        takes fewer engine cycles (sparse GEMMs keep their orientation: the engine's sparse operand is B).
+    first_layer_bp : bool
+        Schedule the first layer's BP (the input gradient of the image, which training does not need).
+    memory_bytes : int
+        Device memory (default: the card's 16 GiB).
+    a_depth, b_depth : int
+        The GEMM unit's buffer depths (words).
+
+    Raises
+    ------
+    ValueError
+        For an N:M pattern the build does not support, a bad batch or option.
+    MemoryError
+        When the iteration's tensors do not fit ``memory_bytes``.
+    """
+    nm = parse_nm(nm)
+    if nm is not None:
+        check_nm(*nm)
+        if nm not in config.nm_set:
+            raise ValueError(f"{nm[0]}:{nm[1]} is not in this build's nm_set {config.nm_set}")
+    if not isinstance(batch, int) or batch < 1:
+        raise ValueError(f"batch must be a positive integer, not {batch!r}")
+    if orientation not in ("normal", "auto"):
+        raise ValueError(f"orientation must be 'normal' or 'auto', not {orientation!r}")
+    if bp_mask not in ("independent", "nested"):
+        raise ValueError(f"bp_mask must be 'independent' or 'nested', not {bp_mask!r}")
+    sched = Schedule(network, batch, config, nm, bp_mask, orientation, memory_bytes, a_depth, b_depth)
+    mem = _Memory(memory_bytes)
+    layers = network.layers
+    pending: list[tuple] = []   # (layer, pass, rows, red, cols, n, m, transposed, A, B, C-region base name)
+
+    def plan(layer: Conv, pass_: Pass, sparse: bool) -> None:
+        P, K, Co = layer.pixels(batch), layer.k, layer.c_out
+        n, m = nm if (sparse and nm is not None) else (0, 0)
+        p = layer.name
+        # (rows, red, cols, A, B, C name), normal then transposed; A/B: (region, lines, length, trans)
+        if pass_ == "ff":
+            b_sparse = _Operand(f"{p}.W_ff.packed", 0, 0, False)
+            normal = (P, K, Co, _Operand(f"{p}.X", P, K, False),
+                      b_sparse if n else _Operand(f"{p}.W_t", K, Co, False), f"{p}.Y")
+            trans = (Co, K, P, _Operand(f"{p}.W", Co, K, False), _Operand(f"{p}.X", P, K, True), f"{p}.Y_t")
+        elif pass_ == "bp":
+            b_sparse = _Operand(f"{p}.W_bp.packed", 0, 0, False)
+            normal = (P, Co, K, _Operand(f"{p}.dY", P, Co, False),
+                      b_sparse if n else _Operand(f"{p}.W", Co, K, False), f"{p}.dX")
+            trans = (K, Co, P, _Operand(f"{p}.W", Co, K, True), _Operand(f"{p}.dY", P, Co, True), f"{p}.dX_t")
+        else:
+            normal = (Co, P, K, _Operand(f"{p}.dY", P, Co, True), _Operand(f"{p}.X", P, K, False), f"{p}.dW")
+            trans = (K, P, Co, _Operand(f"{p}.X", P, K, True), _Operand(f"{p}.dY", P, Co, False), f"{p}.dW_t")
+        choice, transposed = normal, False
+        if orientation == "auto" and not n:
+            cost = [_shape_cycles(config, o[0], o[1], o[2], 0, 0, a_depth, b_depth) for o in (normal, trans)]
+            if cost[1] < cost[0]:
+                choice, transposed = trans, True
+        pending.append((layer, pass_, *choice[:3], n, m, transposed, *choice[3:]))
+
+    for layer in layers:
+        plan(layer, "ff", pass_is_sparse(layer.ff, layer.k, nm))
+    for i, layer in reversed(list(enumerate(layers))):
+        if i or first_layer_bp:
+            plan(layer, "bp", pass_is_sparse(layer.bp, layer.c_out, nm))
+        plan(layer, "wu", False)
+
+    # Memory: host-written operands first (weights, activations, gradients), then card-written results.
+    for _layer, _pass, _rows, red, cols, n, m, _tr, a, b, _c in pending:
+        for op in (a, b):
+            if op.region.endswith(".packed"):
+                for j, (k0, k1) in enumerate(_chunks(red, max_reduction(config, n, m, a_depth=a_depth,
+                                                                          b_depth=b_depth), m)):
+                    mem.alloc(f"{op.region}{j}", packed_nbytes(n, m, k1 - k0, cols), "host")
+            else:
+                mem.alloc(op.region, 2 * op.lines * op.length, "host")
+    out_regions = []
+    for _layer, _pass, rows, red, cols, n, m, _tr, _a, _b, c_name in pending:
+        chunks = _chunks(red, max_reduction(config, n, m, a_depth=a_depth, b_depth=b_depth), m or 1)
+        names = [c_name if len(chunks) == 1 else f"{c_name}.part{j}" for j in range(len(chunks))]
+        out_regions.append((names, chunks))
+        for name in names:
+            mem.alloc(name, 4 * rows * cols, "card")
+    list_region = mem.alloc("descriptors", DESCRIPTOR_BYTES * sum(len(c) for _, c in out_regions), "host")
+
+    # Descriptors and counters.
+    for (layer, pass_, rows, red, cols, n, m, tr, a, b, _c), (names, chunks) in zip(pending, out_regions,
+                                                                                        strict=True):
+        descs, total = [], _ZERO
+        first = len(sched.descriptors)
+        for j, ((k0, k1), c_region) in enumerate(zip(chunks, names, strict=True)):
+            ra = mem.regions[a.region]
+            if a.trans:     # A stored red x rows: chunk = stored lines k0..k1
+                a_addr, a_stride = ra.addr + k0 * 2 * a.length, 2 * a.length
+            else:           # A stored rows x red: chunk = elements k0..k1 of every row
+                a_addr, a_stride = ra.addr + 2 * k0, 2 * a.length
+            flags = (FLAG_A_TRANS if a.trans else 0)
+            if n:
+                b_addr, b_stride = mem.regions[f"{b.region}{j}"].addr, 0
+                flags |= FLAG_SPARSE
+            else:
+                rb = mem.regions[b.region]
+                if b.trans:  # B stored cols x red
+                    b_addr, b_stride = rb.addr + 2 * k0, 2 * b.length
+                    flags |= FLAG_B_TRANS
+                else:        # B stored red x cols
+                    b_addr, b_stride = rb.addr + k0 * 2 * b.length, 2 * b.length
+            if j == len(chunks) - 1:
+                flags |= FLAG_IRQ
+            d = GemmDescriptor(rows=rows, red=k1 - k0, cols=cols, a_addr=a_addr, b_addr=b_addr,
+                               c_addr=mem.regions[c_region].addr, a_stride=a_stride, b_stride=b_stride,
+                               c_stride=4 * cols, n=n, m=m, flags=flags, tag=len(sched.descriptors))
+            d.validate(config, memory_bytes)
+            descs.append(d)
+            sched.descriptors.append(d)
+            total = _add(total, unit_counters(config, rows, k1 - k0, cols, n, m, a_depth=a_depth, b_depth=b_depth))
+        sched.gemms.append(ScheduledGemm(layer.name, pass_, rows, red, cols, n, m, tr, tuple(descs), first, total))
+
+    # DMA order.
+    steps = sched.steps
+    steps.append(DmaStep("h2c", "descriptor list (static: written once, reused every iteration)", "descriptors"))
+    host_written = [r for r in mem.regions.values() if r.writer == "host" and r.name != "descriptors"]
+    for g, (names, _) in zip(sched.gemms, out_regions, strict=True):
+        p = g.layer
+        if g.pass_ == "ff":
+            steps.append(DmaStep("host", f"{p}: im2col of the layer input (after the host ops before it)"))
+        elif g.pass_ == "bp" or (g.pass_ == "wu" and not any(x.layer == p and x.pass_ == "bp" for x in sched.gemms)):
+            steps.append(DmaStep("host", f"{p}: output gradient dY (col2im/host-op backward of the layer after)"))
+        d = g.descriptors[0]
+        inputs = {r.name for r in host_written if any(r.addr <= addr < r.end for addr in (d.a_addr, d.b_addr))}
+        for j in range(1, len(g.descriptors)):
+            dj = g.descriptors[j]
+            inputs |= {r.name for r in host_written if r.addr <= dj.b_addr < r.end}
+        written = {s.region for s in steps if s.kind == "h2c"}
+        for name in sorted(inputs - written):
+            steps.append(DmaStep("h2c", f"{p} {g.pass_} operand", name))
+        steps.append(DmaStep("run", f"{p} {g.pass_} ({g.mode}{', transposed' if g.transposed else ''}"
+                                    f"{f', {g.split_k} K chunks' if g.split_k > 1 else ''})",
+                             first=g.first_descriptor, count=g.split_k))
+        for name in names:
+            steps.append(DmaStep("c2h", f"{p} {g.pass_} result", name))
+        if g.split_k > 1:
+            steps.append(DmaStep("host", f"{p} {g.pass_}: add the {g.split_k} partial results in chunk order"))
+    steps.append(DmaStep("host", "SGD + SR-STE update, re-prune and pack the next iteration's weights"))
+    sched.regions = mem.regions
+    assert list_region.nbytes == DESCRIPTOR_BYTES * len(sched.descriptors)
+    return sched
+
+
+def _shape_cycles(config: SATConfig, rows: int, red: int, cols: int, n: int, m: int, a_depth: int,
+                  b_depth: int) -> int:
+    total = 0
+    for k0, k1 in _chunks(red, max_reduction(config, n, m, a_depth=a_depth, b_depth=b_depth), m or 1):
+        total += unit_counters(config, rows, k1 - k0, cols, n, m, a_depth=a_depth, b_depth=b_depth).cycles
+    return total
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Pre-generation
+
+
+@dataclass(frozen=True)
+class PregenLayer:
+    """Pre-generation of one layer's sparse weights against the card time it hides behind.
+
+    ``host_s``: measured host time to prune (``nm_mask``), compress and pack the layer's FF and BP weights;
+    ``h2c_s``: their transfer at :data:`PCIE_BYTES_PER_S`; ``card_s``: modelled card time of the GEMM they
+    overlap (the previous layer's FF; the first layer overlaps the previous iteration's last WU).
+    """
+
+    layer: str
+    packed_bytes: int
+    host_s: float
+    h2c_s: float
+    card_s: float
+
+    @property
+    def hidden(self) -> bool:
+        return self.host_s + self.h2c_s <= self.card_s
+
+
+def pregeneration(schedule: Schedule, *, repeats: int = 1, seed: int = 0) -> list[PregenLayer]:
+    """Measure the host's pruning + packing of every sparse layer's weights and compare with the card time.
+
+    The host prepares layer ``l+1``'s ``W_ff`` and ``W_bp`` (both pruned from the same updated master weights) and
+    streams them while the card runs layer ``l``'s FF; the first layer's weights are prepared while the card runs
+    the previous iteration's last WU GEMM. Host times are the best of ``repeats`` on random weights of the real
+    shapes (pruning cost does not depend on the values).
+    """
+    if schedule.nm is None:
+        return []
+    n, m = schedule.nm
+    rng = np.random.default_rng(seed)
+    layers = schedule.network.layers
+    ff_cycles = {g.layer: g.counters.cycles for g in schedule.gemms if g.pass_ == "ff"}
+    out = []
+    for i, layer in enumerate(layers):
+        sparse_gemms = [g for g in schedule.gemms if g.layer == layer.name and g.sparse]
+        if not sparse_gemms:
+            continue
+        w = rng.standard_normal((layer.c_out, layer.k)).astype(np.float32)
+        best, nbytes = float("inf"), 0
+        for _ in range(max(1, repeats)):
+            t0 = time.perf_counter()
+            nbytes = 0
+            for g in sparse_gemms:
+                chunks = _chunks(g.red, max_reduction(schedule.config, n, m, a_depth=schedule.a_depth,
+                                                      b_depth=schedule.b_depth), m)
+                # FF: B = W^T (K x C_out), groups along K; BP: B = W (C_out x K), groups along C_out
+                b = w.T if g.pass_ == "ff" else w
+                mask = nm_mask(b, n, m, axis=0)
+                for k0, k1 in chunks:
+                    nbytes += pack(compress(b[k0:k1], n, m, mask[k0:k1]), schedule.config.fmt).nbytes
+            best = min(best, time.perf_counter() - t0)
+        prev = layers[i - 1].name if i else None
+        card_cycles = ff_cycles[prev] if prev else next(g.counters.cycles for g in reversed(schedule.gemms)
+                                                        if g.pass_ == "wu")
+        out.append(PregenLayer(layer.name, nbytes, best, nbytes / PCIE_BYTES_PER_S,
+                               card_cycles / schedule.config.clock_hz))
+    return out
+
+
+def _describe(sched: Sequence[ScheduledGemm]) -> str:  # pragma: no cover - debugging aid
+    return "\n".join(f"{g.layer:24s} {g.pass_} {g.rows}x{g.red}x{g.cols} {g.mode} t={g.transposed} "
+                     f"k={g.split_k} {g.counters.cycles}" for g in sched)
