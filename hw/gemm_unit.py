@@ -21,8 +21,8 @@ For each command of the command processor (``docs/system.md``, "End to end")::
   with ``BAD_OPERAND`` (an operand does not fit the engine; the descriptor checks of the command processor
   cannot know the buffer sizes). The scheduler / driver must tile ``K``; :func:`max_reduction` gives the limit.
 * **Loader**: one DMA read per stored line (a row of A, A^T, B or B^T, restricted to the tile's elements) or
-  per packed N:M column tile of 32 columns (its ``S + ceil(S/4)`` beats), up to 4 in flight. It writes one
-  buffer word per cycle: a run of consecutive elements that share a word (a row-major line) or a single
+  per packed N:M column tile of 32 columns (its ``S + ceil(S/4)`` beats), up to 4 in flight. It takes a
+  beat in one cycle and then writes one buffer word per cycle: a run of consecutive elements that share a word (a row-major line) or a single
   element (a transposed line, whose neighbours go to different words), so a transposed operand loads at one
   element per cycle and a row-major one at up to ``min(max_m, C, 32)`` per cycle.
 * **BAD_OPERAND** for a packed operand: an in-group index ``>= M`` or indices not strictly ascending within
