@@ -699,17 +699,16 @@ def schedule_iteration(network: Network, batch: int, config: SATConfig, nm: NM |
         plan(layer, "wu", False)
 
     # Memory: host-written operands first (weights, activations, gradients), then card-written results.
-    for _layer, _pass, _rows, red, cols, n, m, _tr, a, b, _c in pending:
+    for _layer, _pass, _rows, red, cols, n, m, _tr, a, b, _c in pending:  # noqa: B007
         for op in (a, b):
             if op.region.endswith(".packed"):
-                for j, (k0, k1) in enumerate(_chunks(red, max_reduction(config, n, m, a_depth=a_depth,
-                                                                          b_depth=b_depth), m)):
+                for j, (k0, k1) in enumerate(_best_chunks(config, _rows, red, cols, n, m, a_depth, b_depth)[0]):
                     mem.alloc(f"{op.region}{j}", packed_nbytes(n, m, k1 - k0, cols), "host")
             else:
                 mem.alloc(op.region, 2 * op.lines * op.length, "host")
     out_regions = []
     for _layer, _pass, rows, red, cols, n, m, _tr, _a, _b, c_name in pending:
-        chunks = _chunks(red, max_reduction(config, n, m, a_depth=a_depth, b_depth=b_depth), m or 1)
+        chunks = _best_chunks(config, rows, red, cols, n, m, a_depth, b_depth)[0]
         names = [c_name if len(chunks) == 1 else f"{c_name}.part{j}" for j in range(len(chunks))]
         out_regions.append((names, chunks))
         for name in names:
@@ -780,12 +779,28 @@ def schedule_iteration(network: Network, batch: int, config: SATConfig, nm: NM |
     return sched
 
 
+def _best_chunks(config: SATConfig, rows: int, red: int, cols: int, n: int, m: int, a_depth: int,
+                 b_depth: int) -> tuple[list[tuple[int, int]], int]:
+    """K chunks of a GEMM and its engine cycles: the fewest chunks that fit the buffers, or up to 4x as many
+    when shorter chunks let the unit use taller row tiles (``R * L`` rows fill a pass) and so take fewer cycles."""
+    limit = max_reduction(config, n, m, a_depth=a_depth, b_depth=b_depth)
+    best: tuple[list[tuple[int, int]], int] | None = None
+    fewest = -(-red // limit)
+    for count in range(fewest, 4 * fewest + 1):
+        chunks = _chunks(red, -(-red // count), m or 1)
+        if best is not None and len(chunks) == len(best[0]):
+            continue
+        cycles = sum(unit_counters(config, rows, k1 - k0, cols, n, m, a_depth=a_depth, b_depth=b_depth).cycles
+                     for k0, k1 in chunks)
+        if best is None or cycles < best[1]:
+            best = (chunks, cycles)
+    assert best is not None
+    return best
+
+
 def _shape_cycles(config: SATConfig, rows: int, red: int, cols: int, n: int, m: int, a_depth: int,
                   b_depth: int) -> int:
-    total = 0
-    for k0, k1 in _chunks(red, max_reduction(config, n, m, a_depth=a_depth, b_depth=b_depth), m or 1):
-        total += unit_counters(config, rows, k1 - k0, cols, n, m, a_depth=a_depth, b_depth=b_depth).cycles
-    return total
+    return _best_chunks(config, rows, red, cols, n, m, a_depth, b_depth)[1]
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -794,40 +809,60 @@ def _shape_cycles(config: SATConfig, rows: int, red: int, cols: int, n: int, m: 
 
 @dataclass(frozen=True)
 class PregenLayer:
-    """Pre-generation of one layer's sparse weights against the card time it hides behind.
+    """Pre-generation of one layer's sparse weights for the next iteration, on the iteration's timeline.
 
-    ``host_s``: measured host time to prune (``nm_mask``), compress and pack the layer's FF and BP weights;
-    ``h2c_s``: their transfer at :data:`PCIE_BYTES_PER_S`; ``card_s``: modelled card time of the GEMM they
-    overlap (the previous layer's FF; the first layer overlaps the previous iteration's last WU).
+    The host updates layer ``l``'s master weights as soon as the card has finished its WU GEMM, then prunes
+    (``nm_mask``), compresses and packs ``W_ff`` and ``W_bp`` (``host_s``, measured) and streams them (``h2c_s`` at
+    :data:`PCIE_BYTES_PER_S`). One host thread handles the layers in the order their WU finishes. ``ready_s`` is
+    when the packed weights are on the card, ``deadline_s`` when the next iteration's FF of the layer starts
+    (card timeline of :attr:`Schedule.gemms` run back to back, time 0 = start of the iteration); ``slack_s`` =
+    ``deadline_s - ready_s``.
     """
 
     layer: str
     packed_bytes: int
     host_s: float
     h2c_s: float
-    card_s: float
+    ready_s: float
+    deadline_s: float
+
+    @property
+    def slack_s(self) -> float:
+        return self.deadline_s - self.ready_s
 
     @property
     def hidden(self) -> bool:
-        return self.host_s + self.h2c_s <= self.card_s
+        return self.slack_s >= 0
 
 
 def pregeneration(schedule: Schedule, *, repeats: int = 1, seed: int = 0) -> list[PregenLayer]:
-    """Measure the host's pruning + packing of every sparse layer's weights and compare with the card time.
+    """Measure the host's pruning + packing of every sparse layer and place it on the iteration's timeline.
 
-    The host prepares layer ``l+1``'s ``W_ff`` and ``W_bp`` (both pruned from the same updated master weights) and
-    streams them while the card runs layer ``l``'s FF; the first layer's weights are prepared while the card runs
-    the previous iteration's last WU GEMM. Host times are the best of ``repeats`` on random weights of the real
-    shapes (pruning cost does not depend on the values).
+    Host times are the best of ``repeats`` on random FP32 weights of the real shapes (the pruning cost does not
+    depend on the values), packed per K chunk exactly as the schedule's descriptors use them. The SGD update itself
+    and the host's activation work are not included. Returns one :class:`PregenLayer` per layer with a sparse
+    pass, in the order the host processes them.
     """
     if schedule.nm is None:
         return []
     n, m = schedule.nm
+    clock = schedule.config.clock_hz
     rng = np.random.default_rng(seed)
-    layers = schedule.network.layers
-    ff_cycles = {g.layer: g.counters.cycles for g in schedule.gemms if g.pass_ == "ff"}
+    ends: dict[tuple[str, str], float] = {}
+    t = 0.0
+    for g in schedule.gemms:
+        t += g.counters.cycles / clock
+        ends[(g.layer, g.pass_)] = t
+    iteration_s = t
+    ff_start: dict[str, float] = {}
+    t = iteration_s
+    for g in schedule.gemms:
+        if g.pass_ == "ff":
+            ff_start[g.layer] = t
+            t += g.counters.cycles / clock
     out = []
-    for i, layer in enumerate(layers):
+    host_free = 0.0
+    for layer in reversed(schedule.network.layers):
         sparse_gemms = [g for g in schedule.gemms if g.layer == layer.name and g.sparse]
         if not sparse_gemms:
             continue
@@ -837,19 +872,18 @@ def pregeneration(schedule: Schedule, *, repeats: int = 1, seed: int = 0) -> lis
             t0 = time.perf_counter()
             nbytes = 0
             for g in sparse_gemms:
-                chunks = _chunks(g.red, max_reduction(schedule.config, n, m, a_depth=schedule.a_depth,
-                                                      b_depth=schedule.b_depth), m)
                 # FF: B = W^T (K x C_out), groups along K; BP: B = W (C_out x K), groups along C_out
                 b = w.T if g.pass_ == "ff" else w
                 mask = nm_mask(b, n, m, axis=0)
-                for k0, k1 in chunks:
-                    nbytes += pack(compress(b[k0:k1], n, m, mask[k0:k1]), schedule.config.fmt).nbytes
+                k0 = 0
+                for d in g.descriptors:
+                    nbytes += pack(compress(b[k0:k0 + d.red], n, m, mask[k0:k0 + d.red]), schedule.config.fmt).nbytes
+                    k0 += d.red
             best = min(best, time.perf_counter() - t0)
-        prev = layers[i - 1].name if i else None
-        card_cycles = ff_cycles[prev] if prev else next(g.counters.cycles for g in reversed(schedule.gemms)
-                                                        if g.pass_ == "wu")
-        out.append(PregenLayer(layer.name, nbytes, best, nbytes / PCIE_BYTES_PER_S,
-                               card_cycles / schedule.config.clock_hz))
+        start = max(host_free, ends[(layer.name, "wu")])
+        host_free = start + best
+        h2c = nbytes / PCIE_BYTES_PER_S
+        out.append(PregenLayer(layer.name, nbytes, best, h2c, host_free + h2c, ff_start[layer.name]))
     return out
 
 
