@@ -9,6 +9,7 @@ from __future__ import annotations
 import pytest
 
 from sat.sim.cli import SYSTEM_VERILATOR_ARGS, system_top
+from sat.sim.lint import TOLERATED, lint
 from sat.sim.runner import run_cocotb
 from sat.sw.config import SATConfig
 
@@ -65,3 +66,13 @@ def test_system_other_arrays(name: str, sim_seed: int) -> None:
     config = SLOW_CONFIGS[name]
     nms = [list(p) for p in config.nm_set[:2]]
     run_system(["gemms", "errors"], sim_seed + 3, config, a_depth=16, b_depth=256, nm=nms)
+
+
+def test_system_lint() -> None:
+    """Verilator -Wall lint of the core with the GEMM unit: no errors, only tolerated warning classes."""
+    top = system_top(CONFIG, a_depth=A_DEPTH, b_depth=B_DEPTH, memory_bytes=MEMORY_BYTES)
+    result = lint(top.path, top.name)
+    print(result.summary())
+    assert not result.errors and result.returncode == 0, result.summary()
+    unexpected = [m for m in result.warnings if m.code not in TOLERATED]
+    assert not unexpected, "warnings outside the documented tolerated classes:\n" + "\n".join(map(str, unexpected))
