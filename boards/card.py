@@ -347,6 +347,20 @@ class VCU1525Card(Elaboratable):
 
     def __init__(self, config: SATConfig, *, memory_bytes: int = DEFAULT_MEMORY_BYTES,
                  core: Callable[..., wiring.Component] | None = None) -> None:
+        try:
+            self._check(config, memory_bytes)
+        except (TypeError, ValueError):
+            # A rejected top is never elaborated: keep Amaranth from warning "created but never used" later.
+            self._MustUse__silence = True
+            raise
+        self._config = config
+        self._memory_bytes = memory_bytes
+        if core is None:
+            from sat.hw.core import SATCore as core
+        self._core = core(config, memory_bytes=memory_bytes)
+
+    @staticmethod
+    def _check(config: SATConfig, memory_bytes: int) -> None:
         if not isinstance(config, SATConfig):
             raise TypeError(f"config must be a SATConfig, not {config!r}")
         if config.axi_data_width != 512 or config.axi_addr_width != 64:
@@ -355,11 +369,6 @@ class VCU1525Card(Elaboratable):
         if not 0 < memory_bytes <= 1 << DDR4_AXI_ADDR_WIDTH:
             raise ValueError(f"memory_bytes must be between 1 and {1 << DDR4_AXI_ADDR_WIDTH} (one DDR4 channel), "
                              f"not {memory_bytes!r}")
-        self._config = config
-        self._memory_bytes = memory_bytes
-        if core is None:
-            from sat.hw.core import SATCore as core
-        self._core = core(config, memory_bytes=memory_bytes)
 
     @property
     def config(self) -> SATConfig:
