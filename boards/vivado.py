@@ -528,7 +528,8 @@ def write_vivado_tree(out: str | Path, config: SATConfig | None = None, *,
 
 def write_core_tree(out: str | Path, config: SATConfig, *, memory_bytes: int = DEFAULT_MEMORY_BYTES,
                     name: str = "sat_core") -> list[Path]:
-    """Write SATCore's Verilog alone (module ``name``), its configuration and register map, for other integrations.
+    """Write the SAT core's Verilog alone (module ``name``; ``SATCore`` with the GEMM unit), its configuration and
+    register map, for other integrations.
 
     Returns
     -------
@@ -537,12 +538,12 @@ def write_core_tree(out: str | Path, config: SATConfig, *, memory_bytes: int = D
     """
     from amaranth.back import verilog
 
-    from sat.hw.core import SATCore
+    from sat.hw.gemm_unit import sat_core
 
     directory = Path(out)
     directory.mkdir(parents=True, exist_ok=True)
     files: list[Path] = []
-    _write(directory, f"{name}.v", verilog.convert(SATCore(config, memory_bytes=memory_bytes), name=name), files)
+    _write(directory, f"{name}.v", verilog.convert(sat_core(config, memory_bytes=memory_bytes), name=name), files)
     _write(directory, "sat_config.json", config.to_json() + "\n", files)
     _write(directory, "regmap.json", regmap_json(config, memory_bytes), files)
     _write(directory, "sat_regs.h", regmap_c_header(config, memory_bytes), files)
