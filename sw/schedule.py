@@ -786,8 +786,13 @@ def _best_chunks(config: SATConfig, rows: int, red: int, cols: int, n: int, m: i
     limit = max_reduction(config, n, m, a_depth=a_depth, b_depth=b_depth)
     best: tuple[list[tuple[int, int]], int] | None = None
     fewest = -(-red // limit)
+    granule = m or 1
     for count in range(fewest, 4 * fewest + 1):
-        chunks = _chunks(red, -(-red // count), m or 1)
+        size = -(-red // count)
+        size = -(-size // granule) * granule
+        if size > limit:
+            continue
+        chunks = [(k0, min(red, k0 + size)) for k0 in range(0, red, size)]
         if best is not None and len(chunks) == len(best[0]):
             continue
         cycles = sum(unit_counters(config, rows, k1 - k0, cols, n, m, a_depth=a_depth, b_depth=b_depth).cycles

@@ -1,0 +1,58 @@
+"""Tests of ``sat bench`` (``sat.sw.bench``) on a small array and batch: outputs exist and agree with the
+schedule, speedups lie between 1 and the ideal, the markdown update keeps the rest of the file."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+from sat.sw.bench import BEGIN, END, ideal_speedup, render_markdown, run_bench, update_markdown, write_outputs
+from sat.sw.cli import main
+from sat.sw.config import SATConfig
+from sat.sw.schedule import get_network, schedule_iteration
+
+
+def test_ideal_speedup():
+    assert ideal_speedup("2:8") == 2.0 and ideal_speedup("dense") == 1.0
+    assert abs(ideal_speedup("2:4") - 1.5) < 1e-12
+
+
+def test_run_bench_small(tmp_path):
+    cfg = SATConfig(rows=16, cols=16)
+    result = run_bench(cfg, ["vgg16"], batch=2, modes=("dense", "2:8"), pregen=False)
+    entry = result["networks"]["vgg16"]["orientations"]
+    for orient in ("normal", "auto"):
+        s = schedule_iteration(get_network("vgg16"), 2, cfg, (2, 8), orientation=orient)
+        summary = entry[orient]["2:8"]["summary"]
+        assert summary["cycles"] == s.cycles == sum(g["cycles"] for g in entry[orient]["2:8"]["gemms"])
+        # the 3/(2N/M+1) ideal assumes FF, BP and WU cost the same dense work, which edge tiles break at batch 2;
+        # no pass can gain more than M/N
+        assert 1.0 < summary["speedup"] <= 8 / 2
+    assert entry["auto"]["dense"]["summary"]["cycles"] <= entry["normal"]["dense"]["summary"]["cycles"]
+    files = write_outputs(result, tmp_path, plots=False)
+    assert json.loads((tmp_path / "bench.json").read_text())["batch"] == 2
+    with open(tmp_path / "summary.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 4 and all(p.exists() for p in files)
+
+
+def test_markdown_keeps_other_sections(tmp_path):
+    doc = tmp_path / "results.md"
+    doc.write_text("# Accuracy\n\nkeep me\n")
+    cfg = SATConfig(rows=8, cols=8)
+    result = run_bench(cfg, ["resnet18"], batch=1, modes=("dense", "2:8"), pregen=False)
+    update_markdown(doc, render_markdown(result))
+    update_markdown(doc, render_markdown(result))   # idempotent: one block
+    text = doc.read_text()
+    assert text.startswith("# Accuracy\n\nkeep me\n")
+    assert text.count(BEGIN) == 1 and text.count(END) == 1 and "## resnet18" in text
+
+
+def test_cli(tmp_path, capsys):
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text(SATConfig(rows=8, cols=8).to_json())
+    assert main(["bench", "--out", str(tmp_path / "o"), "--network", "resnet18", "--batch", "1", "--config",
+                 str(cfg), "--modes", "dense,2:8", "--no-pregen"]) == 0
+    assert (tmp_path / "o" / "bench_speedup.png").stat().st_size > 1000
+    assert "resnet18" in capsys.readouterr().out
+    assert main(["bench", "--out", str(tmp_path / "o"), "--batch", "0", "--no-plots"]) == 2

@@ -1,0 +1,197 @@
+"""Tests of the offline scheduler ``sat.sw.schedule``: network shapes, schedule invariants (every GEMM once, modes
+from the BDWP policy, descriptors valid, memory regions disjoint and in range, operands inside their regions), the
+cycle total against ``perfmodel.gemm_counters`` over the GEMM unit's tiles (``sat.hw.gemm_unit.tile_plan``),
+orientation choice, split-K and pre-generation."""
+
+from __future__ import annotations
+
+import pytest
+
+from sat.sw.bdwp import pass_is_sparse
+from sat.sw.config import SATConfig
+from sat.sw.descriptor import FLAG_SPARSE
+from sat.sw.perfmodel import gemm_counters
+from sat.sw.schedule import (
+    NetworkBuilder,
+    from_torch,
+    pregeneration,
+    resnet18_cifar,
+    schedule_iteration,
+    vgg16_cifar,
+)
+
+CFG = SATConfig(rows=8, cols=8, adder_latency=4)
+
+
+def _tiny():
+    return (NetworkBuilder("tiny", 8, 8, 3).conv("conv1", 16, 3).relu().save("b").conv("conv2", 16, 3).add("b")
+            .relu().conv("conv3", 32, 3, stride=2).relu().avgpool().flatten().linear("fc", 10).build())
+
+
+def test_network_shapes():
+    net = resnet18_cifar()
+    layers = {la.name: la for la in net.layers}
+    assert len(layers) == 21                      # 17 3x3 convs + 3 shortcut convs + fc
+    assert layers["conv1"].out_hw == (32, 32) and layers["conv1"].k == 27
+    assert layers["layer2.0.conv1"].out_hw == (16, 16) and layers["layer2.0.downsample"].out_hw == (16, 16)
+    assert layers["layer4.1.conv2"].out_hw == (4, 4) and layers["layer4.1.conv2"].k == 9 * 512
+    assert layers["fc"].k == 512 and layers["fc"].c_out == 10
+    vgg = vgg16_cifar()
+    assert len(vgg.layers) == 16 and vgg.layers[12].out_hw == (2, 2) and vgg.layers[13].k == 512
+    # forward MACs of ResNet-18 on 32x32 inputs: ~0.56 GMAC (well known figure)
+    assert 0.5e9 < net.macs_per_image() < 0.6e9
+
+
+def test_builder_errors():
+    b = NetworkBuilder("x", 4, 4, 3).conv("c", 8)
+    with pytest.raises(ValueError, match="flat input"):
+        b.linear("fc", 10)
+    with pytest.raises(ValueError, match="used twice"):
+        b.conv("c", 8)
+    with pytest.raises(ValueError, match="no tensor saved"):
+        b.conv("d", 8, source="nope")
+    with pytest.raises(ValueError, match="cannot add"):
+        NetworkBuilder("y", 4, 4, 3).save("in").conv("c", 8).add("in")
+
+
+def test_from_torch_needs_torch():
+    try:
+        import torch  # noqa: F401
+    except ModuleNotFoundError:
+        with pytest.raises(ImportError, match="pip install torch"):
+            from_torch(object(), (32, 32, 3))
+    else:  # pragma: no cover - torch is not a dependency
+        pytest.skip("torch installed")
+
+
+@pytest.mark.parametrize("nm", [None, (2, 4), (2, 8), (1, 8)])
+@pytest.mark.parametrize("orientation", ["normal", "auto"])
+def test_schedule_invariants(nm, orientation):
+    net = _tiny()
+    memory = 8 << 20
+    s = schedule_iteration(net, 4, CFG, nm, orientation=orientation, first_layer_bp=True, memory_bytes=memory)
+    # every GEMM of every layer once per pass
+    keys = [(g.layer, g.pass_) for g in s.gemms]
+    assert sorted(keys) == sorted((la.name, p) for la in net.layers for p in ("ff", "bp", "wu"))
+    for layer in net.layers:
+        ff, bp, wu = (s.gemm(layer.name, p) for p in ("ff", "bp", "wu"))
+        assert ff.sparse == pass_is_sparse(layer.ff, layer.k, nm)
+        assert bp.sparse == pass_is_sparse(layer.bp, layer.c_out, nm)
+        assert not wu.sparse
+        P = layer.pixels(4)
+        for g, shape in ((ff, (P, layer.k, layer.c_out)), (bp, (P, layer.c_out, layer.k)),
+                         (wu, (layer.c_out, P, layer.k))):
+            assert g.red == shape[1]
+            assert (g.rows, g.cols) == ((shape[2], shape[0]) if g.transposed else (shape[0], shape[2]))
+            assert sum(d.red for d in g.descriptors) == g.red
+            if g.sparse:
+                assert not g.transposed
+    # regions disjoint, inside memory
+    regions = sorted(s.regions.values(), key=lambda r: r.addr)
+    for a, b in zip(regions, regions[1:], strict=False):
+        assert a.end <= b.addr
+    assert regions[-1].end <= memory
+    # descriptors valid, operands inside regions, C in card-written regions only
+    assert s.descriptors == [d for g in s.gemms for d in g.descriptors]
+    assert s.regions["descriptors"].nbytes == 64 * len(s.descriptors)
+    for d in s.descriptors:
+        d.validate(CFG, memory)
+        for name, lo, hi in d.extents():
+            owner = [r for r in regions if r.addr <= lo and hi <= r.end]
+            assert len(owner) == 1, (name, d)
+            assert owner[0].writer == ("card" if name == "C" else "host")
+            if name == "B" and d.flags & FLAG_SPARSE:
+                assert owner[0].name.split(".")[-1].startswith("packed")
+    # every run step covers its GEMM's descriptors, in list order
+    runs = [st for st in s.steps if st.kind == "run"]
+    assert [(r.first, r.count) for r in runs] == [(g.first_descriptor, g.split_k) for g in s.gemms]
+    # DMA: every host-written operand region is written before the run that reads it
+    written = set()
+    for st in s.steps:
+        if st.kind == "h2c":
+            written.add(st.region)
+        if st.kind == "run":
+            for d in s.descriptors[st.first:st.first + st.count]:
+                for _name, lo, _hi in d.extents()[:2]:
+                    region = next(r for r in regions if r.addr <= lo < r.end)
+                    assert region.name in written
+
+
+def _reference_cycles(config, rows, red, cols, n, m):
+    from sat.hw.gemm_unit import tile_plan
+
+    plan = tile_plan(config, rows, red, cols, n, m)
+    return sum(gemm_counters(config, rt, red, ct, n, m).cycles for _r0, rt, _c0, ct in plan.tiles)
+
+
+@pytest.mark.parametrize("nm", [None, (2, 8)])
+def test_cycles_equal_sum_of_perfmodel(nm):
+    cfg = SATConfig(rows=16, cols=16)
+    s = schedule_iteration(_tiny(), 8, cfg, nm)
+    total = 0
+    for g in s.gemms:
+        per = sum(_reference_cycles(cfg, d.rows, d.red, d.cols, d.n, d.m) for d in g.descriptors)
+        assert g.counters.cycles == per
+        assert g.counters.macs == sum(d.rows * d.cols * (d.red if not d.n else -(-d.red // d.m) * d.n)
+                                      for d in g.descriptors)
+        total += per
+    assert s.cycles == total
+
+
+def test_buffer_defaults_match_gateware():
+    from sat.hw import gemm_unit
+    from sat.sw import schedule
+
+    assert (schedule.DEFAULT_A_DEPTH, schedule.DEFAULT_B_DEPTH) == (gemm_unit.DEFAULT_A_DEPTH,
+                                                                    gemm_unit.DEFAULT_B_DEPTH)
+    for nm in [(0, 0), (2, 8), (1, 4)]:
+        assert schedule.max_reduction(CFG, *nm) == gemm_unit.max_reduction(CFG, *nm)
+
+
+def test_split_k_and_orientation():
+    cfg = SATConfig(rows=32, cols=32)
+    net = resnet18_cifar()
+    dense_fixed = schedule_iteration(net, 4, cfg, None, orientation="normal")
+    dense_auto = schedule_iteration(net, 4, cfg, None, orientation="auto")
+    limit = 1024                                   # dense: B buffer depth
+    for g in dense_fixed.gemms:
+        assert all(d.red <= limit for d in g.descriptors)
+        if g.red > limit:
+            assert g.split_k >= 2
+    # the scheduler's choice never costs cycles, GEMM by GEMM
+    for a, b in zip(dense_fixed.gemms, dense_auto.gemms, strict=True):
+        assert b.counters.cycles <= a.counters.cycles
+    assert any(g.transposed for g in dense_auto.gemms)
+
+
+@pytest.mark.parametrize("nm", [(2, 4), (2, 8), (1, 8)])
+def test_speedup_bounded_by_ideal(nm):
+    cfg = SATConfig(rows=16, cols=16, nm_set=((2, 4), (2, 8), (1, 8)))
+    net = _tiny()
+    dense = schedule_iteration(net, 16, cfg, None)
+    sparse = schedule_iteration(net, 16, cfg, nm)
+    n, m = nm
+    speedup = dense.cycles / sparse.cycles
+    assert 1.0 < speedup <= 3 / (2 * n / m + 1) + 1e-9
+    assert 0 < sparse.utilization() <= 1
+
+
+def test_errors():
+    with pytest.raises(ValueError, match="nm_set"):
+        schedule_iteration(_tiny(), 4, SATConfig(nm_set=((2, 4),)), (2, 8))
+    with pytest.raises(ValueError, match="batch"):
+        schedule_iteration(_tiny(), 0, CFG, None)
+    with pytest.raises(MemoryError, match="device memory"):
+        schedule_iteration(_tiny(), 4, CFG, None, memory_bytes=4096)
+
+
+def test_pregeneration_timeline():
+    s = schedule_iteration(_tiny(), 4, CFG, (2, 8))
+    rows = pregeneration(s)
+    sparse_layers = {g.layer for g in s.gemms if g.sparse}
+    assert {p.layer for p in rows} == sparse_layers
+    for p in rows:
+        assert p.host_s > 0 and p.packed_bytes > 0 and p.deadline_s > 0
+        assert p.h2c_s == pytest.approx(p.packed_bytes / 12e9)
+    assert all(b.ready_s >= a.ready_s for a, b in zip(rows, rows[1:], strict=False))
+    assert pregeneration(schedule_iteration(_tiny(), 4, CFG, None)) == []
