@@ -33,7 +33,7 @@ __all__ = [
     "Conv", "Linear", "HostOp", "Network", "NetworkBuilder", "resnet18_cifar", "vgg16_cifar", "NETWORKS",
     "get_network", "from_torch", "DEFAULT_A_DEPTH", "DEFAULT_B_DEPTH", "DEFAULT_MEMORY_BYTES", "max_reduction",
     "engine_tiles", "unit_counters", "Region", "ScheduledGemm", "DmaStep", "Schedule", "schedule_iteration",
-    "PCIE_BYTES_PER_S", "PregenLayer", "pregeneration",
+    "PCIE_BYTES_PER_S", "PregenLayer", "pregeneration", "run_schedule",
 ]
 
 #: Buffer depths of the GEMM unit (``sat.hw.gemm_unit.DEFAULT_A_DEPTH`` / ``DEFAULT_B_DEPTH``; the software side
@@ -890,6 +890,108 @@ def pregeneration(schedule: Schedule, *, repeats: int = 1, seed: int = 0) -> lis
         h2c = nbytes / PCIE_BYTES_PER_S
         out.append(PregenLayer(layer.name, nbytes, best, h2c, host_free + h2c, ff_start[layer.name]))
     return out
+
+
+def run_schedule(device, schedule: Schedule, tensors: dict[str, dict[str, np.ndarray]], *,
+                 timeout_s: float = 60.0) -> dict[tuple[str, str], np.ndarray]:
+    """Run every GEMM of ``schedule`` through a :class:`sat.sw.driver.SATDevice`, with given operands.
+
+    This drives the schedule's memory map, DMA order and descriptor list on a device (the software model, the
+    RTL simulation or the card), but not the host operations between layers: ``tensors[layer]`` gives each GEMM
+    layer's FP32 operands ``x`` (``P x K``, im2col'ed), ``dy`` (``P x C_out``) and ``w`` (``C_out x K``, master
+    weights). The host part of pre-generation runs here: ``W_ff`` keeps the N:M largest of ``w`` along ``K``,
+    ``W_bp`` along ``C_out`` (of ``w``, or of ``W_ff`` for ``bp_mask="nested"``), quantized to the build's format,
+    compressed and packed per K chunk. The schedule's regions are placed in one device allocation (descriptors
+    relocated by its base). Each GEMM's descriptors run as one command list; K-chunk partials are added in chunk
+    order (FP32) and transposed products transposed back.
+
+    Returns
+    -------
+    dict
+        ``{(layer, "ff"): Y (P x C_out), (layer, "bp"): dX (P x K), (layer, "wu"): dW (C_out x K)}``, FP32.
+
+    Raises
+    ------
+    KeyError
+        If ``tensors`` lacks a layer or operand.
+    ValueError
+        If an operand has the wrong shape.
+    """
+    from .numerics import encode, quantize
+
+    cfg = schedule.config
+    base = device.alloc(schedule.memory_used, 64)
+    transport = device.transport
+    layers = {la.name: la for la in schedule.network.layers}
+    n, m = schedule.nm if schedule.nm is not None else (0, 0)
+    written: set[str] = set()
+
+    def put(name: str, raw: bytes) -> None:
+        region = schedule.regions[name]
+        if len(raw) > region.nbytes:
+            raise ValueError(f"{name}: {len(raw)} bytes do not fit the region's {region.nbytes}")
+        transport.dma_write(base + region.addr, raw)
+
+    def f16(x: np.ndarray) -> bytes:
+        return np.ascontiguousarray(encode(np.asarray(x, np.float32), cfg.fmt).astype("<u2")).tobytes()
+
+    def operand(layer: Conv, name: str) -> np.ndarray:
+        t = np.asarray(tensors[layer.name][name], np.float32)
+        want = {"x": (layer.pixels(schedule.batch), layer.k), "dy": (layer.pixels(schedule.batch), layer.c_out),
+                "w": (layer.c_out, layer.k)}[name]
+        if t.shape != want:
+            raise ValueError(f"tensors[{layer.name!r}][{name!r}] has shape {t.shape}, the schedule needs {want}")
+        return t
+
+    def upload(region: str, layer: Conv, g: ScheduledGemm) -> None:
+        if region in written:
+            return
+        written.add(region)
+        kind = region[len(layer.name) + 1:]
+        w = operand(layer, "w")
+        if kind == "X":
+            put(region, f16(operand(layer, "x")))
+        elif kind == "dY":
+            put(region, f16(operand(layer, "dy")))
+        elif kind == "W":
+            put(region, f16(w))
+        elif kind == "W_t":
+            put(region, f16(w.T))
+        else:   # packed W_ff / W_bp, one region per K chunk
+            wq = quantize(w, cfg.fmt)
+            mask_ff = nm_mask(w, n, m, axis=1)
+            if kind == "W_ff.packed":
+                b, mask = wq.T, mask_ff.T
+            else:
+                src = w if schedule.bp_mask == "independent" else np.where(mask_ff, w, 0)
+                b, mask = wq, nm_mask(src, n, m, axis=0)
+            k0 = 0
+            for j, d in enumerate(g.descriptors):
+                chunk = compress(np.ascontiguousarray(b[k0:k0 + d.red]), n, m,
+                                 np.ascontiguousarray(mask[k0:k0 + d.red]))
+                put(f"{region}{j}", pack(chunk, cfg.fmt).tobytes())
+                k0 += d.red
+
+    results: dict[tuple[str, str], np.ndarray] = {}
+    for g in schedule.gemms:
+        layer = layers[g.layer]
+        for d in g.descriptors[:1]:
+            for _name, lo, _hi in d.extents()[:2]:
+                region = next(r for r in schedule.regions.values() if r.addr <= lo < r.end)
+                upload(region.name[:-1] if region.name[-1].isdigit() and ".packed" in region.name else region.name,
+                       layer, g)
+        relocated = [d.replace(a_addr=d.a_addr + base, b_addr=d.b_addr + base, c_addr=d.c_addr + base)
+                     for d in g.descriptors]
+        device.run(relocated, timeout_s=timeout_s)
+        total = None
+        for d in relocated:
+            raw = transport.dma_read(d.c_addr, 4 * d.rows * d.cols)
+            part = np.frombuffer(bytes(raw), dtype="<f4").reshape(d.rows, d.cols)
+            total = part.copy() if total is None else (total + part).astype(np.float32)
+        assert total is not None
+        results[(g.layer, g.pass_)] = np.ascontiguousarray(total.T) if g.transposed else total
+    device.free(base)
+    return results
 
 
 def _describe(sched: Sequence[ScheduledGemm]) -> str:  # pragma: no cover - debugging aid
