@@ -214,7 +214,14 @@ def main(argv: list[str] | None = None) -> int:
     keep = [r for r in results if r["config"]["model"] in args.models and r["config"]["fmt"] in args.fmts
             and r["config"]["seed"] in args.seeds and r["config"]["epochs"] == args.epochs]
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(render(keep, command, args.note))
+    text = render(keep, command, args.note)
+    if args.out.exists():
+        # keep the section `sat bench --markdown` maintains in the same file
+        old = args.out.read_text()
+        begin, end = old.find("<!-- sat bench: begin"), old.find("<!-- sat bench: end -->")
+        if begin >= 0 and end > begin:
+            text = text.rstrip("\n") + "\n\n" + old[begin:end + len("<!-- sat bench: end -->")] + "\n"
+    args.out.write_text(text)
     print(f"wrote {args.out}", file=sys.stderr)
     return 0
 
