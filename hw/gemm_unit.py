@@ -22,9 +22,10 @@ For each command of the command processor (``docs/system.md``, "End to end")::
   cannot know the buffer sizes). The scheduler / driver must tile ``K``; :func:`max_reduction` gives the limit.
 * **Loader**: one DMA read per stored line (a row of A, A^T, B or B^T, restricted to the tile's elements) or
   per packed N:M column tile of 32 columns (its ``S + ceil(S/4)`` beats), up to 4 in flight. It takes a
-  beat in one cycle and then writes one buffer word per cycle: a run of consecutive elements that share a word (a row-major line) or a single
-  element (a transposed line, whose neighbours go to different words), so a transposed operand loads at one
-  element per cycle and a row-major one at up to ``min(max_m, C, 32)`` per cycle.
+  beat in one cycle and then writes one buffer word per cycle: a run of consecutive elements that share a
+  word (a row-major line) or a single element (a transposed line, whose neighbours go to different words),
+  so a transposed operand loads at one element per cycle and a row-major one at up to ``min(max_m, C, 32)``
+  per cycle.
 * **BAD_OPERAND** for a packed operand: an in-group index ``>= M`` or indices not strictly ascending within
   a group, checked on every value beat over the lanes of real columns (padding lanes are not checked, unlike
   ``nmformat.unpack`` in the software model). The load completes (every DMA beat is consumed), nothing is
@@ -291,7 +292,6 @@ class GemmUnit(wiring.Component):
             self.rd_req.p.beats.eq(rec_in.beats),
         ]
         with m.If(iss_run):
-            m.d.comb += [self.rd_req.valid.eq(lines.w_rdy), lines.w_en.eq(self.rd_req.ready)]
             with m.If(self.rd_req.ready & lines.w_rdy):
                 m.d.sync += line.eq(line + 1)
                 with m.If(last):
@@ -379,10 +379,9 @@ class GemmUnit(wiring.Component):
             m.d.comb += bad_lanes[lane].eq((lane < rec.vcols) & ((nib >= m_val) | ((slot != 0) & (nib <= pnib))))
 
         m.d.sync += load_done.eq(0)
-        with m.FSM(name="load"):
+        with m.FSM(name="load") as load_fsm:
             with m.State("LINE"):
                 with m.If(lines.r_rdy):
-                    m.d.comb += lines.r_en.eq(1)
                     r_ = rec_out
                     m.d.sync += [rec.eq(r_), beats_left.eq(r_.beats), e_left.eq(r_.count), src.eq(r_.off),
                                  blk.eq(0), step.eq(0), slot.eq(0), bank.eq(r_.bank)]
@@ -393,7 +392,6 @@ class GemmUnit(wiring.Component):
                         m.d.sync += [dl.eq(r_.lane), da.eq(r_.addr)]
                     m.next = "BEAT"
             with m.State("BEAT"):
-                m.d.comb += self.rd_data.ready.eq(1)
                 with m.If(self.rd_data.valid):
                     m.d.sync += [beat.eq(self.rd_data.p.data), beats_left.eq(beats_left - 1),
                                  rd_error.eq(rd_error | self.rd_data.p.error)]
@@ -414,7 +412,6 @@ class GemmUnit(wiring.Component):
             with m.State("WRITE"):
                 # blk already advanced past the value beat: its quarter is blk - 2 (3 when blk wrapped to 0)
                 m.d.comb += qsel.eq(Mux(blk == 0, 3, blk - 2))
-                m.d.comb += [self._engine.a_write.valid.eq(ph_a), self._engine.b_write.valid.eq(~ph_a)]
                 new_dl = Signal.like(dl, name="new_dl")
                 new_da = Signal.like(da, name="new_da")
                 m.d.comb += [new_dl.eq(dl), new_da.eq(da)]
@@ -480,9 +477,8 @@ class GemmUnit(wiring.Component):
         m.d.comb += bytemask.eq(((Const(1, 4 * C + 1) << (nv << 2)) - 1)[:4 * C])
         w_busy = Signal(name="writer_busy")
         res_data = Cat(*[res.p.data[j] for j in range(C)])
-        with m.FSM(name="writer"):
+        with m.FSM(name="writer") as writer_fsm:
             with m.State("WIDLE"):
-                m.d.comb += res.ready.eq(1)
                 with m.If(res.valid):
                     m.d.sync += [
                         wide.eq(res_data << (off << 3)), wide_strb.eq(bytemask << off),
@@ -497,13 +493,13 @@ class GemmUnit(wiring.Component):
                     m.next = "WREQ"
             with m.State("WREQ"):
                 m.d.comb += w_busy.eq(1)
-                m.d.comb += [self.wr_req.valid.eq(outstanding != 255), self.wr_req.p.addr.eq(w_base),
+                m.d.comb += [self.wr_req.p.addr.eq(w_base),
                              self.wr_req.p.beats.eq(w_beats)]
                 with m.If(self.wr_req.ready & (outstanding != 255)):
                     m.next = "WDATA"
             with m.State("WDATA"):
                 m.d.comb += w_busy.eq(1)
-                m.d.comb += [self.wr_data.valid.eq(1), self.wr_data.p.data.eq(wide.word_select(w_beat, 512)),
+                m.d.comb += [self.wr_data.p.data.eq(wide.word_select(w_beat, 512)),
                              self.wr_data.p.strb.eq(wide_strb.word_select(w_beat, 64))]
                 with m.If(self.wr_data.ready):
                     m.d.sync += w_beat.eq(w_beat + 1)
@@ -526,9 +522,8 @@ class GemmUnit(wiring.Component):
         # ------------------------------------------------------------------ control
         groups = Signal(DIM_WIDTH + 1, name="groups")
         m.d.comb += groups.eq((c.red + m_val - 1) >> c.m_log2)
-        with m.FSM(name="control"):
+        with m.FSM(name="control") as ctl_fsm:
             with m.State("IDLE"):
-                m.d.comb += cmd.ready.eq(1)
                 with m.If(cmd.valid):
                     m.d.sync += [
                         c.eq(cmd.p), m_val.eq(Const(1, 5) << cmd.p.m_log2),
@@ -605,7 +600,7 @@ class GemmUnit(wiring.Component):
                     m.next = "RUN"
             with m.State("RUN"):
                 ep = eng.cmd.p
-                m.d.comb += [eng.cmd.valid.eq(1), ep.rows.eq(rt), ep.red.eq(c.red), ep.cols.eq(ct),
+                m.d.comb += [ep.rows.eq(rt), ep.red.eq(c.red), ep.cols.eq(ct),
                              ep.sparse.eq(c.sparse), ep.n.eq(Mux(c.sparse, c.n, 0)),
                              ep.m.eq(Mux(c.sparse, m_val, 0)), ep.a_base.eq(0), ep.b_base.eq(0)]
                 with m.If(eng.cmd.ready):
@@ -638,10 +633,26 @@ class GemmUnit(wiring.Component):
                     m.d.sync += active.eq(0)
                     m.next = "DONE"
             with m.State("DONE"):
-                m.d.comb += [done.valid.eq(1), done.p.error.eq(code), done.p.busy_cycles.eq(busy_acc),
+                m.d.comb += [done.p.error.eq(code), done.p.busy_cycles.eq(busy_acc),
                              done.p.stall_cycles.eq(cycles - busy_acc), done.p.macs.eq(macs_acc)]
                 with m.If(done.ready):
                     m.next = "IDLE"
+        # handshakes as plain assignments of FSM states (Icarus leaves outputs of never-triggered
+        # combinational case blocks X after reset)
+        m.d.comb += [
+            self.rd_req.valid.eq(iss_run & lines.w_rdy),
+            lines.w_en.eq(iss_run & self.rd_req.ready),
+            lines.r_en.eq(load_fsm.ongoing("LINE") & lines.r_rdy),
+            self.rd_data.ready.eq(load_fsm.ongoing("BEAT")),
+            self._engine.a_write.valid.eq(load_fsm.ongoing("WRITE") & ph_a),
+            self._engine.b_write.valid.eq(load_fsm.ongoing("WRITE") & ~ph_a),
+            res.ready.eq(writer_fsm.ongoing("WIDLE")),
+            self.wr_req.valid.eq(writer_fsm.ongoing("WREQ") & (outstanding != 255)),
+            self.wr_data.valid.eq(writer_fsm.ongoing("WDATA")),
+            cmd.ready.eq(ctl_fsm.ongoing("IDLE")),
+            eng.cmd.valid.eq(ctl_fsm.ongoing("RUN")),
+            done.valid.eq(ctl_fsm.ongoing("DONE")),
+        ]
         return m
 
 
