@@ -18,8 +18,8 @@ State machine (``docs/core.md`` has the diagram)::
   ``b_stride``, shape (1..MAX_DIM), alignment, strides, and operand extents against ``memory_bytes`` (which is at
   most ``2**axi_addr_width``, so the address-width check is included); the first failing check gives the error code.
 * A valid descriptor goes to the engine on ``engine.cmd`` (decoded fields plus the operand extents); the engine
-  answers on ``engine.done`` with an error code (0, ``AXI_READ``, ``AXI_WRITE``, ``BAD_OPERAND`` or
-  ``ABORTED``) and its
+  answers on ``engine.done`` with an error code (0, ``AXI_READ``, ``AXI_WRITE``, ``BAD_OPERAND``,
+  ``BAD_SHAPE`` (reduction too long for its buffers) or ``ABORTED``) and its
   counters. A completed descriptor increments ``CMD_DONE``, sets ``LAST_TAG`` and, with ``FLAG_IRQ``, raises
   the done interrupt.
 * ``ABORT`` while busy: the current AXI transactions drain (a descriptor fetch completes, the engine is told

@@ -18,8 +18,9 @@ For each command of the command processor (``docs/system.md``, "End to end")::
   (``S = red`` dense, ``ceil(red / M) * N`` sparse). :func:`tile_plan` states the same in Python.
 * **The reduction is never split** (partial sums would need a read-modify-write of C): a command whose
   ``ceil(red / max_m)`` exceeds ``a_depth`` or whose ``S`` exceeds ``b_depth`` ends at once, before any DMA,
-  with ``BAD_OPERAND`` (an operand does not fit the engine; the descriptor checks of the command processor
-  cannot know the buffer sizes). The scheduler / driver must tile ``K``; :func:`max_reduction` gives the limit.
+  with ``BAD_SHAPE`` (reported by the engine: the descriptor checks of the command processor do not know the
+  buffer sizes; ``sat.sw.regmap`` defines this use). The scheduler / driver must tile ``K``;
+  :func:`max_reduction` gives the limit.
 * **Loader**: one DMA read per stored line (a row of A, A^T, B or B^T, restricted to the tile's elements) or
   per packed N:M column tile of 32 columns (its ``S + ceil(S/4)`` beats), up to 4 in flight. It takes a
   beat in one cycle and then writes one buffer word per cycle: a run of consecutive elements that share a
@@ -101,7 +102,7 @@ def tile_plan(config: SATConfig, rows: int, red: int, cols: int, n: int = 0, m: 
     Raises
     ------
     ValueError
-        If the reduction does not fit the buffers (the unit answers ``BAD_OPERAND``): tile ``K`` below
+        If the reduction does not fit the buffers (the unit answers ``BAD_SHAPE``): tile ``K`` below
         :func:`max_reduction`.
     """
     kw = -(-red // config.max_m)
@@ -560,7 +561,7 @@ class GemmUnit(wiring.Component):
                 with m.If(fits):
                     m.next = "ROW_TILE"
                 with m.Else():
-                    m.d.sync += code.eq(ErrorCode.BAD_OPERAND)
+                    m.d.sync += code.eq(ErrorCode.BAD_SHAPE)
                     m.next = "FINISH"
             with m.State("ROW_TILE"):
                 left = c.rows - r0

@@ -272,13 +272,13 @@ async def errors(dut: Any) -> None:
             transport.dma_write(wt.addr, bytes(raw))
             expect([good, good], ErrorCode.BAD_OPERAND, 0)
         transport.dma_write(wt.addr, good_raw)
-        # 6. reduction too long for the buffers: BAD_OPERAND before any operand read
+        # 6. reduction too long for the buffers: BAD_SHAPE (from the engine) before any operand read
         k_big = min(2 * ad * config.max_m, 4000)
         assert k_big > ad * config.max_m or k_big > bd
         xa = device.alloc_tensor((2, k_big), config.fmt)
         wb = device.alloc_tensor((k_big, 2), config.fmt)
         yc = device.alloc_tensor((2, 2))
-        expect([good, device.gemm_descriptor(xa, wb, yc)], ErrorCode.BAD_OPERAND, 1)
+        expect([good, device.gemm_descriptor(xa, wb, yc)], ErrorCode.BAD_SHAPE, 1)
         # 7. ABORT while a list runs: the engine stops at a tile boundary, drains its writes, ABORTED
         pending = device.start([good] * 6)
         device.abort()

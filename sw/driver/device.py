@@ -722,7 +722,11 @@ class SATDevice:
             except DescriptorError as e:
                 detail = str(e)
             else:
-                detail = "the host-side check accepts this descriptor: the core and the driver disagree"
+                if code == ErrorCode.BAD_SHAPE:
+                    detail = ("the reduction does not fit the core's on-chip buffers: split K into chunks "
+                              "(sat.hw.gemm_unit.max_reduction gives the limit; see docs/system.md)")
+                else:
+                    detail = "the host-side check accepts this descriptor: the core and the driver disagree"
         tag = f" (tag {descriptors[index].tag})" if 0 <= index < len(descriptors) else ""
         return SATDeviceError(code, index, f"descriptor {index}{tag} failed with ERR_{name} ({code}): {detail}")
 
