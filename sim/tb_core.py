@@ -13,7 +13,6 @@ Expectations come from the contract, never from the RTL: register reset values f
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,7 +44,8 @@ from sat.sw.regmap import (
     register_map,
 )
 
-from .tb import backpressure, idle_inserter, rng_for, start_clock, tb_params
+from .cocotb_transport import attach
+from .tb import rng_for, tb_params
 
 __all__ = ["MEMORY_BYTES", "BEAT", "Layout", "random_descriptor", "mutate", "expected_error", "loopback_model",
            "beats_of"]
@@ -216,10 +216,8 @@ class Bench:
     dut: Any
     config: SATConfig
     rng: np.random.Generator
-    axil: Any
-    ram: Any
+    transport: Any
     regs: Any
-    faults: list[tuple[int, int]] = field(default_factory=list)
     bursts: list[tuple[str, int, int]] = field(default_factory=list)
     violations: list[str] = field(default_factory=list)
     max_burst: int = 256
@@ -227,6 +225,23 @@ class Bench:
     beat: int = BEAT
     #: a ModelTransport mirroring every register write and START (register-level conformance)
     model: Any = None
+
+    @property
+    def axil(self) -> Any:
+        return self.transport.axil
+
+    @property
+    def ram(self) -> Any:
+        return self.transport.ram
+
+    @property
+    def faults(self) -> list[tuple[int, int]]:
+        """Byte ranges where the RAM answers SLVERR (the transport's fault injection)."""
+        return self.transport.faults
+
+    @faults.setter
+    def faults(self, ranges: list[tuple[int, int]]) -> None:
+        self.transport.faults = list(ranges)
 
     def attach_model(self, faults: list[tuple[int, int]] = ()) -> None:
         """Mirror the register writes from now on into a fresh ``ModelTransport`` (same config and memory size)
@@ -282,10 +297,6 @@ class Bench:
         return {n: await self.read(n) for n in names}
 
 
-def _pauses(rng: np.random.Generator, p: float) -> tuple[Iterator[bool], Iterator[bool]]:
-    return idle_inserter(rng, p, 3), backpressure(rng, p, 3)
-
-
 async def _monitor(bench: Bench) -> None:
     from cocotb.triggers import RisingEdge
 
@@ -310,51 +321,19 @@ async def _monitor(bench: Bench) -> None:
 
 
 async def setup(dut: Any, salt: str, pause: float | None = None) -> Bench:
-    """Clock, reset, AXI-Lite master and AXI RAM (with pauses and fault injection) and the burst monitor."""
+    """Clock, reset, AXI-Lite master and AXI RAM (with pauses and fault injection, from
+    :func:`sat.sim.cocotb_transport.attach`) and the burst monitor."""
     import cocotb
-    from cocotb.triggers import ClockCycles
-    from cocotbext.axi import AxiBus, AxiLiteBus, AxiLiteMaster, AxiRam
 
     params = tb_params()
     config = SATConfig.from_dict(params["config"])
     rng = rng_for(params, salt)
     p = float(params.get("pause", 0.3)) if pause is None else pause
-    await start_clock(dut)
-    dut.rst.value = 1
-    axil = AxiLiteMaster(AxiLiteBus.from_prefix(dut, "s_axil"), dut.clk, dut.rst)
-    ram = AxiRam(AxiBus.from_prefix(dut, "m_axi"), dut.clk, dut.rst, size=MEMORY_BYTES)
-    bench = Bench(dut=dut, config=config, rng=rng, axil=axil, ram=ram,
+    # pauses draw from their own generator: stimulus stays fixed
+    transport = await attach(dut, config, memory_bytes=MEMORY_BYTES, pause=p, rng=rng_for(params, salt + "/pauses"))
+    bench = Bench(dut=dut, config=config, rng=rng, transport=transport,
                   regs=register_map(config, MEMORY_BYTES), max_burst=int(params.get("max_burst", 256)),
                   beat=config.axi_data_width // 8)
-    prng = rng_for(params, salt + "/pauses")     # pauses draw from their own generator: stimulus stays fixed
-    if p:
-        for channel in (axil.write_if.aw_channel, axil.write_if.w_channel, axil.read_if.ar_channel,
-                        ram.read_if.r_channel, ram.write_if.b_channel):
-            channel.set_pause_generator(_pauses(prng, p)[0])
-        for channel in (axil.write_if.b_channel, axil.read_if.r_channel, ram.write_if.aw_channel,
-                        ram.write_if.w_channel, ram.read_if.ar_channel):
-            channel.set_pause_generator(_pauses(prng, p)[1])
-
-    read_orig, write_orig = ram.read_if._read, ram.write_if._write
-
-    def _hit(addr: int, length: int) -> bool:
-        return any(addr < hi and lo < addr + length for lo, hi in bench.faults)
-
-    async def faulty_read(address: int, length: int) -> bytes:
-        if _hit(address, length):
-            raise OSError(f"injected read fault at 0x{address:x}")
-        return await read_orig(address, length)
-
-    async def faulty_write(address: int, data: bytes) -> None:
-        if _hit(address, len(data)):
-            raise OSError(f"injected write fault at 0x{address:x}")
-        await write_orig(address, data)
-
-    ram.read_if._read = faulty_read
-    ram.write_if._write = faulty_write
-    await ClockCycles(dut.clk, 4)
-    dut.rst.value = 0
-    await ClockCycles(dut.clk, 2)
     cocotb.start_soon(_monitor(bench))
     return bench
 
@@ -700,62 +679,6 @@ async def busy_abort_reset(dut: Any) -> None:
 # ---------------------------------------------------------------------------------------------------------- system
 
 
-class CocotbTransport:
-    """The driver's :class:`~sat.sw.driver.transport.Transport` over the simulated core.
-
-    Register accesses go through the cocotbext-axi ``AxiLiteMaster`` (from a thread started with
-    ``cocotb.task.bridge``; each call blocks on ``cocotb.task.resume``), host DMA goes straight into the
-    ``AxiRam`` (XDMA's DMA does not pass through the core), and ``wait_irq`` waits for ``irq`` for at most
-    ``irq_cycles`` clock cycles of simulated time per call.
-    """
-
-    def __init__(self, bench: Bench, irq_cycles: int = 20000) -> None:
-        self.bench = bench
-        self.memory_bytes = MEMORY_BYTES
-        self.irq_cycles = irq_cycles
-
-    def read32(self, offset: int) -> int:
-        from cocotb.task import resume
-
-        from sat.sw.driver.transport import AxiError
-
-        resp = resume(self.bench.axil.read)(offset, 4)
-        if int(resp.resp):
-            raise AxiError(f"SLVERR reading register offset 0x{offset:x}", offset, False)
-        return int.from_bytes(resp.data, "little")
-
-    def write32(self, offset: int, value: int) -> None:
-        from cocotb.task import resume
-
-        from sat.sw.driver.transport import AxiError
-
-        resp = resume(self.bench.axil.write)(offset, int(value).to_bytes(4, "little"))
-        if int(resp.resp):
-            raise AxiError(f"SLVERR writing register offset 0x{offset:x}", offset, True)
-
-    def dma_write(self, addr: int, data: bytes | memoryview) -> None:
-        self.bench.ram.write(addr, bytes(data))
-
-    def dma_read(self, addr: int, nbytes: int) -> bytes:
-        return bytes(self.bench.ram.read(addr, nbytes))
-
-    def wait_irq(self, timeout_s: float) -> bool:
-        from cocotb.task import resume
-
-        async def wait() -> bool:
-            from cocotb.triggers import ClockCycles, First, RisingEdge
-
-            if _val(self.bench.dut.irq):
-                return True
-            await First(RisingEdge(self.bench.dut.irq), ClockCycles(self.bench.dut.clk, self.irq_cycles))
-            return bool(_val(self.bench.dut.irq))
-
-        return resume(wait)()
-
-    def close(self) -> None:
-        pass
-
-
 @test()
 async def driver_system(dut: Any) -> None:
     """The real host driver (``SATDevice``) over the simulated core: it recognises the build from the identity
@@ -767,7 +690,7 @@ async def driver_system(dut: Any) -> None:
 
     bench = await setup(dut, "system", pause=0.2)
     config = bench.config
-    transport = CocotbTransport(bench)
+    transport = bench.transport
     device = await bridge(lambda: SATDevice(transport, config))()
     assert device.memory_bytes == MEMORY_BYTES and device.config_verified
     rebuilt = await bridge(lambda: SATDevice(transport, None))()
