@@ -75,29 +75,46 @@ def nm_mask(w, n: int, m: int, axis: int = -1) -> np.ndarray:
     w = np.asarray(w)
     if np.issubdtype(w.dtype, np.floating) and np.isnan(w).any():
         raise ValueError("cannot prune weights that contain NaN: check the loss scale / learning rate")
+    axis = axis % w.ndim if w.ndim else 0
     moved = np.moveaxis(w, axis, -1)
     length = moved.shape[-1]
     pad = -length % m
-    mag = np.abs(moved)
-    if pad:
-        mag = np.concatenate([mag, np.zeros(mag.shape[:-1] + (pad,), mag.dtype)], axis=-1)
-    groups = mag.reshape(mag.shape[:-1] + (-1, m))
     if n == m:
-        keep = np.ones(groups.shape, dtype=bool)
-    else:
-        # rank[i] = how many group members beat member i (larger, or equal with a lower index). Each pair is
-        # compared once, on contiguous per-position arrays: ~7x faster than comparing whole groups m times.
-        flat = groups.reshape(-1, m)
-        position = [np.ascontiguousarray(flat[:, j]) for j in range(m)]
-        rank = [np.zeros(flat.shape[0], dtype=np.uint8) for _ in range(m)]
-        for i in range(m):
-            for j in range(i + 1, m):
-                lower_wins = position[i] >= position[j]
-                rank[j] += lower_wins
-                rank[i] += ~lower_wins
-        keep = np.stack([r < n for r in rank], axis=-1).reshape(groups.shape)
-    keep = keep.reshape(mag.shape)[..., :length]
-    return np.moveaxis(keep, -1, axis)
+        return np.ones(w.shape, dtype=bool)
+    if moved.flags.c_contiguous:
+        # groups run along the innermost axis: copy each group position into its own contiguous array
+        mag = np.abs(moved)
+        if pad:
+            mag = np.concatenate([mag, np.zeros(mag.shape[:-1] + (pad,), mag.dtype)], axis=-1)
+        flat = mag.reshape(-1, m)
+        keep = _rank_keep([np.ascontiguousarray(flat[:, j]) for j in range(m)], n)
+        keep = np.stack(keep, axis=-1).reshape(mag.shape)[..., :length]
+        return np.moveaxis(keep, -1, axis)
+    # groups run along an outer axis (BP weights: groups along C_out of C_out x K): every group position is
+    # a strided view whose inner rows are contiguous, so no copy is needed (3x faster than moving the axis)
+    mag = np.ascontiguousarray(np.abs(w))
+    if pad:
+        mag = np.concatenate([mag, np.zeros(mag.shape[:axis] + (pad,) + mag.shape[axis + 1:], mag.dtype)], axis=axis)
+    groups = mag.reshape(mag.shape[:axis] + (-1, m) + mag.shape[axis + 1:])
+    position = [groups[(slice(None),) * (axis + 1) + (j,)] for j in range(m)]
+    keep = np.stack(_rank_keep(position, n), axis=axis + 1).reshape(mag.shape)
+    return keep[(slice(None),) * axis + (slice(0, length),)]
+
+
+def _rank_keep(position: list[np.ndarray], n: int) -> list[np.ndarray]:
+    """``keep[j]``: whether group member ``j`` (``position[j]``, magnitudes) is among the ``n`` largest.
+
+    rank[i] = how many group members beat member i (larger, or equal with a lower index). Each pair is compared
+    once, on whole per-position arrays: ~7x faster than comparing whole groups m times.
+    """
+    m = len(position)
+    rank = [np.zeros(position[0].shape, dtype=np.uint8) for _ in range(m)]
+    for i in range(m):
+        for j in range(i + 1, m):
+            lower_wins = position[i] >= position[j]
+            rank[j] += lower_wins
+            rank[i] += ~lower_wins
+    return [r < n for r in rank]
 
 
 def prune(w, n: int, m: int, axis: int = -1) -> np.ndarray:

@@ -19,7 +19,8 @@ from pathlib import Path
 
 from .cli import subcommand
 from .config import SATConfig
-from .schedule import NETWORKS, PCIE_BYTES_PER_S, Schedule, get_network, pregeneration, schedule_iteration
+from .pregen import replay
+from .schedule import NETWORKS, PCIE_BYTES_PER_S, Schedule, get_network, schedule_iteration
 
 __all__ = ["MODES", "PAPER_SPEEDUP_2_8", "BEGIN", "END", "ideal_speedup", "run_bench", "write_outputs",
            "render_markdown", "update_markdown", "default_config"]
@@ -66,7 +67,8 @@ def _summary(s: Schedule, dense: Schedule | None, mode: str) -> dict:
 
 
 def run_bench(config: SATConfig, networks: Sequence[str] = ("resnet18", "vgg16"), batch: int = 32,
-              modes: Sequence[str] = MODES, *, pregen: bool = True, pregen_mode: str = "2:8") -> dict:
+              modes: Sequence[str] = MODES, *, pregen: bool = True, pregen_mode: str = "2:8",
+              host_threads: int = 1, pregen_batches: Sequence[int] = ()) -> dict:
     """Schedule every (network, mode, orientation) and collect the results (the content of ``bench.json``).
 
     Raises
@@ -95,11 +97,13 @@ def run_bench(config: SATConfig, networks: Sequence[str] = ("resnet18", "vgg16")
                                **g.counters.as_dict()} for g in s.gemms],
                 }
                 if pregen and orient == "auto" and mode == pregen_mode:
-                    rows = pregeneration(s, repeats=3)
-                    entry["pregen"] = {"mode": mode, "layers": [
-                        {"layer": p.layer, "packed_bytes": p.packed_bytes, "host_s": p.host_s, "h2c_s": p.h2c_s,
-                         "ready_s": p.ready_s, "deadline_s": p.deadline_s, "slack_s": p.slack_s,
-                         "hidden": p.hidden} for p in rows]}
+                    entry["pregen"] = {"mode": mode, "batch": batch,
+                                       **replay(s, threads=host_threads).as_dict(), "sweep": []}
+                    for b in pregen_batches:
+                        sb = schedule_iteration(net, b, config, mode, orientation=orient)
+                        r = replay(sb, threads=host_threads).as_dict()
+                        del r["tasks"]
+                        entry["pregen"]["sweep"].append({"batch": b, **r})
             entry["orientations"][orient] = per_mode
         out["networks"][name] = entry
     return out
@@ -139,12 +143,14 @@ def write_outputs(result: dict, out: Path, *, plots: bool = True) -> list[Path]:
         w.writerows(layer_rows)
     written.append(out / "layers.csv")
     with open(out / "pregen.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=["network", "mode", "layer", "packed_bytes", "host_s", "h2c_s", "ready_s",
-                                          "deadline_s", "slack_s", "hidden"])
+        w = csv.DictWriter(f, fieldnames=["network", "mode", "batch", "threads", "layer", "pass", "packed_bytes",
+                                          "release_s", "start_s", "host_s", "ready_s", "deadline_s", "slack_s",
+                                          "hidden"])
         w.writeheader()
         for net, entry in result["networks"].items():
-            for p in entry.get("pregen", {}).get("layers", []):
-                w.writerow({"network": net, "mode": entry["pregen"]["mode"], **p})
+            pg = entry.get("pregen", {})
+            for p in pg.get("tasks", []):
+                w.writerow({"network": net, "mode": pg["mode"], "batch": pg["batch"], "threads": pg["threads"], **p})
     written.append(out / "pregen.csv")
     if plots:
         written += _plots(result, out)
@@ -317,25 +323,34 @@ def _gap_table(entry: dict, net: str) -> list[str]:
 
 
 def _pregen_table(pregen: dict, net: str) -> list[str]:
-    rows = pregen["layers"]
-    hidden = sum(1 for p in rows if p["hidden"])
-    host = sum(p["host_s"] for p in rows)
-    h2c = sum(p["h2c_s"] for p in rows)
-    worst = min((p["slack_s"] for p in rows), default=0.0)
+    tasks = pregen["tasks"]
+    ms = 1e3
+    keeps_up = pregen["work_s"] <= pregen["iteration_s"] * pregen["threads"]
     out = [f"### {net}: pre-generation of {pregen['mode']} weights", "",
-           f"Host time measured (NumPy `nm_mask` + `nmformat.compress` + `pack` of W_ff and W_bp on the layer's real "
-           f"shape, best of 3, this shared 2-core machine); H2C at {PCIE_BYTES_PER_S / 1e9:g} GB/s (PCIe Gen3 x16 "
-           f"effective, assumed). One host thread prunes and packs a layer's next-iteration weights as soon as the "
-           f"card has finished that layer's WU (layers in backward order); ready = on the card, deadline = start of "
-           f"the layer's FF in the next iteration on the modelled card timeline (ms from the start of this "
-           f"iteration). Hidden in {hidden} of {len(rows)} layers; host total {1e3 * host:.1f} ms, H2C total "
-           f"{1e3 * h2c:.2f} ms; smallest slack {1e3 * worst:.2f} ms.", "",
-           "| layer | packed KiB | host ms | H2C ms | ready ms | deadline ms | slack ms | hidden |",
-           "|---|---|---|---|---|---|---|---|"]
-    for p in rows:
-        out.append(f"| {p['layer']} | {p['packed_bytes'] / 1024:.0f} | {1e3 * p['host_s']:.2f} | "
-                   f"{1e3 * p['h2c_s']:.3f} | {1e3 * p['ready_s']:.2f} | {1e3 * p['deadline_s']:.2f} | "
-                   f"{1e3 * p['slack_s']:.2f} | {'yes' if p['hidden'] else '**no**'} |")
+           f"Measured by `sat.sw.pregen.replay` (`docs/schedule.md`): the real NumPy pruning + compression + "
+           f"packing of every sparse pass on {pregen['threads']} host thread(s), earliest deadline first, against "
+           f"the card's modelled timeline replayed in wall-clock time for {pregen['iterations']} iterations "
+           f"(the last one shown); H2C over one channel at {PCIE_BYTES_PER_S / 1e9:g} GB/s (assumed). Released when "
+           f"the layer's WU ends; due when the next iteration starts that pass (W_ff by the FF, W_bp by the BP). "
+           f"Batch {pregen['batch']}: card iteration {ms * pregen['iteration_s']:.1f} ms, host work "
+           f"{ms * pregen['work_s']:.1f} ms per iteration (tasks run alone), so the host "
+           f"{'keeps up' if keeps_up else 'falls behind'} on {pregen['threads']} thread(s) "
+           f"(about {pregen['threads_needed']} perfectly scaling threads would keep up). Hidden: "
+           f"{pregen['hidden']} of {len(tasks)} tasks; smallest slack {ms * pregen['worst_slack_s']:.1f} ms.", ""]
+    if pregen.get("sweep"):
+        out += ["| batch | card iteration ms | host work ms | hidden | smallest slack ms | threads to keep up |",
+                "|---|---|---|---|---|---|"]
+        for r in pregen["sweep"]:
+            out.append(f"| {r['batch']} | {ms * r['iteration_s']:.1f} | {ms * r['work_s']:.1f} | {r['hidden']} of "
+                       f"{len(tasks)} | {ms * r['worst_slack_s']:.1f} | {r['threads_needed']} |")
+        out.append("")
+    out += ["| layer | pass | packed KiB | released ms | host start ms | host ms | on card ms | due ms | slack ms | "
+            "hidden |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for p in tasks:
+        out.append(f"| {p['layer']} | {p['pass'].upper()} | {p['packed_bytes'] / 1024:.0f} | "
+                   f"{ms * p['release_s']:.2f} | {ms * p['start_s']:.2f} | {ms * p['host_s']:.2f} | "
+                   f"{ms * p['ready_s']:.2f} | {ms * p['deadline_s']:.2f} | {ms * p['slack_s']:.2f} | "
+                   f"{'yes' if p['hidden'] else '**no**'} |")
     out.append("")
     return out
 
@@ -361,7 +376,11 @@ def _bench(p: argparse.ArgumentParser) -> Callable[[argparse.Namespace], int]:
     p.add_argument("--config", type=Path, help="SATConfig JSON (default boards/vcu1525_default.json)")
     p.add_argument("--modes", default=",".join(MODES), help=f"comma-separated (default {','.join(MODES)})")
     p.add_argument("--no-plots", action="store_true")
-    p.add_argument("--no-pregen", action="store_true", help="skip the host pre-generation timing")
+    p.add_argument("--no-pregen", action="store_true", help="skip the host pre-generation replay")
+    p.add_argument("--host-threads", type=int, default=1, metavar="N",
+                   help="host threads for the pre-generation replay (default 1)")
+    p.add_argument("--pregen-batches", default="32,64,128", metavar="B,B",
+                   help="batch sizes of the pre-generation summary (default 32,64,128; empty to skip)")
     p.add_argument("--markdown", type=Path, metavar="FILE",
                    help="rewrite the bench sections of FILE (e.g. docs/results.md) between its markers")
 
@@ -371,8 +390,11 @@ def _bench(p: argparse.ArgumentParser) -> Callable[[argparse.Namespace], int]:
             if args.batch < 1:
                 raise ValueError(f"--batch must be positive, not {args.batch}")
             modes = tuple(v.strip() for v in args.modes.split(",") if v.strip())
+            if args.host_threads < 1:
+                raise ValueError(f"--host-threads must be at least 1, not {args.host_threads}")
+            batches = tuple(int(v) for v in args.pregen_batches.split(",") if v.strip())
             result = run_bench(config, args.network or ("resnet18", "vgg16"), args.batch, modes,
-                               pregen=not args.no_pregen)
+                               pregen=not args.no_pregen, host_threads=args.host_threads, pregen_batches=batches)
         except (ValueError, OSError) as exc:
             print(f"sat bench: error: {exc}", file=sys.stderr)
             return 2

@@ -84,6 +84,22 @@ def test_masks_along_k_and_cout_match_reference_with_ties(n, m, axis):
     np.testing.assert_array_equal(ff_weights(w, (n, m)), prune(w, n, m, axis=1))
 
 
+@pytest.mark.parametrize("layout", ["C", "F", "transposed_view", "3d"])
+def test_mask_does_not_depend_on_memory_layout(layout):
+    """nm_mask takes a different path for groups along the innermost axis and along an outer one: both equal
+    the reference for every axis, whatever the memory layout."""
+    rng = np.random.default_rng(5)
+    w = grid_values(rng, (3, 20, 12) if layout == "3d" else (20, 12), -3, 3)
+    if layout == "F":
+        w = np.asfortranarray(w)
+    elif layout == "transposed_view":
+        w = np.ascontiguousarray(w.T).T
+    for axis in range(-w.ndim, w.ndim):
+        flat = np.moveaxis(w, axis, -1)
+        ref = np.moveaxis(ref_mask(flat.reshape(-1, flat.shape[-1]), 2, 8, 1).reshape(flat.shape), -1, axis)
+        np.testing.assert_array_equal(nm_mask(w, 2, 8, axis=axis), ref, err_msg=f"{layout} axis {axis}")
+
+
 def test_nested_and_independent_bp_weights_are_defined_as_specified():
     rng = np.random.default_rng(3)
     w = rng.standard_normal((16, 32)).astype(np.float32)
