@@ -10,34 +10,59 @@ For each command of the command processor (``docs/system.md``, "End to end")::
                 B is loaded once when it has a single column tile
             run GemmEngine on the (rt x red) . (red x ct) tile; write its C rows (FP32, byte strobes)
 
-* **Sequential**: load, compute and write do not overlap across tiles (the writer overlaps with the
-  engine's own drain); double buffering (loading tile k+1 into the other half of the buffers while tile k
-  computes) is left for later.
-* **Tile sizes** are powers of two times the array size: ``rt_max = R * 2**p`` with the largest ``p`` such
-  that ``2**p * ceil(red / max_m) <= a_depth``, ``ct_max = C * 2**q`` with ``2**q * S <= b_depth``
-  (``S = red`` dense, ``ceil(red / M) * N`` sparse). :func:`tile_plan` states the same in Python.
+* **Tile sizes** are powers of two times the array size. With ``pa`` the largest ``p`` such that
+  ``2**p * ceil(red / max_m) <= a_depth`` and ``pb`` the largest with ``2**pb * S <= b_depth`` (``S = red``
+  dense, ``ceil(red / M) * N`` sparse), a command runs
+
+  - **double buffered** when ``pa >= 1``, ``pb >= 1`` and a half row tile ``R * 2**(pa-1)`` still fills an array
+    pass (``R * L`` rows) or holds all ``rows``: ``rt_max = R * 2**(pa-1)``, ``ct_max = C * 2**(pb-1)``, the A
+    halves at words ``0`` and ``a_depth / 2``, the B halves at ``0`` and ``b_depth / 2``. (The pass condition
+    is ours: a row tile of fewer than ``R * L`` rows wastes part of every pass, so halving such tiles would
+    cost more compute than the overlap saves.)
+  - **single buffered** otherwise, as before double buffering: ``rt_max = R * 2**pa``, ``ct_max = C * 2**pb``,
+    both operands at base 0, each load after the previous tile is done.
+
+  :func:`tile_plan` states the same in Python (``TilePlan.double``).
+* **Double buffering.** The loader runs one tile ahead of the engine: once the engine has accepted tile ``t``,
+  the loader loads tile ``t+1``'s operands (A if it starts a new row tile, B unless B has a single column tile
+  and is already loaded) while ``t`` computes, then waits until the engine is done with ``t`` and hands it
+  ``t+1``. The A half flips on every A load, the B half on every B load (a single column tile of B is loaded
+  once and stays). This is safe because a load into a half starts only after the engine accepted tile ``t``,
+  i.e. after tile ``t-1`` was done: tile ``t`` reads the halves last loaded (for ``t`` or, when ``t`` did not
+  reload an operand, an earlier tile), a flip writes the other half, which only tiles up to ``t-1`` read, and
+  ``t+2``'s loads wait for ``t+1`` to be accepted (``t`` done) in turn.
+* **Registers.** The loader has its own tile (``r0, rt, c0, ct``, C row-tile address); the engine and the
+  result writer use a copy (``eng_c0, eng_ct, eng_c_rowtile_addr``) taken when the engine accepts a tile. The
+  engine pulses ``done`` two cycles after it popped the last pass's last drain row, which happens when the
+  writer accepted that row (or dropped it beyond ``rows``; earlier rows come first), and only then accepts the
+  next tile; so every result of a tile reaches the writer before its copy changes. The writer keeps the
+  address and data of a row it has taken in its own registers while its write is outstanding.
 * **The reduction is never split** (partial sums would need a read-modify-write of C): a command whose
   ``ceil(red / max_m)`` exceeds ``a_depth`` or whose ``S`` exceeds ``b_depth`` ends at once, before any DMA,
   with ``BAD_SHAPE`` (reported by the engine: the descriptor checks of the command processor do not know the
   buffer sizes; ``sat.sw.regmap`` defines this use). The scheduler / driver must tile ``K``;
-  :func:`max_reduction` gives the limit.
+  :func:`max_reduction` gives the limit (unchanged by double buffering, which only runs when both operands fit
+  twice).
 * **Loader**: one DMA read per stored line (a row of A, A^T, B or B^T, restricted to the tile's elements) or
   per packed N:M column tile of 32 columns (its ``S + ceil(S/4)`` beats), up to 4 in flight. It takes a
-  beat in one cycle and then writes one buffer word per cycle: a run of consecutive elements that share a
-  word (a row-major line) or a single element (a transposed line, whose neighbours go to different words),
-  so a transposed operand loads at one element per cycle and a row-major one at up to ``min(max_m, C, 32)``
-  per cycle.
+  line record in one cycle, a beat in one cycle and then writes one buffer word per cycle: a run of
+  consecutive elements that share a word (a row-major line) or a single element (a transposed line, whose
+  neighbours go to different words), so a transposed operand loads at one element per cycle and a row-major
+  one at up to ``min(max_m, C, 32)`` per cycle. ``sat.sw.perfmodel.unit_cycles`` models the unit's time with it.
 * **BAD_OPERAND** for a packed operand: an in-group index ``>= M`` or indices not strictly ascending within
-  a group, checked on every value beat over the lanes of real columns (padding lanes are not checked, unlike
-  ``nmformat.unpack`` in the software model). The load completes (every DMA beat is consumed), nothing is
-  computed or written for that tile, and the command ends with ``BAD_OPERAND``.
+  a group, checked on every value beat over the lanes of real columns of the packed tile (padding lanes are
+  not checked, unlike ``nmformat.unpack`` in the software model). The load completes (every DMA beat is
+  consumed), nothing is computed or written for that tile, and the command ends with ``BAD_OPERAND``.
 * **Errors**: a read error (any beat) ends the command after the load with ``AXI_READ`` (nothing of that
   tile is computed); a write error with ``AXI_WRITE`` at the next tile boundary; ``abort`` is honoured at
-  tile boundaries with ``ABORTED``. Outstanding writes always drain before ``done``. C may be partly written
-  after an error (earlier tiles).
+  tile boundaries with ``ABORTED``. Double buffered, the "tile boundary" is the start of the next tile's load
+  and an error of a prefetched tile is seen after its load: in every case the tile the engine computes
+  meanwhile finishes and is written, nothing of later tiles is computed. Outstanding writes always drain and
+  the engine finishes before ``done``. C may be partly written after an error (earlier tiles).
 * **Counters** (``done``): ``macs`` and ``busy_cycles`` are the sums of the engine's (useful MACs
   ``rows * cols * S``; steps with operands); ``stall_cycles`` is every other cycle from accepting the
-  command to ``done`` (loads, writes, array fill and drain), so ``busy + stall`` is the unit's whole time.
+  command to ``done`` (loads not hidden behind compute, writes, array fill and drain), so ``busy + stall`` is
+  the unit's whole time.
 
 Requires 512-bit AXI data (the packed N:M format is defined on 64-byte beats).
 """
@@ -82,11 +107,13 @@ def _pow2_fit(words: int, depth: int) -> int:
 
 @dataclass(frozen=True)
 class TilePlan:
-    """How :class:`GemmUnit` splits one command: tile sizes and the tiles ``(r0, rt, c0, ct)`` in order."""
+    """How :class:`GemmUnit` splits one command: tile sizes, the tiles ``(r0, rt, c0, ct)`` in order, and
+    whether it runs double buffered (tiles sized for half buffers, tile ``t+1`` loaded while ``t`` computes)."""
 
     rt_max: int
     ct_max: int
     tiles: tuple[tuple[int, int, int, int], ...]
+    double: bool = False
 
     @property
     def b_loads(self) -> int:
@@ -98,6 +125,11 @@ class TilePlan:
 def tile_plan(config: SATConfig, rows: int, red: int, cols: int, n: int = 0, m: int = 0, *,
               a_depth: int = DEFAULT_A_DEPTH, b_depth: int = DEFAULT_B_DEPTH) -> TilePlan:
     """The tiling :class:`GemmUnit` applies to a ``rows x red x cols`` command (``n:m`` sparse or dense).
+
+    With ``pa``, ``pb`` the largest ``p`` such that ``2**p * ceil(red / max_m) <= a_depth`` and
+    ``2**p * S <= b_depth``: double buffered if ``pa >= 1``, ``pb >= 1`` and a half row tile ``R * 2**(pa-1)``
+    holds an array pass (``R * L`` rows) or all ``rows``; then ``rt_max = R * 2**(pa-1)``,
+    ``ct_max = C * 2**(pb-1)``. Otherwise single buffered with ``rt_max = R * 2**pa``, ``ct_max = C * 2**pb``.
 
     Raises
     ------
@@ -112,12 +144,21 @@ def tile_plan(config: SATConfig, rows: int, red: int, cols: int, n: int = 0, m: 
         raise ValueError(f"a reduction of {red} does not fit the engine buffers (A: {kw} of {a_depth} words per "
                          f"bank, B: {s} of {b_depth} steps): split K into chunks of at most "
                          f"{max_reduction(config, n, m, a_depth=a_depth, b_depth=b_depth)}")
-    rt_max, ct_max = config.rows << pa, config.cols << pb
+    double = _double_buffered(config, rows, pa, pb)
+    rt_max, ct_max = config.rows << (pa - double), config.cols << (pb - double)
     tiles = []
     for r0 in range(0, rows, rt_max):
         for c0 in range(0, cols, ct_max):
             tiles.append((r0, min(rt_max, rows - r0), c0, min(ct_max, cols - c0)))
-    return TilePlan(rt_max, ct_max, tuple(tiles))
+    return TilePlan(rt_max, ct_max, tuple(tiles), double)
+
+
+def _double_buffered(config: SATConfig, rows: int, pa: int, pb: int) -> bool:
+    """Whether :class:`GemmUnit` double-buffers a command whose operands fit ``2**pa`` / ``2**pb`` times."""
+    if pa < 1 or pb < 1:
+        return False
+    half_rows = config.rows << (pa - 1)
+    return half_rows >= config.rows * config.adder_latency or rows <= half_rows
 
 
 def max_reduction(config: SATConfig, n: int = 0, m: int = 0, *, a_depth: int = DEFAULT_A_DEPTH,
@@ -184,6 +225,7 @@ class GemmUnit(wiring.Component):
         cfg = self._config
         R, C, L, mm = cfg.rows, cfg.cols, cfg.adder_latency, cfg.max_m
         lg_mm = exact_log2(mm)
+        lg_l = (L - 1).bit_length()      # ceil(log2(L)): a row tile of R * 2**p rows fills a pass when p >= lg_l
         wm = max(mm, C)
         aw = cfg.axi_addr_width
         bw = self._beats_width
@@ -214,6 +256,19 @@ class GemmUnit(wiring.Component):
         ct = Signal(DIM_WIDTH + 1, name="ct")
         c_rt_addr = Signal(aw, name="c_rowtile_addr")
         b_loaded = Signal(name="b_loaded")
+        # The tile the engine computes and the writer writes: the loader's registers above move on to the next
+        # tile as soon as the engine has accepted this one.
+        eng_c0 = Signal(DIM_WIDTH + 1, name="eng_c0")
+        eng_ct = Signal(DIM_WIDTH + 1, name="eng_ct")
+        eng_c_rt_addr = Signal(aw, name="eng_c_rowtile_addr")
+        eng_running = Signal(name="eng_running")
+        # Double buffering: the half of each buffer that holds the loader's tile (always 0 when single buffered)
+        dbl = Signal(name="double_buffered")
+        a_half = Signal(name="a_half")
+        b_half = Signal(name="b_half")
+        a_base = Signal(a_aw, name="a_half_base")
+        b_base = Signal(b_aw, name="b_half_base")
+        m.d.comb += [a_base.eq(Mux(a_half, self._a_depth >> 1, 0)), b_base.eq(Mux(b_half, self._b_depth >> 1, 0))]
 
         # errors and counters
         rd_error = Signal(name="rd_error")
@@ -270,7 +325,7 @@ class GemmUnit(wiring.Component):
         with m.If(ph_a):
             with m.If(ph_trans):
                 m.d.comb += [lo.eq(a_line_addr + (r0 << 1)), count.eq(rt), last.eq(line == c.red - 1),
-                             rec_in.lane.eq(line[:lg_mm] if lg_mm else 0), rec_in.addr.eq(line >> lg_mm),
+                             rec_in.lane.eq(line[:lg_mm] if lg_mm else 0), rec_in.addr.eq((line >> lg_mm) + a_base),
                              rec_in.bank.eq(0)]
             with m.Else():
                 m.d.comb += [lo.eq(a_line_addr), count.eq(c.red), last.eq(line == rt - 1),
@@ -282,7 +337,7 @@ class GemmUnit(wiring.Component):
                          rec_in.lane.eq(b_lane), rec_in.addr.eq(b_da)]
         with m.Else():
             m.d.comb += [lo.eq(b_line_addr + (c0 << 1)), count.eq(ct), last.eq(line == c.red - 1),
-                         rec_in.lane.eq(0), rec_in.addr.eq(line)]
+                         rec_in.lane.eq(0), rec_in.addr.eq(line + b_base)]
         m.d.comb += hi.eq(lo + (count << 1))
         dense_beats = ((hi - 1) >> 6) - (lo >> 6) + 1
         vcols_full = c.cols - pt_col
@@ -316,7 +371,7 @@ class GemmUnit(wiring.Component):
                     with m.Else():
                         m.d.sync += b_lane.eq(b_lane + 1)
         with m.If(load_start):
-            m.d.sync += [iss_run.eq(1), line.eq(0), a_bank.eq(0), a_da.eq(0), b_lane.eq(0), b_da.eq(0)]
+            m.d.sync += [iss_run.eq(1), line.eq(0), a_bank.eq(0), a_da.eq(a_base), b_lane.eq(0), b_da.eq(b_base)]
             with m.If(ph_a & ph_trans):
                 m.d.sync += a_line_addr.eq(c.a_addr)
             with m.If(~ph_a):
@@ -391,7 +446,7 @@ class GemmUnit(wiring.Component):
                                  blk.eq(0), step.eq(0), slot.eq(0), bank.eq(r_.bank)]
                     with m.If(ph_sparse):
                         m.d.sync += [line_dl.eq(Mux(first_line, 0, carry_dl)),
-                                     line_da.eq(Mux(first_line, 0, carry_da)), first_line.eq(0)]
+                                     line_da.eq(Mux(first_line, b_base, carry_da)), first_line.eq(0)]
                     with m.Else():
                         m.d.sync += [dl.eq(r_.lane), da.eq(r_.addr)]
                     m.next = "BEAT"
@@ -457,7 +512,7 @@ class GemmUnit(wiring.Component):
         first_res = Signal(name="first_result")
         set_tile = Signal(name="set_tile")      # comb pulse from control when the engine command is issued
         tile_c_addr = Signal(aw, name="tile_c_addr")
-        m.d.comb += tile_c_addr.eq(c_rt_addr + (c0 << 2))
+        m.d.comb += tile_c_addr.eq(eng_c_rt_addr + (eng_c0 << 2))
         used = Signal(aw, name="row_used")
         with m.If(first_res | (res.p.row == pass_row)):
             m.d.comb += used.eq(Mux(first_res, tile_c_addr, pass_addr))
@@ -468,7 +523,7 @@ class GemmUnit(wiring.Component):
         waddr = Signal(aw, name="waddr")
         m.d.comb += waddr.eq(used + (res.p.col << 2))
         nv = Signal(range(C + 1), name="valid_lanes")
-        m.d.comb += nv.eq(Mux(ct - res.p.col >= C, C, ct - res.p.col))
+        m.d.comb += nv.eq(Mux(eng_ct - res.p.col >= C, C, eng_ct - res.p.col))
         off = waddr[:6]
         max_beats = -(-(60 + 4 * C) // 64)
         wide = Signal(512 * max_beats, name="wide")
@@ -559,20 +614,35 @@ class GemmUnit(wiring.Component):
                 m.d.sync += fits.eq(fa & fb)
                 m.next = "SETUP3"
             with m.State("SETUP3"):
-                m.d.sync += [rt_max.eq(Const(R, DIM_WIDTH + 21) << pa), ct_max.eq(Const(C, DIM_WIDTH + 21) << pb),
-                             rt_cstride.eq((c.c_stride * R) << pa)]
+                # Double buffered when both operands fit twice and a half row tile still fills an array pass
+                # (R*L rows; else the halved tiles would waste passes), unless all rows fit in it anyway.
+                pa_half = Signal.like(pa, name="pa_half")
+                pb_half = Signal.like(pb, name="pb_half")
+                m.d.comb += [pa_half.eq(pa - 1), pb_half.eq(pb - 1)]
+                fills_pass = (pa >= 1 + lg_l) | (c.rows <= (Const(R, DIM_WIDTH + 1) << pa_half))
+                use_dbl = Signal(name="use_double")
+                m.d.comb += use_dbl.eq((pa != 0) & (pb != 0) & fills_pass)
+                pa_used = Mux(use_dbl, pa_half, pa)
+                pb_used = Mux(use_dbl, pb_half, pb)
+                m.d.sync += [rt_max.eq(Const(R, DIM_WIDTH + 21) << pa_used),
+                             ct_max.eq(Const(C, DIM_WIDTH + 21) << pb_used),
+                             rt_cstride.eq((c.c_stride * R) << pa_used),
+                             # the first load flips to half 0
+                             dbl.eq(use_dbl), a_half.eq(use_dbl), b_half.eq(use_dbl)]
                 with m.If(fits):
                     m.next = "ROW_TILE"
                 with m.Else():
                     m.d.sync += code.eq(ErrorCode.BAD_SHAPE)
                     m.next = "FINISH"
+            # The loader's tile loop. Single buffered, a load waits until the engine is done with the previous
+            # tile; double buffered, it starts as soon as the engine has accepted it (RUN), into the other halves.
             with m.State("ROW_TILE"):
                 left = c.rows - r0
                 m.d.sync += rt.eq(Mux(left > rt_max, rt_max, left))
                 with m.If(self.control.abort | wr_error):
                     m.next = "FINISH"
-                with m.Else():
-                    m.d.sync += [ph_a.eq(1), ph_trans.eq(c.a_trans), ph_sparse.eq(0)]
+                with m.Elif(dbl | ~eng_running):
+                    m.d.sync += [ph_a.eq(1), ph_trans.eq(c.a_trans), ph_sparse.eq(0), a_half.eq(a_half ^ dbl)]
                     m.next = "LOAD_A"
             with m.State("LOAD_A"):
                 m.d.comb += load_start.eq(1)
@@ -587,9 +657,9 @@ class GemmUnit(wiring.Component):
                     m.next = "FINISH"
                 with m.Elif(b_loaded):
                     m.next = "CHECK"
-                with m.Else():
+                with m.Elif(dbl | ~eng_running):
                     m.d.sync += [ph_a.eq(0), ph_trans.eq(c.b_trans), ph_sparse.eq(c.sparse),
-                                 b_loaded.eq(ct_max >= c.cols)]
+                                 b_loaded.eq(ct_max >= c.cols), b_half.eq(b_half ^ dbl)]
                     m.next = "LOAD_B"
             with m.State("LOAD_B"):
                 m.d.comb += load_start.eq(1)
@@ -603,16 +673,14 @@ class GemmUnit(wiring.Component):
                 with m.Else():
                     m.next = "RUN"
             with m.State("RUN"):
+                # waits here (cmd.ready) until the engine is done with the previous tile: one tile of look-ahead
                 ep = eng.cmd.p
                 m.d.comb += [ep.rows.eq(rt), ep.red.eq(c.red), ep.cols.eq(ct),
                              ep.sparse.eq(c.sparse), ep.n.eq(Mux(c.sparse, c.n, 0)),
-                             ep.m.eq(Mux(c.sparse, m_val, 0)), ep.a_base.eq(0), ep.b_base.eq(0)]
+                             ep.m.eq(Mux(c.sparse, m_val, 0)), ep.a_base.eq(a_base), ep.b_base.eq(b_base)]
                 with m.If(eng.cmd.ready):
                     m.d.comb += set_tile.eq(1)
-                    m.next = "COMPUTE"
-            with m.State("COMPUTE"):
-                with m.If(eng.done):
-                    m.d.sync += [busy_acc.eq(busy_acc + eng.busy_cycles), macs_acc.eq(macs_acc + eng.macs)]
+                    m.d.sync += [eng_c0.eq(c0), eng_ct.eq(ct), eng_c_rt_addr.eq(c_rt_addr)]
                     with m.If(c0 + ct >= c.cols):
                         m.d.sync += [c0.eq(0), r0.eq(r0 + rt), c_rt_addr.eq(c_rt_addr + rt_cstride)]
                         with m.If(r0 + rt >= c.rows):
@@ -623,7 +691,7 @@ class GemmUnit(wiring.Component):
                         m.d.sync += c0.eq(c0 + ct)
                         m.next = "COL_TILE"
             with m.State("FINISH"):
-                with m.If(writer_idle & (outstanding == 0) & ~iss_run):
+                with m.If(writer_idle & (outstanding == 0) & ~iss_run & ~eng_running):
                     with m.If(rd_error):
                         m.d.sync += code.eq(ErrorCode.AXI_READ)
                     with m.Elif(bad_op):
@@ -641,6 +709,14 @@ class GemmUnit(wiring.Component):
                              done.p.stall_cycles.eq(cycles - busy_acc), done.p.macs.eq(macs_acc)]
                 with m.If(done.ready):
                     m.next = "IDLE"
+        # The engine's tile: counters summed when it is done (the writer has then taken its last result, see
+        # the module docstring), running until then (a tile accepted in the cycle of done keeps it set).
+        with m.If(eng.done):
+            m.d.sync += [eng_running.eq(0), busy_acc.eq(busy_acc + eng.busy_cycles),
+                         macs_acc.eq(macs_acc + eng.macs)]
+        with m.If(eng.cmd.valid & eng.cmd.ready):
+            m.d.sync += eng_running.eq(1)
+
         # handshakes as plain assignments of FSM states (Icarus leaves outputs of never-triggered
         # combinational case blocks X after reset)
         m.d.comb += [

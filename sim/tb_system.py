@@ -9,16 +9,20 @@
   WU on the RTL; loss, update, re-pruning and re-upload on the host), weights and losses equal bit for bit to
   the same iterations on ``GoldenBackend`` and on ``ModelTransport``.
 * ``errors``: a bad descriptor, an AXI read and write fault, a malformed packed operand (BAD_OPERAND) and a
-  reduction too long for the buffers end with the right code and index.
+  reduction too long for the buffers end with the right code and index; a read fault and a bad operand in a
+  prefetched tile leave the tiles before it computed and written and nothing of it.
 * ``cli_gemm``: one GEMM for ``sat sim gemm`` (operands from ``.npy`` files or random), report as JSON.
+* ``unit_timing``: GEMMs of ``timing_shapes`` without AXI pauses, bit for bit, their counters written as JSON to
+  ``timing_report`` (``tests/test_system_rtl.py`` compares them with :func:`sat.sw.perfmodel.unit_cycles`).
 
 Parameters (``SAT_TB_PARAMS``): ``config``, ``memory_bytes``, ``a_depth``, ``b_depth``, ``seed``, ``pause``,
-``gemm`` (for ``cli_gemm``).
+``gemm`` (for ``cli_gemm``), ``timing_shapes`` and ``timing_report`` (for ``unit_timing``).
 """
 
 from __future__ import annotations
 
 import json
+from functools import partial
 from typing import Any
 
 import cocotb
@@ -129,6 +133,11 @@ async def _open(dut: Any, salt: str, pause: float | None = None):
 def _bits_equal(got: np.ndarray, want: np.ndarray) -> bool:
     return np.array_equal(numerics.fp32_bits(np.asarray(got, np.float32)),
                           numerics.fp32_bits(np.asarray(want, np.float32)))
+
+
+def _untouched(c: np.ndarray) -> bool:
+    """Whether every element of ``c`` still holds the all-ones bytes written before the GEMM."""
+    return bool((np.ascontiguousarray(c, np.float32).view(np.uint32) == 0xFFFFFFFF).all())
 
 
 @cocotb.test()
@@ -288,6 +297,44 @@ async def errors(dut: Any) -> None:
             assert int(e.code) == ErrorCode.ABORTED and e.index < 6, e
         else:
             raise AssertionError("an aborted list reported success")
+        # 8. AXI read fault on a prefetched tile (A of the last row tile): the tiles before it are computed and
+        # written, nothing of the faulty one (its C rows keep their old bytes)
+        rows, red, cols = 13, 40, 9
+        a, b = _values(rng, (rows, red)), _values(rng, (red, cols))
+        plan = tile_plan(config, rows, red, cols, a_depth=ad, b_depth=bd)
+        r_bad = plan.tiles[-1][0]
+        assert r_bad > 0, plan
+        at, bt, ct = device.write_tensor(a), device.write_tensor(b), device.alloc_tensor((rows, cols))
+        transport.dma_write(ct.addr, b"\xff" * ct.nbytes)
+        desc = device.gemm_descriptor(at, bt, ct)
+        transport.faults[:] = [(desc.a_addr + r_bad * desc.a_stride, desc.a_addr + r_bad * desc.a_stride + 2)]
+        expect([desc], ErrorCode.AXI_READ, 0)
+        transport.faults[:] = []
+        got = device.read_tensor(ct)
+        q = partial(numerics.quantize, fmt=config.fmt)
+        assert _bits_equal(got[:r_bad], numerics.matmul(q(a), q(b), config.fmt)[:r_bad]), "tiles before the fault"
+        assert _untouched(got[r_bad:]), "the faulty row tile was written"
+        # 9. BAD_OPERAND in a prefetched tile: a bad index in packed tile 1 (columns 32..) of a one-row-tile GEMM
+        n2, m2 = (2, 4) if (2, 4) in config.nm_set else config.nm_set[0]
+        rows, red, cols = 3, 40, 40
+        a, b = _values(rng, (rows, red)), _values(rng, (red, cols))
+        op = nmformat.compress(b, n2, m2)
+        plan = tile_plan(config, rows, red, cols, n2, m2, a_depth=ad, b_depth=bd)
+        t_bad = next(i for i, (_, _, c0, ctile) in enumerate(plan.tiles) if c0 + ctile > 32)
+        c_bad = plan.tiles[t_bad][2]
+        assert t_bad > 0 and plan.tiles[-1][0] == 0, plan
+        at, wt, ct = device.write_tensor(a), device.upload_operand(op), device.alloc_tensor((rows, cols))
+        transport.dma_write(ct.addr, b"\xff" * ct.nbytes)
+        steps = steps_per_output(red, n2, m2)
+        packed_tile = (steps + -(-steps // 4)) * 64
+        raw = bytearray(transport.dma_read(wt.addr, wt.nbytes))
+        raw[packed_tile] = (raw[packed_tile] & 0xF0) | m2            # index beat 0 of packed tile 1, column 32
+        transport.dma_write(wt.addr, bytes(raw))
+        expect([device.gemm_descriptor(at, wt, ct)], ErrorCode.BAD_OPERAND, 0)
+        got = device.read_tensor(ct)
+        golden = nmformat.matmul_nm(q(a), op, config.fmt)
+        assert _bits_equal(got[:, :c_bad], golden[:, :c_bad]), "tiles before the bad operand"
+        assert _untouched(got[:, c_bad:]), "the bad tile was written"
         # the core still computes correctly afterwards
         res = device.run([good], timeout_s=600.0)
         assert res.cmd_done == 1 and res.last_tag == 7
@@ -335,3 +382,35 @@ async def cli_gemm(dut: Any) -> None:
     with open(g["report"], "w") as f:
         json.dump(report, f)
 
+
+
+@cocotb.test()
+async def unit_timing(dut: Any) -> None:
+    """GEMMs of ``timing_shapes`` (``[kind, rows, red, cols, [n, m] or null]``, kinds as :func:`run_gemm`) with
+    no AXI pauses: results bit for bit, counters (the unit's whole time is ``COMPUTE + STALL``) to
+    ``timing_report``."""
+    from cocotb.task import bridge
+
+    params = tb_params()
+    shapes = params.get("timing_shapes")
+    if not shapes:
+        return
+    _, config, rng, transport, device = await _open(dut, "timing", pause=0.0)
+    report = []
+    for kind, rows, red, cols, nm in shapes:
+        nm = tuple(nm) if nm else None
+        if kind == "ff":
+            a, b = _values(rng, (rows, red)), _values(rng, (cols, red))
+        elif kind == "wu":
+            a, b = _values(rng, (red, rows)), _values(rng, (red, cols))
+        else:
+            a, b = _values(rng, (rows, red)), _values(rng, (red, cols))
+        got, golden, shape, result = await bridge(
+            lambda kind=kind, a=a, b=b, nm=nm: run_gemm(device, kind, a, b, nm))()
+        assert _bits_equal(got, golden), f"{kind} {rows}x{red}x{cols} {nm}: RTL differs from the golden model"
+        cnt = result.counters
+        report.append({"kind": kind, "rows": rows, "red": red, "cols": cols, "nm": list(nm) if nm else None,
+                       "unit_cycles": cnt["COMPUTE_CYCLES"] + cnt["STALL_CYCLES"], **cnt})
+        dut._log.info(f"timing {kind} {rows}x{red}x{cols} {nm}: {cnt}")
+    with open(params["timing_report"], "w") as f:
+        json.dump(report, f, indent=1)

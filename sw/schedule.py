@@ -396,8 +396,10 @@ def engine_tiles(config: SATConfig, rows: int, red: int, cols: int, n: int = 0, 
                  a_depth: int = DEFAULT_A_DEPTH, b_depth: int = DEFAULT_B_DEPTH) -> list[tuple[int, int]]:
     """The ``(rows, cols)`` of every engine command the GEMM unit runs for one descriptor, in order.
 
-    Same rule as ``sat.hw.gemm_unit.tile_plan``: row tiles of ``R * 2**p`` rows (``2**p * ceil(red / max_m) <=
-    a_depth``), column tiles of ``C * 2**q`` (``2**q * S <= b_depth``).
+    Same rule as ``sat.hw.gemm_unit.tile_plan``: with the largest ``p``, ``q`` such that ``2**p * ceil(red /
+    max_m) <= a_depth`` and ``2**q * S <= b_depth``, the unit double-buffers when ``p, q >= 1`` and a half row tile
+    ``R * 2**(p-1)`` holds an array pass (``R * L`` rows) or all ``rows``: row tiles of ``R * 2**(p-1)``, column
+    tiles of ``C * 2**(q-1)``; otherwise (single buffered) row tiles of ``R * 2**p``, column tiles of ``C * 2**q``.
 
     Raises
     ------
@@ -408,7 +410,9 @@ def engine_tiles(config: SATConfig, rows: int, red: int, cols: int, n: int = 0, 
     if pa < 0 or pb < 0:
         raise ValueError(f"a reduction of {red} does not fit the GEMM unit's buffers: split K into chunks of at "
                          f"most {max_reduction(config, n, m, a_depth=a_depth, b_depth=b_depth)}")
-    rt_max, ct_max = config.rows << pa, config.cols << pb
+    half_rows = config.rows << max(pa - 1, 0)
+    double = pa >= 1 and pb >= 1 and (half_rows >= config.rows * config.adder_latency or rows <= half_rows)
+    rt_max, ct_max = config.rows << (pa - double), config.cols << (pb - double)
     return [(min(rt_max, rows - r0), min(ct_max, cols - c0))
             for r0 in range(0, rows, rt_max) for c0 in range(0, cols, ct_max)]
 
@@ -429,8 +433,10 @@ def unit_counters(config: SATConfig, rows: int, red: int, cols: int, n: int = 0,
     """Engine counters of one descriptor: ``perfmodel.gemm_counters`` summed over the unit's engine tiles.
 
     This is the engine's compute time (its fill and drain included) with operand loads and result writes fully
-    overlapped, i.e. the GEMM unit with double-buffered loading (``sat.hw.gemm_unit`` still loads, computes and
-    writes one tile after the other; its ``stall_cycles`` count those extra cycles).
+    overlapped: a lower bound of the GEMM unit's time. The unit double-buffers when both operands fit its buffers
+    twice (``sat.hw.gemm_unit``), but loads still add time where a tile loads longer than it computes, and single
+    buffered commands load, compute and write one tile after the other; ``perfmodel.unit_cycles`` predicts the
+    unit's whole time (``busy + stall`` counters) with the loads.
     """
     total = _ZERO
     tiles = engine_tiles(config, rows, red, cols, n, m, a_depth=a_depth, b_depth=b_depth)
@@ -779,10 +785,18 @@ def schedule_iteration(network: Network, batch: int, config: SATConfig, nm: NM |
     return sched
 
 
+#: Fraction of the engine cycles that more K chunks must save to be chosen (see :func:`_best_chunks`).
+_CHUNK_MARGIN = 0.01
+
+
 def _best_chunks(config: SATConfig, rows: int, red: int, cols: int, n: int, m: int, a_depth: int,
                  b_depth: int) -> tuple[list[tuple[int, int]], int]:
     """K chunks of a GEMM and its engine cycles: the fewest chunks that fit the buffers, or up to 4x as many
-    when shorter chunks let the unit use taller row tiles (``R * L`` rows fill a pass) and so take fewer cycles."""
+    when shorter chunks let the unit use taller row tiles (``R * L`` rows fill a pass) and so take fewer cycles.
+
+    More chunks must save at least :data:`_CHUNK_MARGIN` of the cycles: each chunk costs what the engine cycles
+    do not count (the host's FP32 add of its partial result, its own C writes), and the double-buffered unit
+    hides the loads of many small tiles that the engine cycles charge only by their fill and drain."""
     limit = max_reduction(config, n, m, a_depth=a_depth, b_depth=b_depth)
     best: tuple[list[tuple[int, int]], int] | None = None
     fewest = -(-red // limit)
@@ -797,7 +811,7 @@ def _best_chunks(config: SATConfig, rows: int, red: int, cols: int, n: int, m: i
             continue
         cycles = sum(unit_counters(config, rows, k1 - k0, cols, n, m, a_depth=a_depth, b_depth=b_depth).cycles
                      for k0, k1 in chunks)
-        if best is None or cycles < best[1]:
+        if best is None or cycles < best[1] * (1 - _CHUNK_MARGIN):
             best = (chunks, cycles)
     assert best is not None
     return best

@@ -46,14 +46,27 @@ def test_tile_plan_covers_the_output_once(rows: int, red: int, cols: int, nm) ->
             for j in range(c0, c0 + ct):
                 covered[i][j] += 1
     assert all(v == 1 for row in covered for v in row)
-    # the buffers hold each tile: A rows in banks of ceil(red / max_m) words, B columns of S steps
-    kw = -(-red // CFG.max_m)
-    assert -(-plan.rt_max // CFG.rows) * kw <= 32
-    assert -(-plan.ct_max // CFG.cols) * steps_per_output(red, n, m) <= 128
+    # the buffers (their halves when double buffered) hold each tile: A rows in banks of ceil(red / max_m)
+    # words, B columns of S steps
+    kw, s = -(-red // CFG.max_m), steps_per_output(red, n, m)
+    a_room, b_room = (16, 64) if plan.double else (32, 128)
+    assert -(-plan.rt_max // CFG.rows) * kw <= a_room and -(-plan.ct_max // CFG.cols) * s <= b_room
     # tile sizes are the largest power-of-two multiples of the array that fit
-    assert -(-2 * plan.rt_max // CFG.rows) * kw > 32 and -(-2 * plan.ct_max // CFG.cols) * steps_per_output(
-        red, n, m) > 128
+    assert -(-2 * plan.rt_max // CFG.rows) * kw > a_room and -(-2 * plan.ct_max // CFG.cols) * s > b_room
     assert plan.b_loads == (1 if plan.ct_max >= cols else len(plan.tiles))
+    if not (2 * kw <= 32 and 2 * s <= 128):
+        assert not plan.double
+
+
+@pytest.mark.parametrize("rows, red, expect_double, rt_max", [
+    (64, 64, True, 4),     # 8 words of 32: A fits 4 times (pa = 2), half tiles of 2 * 2**1 = 4 >= R*L rows
+    (64, 100, False, 4),   # 13 words of 32: fits twice (pa = 1), a half tile (2 rows) would not fill a 4-row pass
+    (2, 100, True, 2),     # ... unless all rows fit in it
+    (64, 200, False, 2),   # 25 words: fits once
+])
+def test_double_buffering_rule(rows: int, red: int, expect_double: bool, rt_max: int) -> None:
+    plan = tile_plan(CFG, rows, red, 4, a_depth=32, b_depth=512)
+    assert (plan.double, plan.rt_max) == (expect_double, rt_max)
 
 
 @pytest.mark.parametrize("nm", [None, (2, 8), (1, 4), (4, 8)])
