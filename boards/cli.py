@@ -133,9 +133,28 @@ def _report(p: argparse.ArgumentParser) -> Handler:
                 ("URAM288", total["uram"], VU9P["uram"], share["uram"])]
         for name, used, cap, frac in rows:
             print(f"  {name:<14} {used:>10,.0f} / {cap:>9,}  {100 * frac:6.2f} %")
+        print(_parts_table(est, config.rows * config.cols))
         return 0
 
     return run
+
+
+#: Lines of the per-part table of ``sat report resources``: (estimate part, label).
+_PART_LABELS = (("core", "core (CSR, cmdproc, DMA)"), ("unit", "GEMM unit (loader, writer, tiling)"),
+                ("engine", "engine (buffers, feeder)"), ("array", "array"))
+
+
+def _parts_table(est: dict, n_pe: int) -> str:
+    """Per-part lines of the resource report: what each part adds and its share of the total LUTs."""
+    parts = {**est["parts"], "array": est["array"]}
+    lines = [f"  {'part':<36} {'LUT':>10} {'FF':>10} {'DSP':>6} {'RAMB36':>7}  {'of LUTs':>7}"]
+    for key, label in _PART_LABELS:
+        if key == "array":
+            label = f"array ({n_pe} x (PE + overhead))"
+        r = parts[key]
+        lines.append(f"  {label:<36} {r['lut']:>10,.0f} {r['ff']:>10,.0f} {r['dsp']:>6,.0f} "
+                     f"{r['bram36'] + r['bram18'] / 2:>7,.1f}  {100 * est['part_share'][key]:6.1f} %")
+    return "\n".join(lines)
 
 
 class SelftestResult:

