@@ -55,6 +55,7 @@ __all__ = [
     "part_resources",
     "FIXED_PARTS",
     "estimate",
+    "extrapolate",
     "full_resources",
     "calibration",
     "load_baselines",
@@ -366,17 +367,22 @@ def estimate(config: SATConfig, *, progress: Callable[[str], None] | None = None
     pe_cal = part_resources("pe", cal)
     n_cal = cal.rows * cal.cols
     parts["array_overhead_per_pe"] = (array_cal - pe_cal.scale(n_cal)).scale(1 / n_cal)
-    n = config.rows * config.cols
-    array = (parts["pe"] + parts["array_overhead_per_pe"]).scale(n)
+    method = (f"core (engine slot black-boxed) + GEMM unit (engine black-boxed) + engine (array black-boxed) "
+              f"+ rows*cols*(PE + array overhead per PE from a {cal.rows}x{cal.cols} array); "
+              f"Yosys synth_xilinx -family xcup, classic abc")
+    return _add_up(config, parts, method)
+
+
+def _add_up(config: SATConfig, parts: dict[str, Resources], method: str) -> dict:
+    """The result of :func:`estimate` from its parts."""
+    array = (parts["pe"] + parts["array_overhead_per_pe"]).scale(config.rows * config.cols)
     total = array
     for name in FIXED_PARTS:
         total = total + parts[name]
     lut_of = {**{name: parts[name].lut for name in FIXED_PARTS}, "array": array.lut}
     return {
         "config": config.to_dict(),
-        "method": f"core (engine slot black-boxed) + GEMM unit (engine black-boxed) + engine (array black-boxed) "
-                  f"+ rows*cols*(PE + array overhead per PE from a {cal.rows}x{cal.cols} array); "
-                  f"Yosys synth_xilinx -family xcup, classic abc",
+        "method": method,
         "parts": {k: v.to_dict() for k, v in parts.items()},
         "array": array.to_dict(),
         "total": total.to_dict(),
@@ -384,6 +390,25 @@ def estimate(config: SATConfig, *, progress: Callable[[str], None] | None = None
         "part_share": {k: v / total.lut if total.lut else 0.0 for k, v in lut_of.items()},
         "device": dict(VU9P),
     }
+
+
+def extrapolate(est: dict, rows: int, cols: int) -> dict:
+    """A cheap estimate for another array size from an :func:`estimate` ``est``, without synthesis.
+
+    The per-PE parts are counted ``rows * cols`` times; ``core``, ``unit`` and ``engine`` are taken as they are
+    in ``est``. They grow slowly with the array (the engine's A banks, one per row, hold its block RAM), so from a
+    smaller ``est`` the LUT/FF/DSP figures are slight underestimates (the three parts are a few percent of the
+    LUTs) and the block RAM is a lower bound.
+
+    Returns
+    -------
+    dict
+        The keys of :func:`estimate`, ``config`` with the new size, and ``"extrapolated_from"``: ``"RxC"``.
+    """
+    src = SATConfig.from_dict(est["config"])
+    parts = {k: Resources.from_dict(v) for k, v in est["parts"].items()}
+    return {**_add_up(src.replace(rows=rows, cols=cols), parts, est["method"]),
+            "extrapolated_from": f"{src.rows}x{src.cols}"}
 
 
 def full_resources(config: SATConfig) -> Resources:

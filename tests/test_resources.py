@@ -9,7 +9,7 @@ import json
 import pytest
 
 from sat.boards import resources
-from sat.boards.resources import VU9P, Resources, calibration, estimate, load_baselines, part_resources
+from sat.boards.resources import VU9P, Resources, calibration, estimate, extrapolate, load_baselines, part_resources
 from sat.boards.vivado import default_card_config
 from sat.sw.cli import main
 from sat.sw.config import SATConfig
@@ -82,6 +82,15 @@ def test_estimate_adds_core_unit_engine_and_array(monkeypatch):
     assert est["part_share"]["unit"] == 15_600 / lut
     assert sum(est["part_share"].values()) == pytest.approx(1.0)
     assert "GEMM unit" in est["method"]
+
+
+def test_extrapolate_scales_the_per_pe_parts(monkeypatch):
+    monkeypatch.setattr(resources, "part_resources", lambda part, config: FAKE_PARTS[part])
+    est = estimate(SATConfig(rows=32, cols=40))
+    ext = extrapolate(est, 64, 32)
+    want = estimate(SATConfig(rows=64, cols=32))   # the fake parts do not depend on the size
+    assert ext["extrapolated_from"] == "32x40" and ext["config"] == want["config"]
+    assert (ext["total"], ext["share"], ext["part_share"]) == (want["total"], want["share"], want["part_share"])
 
 
 def test_report_cli_formats_the_estimate(monkeypatch, capsys, tmp_path):
