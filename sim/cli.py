@@ -11,22 +11,61 @@ bit-identical to the golden model (``sat.sw.numerics``). Exit status 0 when it i
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
+from sat.sw.bdwp import register_backend
 from sat.sw.cli import subcommand
 from sat.sw.config import SATConfig
 
-__all__ = ["system_top", "run_sim_gemm", "SYSTEM_VERILATOR_ARGS", "DEFAULT_MEMORY_BYTES"]
+__all__ = ["system_top", "system_build", "run_sim_gemm", "run_sim_train", "sim_backend", "SYSTEM_VERILATOR_ARGS",
+           "DEFAULT_MEMORY_BYTES", "TRAIN_MEMORY_BYTES", "OPT_LEVELS"]
 
 #: see tests/test_gemm_rtl.py: one C++ file per model, -O0 (the compile dominates)
 SYSTEM_VERILATOR_ARGS = ["--output-split", "0", "--output-split-cfuncs", "0", "-CFLAGS", "-O0"]
 #: Smallest device memory of a simulated core (more when the operands need it).
 DEFAULT_MEMORY_BYTES = 1 << 20
+#: Device memory of the core ``sat train --backend sim`` simulates.
+TRAIN_MEMORY_BYTES = 32 << 20
+#: C++ optimisation levels of the Verilator model: 0 compiles fastest (one GEMM), 1 runs about 2x faster for
+#: about 1.5x the compile time, 2 about 2.5x faster for 3x the compile (see docs/simulation.md).
+OPT_LEVELS = (0, 1, 2)
+
+
+def system_build(opt: int) -> tuple[list[str], str]:
+    """Verilator build options and build-directory tag (``run_cocotb(build_args=..., build_tag=...)``) of a
+    system top with the C++ model compiled at ``-O<opt>``; ``opt=0`` is the default build the tests share.
+
+    Raises
+    ------
+    ValueError
+        For a level outside :data:`OPT_LEVELS`.
+    """
+    if opt not in OPT_LEVELS:
+        raise ValueError(f"optimisation level must be one of {OPT_LEVELS}, not {opt!r}")
+    if opt == 0:
+        return list(SYSTEM_VERILATOR_ARGS), ""
+    return [*SYSTEM_VERILATOR_ARGS[:-1], f"-O{opt}"], f"O{opt}"
+
+
+@contextlib.contextmanager
+def _stdout_to_stderr() -> Iterator[None]:
+    """The simulator's log goes to stderr, so that stdout holds only the report (parseable with --json)."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        os.dup2(2, 1)
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 def system_top(config: SATConfig, *, a_depth: int, b_depth: int, memory_bytes: int):
@@ -94,17 +133,10 @@ def run_sim_gemm(args: argparse.Namespace) -> int:
     top = system_top(config, a_depth=args.a_depth, b_depth=args.b_depth, memory_bytes=memory_bytes)
     params = {"config": config.to_dict(), "memory_bytes": memory_bytes, "a_depth": args.a_depth,
               "b_depth": args.b_depth, "seed": args.seed, "pause": args.pause, "gemm": gemm}
-    # the simulator's log goes to stderr, so that stdout holds only the report (parseable with --json)
-    sys.stdout.flush()
-    saved = os.dup(1)
-    try:
-        os.dup2(2, 1)
+    build_args, build_tag = system_build(args.opt)
+    with _stdout_to_stderr(), _axi_memory(args.memory):
         run_cocotb(top, "sat.sim.tb_system", params=params, testcase="cli_gemm", run_name="cli_gemm",
-                   build_args=SYSTEM_VERILATOR_ARGS)
-    finally:
-        sys.stdout.flush()
-        os.dup2(saved, 1)
-        os.close(saved)
+                   build_args=build_args, build_tag=build_tag)
     report = json.loads(report_path.read_text())
     report["out_dir"] = str(out_dir)
     if args.json:
@@ -120,6 +152,114 @@ def run_sim_gemm(args: argparse.Namespace) -> int:
               f"({report['mismatches']} of {m_ * n} results differ from sat.sw.numerics)")
         print(f"  result           {out_dir / 'c.npy'}  report {report_path}")
     return 0 if report["bit_identical"] else 1
+
+
+@contextlib.contextmanager
+def _axi_memory(memory: str | None) -> Iterator[None]:
+    """``SAT_AXI_MEMORY`` for the simulator process (read by :func:`sat.sim.cocotb_transport.attach`)."""
+    old = os.environ.get("SAT_AXI_MEMORY")
+    if memory:
+        os.environ["SAT_AXI_MEMORY"] = memory
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("SAT_AXI_MEMORY", None)
+        else:
+            os.environ["SAT_AXI_MEMORY"] = old
+
+
+def _add_sim_build_args(p: argparse.ArgumentParser, default_opt: int, prefix: str = "") -> None:
+    from .cocotb_transport import MEMORIES
+
+    p.add_argument(f"--{prefix}opt", type=int, choices=OPT_LEVELS, default=default_opt,
+                   help=f"C++ optimisation of the Verilator model (-O0 compiles fastest, -O1/-O2 run faster; "
+                        f"default {default_opt}; each level is built once and cached)")
+    p.add_argument(f"--{prefix}memory", choices=MEMORIES, default=None,
+                   help="AXI slave memory model: lean (sat.sim.axi_memory, default) or axiram (cocotbext-axi)")
+
+
+def sim_backend() -> Any:
+    """Factory of the ``"sim"`` GEMM backend name: the RTL simulation runs inside a cocotb testbench, so it is
+    not a backend object one can open in this process.
+
+    Raises
+    ------
+    RuntimeError
+        Always, naming what to use instead.
+    """
+    raise RuntimeError("the 'sim' backend runs training inside a cocotb testbench: use `sat train --backend sim` "
+                       "(sat.sim.cli.run_sim_train), or DeviceBackend(SATDevice(transport)) over "
+                       "sat.sim.cocotb_transport.attach in your own testbench")
+
+
+def run_sim_train(cfg: Any, *, rows: int = 4, cols: int = 4, a_depth: int = 128, b_depth: int = 512,
+                  opt: int = 1, memory: str | None = None, pause: float = 0.0, golden: bool = False,
+                  latency: int = 2, seed: int = 0, report: str | Path | None = None) -> dict:
+    """Train ``cfg`` (a :class:`~sat.sw.train.TrainConfig`) on the RTL simulation of the core through the driver.
+
+    Builds (once, cached) ``sat_core`` for a ``rows x cols`` array with these buffer depths and
+    :data:`TRAIN_MEMORY_BYTES`, runs ``sat.sim.tb_train`` (see its docstring) and returns its report: ``train``'s
+    result dict plus ``sim`` (cycles, wall time, GEMM and descriptor counts) and, with ``golden``, the
+    bit-for-bit comparison with :class:`~sat.sw.bdwp.GoldenBackend` splitting K identically.
+
+    Parameters
+    ----------
+    cfg : TrainConfig
+    rows, cols : int
+        Array size.
+    a_depth, b_depth : int
+        Buffer depths of the GEMM unit (longer reductions are split into K chunks by the driver's backend).
+    opt : 0, 1 or 2
+        C++ optimisation of the model (:func:`system_build`).
+    memory : "lean" or "axiram", optional
+        AXI memory model (default lean).
+    pause : float
+        Random AXI pause probability.
+    golden : bool
+        Also train on the golden model and compare bit for bit.
+    latency : int
+        FP32 adder latency of the array.
+    seed : int
+        Seed of the simulator and of the pause patterns.
+    report : path, optional
+        Where the testbench writes the JSON report (default a temporary file).
+
+    Raises
+    ------
+    ValueError
+        For an array, depths or N:M the core cannot be built with.
+    """
+    from sat.hw.gemm_unit import tile_plan
+    from sat.sw.bdwp import parse_nm
+
+    from .runner import run_cocotb
+
+    nm = parse_nm(cfg.nm)
+    nm_set = SATConfig().nm_set
+    if nm is not None and nm[0] != nm[1] and nm not in nm_set:
+        nm_set = (*nm_set, nm)
+    config = SATConfig(rows=rows, cols=cols, fmt=cfg.fmt, adder_latency=latency, nm_set=nm_set)
+    tile_plan(config, 1, 8, 1, 0, 0, a_depth=a_depth, b_depth=b_depth)     # depths valid for the unit
+    build_args, build_tag = system_build(opt)
+    top = system_top(config, a_depth=a_depth, b_depth=b_depth, memory_bytes=TRAIN_MEMORY_BYTES)
+    tmp = None
+    if report is None:
+        tmp = tempfile.TemporaryDirectory(prefix="sat-sim-train-")
+        report = Path(tmp.name) / "report.json"
+    report = Path(report).resolve()
+    fields = {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(cfg).items()}
+    params = {"config": config.to_dict(), "memory_bytes": TRAIN_MEMORY_BYTES, "a_depth": a_depth,
+              "b_depth": b_depth, "seed": seed, "pause": pause, "train": fields, "golden": golden,
+              "report": str(report)}
+    try:
+        with _stdout_to_stderr(), _axi_memory(memory):
+            run_cocotb(top, "sat.sim.tb_train", params=params, testcase="train_run", run_name="train",
+                       build_args=build_args, build_tag=build_tag)
+        return json.loads(report.read_text())
+    finally:
+        if tmp is not None:
+            tmp.cleanup()
 
 
 @subcommand("sim", help="run SAT in RTL simulation (cocotb + Verilator) through the host driver")
@@ -143,6 +283,10 @@ def _sim(p: argparse.ArgumentParser) -> Callable[[argparse.Namespace], int]:
     g.add_argument("--a-depth", type=int, default=32, help="words per A bank of the engine (default 32)")
     g.add_argument("--b-depth", type=int, default=128, help="words of the B buffer (default 128)")
     g.add_argument("--pause", type=float, default=0.0, help="random AXI pause probability (default 0)")
+    _add_sim_build_args(g, default_opt=0)
     g.set_defaults(_sim_handler=run_sim_gemm)
     return lambda args: args._sim_handler(args)
+
+
+register_backend("sim", "sat.sim.cli:sim_backend")
 

@@ -1,21 +1,24 @@
 """A cocotb :class:`~sat.sw.driver.transport.Transport`: the unchanged host driver against the simulated core.
 
-:func:`attach` starts the clock, builds a cocotbext-axi ``AxiLiteMaster`` on ``s_axil_*`` and an ``AxiRam`` on
-``m_axi_*`` (optionally with random pauses on every channel and SLVERR fault injection by address range),
-resets the core and returns a :class:`CocotbTransport`. The driver then runs in a thread started with
+:func:`attach` starts the clock, builds a cocotbext-axi ``AxiLiteMaster`` on ``s_axil_*`` and a memory on
+``m_axi_*`` (the lean :class:`sat.sim.axi_memory.AxiMemory` by default, or cocotbext-axi's ``AxiRam``; both
+optionally with random pauses on every channel and SLVERR fault injection by address range), resets the core
+and returns a :class:`CocotbTransport`. The driver then runs in a thread started with
 ``cocotb.task.bridge`` while every register access blocks on ``cocotb.task.resume``::
 
     transport = await attach(dut, config, memory_bytes=1 << 20, pause=0.2, rng=rng)
     device = await bridge(lambda: SATDevice(transport, config))()
     y = await bridge(lambda: device.read_tensor(device.ff(x, w)))()
 
-Host DMA (``dma_write``/``dma_read``) goes straight into the ``AxiRam`` (on the card XDMA's DMA does not pass
+Host DMA (``dma_write``/``dma_read``) goes straight into the memory (on the card XDMA's DMA does not pass
 through the core either); ``wait_irq`` waits for the ``irq`` output for at most ``irq_cycles`` clock cycles
 of simulated time per call, so a driver timeout is bounded in simulated time as well.
 """
 
 from __future__ import annotations
 
+import logging
+import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -23,7 +26,7 @@ import numpy as np
 
 from sat.sw.config import SATConfig
 
-__all__ = ["CocotbTransport", "attach"]
+__all__ = ["CocotbTransport", "attach", "MEMORIES"]
 
 
 def _val(handle: Any) -> int:
@@ -37,7 +40,8 @@ class CocotbTransport:
     Attributes
     ----------
     dut, axil, ram
-        The cocotb top, the ``AxiLiteMaster`` and the ``AxiRam``.
+        The cocotb top, the ``AxiLiteMaster`` and the memory (``AxiMemory`` or ``AxiRam``: ``read(addr, n)``,
+        ``write(addr, data)``).
     memory_bytes : int
         Size of the RAM (``SATDevice`` uses it as the default device memory).
     faults : list of (lo, hi)
@@ -86,11 +90,14 @@ class CocotbTransport:
         from cocotb.task import resume
 
         async def wait() -> bool:
-            from cocotb.triggers import ClockCycles, First, RisingEdge
+            from cocotb.triggers import First, RisingEdge, Timer
+
+            from .tb import CLOCK_PERIOD_NS
 
             if _val(self.dut.irq):
                 return True
-            await First(RisingEdge(self.dut.irq), ClockCycles(self.dut.clk, self.irq_cycles))
+            # a Timer, not ClockCycles: one callback instead of a Python wake-up per clock cycle
+            await First(RisingEdge(self.dut.irq), Timer(self.irq_cycles * CLOCK_PERIOD_NS, "ns"))
             return bool(_val(self.dut.irq))
 
         return resume(wait)()
@@ -110,9 +117,13 @@ class CocotbTransport:
         return f"CocotbTransport({self.dut._name}, {self.memory_bytes} bytes)"
 
 
+MEMORIES = ("lean", "axiram")
+
+
 async def attach(dut: Any, config: SATConfig, *, memory_bytes: int, pause: float = 0.0,
-                 rng: np.random.Generator | None = None, irq_cycles: int = 20000) -> CocotbTransport:
-    """Clock, AXI-Lite master, AXI RAM (random pauses with probability ``pause`` on all ten channels, fault
+                 rng: np.random.Generator | None = None, irq_cycles: int = 20000, memory: str | None = None,
+                 log_level: int | str = logging.WARNING) -> CocotbTransport:
+    """Clock, AXI-Lite master, AXI memory (random pauses with probability ``pause`` on all ten channels, fault
     injection through :attr:`CocotbTransport.faults`) and reset; returns the transport.
 
     Parameters
@@ -127,46 +138,75 @@ async def attach(dut: Any, config: SATConfig, *, memory_bytes: int, pause: float
         Fraction of paused cycles per channel (0: none).
     rng : numpy Generator, optional
         Source of the pause patterns.
+    irq_cycles : int
+        Longest wait per ``wait_irq`` call, in clock cycles.
+    memory : "lean" or "axiram", optional
+        The AXI slave on ``m_axi``: :class:`sat.sim.axi_memory.AxiMemory` (``"lean"``, the default, several
+        times faster) or cocotbext-axi's ``AxiRam``; default ``$SAT_AXI_MEMORY`` or ``"lean"``.
+    log_level : int or str
+        Level of the cocotbext-axi loggers of this top (default WARNING: at INFO they log every burst).
+
+    Raises
+    ------
+    ValueError
+        For an unknown ``memory`` or a top whose ``m_axi`` data width differs from the config's.
     """
     from cocotb.triggers import ClockCycles
     from cocotbext.axi import AxiBus, AxiLiteBus, AxiLiteMaster, AxiRam
 
+    from .axi_memory import AxiMemory
     from .tb import backpressure, idle_inserter, start_clock
 
+    memory = (memory or os.environ.get("SAT_AXI_MEMORY", "") or "lean").strip().lower()
+    if memory not in MEMORIES:
+        raise ValueError(f"memory must be one of {', '.join(MEMORIES)}, not {memory!r}")
+    if len(dut.m_axi_wdata) != config.axi_data_width:
+        raise ValueError(f"the top has {len(dut.m_axi_wdata)}-bit m_axi data, the config {config.axi_data_width}")
+    for bus in ("s_axil", "m_axi"):
+        logging.getLogger(f"cocotb.{dut._name}.{bus}").setLevel(log_level)
     await start_clock(dut)
     dut.rst.value = 1
     axil = AxiLiteMaster(AxiLiteBus.from_prefix(dut, "s_axil"), dut.clk, dut.rst)
-    ram = AxiRam(AxiBus.from_prefix(dut, "m_axi"), dut.clk, dut.rst, size=memory_bytes)
-    if len(dut.m_axi_wdata) != config.axi_data_width:
-        raise ValueError(f"the top has {len(dut.m_axi_wdata)}-bit m_axi data, the config {config.axi_data_width}")
-    transport = CocotbTransport(dut, axil, ram, memory_bytes, irq_cycles)
+    rng = rng if rng is not None else np.random.default_rng(0)
+
+    def gen(kind) -> Iterator[bool]:
+        return kind(np.random.default_rng(rng.integers(1 << 62)), pause, 3)
+
     if pause:
-        rng = rng if rng is not None else np.random.default_rng(0)
-
-        def gen(kind) -> Iterator[bool]:
-            return kind(np.random.default_rng(rng.integers(1 << 62)), pause, 3)
-
-        for ch in (axil.write_if.aw_channel, axil.write_if.w_channel, axil.read_if.ar_channel,
-                   ram.read_if.r_channel, ram.write_if.b_channel):
+        for ch in (axil.write_if.aw_channel, axil.write_if.w_channel, axil.read_if.ar_channel):
             ch.set_pause_generator(gen(idle_inserter))
-        for ch in (axil.write_if.b_channel, axil.read_if.r_channel, ram.write_if.aw_channel,
-                   ram.write_if.w_channel, ram.read_if.ar_channel):
+        for ch in (axil.write_if.b_channel, axil.read_if.r_channel):
             ch.set_pause_generator(gen(backpressure))
+    transport = CocotbTransport(dut, axil, None, memory_bytes, irq_cycles)
+    if memory == "lean":
+        pauses = {}
+        if pause:
+            pauses = {"r": gen(idle_inserter), "b": gen(idle_inserter), "aw": gen(backpressure),
+                      "w": gen(backpressure), "ar": gen(backpressure)}
+        ram = AxiMemory(dut, "m_axi", dut.clk, memory_bytes, rst=dut.rst, fault=transport._hit, pauses=pauses)
+        ram.start()
+    else:
+        ram = AxiRam(AxiBus.from_prefix(dut, "m_axi"), dut.clk, dut.rst, size=memory_bytes)
+        if pause:
+            for ch in (ram.read_if.r_channel, ram.write_if.b_channel):
+                ch.set_pause_generator(gen(idle_inserter))
+            for ch in (ram.write_if.aw_channel, ram.write_if.w_channel, ram.read_if.ar_channel):
+                ch.set_pause_generator(gen(backpressure))
+        read_orig, write_orig = ram.read_if._read, ram.write_if._write
 
-    read_orig, write_orig = ram.read_if._read, ram.write_if._write
+        async def faulty_read(address: int, length: int) -> bytes:
+            if transport._hit(address, length):
+                raise OSError(f"injected read fault at 0x{address:x}")
+            return await read_orig(address, length)
 
-    async def faulty_read(address: int, length: int) -> bytes:
-        if transport._hit(address, length):
-            raise OSError(f"injected read fault at 0x{address:x}")
-        return await read_orig(address, length)
+        async def faulty_write(address: int, data: bytes) -> None:
+            if transport._hit(address, len(data)):
+                raise OSError(f"injected write fault at 0x{address:x}")
+            await write_orig(address, data)
 
-    async def faulty_write(address: int, data: bytes) -> None:
-        if transport._hit(address, len(data)):
-            raise OSError(f"injected write fault at 0x{address:x}")
-        await write_orig(address, data)
-
-    ram.read_if._read = faulty_read
-    ram.write_if._write = faulty_write
+        ram.read_if._read = faulty_read
+        ram.write_if._write = faulty_write
+    transport.ram = ram
     await ClockCycles(dut.clk, 4)
     dut.rst.value = 0
     await ClockCycles(dut.clk, 2)

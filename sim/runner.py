@@ -201,7 +201,7 @@ def run_cocotb(top: VerilogTop, module: str, *, params: Mapping[str, Any] | None
                testcase: str | Sequence[str] | None = None, seed: int | None = None,
                sim: str | None = None, waves: bool | None = None, run_name: str | None = None,
                extra_sources: Sequence[Path] = (), build_args: Sequence[str] = (),
-               icarus_args: Sequence[str] = ()) -> CocotbResult:
+               icarus_args: Sequence[str] = (), build_tag: str = "") -> CocotbResult:
     """Compile ``top`` (once per session and configuration) and run the cocotb module ``module`` on it.
 
     Parameters
@@ -230,6 +230,9 @@ def run_cocotb(top: VerilogTop, module: str, *, params: Mapping[str, Any] | None
         a test that tunes Verilator still runs with ``SIM=icarus``.
     icarus_args : list of str
         More ``iverilog`` options (``SIM=icarus`` only).
+    build_tag : str
+        Suffix of the build directory (``<sim>-<tag>``), for builds of the same top with other options (e.g.
+        an optimised C++ model, ``-O1``) kept beside the default one.
 
     Returns
     -------
@@ -247,7 +250,9 @@ def run_cocotb(top: VerilogTop, module: str, *, params: Mapping[str, Any] | None
 
     sim = setup_simulator(sim)
     waves = waves_enabled() if waves is None else waves
-    build_dir = top.directory / (sim + ("-waves" if waves else ""))
+    if build_tag and not re.fullmatch(r"[A-Za-z0-9_.]+", build_tag):
+        raise ValueError(f"build_tag must be letters, digits, '_' or '.', not {build_tag!r}")
+    build_dir = top.directory / (sim + ("-waves" if waves else "") + (f"-{build_tag}" if build_tag else ""))
     args = verilator_build_args() + list(build_args) if sim == "verilator" else list(icarus_args)
     sources = [top.path, *map(Path, extra_sources)]
 

@@ -81,6 +81,27 @@ def _scale_arg(text: str) -> str | float:
     return value
 
 
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, not {text!r}")
+    return value
+
+
+def _array_arg(text: str) -> tuple[int, int]:
+    rows, x, cols = text.lower().partition("x")
+    try:
+        shape = (int(rows), int(cols))
+    except ValueError:
+        shape = (0, 0)
+    if not x or min(shape) < 1:
+        raise argparse.ArgumentTypeError(f"array must look like 4x4 (rows x columns), not {text!r}")
+    return shape
+
+
 @subcommand("train", help="train a small network with BDWP (N:M sparse FF and BP) or dense")
 def _train(p: argparse.ArgumentParser) -> Handler:
     from sat.sw.bdwp import backend_names
@@ -104,9 +125,30 @@ def _train(p: argparse.ArgumentParser) -> Handler:
     p.add_argument("--policy", action="append", default=[], metavar="LAYER.PASS=MODE",
                    help="per-layer pass override, e.g. fc3.bp=sparse or conv1.ff=dense (repeatable)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--backend", choices=backend_names(), default="golden", help="where the GEMMs run")
+    p.add_argument("--backend", choices=backend_names(), default="golden",
+                   help="where the GEMMs run (sim: the RTL simulation of the core, through the driver)")
+    p.add_argument("--width", type=_positive, default=None,
+                   help="model width: MLP hidden units (default 128) or conv1 channels of the CNN (default 16)")
+    p.add_argument("--max-steps", type=_positive, default=None,
+                   help="stop after this many optimizer steps (the LR schedule still spans --epochs)")
+    p.add_argument("--train-subset", type=_positive, default=None, help="train on the first N training samples")
+    p.add_argument("--test-subset", type=_positive, default=None, help="evaluate on the first N test samples")
     p.add_argument("--json", metavar="PATH", help="write the results dict as JSON to PATH")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    sim = p.add_argument_group("RTL simulation (--backend sim)")
+    sim.add_argument("--sim-array", type=_array_arg, default=(4, 4), metavar="RxC",
+                     help="systolic array of the simulated core (default 4x4)")
+    sim.add_argument("--sim-a-depth", type=_positive, default=128,
+                     help="words per A bank of the GEMM unit (default 128)")
+    sim.add_argument("--sim-b-depth", type=_positive, default=512, help="words of the B buffer (default 512)")
+    sim.add_argument("--sim-opt", type=int, choices=(0, 1, 2), default=1,
+                     help="C++ optimisation of the Verilator model (default 1; built once per level)")
+    sim.add_argument("--sim-memory", choices=("lean", "axiram"), default=None,
+                     help="AXI memory model of the simulation (default lean)")
+    sim.add_argument("--sim-pause", type=float, default=0.0, help="random AXI pause probability (default 0)")
+    sim.add_argument("--check-golden", action="store_true",
+                     help="also train on the golden model (same K chunks) and compare bit for bit; exit 1 if "
+                          "they differ")
 
     def run(args: argparse.Namespace) -> int:
         from sat.sw.bdwp import get_backend
@@ -118,18 +160,41 @@ def _train(p: argparse.ArgumentParser) -> Handler:
                               batch_size=args.batch_size, lr=args.lr, momentum=args.momentum,
                               weight_decay=args.weight_decay, lambda_w=args.lambda_w,
                               lr_schedule=args.lr_schedule, loss_scale=args.loss_scale,
-                              policy=tuple(args.policy))
-            result = train(cfg, get_backend(args.backend), progress=not args.no_progress)
+                              policy=tuple(args.policy), width=args.width, max_steps=args.max_steps,
+                              train_subset=args.train_subset, test_subset=args.test_subset)
+            if args.backend == "sim":
+                from sat.sim.cli import run_sim_train
+
+                rows, cols = args.sim_array
+                result = run_sim_train(cfg, rows=rows, cols=cols, a_depth=args.sim_a_depth,
+                                       b_depth=args.sim_b_depth, opt=args.sim_opt, memory=args.sim_memory,
+                                       pause=args.sim_pause, golden=args.check_golden, seed=args.seed)
+            else:
+                if args.check_golden:
+                    raise ValueError("--check-golden compares the RTL simulation with the golden model: use it "
+                                     "with --backend sim")
+                result = train(cfg, get_backend(args.backend), progress=not args.no_progress)
         except ValueError as exc:
             print(f"sat train: error: {exc}", file=sys.stderr)
             return 2
+        except (RuntimeError, AssertionError) as exc:     # simulator missing, or the testbench failed
+            print(f"sat train: error: {exc}", file=sys.stderr)
+            return 1
         print(f"{cfg.model} {cfg.nm} {cfg.fmt} bp-mask={cfg.bp_mask} seed={cfg.seed}: "
               f"final loss {result['epochs'][-1]['loss']:.4f}, "
               f"test accuracy {100 * result['final_test_accuracy']:.2f} % "
-              f"({result['skipped_steps']} skipped steps, {result['seconds']:.1f} s)")
+              f"({result['steps']} steps, {result['skipped_steps']} skipped, {result['seconds']:.1f} s)")
+        if "sim" in result:
+            sim = result["sim"]
+            print(f"RTL simulation: {sim['array'][0]}x{sim['array'][1]} array, {sim['gemms']} GEMMs "
+                  f"({sim['descriptors']} descriptors), {sim['cycles']} cycles simulated in "
+                  f"{sim['wall_seconds']:.1f} s ({sim['cycles_per_second']:.0f} cycles/s)")
+        if "bit_identical" in result:
+            print("bit-identical to the golden model: " + ("yes" if result["bit_identical"] else
+                                                           f"NO ({', '.join(result['differences'])})"))
         if args.json:
             write_json(result, args.json)
-        return 0
+        return 1 if result.get("bit_identical") is False else 0
 
     return run
 

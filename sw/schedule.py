@@ -917,7 +917,9 @@ def run_schedule(device, schedule: Schedule, tensors: dict[str, dict[str, np.nda
     ``W_bp`` along ``C_out`` (of ``w``, or of ``W_ff`` for ``bp_mask="nested"``), quantized to the build's format,
     compressed and packed per K chunk. The schedule's regions are placed in one device allocation (descriptors
     relocated by its base). Each GEMM's descriptors run as one command list; K-chunk partials are added in chunk
-    order (FP32) and transposed products transposed back.
+    order with the array's FP32 adder semantics (:func:`sat.sw.bdwp.sum_partials`: RNE, FTZ, canonical NaN), so
+    a golden model that splits ``K`` at the same boundaries matches bit for bit; transposed products are
+    transposed back.
 
     Returns
     -------
@@ -931,6 +933,7 @@ def run_schedule(device, schedule: Schedule, tensors: dict[str, dict[str, np.nda
     ValueError
         If an operand has the wrong shape.
     """
+    from .bdwp import sum_partials
     from .numerics import encode, quantize
 
     cfg = schedule.config
@@ -997,12 +1000,11 @@ def run_schedule(device, schedule: Schedule, tensors: dict[str, dict[str, np.nda
         relocated = [d.replace(a_addr=d.a_addr + base, b_addr=d.b_addr + base, c_addr=d.c_addr + base)
                      for d in g.descriptors]
         device.run(relocated, timeout_s=timeout_s)
-        total = None
-        for d in relocated:
-            raw = transport.dma_read(d.c_addr, 4 * d.rows * d.cols)
-            part = np.frombuffer(bytes(raw), dtype="<f4").reshape(d.rows, d.cols)
-            total = part.copy() if total is None else (total + part).astype(np.float32)
-        assert total is not None
+        # K-chunk partials added in chunk order with the array's FP32 adder semantics (RNE, FTZ, canonical NaN),
+        # as GoldenBackend(k_limit=...) and DeviceBackend do
+        total = sum_partials(
+            np.frombuffer(bytes(transport.dma_read(d.c_addr, 4 * d.rows * d.cols)), dtype="<f4").reshape(d.rows, d.cols)
+            for d in relocated)
         results[(g.layer, g.pass_)] = np.ascontiguousarray(total.T) if g.transposed else total
     device.free(base)
     return results

@@ -15,6 +15,7 @@ The seed sets the weight initialisation and the mini-batch order.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import time
@@ -38,8 +39,8 @@ from sat.sw.bdwp import (
     parse_nm,
 )
 
-__all__ = ["MODELS", "DATASETS", "TrainConfig", "Dataset", "load_dataset", "build_model", "parse_policy",
-           "train", "write_json"]
+__all__ = ["MODELS", "DATASETS", "DEFAULT_WIDTH", "TrainConfig", "Dataset", "load_dataset", "subset",
+           "build_model", "parse_policy", "train", "weights_digest", "write_json"]
 
 MODELS = ("mlp", "cnn")
 DATASETS = ("digits",)
@@ -91,29 +92,46 @@ def load_dataset(name: str = "digits", image: bool = False) -> Dataset:
     return Dataset(name, x_tr, y_tr, x_te, y_te, classes=10)
 
 
-def build_model(name: str, seed: int = 0, classes: int = 10) -> Sequential:
+#: Default ``width`` per model: hidden units of the MLP, channels of the CNN's first convolution.
+DEFAULT_WIDTH = {"mlp": 128, "cnn": 16}
+
+
+def build_model(name: str, seed: int = 0, classes: int = 10, width: int | None = None) -> Sequential:
     """Build ``"mlp"`` or ``"cnn"`` (see the module docstring) with He-normal weights from ``seed``.
+
+    Parameters
+    ----------
+    name : "mlp" or "cnn"
+    seed : int
+    classes : int
+    width : int, optional
+        Hidden units of both MLP hidden layers, or output channels of ``conv1`` (``conv2`` has twice as many);
+        default :data:`DEFAULT_WIDTH` (the models of the module docstring). Smaller models keep RTL simulation
+        runs short.
 
     Raises
     ------
     ValueError
-        For an unknown model.
+        For an unknown model or a width below 1.
     """
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}: choose one of {MODELS}")
+    w = DEFAULT_WIDTH[name] if width is None else width
+    if isinstance(w, bool) or not isinstance(w, int) or w < 1:
+        raise ValueError(f"width must be a positive integer, not {width!r}")
     rng = np.random.default_rng(seed)
     if name == "mlp":
         return Sequential([
-            Linear(64, 128, name="fc1", relu=True, rng=rng),
-            Linear(128, 128, name="fc2", relu=True, rng=rng),
-            Linear(128, classes, name="fc3", rng=rng),
+            Linear(64, w, name="fc1", relu=True, rng=rng),
+            Linear(w, w, name="fc2", relu=True, rng=rng),
+            Linear(w, classes, name="fc3", rng=rng),
         ])
-    if name == "cnn":
-        return Sequential([
-            Conv2d(1, 16, 3, stride=1, padding=1, name="conv1", relu=True, rng=rng),
-            Conv2d(16, 32, 3, stride=2, padding=1, name="conv2", relu=True, rng=rng),
-            Flatten("flatten"),
-            Linear(4 * 4 * 32, classes, name="fc", rng=rng),
-        ])
-    raise ValueError(f"unknown model {name!r}: choose one of {MODELS}")
+    return Sequential([
+        Conv2d(1, w, 3, stride=1, padding=1, name="conv1", relu=True, rng=rng),
+        Conv2d(w, 2 * w, 3, stride=2, padding=1, name="conv2", relu=True, rng=rng),
+        Flatten("flatten"),
+        Linear(4 * 4 * 2 * w, classes, name="fc", rng=rng),
+    ])
 
 
 def parse_policy(items: tuple[str, ...] | list[str]) -> list[tuple[str, str, str]]:
@@ -157,6 +175,14 @@ class TrainConfig:
         FP16 loss scaling (BF16 runs unscaled).
     policy : tuple of str
         Per-layer pass overrides, ``"LAYER.PASS=MODE"``.
+    width : int, optional
+        Model width (see :func:`build_model`); default the standard models.
+    max_steps : int, optional
+        Stop after this many optimizer steps in total (the epoch in progress ends early and is evaluated);
+        ``epochs`` still sets the learning-rate schedule. For short runs on slow backends (RTL simulation).
+    train_subset, test_subset : int, optional
+        Train on the first ``train_subset`` samples of the (shuffled, stratified) training split, evaluate on
+        the first ``test_subset`` of the test split; default all (1347 and 450 digits).
 
     Raises
     ------
@@ -179,8 +205,16 @@ class TrainConfig:
     lr_schedule: str = "cosine"
     loss_scale: str | float = "dynamic"
     policy: tuple[str, ...] = field(default_factory=tuple)
+    width: int | None = None
+    max_steps: int | None = None
+    train_subset: int | None = None
+    test_subset: int | None = None
 
     def __post_init__(self) -> None:
+        for name in ("width", "max_steps", "train_subset", "test_subset"):
+            v = getattr(self, name)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+                raise ValueError(f"{name} must be a positive integer or None, not {v!r}")
         if self.model not in MODELS:
             raise ValueError(f"unknown model {self.model!r}: choose one of {MODELS}")
         if self.dataset not in DATASETS:
@@ -231,7 +265,10 @@ def train(config: TrainConfig, backend: GemmBackend | None = None, *, progress: 
     dict
         ``config``, ``backend``, ``pass_modes`` (per layer: ff/bp/wu dense, sparse or skipped),
         ``epochs`` (per epoch: mean training ``loss``, ``test_accuracy``, ``lr``, ``skipped_steps``,
-        ``loss_scale``), ``final_test_accuracy``, ``final_train_accuracy``, ``skipped_steps``, ``seconds``.
+        ``loss_scale``), ``final_test_accuracy``, ``final_train_accuracy``, ``skipped_steps``, ``seconds``,
+        ``steps`` (optimizer steps run), ``step_losses`` (the loss of every step, in order) and
+        ``weights_sha256`` (SHA-256 over the FP32 bits of every layer's final weights and bias: two runs
+        trained bit for bit alike have the same digest).
 
     Raises
     ------
@@ -241,7 +278,8 @@ def train(config: TrainConfig, backend: GemmBackend | None = None, *, progress: 
     s = config.settings(backend)
     if data is None:
         data = load_dataset(config.dataset, image=config.model == "cnn")
-    model = build_model(config.model, config.seed, data.classes)
+    data = subset(data, config.train_subset, config.test_subset)
+    model = build_model(config.model, config.seed, data.classes, config.width)
     for layer, which, mode in parse_policy(config.policy):
         try:
             model.set_policy(layer, **{which: mode})
@@ -254,8 +292,11 @@ def train(config: TrainConfig, backend: GemmBackend | None = None, *, progress: 
     n = len(data.x_train)
     steps = math.ceil(n / config.batch_size)
     history = []
+    step_losses: list[float] = []
+    total_steps = config.epochs * steps if config.max_steps is None else min(config.max_steps,
+                                                                              config.epochs * steps)
     t0 = time.perf_counter()
-    bar = tqdm(total=config.epochs * steps, disable=not progress, leave=False,
+    bar = tqdm(total=total_steps, disable=not progress, leave=False,
                desc=f"{config.model} {config.nm} {config.fmt} {config.bp_mask} s{config.seed}")
     for epoch in range(config.epochs):
         if config.lr_schedule == "cosine":
@@ -264,15 +305,20 @@ def train(config: TrainConfig, backend: GemmBackend | None = None, *, progress: 
         losses = []
         skipped_before = scaler.skipped
         for i in range(steps):
+            if len(step_losses) >= total_steps:
+                break
             idx = order[i * config.batch_size:(i + 1) * config.batch_size]
             out = model.train_step(data.x_train[idx], data.y_train[idx], s, opt, scaler)
             losses.append(out["loss"])
+            step_losses.append(float(out["loss"]))
             bar.update(1)
         acc = _accuracy(model, data.x_test, data.y_test, s)
         history.append({"epoch": epoch + 1, "loss": float(np.mean(losses)), "test_accuracy": acc,
                         "lr": opt.lr, "skipped_steps": scaler.skipped - skipped_before,
                         "loss_scale": scaler.scale})
         bar.set_postfix(loss=f"{history[-1]['loss']:.3f}", acc=f"{acc:.3f}")
+        if len(step_losses) >= total_steps:
+            break
     bar.close()
     cfg = asdict(config)
     cfg["policy"] = list(config.policy)
@@ -285,7 +331,36 @@ def train(config: TrainConfig, backend: GemmBackend | None = None, *, progress: 
         "final_train_accuracy": _accuracy(model, data.x_train, data.y_train, s),
         "skipped_steps": scaler.skipped,
         "seconds": time.perf_counter() - t0,
+        "steps": len(step_losses),
+        "step_losses": step_losses,
+        "weights_sha256": weights_digest(model),
     }
+
+
+def weights_digest(model: Sequential) -> str:
+    """SHA-256 (hex) over the FP32 bit patterns of every GEMM layer's weight and bias, in layer order."""
+    h = hashlib.sha256()
+    for layer in model.gemm_layers:
+        for t in (layer.weight, layer.bias):
+            h.update(np.ascontiguousarray(t, dtype=np.float32).view(np.uint32).astype("<u4").tobytes())
+    return h.hexdigest()
+
+
+def subset(data: Dataset, train: int | None = None, test: int | None = None) -> Dataset:
+    """``data`` with only the first ``train`` training and ``test`` test samples (``None``: all).
+
+    Raises
+    ------
+    ValueError
+        For a size above the split's.
+    """
+    for name, n, x in (("train_subset", train, data.x_train), ("test_subset", test, data.x_test)):
+        if n is not None and n > len(x):
+            raise ValueError(f"{name}={n} exceeds the {len(x)} samples of the {data.name} split")
+    if train is None and test is None:
+        return data
+    return Dataset(data.name, data.x_train[:train], data.y_train[:train], data.x_test[:test], data.y_test[:test],
+                   data.classes)
 
 
 def write_json(obj: dict | list, path: str | Path) -> None:

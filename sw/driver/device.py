@@ -751,23 +751,50 @@ def _version(v: int) -> str:
 class DeviceBackend:
     """A :class:`~sat.sw.bdwp.GemmBackend` that runs every GEMM on a :class:`SATDevice`.
 
-    Each call uploads the operands, runs one descriptor, reads ``C`` back and frees the memory, so results are
-    bit-identical to :class:`~sat.sw.bdwp.GoldenBackend` on a correct core.
+    Each call uploads the operands, runs one descriptor per K chunk, reads ``C`` back and frees the memory, so
+    results are bit-identical to :class:`~sat.sw.bdwp.GoldenBackend` (with the same ``k_limit``) on a correct
+    core.
+
+    A reduction longer than the GEMM unit's buffers hold (:meth:`k_limit`, from
+    :func:`sat.sw.schedule.max_reduction` with the unit's buffer depths) is split into chunks
+    (:func:`sat.sw.bdwp.k_chunks`, on N:M group boundaries for sparse operands), each chunk runs as its own
+    descriptor (all of one GEMM in one command list) and the FP32 partials are added on the host in chunk order
+    with the array's adder semantics (:func:`sat.sw.bdwp.sum_partials`). ``GoldenBackend(k_limit=backend.k_limit)``
+    splits identically.
 
     Parameters
     ----------
     device : SATDevice
     timeout_s : float
         Per-GEMM timeout.
+    a_depth, b_depth : int, optional
+        Buffer depths of the device's GEMM unit (words per A bank, words of B; ``sat.hw.gemm_unit.sat_core``'s
+        parameters). Default: the card build's (``sat.sw.schedule.DEFAULT_A_DEPTH``/``DEFAULT_B_DEPTH``).
     """
 
     name = "device"
 
-    def __init__(self, device: SATDevice, timeout_s: float = 60.0) -> None:
+    def __init__(self, device: SATDevice, timeout_s: float = 60.0, *, a_depth: int | None = None,
+                 b_depth: int | None = None) -> None:
+        from ..schedule import DEFAULT_A_DEPTH, DEFAULT_B_DEPTH
+
         self.device = device
         self.timeout_s = timeout_s
+        self.a_depth = DEFAULT_A_DEPTH if a_depth is None else a_depth
+        self.b_depth = DEFAULT_B_DEPTH if b_depth is None else b_depth
+        for name, v in (("a_depth", self.a_depth), ("b_depth", self.b_depth)):
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name} must be a positive integer, not {v!r}")
         #: RunResult of the most recent GEMM.
         self.last_result: RunResult | None = None
+        #: GEMMs run, descriptors run (one per K chunk) and core cycles (``CYCLES``) summed over all GEMMs.
+        self.stats = {"gemms": 0, "descriptors": 0, "cycles": 0}
+
+    def k_limit(self, n: int = 0, m: int = 0) -> int:
+        """Longest reduction of one descriptor: dense (``n = m = 0``) or ``n:m`` sparse."""
+        from ..schedule import max_reduction
+
+        return max_reduction(self.device.config, n, m, a_depth=self.a_depth, b_depth=self.b_depth)
 
     def _check(self, a: np.ndarray, k: int, cols: int, fmt: str) -> None:
         self.device._operand_fmt(fmt)
@@ -777,39 +804,58 @@ class DeviceBackend:
             if value > MAX_DIM:
                 raise ValueError(f"{name}={value} exceeds the core's limit {MAX_DIM}: tile the GEMM")
 
-    def _run(self, a: np.ndarray, b_upload, rows: int, cols: int) -> np.ndarray:
+    def _run(self, a: np.ndarray, chunks: list[tuple[int, int]], b_upload, rows: int,
+             cols: int) -> np.ndarray:
+        from ..bdwp import sum_partials
+
         dev = self.device
         live: list[Tensor | SparseWeights] = []
         try:
-            at = dev.write_tensor(a)
-            live.append(at)
-            bt = b_upload()
-            live.append(bt)
-            c = dev.alloc_tensor((rows, cols))
-            live.append(c)
-            self.last_result = dev.run([dev.gemm_descriptor(at, bt, c)], self.timeout_s)
-            return dev.read_tensor(c)
+            descs, outs = [], []
+            for k0, k1 in chunks:
+                at = dev.write_tensor(np.ascontiguousarray(a[:, k0:k1]) if len(chunks) > 1 else a)
+                live.append(at)
+                bt = b_upload(k0, k1)
+                live.append(bt)
+                c = dev.alloc_tensor((rows, cols))
+                live.append(c)
+                descs.append(dev.gemm_descriptor(at, bt, c))
+                outs.append(c)
+            self.last_result = dev.run(descs, self.timeout_s)
+            self.stats["gemms"] += 1
+            self.stats["descriptors"] += len(descs)
+            self.stats["cycles"] += int(self.last_result.counters.get("CYCLES", 0))
+            parts = [dev.read_tensor(c) for c in outs]
+            return parts[0] if len(parts) == 1 else sum_partials(parts)
         finally:
             for t in live:
                 dev.free(t)
 
     def dense(self, a: np.ndarray, b: np.ndarray, fmt: str) -> np.ndarray:
         """``a @ b`` on the device (``a`` rows x K, ``b`` K x cols, values already quantized to ``fmt``)."""
+        from ..bdwp import k_chunks
+
         a, b = np.asarray(a, np.float32), np.asarray(b, np.float32)
         if b.ndim != 2:
             raise ValueError(f"b must be 2-D, got shape {b.shape}")
         self._check(a, b.shape[0], b.shape[1], fmt)
         if 0 in a.shape or 0 in b.shape:
             return np.zeros((a.shape[0], b.shape[1]), np.float32)
-        return self._run(a, lambda: self.device.write_tensor(b), a.shape[0], b.shape[1])
+        chunks = k_chunks(b.shape[0], self.k_limit())
+        return self._run(a, chunks, lambda k0, k1: self.device.write_tensor(
+            b if len(chunks) == 1 else np.ascontiguousarray(b[k0:k1])), a.shape[0], b.shape[1])
 
     def sparse(self, a: np.ndarray, b: NMOperand, fmt: str) -> np.ndarray:
         """``a @ B`` on the device with ``B`` uploaded in the packed N:M format."""
+        from ..bdwp import k_chunks, sparse_chunk
+
         a = np.asarray(a, np.float32)
         self._check(a, b.k, b.cols, fmt)
         if a.shape[0] == 0:
             return np.zeros((0, b.cols), np.float32)
-        return self._run(a, lambda: self.device.upload_operand(b), a.shape[0], b.cols)
+        chunks = k_chunks(b.k, self.k_limit(b.n, b.m), b.m)
+        return self._run(a, chunks, lambda k0, k1: self.device.upload_operand(
+            b if len(chunks) == 1 else sparse_chunk(b, k0, k1)), a.shape[0], b.cols)
 
     def __repr__(self) -> str:
-        return f"DeviceBackend({self.device!r})"
+        return f"DeviceBackend({self.device!r}, a_depth={self.a_depth}, b_depth={self.b_depth})"

@@ -1,0 +1,289 @@
+"""A lean AXI4 slave memory for cocotb: the device memory of the simulated core, fast enough for training.
+
+cocotbext-axi's ``AxiRam`` is general (every burst type, WRAP/FIXED, queues and events per channel, a log line
+per burst) and costs several coroutine wake-ups per clock cycle and channel. :class:`AxiMemory` serves exactly
+what the SAT DMA issues: INCR bursts (``awsize``/``arsize`` up to the bus width) with byte strobes, over a
+``bytearray``, with two coroutines (read side: AR and R; write side: AW, W and B) that sleep while their side is
+idle and wake on ``arvalid``/``awvalid``.
+
+Semantics (the same as :func:`sat.sim.cocotb_transport.attach` gives ``AxiRam``):
+
+* Read bursts are accepted while fewer than ``max_reads`` are outstanding and answered in order, one beat per
+  cycle unless paused; ``rid`` echoes ``arid``.
+* Write bursts: ``wready`` only once the burst's address has been accepted (AXI allows a slave to wait for AW);
+  one ``B`` response per burst, in order; ``bid`` echoes ``awid``.
+* Faults: ``fault(addr, length) -> bool`` (e.g. :meth:`CocotbTransport._hit`). A read beat whose bus word hits a
+  fault, or lies outside the memory, answers SLVERR (data 0); a write beat whose strobed bytes hit a fault or
+  lie outside writes its strobed runs up to the faulty one and makes the burst's response SLVERR.
+* Pauses: ``pauses`` maps a channel (``"ar"``, ``"r"``, ``"aw"``, ``"w"``, ``"b"``) to an endless iterator of
+  booleans (:func:`sat.sim.tb.idle_inserter` for ``r``/``b``, :func:`sat.sim.tb.backpressure` for the others),
+  advanced once per clock cycle in which that side is active; ``True`` holds ``valid`` (R, B) or ``ready``
+  (AR, AW, W) low for that cycle.
+
+Reset (``rst``, optional) drops outstanding bursts. Timing follows cocotbext-axi: handshakes are sampled at the
+rising edge (values before the edge) and outputs change right after it.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+__all__ = ["AxiMemory", "CHANNELS"]
+
+CHANNELS = ("ar", "r", "aw", "w", "b")
+_OKAY, _SLVERR = 0, 2
+
+
+def _u(handle: Any) -> int:
+    return handle.value.to_unsigned()
+
+
+def _on(handle: Any) -> bool:
+    return bool(handle.value)
+
+
+class AxiMemory:
+    """AXI4 slave memory on the ``{prefix}_*`` signals of ``dut`` (see the module docstring).
+
+    Parameters
+    ----------
+    dut
+        cocotb top handle.
+    prefix : str
+        Signal prefix, e.g. ``"m_axi"``.
+    clk
+        Clock handle.
+    rst
+        Synchronous active-high reset, optional: while it is high (sampled at rising edges) outstanding bursts
+        are dropped and every ``valid``/``ready`` output is low.
+    size : int
+        Memory size in bytes.
+    fault : callable, optional
+        ``fault(addr, length) -> bool``: answer SLVERR for bytes ``[addr, addr + length)``.
+    pauses : mapping, optional
+        Pause pattern per channel name (see the module docstring).
+    max_reads : int
+        Read bursts accepted before the first is answered.
+    max_writes : int
+        Write bursts accepted ahead of their data.
+
+    Raises
+    ------
+    ValueError
+        For a size that is not positive, an unknown channel in ``pauses`` or a data width that is not a multiple
+        of 8 bits.
+    """
+
+    def __init__(self, dut: Any, prefix: str, clk: Any, size: int, *, rst: Any = None,
+                 fault: Callable[[int, int], bool] | None = None,
+                 pauses: Mapping[str, Iterator[bool]] | None = None, max_reads: int = 8,
+                 max_writes: int = 8) -> None:
+        if size < 1:
+            raise ValueError(f"memory size must be positive, not {size!r}")
+        unknown = set(pauses or ()) - set(CHANNELS)
+        if unknown:
+            raise ValueError(f"unknown AXI channel(s) {sorted(unknown)} in pauses: use {CHANNELS}")
+        self.size = size
+        self.mem = bytearray(size)
+        self.fault = fault
+        self.pauses = dict(pauses or {})
+        self.max_reads = max_reads
+        self.max_writes = max_writes
+        self.clk = clk
+        self.rst = rst
+        self._s = {name: getattr(dut, f"{prefix}_{name}") for name in (
+            "arid", "araddr", "arlen", "arsize", "arvalid", "arready", "rid", "rdata", "rresp", "rlast", "rvalid",
+            "rready", "awid", "awaddr", "awlen", "awsize", "awvalid", "awready", "wdata", "wstrb", "wlast",
+            "wvalid", "wready", "bid", "bresp", "bvalid", "bready")}
+        width = len(self._s["rdata"])
+        if width % 8:
+            raise ValueError(f"{prefix}_rdata is {width} bits wide, not a whole number of bytes")
+        self.lanes = width // 8
+        self.full_strobe = (1 << self.lanes) - 1
+        #: bursts served so far: ``{"read": n, "write": n}``
+        self.bursts = {"read": 0, "write": 0}
+        for name in ("arready", "rvalid", "rlast", "awready", "wready", "bvalid"):
+            self._s[name].value = 0
+        for name in ("rid", "rresp", "rdata", "bid", "bresp"):
+            self._s[name].value = 0
+
+    # ---------------------------------------------------------------------------------------------- host side
+    def read(self, addr: int, length: int) -> bytes:
+        """Bytes ``[addr, addr + length)`` of the memory (host access, no AXI traffic, no faults).
+
+        Raises
+        ------
+        ValueError
+            For a range outside the memory.
+        """
+        self._check(addr, length)
+        return bytes(self.mem[addr:addr + length])
+
+    def write(self, addr: int, data: bytes | bytearray | memoryview) -> None:
+        """Store ``data`` at ``addr`` (host access, no AXI traffic, no faults).
+
+        Raises
+        ------
+        ValueError
+            For a range outside the memory.
+        """
+        self._check(addr, len(data))
+        self.mem[addr:addr + len(data)] = data
+
+    def _check(self, addr: int, length: int) -> None:
+        if addr < 0 or length < 0 or addr + length > self.size:
+            raise ValueError(f"bytes 0x{addr:x}..0x{addr + length:x} lie outside the {self.size}-byte memory")
+
+    def start(self) -> None:
+        """Start the read and write coroutines (call once, before traffic)."""
+        import cocotb
+
+        cocotb.start_soon(self._reads())
+        cocotb.start_soon(self._writes())
+
+    # --------------------------------------------------------------------------------------------- bus side
+    def _bad(self, addr: int, length: int) -> bool:
+        return addr + length > self.size or (self.fault is not None and self.fault(addr, length))
+
+    def _paused(self, channel: str) -> bool:
+        gen = self.pauses.get(channel)
+        return bool(next(gen)) if gen is not None else False
+
+    async def _reads(self) -> None:
+        from cocotb.triggers import RisingEdge
+
+        s = self._s
+        arvalid, arready, rready = s["arvalid"], s["arready"], s["rready"]
+        rvalid, rdata, rresp, rlast, rid = s["rvalid"], s["rdata"], s["rresp"], s["rlast"], s["rid"]
+        edge, wake, rst = RisingEdge(self.clk), RisingEdge(arvalid), self.rst
+        lanes, mem = self.lanes, self.mem
+        bursts: deque[list[int]] = deque()      # [next address, beats left, bytes per beat, id]
+        ar_on = r_on = False
+        last_id = 0
+        pause_ar, pause_r = "ar" in self.pauses, "r" in self.pauses
+        while True:
+            if not bursts and not r_on and ar_on and not _on(arvalid):
+                await wake                      # idle: arready stays high, nothing to answer
+            await edge
+            if rst is not None and _on(rst):
+                bursts.clear()
+                if r_on or ar_on:
+                    rvalid.value = arready.value = r_on = ar_on = False
+                continue
+            # handshakes of this edge (values before it)
+            if r_on and _on(rready):
+                r_on = False
+            if ar_on and _on(arvalid):
+                addr, beats = _u(s["araddr"]), _u(s["arlen"]) + 1
+                bursts.append([addr, beats, 1 << _u(s["arsize"]), _u(s["arid"])])
+                self.bursts["read"] += 1
+            # outputs until the next edge
+            if not r_on:
+                if bursts and not (pause_r and self._paused("r")):
+                    burst = bursts[0]
+                    addr, size = burst[0], burst[2]
+                    word = addr - addr % lanes
+                    if self._bad(word, lanes):
+                        rdata.value, rresp.value = 0, _SLVERR
+                    else:
+                        rdata.value = int.from_bytes(mem[word:word + lanes], "little")
+                        rresp.value = _OKAY
+                    burst[0] = addr - addr % size + size
+                    burst[1] -= 1
+                    rlast.value = burst[1] == 0
+                    if burst[3] != last_id:
+                        rid.value = last_id = burst[3]
+                    if burst[1] == 0:
+                        bursts.popleft()
+                    rvalid.value = 1
+                    r_on = True
+                else:
+                    rvalid.value = 0
+            elif pause_r:
+                self._paused("r")
+            ar_next = len(bursts) < self.max_reads and not (pause_ar and self._paused("ar"))
+            if ar_next != ar_on:
+                arready.value = ar_on = ar_next
+
+    async def _writes(self) -> None:
+        from cocotb.triggers import RisingEdge
+
+        s = self._s
+        awvalid, awready, wvalid, wready = s["awvalid"], s["awready"], s["wvalid"], s["wready"]
+        bvalid, bready, bresp, bid = s["bvalid"], s["bready"], s["bresp"], s["bid"]
+        edge, wake, rst = RisingEdge(self.clk), RisingEdge(awvalid), self.rst
+        lanes, mem, full = self.lanes, self.mem, self.full_strobe
+        bursts: deque[list[int]] = deque()      # [next address, beats left, bytes per beat, id, resp]
+        responses: deque[tuple[int, int]] = deque()
+        aw_on = w_on = b_on = False
+        pause_aw, pause_w, pause_b = "aw" in self.pauses, "w" in self.pauses, "b" in self.pauses
+        while True:
+            if not bursts and not responses and not b_on and aw_on and not _on(awvalid):
+                await wake
+            await edge
+            if rst is not None and _on(rst):
+                bursts.clear()
+                responses.clear()
+                if b_on or w_on or aw_on:
+                    bvalid.value = wready.value = awready.value = b_on = w_on = aw_on = False
+                continue
+            if b_on and _on(bready):
+                b_on = False
+            if w_on and _on(wvalid):
+                burst = bursts[0]
+                addr, size = burst[0], burst[2]
+                word = addr - addr % lanes
+                data = _u(s["wdata"]).to_bytes(lanes, "little")
+                strb = _u(s["wstrb"])
+                if strb == full and not self._bad(word, lanes):
+                    mem[word:word + lanes] = data
+                elif strb:
+                    for lo, hi in _runs(strb, lanes):
+                        if self._bad(word + lo, hi - lo):
+                            burst[4] = _SLVERR
+                            break
+                        mem[word + lo:word + hi] = data[lo:hi]
+                burst[0] = addr - addr % size + size
+                burst[1] -= 1
+                if burst[1] == 0:
+                    bursts.popleft()
+                    responses.append((burst[3], burst[4]))
+            if aw_on and _on(awvalid):
+                bursts.append([_u(s["awaddr"]), _u(s["awlen"]) + 1, 1 << _u(s["awsize"]), _u(s["awid"]), _OKAY])
+                self.bursts["write"] += 1
+            if not b_on:
+                if responses and not (pause_b and self._paused("b")):
+                    ident, resp = responses.popleft()
+                    bid.value, bresp.value, bvalid.value = ident, resp, 1
+                    b_on = True
+                else:
+                    bvalid.value = 0
+            elif pause_b:
+                self._paused("b")
+            w_next = bool(bursts) and not (pause_w and self._paused("w"))
+            if w_next != w_on:
+                wready.value = w_on = w_next
+            aw_next = len(bursts) < self.max_writes and not (pause_aw and self._paused("aw"))
+            if aw_next != aw_on:
+                awready.value = aw_on = aw_next
+
+    def __repr__(self) -> str:
+        return f"AxiMemory({self.size} bytes, {8 * self.lanes}-bit)"
+
+
+def _runs(strb: int, lanes: int) -> list[tuple[int, int]]:
+    """Byte ranges ``[lo, hi)`` of consecutive set strobe bits."""
+    out = []
+    i = 0
+    while i < lanes:
+        if strb >> i & 1:
+            j = i
+            while j < lanes and strb >> j & 1:
+                j += 1
+            out.append((i, j))
+            i = j
+        else:
+            i += 1
+    return out
