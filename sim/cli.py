@@ -195,13 +195,14 @@ def sim_backend() -> Any:
 
 def run_sim_train(cfg: Any, *, rows: int = 4, cols: int = 4, a_depth: int = 128, b_depth: int = 512,
                   opt: int = 1, memory: str | None = None, pause: float = 0.0, golden: bool = False,
-                  latency: int = 2, seed: int = 0, report: str | Path | None = None) -> dict:
+                  latency: int = 2, seed: int = 0, report: str | Path | None = None,
+                  memory_bytes: int = TRAIN_MEMORY_BYTES) -> dict:
     """Train ``cfg`` (a :class:`~sat.sw.train.TrainConfig`) on the RTL simulation of the core through the driver.
 
-    Builds (once, cached) ``sat_core`` for a ``rows x cols`` array with these buffer depths and
-    :data:`TRAIN_MEMORY_BYTES`, runs ``sat.sim.tb_train`` (see its docstring) and returns its report: ``train``'s
-    result dict plus ``sim`` (cycles, wall time, GEMM and descriptor counts) and, with ``golden``, the
-    bit-for-bit comparison with :class:`~sat.sw.bdwp.GoldenBackend` splitting K identically.
+    Builds (once, cached) ``sat_core`` for a ``rows x cols`` array with these buffer depths and memory, runs
+    ``sat.sim.tb_train`` (see its docstring) and returns its report: ``train``'s result dict plus ``sim`` (cycles,
+    wall time, GEMM and descriptor counts) and, with ``golden``, the bit-for-bit comparison with
+    :class:`~sat.sw.bdwp.GoldenBackend` splitting K identically.
 
     Parameters
     ----------
@@ -224,6 +225,8 @@ def run_sim_train(cfg: Any, *, rows: int = 4, cols: int = 4, a_depth: int = 128,
         Seed of the simulator and of the pause patterns.
     report : path, optional
         Where the testbench writes the JSON report (default a temporary file).
+    memory_bytes : int
+        Device memory of the simulated core (a build parameter; default :data:`TRAIN_MEMORY_BYTES`).
 
     Raises
     ------
@@ -242,14 +245,14 @@ def run_sim_train(cfg: Any, *, rows: int = 4, cols: int = 4, a_depth: int = 128,
     config = SATConfig(rows=rows, cols=cols, fmt=cfg.fmt, adder_latency=latency, nm_set=nm_set)
     tile_plan(config, 1, 8, 1, 0, 0, a_depth=a_depth, b_depth=b_depth)     # depths valid for the unit
     build_args, build_tag = system_build(opt)
-    top = system_top(config, a_depth=a_depth, b_depth=b_depth, memory_bytes=TRAIN_MEMORY_BYTES)
+    top = system_top(config, a_depth=a_depth, b_depth=b_depth, memory_bytes=memory_bytes)
     tmp = None
     if report is None:
         tmp = tempfile.TemporaryDirectory(prefix="sat-sim-train-")
         report = Path(tmp.name) / "report.json"
     report = Path(report).resolve()
     fields = {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(cfg).items()}
-    params = {"config": config.to_dict(), "memory_bytes": TRAIN_MEMORY_BYTES, "a_depth": a_depth,
+    params = {"config": config.to_dict(), "memory_bytes": memory_bytes, "a_depth": a_depth,
               "b_depth": b_depth, "seed": seed, "pause": pause, "train": fields, "golden": golden,
               "report": str(report)}
     try:

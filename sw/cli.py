@@ -143,8 +143,10 @@ def _train(p: argparse.ArgumentParser) -> Handler:
     sim.add_argument("--sim-b-depth", type=_positive, default=512, help="words of the B buffer (default 512)")
     sim.add_argument("--sim-opt", type=int, choices=(0, 1, 2), default=1,
                      help="C++ optimisation of the Verilator model (default 1; built once per level)")
-    sim.add_argument("--sim-memory", choices=("lean", "axiram"), default=None,
-                     help="AXI memory model of the simulation (default lean)")
+    sim.add_argument("--sim-axi", choices=("lean", "axiram"), default=None,
+                     help="AXI memory model of the simulation (default lean: sat.sim.axi_memory)")
+    sim.add_argument("--sim-memory-mb", type=_positive, default=32,
+                     help="device memory of the simulated core in MiB (default 32; a build parameter)")
     sim.add_argument("--sim-pause", type=float, default=0.0, help="random AXI pause probability (default 0)")
     sim.add_argument("--check-golden", action="store_true",
                      help="also train on the golden model (same K chunks) and compare bit for bit; exit 1 if "
@@ -167,8 +169,9 @@ def _train(p: argparse.ArgumentParser) -> Handler:
 
                 rows, cols = args.sim_array
                 result = run_sim_train(cfg, rows=rows, cols=cols, a_depth=args.sim_a_depth,
-                                       b_depth=args.sim_b_depth, opt=args.sim_opt, memory=args.sim_memory,
-                                       pause=args.sim_pause, golden=args.check_golden, seed=args.seed)
+                                       b_depth=args.sim_b_depth, opt=args.sim_opt, memory=args.sim_axi,
+                                       pause=args.sim_pause, golden=args.check_golden, seed=args.seed,
+                                       memory_bytes=args.sim_memory_mb << 20)
             else:
                 if args.check_golden:
                     raise ValueError("--check-golden compares the RTL simulation with the golden model: use it "

@@ -111,3 +111,74 @@ def test_sat_console_script_dense_run(tmp_path):
     res = json.loads(out.read_text())
     assert res["config"]["nm"] == "dense"
     assert all(m["ff"] == "dense" and m["bp"] in ("dense", "skipped") for m in res["pass_modes"].values())
+
+
+# ------------------------------------------------------------------------------------------ short runs, K split
+def test_short_run_options():
+    """max_steps stops mid-epoch, subsets cut the splits, width scales the model; step losses and the weight
+    digest identify a run."""
+    cfg = TrainConfig(model="mlp", width=8, epochs=3, batch_size=10, max_steps=4, train_subset=30,
+                      test_subset=20, seed=1)
+    res = train(cfg, progress=False)
+    assert res["steps"] == 4 and len(res["step_losses"]) == 4
+    assert [e["epoch"] for e in res["epochs"]] == [1, 2]       # 3 steps per epoch: the 4th ends epoch 2 early
+    assert res["epochs"][1]["loss"] == res["step_losses"][3]
+    assert round(res["final_test_accuracy"] * 20) == res["final_test_accuracy"] * 20   # 20 test samples
+    assert round(res["final_train_accuracy"] * 30) == res["final_train_accuracy"] * 30
+    again = train(cfg, progress=False)
+    assert again["step_losses"] == res["step_losses"] and again["weights_sha256"] == res["weights_sha256"]
+    other = train(TrainConfig(**{**vars(cfg), "max_steps": 3}), progress=False)
+    assert other["step_losses"] == res["step_losses"][:3] and other["weights_sha256"] != res["weights_sha256"]
+    m = build_model("cnn", width=3)
+    assert [la.weight.shape for la in m.gemm_layers] == [(3, 9), (6, 27), (10, 96)]
+    assert [la.weight.shape for la in build_model("mlp", width=5).gemm_layers] == [(5, 64), (5, 5), (10, 5)]
+    for bad in ({"max_steps": 0}, {"width": -1}, {"train_subset": 2.5}):
+        with pytest.raises(ValueError, match="positive integer"):
+            TrainConfig(**bad)
+    with pytest.raises(ValueError, match="train_subset=5000 exceeds the 1347 samples"):
+        train(TrainConfig(train_subset=5000, max_steps=1), progress=False)
+
+
+def test_cnn_on_device_model_with_small_buffers_splits_k_bit_exact():
+    """The CNN's WU reduces over batch*H*W = 512 pixels: with 2x2 / a_depth 16 / b_depth 64 buffers the device
+    backend splits it (and conv2's) into K chunks; losses and weights equal the golden model splitting identically,
+    bit for bit, and differ from the unsplit golden run."""
+    from sat.sw.bdwp import GoldenBackend
+    from sat.sw.config import SATConfig
+    from sat.sw.driver import DeviceBackend, SATDevice
+    from sat.sw.driver.model import ModelTransport
+
+    cfg = TrainConfig(model="cnn", width=2, batch_size=8, max_steps=3, train_subset=24, test_subset=8, seed=2)
+    sat = SATConfig(rows=2, cols=2)
+    backend = DeviceBackend(SATDevice(ModelTransport(sat, 8 << 20), sat), a_depth=16, b_depth=64)
+    res = train(cfg, backend, progress=False)
+    assert backend.stats["descriptors"] > backend.stats["gemms"], "no reduction was split"
+    ref = train(cfg, GoldenBackend(k_limit=backend.k_limit), progress=False)
+    assert res["step_losses"] == ref["step_losses"] and res["weights_sha256"] == ref["weights_sha256"]
+    unsplit = train(cfg, GoldenBackend(), progress=False)
+    assert unsplit["weights_sha256"] != res["weights_sha256"]
+
+
+def test_cli_short_run_and_sim_options(tmp_path, capsys):
+    path = tmp_path / "r.json"
+    assert main(["train", "--width", "8", "--max-steps", "2", "--train-subset", "40", "--test-subset", "10",
+                 "--batch-size", "16", "--json", str(path), "--no-progress"]) == 0
+    res = json.loads(path.read_text())
+    assert res["steps"] == 2 and res["config"]["max_steps"] == 2 and res["config"]["width"] == 8
+    assert "(2 steps, 0 skipped" in capsys.readouterr().out
+    assert main(["train", "--check-golden", "--max-steps", "1"]) == 2
+    assert "use it with --backend sim" in capsys.readouterr().err
+    for bad in (["--sim-array", "4by4"], ["--max-steps", "0"]):
+        with pytest.raises(SystemExit):
+            main(["train", *bad])
+        assert "must" in capsys.readouterr().err
+
+
+def test_sim_backend_name_explains_itself():
+    from sat.sw.bdwp import backend_names, get_backend
+    from sat.sw.cli import build_parser
+
+    build_parser()      # imports sat.sim.cli, which registers "sim"
+    assert "sim" in backend_names()
+    with pytest.raises(RuntimeError, match="sat train --backend sim"):
+        get_backend("sim")
