@@ -314,13 +314,17 @@ async def errors(dut: Any) -> None:
         q = partial(numerics.quantize, fmt=config.fmt)
         assert _bits_equal(got[:r_bad], numerics.matmul(q(a), q(b), config.fmt)[:r_bad]), "tiles before the fault"
         assert _untouched(got[r_bad:]), "the faulty row tile was written"
-        # 9. BAD_OPERAND in a prefetched tile: a bad index in packed tile 1 (columns 32..) of a one-row-tile GEMM
-        n2, m2 = (2, 4) if (2, 4) in config.nm_set else config.nm_set[0]
-        rows, red, cols = 3, 40, 40
+        # 9. BAD_OPERAND in a prefetched tile: a bad index in the first packed tile (32 columns) that starts in a
+        # later column tile than the first, in a GEMM of one row tile
+        n2, m2 = (2, 4) if (2, 4) in config.nm_set else next(p for p in config.nm_set if p[1] < 16)
+        rows, red = config.rows, 40
+        ct_max = tile_plan(config, rows, red, 1 << 12, n2, m2, a_depth=ad, b_depth=bd).ct_max
+        p_bad = -(-ct_max // 32)
+        cols = 32 * p_bad + 8
         a, b = _values(rng, (rows, red)), _values(rng, (red, cols))
         op = nmformat.compress(b, n2, m2)
         plan = tile_plan(config, rows, red, cols, n2, m2, a_depth=ad, b_depth=bd)
-        t_bad = next(i for i, (_, _, c0, ctile) in enumerate(plan.tiles) if c0 + ctile > 32)
+        t_bad = next(i for i, (_, _, c0, ctile) in enumerate(plan.tiles) if c0 + ctile > 32 * p_bad)
         c_bad = plan.tiles[t_bad][2]
         assert t_bad > 0 and plan.tiles[-1][0] == 0, plan
         at, wt, ct = device.write_tensor(a), device.upload_operand(op), device.alloc_tensor((rows, cols))
@@ -328,7 +332,8 @@ async def errors(dut: Any) -> None:
         steps = steps_per_output(red, n2, m2)
         packed_tile = (steps + -(-steps // 4)) * 64
         raw = bytearray(transport.dma_read(wt.addr, wt.nbytes))
-        raw[packed_tile] = (raw[packed_tile] & 0xF0) | m2            # index beat 0 of packed tile 1, column 32
+        bad = p_bad * packed_tile                                    # index beat 0 of packed tile p_bad
+        raw[bad] = (raw[bad] & 0xF0) | m2                            # step 0 of its first column: index M
         transport.dma_write(wt.addr, bytes(raw))
         expect([device.gemm_descriptor(at, wt, ct)], ErrorCode.BAD_OPERAND, 0)
         got = device.read_tensor(ct)

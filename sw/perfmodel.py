@@ -22,6 +22,7 @@ result stream is always ready (back-pressure only adds cycles).
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from .config import SATConfig
@@ -29,6 +30,7 @@ from .config import SATConfig
 __all__ = [
     "GemmCounters", "steps_per_output", "gemm_counters", "descriptor_counters", "FIRST_ISSUE", "fill_cycles",
     "GemmShape", "ConvLayer", "layer_gemms", "resnet18_layers", "network_counters",
+    "UnitTiming", "unit_tiles", "unit_cycles",
 ]
 
 #: Cycle (after the accept cycle 0 and the setup cycle 1) in which the first group is issued.
@@ -203,3 +205,228 @@ def network_counters(config: SATConfig, layers: list[ConvLayer], batch: int,
         for g in layer_gemms(layer, batch, nm):
             out.append((g, gemm_counters(config, g.rows, g.red, g.cols, g.n, g.m)))
     return out
+
+
+# ------------------------------------------------------------------------------------------------------------
+# The GEMM unit (sat.hw.gemm_unit): operand loads, engine tiles and result writes of one descriptor
+
+# The fixed costs below were fitted to the RTL's counters (the cocotb ``AxiRam`` answers without wait states) on
+# 41 GEMMs of a 2x2 array (L = 2) and checked on a 4x4 array (L = 4); see tests/test_system_rtl.py::test_unit_timing.
+
+#: Fixed cycles of a command: set-up before the first load, and after the engine's last tile the last write's
+#: response and the finish and done states.
+UNIT_FIXED = 10
+#: Cycles of a load besides the consumer's cycles of its lines: its start state and the read latency.
+LOAD_LATENCY = 4
+#: Control cycles from the end of a tile's loads to the engine's accept (check and run states).
+TILE_CONTROL = 3
+#: Cycles the result writer spends on one result row besides its data beats (accept, write request).
+WRITE_ROW = 3
+#: Cycles from the last drain of a tile's last pass to the engine taking the next tile (its ``done`` cycle).
+ENGINE_HANDOVER = -1
+
+_LANES = 32
+
+
+@dataclass(frozen=True)
+class UnitTiming:
+    """Predicted time of one GEMM unit command (``sat.hw.gemm_unit.GemmUnit``).
+
+    ``cycles`` is the unit's whole time (its ``busy_cycles + stall_cycles`` counters), ``busy_cycles`` the
+    engine's busy sum, ``load_cycles`` the sum of the operand load times (overlapped or not), ``engine_cycles``
+    the sum of the engine's command times (accept to done, result back-pressure included); ``double`` says
+    whether the command runs double buffered, ``tiles`` how many engine commands it takes.
+    """
+
+    cycles: int
+    busy_cycles: int
+    load_cycles: int
+    engine_cycles: int
+    tiles: int
+    double: bool
+
+    @property
+    def stall_cycles(self) -> int:
+        return self.cycles - self.busy_cycles
+
+
+def unit_tiles(config: SATConfig, rows: int, red: int, cols: int, n: int = 0, m: int = 0, *, a_depth: int,
+               b_depth: int) -> tuple[list[tuple[int, int, int, int]], bool]:
+    """The unit's tiles ``(r0, rt, c0, ct)`` in order and whether it double-buffers (``gemm_unit.tile_plan``).
+
+    Raises
+    ------
+    ValueError
+        If the reduction does not fit the buffers.
+    """
+    def fit(words: int, depth: int) -> int:
+        p = -1
+        while words << (p + 1) <= depth:
+            p += 1
+        return p
+
+    pa, pb = fit(-(-red // config.max_m), a_depth), fit(steps_per_output(red, n, m), b_depth)
+    if pa < 0 or pb < 0:
+        raise ValueError(f"a reduction of {red} does not fit the GEMM unit's buffers ({a_depth}, {b_depth})")
+    half_rows = config.rows << max(pa - 1, 0)
+    double = pa >= 1 and pb >= 1 and (half_rows >= config.rows * config.adder_latency or rows <= half_rows)
+    rt_max, ct_max = config.rows << (pa - double), config.cols << (pb - double)
+    tiles = [(r0, min(rt_max, rows - r0), c0, min(ct_max, cols - c0))
+             for r0 in range(0, rows, rt_max) for c0 in range(0, cols, ct_max)]
+    return tiles, double
+
+
+@functools.lru_cache(maxsize=65536)
+def _line_cycles(offset: int, count: int, word: int, first_lane: int) -> int:
+    """Consumer cycles of one DMA line: one for its record, then per beat one to take it and one per buffer
+    write (a run of elements in one beat and one buffer word).
+
+    ``offset`` is the first element's position in the first beat, ``count`` the elements, ``word`` the lanes of
+    a buffer word (1 for a transposed line), ``first_lane`` the first element's lane in its word.
+    """
+    cycles = 2                # record, first beat
+    src, lane, left = offset, first_lane, count
+    while left:
+        run = min(_LANES - src, word - lane, left)
+        cycles += 1
+        left -= run
+        lane = (lane + run) % word
+        src += run
+        if src == _LANES and left:
+            cycles += 1       # next beat
+            src = 0
+    return cycles
+
+
+def _dense_line(addr: int, count: int, word: int, first_lane: int = 0) -> int:
+    return _line_cycles((addr % 64) // 2, count, word, first_lane)
+
+
+def _load_cycles(config: SATConfig, kind: str, r0: int, rt: int, c0: int, ct: int, red: int, n: int, m: int,
+                 trans: bool, stride: int) -> int:
+    """Time of one operand load (start to ``load_done``): latency plus the consumer's cycles of every line."""
+    mm, C = config.max_m, config.cols
+    total = LOAD_LATENCY
+    if kind == "a":
+        if trans:             # red lines of rt elements, one element per write
+            total += sum(_dense_line(k * stride + 2 * r0, rt, 1) for k in range(red))
+        else:                 # rt lines of red elements, max_m lanes per word
+            total += sum(_dense_line(i * stride, red, mm) for i in range(r0, r0 + rt))
+    elif n and m and n != m:  # packed tiles of 32 columns covering c0..c0+ct-1
+        s = steps_per_output(red, n, m)
+        for pt in range(c0 // _LANES * _LANES, c0 + ct, _LANES):
+            lo, hi = max(c0, pt), min(c0 + ct, pt + _LANES)
+            per_value = _line_cycles(lo - pt, hi - lo, C, (lo - c0) % C) - 1
+            total += 1 + -(-s // 4) + s * per_value
+    elif trans:               # ct lines of red elements (B^T), one element per write
+        total += sum(_dense_line(j * stride, red, 1) for j in range(c0, c0 + ct))
+    else:                     # red lines of ct elements, C lanes per word
+        total += sum(_dense_line(k * stride + 2 * c0, ct, C) for k in range(red))
+    return total
+
+
+def _engine_cycles(config: SATConfig, rt: int, red: int, c0: int, ct: int, n: int, m: int, c_stride: int,
+                   row0: int) -> int:
+    """Engine time of one tile, accept to done, with the result writer's back-pressure on the drain.
+
+    :func:`gemm_counters`' pass recurrence, with the drain of a pass taking ``WRITE_ROW`` plus the write's
+    beats for each result row it writes (one cycle for a row beyond ``rt``) instead of one cycle per row.
+    """
+    R, C, L = config.rows, config.cols, config.adder_latency
+    RL = R * L
+    S = steps_per_output(red, n, m)
+    fill = fill_cycles(config)
+    drains = []
+    for rb in range(0, rt, RL):
+        for cb in range(0, ct, C):
+            nv = min(C, ct - cb)
+            d = 0
+            for i in range(RL):
+                if rb + i < rt:
+                    off = ((row0 + rb + i) * c_stride + 4 * (c0 + cb)) % 64
+                    d += WRITE_ROW + (off + 4 * nv - 1) // 64 + 1
+                else:
+                    d += 1
+            drains.append(max(d, RL))
+    x, t_prev, d_prev = FIRST_ISSUE, None, 0
+    for d in drains:
+        x_last = x + (S - 1) * L
+        if t_prev is not None and x_last < t_prev + 1:
+            x_last += -(-(t_prev + 1 - x_last) // L) * L
+        t = x_last + fill + 1 if t_prev is None else max(x_last + fill + 1, t_prev + d_prev)
+        x, t_prev, d_prev = x_last + L, t, d
+    return t_prev + d_prev + ENGINE_HANDOVER
+
+
+def unit_cycles(config: SATConfig, rows: int, red: int, cols: int, n: int = 0, m: int = 0, *,
+                a_trans: bool = False, b_trans: bool = False, a_depth: int = 1024, b_depth: int = 1024,
+                a_stride: int | None = None, b_stride: int | None = None, c_stride: int | None = None
+                ) -> UnitTiming:
+    """Predicted time of one descriptor on the GEMM unit: its ``busy + stall`` counters.
+
+    The model walks the unit's tiles (:func:`unit_tiles`) as ``sat.hw.gemm_unit`` runs them:
+
+    * a **load** takes :data:`LOAD_LATENCY` plus the consumer's cycles for every DMA line (one per line record,
+      one per beat, one per buffer write: a transposed line writes one element per cycle, a row-major line runs
+      of up to ``min(max_m or C, 32)`` elements; a packed N:M tile one cycle per index beat and one plus its
+      writes per value beat); memory delivers a 512-bit beat per cycle and is never the limit;
+    * an **engine** tile takes :func:`gemm_counters`' time with every pass's drain stretched by the result
+      writer (:data:`WRITE_ROW` plus one cycle per beat per result row);
+    * **single buffered**, a tile's loads wait for the previous tile's engine to be done; **double buffered**,
+      they start when the engine accepts the previous tile, and the engine takes a tile when both its loads and
+      the previous tile are done; :data:`TILE_CONTROL` per tile and :data:`UNIT_FIXED` per command add the
+      cycles of the control states and of the last write.
+
+    Operands are assumed 64-byte aligned; strides default to packed rows (``a_stride = 2 * red`` or, with
+    ``a_trans``, ``2 * rows``; ``b_stride = 2 * cols`` or ``2 * red`` with ``b_trans``; ``c_stride = 4 * cols``).
+    The fixed costs were fitted to the RTL's counters; the model is within a few cycles of them
+    (``tests/test_system_rtl.py::test_unit_timing``), slower memory than the test's wait-free one only adds
+    cycles.
+
+    Parameters
+    ----------
+    config : SATConfig
+    rows, red, cols : int
+        GEMM shape.
+    n, m : int
+        N:M pattern of ``B`` (packed operand); 0 for dense.
+    a_trans, b_trans : bool
+        ``A_TRANS`` / ``B_TRANS`` (dense ``B`` only).
+    a_depth, b_depth : int
+        The unit's buffer depths.
+    a_stride, b_stride, c_stride : int, optional
+        Row strides in bytes.
+
+    Raises
+    ------
+    ValueError
+        If the reduction does not fit the buffers.
+    """
+    sparse = bool(n and m and n != m)
+    tiles, double = unit_tiles(config, rows, red, cols, n, m, a_depth=a_depth, b_depth=b_depth)
+    a_stride = a_stride or 2 * (rows if a_trans else red)
+    b_stride = b_stride or 2 * (red if b_trans else cols)
+    c_stride = c_stride or 4 * cols
+    single_col_tile = len({c0 for _, _, c0, _ in tiles}) == 1
+    busy = sum(gemm_counters(config, rt, red, ct, n, m).busy_cycles for _, rt, _, ct in tiles)
+    loads = engines = 0
+    t = 0                     # loader time: start of the next tile's loads
+    eng_done = 0              # cycle the engine takes its next tile (0: idle from the start)
+    prev_r0 = None
+    for i, (r0, rt, c0, ct) in enumerate(tiles):
+        if not double and i:
+            t = max(t, eng_done)
+        load = 0
+        if r0 != prev_r0:
+            load += _load_cycles(config, "a", r0, rt, c0, ct, red, n, m, a_trans, a_stride)
+        if not (single_col_tile and i):
+            load += _load_cycles(config, "b", r0, rt, c0, ct, red, n, m, b_trans and not sparse, b_stride)
+        prev_r0 = r0
+        loads += load
+        accept = max(t + load + TILE_CONTROL, eng_done)
+        e = _engine_cycles(config, rt, red, c0, ct, n, m, c_stride, r0)
+        engines += e
+        eng_done = accept + e
+        t = accept
+    return UnitTiming(cycles=eng_done + UNIT_FIXED, busy_cycles=busy, load_cycles=loads, engine_cycles=engines,
+                      tiles=len(tiles), double=double)

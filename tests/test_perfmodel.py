@@ -1,7 +1,9 @@
 """Tests of the cycle model ``sat.sw.perfmodel``: exact against the GEMM engine in the Amaranth simulator (small
 cases on odd array shapes and adder latencies, results bit-exact too; the cocotb RTL tests compare it on larger
 sweeps), the fast-forward against a plain pass-by-pass loop,
-closed-form steady state, and validation. ResNet-18 on a 32x32 array runs here as a smoke test of speed."""
+closed-form steady state, and validation. ResNet-18 on a 32x32 array runs here as a smoke test of speed. The GEMM
+unit model (``unit_tiles``, ``unit_cycles``): its tiling against the gateware's, its structure (the RTL comparison is
+``tests/test_system_rtl.py::test_unit_timing``)."""
 
 # amaranth: UnusedElaboratable=no
 from __future__ import annotations
@@ -16,6 +18,8 @@ from sat.sw.perfmodel import (
     network_counters,
     resnet18_layers,
     steps_per_output,
+    unit_cycles,
+    unit_tiles,
 )
 
 
@@ -184,3 +188,46 @@ def test_buffer_words_cover_the_writes() -> None:
         op = compress(rng.standard_normal((red, cols)), n, m)
         sparse = list(b_sparse_writes(op.values.astype(np.uint16), op.indices, config))
         assert max(w["addr"] for w in sparse) + 1 == buffer_words(config, rows, red, cols, n, m)[1]
+
+
+def test_unit_tiles_equal_the_gateware_plan() -> None:
+    """``unit_tiles`` (the model's copy of the GEMM unit's tiling) equals ``sat.hw.gemm_unit.tile_plan``."""
+    from sat.hw.gemm_unit import tile_plan
+
+    rng = np.random.default_rng(5)
+    for _ in range(300):
+        config = SATConfig(rows=int(rng.integers(1, 6)), cols=int(rng.integers(1, 6)),
+                           adder_latency=int(rng.integers(1, 5)))
+        a_depth, b_depth = 1 << int(rng.integers(2, 8)), 1 << int(rng.integers(3, 10))
+        rows, red, cols = (int(x) for x in rng.integers(1, 200, 3))
+        n, m = config.nm_set[int(rng.integers(0, len(config.nm_set)))] if rng.random() < 0.5 else (0, 0)
+        try:
+            plan = tile_plan(config, rows, red, cols, n, m, a_depth=a_depth, b_depth=b_depth)
+        except ValueError:
+            with pytest.raises(ValueError, match="does not fit"):
+                unit_tiles(config, rows, red, cols, n, m, a_depth=a_depth, b_depth=b_depth)
+            continue
+        tiles, double = unit_tiles(config, rows, red, cols, n, m, a_depth=a_depth, b_depth=b_depth)
+        assert (tiles, double) == (list(plan.tiles), plan.double)
+
+
+def test_unit_cycles_structure() -> None:
+    """The unit model: engine busy cycles as the engine's sum over the tiles; time at least the loads plus the
+    last tile's compute, at most everything in sequence; double buffering hides loads behind compute."""
+    cfg = SATConfig(rows=2, cols=2, adder_latency=2)
+    for shape, nm in [((13, 40, 9), (0, 0)), ((40, 8, 30), (0, 0)), ((8, 100, 6), (0, 0)), ((24, 48, 33), (1, 4))]:
+        u = unit_cycles(cfg, *shape, *nm, a_depth=32, b_depth=128)
+        tiles, double = unit_tiles(cfg, *shape, *nm, a_depth=32, b_depth=128)
+        assert u.double == double and u.tiles == len(tiles)
+        assert u.busy_cycles == sum(gemm_counters(cfg, rt, shape[1], ct, *nm).busy_cycles for _, rt, _, ct in tiles)
+        assert u.stall_cycles == u.cycles - u.busy_cycles > 0
+        assert u.cycles <= u.load_cycles + u.engine_cycles + 20 * u.tiles + 20
+        assert u.cycles >= max(u.load_cycles, u.engine_cycles)
+    # compute-bound and double buffered: the loads after the first tile's are hidden
+    u = unit_cycles(cfg, 40, 8, 30, a_depth=32, b_depth=128)
+    assert u.double and u.cycles < u.engine_cycles + u.load_cycles / 2
+    # transposed operands load one element per cycle: slower than row-major
+    assert unit_cycles(cfg, 16, 32, 8, a_trans=True, a_depth=32, b_depth=128).load_cycles > unit_cycles(
+        cfg, 16, 32, 8, a_depth=32, b_depth=128).load_cycles
+    with pytest.raises(ValueError, match="does not fit"):
+        unit_cycles(cfg, 4, 1000, 4, a_depth=32, b_depth=128)

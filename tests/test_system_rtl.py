@@ -2,9 +2,12 @@
 transport against ``SATCore`` with the GEMM unit (``sat.hw.gemm_unit.sat_core``) on a 2x2 array (L = 2):
 GEMMs of every BDWP pass bit for bit against ``sat.sw.numerics`` under random AXI pauses, with the unit's
 tiling and counters; two BDWP training iterations of a tiny MLP equal to GoldenBackend and ModelTransport;
-error codes through the real engine."""
+error codes through the real engine; the GEMM unit's time against ``sat.sw.perfmodel.unit_cycles``."""
 
 from __future__ import annotations
+
+import json
+from pathlib import Path
 
 import pytest
 
@@ -12,6 +15,7 @@ from sat.sim.cli import SYSTEM_VERILATOR_ARGS, system_top
 from sat.sim.lint import TOLERATED, lint
 from sat.sim.runner import run_cocotb
 from sat.sw.config import SATConfig
+from sat.sw.perfmodel import unit_cycles
 
 pytestmark = pytest.mark.rtl
 
@@ -66,6 +70,59 @@ def test_system_other_arrays(name: str, sim_seed: int) -> None:
     config = SLOW_CONFIGS[name]
     nms = [list(p) for p in config.nm_set[:2]]
     run_system(["gemms", "errors"], sim_seed + 3, config, a_depth=16, b_depth=256, nm=nms)
+
+
+#: GEMMs whose unit time is checked against the model: ``[kind, rows, red, cols, [n, m] or None]`` (kinds of
+#: ``tb_system.run_gemm``: "gemm" row-major A and B or packed B, "wu" A_TRANS, "ff" dense B_TRANS). On the 2x2
+#: build they cover one tile, double buffered tiles bound by loads and by compute, single buffered tiles
+#: (red 100 and 120 do not fit the buffers twice) and every load path.
+TIMING_SHAPES = [
+    ["gemm", 2, 8, 2, None], ["gemm", 13, 40, 9, None], ["gemm", 40, 8, 30, None], ["gemm", 8, 100, 6, None],
+    ["wu", 30, 20, 30, None], ["wu", 9, 100, 7, None], ["ff", 11, 40, 7, None], ["ff", 9, 120, 3, None],
+    ["gemm", 24, 48, 33, [1, 4]], ["gemm", 7, 256, 9, [2, 8]],
+]
+#: Tolerance of the unit timing model: relative, and in cycles for tiny GEMMs.
+TIMING_RTOL = 0.02
+TIMING_ATOL = 4
+#: Slow-only 4x4 build (L = 4) with other buffer depths for the timing model.
+TIMING_4X4 = (SATConfig(rows=4, cols=4, adder_latency=4), 64, 256, [
+    ["gemm", 16, 32, 16, None], ["gemm", 37, 100, 21, None], ["gemm", 8, 200, 8, None], ["wu", 32, 48, 24, None],
+    ["ff", 24, 64, 40, None], ["gemm", 40, 128, 36, [2, 4]], ["gemm", 20, 256, 50, [2, 8]],
+    ["gemm", 100, 16, 100, None],
+])
+
+
+def _check_unit_timing(tmp_path: Path, seed: int, config: SATConfig, a_depth: int, b_depth: int,
+                       shapes: list) -> None:
+    report = tmp_path / "timing.json"
+    run_system("unit_timing", seed, config, a_depth=a_depth, b_depth=b_depth, timing_shapes=shapes,
+               timing_report=str(report))
+    bad = []
+    for r in json.loads(report.read_text()):
+        nm = r["nm"] or (0, 0)
+        model = unit_cycles(config, r["rows"], r["red"], r["cols"], *nm, a_trans=r["kind"] == "wu",
+                            b_trans=r["kind"] == "ff" and not r["nm"], a_depth=a_depth, b_depth=b_depth)
+        assert r["COMPUTE_CYCLES"] == model.busy_cycles, r
+        rtl = r["unit_cycles"]
+        line = (f"{r['kind']} {r['rows']}x{r['red']}x{r['cols']} {r['nm'] or 'dense'}: RTL {rtl}, model "
+                f"{model.cycles} ({100 * (model.cycles / rtl - 1):+.1f} %, {'double' if model.double else 'single'}"
+                f" buffered, {model.tiles} tiles)")
+        print(line)
+        if abs(model.cycles - rtl) > max(TIMING_ATOL, TIMING_RTOL * rtl):
+            bad.append(line)
+    assert not bad, "unit timing model outside tolerance:\n" + "\n".join(bad)
+
+
+def test_unit_timing(tmp_path: Path, sim_seed: int) -> None:
+    """The GEMM unit's whole time (``COMPUTE + STALL`` counters, no AXI pauses) equals
+    ``perfmodel.unit_cycles`` within 2 % (4 cycles for tiny GEMMs), results bit for bit."""
+    _check_unit_timing(tmp_path, sim_seed, CONFIG, A_DEPTH, B_DEPTH, TIMING_SHAPES)
+
+
+@pytest.mark.slow
+def test_unit_timing_4x4(tmp_path: Path, sim_seed: int) -> None:
+    """The timing model on a 4x4 array (L = 4) with 64/256-word buffers (constants fitted on the 2x2)."""
+    _check_unit_timing(tmp_path, sim_seed, *TIMING_4X4)
 
 
 def test_system_lint() -> None:
