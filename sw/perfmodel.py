@@ -251,8 +251,10 @@ class UnitTiming:
 
 
 def unit_tiles(config: SATConfig, rows: int, red: int, cols: int, n: int = 0, m: int = 0, *, a_depth: int,
-               b_depth: int) -> tuple[list[tuple[int, int, int, int]], bool]:
+               b_depth: int, single: bool = False) -> tuple[list[tuple[int, int, int, int]], bool]:
     """The unit's tiles ``(r0, rt, c0, ct)`` in order and whether it double-buffers (``gemm_unit.tile_plan``).
+
+    ``single`` plans every command single buffered, as the unit did before double buffering (for comparisons).
 
     Raises
     ------
@@ -270,6 +272,7 @@ def unit_tiles(config: SATConfig, rows: int, red: int, cols: int, n: int = 0, m:
         raise ValueError(f"a reduction of {red} does not fit the GEMM unit's buffers ({a_depth}, {b_depth})")
     half_rows = config.rows << max(pa - 1, 0)
     double = pa >= 1 and pb >= 1 and (half_rows >= config.rows * config.adder_latency or rows <= half_rows)
+    double = double and not single
     rt_max, ct_max = config.rows << (pa - double), config.cols << (pb - double)
     tiles = [(r0, min(rt_max, rows - r0), c0, min(ct_max, cols - c0))
              for r0 in range(0, rows, rt_max) for c0 in range(0, cols, ct_max)]
@@ -360,8 +363,8 @@ def _engine_cycles(config: SATConfig, rt: int, red: int, c0: int, ct: int, n: in
 
 def unit_cycles(config: SATConfig, rows: int, red: int, cols: int, n: int = 0, m: int = 0, *,
                 a_trans: bool = False, b_trans: bool = False, a_depth: int = 1024, b_depth: int = 1024,
-                a_stride: int | None = None, b_stride: int | None = None, c_stride: int | None = None
-                ) -> UnitTiming:
+                a_stride: int | None = None, b_stride: int | None = None, c_stride: int | None = None,
+                single: bool = False) -> UnitTiming:
     """Predicted time of one descriptor on the GEMM unit: its ``busy + stall`` counters.
 
     The model walks the unit's tiles (:func:`unit_tiles`) as ``sat.hw.gemm_unit`` runs them:
@@ -396,6 +399,8 @@ def unit_cycles(config: SATConfig, rows: int, red: int, cols: int, n: int = 0, m
         The unit's buffer depths.
     a_stride, b_stride, c_stride : int, optional
         Row strides in bytes.
+    single : bool
+        Model the unit single buffered whatever the shape (as before double buffering), for comparisons.
 
     Raises
     ------
@@ -403,7 +408,7 @@ def unit_cycles(config: SATConfig, rows: int, red: int, cols: int, n: int = 0, m
         If the reduction does not fit the buffers.
     """
     sparse = bool(n and m and n != m)
-    tiles, double = unit_tiles(config, rows, red, cols, n, m, a_depth=a_depth, b_depth=b_depth)
+    tiles, double = unit_tiles(config, rows, red, cols, n, m, a_depth=a_depth, b_depth=b_depth, single=single)
     a_stride = a_stride or 2 * (rows if a_trans else red)
     b_stride = b_stride or 2 * (red if b_trans else cols)
     c_stride = c_stride or 4 * cols
