@@ -10,7 +10,8 @@
   the same iterations on ``GoldenBackend`` and on ``ModelTransport``.
 * ``errors``: a bad descriptor, an AXI read and write fault, a malformed packed operand (BAD_OPERAND) and a
   reduction too long for the buffers end with the right code and index; a read fault and a bad operand in a
-  prefetched tile leave the tiles before it computed and written and nothing of it.
+  prefetched tile leave the tiles before it computed and written and nothing of it; a write fault and ABORT in
+  a tiled GEMM.
 * ``cli_gemm``: one GEMM for ``sat sim gemm`` (operands from ``.npy`` files or random), report as JSON.
 * ``unit_timing``: GEMMs of ``timing_shapes`` without AXI pauses, bit for bit, their counters written as JSON to
   ``timing_report`` (``tests/test_system_rtl.py`` compares them with :func:`sat.sw.perfmodel.unit_cycles`).
@@ -340,6 +341,26 @@ async def errors(dut: Any) -> None:
         golden = nmformat.matmul_nm(q(a), op, config.fmt)
         assert _bits_equal(got[:, :c_bad], golden[:, :c_bad]), "tiles before the bad operand"
         assert _untouched(got[:, c_bad:]), "the bad tile was written"
+        # 10. write fault in a tiled GEMM (a C row of a later row tile): AXI_WRITE, the unit drains and stops
+        rows, red, cols = 13, 40, 9
+        a, b = _values(rng, (rows, red)), _values(rng, (red, cols))
+        at, bt, ct = device.write_tensor(a), device.write_tensor(b), device.alloc_tensor((rows, cols))
+        tiled = device.gemm_descriptor(at, bt, ct)
+        transport.faults[:] = [(ct.addr + 8 * ct.stride, ct.addr + 8 * ct.stride + 4)]
+        expect([tiled, tiled], ErrorCode.AXI_WRITE, 0)
+        transport.faults[:] = []
+        # 11. ABORT while a tiled GEMM computes (one tile computing, the next one loading): ABORTED, then the
+        # same GEMM runs correctly
+        pending = device.start([tiled] * 3)
+        device.abort()
+        try:
+            device.wait(pending, timeout_s=600.0)
+        except SATDeviceError as e:
+            assert int(e.code) == ErrorCode.ABORTED and e.index < 3, e
+        else:
+            raise AssertionError("an aborted list reported success")
+        device.run([tiled], timeout_s=600.0)
+        assert _bits_equal(device.read_tensor(ct), numerics.matmul(q(a), q(b), config.fmt))
         # the core still computes correctly afterwards
         res = device.run([good], timeout_s=600.0)
         assert res.cmd_done == 1 and res.last_tag == 7
