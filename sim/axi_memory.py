@@ -21,7 +21,8 @@ Semantics (the same as :func:`sat.sim.cocotb_transport.attach` gives ``AxiRam``)
   (AR, AW, W) low for that cycle.
 
 Reset (``rst``, optional) drops outstanding bursts. Timing follows cocotbext-axi: handshakes are sampled at the
-rising edge (values before the edge) and outputs change right after it.
+rising edge (values before the edge) and outputs change right after it. Inputs are read through the GPI handle's
+bit string (``handle._handle``), several times cheaper than ``handle.value`` (a ``Logic``/``LogicArray`` each).
 """
 
 from __future__ import annotations
@@ -36,12 +37,27 @@ CHANNELS = ("ar", "r", "aw", "w", "b")
 _OKAY, _SLVERR = 0, 2
 
 
+_X_TO_0 = str.maketrans("xXzZuUwW-lh", "00000000001")
+
+
 def _u(handle: Any) -> int:
-    return handle.value.to_unsigned()
+    """Unsigned value of a signal (X/Z bits read as 0)."""
+    raw = getattr(handle, "_handle", None)
+    if raw is None:                      # pragma: no cover - a cocotb without the GPI handle attribute
+        return int(handle.value.to_unsigned())
+    bits = raw.get_signal_val_binstr()
+    try:
+        return int(bits, 2)
+    except ValueError:
+        return int(bits.translate(_X_TO_0), 2)
 
 
 def _on(handle: Any) -> bool:
-    return bool(handle.value)
+    """A 1-bit signal is 1 (X/Z read as 0)."""
+    raw = getattr(handle, "_handle", None)
+    if raw is None:                      # pragma: no cover
+        return str(handle.value) == "1"
+    return raw.get_signal_val_binstr() == "1"
 
 
 class AxiMemory:
