@@ -53,3 +53,32 @@ def test_sim_gemm_operand_files(tmp_path) -> None:
              str(tmp_path / "out"))
     assert r.returncode == 0, r.stderr[-3000:]
     assert "bit-identical    yes" in r.stdout and "GEMM 5 x 12 x 3 (dense" in r.stdout, r.stdout
+
+
+def test_sim_build_options() -> None:
+    """-O levels map to separate cached builds; bad levels and build tags are refused with a message."""
+    from sat.sim.cli import SYSTEM_VERILATOR_ARGS, system_build
+    from sat.sim.runner import run_cocotb
+
+    assert system_build(0) == (SYSTEM_VERILATOR_ARGS, "")
+    args, tag = system_build(2)
+    assert tag == "O2" and args[-1] == "-O2" and args[:-1] == SYSTEM_VERILATOR_ARGS[:-1]
+    with pytest.raises(ValueError, match="optimisation level"):
+        system_build(3)
+    with pytest.raises(ValueError, match="build_tag"):
+        run_cocotb(None, "x", build_tag="../escape")      # checked before anything is built
+    with pytest.raises(SystemExit):
+        main(["sim", "gemm", "--m", "2", "--k", "8", "--n", "2", "--opt", "5"])
+    args = build_parser().parse_args(["sim", "gemm", "--m", "2", "--k", "8", "--n", "2", "--memory", "axiram"])
+    assert args.memory == "axiram" and args.opt == 0
+
+
+@pytest.mark.rtl
+def test_sim_gemm_axiram_with_pauses(tmp_path) -> None:
+    """cocotbext-axi's AxiRam (instead of the default lean memory) with random pauses: still bit-identical."""
+    r = _sat("sim", "gemm", "--m", "9", "--k", "24", "--n", "5", "--nm", "2:4", "--seed", "2", "--json",
+             "--memory", "axiram", "--pause", "0.3", "--out", str(tmp_path))
+    assert r.returncode == 0, r.stderr[-3000:]
+    report = json.loads(r.stdout)
+    assert report["bit_identical"] and report["macs"] == 9 * 5 * steps_per_output(24, 2, 4)
+    assert report["compute_cycles"] == report["expected"]["COMPUTE_CYCLES"]
