@@ -407,8 +407,8 @@ def extrapolate(est: dict, rows: int, cols: int) -> dict:
     """
     src = SATConfig.from_dict(est["config"])
     parts = {k: Resources.from_dict(v) for k, v in est["parts"].items()}
-    return {**_add_up(src.replace(rows=rows, cols=cols), parts, est["method"]),
-            "extrapolated_from": f"{src.rows}x{src.cols}"}
+    method = f"{est.get('method', 'estimate')}; extrapolated from the parts of {src.rows}x{src.cols}"
+    return {**_add_up(src.replace(rows=rows, cols=cols), parts, method), "extrapolated_from": f"{src.rows}x{src.cols}"}
 
 
 def full_resources(config: SATConfig) -> Resources:

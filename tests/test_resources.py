@@ -93,6 +93,21 @@ def test_extrapolate_scales_the_per_pe_parts(monkeypatch):
     assert (ext["total"], ext["share"], ext["part_share"]) == (want["total"], want["share"], want["part_share"])
 
 
+def test_baselines_count_the_unit():
+    """Every committed estimate is core + GEMM unit + engine + rows*cols*(PE + overhead), and the linear scaling
+    of the per-PE parts predicts the synthesized 32x40 from the 32x32 parts."""
+    for key, est in BASE["estimates"].items():
+        parts = {k: Resources.from_dict(v) for k, v in est["parts"].items()}
+        n = est["config"]["rows"] * est["config"]["cols"]
+        per_pe = parts["pe"] + parts["array_overhead_per_pe"]
+        total = parts["core"] + parts["unit"] + parts["engine"] + per_pe.scale(n)
+        assert total.to_dict() == pytest.approx(est["total"]), key
+        assert est["share"]["lut"] == pytest.approx(total.lut / VU9P["lut"]), key
+        assert 0 < est["part_share"]["unit"] < 0.1, key
+    ext = extrapolate(BASE["estimates"]["32x32"], 32, 40)
+    assert ext["total"]["lut"] == pytest.approx(BASE["estimates"]["32x40"]["total"]["lut"], rel=0.01)
+
+
 def test_report_cli_formats_the_estimate(monkeypatch, capsys, tmp_path):
     monkeypatch.setattr(resources, "part_resources", lambda part, config: FAKE_PARTS[part])
     cfg = tmp_path / "c.json"
