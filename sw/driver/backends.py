@@ -2,8 +2,11 @@
 
 Importing :mod:`sat.sw.driver` registers them with :func:`sat.sw.bdwp.register_backend`, so
 ``get_backend("model")`` (and ``sat train --backend model`` once the CLI imports the driver) trains through
-:class:`~sat.sw.driver.device.SATDevice`. The ``"sim"`` backend (the RTL simulation) is registered by
-``sat.sim``.
+:class:`~sat.sw.driver.device.SATDevice`. The ``"sim"`` backend name (the RTL simulation) is registered by
+``sat.sim.cli``: training on the RTL runs inside a cocotb testbench, which ``sat train --backend sim`` launches.
+
+Both backends split reductions longer than the GEMM unit's buffers into K chunks (``DeviceBackend``, card
+buffer depths by default), so their results equal ``GoldenBackend(k_limit=backend.k_limit)`` bit for bit.
 """
 
 from __future__ import annotations
