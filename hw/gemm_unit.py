@@ -262,6 +262,10 @@ class GemmUnit(wiring.Component):
         eng_ct = Signal(DIM_WIDTH + 1, name="eng_ct")
         eng_c_rt_addr = Signal(aw, name="eng_c_rowtile_addr")
         eng_running = Signal(name="eng_running")
+        # The engine is idle (and takes a valid command) exactly when it is not running a tile or is signalling
+        # done. Used instead of its cmd.ready, which Icarus leaves X until the engine's state first changes (a
+        # combinational output of its FSM): the unit then missed the first handshake while the engine took it.
+        eng_free = Signal(name="eng_free")
         # Double buffering: the half of each buffer that holds the loader's tile (always 0 when single buffered)
         dbl = Signal(name="double_buffered")
         a_half = Signal(name="a_half")
@@ -673,12 +677,12 @@ class GemmUnit(wiring.Component):
                 with m.Else():
                     m.next = "RUN"
             with m.State("RUN"):
-                # waits here (cmd.ready) until the engine is done with the previous tile: one tile of look-ahead
+                # waits here until the engine is done with the previous tile: one tile of look-ahead
                 ep = eng.cmd.p
                 m.d.comb += [ep.rows.eq(rt), ep.red.eq(c.red), ep.cols.eq(ct),
                              ep.sparse.eq(c.sparse), ep.n.eq(Mux(c.sparse, c.n, 0)),
                              ep.m.eq(Mux(c.sparse, m_val, 0)), ep.a_base.eq(a_base), ep.b_base.eq(b_base)]
-                with m.If(eng.cmd.ready):
+                with m.If(eng_free):
                     m.d.comb += set_tile.eq(1)
                     m.d.sync += [eng_c0.eq(c0), eng_ct.eq(ct), eng_c_rt_addr.eq(c_rt_addr)]
                     with m.If(c0 + ct >= c.cols):
@@ -714,7 +718,7 @@ class GemmUnit(wiring.Component):
         with m.If(eng.done):
             m.d.sync += [eng_running.eq(0), busy_acc.eq(busy_acc + eng.busy_cycles),
                          macs_acc.eq(macs_acc + eng.macs)]
-        with m.If(eng.cmd.valid & eng.cmd.ready):
+        with m.If(eng.cmd.valid):
             m.d.sync += eng_running.eq(1)
 
         # handshakes as plain assignments of FSM states (Icarus leaves outputs of never-triggered
@@ -730,7 +734,8 @@ class GemmUnit(wiring.Component):
             self.wr_req.valid.eq(writer_fsm.ongoing("WREQ") & (outstanding != 255)),
             self.wr_data.valid.eq(writer_fsm.ongoing("WDATA")),
             cmd.ready.eq(ctl_fsm.ongoing("IDLE")),
-            eng.cmd.valid.eq(ctl_fsm.ongoing("RUN")),
+            eng_free.eq(~eng_running | eng.done),
+            eng.cmd.valid.eq(ctl_fsm.ongoing("RUN") & eng_free),
             done.valid.eq(ctl_fsm.ongoing("DONE")),
         ]
         return m
