@@ -319,15 +319,16 @@ async def errors(dut: Any) -> None:
         # later column tile than the first, in a GEMM of one row tile
         n2, m2 = (2, 4) if (2, 4) in config.nm_set else next(p for p in config.nm_set if p[1] < 16)
         rows, red = config.rows, 40
-        ct_max = tile_plan(config, rows, red, 1 << 12, n2, m2, a_depth=ad, b_depth=bd).ct_max
-        p_bad = -(-ct_max // 32)
-        cols = 32 * p_bad + 8
-        a, b = _values(rng, (rows, red)), _values(rng, (red, cols))
-        op = nmformat.compress(b, n2, m2)
-        plan = tile_plan(config, rows, red, cols, n2, m2, a_depth=ad, b_depth=bd)
-        t_bad = next(i for i, (_, _, c0, ctile) in enumerate(plan.tiles) if c0 + ctile > 32 * p_bad)
+        for p_bad in range(1, 9):          # B wide enough that packed tile p_bad starts in a later column tile
+            cols = 32 * p_bad + 8
+            plan = tile_plan(config, rows, red, cols, n2, m2, a_depth=ad, b_depth=bd)
+            t_bad = next(i for i, (_, _, c0, ctile) in enumerate(plan.tiles) if c0 + ctile > 32 * p_bad)
+            if t_bad > 0:
+                break
         c_bad = plan.tiles[t_bad][2]
         assert t_bad > 0 and plan.tiles[-1][0] == 0, plan
+        a, b = _values(rng, (rows, red)), _values(rng, (red, cols))
+        op = nmformat.compress(b, n2, m2)
         at, wt, ct = device.write_tensor(a), device.upload_operand(op), device.alloc_tensor((rows, cols))
         transport.dma_write(ct.addr, b"\xff" * ct.nbytes)
         steps = steps_per_output(red, n2, m2)

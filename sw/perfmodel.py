@@ -234,8 +234,8 @@ class UnitTiming:
 
     ``cycles`` is the unit's whole time (its ``busy_cycles + stall_cycles`` counters), ``busy_cycles`` the
     engine's busy sum, ``load_cycles`` the sum of the operand load times (overlapped or not), ``engine_cycles``
-    the sum of the engine's command times (accept to done, result back-pressure included); ``double`` says
-    whether the command runs double buffered, ``tiles`` how many engine commands it takes.
+    the sum of the engine's command times (accept to done, result back-pressure included); ``a_double`` and
+    ``b_double`` say which operands are double buffered, ``tiles`` how many engine commands it takes.
     """
 
     cycles: int
@@ -243,7 +243,13 @@ class UnitTiming:
     load_cycles: int
     engine_cycles: int
     tiles: int
-    double: bool
+    a_double: bool
+    b_double: bool
+
+    @property
+    def double(self) -> bool:
+        """Whether any load overlaps compute (either operand double buffered)."""
+        return self.a_double or self.b_double
 
     @property
     def stall_cycles(self) -> int:
@@ -251,8 +257,9 @@ class UnitTiming:
 
 
 def unit_tiles(config: SATConfig, rows: int, red: int, cols: int, n: int = 0, m: int = 0, *, a_depth: int,
-               b_depth: int, single: bool = False) -> tuple[list[tuple[int, int, int, int]], bool]:
-    """The unit's tiles ``(r0, rt, c0, ct)`` in order and whether it double-buffers (``gemm_unit.tile_plan``).
+               b_depth: int, single: bool = False) -> tuple[list[tuple[int, int, int, int]], bool, bool]:
+    """The unit's tiles ``(r0, rt, c0, ct)`` in order and whether it double-buffers A and B
+    (``gemm_unit.tile_plan``).
 
     ``single`` plans every command single buffered, as the unit did before double buffering (for comparisons).
 
@@ -270,13 +277,15 @@ def unit_tiles(config: SATConfig, rows: int, red: int, cols: int, n: int = 0, m:
     pa, pb = fit(-(-red // config.max_m), a_depth), fit(steps_per_output(red, n, m), b_depth)
     if pa < 0 or pb < 0:
         raise ValueError(f"a reduction of {red} does not fit the GEMM unit's buffers ({a_depth}, {b_depth})")
+    b_reloaded = cols > config.cols << pb
+    b_double = pb >= 1 and b_reloaded and not single
     half_rows = config.rows << max(pa - 1, 0)
-    double = pa >= 1 and pb >= 1 and (half_rows >= config.rows * config.adder_latency or rows <= half_rows)
-    double = double and not single
-    rt_max, ct_max = config.rows << (pa - double), config.cols << (pb - double)
+    fills_pass = half_rows >= config.rows * config.adder_latency or rows <= half_rows
+    a_double = pa >= 1 and fills_pass and (b_double or not b_reloaded) and not single
+    rt_max, ct_max = config.rows << (pa - a_double), config.cols << (pb - b_double)
     tiles = [(r0, min(rt_max, rows - r0), c0, min(ct_max, cols - c0))
              for r0 in range(0, rows, rt_max) for c0 in range(0, cols, ct_max)]
-    return tiles, double
+    return tiles, a_double, b_double
 
 
 @functools.lru_cache(maxsize=65536)
@@ -375,10 +384,10 @@ def unit_cycles(config: SATConfig, rows: int, red: int, cols: int, n: int = 0, m
       writes per value beat); memory delivers a 512-bit beat per cycle and is never the limit;
     * an **engine** tile takes :func:`gemm_counters`' time with every pass's drain stretched by the result
       writer (:data:`WRITE_ROW` plus one cycle per beat per result row);
-    * **single buffered**, a tile's loads wait for the previous tile's engine to be done; **double buffered**,
-      they start when the engine accepts the previous tile, and the engine takes a tile when both its loads and
-      the previous tile are done; :data:`TILE_CONTROL` per tile and :data:`UNIT_FIXED` per command add the
-      cycles of the control states and of the last write.
+    * the load of a **single-buffered** operand waits for the previous tile's engine to be done; of a
+      **double-buffered** one it starts when the engine accepts the previous tile; the engine takes a tile when
+      both its loads and the previous tile are done; :data:`TILE_CONTROL` per tile and :data:`UNIT_FIXED` per
+      command add the cycles of the control states and of the last write.
 
     Operands are assumed 64-byte aligned; strides default to packed rows (``a_stride = 2 * red`` or, with
     ``a_trans``, ``2 * rows``; ``b_stride = 2 * cols`` or ``2 * red`` with ``b_trans``; ``c_stride = 4 * cols``).
@@ -408,7 +417,8 @@ def unit_cycles(config: SATConfig, rows: int, red: int, cols: int, n: int = 0, m
         If the reduction does not fit the buffers.
     """
     sparse = bool(n and m and n != m)
-    tiles, double = unit_tiles(config, rows, red, cols, n, m, a_depth=a_depth, b_depth=b_depth, single=single)
+    tiles, a_double, b_double = unit_tiles(config, rows, red, cols, n, m, a_depth=a_depth, b_depth=b_depth,
+                                           single=single)
     a_stride = a_stride or 2 * (rows if a_trans else red)
     b_stride = b_stride or 2 * (red if b_trans else cols)
     c_stride = c_stride or 4 * cols
@@ -419,12 +429,14 @@ def unit_cycles(config: SATConfig, rows: int, red: int, cols: int, n: int = 0, m
     eng_done = 0              # cycle the engine takes its next tile (0: idle from the start)
     prev_r0 = None
     for i, (r0, rt, c0, ct) in enumerate(tiles):
-        if not double and i:
-            t = max(t, eng_done)
         load = 0
         if r0 != prev_r0:
+            if not a_double:
+                t = max(t, eng_done)
             load += _load_cycles(config, "a", r0, rt, c0, ct, red, n, m, a_trans, a_stride)
         if not (single_col_tile and i):
+            if not b_double:
+                t = max(t, eng_done - load)   # B's load starts once A's is done and the engine too
             load += _load_cycles(config, "b", r0, rt, c0, ct, red, n, m, b_trans and not sparse, b_stride)
         prev_r0 = r0
         loads += load
@@ -434,4 +446,4 @@ def unit_cycles(config: SATConfig, rows: int, red: int, cols: int, n: int = 0, m
         eng_done = accept + e
         t = accept
     return UnitTiming(cycles=eng_done + UNIT_FIXED, busy_cycles=busy, load_cycles=loads, engine_cycles=engines,
-                      tiles=len(tiles), double=double)
+                      tiles=len(tiles), a_double=a_double, b_double=b_double)

@@ -397,9 +397,10 @@ def engine_tiles(config: SATConfig, rows: int, red: int, cols: int, n: int = 0, 
     """The ``(rows, cols)`` of every engine command the GEMM unit runs for one descriptor, in order.
 
     Same rule as ``sat.hw.gemm_unit.tile_plan``: with the largest ``p``, ``q`` such that ``2**p * ceil(red /
-    max_m) <= a_depth`` and ``2**q * S <= b_depth``, the unit double-buffers when ``p, q >= 1`` and a half row tile
-    ``R * 2**(p-1)`` holds an array pass (``R * L`` rows) or all ``rows``: row tiles of ``R * 2**(p-1)``, column
-    tiles of ``C * 2**(q-1)``; otherwise (single buffered) row tiles of ``R * 2**p``, column tiles of ``C * 2**q``.
+    max_m) <= a_depth`` and ``2**q * S <= b_depth``, column tiles of ``C * 2**(q-1)`` if B is double buffered
+    (``q >= 1`` and ``cols > C * 2**q``: B is reloaded), else ``C * 2**q``; row tiles of ``R * 2**(p-1)`` if A is
+    double buffered (``p >= 1``, a half row tile holds an array pass of ``R * L`` rows or all ``rows``, and B is
+    loaded once or double buffered), else ``R * 2**p``.
 
     Raises
     ------
@@ -410,9 +411,12 @@ def engine_tiles(config: SATConfig, rows: int, red: int, cols: int, n: int = 0, 
     if pa < 0 or pb < 0:
         raise ValueError(f"a reduction of {red} does not fit the GEMM unit's buffers: split K into chunks of at "
                          f"most {max_reduction(config, n, m, a_depth=a_depth, b_depth=b_depth)}")
+    b_reloaded = cols > config.cols << pb
+    b_double = pb >= 1 and b_reloaded
     half_rows = config.rows << max(pa - 1, 0)
-    double = pa >= 1 and pb >= 1 and (half_rows >= config.rows * config.adder_latency or rows <= half_rows)
-    rt_max, ct_max = config.rows << (pa - double), config.cols << (pb - double)
+    fills_pass = half_rows >= config.rows * config.adder_latency or rows <= half_rows
+    a_double = pa >= 1 and fills_pass and (b_double or not b_reloaded)
+    rt_max, ct_max = config.rows << (pa - a_double), config.cols << (pb - b_double)
     return [(min(rt_max, rows - r0), min(ct_max, cols - c0))
             for r0 in range(0, rows, rt_max) for c0 in range(0, cols, ct_max)]
 
@@ -433,10 +437,10 @@ def unit_counters(config: SATConfig, rows: int, red: int, cols: int, n: int = 0,
     """Engine counters of one descriptor: ``perfmodel.gemm_counters`` summed over the unit's engine tiles.
 
     This is the engine's compute time (its fill and drain included) with operand loads and result writes fully
-    overlapped: a lower bound of the GEMM unit's time. The unit double-buffers when both operands fit its buffers
-    twice (``sat.hw.gemm_unit``), but loads still add time where a tile loads longer than it computes, and single
-    buffered commands load, compute and write one tile after the other; ``perfmodel.unit_cycles`` predicts the
-    unit's whole time (``busy + stall`` counters) with the loads.
+    overlapped: a lower bound of the GEMM unit's time. The unit double-buffers the operands it reloads when they
+    fit its buffers twice (``sat.hw.gemm_unit``), but loads still add time where a tile loads longer than it
+    computes, and single-buffered loads wait for the previous tile; ``perfmodel.unit_cycles`` predicts the unit's
+    whole time (``busy + stall`` counters) with the loads.
     """
     total = _ZERO
     tiles = engine_tiles(config, rows, red, cols, n, m, a_depth=a_depth, b_depth=b_depth)

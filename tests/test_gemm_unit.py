@@ -49,24 +49,33 @@ def test_tile_plan_covers_the_output_once(rows: int, red: int, cols: int, nm) ->
     # the buffers (their halves when double buffered) hold each tile: A rows in banks of ceil(red / max_m)
     # words, B columns of S steps
     kw, s = -(-red // CFG.max_m), steps_per_output(red, n, m)
-    a_room, b_room = (16, 64) if plan.double else (32, 128)
+    a_room, b_room = 16 if plan.a_double else 32, 64 if plan.b_double else 128
     assert -(-plan.rt_max // CFG.rows) * kw <= a_room and -(-plan.ct_max // CFG.cols) * s <= b_room
     # tile sizes are the largest power-of-two multiples of the array that fit
     assert -(-2 * plan.rt_max // CFG.rows) * kw > a_room and -(-2 * plan.ct_max // CFG.cols) * s > b_room
     assert plan.b_loads == (1 if plan.ct_max >= cols else len(plan.tiles))
-    if not (2 * kw <= 32 and 2 * s <= 128):
-        assert not plan.double
+    # an operand is double buffered only if it fits twice; B only if it is reloaded (several column tiles)
+    assert not plan.a_double or 2 * kw <= 32
+    assert not plan.b_double or (2 * s <= 128 and len({c0 for _, _, c0, _ in plan.tiles}) > 1)
 
 
-@pytest.mark.parametrize("rows, red, expect_double, rt_max", [
-    (64, 64, True, 4),     # 8 words of 32: A fits 4 times (pa = 2), half tiles of 2 * 2**1 = 4 >= R*L rows
-    (64, 100, False, 4),   # 13 words of 32: fits twice (pa = 1), a half tile (2 rows) would not fill a 4-row pass
-    (2, 100, True, 2),     # ... unless all rows fit in it
-    (64, 200, False, 2),   # 25 words: fits once
+@pytest.mark.parametrize("rows, red, cols, a_double, b_double, rt_max, ct_max", [
+    # 8 words of 32: A fits 4 times (pa = 2), half row tiles of 2 * 2**1 = 4 >= R*L rows; B (S = 64 of 512) fits
+    # 8 times: 4 columns in one tile of 2 * 2**3, loaded once, so not halved
+    (64, 64, 4, True, False, 4, 16),
+    (64, 64, 40, True, True, 4, 8),      # 40 columns: B reloaded, both halved
+    (64, 100, 4, False, False, 4, 8),    # 13 words: pa = 1, a half tile (2 rows) would not fill a 4-row pass
+    (2, 100, 4, True, False, 2, 8),      # ... unless all rows fit in it
+    (64, 200, 40, False, True, 2, 2),    # 25 words: A fits once; B (S = 200, pb = 1) reloaded, halved
 ])
-def test_double_buffering_rule(rows: int, red: int, expect_double: bool, rt_max: int) -> None:
-    plan = tile_plan(CFG, rows, red, 4, a_depth=32, b_depth=512)
-    assert (plan.double, plan.rt_max) == (expect_double, rt_max)
+def test_double_buffering_rule(rows: int, red: int, cols: int, a_double: bool, b_double: bool, rt_max: int,
+                               ct_max: int) -> None:
+    plan = tile_plan(CFG, rows, red, cols, a_depth=32, b_depth=512)
+    assert (plan.a_double, plan.b_double, plan.rt_max, plan.ct_max) == (a_double, b_double, rt_max, ct_max)
+    assert plan.double == (a_double or b_double)
+    # A is not halved while B is reloaded single buffered: every tile would wait for B anyway
+    plan = tile_plan(CFG, 64, 64, 40, a_depth=32, b_depth=64)
+    assert (plan.a_double, plan.b_double) == (False, False)
 
 
 @pytest.mark.parametrize("nm", [None, (2, 8), (1, 4), (4, 8)])

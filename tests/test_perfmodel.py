@@ -207,8 +207,8 @@ def test_unit_tiles_equal_the_gateware_plan() -> None:
             with pytest.raises(ValueError, match="does not fit"):
                 unit_tiles(config, rows, red, cols, n, m, a_depth=a_depth, b_depth=b_depth)
             continue
-        tiles, double = unit_tiles(config, rows, red, cols, n, m, a_depth=a_depth, b_depth=b_depth)
-        assert (tiles, double) == (list(plan.tiles), plan.double)
+        tiles, a_double, b_double = unit_tiles(config, rows, red, cols, n, m, a_depth=a_depth, b_depth=b_depth)
+        assert (tiles, a_double, b_double) == (list(plan.tiles), plan.a_double, plan.b_double)
 
 
 def test_unit_cycles_structure() -> None:
@@ -217,15 +217,15 @@ def test_unit_cycles_structure() -> None:
     cfg = SATConfig(rows=2, cols=2, adder_latency=2)
     for shape, nm in [((13, 40, 9), (0, 0)), ((40, 8, 30), (0, 0)), ((8, 100, 6), (0, 0)), ((24, 48, 33), (1, 4))]:
         u = unit_cycles(cfg, *shape, *nm, a_depth=32, b_depth=128)
-        tiles, double = unit_tiles(cfg, *shape, *nm, a_depth=32, b_depth=128)
-        assert u.double == double and u.tiles == len(tiles)
+        tiles, a_double, b_double = unit_tiles(cfg, *shape, *nm, a_depth=32, b_depth=128)
+        assert (u.a_double, u.b_double, u.tiles) == (a_double, b_double, len(tiles))
         assert u.busy_cycles == sum(gemm_counters(cfg, rt, shape[1], ct, *nm).busy_cycles for _, rt, _, ct in tiles)
         assert u.stall_cycles == u.cycles - u.busy_cycles > 0
         assert u.cycles <= u.load_cycles + u.engine_cycles + 20 * u.tiles + 20
         assert u.cycles >= max(u.load_cycles, u.engine_cycles)
     # compute-bound and double buffered: the loads after the first tile's are hidden
-    u = unit_cycles(cfg, 40, 8, 30, a_depth=32, b_depth=128)
-    assert u.double and u.cycles < u.engine_cycles + u.load_cycles / 2
+    u = unit_cycles(cfg, 64, 32, 64, a_depth=32, b_depth=128)
+    assert u.a_double and u.b_double and u.cycles < u.engine_cycles + u.load_cycles / 20
     # transposed operands load one element per cycle: slower than row-major
     assert unit_cycles(cfg, 16, 32, 8, a_trans=True, a_depth=32, b_depth=128).load_cycles > unit_cycles(
         cfg, 16, 32, 8, a_depth=32, b_depth=128).load_cycles
