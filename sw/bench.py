@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import json
 import re
 import sys
@@ -19,8 +20,10 @@ from pathlib import Path
 
 from .cli import subcommand
 from .config import SATConfig
+from .descriptor import FLAG_A_TRANS, FLAG_B_TRANS
+from .perfmodel import UnitTiming, unit_cycles
 from .pregen import replay
-from .schedule import NETWORKS, PCIE_BYTES_PER_S, Schedule, get_network, schedule_iteration
+from .schedule import NETWORKS, PCIE_BYTES_PER_S, Schedule, ScheduledGemm, get_network, schedule_iteration
 
 __all__ = ["MODES", "PAPER_SPEEDUP_2_8", "BEGIN", "END", "ideal_speedup", "run_bench", "write_outputs",
            "render_markdown", "update_markdown", "default_config"]
@@ -48,10 +51,34 @@ def default_config() -> SATConfig:
     return SATConfig(rows=32, cols=32)
 
 
-def _summary(s: Schedule, dense: Schedule | None, mode: str) -> dict:
+@functools.lru_cache(maxsize=1 << 16)
+def _unit_timing(config: SATConfig, rows: int, red: int, cols: int, n: int, m: int, a_trans: bool, b_trans: bool,
+                 a_depth: int, b_depth: int, a_stride: int, b_stride: int, c_stride: int) -> UnitTiming:
+    return unit_cycles(config, rows, red, cols, n, m, a_trans=a_trans, b_trans=b_trans, a_depth=a_depth,
+                       b_depth=b_depth, a_stride=a_stride, b_stride=b_stride, c_stride=c_stride)
+
+
+def gemm_unit_timing(s: Schedule, g: ScheduledGemm) -> tuple[int, int]:
+    """``(cycles, load cycles)`` of one scheduled GEMM on the GEMM unit (``perfmodel.unit_cycles`` summed over
+    its descriptors: operand loads, result writes and their overlap included, validated against the RTL)."""
+    cycles = loads = 0
+    for d in g.descriptors:
+        u = _unit_timing(s.config, d.rows, d.red, d.cols, d.n if d.sparse else 0, d.m if d.sparse else 0,
+                         bool(d.flags & FLAG_A_TRANS), bool(d.flags & FLAG_B_TRANS), s.a_depth, s.b_depth,
+                         d.a_stride, d.b_stride, d.c_stride)
+        cycles += u.cycles
+        loads += u.load_cycles
+    return cycles, loads
+
+
+def _summary(s: Schedule, dense: Schedule | None, mode: str, unit: int, dense_unit: int | None) -> dict:
     cycles = s.cycles
     sec = s.seconds()
+    unit_sec = unit / s.config.clock_hz
     return {
+        "unit_cycles": unit, "unit_seconds": unit_sec,
+        "unit_speedup": (dense_unit / unit) if dense_unit is not None else 1.0,
+        "unit_images_per_s": s.batch / unit_sec,
         "cycles": cycles, "seconds": sec, "utilization": s.utilization(), "macs": s.macs,
         "dense_macs": s.dense_macs,
         "speedup": (dense.cycles / cycles) if dense is not None else 1.0,
@@ -85,16 +112,21 @@ def run_bench(config: SATConfig, networks: Sequence[str] = ("resnet18", "vgg16")
         entry: dict = {"layers": [layer.name for layer in net.layers], "orientations": {}}
         for orient in ("normal", "auto"):
             per_mode: dict = {}
-            dense = None
+            dense = dense_unit = None
             for mode in modes:
                 s = schedule_iteration(net, batch, config, None if mode == "dense" else mode, orientation=orient)
+                timings = [gemm_unit_timing(s, g) for g in s.gemms]
+                unit = sum(t[0] for t in timings)
                 if mode == "dense":
-                    dense = s
+                    dense, dense_unit = s, unit
                 per_mode[mode] = {
-                    "summary": _summary(s, dense, mode),
+                    "summary": _summary(s, dense, mode, unit, dense_unit),
                     "gemms": [{"layer": g.layer, "pass": g.pass_, "rows": g.rows, "red": g.red, "cols": g.cols,
                                "mode": g.mode, "transposed": g.transposed, "split_k": g.split_k,
-                               **g.counters.as_dict()} for g in s.gemms],
+                               "a_trans": bool(g.descriptors[0].flags & FLAG_A_TRANS),
+                               "b_trans": bool(g.descriptors[0].flags & FLAG_B_TRANS),
+                               **g.counters.as_dict(), "unit_cycles": t[0], "unit_load_cycles": t[1]}
+                              for g, t in zip(s.gemms, timings, strict=True)],
                 }
                 if pregen and orient == "auto" and mode == pregen_mode:
                     entry["pregen"] = {"mode": mode, "batch": batch,
@@ -251,28 +283,33 @@ def render_markdown(result: dict, img_dir: str = "img") -> str:
         "(`sat.sw.schedule`, `docs/schedule.md`); do not edit by hand. "
         f"Array {cfg['rows']}x{cfg['cols']} {cfg['fmt']}, adder latency {cfg['adder_latency']}, "
         f"{cfg['clock_hz'] / 1e6:g} MHz (`boards/vcu1525_default.json`), batch {result['batch']}, CIFAR-sized "
-        "inputs (32x32x3, 10 classes). Cycles are the engine's (`sat.sw.perfmodel.gemm_counters`, exact against "
-        "the RTL) summed over every engine tile of every descriptor of the iteration; operand loads and result "
-        "writes are assumed hidden (double buffering, not built yet), host work (im2col, BN, ReLU, pooling, "
-        "residual adds, update) is not counted. `normal`: every GEMM as in `docs/bdwp.md`; `auto`: the scheduler "
-        "runs a dense GEMM transposed when that is faster. The first layer's BP (the image gradient) is not "
-        "scheduled.", "",
+        "inputs (32x32x3, 10 classes). Two cycle figures per iteration, both summed over every descriptor: "
+        "**engine** cycles (`sat.sw.perfmodel.gemm_counters` over the GEMM unit's engine tiles, exact against the "
+        "RTL engine) assume operand loads and result writes fully hidden, i.e. an ideal loader; **unit** cycles "
+        "(`sat.sw.perfmodel.unit_cycles`, within 2 % of the RTL GEMM unit's counters in "
+        "`tests/test_system_rtl.py::test_unit_timing`) are the GEMM unit as built: operand loads at the loader's "
+        "element rate, double buffering where the operands fit twice, the result writer's back-pressure, a memory "
+        "that answers every beat at once. Host work (im2col, BN, ReLU, pooling, residual adds, update) is not "
+        "counted. `normal`: every GEMM as in `docs/bdwp.md`; `auto`: the scheduler runs a dense GEMM transposed "
+        "when that takes fewer engine cycles. The first layer's BP (the image gradient) is not scheduled.", "",
     ]
     for net, entry in result["networks"].items():
         lines += [f"## {net}", "",
-                  "| N:M | orientation | Mcycles | ms | speedup | ideal | utilization | effective GFLOPS "
-                  "| images/s | K-split GEMMs | transposed GEMMs |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|"]
+                  "| N:M | orientation | engine Mcycles | ms | speedup | ideal | utilization | effective GFLOPS "
+                  "| images/s | unit Mcycles | unit speedup | unit images/s | K-split GEMMs | transposed GEMMs |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for mode in modes:
             for orient in ("normal", "auto"):
                 s = entry["orientations"][orient][mode]["summary"]
                 lines.append(f"| {mode} | {orient} | {s['cycles'] / 1e6:.2f} | {1e3 * s['seconds']:.1f} | "
                              f"{s['speedup']:.3f}x | {s['ideal_speedup']:.2f}x | {100 * s['utilization']:.1f} % | "
-                             f"{s['effective_gflops']:.0f} | {s['images_per_s']:.0f} | {s['split_k_gemms']} | "
-                             f"{s['transposed_gemms']} |")
+                             f"{s['effective_gflops']:.0f} | {s['images_per_s']:.0f} | "
+                             f"{s['unit_cycles'] / 1e6:.2f} | {s['unit_speedup']:.3f}x | "
+                             f"{s['unit_images_per_s']:.0f} | {s['split_k_gemms']} | {s['transposed_gemms']} |")
         lines.append("")
         if "2:8" in modes:
             lines += _gap_table(entry, net)
+            lines += _unit_table(entry, net)
         if "pregen" in entry:
             lines += _pregen_table(entry["pregen"], net)
     lines += ["## Plots", "",
@@ -285,6 +322,32 @@ def render_markdown(result: dict, img_dir: str = "img") -> str:
               "would need to match them; utilization counts only the MACs the engine executes (kept weights).",
               ""]
     return "\n".join(lines)
+
+
+def _unit_table(entry: dict, net: str) -> list[str]:
+    """Where the GEMM unit spends its time beyond the engine's: per pass and operand layout, dense and 2:8."""
+    out = [f"### {net}: GEMM unit time by pass (auto orientation)", "",
+           "Engine = the ideal-loader cycles, unit = the GEMM unit as built, loads = the operand load cycles "
+           "(overlapped with compute where double buffered). `A^T`: the left operand is read transposed (one "
+           "element per cycle into the A banks); `B^T` likewise for a dense right operand.", "",
+           "| N:M | pass | operands | GEMMs | engine Mcycles | unit Mcycles | unit / engine | load Mcycles |",
+           "|---|---|---|---|---|---|---|---|"]
+    for mode in ("dense", "2:8"):
+        groups: dict[tuple[str, str], list[int]] = {}
+        for g in entry["orientations"]["auto"][mode]["gemms"]:
+            layout = ", ".join(["A^T"] * g["a_trans"] + ["B^T"] * g["b_trans"]
+                               + ["transposed product"] * g["transposed"])
+            key = (g["pass"], f"{g['mode']}, {layout}" if layout else g["mode"])
+            row = groups.setdefault(key, [0, 0, 0, 0])
+            row[0] += 1
+            row[1] += g["cycles"]
+            row[2] += g["unit_cycles"]
+            row[3] += g["unit_load_cycles"]
+        for (pass_, what), (count, eng, unit, load) in sorted(groups.items(), key=lambda kv: -kv[1][2]):
+            out.append(f"| {mode} | {pass_.upper()} | {what} | {count} | {eng / 1e6:.2f} | {unit / 1e6:.2f} | "
+                       f"{unit / max(eng, 1):.2f} | {load / 1e6:.2f} |")
+    out.append("")
+    return out
 
 
 def _gap_table(entry: dict, net: str) -> list[str]:
@@ -402,9 +465,11 @@ def _bench(p: argparse.ArgumentParser) -> Callable[[argparse.Namespace], int]:
         for net, entry in result["networks"].items():
             for mode in result["modes"]:
                 n, a = (entry["orientations"][o][mode]["summary"] for o in ("normal", "auto"))
-                print(f"{net:9s} {mode:5s} {a['cycles'] / 1e6:8.2f} Mcycles  speedup {n['speedup']:.3f}x "
+                print(f"{net:9s} {mode:5s} engine {a['cycles'] / 1e6:7.2f} Mcycles  speedup {n['speedup']:.3f}x "
                       f"(auto {a['speedup']:.3f}x, ideal {a['ideal_speedup']:.2f}x)  "
-                      f"util {100 * a['utilization']:.1f} %  {a['images_per_s']:.0f} img/s")
+                      f"util {100 * a['utilization']:.1f} %  {a['images_per_s']:.0f} img/s  |  unit "
+                      f"{a['unit_cycles'] / 1e6:7.2f} Mcycles  speedup {a['unit_speedup']:.3f}x  "
+                      f"{a['unit_images_per_s']:.0f} img/s")
         if args.markdown:
             img = Path(__import__("os").path.relpath(args.out, args.markdown.parent)).as_posix()
             update_markdown(args.markdown, render_markdown(result, img))
