@@ -10,13 +10,14 @@ N:M per pass with :func:`sat.sw.bdwp.pass_is_sparse`, picks an orientation per d
 the transposed product when it takes fewer engine cycles), splits reductions longer than the GEMM unit's buffers
 into K chunks whose partial results the host adds, allocates device memory, orders the DMA transfers and writes
 the descriptor list. The same :class:`Schedule` gives the cycle model (:attr:`Schedule.cycles`, the sum of
-``sat.sw.perfmodel.gemm_counters`` over every engine tile of every descriptor) and is meant to drive the real run.
+``sat.sw.perfmodel.gemm_counters`` over every engine tile of every descriptor) and drives the real run
+(:func:`run_schedule`); ``sat.sw.perfmodel.unit_cycles`` of its descriptors gives the GEMM unit's time with the
+operand loads (``sat bench`` reports both), and :mod:`sat.sw.pregen` replays its pre-generation.
 """
 
 from __future__ import annotations
 
 import functools
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
@@ -33,7 +34,7 @@ __all__ = [
     "Conv", "Linear", "HostOp", "Network", "NetworkBuilder", "resnet18_cifar", "vgg16_cifar", "NETWORKS",
     "get_network", "from_torch", "DEFAULT_A_DEPTH", "DEFAULT_B_DEPTH", "DEFAULT_MEMORY_BYTES", "max_reduction",
     "engine_tiles", "unit_counters", "Region", "ScheduledGemm", "DmaStep", "Schedule", "schedule_iteration",
-    "PCIE_BYTES_PER_S", "PregenLayer", "pregeneration", "run_schedule",
+    "PCIE_BYTES_PER_S", "run_schedule",
 ]
 
 #: Buffer depths of the GEMM unit (``sat.hw.gemm_unit.DEFAULT_A_DEPTH`` / ``DEFAULT_B_DEPTH``; the software side
@@ -828,86 +829,6 @@ def _shape_cycles(config: SATConfig, rows: int, red: int, cols: int, n: int, m: 
 
 # ----------------------------------------------------------------------------------------------------------
 # Pre-generation
-
-
-@dataclass(frozen=True)
-class PregenLayer:
-    """Pre-generation of one layer's sparse weights for the next iteration, on the iteration's timeline.
-
-    The host updates layer ``l``'s master weights as soon as the card has finished its WU GEMM, then prunes
-    (``nm_mask``), compresses and packs ``W_ff`` and ``W_bp`` (``host_s``, measured) and streams them (``h2c_s`` at
-    :data:`PCIE_BYTES_PER_S`). One host thread handles the layers in the order their WU finishes. ``ready_s`` is
-    when the packed weights are on the card, ``deadline_s`` when the next iteration's FF of the layer starts
-    (card timeline of :attr:`Schedule.gemms` run back to back, time 0 = start of the iteration); ``slack_s`` =
-    ``deadline_s - ready_s``.
-    """
-
-    layer: str
-    packed_bytes: int
-    host_s: float
-    h2c_s: float
-    ready_s: float
-    deadline_s: float
-
-    @property
-    def slack_s(self) -> float:
-        return self.deadline_s - self.ready_s
-
-    @property
-    def hidden(self) -> bool:
-        return self.slack_s >= 0
-
-
-def pregeneration(schedule: Schedule, *, repeats: int = 1, seed: int = 0) -> list[PregenLayer]:
-    """Measure the host's pruning + packing of every sparse layer and place it on the iteration's timeline.
-
-    Host times are the best of ``repeats`` on random FP32 weights of the real shapes (the pruning cost does not
-    depend on the values), packed per K chunk exactly as the schedule's descriptors use them. The SGD update itself
-    and the host's activation work are not included. Returns one :class:`PregenLayer` per layer with a sparse
-    pass, in the order the host processes them.
-    """
-    if schedule.nm is None:
-        return []
-    n, m = schedule.nm
-    clock = schedule.config.clock_hz
-    rng = np.random.default_rng(seed)
-    ends: dict[tuple[str, str], float] = {}
-    t = 0.0
-    for g in schedule.gemms:
-        t += g.counters.cycles / clock
-        ends[(g.layer, g.pass_)] = t
-    iteration_s = t
-    ff_start: dict[str, float] = {}
-    t = iteration_s
-    for g in schedule.gemms:
-        if g.pass_ == "ff":
-            ff_start[g.layer] = t
-            t += g.counters.cycles / clock
-    out = []
-    host_free = 0.0
-    for layer in reversed(schedule.network.layers):
-        sparse_gemms = [g for g in schedule.gemms if g.layer == layer.name and g.sparse]
-        if not sparse_gemms:
-            continue
-        w = rng.standard_normal((layer.c_out, layer.k)).astype(np.float32)
-        best, nbytes = float("inf"), 0
-        for _ in range(max(1, repeats)):
-            t0 = time.perf_counter()
-            nbytes = 0
-            for g in sparse_gemms:
-                # FF: B = W^T (K x C_out), groups along K; BP: B = W (C_out x K), groups along C_out
-                b = w.T if g.pass_ == "ff" else w
-                mask = nm_mask(b, n, m, axis=0)
-                k0 = 0
-                for d in g.descriptors:
-                    nbytes += pack(compress(b[k0:k0 + d.red], n, m, mask[k0:k0 + d.red]), schedule.config.fmt).nbytes
-                    k0 += d.red
-            best = min(best, time.perf_counter() - t0)
-        start = max(host_free, ends[(layer.name, "wu")])
-        host_free = start + best
-        h2c = nbytes / PCIE_BYTES_PER_S
-        out.append(PregenLayer(layer.name, nbytes, best, h2c, host_free + h2c, ff_start[layer.name]))
-    return out
 
 
 def run_schedule(device, schedule: Schedule, tensors: dict[str, dict[str, np.ndarray]], *,

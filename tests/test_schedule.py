@@ -14,7 +14,6 @@ from sat.sw.perfmodel import gemm_counters
 from sat.sw.schedule import (
     NetworkBuilder,
     from_torch,
-    pregeneration,
     resnet18_cifar,
     schedule_iteration,
     vgg16_cifar,
@@ -183,18 +182,6 @@ def test_errors():
         schedule_iteration(_tiny(), 0, CFG, None)
     with pytest.raises(MemoryError, match="device memory"):
         schedule_iteration(_tiny(), 4, CFG, None, memory_bytes=4096)
-
-
-def test_pregeneration_timeline():
-    s = schedule_iteration(_tiny(), 4, CFG, (2, 8))
-    rows = pregeneration(s)
-    sparse_layers = {g.layer for g in s.gemms if g.sparse}
-    assert {p.layer for p in rows} == sparse_layers
-    for p in rows:
-        assert p.host_s > 0 and p.packed_bytes > 0 and p.deadline_s > 0
-        assert p.h2c_s == pytest.approx(p.packed_bytes / 12e9)
-    assert all(b.ready_s >= a.ready_s for a, b in zip(rows, rows[1:], strict=False))
-    assert pregeneration(schedule_iteration(_tiny(), 4, CFG, None)) == []
 
 
 @pytest.mark.parametrize("nm", [None, (2, 8)])
