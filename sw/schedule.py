@@ -7,7 +7,8 @@ the card; host operations run on the host between layers (``docs/schedule.md``).
 
 :func:`schedule_iteration` lowers every GEMM layer to its FF, BP and WU GEMMs (``docs/bdwp.md``), picks dense or
 N:M per pass with :func:`sat.sw.bdwp.pass_is_sparse`, picks an orientation per dense GEMM (``orientation="auto"``:
-the transposed product when it takes fewer engine cycles), splits reductions longer than the GEMM unit's buffers
+the transposed product when the GEMM unit takes fewer cycles for it, operand loads included; ``"auto-engine"``: when
+the engine alone does, i.e. the choice for an ideal loader), splits reductions longer than the GEMM unit's buffers
 into K chunks whose partial results the host adds, allocates device memory, orders the DMA transfers and writes
 the descriptor list. The same :class:`Schedule` gives the cycle model (:attr:`Schedule.cycles`, the sum of
 ``sat.sw.perfmodel.gemm_counters`` over every engine tile of every descriptor) and drives the real run
@@ -48,7 +49,7 @@ DEFAULT_MEMORY_BYTES = 16 << 30
 PCIE_BYTES_PER_S = 12e9
 
 Pass = Literal["ff", "bp", "wu"]
-Orientation = Literal["normal", "auto"]
+Orientation = Literal["normal", "auto", "auto-engine"]
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -644,9 +645,11 @@ def schedule_iteration(network: Network, batch: int, config: SATConfig, nm: NM |
         N:M pattern of the sparse passes; ``None``/"dense" schedules dense training.
     bp_mask : "independent" or "nested"
         How the host derives ``W_bp`` (does not change the schedule's shapes or cycles; recorded for the run).
-    orientation : "normal" or "auto"
-        ``normal`` runs every GEMM as in ``docs/bdwp.md``; ``auto`` runs a dense GEMM transposed when that
-        takes fewer engine cycles (sparse GEMMs keep their orientation: the engine's sparse operand is B).
+    orientation : "normal", "auto" or "auto-engine"
+        ``normal`` runs every GEMM as in ``docs/bdwp.md``; ``auto`` runs a dense GEMM transposed when the GEMM
+        unit takes fewer cycles for it (``perfmodel.unit_cycles``: operand loads, writes and their overlap);
+        ``auto-engine`` when the engine alone takes fewer cycles (what an ideal loader would choose). Sparse GEMMs
+        keep their orientation: the engine's sparse operand is B.
     first_layer_bp : bool
         Schedule the first layer's BP (the input gradient of the image, which training does not need).
     memory_bytes : int
@@ -668,8 +671,8 @@ def schedule_iteration(network: Network, batch: int, config: SATConfig, nm: NM |
             raise ValueError(f"{nm[0]}:{nm[1]} is not in this build's nm_set {config.nm_set}")
     if not isinstance(batch, int) or batch < 1:
         raise ValueError(f"batch must be a positive integer, not {batch!r}")
-    if orientation not in ("normal", "auto"):
-        raise ValueError(f"orientation must be 'normal' or 'auto', not {orientation!r}")
+    if orientation not in ("normal", "auto", "auto-engine"):
+        raise ValueError(f"orientation must be 'normal', 'auto' or 'auto-engine', not {orientation!r}")
     if bp_mask not in ("independent", "nested"):
         raise ValueError(f"bp_mask must be 'independent' or 'nested', not {bp_mask!r}")
     sched = Schedule(network, batch, config, nm, bp_mask, orientation, memory_bytes, a_depth, b_depth)
@@ -697,6 +700,11 @@ def schedule_iteration(network: Network, batch: int, config: SATConfig, nm: NM |
             trans = (K, P, Co, _Operand(f"{p}.X", P, K, True), _Operand(f"{p}.dY", P, Co, False), f"{p}.dW_t")
         choice, transposed = normal, False
         if orientation == "auto" and not n:
+            cost = [_unit_cost(config, o[0], o[1], o[2], o[3].trans, o[4].trans, a_depth, b_depth)
+                    for o in (normal, trans)]
+            if cost[1] < cost[0]:
+                choice, transposed = trans, True
+        elif orientation == "auto-engine" and not n:
             cost = [_shape_cycles(config, o[0], o[1], o[2], 0, 0, a_depth, b_depth) for o in (normal, trans)]
             if cost[1] < cost[0]:
                 choice, transposed = trans, True
@@ -820,6 +828,17 @@ def _best_chunks(config: SATConfig, rows: int, red: int, cols: int, n: int, m: i
             best = (chunks, cycles)
     assert best is not None
     return best
+
+
+@functools.lru_cache(maxsize=1 << 14)
+def _unit_cost(config: SATConfig, rows: int, red: int, cols: int, a_trans: bool, b_trans: bool, a_depth: int,
+               b_depth: int) -> int:
+    """GEMM unit cycles (``perfmodel.unit_cycles``, loads included) of a dense GEMM in its K chunks."""
+    from .perfmodel import unit_cycles
+
+    chunks = _best_chunks(config, rows, red, cols, 0, 0, a_depth, b_depth)[0]
+    return sum(unit_cycles(config, rows, k1 - k0, cols, a_trans=a_trans, b_trans=b_trans, a_depth=a_depth,
+                           b_depth=b_depth).cycles for k0, k1 in chunks)
 
 
 def _shape_cycles(config: SATConfig, rows: int, red: int, cols: int, n: int, m: int, a_depth: int,

@@ -21,19 +21,26 @@ def test_run_bench_small(tmp_path):
     cfg = SATConfig(rows=16, cols=16)
     result = run_bench(cfg, ["vgg16"], batch=2, modes=("dense", "2:8"), pregen=False)
     entry = result["networks"]["vgg16"]["orientations"]
-    for orient in ("normal", "auto"):
+    for orient in ("normal", "auto-engine", "auto"):
         s = schedule_iteration(get_network("vgg16"), 2, cfg, (2, 8), orientation=orient)
         summary = entry[orient]["2:8"]["summary"]
-        assert summary["cycles"] == s.cycles == sum(g["cycles"] for g in entry[orient]["2:8"]["gemms"])
+        gemms = entry[orient]["2:8"]["gemms"]
+        assert summary["cycles"] == s.cycles == sum(g["cycles"] for g in gemms)
+        assert summary["unit_cycles"] == sum(g["unit_cycles"] for g in gemms)
+        # the unit adds operand loads and result writes to the engine's time, never removes any
+        assert all(g["unit_cycles"] >= g["cycles"] for g in gemms)
         # the 3/(2N/M+1) ideal assumes FF, BP and WU cost the same dense work, which edge tiles break at batch 2;
         # no pass can gain more than M/N
-        assert 1.0 < summary["speedup"] <= 8 / 2
-    assert entry["auto"]["dense"]["summary"]["cycles"] <= entry["normal"]["dense"]["summary"]["cycles"]
+        assert 1.0 < summary["speedup"] <= 8 / 2 and 1.0 < summary["unit_speedup"] <= 8 / 2
+    # each scheduler choice is best for what it optimises
+    summary = {o: entry[o]["dense"]["summary"] for o in entry}
+    assert summary["auto-engine"]["cycles"] <= summary["normal"]["cycles"]
+    assert summary["auto"]["unit_cycles"] <= summary["normal"]["unit_cycles"]
     files = write_outputs(result, tmp_path, plots=False)
     assert json.loads((tmp_path / "bench.json").read_text())["batch"] == 2
     with open(tmp_path / "summary.csv") as f:
         rows = list(csv.DictReader(f))
-    assert len(rows) == 4 and all(p.exists() for p in files)
+    assert len(rows) == 6 and all(p.exists() for p in files)
 
 
 def test_markdown_keeps_other_sections(tmp_path):

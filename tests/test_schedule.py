@@ -9,7 +9,7 @@ import pytest
 
 from sat.sw.bdwp import pass_is_sparse
 from sat.sw.config import SATConfig
-from sat.sw.descriptor import FLAG_SPARSE
+from sat.sw.descriptor import FLAG_A_TRANS, FLAG_B_TRANS, FLAG_SPARSE
 from sat.sw.perfmodel import gemm_counters
 from sat.sw.schedule import (
     NetworkBuilder,
@@ -151,16 +151,28 @@ def test_split_k_and_orientation():
     cfg = SATConfig(rows=32, cols=32)
     net = resnet18_cifar()
     dense_fixed = schedule_iteration(net, 4, cfg, None, orientation="normal")
+    dense_engine = schedule_iteration(net, 4, cfg, None, orientation="auto-engine")
     dense_auto = schedule_iteration(net, 4, cfg, None, orientation="auto")
     limit = 1024                                   # dense: B buffer depth
     for g in dense_fixed.gemms:
         assert all(d.red <= limit for d in g.descriptors)
         if g.red > limit:
             assert g.split_k >= 2
-    # the scheduler's choice never costs cycles, GEMM by GEMM
-    for a, b in zip(dense_fixed.gemms, dense_auto.gemms, strict=True):
+
+    def unit(s, g):     # the GEMM unit's time of the scheduled GEMM, from its descriptors
+        from sat.sw.perfmodel import unit_cycles
+
+        return sum(unit_cycles(cfg, d.rows, d.red, d.cols, a_trans=bool(d.flags & FLAG_A_TRANS),
+                               b_trans=bool(d.flags & FLAG_B_TRANS), a_depth=s.a_depth, b_depth=s.b_depth).cycles
+                   for d in g.descriptors)
+
+    # the scheduler's choice never costs cycles, GEMM by GEMM: engine cycles for auto-engine, unit cycles for auto
+    for a, b, c in zip(dense_fixed.gemms, dense_engine.gemms, dense_auto.gemms, strict=True):
         assert b.counters.cycles <= a.counters.cycles
-    assert any(g.transposed for g in dense_auto.gemms)
+        assert unit(dense_auto, c) <= unit(dense_fixed, a)
+    assert any(g.transposed for g in dense_engine.gemms) and any(g.transposed for g in dense_auto.gemms)
+    with pytest.raises(ValueError, match="orientation"):
+        schedule_iteration(net, 4, cfg, None, orientation="sideways")
 
 
 @pytest.mark.parametrize("nm", [(2, 4), (2, 8), (1, 8)])
