@@ -268,12 +268,15 @@ class NetworkBuilder:
         return Network(self._name, self._input, tuple(self._items))
 
 
-def resnet18_cifar(classes: int = 10, image: int = 32) -> Network:
+def resnet18_cifar(classes: int = 10, image: int = 32, width: int = 64) -> Network:
     """ResNet-18 for CIFAR-sized inputs: a 3x3 stem (no max pool), four stages of two basic blocks
-    (64, 128, 256, 512 channels; 1x1 stride-2 shortcut convolutions), global average pool, ``512 -> classes``."""
-    b = NetworkBuilder("resnet18", image, image, 3).conv("conv1", 64, 3).bn().relu()
-    c_in = 64
-    for stage, c_out in enumerate((64, 128, 256, 512), start=1):
+    (64, 128, 256, 512 channels; 1x1 stride-2 shortcut convolutions), global average pool, ``512 -> classes``.
+
+    ``width`` scales the channels (``width, 2 width, 4 width, 8 width``): the same layer structure, scaled
+    down for RTL simulation."""
+    b = NetworkBuilder("resnet18", image, image, 3).conv("conv1", width, 3).bn().relu()
+    c_in = width
+    for stage, c_out in enumerate((width, 2 * width, 4 * width, 8 * width), start=1):
         for block in range(2):
             p = f"layer{stage}.{block}"
             stride = 2 if (block == 0 and stage > 1) else 1
@@ -295,9 +298,9 @@ def resnet18_cifar(classes: int = 10, image: int = 32) -> Network:
 _VGG16 = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M")
 
 
-def vgg16_cifar(classes: int = 10, image: int = 32) -> Network:
+def vgg16_cifar(classes: int = 10, image: int = 32, width: int = 64) -> Network:
     """VGG-16 for CIFAR-sized inputs: 13 3x3 convolutions with batch norm, five max pools (32 -> 1), and the
-    classifier ``512 -> 512 -> 512 -> classes``."""
+    classifier ``512 -> 512 -> 512 -> classes``. ``width`` scales every width (64 is the original)."""
     b = NetworkBuilder("vgg16", image, image, 3)
     i = 0
     for v in _VGG16:
@@ -305,8 +308,9 @@ def vgg16_cifar(classes: int = 10, image: int = 32) -> Network:
             b.maxpool(2)
         else:
             i += 1
-            b.conv(f"conv{i}", v, 3).bn().relu()
-    return (b.flatten().linear("fc1", 512).relu().linear("fc2", 512).relu().linear("fc3", classes).build())
+            b.conv(f"conv{i}", v * width // 64, 3).bn().relu()
+    fc = 512 * width // 64
+    return (b.flatten().linear("fc1", fc).relu().linear("fc2", fc).relu().linear("fc3", classes).build())
 
 
 NETWORKS = {"resnet18": resnet18_cifar, "vgg16": vgg16_cifar}

@@ -41,6 +41,16 @@ def test_network_shapes():
     assert 0.5e9 < net.macs_per_image() < 0.6e9
 
 
+def test_scaled_networks():
+    """``width`` scales every layer's channels and keeps the structure (the scaled-down RTL samples use it)."""
+    for build in (resnet18_cifar, vgg16_cifar):
+        full, small = build(), build(width=8)
+        assert [la.name for la in full.layers] == [la.name for la in small.layers]
+        for f, s in zip(full.layers[:-1], small.layers[:-1], strict=True):
+            assert f.c_out == 8 * s.c_out
+        assert full.layers[-1].c_out == small.layers[-1].c_out == 10
+
+
 def test_builder_errors():
     b = NetworkBuilder("x", 4, 4, 3).conv("c", 8)
     with pytest.raises(ValueError, match="flat input"):
