@@ -420,19 +420,28 @@ class GemmUnit(wiring.Component):
         carry_dl = Signal.like(dl, name="carry_dl")    # first element of the next packed tile
         carry_da = Signal.like(da, name="carry_da")
 
-        w_room = Mux(ph_trans, 1, Mux(ph_a, mm, C) - dl)
+        # One buffer write takes a run of the beat's elements that share a buffer word: consecutive lanes of one
+        # word (row-major A, dense B), one element (B^T: its neighbours are consecutive words of the same lane),
+        # or, for A^T, consecutive rows of one word group (the same word and lane of banks bank..R-1: the a_write
+        # port has a lane mask per bank).
+        trans_a = Signal(name="trans_a")
+        m.d.comb += trans_a.eq(ph_a & ph_trans)
+        w_room = Mux(ph_trans, Mux(ph_a, R - bank, 1), Mux(ph_a, mm, C) - dl)
         ln0 = Signal(7, name="chunk_room")
         m.d.comb += ln0.eq(Mux(32 - src < w_room, 32 - src, w_room))
         ln = Signal(7, name="chunk_len")
         m.d.comb += ln.eq(Mux(e_left < ln0, e_left, ln0))
-        sh = Signal(range(wm + 33), name="shift")
-        m.d.comb += sh.eq(src + wm - dl)
-        ext = Cat(Const(0, 16 * wm), beat, Const(0, 16 * wm))
-        out = Signal(16 * wm, name="chunk_data")
-        m.d.comb += out.eq(ext.bit_select(sh * 16, 16 * wm))
+        # The beat shifted so that element src lands on lane dl (a run into a word), or for A^T on lane `bank`
+        # (lane r then holds the element of bank r).
+        wo = max(wm, R)
+        sh = Signal(range(wo + 33), name="shift")
+        m.d.comb += sh.eq(src + wo - Mux(trans_a, bank, dl))
+        ext = Cat(Const(0, 16 * wo), beat, Const(0, 16 * wo))
+        out = Signal(16 * wo, name="chunk_data")
+        m.d.comb += out.eq(ext.bit_select(sh * 16, 16 * wo))
         qsel = Signal(2, name="quarter")
         quarter = idx_beat.word_select(qsel, 128)
-        ext_i = Cat(Const(0, 4 * wm), quarter, Const(0, 4 * wm))
+        ext_i = Cat(Const(0, 4 * wo), quarter, Const(0, 4 * wo))
         out_i = Signal(4 * wm, name="chunk_idx")
         m.d.comb += out_i.eq(ext_i.bit_select(sh * 4, 4 * wm))
         mask = Signal(wm, name="chunk_mask")
@@ -441,9 +450,16 @@ class GemmUnit(wiring.Component):
         aw_p = self._engine.a_write.p
         bw_p = self._engine.b_write.p
         m.d.comb += aw_p.addr.eq(da)
+        # A^T: bank r takes shifted element r in every lane and writes lane dl if it is in the run
+        # bank..bank+ln-1 (a per-bank mux between the two data sources); row-major A: lanes of bank `bank`.
+        one_lane = Signal(mm, name="one_lane")
+        m.d.comb += one_lane.eq((Const(1, mm) << dl)[:mm])
         for r in range(R):
-            m.d.comb += aw_p.data[r].eq(out[:16 * mm])
-            m.d.comb += aw_p.lanes[r].eq(Mux(bank == r, mask[:mm], 0))
+            in_run = (bank + ln > r) & ((bank <= r) if r < R - 1 else 1)    # (bank <= R - 1 always holds)
+            m.d.comb += [
+                aw_p.data[r].eq(Mux(trans_a, Cat(*[out[16 * r:16 * r + 16]] * mm), out[:16 * mm])),
+                aw_p.lanes[r].eq(Mux(trans_a, Mux(in_run, one_lane, 0), Mux(bank == r, mask[:mm], 0))),
+            ]
         m.d.comb += bw_p.addr.eq(da)
         for j in range(C):
             m.d.comb += [bw_p.data[j].value.eq(out[16 * j:16 * j + 16]),
@@ -496,11 +512,11 @@ class GemmUnit(wiring.Component):
                 m.d.comb += [new_dl.eq(dl), new_da.eq(da)]
                 with m.If(ph_trans):
                     with m.If(ph_a):
-                        with m.If(bank == R - 1):
+                        with m.If(bank + ln == R):
                             m.d.sync += bank.eq(0)
                             m.d.comb += new_da.eq(da + kw)
                         with m.Else():
-                            m.d.sync += bank.eq(bank + 1)
+                            m.d.sync += bank.eq(bank + ln)
                     with m.Else():
                         m.d.comb += new_da.eq(da + 1)
                 with m.Else():

@@ -320,8 +320,8 @@ def _load_cycles(config: SATConfig, kind: str, r0: int, rt: int, c0: int, ct: in
     mm, C = config.max_m, config.cols
     total = LOAD_LATENCY
     if kind == "a":
-        if trans:             # red lines of rt elements, one element per write
-            total += sum(_dense_line(k * stride + 2 * r0, rt, 1) for k in range(red))
+        if trans:             # red lines of rt elements, one write per run of rows of one word (R banks)
+            total += sum(_dense_line(k * stride + 2 * r0, rt, config.rows) for k in range(red))
         else:                 # rt lines of red elements, max_m lanes per word
             total += sum(_dense_line(i * stride, red, mm) for i in range(r0, r0 + rt))
     elif n and m and n != m:  # packed tiles of 32 columns covering c0..c0+ct-1
