@@ -466,12 +466,41 @@ class GemmUnit(wiring.Component):
                          bw_p.data[j].idx.eq(Mux(ph_sparse, out_i[4 * j:4 * j + 4], 0)),
                          bw_p.lanes[j].eq(mask[j])]
 
-        # index checks of a value beat (quarter blk-1 of the index beat)
+        # index checks of a value beat being taken (quarter blk-1 of the index beat; a quarter of its own, since a
+        # beat may be taken while the previous value beat's last write routes quarter blk-2)
+        chk_quarter = Signal(128, name="check_quarter")
+        m.d.comb += chk_quarter.eq(idx_beat.word_select((blk - 1)[:2], 128))
         bad_lanes = Signal(LANES, name="bad_lanes")
         for lane in range(LANES):
-            nib = quarter[4 * lane:4 * lane + 4]
+            nib = chk_quarter[4 * lane:4 * lane + 4]
             pnib = prev[4 * lane:4 * lane + 4]
             m.d.comb += bad_lanes[lane].eq((lane < rec.vcols) & ((nib >= m_val) | ((slot != 0) & (nib <= pnib))))
+
+        # The current beat's last write: the next beat of the line, if any, is taken in the same cycle.
+        beat_end = Signal(name="beat_end")
+        m.d.comb += beat_end.eq((src + ln == 32) | (e_left == ln))
+
+        def take_beat(after_value_beat: bool) -> None:
+            """Take the DMA beat on rd_data (valid and ready): an index beat (then wait in BEAT for its first
+            value beat) or a value / dense beat (then write it)."""
+            m.d.sync += [beat.eq(self.rd_data.p.data), beats_left.eq(beats_left - 1),
+                         rd_error.eq(rd_error | self.rd_data.p.error)]
+            with m.If(ph_sparse & (blk == 0)):
+                m.d.sync += [idx_beat.eq(self.rd_data.p.data), blk.eq(1)]
+                m.next = "BEAT"
+            with m.Else():
+                with m.If(ph_sparse):
+                    with m.If(bad_lanes != 0):
+                        m.d.sync += bad_op.eq(1)
+                    # taken in the previous value beat's last write, step counts that beat only from the next cycle
+                    step_now = step + 1 if after_value_beat else step
+                    m.d.sync += [
+                        prev.eq(chk_quarter),
+                        slot.eq(Mux(slot == c.n - 1, 0, slot + 1)),
+                        blk.eq(Mux(blk == 4, 0, blk + 1)),
+                        dl.eq(line_dl), da.eq(line_da + step_now), src.eq(rec.off), e_left.eq(rec.count),
+                    ]
+                m.next = "WRITE"
 
         m.d.sync += load_done.eq(0)
         with m.FSM(name="load") as load_fsm:
@@ -488,22 +517,7 @@ class GemmUnit(wiring.Component):
                     m.next = "BEAT"
             with m.State("BEAT"):
                 with m.If(self.rd_data.valid):
-                    m.d.sync += [beat.eq(self.rd_data.p.data), beats_left.eq(beats_left - 1),
-                                 rd_error.eq(rd_error | self.rd_data.p.error)]
-                    with m.If(ph_sparse & (blk == 0)):
-                        m.d.sync += [idx_beat.eq(self.rd_data.p.data), blk.eq(1)]
-                    with m.Else():
-                        with m.If(ph_sparse):
-                            m.d.comb += qsel.eq(blk - 1)
-                            with m.If(bad_lanes != 0):
-                                m.d.sync += bad_op.eq(1)
-                            m.d.sync += [
-                                prev.eq(quarter),
-                                slot.eq(Mux(slot == c.n - 1, 0, slot + 1)),
-                                blk.eq(Mux(blk == 4, 0, blk + 1)),
-                                dl.eq(line_dl), da.eq(line_da + step), src.eq(rec.off), e_left.eq(rec.count),
-                            ]
-                        m.next = "WRITE"
+                    take_beat(after_value_beat=False)
             with m.State("WRITE"):
                 # blk already advanced past the value beat: its quarter is blk - 2 (3 when blk wrapped to 0)
                 m.d.comb += qsel.eq(Mux(blk == 0, 3, blk - 2))
@@ -525,7 +539,7 @@ class GemmUnit(wiring.Component):
                     with m.Else():
                         m.d.comb += new_dl.eq(dl + ln)
                 m.d.sync += [dl.eq(new_dl), da.eq(new_da), e_left.eq(e_left - ln), src.eq(src + ln)]
-                with m.If((src + ln == 32) | (e_left == ln)):
+                with m.If(beat_end):
                     m.d.sync += src.eq(0)
                     with m.If(ph_sparse):
                         m.d.sync += step.eq(step + 1)
@@ -535,6 +549,8 @@ class GemmUnit(wiring.Component):
                         with m.If(rec.last):
                             m.d.sync += load_done.eq(1)
                         m.next = "LINE"
+                    with m.Elif(self.rd_data.valid):
+                        take_beat(after_value_beat=True)     # (its assignments override the ones above)
                     with m.Else():
                         m.next = "BEAT"
         with m.If(load_start):
@@ -765,7 +781,8 @@ class GemmUnit(wiring.Component):
             self.rd_req.valid.eq(iss_run & lines.w_rdy),
             lines.w_en.eq(iss_run & self.rd_req.ready),
             lines.r_en.eq(load_fsm.ongoing("LINE") & lines.r_rdy),
-            self.rd_data.ready.eq(load_fsm.ongoing("BEAT")),
+            self.rd_data.ready.eq(load_fsm.ongoing("BEAT")
+                                  | (load_fsm.ongoing("WRITE") & beat_end & (beats_left != 0))),
             self._engine.a_write.valid.eq(load_fsm.ongoing("WRITE") & ph_a),
             self._engine.b_write.valid.eq(load_fsm.ongoing("WRITE") & ~ph_a),
             res.ready.eq(writer_fsm.ongoing("WIDLE")),

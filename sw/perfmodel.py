@@ -290,8 +290,9 @@ def unit_tiles(config: SATConfig, rows: int, red: int, cols: int, n: int = 0, m:
 
 @functools.lru_cache(maxsize=65536)
 def _line_cycles(offset: int, count: int, word: int, first_lane: int) -> int:
-    """Consumer cycles of one DMA line: one for its record, then per beat one to take it and one per buffer
-    write (a run of elements in one beat and one buffer word).
+    """Consumer cycles of one DMA line: one for its record, one to take its first beat, then one per buffer
+    write (a run of elements in one beat and one buffer word); a later beat is taken in the cycle of the
+    previous beat's last write.
 
     ``offset`` is the first element's position in the first beat, ``count`` the elements, ``word`` the lanes of
     a buffer word (1 for a transposed line), ``first_lane`` the first element's lane in its word.
@@ -304,9 +305,8 @@ def _line_cycles(offset: int, count: int, word: int, first_lane: int) -> int:
         left -= run
         lane = (lane + run) % word
         src += run
-        if src == _LANES and left:
-            cycles += 1       # next beat
-            src = 0
+        if src == _LANES:
+            src = 0           # next beat, taken with this write
     return cycles
 
 
@@ -328,8 +328,10 @@ def _load_cycles(config: SATConfig, kind: str, r0: int, rt: int, c0: int, ct: in
         s = steps_per_output(red, n, m)
         for pt in range(c0 // _LANES * _LANES, c0 + ct, _LANES):
             lo, hi = max(c0, pt), min(c0 + ct, pt + _LANES)
-            per_value = _line_cycles(lo - pt, hi - lo, C, (lo - c0) % C) - 1
-            total += 1 + -(-s // 4) + s * per_value
+            writes = _line_cycles(lo - pt, hi - lo, C, (lo - c0) % C) - 2     # per value beat
+            # record and first index beat; a value beat right after an index beat is taken on its own cycle,
+            # every other beat with the previous value beat's last write
+            total += 2 + -(-s // 4) + s * writes
     elif trans:               # ct lines of red elements (B^T), one element per write
         total += sum(_dense_line(j * stride, red, 1) for j in range(c0, c0 + ct))
     else:                     # red lines of ct elements, C lanes per word
