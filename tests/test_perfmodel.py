@@ -226,8 +226,24 @@ def test_unit_cycles_structure() -> None:
     # compute-bound and double buffered: the loads after the first tile's are hidden
     u = unit_cycles(cfg, 64, 32, 64, a_depth=32, b_depth=128)
     assert u.a_double and u.b_double and u.cycles < u.engine_cycles + u.load_cycles / 20
-    # transposed operands load one element per cycle: slower than row-major
+    # A^T loads R = 2 rows per write, row-major A max_m = 8 elements: still slower on the 2x2
     assert unit_cycles(cfg, 16, 32, 8, a_trans=True, a_depth=32, b_depth=128).load_cycles > unit_cycles(
         cfg, 16, 32, 8, a_depth=32, b_depth=128).load_cycles
     with pytest.raises(ValueError, match="does not fit"):
         unit_cycles(cfg, 4, 1000, 4, a_depth=32, b_depth=128)
+
+
+def test_loader_line_rates() -> None:
+    """Consumer cycles of one DMA line (``_line_cycles``): its record and first beat, then one per buffer write,
+    each later beat taken with the previous beat's last write."""
+    from sat.sw.perfmodel import _line_cycles
+
+    # A^T on 32 banks: a beat of 32 rows is one write when it starts at bank 0, two when the line is not aligned
+    assert _line_cycles(0, 64, 32, 0) == 2 + 2
+    assert _line_cycles(1, 64, 32, 0) == 2 + 4          # runs 31 | 1, 31 | 1
+    # A^T on 3 banks (runs end at bank 2 and at beat ends), B^T one element per write
+    assert _line_cycles(0, 40, 3, 0) == 2 + 11 + 4      # first beat: 10 runs of 3, one of 2; then 1, 3, 3, 1
+    assert _line_cycles(0, 40, 1, 0) == 2 + 40
+    # row-major: runs of one word (max_m or C lanes), starting at the line's first lane
+    assert _line_cycles(0, 64, 8, 0) == 2 + 8
+    assert _line_cycles(4, 8, 8, 6) == 2 + 2
