@@ -49,11 +49,25 @@ For each command of the command processor (``docs/system.md``, "End to end")::
   :func:`max_reduction` gives the limit (unchanged by double buffering, which only runs when both operands fit
   twice).
 * **Loader**: one DMA read per stored line (a row of A, A^T, B or B^T, restricted to the tile's elements) or
-  per packed N:M column tile of 32 columns (its ``S + ceil(S/4)`` beats), up to 4 in flight. It takes a
-  line record in one cycle, a beat in one cycle and then writes one buffer word per cycle: a run of
-  consecutive elements that share a word (a row-major line) or a single element (a transposed line, whose
-  neighbours go to different words), so a transposed operand loads at one element per cycle and a row-major
-  one at up to ``min(max_m, C, 32)`` per cycle. ``sat.sw.perfmodel.unit_cycles`` models the unit's time with it.
+  per packed N:M column tile of 32 columns (its ``S + ceil(S/4)`` beats), up to 4 in flight. The consumer takes
+  a line record in one cycle and the line's first beat in one cycle, then writes one buffer word per cycle; it
+  takes the line's next beat in the cycle of the current beat's last write, so a beat costs its writes (a value
+  beat right after an index beat still costs one cycle of its own, an index beat none after the first). One
+  write takes a run of the beat's elements that share a buffer word:
+
+  - row-major A / dense B: consecutive elements of one word (up to ``min(max_m or C, 32)``);
+  - B^T: one element (its neighbours in the line are consecutive words of one lane);
+  - A^T: the rows of one word group. Row ``r`` of the tile in stored line ``k`` goes to bank ``r mod R``, word
+    ``(r div R) * kw + k div max_m`` (plus the half base), lane ``k mod max_m``: the rows with the same
+    ``r div R`` share word and lane and differ only in bank, so they are one ``a_write`` with a lane mask of
+    that one lane for each of their banks, bank ``b`` taking the beat element ``src - bank + b``. One shifter
+    serves all writes: lane ``j`` of the shifted beat holds element ``src - dl - bank + j`` and bank ``b``
+    reads lanes ``b..b+max_m-1``, which is the run of a row-major write for bank ``bank`` and the row of each
+    bank on lane ``dl`` for A^T (no data mux per bank). A beat takes one write per word group it touches: an
+    aligned 32-row beat on 32 banks one, an unaligned one two.
+
+  So A^T loads at up to ``min(R, 32)`` elements per cycle, row-major A at up to ``min(max_m, 32)``, dense B at
+  up to ``min(C, 32)``, B^T at one. ``sat.sw.perfmodel.unit_cycles`` models the unit's time with it.
 * **BAD_OPERAND** for a packed operand: an in-group index ``>= M`` or indices not strictly ascending within
   a group, checked on every value beat over the lanes of real columns of the packed tile (padding lanes are
   not checked, unlike ``nmformat.unpack`` in the software model). The load completes (every DMA beat is
@@ -431,17 +445,22 @@ class GemmUnit(wiring.Component):
         m.d.comb += ln0.eq(Mux(32 - src < w_room, 32 - src, w_room))
         ln = Signal(7, name="chunk_len")
         m.d.comb += ln.eq(Mux(e_left < ln0, e_left, ln0))
-        # The beat shifted so that element src lands on lane dl (a run into a word), or for A^T on lane `bank`
-        # (lane r then holds the element of bank r).
-        wo = max(wm, R)
-        sh = Signal(range(wo + 33), name="shift")
-        m.d.comb += sh.eq(src + wo - Mux(trans_a, bank, dl))
-        ext = Cat(Const(0, 16 * wo), beat, Const(0, 16 * wo))
+        # One shifted copy of the beat serves every kind of write, without a mux per bank: lane j holds element
+        # src - dl - bank + j (bank 0 for B). Bank b of A reads lanes b..b+max_m-1: for row-major A (only bank
+        # `bank` written) element src lands on lane dl; for A^T lane dl of bank b holds element src - bank + b,
+        # the row of bank b in the run. B reads lanes 0..C-1 (element src on lane dl).
+        a_bank = Signal.like(bank, name="a_write_bank")
+        m.d.comb += a_bank.eq(Mux(ph_a, bank, 0))
+        pad = max(R + mm - 2, C - 1)        # largest dl + bank
+        wo = max(C, R + mm - 1)
+        sh = Signal(range(pad + 33), name="shift")
+        m.d.comb += sh.eq(src + pad - dl - a_bank)
+        ext = Cat(Const(0, 16 * pad), beat, Const(0, 16 * wo))
         out = Signal(16 * wo, name="chunk_data")
         m.d.comb += out.eq(ext.bit_select(sh * 16, 16 * wo))
         qsel = Signal(2, name="quarter")
         quarter = idx_beat.word_select(qsel, 128)
-        ext_i = Cat(Const(0, 4 * wo), quarter, Const(0, 4 * wo))
+        ext_i = Cat(Const(0, 4 * pad), quarter, Const(0, 4 * wm))
         out_i = Signal(4 * wm, name="chunk_idx")
         m.d.comb += out_i.eq(ext_i.bit_select(sh * 4, 4 * wm))
         mask = Signal(wm, name="chunk_mask")
@@ -450,14 +469,13 @@ class GemmUnit(wiring.Component):
         aw_p = self._engine.a_write.p
         bw_p = self._engine.b_write.p
         m.d.comb += aw_p.addr.eq(da)
-        # A^T: bank r takes shifted element r in every lane and writes lane dl if it is in the run
-        # bank..bank+ln-1 (a per-bank mux between the two data sources); row-major A: lanes of bank `bank`.
+        # A^T writes lane dl of the banks in the run bank..bank+ln-1; row-major A the run's lanes of bank `bank`.
         one_lane = Signal(mm, name="one_lane")
         m.d.comb += one_lane.eq((Const(1, mm) << dl)[:mm])
         for r in range(R):
             in_run = (bank + ln > r) & ((bank <= r) if r < R - 1 else 1)    # (bank <= R - 1 always holds)
             m.d.comb += [
-                aw_p.data[r].eq(Mux(trans_a, Cat(*[out[16 * r:16 * r + 16]] * mm), out[:16 * mm])),
+                aw_p.data[r].eq(out[16 * r:16 * (r + mm)]),
                 aw_p.lanes[r].eq(Mux(trans_a, Mux(in_run, one_lane, 0), Mux(bank == r, mask[:mm], 0))),
             ]
         m.d.comb += bw_p.addr.eq(da)

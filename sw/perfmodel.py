@@ -380,10 +380,12 @@ def unit_cycles(config: SATConfig, rows: int, red: int, cols: int, n: int = 0, m
 
     The model walks the unit's tiles (:func:`unit_tiles`) as ``sat.hw.gemm_unit`` runs them:
 
-    * a **load** takes :data:`LOAD_LATENCY` plus the consumer's cycles for every DMA line (one per line record,
-      one per beat, one per buffer write: a transposed line writes one element per cycle, a row-major line runs
-      of up to ``min(max_m or C, 32)`` elements; a packed N:M tile one cycle per index beat and one plus its
-      writes per value beat); memory delivers a 512-bit beat per cycle and is never the limit;
+    * a **load** takes :data:`LOAD_LATENCY` plus the consumer's cycles for every DMA line (one for the line
+      record, one for its first beat, one per buffer write, later beats taken with the previous beat's last
+      write: a row-major line writes runs of up to ``min(max_m or C, 32)`` elements, an A^T line runs of up to
+      ``R`` rows that share a word (one per bank), a B^T line one element; a packed N:M tile one cycle for its
+      record and first index beat, one for each value beat that follows an index beat, and its writes per
+      value beat); memory delivers a 512-bit beat per cycle and is never the limit;
     * an **engine** tile takes :func:`gemm_counters`' time with every pass's drain stretched by the result
       writer (:data:`WRITE_ROW` plus one cycle per beat per result row);
     * the load of a **single-buffered** operand waits for the previous tile's engine to be done; of a
