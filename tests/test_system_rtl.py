@@ -119,6 +119,41 @@ def test_unit_timing(tmp_path: Path, sim_seed: int) -> None:
     _check_unit_timing(tmp_path, sim_seed, CONFIG, A_DEPTH, B_DEPTH, TIMING_SHAPES)
 
 
+def resnet18_sample(config: SATConfig, a_depth: int, b_depth: int, layers: tuple[str, ...]) -> list:
+    """Distinct descriptor shapes of sampled ResNet-18 layers (every pass, K chunks included) as the scheduler
+    emits them for a 2:8 iteration on ``config``, scaled down to run on the RTL: 16x16 images, batch 1 and
+    channels 4, 8, 16, 32 (``resnet18_cifar(width=4)``), normal orientation (no ``B_TRANS`` in it)."""
+    from sat.sw.descriptor import FLAG_A_TRANS, FLAG_B_TRANS
+    from sat.sw.schedule import resnet18_cifar, schedule_iteration
+
+    s = schedule_iteration(resnet18_cifar(image=16, width=4), 1, config, (2, 8), orientation="normal",
+                           a_depth=a_depth, b_depth=b_depth)
+    shapes: list = []
+    for g in s.gemms:
+        if g.layer not in layers:
+            continue
+        for d in g.descriptors:
+            assert not d.flags & FLAG_B_TRANS
+            shape = ["wu" if d.flags & FLAG_A_TRANS else "gemm", d.rows, d.red, d.cols,
+                     [d.n, d.m] if d.sparse else None]
+            if shape not in shapes:
+                shapes.append(shape)
+    return shapes
+
+
+RESNET18_SAMPLE = ("conv1", "layer1.0.conv1", "layer2.0.conv1", "layer2.0.downsample", "layer3.1.conv2",
+                   "layer4.1.conv2", "fc")
+
+
+def test_unit_timing_resnet18_sample(tmp_path: Path, sim_seed: int) -> None:
+    """The cycle model against the RTL on a sample of ResNet-18's layers, scaled down (``resnet18_sample``): the
+    stem, one convolution per stage, a shortcut and the classifier, FF / BP / WU with their K chunks (21 GEMMs,
+    about 100k cycles): within the same tolerance, results bit for bit."""
+    shapes = resnet18_sample(CONFIG, A_DEPTH, B_DEPTH, RESNET18_SAMPLE)
+    assert {s[0] for s in shapes} == {"gemm", "wu"} and any(s[4] for s in shapes) and len(shapes) >= 15
+    _check_unit_timing(tmp_path, sim_seed, CONFIG, A_DEPTH, B_DEPTH, shapes)
+
+
 @pytest.mark.slow
 def test_unit_timing_4x4(tmp_path: Path, sim_seed: int) -> None:
     """The timing model on a 4x4 array (L = 4) with 64/256-word buffers (constants fitted on the 2x2)."""
