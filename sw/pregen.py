@@ -12,11 +12,11 @@ sparse pass of each layer is one **task**:
 * then streamed over one H2C channel, in the order the tasks finish, at :data:`PCIE_BYTES_PER_S` (assumed).
 
 :func:`replay` measures this for real: it runs the actual pruning and packing of every task on ``threads`` worker
-threads against the card's timeline replayed in wall-clock time (the cycle model's GEMM times at the build's
-clock, one iteration after the other), for several iterations so that the last one is in steady state (its tasks
-compete with what is left of the iteration before). Only the card side is modelled; the host side is the code
-the driver runs. A task is **hidden** when its weights are on the card by the deadline; otherwise the card would
-wait ``-slack`` seconds for it.
+threads against the card's timeline replayed in wall-clock time (the cycle model's GEMM times at the build's clock,
+engine or GEMM unit cycles, one iteration after the other), for several iterations so that the last one is in steady
+state (its tasks compete with what is left of the iteration before). Only the card side is modelled; the host side
+is the code the driver runs. A task is **hidden** when its weights are on the card by the deadline; otherwise the
+card would wait ``-slack`` seconds for it.
 
 Not included: the SGD update itself (it runs whether or not there is pre-generation) and the host's activation
 work between layers.
@@ -34,7 +34,7 @@ import numpy as np
 
 from .bdwp import nm_mask
 from .nmformat import compress, pack
-from .schedule import PCIE_BYTES_PER_S, Schedule
+from .schedule import PCIE_BYTES_PER_S, Schedule, ScheduledGemm
 
 __all__ = ["PregenTask", "PregenReplay", "replay", "pregen_work"]
 
@@ -145,19 +145,20 @@ def pregen_work(schedule: Schedule, *, seed: int = 0) -> list[tuple[str, str, Ca
     return out
 
 
-def _timeline(schedule: Schedule) -> tuple[float, dict[tuple[str, str], tuple[float, float]]]:
+def _timeline(schedule: Schedule, gemm_cycles: Callable[[ScheduledGemm], int] | None = None,
+              ) -> tuple[float, dict[tuple[str, str], tuple[float, float]]]:
     """Card timeline of one iteration: its length and ``(start, end)`` of every GEMM (GEMMs back to back)."""
     clock = schedule.config.clock_hz
     t, spans = 0.0, {}
     for g in schedule.gemms:
-        dt = g.counters.cycles / clock
+        dt = (gemm_cycles(g) if gemm_cycles is not None else g.counters.cycles) / clock
         spans[(g.layer, g.pass_)] = (t, t + dt)
         t += dt
     return t, spans
 
 
-def replay(schedule: Schedule, *, threads: int = 1, iterations: int = 3, repeats: int = 3,
-           seed: int = 0) -> PregenReplay:
+def replay(schedule: Schedule, *, threads: int = 1, iterations: int = 3, repeats: int = 3, seed: int = 0,
+           gemm_cycles: Callable[[ScheduledGemm], int] | None = None) -> PregenReplay:
     """Run pre-generation for real on ``threads`` host threads against the card's timeline (module docstring).
 
     Parameters
@@ -170,6 +171,9 @@ def replay(schedule: Schedule, *, threads: int = 1, iterations: int = 3, repeats
         Iterations replayed; the last one is reported.
     repeats : int
         Runs of each task alone, best taken, for :attr:`PregenReplay.work_s`.
+    gemm_cycles : callable, optional
+        Card cycles of a scheduled GEMM (default: its engine cycles, ``g.counters.cycles``; ``sat bench`` passes
+        the GEMM unit's).
 
     Raises
     ------
@@ -181,7 +185,7 @@ def replay(schedule: Schedule, *, threads: int = 1, iterations: int = 3, repeats
     if threads < 1 or iterations < 1:
         raise ValueError(f"threads and iterations must be at least 1, not {threads} and {iterations}")
     work = pregen_work(schedule, seed=seed)
-    iteration_s, spans = _timeline(schedule)
+    iteration_s, spans = _timeline(schedule, gemm_cycles)
     alone = {}
     for layer, pass_, fn in work:
         best = float("inf")
