@@ -40,8 +40,15 @@ For each command of the command processor (``docs/system.md``, "End to end")::
   result writer use a copy (``eng_c0, eng_ct, eng_c_rowtile_addr``) taken when the engine accepts a tile. The
   engine pulses ``done`` two cycles after it popped the last pass's last drain row, which happens when the
   writer accepted that row (or dropped it beyond ``rows``; earlier rows come first), and only then accepts the
-  next tile; so every result of a tile reaches the writer before its copy changes. The writer keeps the
-  address and data of a row it has taken in its own registers while its write is outstanding.
+  next tile; so every result of a tile reaches the writer before its copy changes. The writer computes the
+  address, beats and strobes of a row when it takes it and keeps them in its own registers while its write is
+  outstanding.
+* **Result writer**: a write register (request, then one cycle per beat) and a holding register in front of
+  it. A result is taken whenever the holding register is empty: into the write registers when they are free
+  (idle, or in the cycle of the current row's last beat), else into the holding register, which moves to the
+  write registers in the last beat's cycle; so the next row's request follows the current row's last beat at
+  once. With ``DMAWriter`` (request taken between transfers, then an address cycle) a row of ``k`` beats costs
+  ``k + 2`` cycles (``sat.sw.perfmodel.WRITE_ROW``), one less than without the holding register.
 * **The reduction is never split** (partial sums would need a read-modify-write of C): a command whose
   ``ceil(red / max_m)`` exceeds ``a_depth`` or whose ``S`` exceeds ``b_depth`` ends at once, before any DMA,
   with ``BAD_SHAPE`` (reported by the engine: the descriptor checks of the command processor do not know the
@@ -606,34 +613,65 @@ class GemmUnit(wiring.Component):
         m.d.comb += bytemask.eq(((Const(1, 4 * C + 1) << (nv << 2)) - 1)[:4 * C])
         w_busy = Signal(name="writer_busy")
         res_data = Cat(*[res.p.data[j] for j in range(C)])
+        # A result is taken (res.ready = ~h_valid) into the write registers when they are free (writer idle, or
+        # the current row's last beat goes out this cycle) and into the holding registers otherwise, so the next
+        # row is ready to request as soon as the current one's beats are out.
+        h_valid = Signal(name="hold_valid")
+        h_wide = Signal.like(wide, name="hold_wide")
+        h_strb = Signal.like(wide_strb, name="hold_strb")
+        h_beats = Signal.like(w_beats, name="hold_beats")
+        h_base = Signal.like(w_base, name="hold_base")
+        take = Signal(name="result_take")
+        m.d.comb += take.eq(res.valid & ~h_valid)
+        n_wide = res_data << (off << 3)
+        n_strb = bytemask << off
+        n_beats = ((off + (nv << 2) - 1) >> 6) + 1
+        n_base = Cat(Const(0, 6), waddr[6:])
+        with m.If(take):
+            m.d.sync += [row_addr.eq(used), first_res.eq(0)]
+            with m.If(first_res):
+                m.d.sync += [pass_row.eq(0), pass_addr.eq(tile_c_addr)]
+            with m.Elif((res.p.row != pass_row) & (res.p.row == pass_row + R * L)):
+                m.d.sync += [pass_row.eq(res.p.row), pass_addr.eq(used)]
+
+        def next_row():
+            # the write registers are free next cycle: the held row, else a result taken now, else idle
+            with m.If(h_valid):
+                m.d.sync += [wide.eq(h_wide), wide_strb.eq(h_strb), w_beats.eq(h_beats), w_beat.eq(0),
+                             w_base.eq(h_base), h_valid.eq(0)]
+                m.next = "WREQ"
+            with m.Elif(take):
+                m.d.sync += [wide.eq(n_wide), wide_strb.eq(n_strb), w_beats.eq(n_beats), w_beat.eq(0),
+                             w_base.eq(n_base)]
+                m.next = "WREQ"
+            with m.Else():
+                m.next = "WIDLE"
+
+        def hold_row():
+            with m.If(take):
+                m.d.sync += [h_wide.eq(n_wide), h_strb.eq(n_strb), h_beats.eq(n_beats), h_base.eq(n_base),
+                             h_valid.eq(1)]
+
         with m.FSM(name="writer") as writer_fsm:
             with m.State("WIDLE"):
-                with m.If(res.valid):
-                    m.d.sync += [
-                        wide.eq(res_data << (off << 3)), wide_strb.eq(bytemask << off),
-                        w_beats.eq(((off + (nv << 2) - 1) >> 6) + 1), w_beat.eq(0),
-                        w_base.eq(Cat(Const(0, 6), waddr[6:])),
-                        row_addr.eq(used), first_res.eq(0),
-                    ]
-                    with m.If(first_res):
-                        m.d.sync += [pass_row.eq(0), pass_addr.eq(tile_c_addr)]
-                    with m.Elif((res.p.row != pass_row) & (res.p.row == pass_row + R * L)):
-                        m.d.sync += [pass_row.eq(res.p.row), pass_addr.eq(used)]
-                    m.next = "WREQ"
+                next_row()
             with m.State("WREQ"):
                 m.d.comb += w_busy.eq(1)
                 m.d.comb += [self.wr_req.p.addr.eq(w_base),
                              self.wr_req.p.beats.eq(w_beats)]
+                hold_row()
                 with m.If(self.wr_req.ready & (outstanding != 255)):
                     m.next = "WDATA"
             with m.State("WDATA"):
                 m.d.comb += w_busy.eq(1)
                 m.d.comb += [self.wr_data.p.data.eq(wide.word_select(w_beat, 512)),
                              self.wr_data.p.strb.eq(wide_strb.word_select(w_beat, 64))]
-                with m.If(self.wr_data.ready):
-                    m.d.sync += w_beat.eq(w_beat + 1)
-                    with m.If(w_beat == w_beats - 1):
-                        m.next = "WIDLE"
+                with m.If(self.wr_data.ready & (w_beat == w_beats - 1)):
+                    next_row()
+                with m.Else():
+                    hold_row()
+                    with m.If(self.wr_data.ready):
+                        m.d.sync += w_beat.eq(w_beat + 1)
         with m.If(set_tile):
             m.d.sync += first_res.eq(1)
         m.d.comb += self.wr_done.ready.eq(1)
@@ -646,7 +684,7 @@ class GemmUnit(wiring.Component):
         with m.If(dec & self.wr_done.p.error):
             m.d.sync += wr_error.eq(1)
         writer_idle = Signal(name="writer_idle")
-        m.d.comb += writer_idle.eq(~w_busy & ~res.valid)
+        m.d.comb += writer_idle.eq(~w_busy & ~h_valid & ~res.valid)
 
         # ------------------------------------------------------------------ control
         groups = Signal(DIM_WIDTH + 1, name="groups")
@@ -803,7 +841,7 @@ class GemmUnit(wiring.Component):
                                   | (load_fsm.ongoing("WRITE") & beat_end & (beats_left != 0))),
             self._engine.a_write.valid.eq(load_fsm.ongoing("WRITE") & ph_a),
             self._engine.b_write.valid.eq(load_fsm.ongoing("WRITE") & ~ph_a),
-            res.ready.eq(writer_fsm.ongoing("WIDLE")),
+            res.ready.eq(~h_valid),
             self.wr_req.valid.eq(writer_fsm.ongoing("WREQ") & (outstanding != 255)),
             self.wr_data.valid.eq(writer_fsm.ongoing("WDATA")),
             cmd.ready.eq(ctl_fsm.ongoing("IDLE")),

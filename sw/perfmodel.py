@@ -220,8 +220,9 @@ UNIT_FIXED = 10
 LOAD_LATENCY = 4
 #: Control cycles from the end of a tile's loads to the engine's accept (check and run states).
 TILE_CONTROL = 3
-#: Cycles the result writer spends on one result row besides its data beats (accept, write request).
-WRITE_ROW = 3
+#: Cycles the result writer spends on one result row besides its data beats (the DMA writer's request and
+#: address cycles; the unit takes the next row while the current one's beats go out).
+WRITE_ROW = 2
 #: Cycles from the last drain of a tile's last pass to the engine taking the next tile (its ``done`` cycle).
 ENGINE_HANDOVER = -1
 
@@ -387,7 +388,7 @@ def unit_cycles(config: SATConfig, rows: int, red: int, cols: int, n: int = 0, m
       record and first index beat, one for each value beat that follows an index beat, and its writes per
       value beat); memory delivers a 512-bit beat per cycle and is never the limit;
     * an **engine** tile takes :func:`gemm_counters`' time with every pass's drain stretched by the result
-      writer (:data:`WRITE_ROW` plus one cycle per beat per result row);
+      writer (:data:`WRITE_ROW` plus one cycle per beat per result row, the next row taken while one is written);
     * the load of a **single-buffered** operand waits for the previous tile's engine to be done; of a
       **double-buffered** one it starts when the engine accepts the previous tile; the engine takes a tile when
       both its loads and the previous tile are done; :data:`TILE_CONTROL` per tile and :data:`UNIT_FIXED` per
