@@ -268,6 +268,21 @@ def _convert(component: wiring.Component, name: str) -> str:
     return verilog.convert(component, name=name)
 
 
+def _synthesize_shell(module, inner: str, build: Callable[[], wiring.Component], config: SATConfig, shell: str,
+                      blackbox: str) -> Resources:
+    """Synthesize ``build()`` with the class ``module.<inner>`` it instantiates replaced by a black box.
+
+    The class is swapped in ``module`` only while ``build()`` elaborates, and restored whatever happens.
+    """
+    original = getattr(module, inner)
+    setattr(module, inner, _blackbox_of(original, blackbox))
+    try:
+        text = _convert(build(), shell)
+    finally:
+        setattr(module, inner, original)
+    return synthesize(text, shell, blackboxes=_blackbox_stub(original(config), blackbox))
+
+
 def part_resources(part: str, config: SATConfig) -> Resources:
     """Synthesize one part of the estimate (``core``, ``engine``, ``pe``, ``array``, ``unit``) for ``config``.
 
@@ -298,28 +313,14 @@ def part_resources(part: str, config: SATConfig) -> Resources:
         return synthesize(_convert(core, "sat_core_shell"), "sat_core_shell", blackboxes=stub)
     if part == "engine":
         import sat.hw.gemm as gemm
-        from sat.hw.array import SystolicArray
 
-        original = gemm.SystolicArray
-        gemm.SystolicArray = _blackbox_of(SystolicArray, "sat_array_bb")
-        try:
-            text = _convert(gemm.GemmEngine(config), "sat_engine_shell")
-        finally:
-            gemm.SystolicArray = original
-        stub = _blackbox_stub(SystolicArray(config), "sat_array_bb")
-        return synthesize(text, "sat_engine_shell", blackboxes=stub)
+        return _synthesize_shell(gemm, "SystolicArray", lambda: gemm.GemmEngine(config), config, "sat_engine_shell",
+                                 "sat_array_bb")
     if part == "unit":
         import sat.hw.gemm_unit as gu
-        from sat.hw.gemm import GemmEngine
 
-        original = gu.GemmEngine
-        gu.GemmEngine = _blackbox_of(GemmEngine, "sat_gemm_engine_bb")
-        try:
-            text = _convert(gu.GemmUnit(config), "sat_unit_shell")
-        finally:
-            gu.GemmEngine = original
-        stub = _blackbox_stub(GemmEngine(config), "sat_gemm_engine_bb")
-        return synthesize(text, "sat_unit_shell", blackboxes=stub)
+        return _synthesize_shell(gu, "GemmEngine", lambda: gu.GemmUnit(config), config, "sat_unit_shell",
+                                 "sat_gemm_engine_bb")
     raise ValueError(f"part must be 'core', 'engine', 'pe', 'array' or 'unit', not {part!r}")
 
 
