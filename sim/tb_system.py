@@ -252,6 +252,17 @@ async def errors(dut: Any) -> None:
         else:
             raise AssertionError(f"expected {ErrorCode(code).name} at {index}")
 
+    def expect_aborted(descs):
+        """Start ``descs``, abort at once: the list must end ABORTED at one of its descriptors."""
+        pending = device.start(descs)
+        device.abort()
+        try:
+            device.wait(pending, timeout_s=600.0)
+        except SATDeviceError as e:
+            assert int(e.code) == ErrorCode.ABORTED and e.index < len(descs), e
+        else:
+            raise AssertionError("an aborted list reported success")
+
     def scenario():
         x = device.write_tensor(_values(rng, (5, 16)))
         w = _values(rng, (6, 16))
@@ -290,14 +301,7 @@ async def errors(dut: Any) -> None:
         yc = device.alloc_tensor((2, 2))
         expect([good, device.gemm_descriptor(xa, wb, yc)], ErrorCode.BAD_SHAPE, 1)
         # 7. ABORT while a list runs: the engine stops at a tile boundary, drains its writes, ABORTED
-        pending = device.start([good] * 6)
-        device.abort()
-        try:
-            device.wait(pending, timeout_s=600.0)
-        except SATDeviceError as e:
-            assert int(e.code) == ErrorCode.ABORTED and e.index < 6, e
-        else:
-            raise AssertionError("an aborted list reported success")
+        expect_aborted([good] * 6)
         # 8. AXI read fault on a prefetched tile (A of the last row tile): the tiles before it are computed and
         # written, nothing of the faulty one (its C rows keep their old bytes)
         rows, red, cols = 13, 40, 9
@@ -352,14 +356,7 @@ async def errors(dut: Any) -> None:
         transport.faults[:] = []
         # 11. ABORT while a tiled GEMM computes (one tile computing, the next one loading): ABORTED, then the
         # same GEMM runs correctly
-        pending = device.start([tiled] * 3)
-        device.abort()
-        try:
-            device.wait(pending, timeout_s=600.0)
-        except SATDeviceError as e:
-            assert int(e.code) == ErrorCode.ABORTED and e.index < 3, e
-        else:
-            raise AssertionError("an aborted list reported success")
+        expect_aborted([tiled] * 3)
         device.run([tiled], timeout_s=600.0)
         assert _bits_equal(device.read_tensor(ct), numerics.matmul(q(a), q(b), config.fmt))
         # the core still computes correctly afterwards

@@ -23,7 +23,7 @@ from .config import SATConfig
 from .descriptor import FLAG_A_TRANS, FLAG_B_TRANS
 from .nmformat import packed_nbytes
 from .perfmodel import UnitTiming, unit_cycles
-from .pregen import replay
+from .pregen import PregenReplay, replay
 from .schedule import NETWORKS, PCIE_BYTES_PER_S, Schedule, ScheduledGemm, get_network, schedule_iteration
 
 __all__ = ["MODES", "PAPER_SPEEDUP_2_8", "BEGIN", "END", "ideal_speedup", "run_bench", "write_outputs",
@@ -79,6 +79,11 @@ def gemm_unit_timing(s: Schedule, g: ScheduledGemm) -> tuple[int, int, int]:
         cycles += u.cycles
         loads += u.load_cycles
     return cycles, loads, -(-max(read, write) // beat)
+
+
+def _replay_on_unit(s: Schedule, threads: int) -> PregenReplay:
+    """Pre-generation replayed against the card as built (GEMM unit cycles per scheduled GEMM)."""
+    return replay(s, threads=threads, gemm_cycles=lambda g: gemm_unit_timing(s, g)[0])
 
 
 def _summary(s: Schedule, dense: Schedule | None, mode: str, unit: int, dense_unit: int | None) -> dict:
@@ -145,18 +150,11 @@ def run_bench(config: SATConfig, networks: Sequence[str] = ("resnet18", "vgg16")
                 }
                 if pregen and orient == "auto" and mode == pregen_mode:
                     # the card as built: the GEMM unit's cycles
-                    def unit_of(g: ScheduledGemm, s: Schedule = s) -> int:
-                        return gemm_unit_timing(s, g)[0]
-
                     entry["pregen"] = {"mode": mode, "batch": batch, "card": "GEMM unit cycles",
-                                       **replay(s, threads=host_threads, gemm_cycles=unit_of).as_dict(), "sweep": []}
+                                       **_replay_on_unit(s, host_threads).as_dict(), "sweep": []}
                     for b in pregen_batches:
                         sb = schedule_iteration(net, b, config, mode, orientation=orient)
-
-                        def unit_of_b(g: ScheduledGemm, sb: Schedule = sb) -> int:
-                            return gemm_unit_timing(sb, g)[0]
-
-                        r = replay(sb, threads=host_threads, gemm_cycles=unit_of_b).as_dict()
+                        r = _replay_on_unit(sb, host_threads).as_dict()
                         del r["tasks"]
                         entry["pregen"]["sweep"].append({"batch": b, **r})
             entry["orientations"][orient] = per_mode
