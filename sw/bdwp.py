@@ -32,6 +32,7 @@ import numpy as np
 from sat.sw import conv as _conv
 from sat.sw import numerics
 from sat.sw.conv import ConvShape, conv_output_size, im2col
+from sat.sw.network import POLICIES, PassPolicy, pass_is_sparse
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from sat.sw.nmformat import NMOperand
@@ -352,9 +353,8 @@ def get_backend(name: str) -> GemmBackend:
 # ----------------------------------------------------------------------------------------------------------
 # Settings and the dense/sparse policy
 
-PassPolicy = Literal["auto", "dense", "sparse"]
 BPMask = Literal["independent", "nested"]
-_POLICIES = ("auto", "dense", "sparse")
+_POLICIES = POLICIES
 _BP_MASKS = ("independent", "nested")
 
 
@@ -393,39 +393,6 @@ class BDWPSettings:
         if not isinstance(self.backend, GemmBackend):
             raise ValueError(f"backend must provide dense(a, b, fmt) and sparse(a, op, fmt), "
                              f"got {self.backend!r}")
-
-
-def pass_is_sparse(policy: PassPolicy, length: int, nm: NM) -> bool:
-    """Whether a FF or BP pass runs N:M-sparse.
-
-    ``"dense"`` and ``"sparse"`` force the mode (``"sparse"`` zero-pads a ragged last group). ``"auto"``
-    runs sparse exactly when the pass's group axis (``K`` for FF, ``C_out`` for BP) has a length that is a
-    positive multiple of ``M`` and ``N < M``: then no group is padded and the work shrinks by ``N/M``.
-    For 3x3 convolutions ``K = 9 * C_in`` with ``9`` odd, so this is also the condition that no group
-    straddles two kernel taps. It keeps the first convolution (``C_in`` of 1 or 3) and the BP pass of a
-    10-way classifier dense, as the BDWP method prescribes.
-
-    Parameters
-    ----------
-    policy : "auto", "dense" or "sparse"
-    length : int
-        Length of the group axis.
-    nm : (n, m) or None
-        ``None`` (dense training) always gives ``False``.
-
-    Raises
-    ------
-    ValueError
-        For an unknown policy.
-    """
-    if policy not in _POLICIES:
-        raise ValueError(f"pass policy must be one of {_POLICIES}, not {policy!r}")
-    if nm is None or policy == "dense":
-        return False
-    if policy == "sparse":
-        return True
-    n, m = nm
-    return n < m and length >= m and length % m == 0
 
 
 # ----------------------------------------------------------------------------------------------------------
