@@ -188,7 +188,7 @@ class GemmBackend(Protocol):
         ...
 
 
-def resident(backend: GemmBackend, x: np.ndarray):
+def resident(backend: GemmBackend, x: np.ndarray, fmt: str):
     """Hand an operand-format activation tensor to ``backend`` for reuse by several passes.
 
     A device backend (one with ``put``) copies it to device memory once and returns the handle, which its
@@ -196,7 +196,7 @@ def resident(backend: GemmBackend, x: np.ndarray):
     reused by BP and WU); other backends get the array itself. Pair every call with :func:`release`.
     """
     put = getattr(backend, "put", None)
-    return x if put is None else put(x)
+    return x if put is None else put(x, fmt)
 
 
 def release(backend: GemmBackend, handle) -> None:
@@ -593,7 +593,7 @@ class GemmLayer(Layer):
         ff_sparse = self.ff_sparse(s.nm)
         mask_ff = nm_mask(self.weight, s.nm[0], s.nm[1], axis=1) if ff_sparse else None
         w_ff = self.weight if mask_ff is None else np.where(mask_ff, self.weight, np.float32(0))
-        xh = resident(s.backend, numerics.quantize(x, s.fmt).reshape(shape.x_shape))
+        xh = resident(s.backend, numerics.quantize(x, s.fmt).reshape(shape.x_shape), s.fmt)
         op = _conv.ff_operand(w_ff, shape, s.fmt, s.nm if ff_sparse else None, mask_ff)
         y2 = _conv.conv_pass(s.backend, "ff", xh, op, shape, s.fmt).reshape(shape.pixels, self.c_out)
         if self.bias is not None:
@@ -628,7 +628,7 @@ class GemmLayer(Layer):
         dy2 = np.asarray(dy, np.float32).reshape(shape.pixels, self.c_out)
         if self.relu:
             dy2 = np.where(c["y2"] > 0, dy2, np.float32(0))
-        dyh = resident(s.backend, numerics.quantize(dy2, s.fmt).reshape(shape.y_shape))
+        dyh = resident(s.backend, numerics.quantize(dy2, s.fmt).reshape(shape.y_shape), s.fmt)
         try:
             self.grad_weight = _conv.conv_pass(s.backend, "wu", dyh, c["x"], shape, s.fmt).reshape(self.c_out,
                                                                                                      self.k)
