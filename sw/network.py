@@ -396,11 +396,10 @@ def _basic_blocks(b: NetworkBuilder, width: int, c_in: int) -> None:
             b.save(p)
             b.conv(f"{p}.conv1", c_out, 3, stride=stride).bn(f"{p}.bn1").relu(f"{p}.relu1")
             b.conv(f"{p}.conv2", c_out, 3).bn(f"{p}.bn2")
-            if stride != 1 or c_in != c_out:
-                conv2_shape = b.shape
+            if stride != 1 or c_in != c_out:     # shortcut: 1x1 conv + bn on the block input, added to the main path
+                b.save(f"{p}.main")
                 b.conv(f"{p}.downsample", c_out, 1, stride=stride, padding=0, source=p).bn(f"{p}.downsample.bn")
-                assert b.shape == conv2_shape
-                b.add(f"{p}.downsample", f"{p}.add")
+                b.add(f"{p}.main", f"{p}.add")
             else:
                 b.add(p, f"{p}.add")
             b.relu(f"{p}.relu2")
