@@ -201,10 +201,12 @@ class Graph:
                    scaler: LossScaler) -> dict[str, float | bool]:
         """One BDWP iteration: FF, loss, scaled BP/WU, overflow check, SGD/SR-STE update (batch norm parameters
         too). Returns ``{"loss": float, "applied": bool, "scale": float}``."""
-        logits = self.forward(x, s, train=True)
-        loss, dlogits = softmax_cross_entropy(logits.reshape(logits.shape[0], -1), labels)
-        scale = scaler.scale
-        self.backward((dlogits * np.float32(scale)).reshape(logits.shape), s)
+        # An FP16 overflow (Inf operands, NaN gradients) is expected now and then: the loss scaler skips the step.
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            logits = self.forward(x, s, train=True)
+            loss, dlogits = softmax_cross_entropy(logits.reshape(logits.shape[0], -1), labels)
+            scale = scaler.scale
+            self.backward((dlogits * np.float32(scale)).reshape(logits.shape), s)
         finite = all(np.isfinite(g).all() for layer in self.param_layers
                      for _, _, g in layer.parameters() if g is not None)
         applied = scaler.update(finite and np.isfinite(loss))
@@ -214,7 +216,8 @@ class Graph:
 
     def predict(self, x: np.ndarray, s: BDWPSettings, batch_size: int = 256) -> np.ndarray:
         """Class predictions (argmax of the logits) in eval mode (batch norm with running statistics)."""
-        out = [np.argmax(self.forward(x[i:i + batch_size], s, train=False).reshape(len(x[i:i + batch_size]), -1),
-                         axis=1)
-               for i in range(0, len(x), batch_size)]
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            out = [np.argmax(self.forward(x[i:i + batch_size], s, train=False).reshape(len(x[i:i + batch_size]),
+                                                                                         -1), axis=1)
+                   for i in range(0, len(x), batch_size)]
         return np.concatenate(out) if out else np.zeros(0, np.int64)

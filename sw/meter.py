@@ -23,7 +23,7 @@ import numpy as np
 from sat.sw.conv import ConvShape, conv_pass
 from sat.sw.nmformat import NMOperand, packed_nbytes
 
-__all__ = ["Meter", "device_counters"]
+__all__ = ["Meter", "NullBackend", "device_counters"]
 
 
 def _nbytes(v: Any, item: int) -> int:
@@ -130,3 +130,23 @@ def device_counters(backend) -> dict[str, int] | None:
         out["lowering_bytes"] += t["lowering"]["h2c"] + t["lowering"]["c2h"]
         out["cycles"] += int(p.stats["cycles"])
     return out
+
+
+class NullBackend:
+    """A backend that computes nothing: every pass returns zeros of the right shape.
+
+    Wrapped in a :class:`Meter`, it times an iteration's host work (pruning and packing, batch norm, pooling,
+    ReLU, residual adds, the loss, the update) at full network size, where the bit-exact golden model would take
+    hours; the card's share comes from the cycle model instead (``sat bench``'s end-to-end column).
+    """
+
+    name = "null"
+
+    def dense(self, a: np.ndarray, b: np.ndarray, fmt: str) -> np.ndarray:
+        return np.zeros((a.shape[0], b.shape[1]), np.float32)
+
+    def sparse(self, a: np.ndarray, b: NMOperand, fmt: str) -> np.ndarray:
+        return np.zeros((a.shape[0], b.cols), np.float32)
+
+    def conv(self, pass_: str, a, b, shape: ConvShape, fmt: str) -> np.ndarray:
+        return np.zeros({"ff": shape.y_shape, "bp": shape.x_shape, "wu": shape.w_shape}[pass_], np.float32)
