@@ -87,7 +87,6 @@ def render(results: list[dict], command: str, note: str = "") -> str:
     """The Markdown report for ``results`` (a list of :func:`sat.sw.train.train` outputs)."""
     groups: dict[tuple, list[float]] = {}
     seconds: dict[str, list[float]] = {}
-    epochs = sorted({r["config"]["epochs"] for r in results})
     for r in results:
         c = r["config"]
         groups.setdefault((c["model"], c["fmt"], c["nm"], c["bp_mask"]), []).append(
@@ -104,6 +103,14 @@ def render(results: list[dict], command: str, note: str = "") -> str:
         mean, std = _stats(vals)
         return f"{mean:.2f} +- {std:.2f} (n={len(vals)})"
 
+    setup: dict[str, set] = {}
+    for r in results:
+        c = r["config"]
+        setup.setdefault(c["model"], set()).add((c["epochs"], c.get("width"), c.get("lambda_w_used",
+                                                                                  c.get("lambda_w"))))
+    runs = "; ".join(f"{m}: " + ", ".join(f"{e} epochs" + (f", width {w}" if w else "")
+                                          for e, w in sorted({(e, w or 0) for e, w, _ in v}))
+                     for m, v in setup.items())
     lines = [
         "# BDWP accuracy on scikit-learn digits",
         "",
@@ -112,12 +119,13 @@ def render(results: list[dict], command: str, note: str = "") -> str:
         f"    {command}",
         "",
         *([note, ""] if note else []),
-        f"Final test accuracy in percent (450 test images, so one image is 0.22 points) after "
-        f"{', '.join(map(str, epochs))} epoch(s), mean +- sample std over seeds (n = runs). All GEMMs run on the "
-        "bit-exact golden model (FP16 or BF16 operands, FP32 accumulation); FP16 uses dynamic loss scaling. "
-        "SGD momentum 0.9, lr 0.05 cosine-decayed per epoch, batch 32, weight decay 1e-4, SR-STE lambda_w 2e-4. "
-        "Models, data split and pass policy: `docs/bdwp.md`. `ind` = independent BP mask (from the dense master "
-        "weights), `nest` = nested (pruned from W_ff).",
+        f"Final test accuracy in percent (450 test images, so one image is 0.22 points), mean +- sample std over "
+        f"seeds (n = runs); {runs}. All passes run on the bit-exact golden model (FP16 or BF16 operands, FP32 "
+        "accumulation in the card's order, convolutions as implicit GEMMs with BP a transposed convolution); FP16 "
+        "uses dynamic loss scaling. SGD momentum 0.9, lr 0.05 cosine-decayed per epoch, batch 32, weight decay 1e-4, "
+        "SR-STE lambda_w 2e-4 (2e-3 at 1:8, the default since the 1:8 fix of `docs/bdwp.md`). Models, data split "
+        "and pass policy: `docs/bdwp.md`. `ind` = independent BP mask (from the dense master weights), `nest` = "
+        "nested (pruned from W_ff).",
         "",
         "| model | fmt | " + " | ".join(nm if nm == "dense" else f"{nm} {bp[:4] if bp == 'nested' else 'ind'}"
                                          for nm, bp in cols) + " |",
@@ -184,7 +192,8 @@ def render(results: list[dict], command: str, note: str = "") -> str:
     lines += ["", "## Run time", ""]
     for model, secs in seconds.items():
         lines.append(f"* {model}: {statistics.fmean(secs):.1f} s per run on average ({len(secs)} runs, "
-                     f"golden model, one CPU core shared with other jobs, {platform.machine()}).")
+                     f"golden model, one CPU thread on a 2-core machine shared with other jobs, "
+                     f"{platform.machine()}).")
     lines.append("")
     return "\n".join(lines)
 

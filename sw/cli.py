@@ -81,6 +81,18 @@ def _scale_arg(text: str) -> str | float:
     return value
 
 
+def _lambda_arg(text: str) -> str | float:
+    if text == "auto":
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"lambda must be 'auto' or a number >= 0, not {text!r}")
+    return value
+
+
 def _positive(text: str) -> int:
     try:
         value = int(text)
@@ -118,7 +130,8 @@ def _train(p: argparse.ArgumentParser) -> Handler:
     p.add_argument("--lr", type=float, default=0.05)
     p.add_argument("--momentum", type=float, default=0.9)
     p.add_argument("--weight-decay", type=float, default=1e-4)
-    p.add_argument("--lambda-w", type=float, default=2e-4, help="SR-STE coefficient")
+    p.add_argument("--lambda-w", type=_lambda_arg, default="auto",
+                   help="SR-STE coefficient, or 'auto' (default: 2e-4, 2e-3 at 1:8; docs/bdwp.md)")
     p.add_argument("--lr-schedule", choices=["cosine", "constant"], default="cosine")
     p.add_argument("--loss-scale", type=_scale_arg, default="dynamic",
                    help="FP16 loss scaling: 'dynamic' or a static number (BF16 runs unscaled)")

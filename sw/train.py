@@ -45,7 +45,8 @@ from sat.sw.bdwp import (
 from sat.sw.graph import Graph
 from sat.sw.meter import Meter
 
-__all__ = ["MODELS", "IMAGE_MODELS", "DATASETS", "DEFAULT_WIDTH", "TrainConfig", "Dataset", "load_dataset",
+__all__ = ["MODELS", "IMAGE_MODELS", "DATASETS", "LAMBDA_W", "LAMBDA_W_SPARSE", "default_lambda_w",
+           "DEFAULT_WIDTH", "TrainConfig", "Dataset", "load_dataset",
            "subset", "model_network", "build_model", "parse_policy", "train", "compare_runs", "weights_digest",
            "write_json"]
 
@@ -170,6 +171,25 @@ def parse_policy(items: tuple[str, ...] | list[str]) -> list[tuple[str, str, str
     return out
 
 
+#: SR-STE coefficient of the method (Zhou et al., ICLR 2021; the BDWP default).
+LAMBDA_W = 2e-4
+#: SR-STE coefficient for patterns keeping at most 1 of 8 (see :func:`default_lambda_w`).
+LAMBDA_W_SPARSE = 2e-3
+
+
+def default_lambda_w(nm: tuple[int, int] | None) -> float:
+    """The default SR-STE coefficient for ``nm``: :data:`LAMBDA_W`, or :data:`LAMBDA_W_SPARSE` when ``N/M <= 1/8``.
+
+    With independent BP masks, BP uses the largest master weights along ``C_out``, also those FF pruned away; only
+    SR-STE's decay keeps those small. At 1:8, seven of eight weights are FF-pruned and 2e-4 no longer holds them
+    back: they grow, the BP mask drifts onto them (the BP pass then propagates through weights the forward pass
+    never used), and the weights and the loss diverge on some seeds. Ten times the decay keeps every seed stable
+    (``docs/bdwp.md``)."""
+    if nm is not None and nm[0] * 8 <= nm[1]:
+        return LAMBDA_W_SPARSE
+    return LAMBDA_W
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Hyper-parameters of one training run.
@@ -184,8 +204,11 @@ class TrainConfig:
     bp_mask : "independent" or "nested"
     seed : int
     epochs, batch_size : int
-    lr, momentum, weight_decay, lambda_w : float
-        SGD with momentum; ``lambda_w`` is the SR-STE coefficient.
+    lr, momentum, weight_decay : float
+        SGD with momentum.
+    lambda_w : float or "auto"
+        The SR-STE coefficient; ``"auto"`` (default) is :func:`default_lambda_w` of the N:M pattern: 2e-4, and
+        2e-3 for patterns that keep 1 of 8 or fewer (see ``docs/bdwp.md``, "1:8 and independent BP masks").
     lr_schedule : "cosine" or "constant"
         Per-epoch cosine decay from ``lr`` to 0, or constant.
     loss_scale : "dynamic" or float
@@ -218,7 +241,7 @@ class TrainConfig:
     lr: float = 0.05
     momentum: float = 0.9
     weight_decay: float = 1e-4
-    lambda_w: float = 2e-4
+    lambda_w: float | str = "auto"
     lr_schedule: str = "cosine"
     loss_scale: str | float = "dynamic"
     policy: tuple[str, ...] = field(default_factory=tuple)
@@ -250,8 +273,21 @@ class TrainConfig:
                 raise ValueError(f"loss_scale must be 'dynamic' or a positive number, "
                                  f"not {self.loss_scale!r}")
             object.__setattr__(self, "loss_scale", scale)
+        if self.lambda_w != "auto":
+            try:
+                lam = float(self.lambda_w)
+            except (TypeError, ValueError):
+                lam = -1.0
+            if not lam >= 0:
+                raise ValueError(f"lambda_w must be 'auto' or a number >= 0, not {self.lambda_w!r}")
+            object.__setattr__(self, "lambda_w", lam)
         object.__setattr__(self, "policy", tuple(self.policy))
         parse_policy(self.policy)
+
+    @property
+    def sr_ste_lambda(self) -> float:
+        """The SR-STE coefficient of this run (``lambda_w``, with ``"auto"`` resolved)."""
+        return default_lambda_w(parse_nm(self.nm)) if self.lambda_w == "auto" else float(self.lambda_w)
 
     def settings(self, backend: GemmBackend | None = None) -> BDWPSettings:
         """The :class:`BDWPSettings` of this run on ``backend`` (default golden)."""
@@ -313,7 +349,7 @@ def train(config: TrainConfig, backend: GemmBackend | None = None, *, progress: 
         except KeyError as exc:
             raise ValueError(f"policy override names unknown layer {layer!r}; the {config.model} layers are "
                              f"{[la.name for la in model.gemm_layers]}") from exc
-    opt = SGD(config.lr, config.momentum, config.weight_decay, config.lambda_w)
+    opt = SGD(config.lr, config.momentum, config.weight_decay, config.sr_ste_lambda)
     scaler = LossScaler.for_format(config.fmt, config.loss_scale)
     rng = np.random.default_rng(config.seed + 1_000_003)
     n = len(data.x_train)
@@ -367,6 +403,7 @@ def train(config: TrainConfig, backend: GemmBackend | None = None, *, progress: 
     bar.close()
     cfg = asdict(config)
     cfg["policy"] = list(config.policy)
+    cfg["lambda_w_used"] = config.sr_ste_lambda
     timing: dict = {k: float(np.mean([it[k] for it in iterations])) for k in iterations[0]} if iterations else {}
     timing["iterations"] = len(iterations)
     timing["source"] = ("device counters and measured DMA" if "lowering_bytes" in timing else
