@@ -539,13 +539,13 @@ def write_core_tree(out: str | Path, config: SATConfig, *, memory_bytes: int = D
     list of Path
         Files written, relative to ``out``.
     """
-    from sat.hw.gemm_unit import sat_core
+    from sat.hw.core import SATCore
     from sat.hw.netlist import to_verilog
 
     directory = Path(out)
     directory.mkdir(parents=True, exist_ok=True)
     files: list[Path] = []
-    _write(directory, f"{name}.v", to_verilog(sat_core(config, memory_bytes=memory_bytes), name), files)
+    _write(directory, f"{name}.v", to_verilog(SATCore(config, memory_bytes=memory_bytes), name), files)
     _write(directory, "sat_config.json", config.to_json() + "\n", files)
     _write(directory, "regmap.json", regmap_json(config, memory_bytes), files)
     _write(directory, "sat_regs.h", regmap_c_header(config, memory_bytes), files)
