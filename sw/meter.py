@@ -99,7 +99,7 @@ class Meter:
         K chunk the GEMM unit with the default buffers needs (what ``ModelTransport``'s ``CYCLES`` counts)."""
         from sat.sw.bdwp import k_chunks
         from sat.sw.perfmodel import gemm_counters
-        from sat.sw.schedule import max_reduction
+        from sat.sw.tiling import max_reduction
 
         total = 0
         for rows, red, cols, n, m in self.gemms if gemms is None else gemms:

@@ -13,7 +13,7 @@ from sat.sw.config import SATConfig
 from sat.sw.conv import ConvShape, bp_operand, conv_pass, ff_operand
 from sat.sw.driver import DeviceBackend, ModelTransport, SATDevice
 
-CFG = SATConfig(rows=2, cols=2)
+CFG = SATConfig(rows=2, cols=2, a_depth=8, b_depth=32)    # short buffers: long reductions split into K chunks
 SHAPES = [ConvShape(2, 5, 5, 8, 16, 3, 3, 2, 1), ConvShape(1, 6, 5, 3, 8, 3, 3, 1, 0),
           ConvShape(2, 4, 4, 8, 8, 1, 1, 2, 0), ConvShape.linear(3, 20, 10)]
 
@@ -26,7 +26,7 @@ def _bits(x):
 @pytest.mark.parametrize("nm", [None, (2, 8), (1, 4)])
 def test_device_conv_equals_golden_with_k_chunks(shape, nm):
     dev = SATDevice(ModelTransport(CFG, 1 << 24), CFG)
-    backend = DeviceBackend(dev, a_depth=8, b_depth=32)           # short chunks: every pass splits K
+    backend = DeviceBackend(dev)
     golden = GoldenBackend(k_limit=backend.k_limit)
     rng = np.random.default_rng(hash((str(shape), nm)) % 2**32)
     x = numerics.quantize(rng.standard_normal(shape.x_shape), "fp16")
