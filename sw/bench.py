@@ -120,6 +120,52 @@ def host_iteration(network, batch: int, mode: str, *, fmt: str = "fp16", bp_mask
         if i and (not out or step["host_seconds"] < out["host_seconds"]):
             out = step
     out["pcie_seconds"] = out["pcie_bytes"] / PCIE_BYTES_PER_S
+    out["breakdown"] = _host_breakdown(lambda: model.train_step(x, labels, s, opt, scaler))
+    return out
+
+
+def _host_categories() -> list[tuple[str, list, set[str]]]:
+    """Host work categories of :func:`_host_breakdown`: label, the functions whose cumulative time counts, and the
+    names of the callers that time must come from (empty: any caller)."""
+    from . import bdwp, conv, hostops, numerics
+
+    gemm_layer = {"forward", "backward"}      # GemmLayer.forward / backward (Conv2d and Linear inherit them)
+    return [
+        ("batch norm", [hostops.BatchNorm.forward, hostops.BatchNorm.backward], set()),
+        ("pooling", [hostops.MaxPool.forward, hostops.MaxPool.backward, hostops.GlobalAvgPool.forward,
+                     hostops.GlobalAvgPool.backward], set()),
+        ("ReLU, residual add", [hostops.ReLU.forward, hostops.ReLU.backward, hostops.Add.forward,
+                                hostops.Add.backward], set()),
+        ("weight operands: prune, pack, convert (pre-generation)",
+         [bdwp.nm_mask, conv.ff_operand, conv.bp_operand], gemm_layer),
+        ("activations to FP16/BF16", [numerics.quantize], gemm_layer),
+        ("SGD + SR-STE update", [bdwp.SGD.step], set()),
+        ("loss", [bdwp.softmax_cross_entropy], set()),
+    ]
+
+
+def _host_breakdown(step: Callable[[], object]) -> dict[str, float]:
+    """Seconds of one profiled ``step`` per host work category (cProfile cumulative times); ``other`` is the rest
+    (bias, the graph's bookkeeping, reshapes, the loss scaler's checks)."""
+    import cProfile
+    import pstats
+
+    prof = cProfile.Profile()
+    prof.enable()
+    step()
+    prof.disable()
+    stats = pstats.Stats(prof).stats      # {(file, line, name): (cc, nc, tt, ct, callers)}
+    total = sum(v[2] for v in stats.values())
+    out: dict[str, float] = {}
+    for label, funcs, callers in _host_categories():
+        keys = {(f.__code__.co_filename, f.__code__.co_firstlineno, f.__code__.co_name) for f in funcs}
+        t = 0.0
+        for key in keys & stats.keys():
+            _cc, _nc, _tt, ct, by = stats[key]
+            t += sum(v[3] for (_f, _l, name), v in by.items() if name in callers) if callers else ct
+        out[label] = t
+    out["other"] = max(total - sum(out.values()), 0.0)
+    out["total"] = total
     return out
 
 
@@ -389,6 +435,14 @@ def render_markdown(result: dict, img_dir: str = "img") -> str:
                              f"{v['pcie_bytes'] / 1e6:.1f} | {1e3 * v['pcie_seconds']:.1f} | "
                              f"{1e3 * v['total_seconds']:.1f} | {100 * v['host_share']:.0f} % | "
                              f"{v['images_per_s']:.0f} |")
+        cats = list(next(iter(e2e[0][1].values()))["breakdown"])
+        lines += ["", "Where the host time goes (one profiled iteration, cProfile cumulative seconds, so slightly "
+                  "above the unprofiled host figure; `other`: bias, bookkeeping, reshapes, the overflow check):", "",
+                  "| network | N:M | " + " | ".join(cats) + " |", "|---|---|" + "---|" * len(cats)]
+        for net, modes_e2e in e2e:
+            for mode, v in modes_e2e.items():
+                lines.append(f"| {net} | {mode} | " + " | ".join(f"{1e3 * v['breakdown'][c]:.0f} ms" for c in cats)
+                             + " |")
         lines.append("")
     for net, entry in result["networks"].items():
         lines += [f"## {net}", "",
