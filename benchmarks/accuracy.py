@@ -60,14 +60,17 @@ def plan(models: list[str], fmts: list[str], seeds: list[int], epochs: int,
             for model in models for fmt in fmts for seed in seeds]
 
 
-def run_sweep(configs: list[TrainConfig], raw_path: Path) -> list[dict]:
-    """Run every configuration not yet in ``raw_path``; save after each run and return all results."""
+def run_sweep(configs: list[TrainConfig], raw_path: Path, backend: str = "golden") -> list[dict]:
+    """Run every configuration not yet in ``raw_path`` on ``backend`` (``golden``: bit-exact; ``fast``:
+    ``sat.sw.bdwp.Float32Backend``); save after each run and return all results."""
+    from sat.sw.bdwp import get_backend
+
     results = json.loads(raw_path.read_text()) if raw_path.exists() else []
     done = {_key(r["config"]) for r in results}
     todo = [c for c in configs if _key(vars(c)) not in done]
     data = {False: load_dataset("digits"), True: load_dataset("digits", image=True)}
     for cfg in tqdm(todo, desc="accuracy sweep"):
-        res = train(cfg, progress=False, data=data[cfg.model in IMAGE_MODELS])
+        res = train(cfg, get_backend(backend), progress=False, data=data[cfg.model in IMAGE_MODELS])
         results.append(res)
         write_json(results, raw_path)
     return results
@@ -203,6 +206,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--models", nargs="+", default=["mlp", "cnn"], choices=list(MODELS))
     p.add_argument("--width", type=int, default=None, help="width of resnet18 / vgg16 (default: sat train's)")
+    p.add_argument("--backend", choices=["golden", "fast"], default="golden",
+                   help="golden (bit-exact, default) or fast (quantized operands, float32 BLAS sums: not bit-exact)")
     p.add_argument("--fmts", nargs="+", default=["fp16", "bf16"], choices=["fp16", "bf16"])
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--epochs", type=int, default=15)
@@ -228,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         t0 = time.time()
         results = run_sweep(plan(args.models, args.fmts, args.seeds, args.epochs, args.variants, args.width),
-                            args.raw[0])
+                            args.raw[0], args.backend)
         print(f"sweep done in {time.time() - t0:.0f} s", file=sys.stderr)
         return 0
     keep = [r for r in results if r["config"]["model"] in args.models and r["config"]["fmt"] in args.fmts
