@@ -245,3 +245,16 @@ def test_conv_pass_prefers_the_backend_entry_point_and_validates():
         ConvShape(1, 2, 2, 1, 1, 5, 5)
     with pytest.raises(ValueError, match="stride must be an integer"):
         ConvShape(1, 4, 4, 1, 1, 3, 3, 0)
+
+
+def test_fast_backend_is_close_but_not_the_contract():
+    """Float32Backend (accuracy sweeps only) sums in BLAS order: within the FP32 bound of float64, not bit-exact."""
+    from sat.sw.bdwp import Float32Backend
+
+    rng = np.random.default_rng(8)
+    sh = ConvShape(2, 7, 7, 16, 16, 3, 3, 1, 1)
+    x = numerics.quantize(rng.standard_normal(sh.x_shape), "fp16")
+    w = numerics.quantize(rng.standard_normal(sh.w_shape), "fp16")
+    fast = conv_ff(x, ff_operand(w, sh, "fp16"), sh, "fp16", Float32Backend())
+    bound = sh.k * 2.0**-23 * f64_conv(np.abs(x), np.abs(w), sh) + 1e-30
+    assert np.all(np.abs(fast - f64_conv(x, w, sh)) <= bound)

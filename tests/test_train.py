@@ -213,3 +213,26 @@ def test_vgg16_graph_and_policy_on_golden():
     assert res["steps"] == 2 and all(np.isfinite(res["losses"]))
     modes = res["pass_modes"]
     assert modes["fc1"]["ff"] == "dense" and modes["conv2"]["bp"] == "dense" and modes["conv13"]["bp"] == "sparse"
+
+
+def test_default_sr_ste_lambda_policy():
+    from sat.sw.train import LAMBDA_W, LAMBDA_W_SPARSE, default_lambda_w
+
+    assert default_lambda_w((1, 8)) == LAMBDA_W_SPARSE == 2e-3
+    assert default_lambda_w((2, 8)) == default_lambda_w((2, 4)) == default_lambda_w(None) == LAMBDA_W == 2e-4
+    assert TrainConfig(nm="1:8").sr_ste_lambda == 2e-3 and TrainConfig(nm="1:8", lambda_w=2e-4).sr_ste_lambda == 2e-4
+    with pytest.raises(ValueError, match="lambda_w must be"):
+        TrainConfig(lambda_w="big")
+
+
+@pytest.mark.slow
+def test_cnn_one_of_eight_independent_is_stable_with_the_default_lambda():
+    """The seed on which 1:8 with independent BP masks diverged (CNN, BF16, seed 1, 15 epochs): with the old
+    lambda_w = 2e-4 the loss blows up and the network collapses; the default (2e-3 at 1:8) trains it."""
+    data = load_dataset("digits", image=True)
+    old = train(TrainConfig(model="cnn", nm="1:8", fmt="bf16", seed=1, epochs=15, lambda_w=2e-4), progress=False,
+                data=data)
+    new = train(TrainConfig(model="cnn", nm="1:8", fmt="bf16", seed=1, epochs=15), progress=False, data=data)
+    old_losses = [e["loss"] for e in old["epochs"]]
+    assert max(old_losses) > 100 * old_losses[0] and old["final_test_accuracy"] < 0.5
+    assert max(e["loss"] for e in new["epochs"]) <= new["epochs"][0]["loss"] and new["final_test_accuracy"] > 0.95
