@@ -137,11 +137,14 @@ def render(results: list[dict], command: str, note: str = "") -> str:
                                          for nm, bp in cols) + " |",
         "|---|---|" + "---|" * len(cols),
     ]
+    present = {k[:2] for k in groups}
     for model in models:
         for fmt in fmts:
+            if (model, fmt) not in present:
+                continue
             lines.append(f"| {model} | {fmt} | " + " | ".join(cell((model, fmt, nm, bp)) for nm, bp in cols)
                          + " |")
-    pairs = [(model, fmt) for model in models for fmt in fmts]
+    pairs = [(model, fmt) for model in models for fmt in fmts if (model, fmt) in present]
     lines += ["", "## Gap to dense", "",
               "Accuracy loss in points, dense mean minus BDWP mean (positive = BDWP worse), +- its standard "
               "error sqrt(s_d^2/n_d + s_b^2/n_b) over seeds. The last column averages the model/format pairs. "
@@ -168,6 +171,19 @@ def render(results: list[dict], command: str, note: str = "") -> str:
         if gaps:
             averages[(nm, bp)] = avg
         lines.append(f"| {nm} {bp} | " + " | ".join(row) + f" | **{avg:+.2f}** ({len(gaps)} pairs) |")
+    for model, fmt in pairs:
+        if model != "resnet18" or not groups.get((model, fmt, "dense", "independent")):
+            continue
+        dense = groups[(model, fmt, "dense", "independent")]
+        parts = []
+        for bp in ("independent", "nested"):
+            sparse = groups.get((model, fmt, "2:8", bp))
+            if sparse:
+                (md, sd), (ms, ss) = _stats(dense), _stats(sparse)
+                parts.append(f"{bp} {md - ms:+.2f} +- {(sd**2 / len(dense) + ss**2 / len(sparse)) ** 0.5:.2f} "
+                             f"points ({len(dense)} dense and {len(sparse)} BDWP seeds)")
+        lines += ["", f"Scaled ResNet-18 ({fmt}), BDWP 2:8 against dense: " + "; ".join(parts)
+                  + f" (target: within {PAPER_GAP})."]
     for bp in ("independent", "nested"):
         if ("2:8", bp) in averages:
             lines += ["", f"BDWP 2:8, {bp} BP mask: average accuracy loss **{averages[('2:8', bp)]:+.2f} "
