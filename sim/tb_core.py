@@ -1,4 +1,4 @@
-"""cocotb testbench of ``sat.hw.core.SATCore`` (with its default :class:`~sat.hw.core.LoopbackEngine`).
+"""cocotb testbench of ``sat.hw.core.SATCore`` with the :class:`~sat.sim.loopback.LoopbackEngine` test double.
 
 The host side is a cocotbext-axi ``AxiLiteMaster`` on ``s_axil_*``; device memory is an ``AxiRam`` on ``m_axi_*``
 of ``memory_bytes`` bytes (the same size the core checks extents against). Every AXI channel of both gets a
@@ -189,7 +189,7 @@ def expected_error(d: GemmDescriptor, config: SATConfig) -> int:
 
 
 def loopback_model(mem: bytearray, d: GemmDescriptor, beat_bytes: int = BEAT) -> None:
-    """What :class:`~sat.hw.core.LoopbackEngine` does to memory for a valid descriptor ``d`` (bus beats of
+    """What :class:`~sat.sim.loopback.LoopbackEngine` does to memory for a valid descriptor ``d`` (bus beats of
     ``beat_bytes``)."""
     (_, a_lo, a_hi), _, (_, c_lo, c_hi) = d.extents()
     a_first, n_a = beats_of(a_lo, a_hi, beat_bytes)

