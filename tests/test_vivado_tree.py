@@ -257,6 +257,27 @@ def test_timing_constraints(tree):
     assert "set_clock_groups" not in "\n".join(line for line in xdc.splitlines() if not line.startswith("#"))
 
 
+def test_timing_constraints_cover_the_reset_synchronizers(tree):
+    """The memory-bus reset uses Amaranth's AsyncFFSynchronizer (FDPE stages marked false_path_pre): timing.xdc
+    cuts the paths into their preset pins, as Amaranth's own Vivado script would."""
+    verilog = (tree.directory / f"{TOP_NAME}.v").read_text()
+    assert verilog.count("FDPE") >= 4 and "amaranth.vivado.false_path_pre" in verilog
+    xdc = " ".join((tree.directory / "timing.xdc").read_text().replace("\\\n", " ").split())
+    assert ('set_false_path -to [get_pins -quiet -filter {REF_PIN_NAME == PRE} -of_objects [get_cells -quiet '
+            '-hierarchical -filter {amaranth.vivado.false_path_pre == "TRUE"}]]') in xdc
+
+
+def test_readme_documents_flash_layout_cold_boot_and_bars(tree):
+    readme = (tree.directory / "README.md").read_text()
+    text = " ".join(readme.split())
+    assert "fallback image at address 0" in text and "user region at 0x04000000" in text
+    assert "flash_backup.bin" in text and "`flash` writes only the user region" in text
+    # PG213: the cold-boot deadline, and what to do about it
+    assert "PG213" in text and "warm-reboot the host" in text and "Tandem" in text
+    # PG195: DMA registers on BAR1 when the AXI-Lite master is on BAR0
+    assert "DMA registers on BAR1" in text and "SAT registers at BAR0" in text
+
+
 def test_regmap_files_agree_with_sw_regmap(tree, tmp_path):
     rmap = regmap.register_map(SMALL)
     data = json.loads((tree.directory / "regmap.json").read_text())

@@ -166,7 +166,8 @@ class XdmaTransport:
     use_mmap : bool
         Map the register BAR (default); False forces the 4-byte ``pread``/``pwrite`` path.
     memory_bytes : int
-        Size of the device memory behind the DMA engines (used by :class:`SATDevice`'s allocator).
+        Size of the device memory behind the DMA engines, for scripts that use the transport alone;
+        :class:`SATDevice` takes the size from the core's ``MEM_SIZE`` registers instead.
     exclusive : bool
         Lock the user node against other openers (default). False opens without the lock, e.g. to read registers
         while another process runs the card; never start command lists that way.
@@ -379,7 +380,7 @@ class XdmaTransport:
                                   f"{_dma_hint(error)}")
         cause = (signal + ", or the engine reported an error (dmesg says which)") if early else (
             f"a later chunk timed out ({limit}, after {elapsed:.2f} s)")
-        return TransportError(f"short DMA {kind} {where}: {got} of {n} bytes at 0x{addr:x}. The XDMA driver returns "
+        return TransportError(f"short DMA {kind} {where}: {got} of {n} bytes. The XDMA driver returns "
                               f"the bytes of the {XFER_MAX_DESC}-descriptor chunks that finished when a later one "
                               f"times out, fails or is interrupted by a signal: {cause}. Check also that the range is "
                               f"inside device memory")
