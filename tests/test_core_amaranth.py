@@ -15,6 +15,7 @@ from amaranth.sim import Simulator
 from sat.hw.core import SATCore
 from sat.hw.csr import CSRBlock
 from sat.hw.dma import DMAReader, DMAWriter, axi4_read_signature, axi4_write_signature
+from sat.sim.loopback import LoopbackEngine
 from sat.sim.tb_core import BEAT, MEMORY_BYTES, PAGE, loopback_model, random_descriptor
 from sat.sw.config import SATConfig
 from sat.sw.descriptor import encode_list
@@ -477,7 +478,7 @@ def test_core_one_list() -> None:
     """Two descriptors through SATCore (loopback engine) in the Amaranth simulator: DONE, memory as modelled."""
     config = SATConfig()
     regs = register_map(config, MEMORY_BYTES)
-    dut = SATCore(config, memory_bytes=MEMORY_BYTES)
+    dut = SATCore(config, memory_bytes=MEMORY_BYTES, engine=LoopbackEngine)
     rng = np.random.default_rng(5)
     memory = AxiMemory(MEMORY_BYTES, 512, rng, pause=0.2)
     ds = [random_descriptor(rng, config, s) for s in range(2)]

@@ -30,12 +30,14 @@ CONFIGS = {
 
 
 def core_top(config: SATConfig, max_burst: int = 256) -> VerilogTop:
-    """``SATCore(config, memory_bytes=MEMORY_BYTES, max_burst=...)`` as Verilog module ``sat_core``."""
+    """``SATCore(config, memory_bytes=MEMORY_BYTES, max_burst=..., engine=LoopbackEngine)`` as Verilog module
+    ``sat_core``."""
     from sat.hw.core import SATCore
+    from sat.sim.loopback import LoopbackEngine
 
-    key = {"config": config.to_dict(), "memory_bytes": MEMORY_BYTES, "max_burst": max_burst}
-    return generate_verilog(lambda: SATCore(config, memory_bytes=MEMORY_BYTES, max_burst=max_burst),
-                            "sat_core", key)
+    key = {"config": config.to_dict(), "memory_bytes": MEMORY_BYTES, "max_burst": max_burst, "engine": "loopback"}
+    return generate_verilog(lambda: SATCore(config, memory_bytes=MEMORY_BYTES, max_burst=max_burst,
+                                            engine=LoopbackEngine), "sat_core", key)
 
 
 def _run(name: str, seed: int, testcase: str | None = None, **params) -> None:
