@@ -11,8 +11,10 @@ and returns a :class:`CocotbTransport`. The driver then runs in a thread started
     y = await bridge(lambda: device.read_tensor(device.ff(x, w)))()
 
 Host DMA (``dma_write``/``dma_read``) goes straight into the memory (on the card XDMA's DMA does not pass
-through the core either); ``wait_irq`` waits for the ``irq`` output for at most ``irq_cycles`` clock cycles
-of simulated time per call, so a driver timeout is bounded in simulated time as well.
+through the core either). The interrupt behaves as XDMA's events node with MSI: a rising edge of the ``irq``
+output sets one pending event (further edges before it is consumed are not counted), and ``wait_irq`` consumes it
+or waits for it for at most ``irq_cycles`` clock cycles of simulated time per call, so a driver timeout is bounded
+in simulated time as well. A level-sensitive ``wait_irq`` would hide a host that forgets to re-arm.
 """
 
 from __future__ import annotations
@@ -48,6 +50,8 @@ class CocotbTransport:
         Byte ranges where the RAM answers SLVERR to the core (reads and writes); host DMA is not affected.
     irq_cycles : int
         Longest wait for the interrupt per ``wait_irq`` call, in clock cycles.
+    irq_events : int
+        Rising edges of ``irq`` seen since :func:`attach` (counted by :meth:`watch_irq`).
     """
 
     def __init__(self, dut: Any, axil: Any, ram: Any, memory_bytes: int, irq_cycles: int = 20000) -> None:
@@ -57,6 +61,20 @@ class CocotbTransport:
         self.memory_bytes = memory_bytes
         self.irq_cycles = irq_cycles
         self.faults: list[tuple[int, int]] = []
+        self.irq_events = 0
+        self._pending_event = False
+        self._event_trigger: Any = None
+
+    async def watch_irq(self) -> None:
+        """Coroutine (started by :func:`attach`): one pending event per rising edge of ``irq``, as XDMA with MSI."""
+        from cocotb.triggers import Event, RisingEdge
+
+        self._event_trigger = Event()
+        while True:
+            await RisingEdge(self.dut.irq)
+            self.irq_events += 1
+            self._pending_event = True
+            self._event_trigger.set()
 
     def _hit(self, addr: int, length: int) -> bool:
         return any(addr < hi and lo < addr + length for lo, hi in self.faults)
@@ -87,18 +105,29 @@ class CocotbTransport:
         return bytes(self.ram.read(addr, nbytes))
 
     def wait_irq(self, timeout_s: float) -> bool:
+        """Consume the pending interrupt event, waiting for one for at most ``irq_cycles`` clock cycles.
+
+        Raises
+        ------
+        RuntimeError
+            If :meth:`watch_irq` is not running (the transport was not made by :func:`attach`).
+        """
         from cocotb.task import resume
 
+        if self._event_trigger is None:
+            raise RuntimeError("CocotbTransport.watch_irq is not running: create the transport with attach()")
+
         async def wait() -> bool:
-            from cocotb.triggers import First, RisingEdge, Timer
+            from cocotb.triggers import First, Timer
 
             from .tb import CLOCK_PERIOD_NS
 
-            if _val(self.dut.irq):
-                return True
-            # a Timer, not ClockCycles: one callback instead of a Python wake-up per clock cycle
-            await First(RisingEdge(self.dut.irq), Timer(self.irq_cycles * CLOCK_PERIOD_NS, "ns"))
-            return bool(_val(self.dut.irq))
+            if not self._pending_event:
+                self._event_trigger.clear()
+                # a Timer, not ClockCycles: one callback instead of a Python wake-up per clock cycle
+                await First(self._event_trigger.wait(), Timer(self.irq_cycles * CLOCK_PERIOD_NS, "ns"))
+            got, self._pending_event = self._pending_event, False
+            return got
 
         return resume(wait)()
 
@@ -151,6 +180,7 @@ async def attach(dut: Any, config: SATConfig, *, memory_bytes: int, pause: float
     ValueError
         For an unknown ``memory`` or a top whose ``m_axi`` data width differs from the config's.
     """
+    import cocotb
     from cocotb.triggers import ClockCycles
     from cocotbext.axi import AxiBus, AxiLiteBus, AxiLiteMaster, AxiRam
 
@@ -207,6 +237,7 @@ async def attach(dut: Any, config: SATConfig, *, memory_bytes: int, pause: float
         ram.read_if._read = faulty_read
         ram.write_if._write = faulty_write
     transport.ram = ram
+    cocotb.start_soon(transport.watch_irq())
     await ClockCycles(dut.clk, 4)
     dut.rst.value = 0
     await ClockCycles(dut.clk, 2)

@@ -1,10 +1,10 @@
 """cocotb RTL tests of ``sat.hw.core.SATCore`` (``sim/tb_core.py``) on Verilator, plus a Verilator lint of the top.
 
 The core runs with the :class:`~sat.sim.loopback.LoopbackEngine` test double in its engine slot (the GEMM unit is
-tested end to end in ``tests/test_system_rtl.py``): registers against ``register_map``, SLVERR for unmapped
+tested end to end in ``tests/test_system_rtl.py``): registers against ``register_map``, OKAY and 0 for undecoded
 offsets, descriptor validation against ``GemmDescriptor.validate``, AXI error injection, BUSY/ABORT/reset mid-run,
-DMA bursts against the 4 KiB and burst-length rules, and memory against the loopback model, all under random AXI
-pauses.
+DMA bursts against the 4 KiB and burst-length rules, memory against the loopback model, and a mid-list
+``FLAG_IRQ`` that must not stall ``SATDevice.wait``, all under random AXI pauses.
 """
 
 from __future__ import annotations

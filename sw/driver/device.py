@@ -252,7 +252,10 @@ class SATDevice:
     memory_bytes : int, optional
         Size of device memory; default: the core's ``MEM_SIZE`` registers.
     use_irq : bool
-        Wait for the interrupt (default); False polls ``STATUS`` instead (e.g. if the interrupt is not wired).
+        Wait for the interrupt (default; on the card the XDMA driver must use MSI, docs/board.md). After each
+        interrupt the device acknowledges ``IRQ_STATUS`` and reads ``STATUS`` again, so an interrupt raised by a
+        descriptor with ``FLAG_IRQ`` in the middle of a list does not hide the end of the list. False polls
+        ``STATUS`` instead (e.g. if the interrupt is not wired).
     poll_interval_s : float
         Sleep between ``STATUS`` polls when ``use_irq`` is False.
 
@@ -697,15 +700,21 @@ class SATDevice:
             if remaining <= 0:
                 break
             if self.use_irq:
-                self.transport.wait_irq(remaining)
+                if self.transport.wait_irq(remaining):
+                    # Re-arm, then look again. An event is a rising edge of the core's interrupt line (XDMA sends
+                    # its MSI on the edge of usr_irq_req), and the line stays high while any IRQ_STATUS bit is set:
+                    # after a descriptor with FLAG_IRQ in the middle of the list, the end of the list would make
+                    # no new edge. Acknowledging drops the line, so the next IRQ_STATUS bit raises it again; a
+                    # list that ended before the acknowledgement shows in STATUS at the top of the loop.
+                    self.write_reg("IRQ_STATUS", IRQ_DONE | IRQ_ERROR)
             else:
                 time.sleep(min(self.poll_interval_s, remaining))
         regs = self.dump_registers()
         raise SATTimeout(
             f"the command list ({count} descriptors) did not finish within {timeout_s} s: CMD_DONE="
             f"{regs['CMD_DONE']}, STATUS=0x{regs['STATUS']:x}. "
-            + ("No interrupt arrived: check the interrupt wiring or open the device with use_irq=False. "
-               if self.use_irq else "")
+            + ("No interrupt arrived: is the XDMA driver using MSI (interrupt_mode=1, docs/board.md)? Or open the "
+               "device with use_irq=False to poll STATUS. " if self.use_irq else "")
             + "The list may still be running: wait(device.pending) again, or abort() and then wait. Registers:\n"
             + self.format_registers(regs), regs)
 
