@@ -7,7 +7,8 @@ requested array, runs ``C = A . B`` (``A`` is ``m x k``, ``B`` is ``k x n``, N:M
 (``sat.sim.tb_system.cli_gemm``) and prints the core's cycle counters, the utilization and whether the result is
 bit-identical to the golden model (``sat.sw.numerics``). Exit status 0 when it is, 1 otherwise. ``--opt 1|2``
 compiles the C++ model optimised (a separate cached build: slower to build, faster to run), ``--memory axiram``
-uses cocotbext-axi's ``AxiRam`` instead of the lean :class:`sat.sim.axi_memory.AxiMemory`.
+uses cocotbext-axi's AXI slave (``AxiSlave`` over :class:`sat.sim.cocotb_transport.FaultyMemory`) instead of the lean
+:class:`sat.sim.axi_memory.AxiMemory`.
 
 ``sat train --backend sim`` (:func:`run_sim_train`) trains through the driver on the simulated core
 (``sat.sim.tb_train``); this module registers the backend name ``"sim"`` for it.

@@ -1,6 +1,6 @@
 """cocotb testbench of ``sat.hw.core.SATCore`` with the :class:`~sat.sim.loopback.LoopbackEngine` test double.
 
-The host side is a cocotbext-axi ``AxiLiteMaster`` on ``s_axil_*``; device memory is an ``AxiRam`` on ``m_axi_*``
+The host side is a cocotbext-axi ``AxiLiteMaster`` on ``s_axil_*``; device memory is an AXI slave memory on ``m_axi_*``
 of ``memory_bytes`` bytes (the same size the core checks extents against). Every AXI channel of both gets a
 random pause generator (idle cycles on the sources, back-pressure on the sinks). Fault injection makes the RAM
 answer SLVERR for accesses that touch chosen byte ranges. A monitor checks every AR/AW handshake: INCR, full
