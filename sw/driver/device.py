@@ -810,7 +810,7 @@ class DeviceBackend:
 
     def _run(self, a: np.ndarray, chunks: list[tuple[int, int]], b_upload, rows: int,
              cols: int) -> np.ndarray:
-        from ..bdwp import sum_partials
+        from ..backend import sum_partials
 
         dev = self.device
         live: list[Tensor | SparseWeights] = []
@@ -837,7 +837,7 @@ class DeviceBackend:
 
     def dense(self, a: np.ndarray, b: np.ndarray, fmt: str) -> np.ndarray:
         """``a @ b`` on the device (``a`` rows x K, ``b`` K x cols, values already quantized to ``fmt``)."""
-        from ..bdwp import k_chunks
+        from ..backend import k_chunks
 
         a, b = np.asarray(a, np.float32), np.asarray(b, np.float32)
         if b.ndim != 2:
@@ -851,7 +851,7 @@ class DeviceBackend:
 
     def sparse(self, a: np.ndarray, b: NMOperand, fmt: str) -> np.ndarray:
         """``a @ B`` on the device with ``B`` uploaded in the packed N:M format."""
-        from ..bdwp import k_chunks, sparse_chunk
+        from ..backend import k_chunks, sparse_chunk
 
         a = np.asarray(a, np.float32)
         self._check(a, b.k, b.cols, fmt)
