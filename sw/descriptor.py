@@ -246,17 +246,19 @@ MAX_KERNEL, MAX_PADDING, MAX_STRIDE = 15, 15, 8
 #: Largest batch, height and width (16-bit fields).
 MAX_SPATIAL = (1 << 16) - 1
 
-#: The 64-byte convolution descriptor, little-endian. The first 32 bytes and the tag are where a GEMM descriptor
-#: has them (opcode, flags, N:M, the GEMM view rows x red x cols, the three addresses); the strides' place holds
-#: the geometry.
+#: The 64-byte convolution descriptor, little-endian. Opcode, flags, N:M, ``red``, the three addresses and the tag
+#: are where a GEMM descriptor has them; the geometry takes the strides' place. ``start`` is where the chunk
+#: ``k0`` lies in the lowered reduction, so that the core never divides: ``(s0, s1, s2)`` is ``(kh0, kw0, ch0)`` (tap
+#: and channel) for FF and BP, ``(b0, oh0, ow0)`` (output pixel) for WU; the encoder computes it, the core checks it.
 CONV_LAYOUT = data.StructLayout({
     "opcode": 8, "flags": FLAGS_LAYOUT, "n": 4, "m_log2": 4, "kh": 4, "kw": 4,
-    "rows": 32, "red": 32, "cols": 32, "a_addr": 64, "b_addr": 64, "c_addr": 64,
+    "s0": 16, "s1": 16, "red": 32, "s2": 32, "a_addr": 64, "b_addr": 64, "c_addr": 64,
     "batch": 16, "height": 16, "width": 16, "stride_log2": 2, "padding": 4, "pass_": 2, "reserved0": 8,
     "c_in": 32, "tag": 32, "c_out": 32, "k0": 32,
 })
 assert CONV_LAYOUT.size == 8 * DESCRIPTOR_BYTES
-assert CONV_LAYOUT["tag"].offset == DESCRIPTOR_LAYOUT["tag"].offset
+assert all(CONV_LAYOUT[f].offset == DESCRIPTOR_LAYOUT[f].offset
+           for f in ("opcode", "flags", "n", "m_log2", "red", "a_addr", "b_addr", "c_addr", "tag"))
 
 
 @dataclass(frozen=True)
@@ -313,8 +315,8 @@ class ConvDescriptor:
     tag: int = 0
     opcode: int = OP_CONV
     reserved: int = 0
-    #: The GEMM view's rows and columns as fetched (``None``: as the geometry gives them); the core checks them.
-    view: tuple[int, int] | None = None
+    #: ``start`` as fetched (``None``: as the encoder computes it from ``k0``); the core checks it.
+    start: tuple[int, int, int] | None = None
 
     def __post_init__(self) -> None:
         if self.pass_ not in CONV_PASSES:
@@ -376,6 +378,18 @@ class ConvDescriptor:
             return 2 * (self.reduction if self.flags & FLAG_B_TRANS else self.c_out)
         return 2 * self.c_in
 
+    def start_of(self, k: int) -> tuple[int, int, int]:
+        """Where reduction index ``k`` lies: ``(kh, kw, channel)`` for FF and BP (channel ``ci`` of ``K`` or
+        ``co`` of ``K'``), the output pixel ``(b, oh, ow)`` for WU."""
+        if self.pass_ == "wu":
+            q, ow = divmod(k, max(self.ow, 1))
+            b, oh = divmod(q, max(self.oh, 1))
+            return b, oh, ow
+        chan = self.c_in if self.pass_ == "ff" else self.co_pad
+        tap, ch = divmod(k, max(chan, 1))
+        kh, kw = divmod(tap, max(self.kw, 1))
+        return kh, kw, ch
+
     # ---------------------------------------------------------------------------------------- encoding
     def encode(self) -> bytes:
         """The 64 bytes the core fetches; raises ``ValueError`` if a field does not fit its width."""
@@ -392,13 +406,14 @@ class ConvDescriptor:
                 raise ValueError(f"descriptor field {name}={value!r} does not fit in {bits} bits")
         flags = {name: self.flags >> FLAGS_LAYOUT[name].offset & 1 for name in ("sparse", "a_trans", "b_trans",
                                                                                  "irq")}
+        s0, s1, s2 = self.start if self.start is not None else self.start_of(self.k0)
         word = CONV_LAYOUT.const({
             "opcode": self.opcode, "flags": {**flags, "reserved": self.flags >> 4}, "n": self.n,
             "m_log2": self.m.bit_length() - 1 if self.m else 0, "kh": self.kh, "kw": self.kw,
-            "rows": min(self.rows, (1 << 32) - 1), "red": self.red, "cols": min(self.cols, (1 << 32) - 1),
+            "s0": s0 & 0xFFFF, "s1": s1 & 0xFFFF, "s2": s2 & 0xFFFFFFFF, "red": self.red,
             "a_addr": self.a_addr, "b_addr": self.b_addr, "c_addr": self.c_addr, "batch": self.batch,
             "height": self.height, "width": self.width, "stride_log2": self.stride.bit_length() - 1,
-            "padding": self.padding, "pass_": CONV_PASSES.index(self.pass_), "reserved0": self.reserved,
+            "padding": self.padding, "pass_": CONV_PASSES.index(self.pass_), "reserved0": self.reserved & 0xFF,
             "c_in": self.c_in, "tag": self.tag, "c_out": self.c_out, "k0": self.k0,
         }).as_bits()
         return word.to_bytes(DESCRIPTOR_BYTES, "little")
@@ -423,7 +438,8 @@ class ConvDescriptor:
                    c_in=int(d.c_in), c_out=int(d.c_out), kh=int(d.kh), kw=int(d.kw), stride=1 << int(d.stride_log2),
                    padding=int(d.padding), a_addr=int(d.a_addr), b_addr=int(d.b_addr), c_addr=int(d.c_addr),
                    k0=int(d.k0), red=int(d.red) or -1, n=n, m=0 if n == 0 and m_log2 == 0 else 1 << m_log2,
-                   flags=raw[1], tag=int(d.tag), reserved=int(d.reserved0), view=(int(d.rows), int(d.cols)))
+                   flags=raw[1], tag=int(d.tag), reserved=int(d.reserved0),
+                   start=(int(d.s0), int(d.s1), int(d.s2)))
 
     # ---------------------------------------------------------------------------------------- checks
     def validate(self, config: SATConfig, memory_bytes: int | None = None) -> None:
@@ -462,9 +478,9 @@ class ConvDescriptor:
             if getattr(self, name) > MAX_DIM:
                 raise DescriptorError(f"the GEMM view's {name}={getattr(self, name)} exceeds {MAX_DIM}",
                                       ErrorCode.BAD_SHAPE)
-        if self.view is not None and self.view != (self.rows, self.cols):
-            raise DescriptorError(f"the GEMM view {self.view[0]} x {self.view[1]} does not match the geometry's "
-                                  f"{self.rows} x {self.cols}", ErrorCode.BAD_SHAPE)
+        if self.start is not None and self.red >= 1 and tuple(self.start) != self.start_of(self.k0):
+            raise DescriptorError(f"start {tuple(self.start)} is not where k0={self.k0} lies "
+                                  f"({self.start_of(self.k0)})", ErrorCode.BAD_SHAPE)
         if not 1 <= self.red <= MAX_DIM or self.k0 + self.red > self.reduction:
             raise DescriptorError(f"reduction chunk [{self.k0}, {self.k0 + self.red}) is not inside the "
                                   f"{self.reduction}-long reduction", ErrorCode.BAD_SHAPE)
