@@ -22,10 +22,9 @@ Operands are quantized to the operand format (FP16 or BF16) before each pass, re
 
 from __future__ import annotations
 
-import importlib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
@@ -33,6 +32,19 @@ from sat.sw import conv as _conv
 from sat.sw import numerics
 from sat.sw.conv import ConvShape, conv_output_size, im2col
 from sat.sw.network import POLICIES, PassPolicy, pass_is_sparse
+
+from .backend import (
+    Float32Backend,
+    GemmBackend,
+    GoldenBackend,
+    backend_names,
+    get_backend,
+    k_chunks,
+    register_backend,
+    sparse_chunk,
+    sum_partials,
+)
+from .nm import NM, check_nm, format_nm, nm_mask, parse_nm, prune
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from sat.sw.nmformat import NMOperand
@@ -51,143 +63,6 @@ __all__ = [
 ]
 
 
-def check_nm(n: int, m: int) -> None:
-    """Raise ``ValueError`` unless ``n:m`` is a valid N:M pattern (``1 <= n <= m``, ``m`` a power of two)."""
-    if not isinstance(m, (int, np.integer)) or m < 1 or (m & (m - 1)) != 0:
-        raise ValueError(f"M must be a power of two (e.g. 4 or 8), not {m!r}")
-    if not isinstance(n, (int, np.integer)) or not 1 <= n <= m:
-        raise ValueError(f"N must be between 1 and M ({m}), not {n!r}")
-
-
-def nm_mask(w, n: int, m: int, axis: int = -1) -> np.ndarray:
-    """Boolean mask keeping the ``n`` largest ``|w|`` of every ``m`` consecutive elements along ``axis``.
-
-    Ties go to the lower index. When the axis length is not a multiple of ``m`` the array is treated as
-    zero-padded: the last, partial group keeps its ``min(n, length)`` largest elements.
-
-    Parameters
-    ----------
-    w : array_like
-        Weights (any real dtype, any number of dimensions).
-    n, m : int
-        Keep ``n`` of every ``m``; ``m`` must be a power of two and ``1 <= n <= m``.
-    axis : int
-        Axis along which groups are formed (``K`` for FF weights, ``C_out`` for BP weights).
-
-    Raises
-    ------
-    ValueError
-        For an invalid ``n:m`` or weights containing NaN.
-    """
-    check_nm(n, m)
-    w = np.asarray(w)
-    if np.issubdtype(w.dtype, np.floating) and np.isnan(w).any():
-        raise ValueError("cannot prune weights that contain NaN: check the loss scale / learning rate")
-    axis = axis % w.ndim if w.ndim else 0
-    moved = np.moveaxis(w, axis, -1)
-    length = moved.shape[-1]
-    pad = -length % m
-    if n == m:
-        return np.ones(w.shape, dtype=bool)
-    if moved.flags.c_contiguous:
-        # groups run along the innermost axis: copy each group position into its own contiguous array
-        mag = np.abs(moved)
-        if pad:
-            mag = np.concatenate([mag, np.zeros(mag.shape[:-1] + (pad,), mag.dtype)], axis=-1)
-        flat = mag.reshape(-1, m)
-        keep = _rank_keep([np.ascontiguousarray(flat[:, j]) for j in range(m)], n)
-        keep = np.stack(keep, axis=-1).reshape(mag.shape)[..., :length]
-        return np.moveaxis(keep, -1, axis)
-    # groups run along an outer axis (BP weights: groups along C_out of C_out x K): every group position is
-    # a strided view whose inner rows are contiguous, so no copy is needed (3x faster than moving the axis)
-    mag = np.ascontiguousarray(np.abs(w))
-    if pad:
-        mag = np.concatenate([mag, np.zeros(mag.shape[:axis] + (pad,) + mag.shape[axis + 1:], mag.dtype)], axis=axis)
-    groups = mag.reshape(mag.shape[:axis] + (-1, m) + mag.shape[axis + 1:])
-    position = [groups[(slice(None),) * (axis + 1) + (j,)] for j in range(m)]
-    keep = np.stack(_rank_keep(position, n), axis=axis + 1).reshape(mag.shape)
-    return keep[(slice(None),) * axis + (slice(0, length),)]
-
-
-def _rank_keep(position: list[np.ndarray], n: int) -> list[np.ndarray]:
-    """``keep[j]``: whether group member ``j`` (``position[j]``, magnitudes) is among the ``n`` largest.
-
-    rank[i] = how many group members beat member i (larger, or equal with a lower index). Each pair is compared
-    once, on whole per-position arrays: ~7x faster than comparing whole groups m times.
-    """
-    m = len(position)
-    rank = [np.zeros(position[0].shape, dtype=np.uint8) for _ in range(m)]
-    for i in range(m):
-        for j in range(i + 1, m):
-            lower_wins = position[i] >= position[j]
-            rank[j] += lower_wins
-            rank[i] += ~lower_wins
-    return [r < n for r in rank]
-
-
-def prune(w, n: int, m: int, axis: int = -1) -> np.ndarray:
-    """``w`` with everything but the N:M-selected elements along ``axis`` set to zero."""
-    w = np.asarray(w)
-    return np.where(nm_mask(w, n, m, axis), w, np.zeros((), w.dtype))
-
-
-# ----------------------------------------------------------------------------------------------------------
-# N:M patterns
-
-NM = tuple[int, int] | None
-"""An N:M pattern ``(n, m)``, or ``None`` for dense training."""
-
-
-def parse_nm(text: str | tuple[int, int] | None) -> NM:
-    """Parse ``"2:8"`` into ``(2, 8)`` and ``"dense"`` (or ``None``) into ``None``.
-
-    Raises
-    ------
-    ValueError
-        If ``text`` is neither ``"dense"`` nor ``"N:M"`` with a valid pattern (see :func:`check_nm`).
-    """
-    if text is None:
-        return None
-    if isinstance(text, tuple):
-        n, m = text
-    else:
-        s = str(text).strip().lower()
-        if s == "dense":
-            return None
-        parts = s.split(":")
-        if len(parts) != 2 or not all(p.isdigit() for p in parts):
-            raise ValueError(f"sparsity must be 'dense' or 'N:M' such as '2:8', not {text!r}")
-        n, m = int(parts[0]), int(parts[1])
-    check_nm(n, m)
-    return (int(n), int(m))
-
-
-def format_nm(nm: NM) -> str:
-    """Inverse of :func:`parse_nm`: ``(2, 8)`` -> ``"2:8"``, ``None`` -> ``"dense"``."""
-    return "dense" if nm is None else f"{nm[0]}:{nm[1]}"
-
-
-# ----------------------------------------------------------------------------------------------------------
-# GEMM backends
-
-@runtime_checkable
-class GemmBackend(Protocol):
-    """Where the GEMMs of a training iteration run (golden model, RTL simulation, FPGA card).
-
-    Both methods receive operands already quantized to ``fmt`` (float32 arrays holding exactly representable
-    values) and return the FP32 result as a float32 array; a conforming backend returns bit-identical results
-    to :class:`GoldenBackend`.
-    """
-
-    def dense(self, a: np.ndarray, b: np.ndarray, fmt: str) -> np.ndarray:
-        """``a @ b`` for ``a`` (rows, K) and ``b`` (K, cols), dense."""
-        ...
-
-    def sparse(self, a: np.ndarray, b: NMOperand, fmt: str) -> np.ndarray:
-        """``a @ B`` for ``a`` (rows, K) and ``B`` (K, cols) N:M-sparse along K, compressed (``nmformat``)."""
-        ...
-
-
 def resident(backend: GemmBackend, x: np.ndarray, fmt: str):
     """Hand an operand-format activation tensor to ``backend`` for reuse by several passes.
 
@@ -204,167 +79,6 @@ def release(backend: GemmBackend, handle) -> None:
     free = getattr(backend, "release", None)
     if free is not None and handle is not None and not isinstance(handle, np.ndarray):
         free(handle)
-
-
-KLimit = Callable[[int, int], int]
-
-
-def k_chunks(k: int, limit: int, granule: int = 1) -> list[tuple[int, int]]:
-    """Split a reduction ``[0, k)`` into consecutive chunks ``(k0, k1)`` of at most ``limit``.
-
-    Every chunk but the last has the same length, the largest multiple of ``granule`` not above ``limit`` (so an
-    N:M operand splits on group boundaries with ``granule = m``). A backend that splits ``K`` and the golden model
-    that checks it use this rule, so that both add the same partials in the same order.
-
-    Raises
-    ------
-    ValueError
-        If ``limit`` is smaller than ``granule`` or either is not positive.
-    """
-    if granule < 1 or limit < granule:
-        raise ValueError(f"a K chunk limit of {limit} cannot hold one group of {granule}: the buffers are too small "
-                         "for this N:M pattern")
-    size = limit - limit % granule
-    return [(k0, min(k, k0 + size)) for k0 in range(0, k, size)] or [(0, 0)]
-
-
-def sum_partials(parts: Iterable[np.ndarray]) -> np.ndarray:
-    """FP32 sum of K-chunk partial products in the given (chunk) order, with the array's adder semantics
-    (:func:`sat.sw.numerics.fp32_add`: RNE, DAZ/FTZ, canonical NaN): ``((p0 + p1) + p2) + ...``.
-
-    Raises
-    ------
-    ValueError
-        For no partials or partials of different shapes.
-    """
-    total = None
-    for p in parts:
-        p = np.asarray(p, np.float32)
-        if total is None:
-            total = p.copy()
-        elif p.shape != total.shape:
-            raise ValueError(f"K-chunk partials of different shapes: {total.shape} and {p.shape}")
-        else:
-            total = numerics.fp32_add(total, p)
-    if total is None:
-        raise ValueError("no K-chunk partials to add")
-    return total
-
-
-def sparse_chunk(b: NMOperand, k0: int, k1: int) -> NMOperand:
-    """Rows ``[k0, k1)`` of the N:M operand ``b`` (``k0`` on a group boundary) as an operand of its own."""
-    from sat.sw.nmformat import NMOperand
-
-    if k0 % b.m or not 0 <= k0 < k1 <= b.k:
-        raise ValueError(f"rows {k0}..{k1} are not a group-aligned slice of a {b.k}-row {b.n}:{b.m} operand")
-    g0, g1 = k0 // b.m, -(-k1 // b.m)
-    return NMOperand(np.ascontiguousarray(b.values[g0:g1]), np.ascontiguousarray(b.indices[g0:g1]), b.n, b.m,
-                     k1 - k0, b.cols)
-
-
-class GoldenBackend:
-    """The bit-exact NumPy golden model: :func:`sat.sw.numerics.matmul` and ``matmul_sparse``.
-
-    Parameters
-    ----------
-    k_limit : int or callable, optional
-        Split ``K`` as a backend with limited buffers does: ``k_limit(n, m)`` (``n = m = 0`` for dense) is the
-        longest chunk, an int the same for every GEMM; chunks follow :func:`k_chunks` (``granule = m`` for
-        sparse) and their FP32 partials are added in order by :func:`sum_partials`. Default: no split. Pass a
-        device backend's :meth:`~sat.sw.driver.device.DeviceBackend.k_limit` to check it bit for bit.
-    """
-
-    name = "golden"
-
-    def __init__(self, k_limit: int | KLimit | None = None) -> None:
-        if isinstance(k_limit, int) and k_limit < 1:
-            raise ValueError(f"k_limit must be positive, not {k_limit!r}")
-        self.k_limit = k_limit
-
-    def _limit(self, n: int, m: int) -> int | None:
-        if self.k_limit is None:
-            return None
-        return self.k_limit if isinstance(self.k_limit, int) else int(self.k_limit(n, m))
-
-    def dense(self, a: np.ndarray, b: np.ndarray, fmt: str) -> np.ndarray:
-        limit = self._limit(0, 0)
-        k = np.shape(b)[0]
-        if limit is None or k <= limit:
-            return numerics.matmul(a, b, fmt)
-        return sum_partials(numerics.matmul(a[:, k0:k1], b[k0:k1], fmt) for k0, k1 in k_chunks(k, limit))
-
-    def sparse(self, a: np.ndarray, b: NMOperand, fmt: str) -> np.ndarray:
-        if a.shape[1] != b.k:
-            raise ValueError(f"sparse GEMM: a has K={a.shape[1]} columns but the N:M operand has "
-                             f"k={b.k} rows")
-        limit = self._limit(b.n, b.m)
-        if limit is None or b.k <= limit:
-            return numerics.matmul_sparse(a, b.values, b.indices, b.m, fmt)
-        parts = []
-        for k0, k1 in k_chunks(b.k, limit, b.m):
-            c = sparse_chunk(b, k0, k1)
-            parts.append(numerics.matmul_sparse(a[:, k0:k1], c.values, c.indices, c.m, fmt))
-        return sum_partials(parts)
-
-    def __repr__(self) -> str:
-        return "GoldenBackend()" if self.k_limit is None else f"GoldenBackend(k_limit={self.k_limit!r})"
-
-
-class Float32Backend:
-    """A fast, **not bit-exact** backend for long accuracy sweeps: the operands are the quantized FP16/BF16 values
-    the card sees, products and sums are float32 in BLAS order (``numpy.matmul``) instead of the card's sequential
-    chain, so results differ from the golden model by FP32 rounding only. Never use it to check hardware."""
-
-    name = "fast"
-
-    def dense(self, a: np.ndarray, b: np.ndarray, fmt: str) -> np.ndarray:
-        return np.matmul(np.asarray(a, np.float32), np.asarray(b, np.float32))
-
-    def sparse(self, a: np.ndarray, b: NMOperand, fmt: str) -> np.ndarray:
-        return np.matmul(np.asarray(a, np.float32), b.to_dense().astype(np.float32))
-
-    def __repr__(self) -> str:
-        return "Float32Backend()"
-
-
-_BACKENDS: dict[str, str | Callable[[], GemmBackend]] = {"golden": GoldenBackend, "fast": Float32Backend}
-
-
-def register_backend(name: str, factory: str | Callable[[], GemmBackend]) -> None:
-    """Make a backend selectable by name (``sat train --backend NAME``).
-
-    Parameters
-    ----------
-    name : str
-        Backend name, e.g. ``"sim"`` or ``"xdma"``.
-    factory : callable or str
-        A zero-argument callable returning a :class:`GemmBackend`, or ``"package.module:attribute"``
-        naming one (imported only when the backend is requested).
-    """
-    _BACKENDS[name] = factory
-
-
-def backend_names() -> list[str]:
-    """Names accepted by :func:`get_backend`."""
-    return sorted(_BACKENDS)
-
-
-def get_backend(name: str) -> GemmBackend:
-    """Instantiate the backend registered as ``name``.
-
-    Raises
-    ------
-    ValueError
-        If no backend of that name is registered.
-    """
-    try:
-        factory = _BACKENDS[name]
-    except KeyError:
-        raise ValueError(f"unknown GEMM backend {name!r}: choose one of {backend_names()}") from None
-    if isinstance(factory, str):
-        module, _, attr = factory.partition(":")
-        factory = getattr(importlib.import_module(module), attr)
-    return factory()
 
 
 # ----------------------------------------------------------------------------------------------------------
