@@ -28,8 +28,8 @@ chunks' FP32 partials are added in chunk order (:func:`sat.sw.bdwp.sum_partials`
 does this, as the driver does. A linear layer is the ``1 x 1`` convolution of a ``1 x 1`` image: its lowerings
 are the identity, so its passes are the plain GEMMs of ``docs/bdwp.md``.
 
-Host code never lowers a convolution on the card's behalf except in the driver's stand-in for the card's conv
-descriptor (:meth:`sat.sw.driver.device.SATDevice.conv`), which calls these lowerings.
+The card lowers convolutions itself (conv descriptors, :meth:`sat.sw.driver.device.SATDevice.conv`); these
+lowerings are the golden model's and the tests'.
 """
 
 from __future__ import annotations
