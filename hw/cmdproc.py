@@ -527,8 +527,6 @@ class CommandProcessor(wiring.Component):
                         with m.Else():
                             m.next = "CHECK1"
             with m.State("CHECK1"):
-                with m.If(opcode == OP_CONV):
-                    m.next = "CONV1"
                 m.d.sync += [
                     code1_r.eq(code1),
                     a_span.eq((a_lines[:DIM_WIDTH] - 1) * a_stride),
@@ -536,7 +534,10 @@ class CommandProcessor(wiring.Component):
                     c_span.eq((rows[:DIM_WIDTH] - 1) * c_stride),
                     steps.eq(groups * n),
                 ]
-                m.next = "CHECK2"
+                with m.If(opcode == OP_CONV):
+                    m.next = "CONV1"
+                with m.Else():
+                    m.next = "CHECK2"
             with m.State("CHECK2"):
                 m.d.sync += [
                     packed.eq((tiles * per_tile) << exact_log2(BEAT_BYTES)),
