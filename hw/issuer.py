@@ -16,10 +16,9 @@ from amaranth.lib.wiring import In, Out
 from amaranth.utils import exact_log2
 
 from sat.sw.config import SATConfig
-from sat.sw.descriptor import DIM_WIDTH
+from sat.sw.descriptor import DIM_WIDTH, ConvPass
 from sat.sw.nmformat import LANES
 
-from .cmdproc import CONV_WU
 from .dma import request_layout
 from .sequencer import buffer_addr_width, context_layout, load_job_layout
 
@@ -101,7 +100,8 @@ class ReadIssuer(wiring.Component):
         m.d.comb += conv.context.eq(c)
         # a convolution's implicit operand (A of FF and BP, B of WU) is lowered by ConvLines
         implicit = Signal(name="implicit_load")
-        m.d.comb += implicit.eq(c.conv.enable & Mux(self.job.p.a, c.conv.pass_ != CONV_WU, c.conv.pass_ == CONV_WU))
+        wu = c.conv.pass_ == ConvPass.WU
+        m.d.comb += implicit.eq(c.conv.enable & Mux(self.job.p.a, ~wu, wu))
 
         job = Signal(load_job_layout(cfg), name="job")
         run = Signal(name="issuing")
