@@ -119,7 +119,7 @@ def resnet18_sample(config: SATConfig, layers: tuple[str, ...]) -> list:
     """Distinct descriptor shapes of sampled ResNet-18 layers (every pass, K chunks included) as the scheduler
     emits them for a 2:8 iteration on ``config``, scaled down to run on the RTL: 16x16 images, batch 1 and
     channels 4, 8, 16, 32 (``resnet18_cifar(width=4)``), normal orientation (no ``B_TRANS`` in it)."""
-    from sat.sw.descriptor import FLAG_A_TRANS, FLAG_B_TRANS
+    from sat.sw.descriptor import FLAG_A_TRANS, FLAG_B_TRANS, ConvDescriptor
     from sat.sw.schedule import resnet18_cifar, schedule_iteration
 
     s = schedule_iteration(resnet18_cifar(image=16, width=4), 1, config, (2, 8), orientation="normal")
@@ -129,7 +129,10 @@ def resnet18_sample(config: SATConfig, layers: tuple[str, ...]) -> list:
             continue
         for d in g.descriptors:
             assert not d.flags & FLAG_B_TRANS
-            shape = ["wu" if d.flags & FLAG_A_TRANS else "gemm", d.rows, d.red, d.cols,
+            # a convolution's descriptor as the plain GEMM of its view (its conv loader is timed by
+            # tests/test_conv_rtl.py::test_conv_timing_model)
+            a_trans = d.pass_ == "wu" if isinstance(d, ConvDescriptor) else d.flags & FLAG_A_TRANS
+            shape = ["wu" if a_trans else "gemm", d.rows, d.red, d.cols,
                      [d.n, d.m] if d.sparse else None]
             if shape not in shapes:
                 shapes.append(shape)
