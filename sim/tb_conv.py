@@ -16,7 +16,7 @@ import numpy as np
 
 from sat.sw import numerics
 
-from .tb import tb_params
+from .tb import tb_params, without_host_lowering
 from .tb_system import _open, _values
 
 __all__ = ["conv_operands", "run_conv", "run_conv_case"]
@@ -63,25 +63,9 @@ def run_conv(backend: Any, pass_: str, shape: Any, fmt: str, a: Any, b: Any) -> 
     from sat.sw.backend import GoldenBackend
     from sat.sw.conv import conv_pass
 
-    got = _without_host_lowering(lambda: conv_pass(backend, pass_, a, b, shape, fmt))
+    got = without_host_lowering(lambda: conv_pass(backend, pass_, a, b, shape, fmt))
     want = conv_pass(GoldenBackend(k_limit=backend.k_limit), pass_, a, b, shape, fmt)
     return got, want
-
-
-def _without_host_lowering(work):
-    """Run ``work`` with the host's lowerings (``sat.sw.conv.im2col`` / ``bp_lower``) refusing to run: the
-    device path must not lower on the host (the golden model, run afterwards, does: it is the reference)."""
-    import sat.sw.conv as conv_module
-
-    def refuse(*_args, **_kwargs):
-        raise AssertionError("the host lowered a convolution")
-
-    saved = conv_module.im2col, conv_module.bp_lower
-    conv_module.im2col, conv_module.bp_lower = refuse, refuse
-    try:
-        return work()
-    finally:
-        conv_module.im2col, conv_module.bp_lower = saved
 
 
 @cocotb.test()
