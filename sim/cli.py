@@ -171,7 +171,7 @@ def sim_backend() -> Any:
                        "sat.sim.cocotb_transport.attach in your own testbench")
 
 
-def run_sim_train(cfg: Any, *, rows: int = 4, cols: int = 4, a_depth: int = 128, b_depth: int = 512,
+def run_sim_train(cfg: Any, *, rows: int = 4, cols: int = 4, a_depth: int = 32, b_depth: int = 512,
                   opt: int = 1, memory: str | None = None, pause: float = 0.0, golden: bool = False,
                   latency: int = 2, seed: int = 0, report: str | Path | None = None,
                   memory_bytes: int = TRAIN_MEMORY_BYTES) -> dict:
@@ -413,7 +413,7 @@ def _sim(p: argparse.ArgumentParser) -> Callable[[argparse.Namespace], int]:
     g.add_argument("--rows", type=int, default=2, help="array rows R (default 2)")
     g.add_argument("--cols", type=int, default=2, help="array columns C (default 2)")
     g.add_argument("--latency", type=int, default=2, help="FP32 adder latency L (default 2)")
-    g.add_argument("--a-depth", type=int, default=32, help="words per A bank of the engine (default 32)")
+    g.add_argument("--a-depth", type=int, default=8, help="32-element words per A bank of the engine (default 8)")
     g.add_argument("--b-depth", type=int, default=128, help="words of the B buffer (default 128)")
     g.add_argument("--pause", type=float, default=0.0, help="random AXI pause probability (default 0)")
     _add_sim_build_args(g, default_opt=0)
@@ -441,7 +441,7 @@ def _sim(p: argparse.ArgumentParser) -> Callable[[argparse.Namespace], int]:
     c.add_argument("--rows", type=int, default=2, help="array rows R (default 2)")
     c.add_argument("--cols", type=int, default=2, help="array columns C (default 2)")
     c.add_argument("--latency", type=int, default=2, help="FP32 adder latency L (default 2)")
-    c.add_argument("--a-depth", type=int, default=32, help="words per A bank of the engine (default 32)")
+    c.add_argument("--a-depth", type=int, default=8, help="32-element words per A bank of the engine (default 8)")
     c.add_argument("--b-depth", type=int, default=128, help="words of the B buffer (default 128)")
     c.add_argument("--pause", type=float, default=0.0, help="random AXI pause probability (default 0)")
     _add_sim_build_args(c, default_opt=0)

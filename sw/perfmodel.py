@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 from .config import SATConfig
 from .network import Conv, Network
-from .tiling import steps_per_output, tile_plan
+from .tiling import A_WORD_LANES, steps_per_output, tile_plan
 
 __all__ = [
     "GemmCounters", "steps_per_output", "gemm_counters", "descriptor_counters", "FIRST_ISSUE", "fill_cycles",
@@ -250,12 +250,12 @@ def _dense_line(addr: int, count: int, word: int, first_lane: int = 0) -> int:
 def _load_cycles(config: SATConfig, kind: str, r0: int, rt: int, c0: int, ct: int, red: int, n: int, m: int,
                  trans: bool, stride: int) -> int:
     """Time of one operand load (start to ``load_done``): latency plus the consumer's cycles of every line."""
-    mm, C = config.max_m, config.cols
+    mm, C = A_WORD_LANES, config.cols
     total = LOAD_LATENCY
     if kind == "a":
         if trans:             # red lines of rt elements, one write per run of rows of one word (R banks)
             total += sum(_dense_line(k * stride + 2 * r0, rt, config.rows) for k in range(red))
-        else:                 # rt lines of red elements, max_m lanes per word
+        else:                 # rt lines of red elements, 32 lanes per A word
             total += sum(_dense_line(i * stride, red, mm) for i in range(r0, r0 + rt))
     elif n and m and n != m:  # packed tiles of 32 columns covering c0..c0+ct-1
         s = steps_per_output(red, n, m)
@@ -318,7 +318,7 @@ def _conv_load_cycles(config: SATConfig, conv, kind: str, r0: int, rt: int, c0: 
     if kind == "a":           # FF / BP rows r0.., the chunk [k0, k0 + red) of each
         pieces = _tap_pieces(chan, cvalid, conv.kw, conv.start_of(conv.k0), conv.red)
         b, y, x = _conv_rows(conv, r0, rt)
-        word = config.max_m
+        word = A_WORD_LANES
     else:                     # WU's B: pixels k0.., columns [c0, c0 + ct)
         pieces = _tap_pieces(chan, cvalid, conv.kw, wu_start, ct)
         b, y, x = _conv_rows(conv, conv.k0, conv.red)
@@ -393,7 +393,7 @@ def unit_cycles(config: SATConfig, rows: int, red: int, cols: int, n: int = 0, m
 
     * a **load** takes :data:`LOAD_LATENCY` plus the consumer's cycles for every DMA line (one for the line
       record, one for its first beat, one per buffer write, later beats taken with the previous beat's last
-      write: a row-major line writes runs of up to ``min(max_m or C, 32)`` elements, an A^T line runs of up to
+      write: a row-major line writes runs of up to 32 elements (A) or ``min(C, 32)`` (B), an A^T line runs of up to
       ``R`` rows that share a word (one per bank), a B^T line one element; a packed N:M tile one cycle for its
       record and first index beat, one for each value beat that follows an index beat, and its writes per
       value beat); memory delivers a 512-bit beat per cycle and is never the limit;

@@ -15,7 +15,7 @@ from sat.sw.config import SATConfig
 pytestmark = pytest.mark.rtl
 
 MEMORY_BYTES = 1 << 20
-CONFIG = SATConfig(rows=2, cols=2, adder_latency=2, a_depth=32, b_depth=128)
+CONFIG = SATConfig(rows=2, cols=2, adder_latency=2, a_depth=8, b_depth=128)
 
 
 def conv_cases(seed: int, count: int, config: SATConfig = CONFIG) -> list[dict]:
