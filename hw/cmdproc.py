@@ -38,14 +38,23 @@ from amaranth.lib.wiring import In, Out
 from amaranth.utils import exact_log2
 
 from sat.sw.config import SATConfig
-from sat.sw.descriptor import CONV_LAYOUT, DESCRIPTOR_BYTES, DESCRIPTOR_LAYOUT, DIM_WIDTH, MAX_DIM, OP_CONV, OP_GEMM
+from sat.sw.descriptor import (
+    CONV_LAYOUT,
+    DESCRIPTOR_BYTES,
+    DESCRIPTOR_LAYOUT,
+    DIM_WIDTH,
+    MAX_DIM,
+    OP_CONV,
+    OP_GEMM,
+    ConvPass,
+)
 from sat.sw.nmformat import BEAT_BYTES, LANES, STEPS_PER_INDEX_BEAT
 from sat.sw.regmap import DEFAULT_MEMORY_BYTES, ErrorCode
 
 from .dma import read_beat_layout, request_layout, write_beat_layout, write_done_layout
 
 __all__ = [
-    "ENGINE_COUNTER_WIDTH", "engine_command_layout", "conv_command_layout", "CONV_FF", "CONV_BP", "CONV_WU",
+    "ENGINE_COUNTER_WIDTH", "engine_command_layout", "conv_command_layout",
     "engine_done_layout",
     "engine_signature", "engine_members", "CommandProcessor",
 ]
@@ -76,8 +85,6 @@ def engine_command_layout(addr_width: int) -> data.StructLayout:
     })
 
 
-#: Convolution passes by their descriptor code.
-CONV_FF, CONV_BP, CONV_WU = 0, 1, 2
 
 
 def conv_command_layout(addr_width: int) -> data.StructLayout:
@@ -91,7 +98,7 @@ def conv_command_layout(addr_width: int) -> data.StructLayout:
     ``tensor``. ``s0, s1, s2`` is where the descriptor's chunk starts (FF, BP: tap and channel; WU: pixel).
     """
     return data.StructLayout({
-        "enable": 1, "pass_": 2, "kh": 4, "kw": 4, "stride_log2": 2, "padding": 4,
+        "enable": 1, "pass_": ConvPass, "kh": 4, "kw": 4, "stride_log2": 2, "padding": 4,
         "ry": 16, "rx": 16, "ty": 16, "tx": 16, "chan": DIM_WIDTH, "cvalid": DIM_WIDTH,
         "s0": 16, "s1": 16, "s2": DIM_WIDTH,
         "pix": DIM_WIDTH + 2, "row_pitch": DIM_WIDTH + 18, "img_pitch": addr_width,
@@ -197,7 +204,7 @@ class CommandProcessor(wiring.Component):
         the states CONV1..CONV7; returns the function that adds those states to the control FSM."""
         cv = data.View(CONV_LAYOUT, raw)
         flags = cv.flags
-        ff, bp, wu = cv.pass_ == CONV_FF, cv.pass_ == CONV_BP, cv.pass_ == CONV_WU
+        ff, bp, wu = cv.pass_ == ConvPass.FF, cv.pass_ == ConvPass.BP, cv.pass_ == ConvPass.WU
         sparse, b_trans = flags.sparse, flags.b_trans
         nm = Cat(cv.n, cv.m_log2)
         wide = 64 + 3
@@ -527,8 +534,6 @@ class CommandProcessor(wiring.Component):
                         with m.Else():
                             m.next = "CHECK1"
             with m.State("CHECK1"):
-                with m.If(opcode == OP_CONV):
-                    m.next = "CONV1"
                 m.d.sync += [
                     code1_r.eq(code1),
                     a_span.eq((a_lines[:DIM_WIDTH] - 1) * a_stride),
@@ -536,7 +541,10 @@ class CommandProcessor(wiring.Component):
                     c_span.eq((rows[:DIM_WIDTH] - 1) * c_stride),
                     steps.eq(groups * n),
                 ]
-                m.next = "CHECK2"
+                with m.If(opcode == OP_CONV):
+                    m.next = "CONV1"
+                with m.Else():
+                    m.next = "CHECK2"
             with m.State("CHECK2"):
                 m.d.sync += [
                     packed.eq((tiles * per_tile) << exact_log2(BEAT_BYTES)),

@@ -24,9 +24,8 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from sat.sw.config import SATConfig
-from sat.sw.descriptor import DIM_WIDTH
+from sat.sw.descriptor import DIM_WIDTH, ConvPass
 
-from .cmdproc import CONV_BP
 from .dma import request_layout
 from .issuer import line_record_layout
 from .sequencer import buffer_addr_width, context_layout, load_job_layout
@@ -80,7 +79,7 @@ class ConvLines(wiring.Component):
         dw_buf = buffer_addr_width(cfg)
         ctx = self.context
         cv = ctx.conv
-        bp = cv.pass_ == CONV_BP
+        bp = cv.pass_ == ConvPass.BP
 
         job = Signal(load_job_layout(cfg), name="job")
         run = Signal(name="generating")
