@@ -528,18 +528,26 @@ def write_vivado_tree(out: str | Path, config: SATConfig | None = None, *,
 
 def write_core_tree(out: str | Path, config: SATConfig, *, memory_bytes: int = DEFAULT_MEMORY_BYTES,
                     name: str = "sat_core") -> list[Path]:
-    """Write the SAT core's Verilog alone (module ``name``; ``SATCore`` with the GEMM unit), its configuration and
-    register map, for other integrations.
+    """Write the SAT core's Verilog alone (module ``name``, file ``<name>.v``; ``SATCore`` with the GEMM unit), its
+    configuration and register map, for other integrations.
 
     Returns
     -------
     list of Path
         Files written, relative to ``out``.
+
+    Raises
+    ------
+    ValueError
+        If ``name`` is not a plain Verilog identifier (:func:`sat.sw.validate.check_identifier`): a keyword would
+        not compile, and a path separator would write outside ``out``.
     """
     from amaranth.back import verilog
 
     from sat.hw.gemm_unit import sat_core
+    from sat.sw.validate import check_identifier
 
+    check_identifier(name, "module name")
     directory = Path(out)
     directory.mkdir(parents=True, exist_ok=True)
     files: list[Path] = []

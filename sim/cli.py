@@ -27,6 +27,16 @@ from typing import Any
 
 from sat.sw.bdwp import register_backend
 from sat.sw.cli import subcommand
+from sat.sw.cliutil import (
+    CLIError,
+    load_matrix,
+    nm_pattern,
+    nonnegative_int,
+    output_dir,
+    positive_int,
+    power_of_two,
+    probability,
+)
 from sat.sw.config import SATConfig
 
 __all__ = ["system_top", "system_build", "run_sim_gemm", "run_sim_train", "sim_backend", "SYSTEM_VERILATOR_ARGS",
@@ -92,6 +102,49 @@ def _memory_for(m: int, k: int, n: int) -> int:
     return size
 
 
+def _operands(args: argparse.Namespace) -> tuple[int, int, int, Any, Any]:
+    """``(m, k, n, A, B)`` of ``sat sim gemm``: the sizes from ``--m/--k/--n`` and the operand files (float32
+    matrices, or None for random operands), checked to agree.
+
+    Raises
+    ------
+    CLIError
+        For unreadable or non-numeric operand files, shapes that disagree with each other or with ``--m/--k/--n``,
+        or a size given neither way.
+    """
+    a = load_matrix(args.a, "--a") if args.a else None
+    b = load_matrix(args.b, "--b") if args.b else None
+    sizes = {"m": args.m, "k": args.k, "n": args.n}
+    from_files: dict[str, tuple[int, str]] = {}
+    if a is not None:
+        from_files["m"], from_files["k"] = (a.shape[0], "--a"), (a.shape[1], "--a")
+    if b is not None:
+        if "k" in from_files and b.shape[0] != a.shape[1]:
+            raise CLIError(f"--b {args.b} is {b.shape[0]} x {b.shape[1]}, but A ({args.a}) is {a.shape[0]} x "
+                           f"{a.shape[1]}: B needs {a.shape[1]} rows (C = A . B, A is m x k, B is k x n)")
+        from_files["k"], from_files["n"] = (b.shape[0], "--b"), (b.shape[1], "--b")
+    for name, (size, flag) in from_files.items():
+        given = sizes[name]
+        if given is not None and given != size:
+            raise CLIError(f"--{name} {given} disagrees with {flag} {getattr(args, flag[2:])}, whose matrix gives "
+                           f"{name} = {size}: drop --{name} or pass a file of the intended shape")
+        sizes[name] = size
+    missing = [f"--{name}" for name, v in sizes.items() if v is None]
+    if missing:
+        raise CLIError(f"give {' and '.join(missing)} (positive sizes: C = A . B with A m x k, B k x n), or the "
+                       f"operands as .npy files with --a / --b")
+    return sizes["m"], sizes["k"], sizes["n"], a, b
+
+
+def _simulation_failed(exc: AssertionError, report: Path) -> CLIError:
+    """The error of a testbench that stopped: the testbench's own message when it wrote one, else the runner's."""
+    try:
+        reason = json.loads(report.read_text())["error"]
+    except (OSError, ValueError, KeyError, TypeError):
+        reason = str(exc)
+    return CLIError(f"the simulation stopped: {reason} (the simulator's log is above)")
+
+
 def run_sim_gemm(args: argparse.Namespace) -> int:
     """Handler of ``sat sim gemm`` (see the module docstring)."""
     import numpy as np
@@ -104,46 +157,40 @@ def run_sim_gemm(args: argparse.Namespace) -> int:
     nm = parse_nm(args.nm)
     if nm is not None and nm[0] == nm[1]:
         nm = None
-    m_, k, n = args.m, args.k, args.n
-    if args.a:
-        a = np.load(args.a)
-        if a.ndim != 2:
-            raise SystemExit(f"sat sim gemm: {args.a} must hold a 2-D matrix, not shape {a.shape}")
-        m_, k = a.shape
-    if args.b:
-        b = np.load(args.b)
-        if b.ndim != 2 or b.shape[0] != k:
-            raise SystemExit(f"sat sim gemm: {args.b} must be {k} x N to multiply A ({m_} x {k}), "
-                             f"not shape {b.shape}")
-        n = b.shape[1]
-    for name, v in (("m", m_), ("k", k), ("n", n)):
-        if v is None or v < 1:
-            raise SystemExit(f"sat sim gemm: give --{name} (a positive size) or an operand file")
+    m_, k, n, a, b = _operands(args)
     nm_set = SATConfig().nm_set
     if nm is not None and nm not in nm_set:
         nm_set = (*nm_set, nm)
-    try:
-        config = SATConfig(rows=args.rows, cols=args.cols, fmt=args.fmt, adder_latency=args.latency,
-                           nm_set=nm_set)
-        tile_plan(config, m_, k, n, *(nm or (0, 0)), a_depth=args.a_depth, b_depth=args.b_depth)
-    except ValueError as e:
-        raise SystemExit(f"sat sim gemm: {e}") from None
+    config = SATConfig(rows=args.rows, cols=args.cols, fmt=args.fmt, adder_latency=args.latency, nm_set=nm_set)
+    tile_plan(config, m_, k, n, *(nm or (0, 0)), a_depth=args.a_depth, b_depth=args.b_depth)
+    out_dir = output_dir(args.out, "--out") if args.out else Path(tempfile.mkdtemp(prefix="sat-sim-gemm-"))
     memory_bytes = _memory_for(m_, k, n)
-    out_dir = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="sat-sim-gemm-"))
-    out_dir.mkdir(parents=True, exist_ok=True)
     report_path = out_dir / "report.json"
-    gemm = {"m": m_, "k": k, "n": n, "nm": list(nm) if nm else None, "seed": args.seed,
-            "a": str(Path(args.a).resolve()) if args.a else None, "b": str(Path(args.b).resolve()) if args.b else None,
-            "report": str(report_path.resolve()), "out": str((out_dir / "c.npy").resolve())}
-    top = system_top(config, a_depth=args.a_depth, b_depth=args.b_depth, memory_bytes=memory_bytes)
-    params = {"config": config.to_dict(), "memory_bytes": memory_bytes, "a_depth": args.a_depth,
-              "b_depth": args.b_depth, "seed": args.seed, "pause": args.pause, "gemm": gemm}
-    build_args, build_tag = system_build(args.opt)
-    with _stdout_to_stderr(), _axi_memory(args.memory):
-        run_cocotb(top, "sat.sim.tb_system", params=params, testcase="cli_gemm", run_name="cli_gemm",
-                   build_args=build_args, build_tag=build_tag)
+    report_path.unlink(missing_ok=True)
+    with tempfile.TemporaryDirectory(prefix="sat-sim-gemm-operands-") as tmp:
+        # the testbench reads the checked float32 copies, never the user's files a second time
+        operands = {}
+        for name, x in (("a", a), ("b", b)):
+            if x is not None:
+                operands[name] = str(Path(tmp) / f"{name}.npy")
+                np.save(operands[name], x)
+        gemm = {"m": m_, "k": k, "n": n, "nm": list(nm) if nm else None, "seed": args.seed,
+                "a": operands.get("a"), "b": operands.get("b"),
+                "report": str(report_path.resolve()), "out": str((out_dir / "c.npy").resolve())}
+        top = system_top(config, a_depth=args.a_depth, b_depth=args.b_depth, memory_bytes=memory_bytes)
+        params = {"config": config.to_dict(), "memory_bytes": memory_bytes, "a_depth": args.a_depth,
+                  "b_depth": args.b_depth, "seed": args.seed, "pause": args.pause, "gemm": gemm}
+        build_args, build_tag = system_build(args.opt)
+        try:
+            with _stdout_to_stderr(), _axi_memory(args.memory):
+                run_cocotb(top, "sat.sim.tb_system", params=params, testcase="cli_gemm", run_name="cli_gemm",
+                           build_args=build_args, build_tag=build_tag)
+        except AssertionError as exc:
+            raise _simulation_failed(exc, report_path) from exc
     report = json.loads(report_path.read_text())
     report["out_dir"] = str(out_dir)
+    report["a"] = str(Path(args.a).resolve()) if args.a else None
+    report["b"] = str(Path(args.b).resolve()) if args.b else None
     if args.json:
         print(json.dumps(report, indent=2, sort_keys=True))
     else:
@@ -236,13 +283,17 @@ def run_sim_train(cfg: Any, *, rows: int = 4, cols: int = 4, a_depth: int = 128,
     Raises
     ------
     ValueError
-        For an array, depths or N:M the core cannot be built with.
+        For an array, depths, pause or N:M the core cannot be built or simulated with.
+    RuntimeError
+        If the simulation stops (the testbench's reason in the message), or the simulator is missing.
     """
     from sat.hw.gemm_unit import tile_plan
     from sat.sw.bdwp import parse_nm
+    from sat.sw.validate import check_float
 
     from .runner import run_cocotb
 
+    check_float(pause, "pause probability", low=0.0, high=1.0, high_open=True)
     nm = parse_nm(cfg.nm)
     nm_set = SATConfig().nm_set
     if nm is not None and nm[0] != nm[1] and nm not in nm_set:
@@ -256,14 +307,18 @@ def run_sim_train(cfg: Any, *, rows: int = 4, cols: int = 4, a_depth: int = 128,
         tmp = tempfile.TemporaryDirectory(prefix="sat-sim-train-")
         report = Path(tmp.name) / "report.json"
     report = Path(report).resolve()
+    report.unlink(missing_ok=True)          # a report left by an earlier run must not pass for this one's
     fields = {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(cfg).items()}
     params = {"config": config.to_dict(), "memory_bytes": memory_bytes, "a_depth": a_depth,
               "b_depth": b_depth, "seed": seed, "pause": pause, "train": fields, "golden": golden,
               "report": str(report)}
     try:
         with _stdout_to_stderr(), _axi_memory(memory):
-            run_cocotb(top, "sat.sim.tb_train", params=params, testcase="train_run", run_name="train",
-                       build_args=build_args, build_tag=build_tag)
+            try:
+                run_cocotb(top, "sat.sim.tb_train", params=params, testcase="train_run", run_name="train",
+                           build_args=build_args, build_tag=build_tag)
+            except AssertionError as exc:
+                raise RuntimeError(str(_simulation_failed(exc, report))) from exc
         return json.loads(report.read_text())
     finally:
         if tmp is not None:
@@ -275,22 +330,25 @@ def _sim(p: argparse.ArgumentParser) -> Callable[[argparse.Namespace], int]:
     sub = p.add_subparsers(dest="sim_command", metavar="SIMCOMMAND", required=True)
     g = sub.add_parser("gemm", help="run one GEMM on the simulated core and compare it with the golden model",
                        description=__doc__.split("\n\n")[1] if __doc__ else None)
-    g.add_argument("--m", type=int, help="rows of A and C")
-    g.add_argument("--k", type=int, help="reduction length")
-    g.add_argument("--n", type=int, help="columns of B and C")
-    g.add_argument("--nm", default="dense", help="N:M pattern of B along K, e.g. 2:8 (default dense)")
+    g.add_argument("--m", type=positive_int, help="rows of A and C")
+    g.add_argument("--k", type=positive_int, help="reduction length")
+    g.add_argument("--n", type=positive_int, help="columns of B and C")
+    g.add_argument("--nm", type=nm_pattern, default="dense", help="N:M pattern of B along K, e.g. 2:8 (default dense)")
     g.add_argument("--fmt", default="fp16", choices=("fp16", "bf16"), help="operand format")
-    g.add_argument("--seed", type=int, default=0, help="seed of the random operands")
+    g.add_argument("--seed", type=nonnegative_int, default=0, help="seed of the random operands")
     g.add_argument("--a", help="A as a .npy file (m x k; default random)")
     g.add_argument("--b", help="B as a .npy file (k x n, dense values; pruned N:M with --nm)")
     g.add_argument("--out", help="directory for c.npy and report.json (default a temporary directory)")
     g.add_argument("--json", action="store_true", help="print the report as JSON")
-    g.add_argument("--rows", type=int, default=2, help="array rows R (default 2)")
-    g.add_argument("--cols", type=int, default=2, help="array columns C (default 2)")
-    g.add_argument("--latency", type=int, default=2, help="FP32 adder latency L (default 2)")
-    g.add_argument("--a-depth", type=int, default=32, help="words per A bank of the engine (default 32)")
-    g.add_argument("--b-depth", type=int, default=128, help="words of the B buffer (default 128)")
-    g.add_argument("--pause", type=float, default=0.0, help="random AXI pause probability (default 0)")
+    g.add_argument("--rows", type=positive_int, default=2, help="array rows R (default 2)")
+    g.add_argument("--cols", type=positive_int, default=2, help="array columns C (default 2)")
+    g.add_argument("--latency", type=positive_int, default=2, help="FP32 adder latency L (default 2)")
+    g.add_argument("--a-depth", type=power_of_two(2, 1 << 20), default=32,
+                   help="words per A bank of the engine, a power of two (default 32)")
+    g.add_argument("--b-depth", type=power_of_two(2, 1 << 20), default=128,
+                   help="words of the B buffer, a power of two (default 128)")
+    g.add_argument("--pause", type=probability, default=0.0,
+                   help="random AXI pause probability in [0, 1) (default 0)")
     _add_sim_build_args(g, default_opt=0)
     g.set_defaults(_sim_handler=run_sim_gemm)
     return lambda args: args._sim_handler(args)

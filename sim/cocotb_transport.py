@@ -149,7 +149,8 @@ async def attach(dut: Any, config: SATConfig, *, memory_bytes: int, pause: float
     Raises
     ------
     ValueError
-        For an unknown ``memory`` or a top whose ``m_axi`` data width differs from the config's.
+        For an unknown ``memory``, a ``pause`` outside ``[0, 1)`` (1 would stall every channel forever) or a top
+        whose ``m_axi`` data width differs from the config's.
     """
     from cocotb.triggers import ClockCycles
     from cocotbext.axi import AxiBus, AxiLiteBus, AxiLiteMaster, AxiRam
@@ -157,6 +158,8 @@ async def attach(dut: Any, config: SATConfig, *, memory_bytes: int, pause: float
     from .axi_memory import AxiMemory
     from .tb import backpressure, idle_inserter, start_clock
 
+    if isinstance(pause, bool) or not isinstance(pause, (int, float)) or not 0 <= pause < 1:
+        raise ValueError(f"pause probability must be a number in [0, 1), not {pause!r}")
     memory = (memory or os.environ.get("SAT_AXI_MEMORY", "") or "lean").strip().lower()
     if memory not in MEMORIES:
         raise ValueError(f"memory must be one of {', '.join(MEMORIES)}, not {memory!r}")

@@ -13,6 +13,7 @@ Conventions shared by every SAT testbench:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import Iterator, Mapping
@@ -24,7 +25,7 @@ from sat.sw.numerics import FP32_CANONICAL_NAN, decode, fp32_bits, from_fp32_bit
 
 __all__ = [
     "CLOCK_PERIOD_NS", "tb_params", "rng_for", "start_clock", "reset", "pause_generator", "idle_inserter",
-    "backpressure", "stream_pipeline", "FP32Scoreboard", "fmt_fp32", "fmt_operand",
+    "backpressure", "stream_pipeline", "FP32Scoreboard", "fmt_fp32", "fmt_operand", "error_to_report",
 ]
 
 CLOCK_PERIOD_NS = 4
@@ -34,6 +35,23 @@ def tb_params() -> dict[str, Any]:
     """Test parameters the pytest side passed through ``SAT_TB_PARAMS`` (JSON; empty dict when unset)."""
     raw = os.environ.get("SAT_TB_PARAMS", "")
     return json.loads(raw) if raw else {}
+
+
+@contextlib.contextmanager
+def error_to_report(path: str | os.PathLike) -> Iterator[None]:
+    """Write ``{"error": "<type>: <message>"}`` as the JSON report at ``path`` when the body raises, then re-raise.
+
+    Testbenches that a ``sat`` command runs (``sat sim gemm``, ``sat train --backend sim``) report through a JSON
+    file; with this the command shows the testbench's reason as one clear line instead of the simulator's
+    traceback (the test still fails, so ``run_cocotb`` raises as usual).
+    """
+    try:
+        yield
+    except Exception as exc:
+        with contextlib.suppress(OSError):
+            with open(path, "w") as f:
+                json.dump({"error": f"{type(exc).__name__}: {exc}"}, f)
+        raise
 
 
 def rng_for(params: Mapping[str, Any], salt: str = "") -> np.random.Generator:
