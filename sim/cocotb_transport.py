@@ -162,7 +162,8 @@ async def attach(dut: Any, config: SATConfig, *, memory_bytes: int, pause: float
         raise ValueError(f"pause probability must be a number in [0, 1), not {pause!r}")
     memory = (memory or os.environ.get("SAT_AXI_MEMORY", "") or "lean").strip().lower()
     if memory not in MEMORIES:
-        raise ValueError(f"memory must be one of {', '.join(MEMORIES)}, not {memory!r}")
+        raise ValueError(f"the AXI memory model (memory= or $SAT_AXI_MEMORY) must be one of {', '.join(MEMORIES)}, "
+                         f"not {memory!r}")
     if len(dut.m_axi_wdata) != config.axi_data_width:
         raise ValueError(f"the top has {len(dut.m_axi_wdata)}-bit m_axi data, the config {config.axi_data_width}")
     for bus in ("s_axil", "m_axi"):

@@ -28,6 +28,8 @@ import numpy as np
 
 from sat.sw import numerics
 
+from .validate import check_axis, check_float, check_int, real_array
+
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from sat.sw.nmformat import NMOperand
 
@@ -46,9 +48,9 @@ __all__ = [
 
 def check_nm(n: int, m: int) -> None:
     """Raise ``ValueError`` unless ``n:m`` is a valid N:M pattern (``1 <= n <= m``, ``m`` a power of two)."""
-    if not isinstance(m, (int, np.integer)) or m < 1 or (m & (m - 1)) != 0:
+    if isinstance(m, bool) or not isinstance(m, (int, np.integer)) or m < 1 or (m & (m - 1)) != 0:
         raise ValueError(f"M must be a power of two (e.g. 4 or 8), not {m!r}")
-    if not isinstance(n, (int, np.integer)) or not 1 <= n <= m:
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 1 <= n <= m:
         raise ValueError(f"N must be between 1 and M ({m}), not {n!r}")
 
 
@@ -61,27 +63,31 @@ def nm_mask(w, n: int, m: int, axis: int = -1) -> np.ndarray:
     Parameters
     ----------
     w : array_like
-        Weights (any real dtype, any number of dimensions).
+        Weights (bool, integer or floating point; at least one dimension).
     n, m : int
-        Keep ``n`` of every ``m``; ``m`` must be a power of two and ``1 <= n <= m``.
+        Keep ``n`` of every ``m``; ``m`` a power of two and ``1 <= n <= m``.
     axis : int
-        Axis along which groups are formed (``K`` for FF weights, ``C_out`` for BP weights).
+        Axis along which groups are formed (``K`` for FF weights, ``C_out`` for BP weights), in
+        ``[-w.ndim, w.ndim)``.
 
     Raises
     ------
     ValueError
-        For an invalid ``n:m`` or weights containing NaN.
+        For an invalid ``n:m``, an axis ``w`` does not have, weights that are not real numbers (complex, strings,
+        objects) or weights containing NaN.
     """
     check_nm(n, m)
-    w = np.asarray(w)
+    w = real_array(w, "weights")
+    axis = check_axis(axis, w.ndim)
     if np.issubdtype(w.dtype, np.floating) and np.isnan(w).any():
         raise ValueError("cannot prune weights that contain NaN: check the loss scale / learning rate")
-    axis = axis % w.ndim if w.ndim else 0
     moved = np.moveaxis(w, axis, -1)
     length = moved.shape[-1]
     pad = -length % m
     if n == m:
         return np.ones(w.shape, dtype=bool)
+    if m > _PAIRWISE_MAX_M:
+        return np.moveaxis(_sorted_keep(np.abs(moved), n, m, pad)[..., :length], -1, axis)
     if moved.flags.c_contiguous:
         # groups run along the innermost axis: copy each group position into its own contiguous array
         mag = np.abs(moved)
@@ -100,6 +106,26 @@ def nm_mask(w, n: int, m: int, axis: int = -1) -> np.ndarray:
     position = [groups[(slice(None),) * (axis + 1) + (j,)] for j in range(m)]
     keep = np.stack(_rank_keep(position, n), axis=axis + 1).reshape(mag.shape)
     return keep[(slice(None),) * axis + (slice(0, length),)]
+
+
+#: Largest group size ranked by pairwise comparison (:func:`_rank_keep`, fastest for the N:M patterns the
+#: hardware supports); larger groups are ranked by sorting (:func:`_sorted_keep`).
+_PAIRWISE_MAX_M = 16
+
+
+def _sorted_keep(mag: np.ndarray, n: int, m: int, pad: int) -> np.ndarray:
+    """Keep mask of groups of ``m`` along the last axis of magnitudes ``mag`` (zero-padded by ``pad``), by sorting.
+
+    Sorting each group reversed in ascending order with a stable sort puts equal magnitudes in descending index
+    order, so the last ``n`` positions are the ``n`` largest with ties going to the lower index.
+    """
+    if pad:
+        mag = np.concatenate([mag, np.zeros(mag.shape[:-1] + (pad,), mag.dtype)], axis=-1)
+    groups = mag.reshape(mag.shape[:-1] + (-1, m))[..., ::-1]
+    order = np.argsort(groups, axis=-1, kind="stable")[..., m - n:]
+    keep = np.zeros(groups.shape, dtype=bool)
+    np.put_along_axis(keep, order, True, axis=-1)
+    return keep[..., ::-1].reshape(mag.shape)
 
 
 def _rank_keep(position: list[np.ndarray], n: int) -> list[np.ndarray]:
@@ -142,13 +168,15 @@ def parse_nm(text: str | tuple[int, int] | None) -> NM:
     if text is None:
         return None
     if isinstance(text, tuple):
+        if len(text) != 2:
+            raise ValueError(f"an N:M pattern is a pair (n, m) such as (2, 8), not {text!r}")
         n, m = text
     else:
         s = str(text).strip().lower()
         if s == "dense":
             return None
-        parts = s.split(":")
-        if len(parts) != 2 or not all(p.isdigit() for p in parts):
+        parts = [p.strip() for p in s.split(":")]
+        if len(parts) != 2 or not all(p.isascii() and p.isdigit() for p in parts):
             raise ValueError(f"sparsity must be 'dense' or 'N:M' such as '2:8', not {text!r}")
         n, m = int(parts[0]), int(parts[1])
     check_nm(n, m)
@@ -194,8 +222,9 @@ def k_chunks(k: int, limit: int, granule: int = 1) -> list[tuple[int, int]]:
     Raises
     ------
     ValueError
-        If ``limit`` is smaller than ``granule`` or either is not positive.
+        If ``k`` is negative, ``limit`` is smaller than ``granule`` or either is not positive.
     """
+    k, limit, granule = check_int(k, "k", low=0), check_int(limit, "limit"), check_int(granule, "granule")
     if granule < 1 or limit < granule:
         raise ValueError(f"a K chunk limit of {limit} cannot hold one group of {granule}: the buffers are too small "
                          "for this N:M pattern")
@@ -487,8 +516,10 @@ def conv_output_size(size: int, kernel: int, stride: int, padding: int) -> int:
     Raises
     ------
     ValueError
-        If the kernel does not fit the padded input.
+        If the kernel does not fit the padded input, or for a size, kernel or stride below 1 or a negative padding.
     """
+    size, kernel = check_int(size, "input size", low=1), check_int(kernel, "kernel", low=1)
+    stride, padding = check_int(stride, "stride", low=1), check_int(padding, "padding", low=0)
     out = (size + 2 * padding - kernel) // stride + 1
     if out < 1:
         raise ValueError(f"kernel {kernel} does not fit an input of {size} with padding {padding}")
@@ -587,6 +618,7 @@ class GemmLayer(Layer):
 
     def __init__(self, c_out: int, k: int, *, name: str, ff: PassPolicy = "auto", bp: PassPolicy = "auto",
                  relu: bool = False, bias: bool = True, rng: np.random.Generator | None = None) -> None:
+        c_out, k = check_int(c_out, f"layer {name!r}: C_out"), check_int(k, f"layer {name!r}: K")
         if c_out < 1 or k < 1:
             raise ValueError(f"layer {name!r}: C_out and K must be positive, got C_out={c_out}, K={k}")
         for label, pol in (("ff", ff), ("bp", bp)):
@@ -731,6 +763,8 @@ class Conv2d(GemmLayer):
 
     def __init__(self, c_in: int, c_out: int, kernel: int = 3, *, stride: int = 1, padding: int = 0,
                  **kwargs) -> None:
+        c_in, kernel = check_int(c_in, "conv C_in"), check_int(kernel, "conv kernel")
+        stride, padding = check_int(stride, "conv stride"), check_int(padding, "conv padding")
         if kernel < 1 or stride < 1 or padding < 0:
             raise ValueError(f"conv needs kernel >= 1, stride >= 1, padding >= 0; got kernel={kernel}, "
                              f"stride={stride}, padding={padding}")
@@ -808,8 +842,10 @@ def softmax_cross_entropy(logits: np.ndarray, labels: np.ndarray) -> tuple[float
     ValueError
         If shapes disagree or a label is out of range.
     """
-    logits = np.asarray(logits, np.float32)
+    logits = real_array(logits, "logits").astype(np.float32, copy=False)
     labels = np.asarray(labels)
+    if labels.dtype.kind not in "iu":
+        raise ValueError(f"labels must be integers (class indices), not {labels.dtype}")
     if logits.ndim != 2 or labels.shape != (logits.shape[0],):
         raise ValueError(f"need logits (B, classes) and labels (B,), got {logits.shape} and {labels.shape}")
     if labels.size and (labels.min() < 0 or labels.max() >= logits.shape[1]):
@@ -848,18 +884,19 @@ class LossScaler:
     Raises
     ------
     ValueError
-        For a non-positive scale, factors on the wrong side of 1, or a non-positive interval.
+        For a non-positive or non-finite scale, factors on the wrong side of 1, or a non-positive interval.
     """
 
     def __init__(self, init_scale: float = 2.0**15, dynamic: bool = True, *, growth_factor: float = 2.0,
                  backoff_factor: float = 0.5, growth_interval: int = 200, min_scale: float = 1.0,
                  max_scale: float = 2.0**24) -> None:
-        if not init_scale > 0:
-            raise ValueError(f"loss scale must be positive, not {init_scale!r}")
+        init_scale = check_float(init_scale, "loss scale", low=0.0, low_open=True)
+        growth_factor = check_float(growth_factor, "growth_factor")
+        backoff_factor = check_float(backoff_factor, "backoff_factor")
         if not growth_factor > 1 or not 0 < backoff_factor < 1:
             raise ValueError(f"need growth_factor > 1 and 0 < backoff_factor < 1, got {growth_factor}, "
                              f"{backoff_factor}")
-        if growth_interval < 1:
+        if check_int(growth_interval, "growth_interval") < 1:
             raise ValueError(f"growth_interval must be at least 1, not {growth_interval}")
         self.scale = float(init_scale)
         self.dynamic = dynamic
@@ -917,14 +954,14 @@ class SGD:
     Raises
     ------
     ValueError
-        For a negative hyper-parameter or a momentum not below 1.
+        For a negative or non-finite hyper-parameter (NaN or Inf would train to NaN) or a momentum not below 1.
     """
 
     def __init__(self, lr: float = 0.05, momentum: float = 0.9, weight_decay: float = 0.0,
                  lambda_w: float = 2e-4) -> None:
-        if lr < 0 or weight_decay < 0 or lambda_w < 0 or not 0 <= momentum < 1:
-            raise ValueError(f"need lr, weight_decay, lambda_w >= 0 and 0 <= momentum < 1; got lr={lr}, "
-                             f"momentum={momentum}, weight_decay={weight_decay}, lambda_w={lambda_w}")
+        lr, weight_decay = check_float(lr, "lr", low=0.0), check_float(weight_decay, "weight_decay", low=0.0)
+        lambda_w = check_float(lambda_w, "lambda_w", low=0.0)
+        momentum = check_float(momentum, "momentum", low=0.0, high=1.0, high_open=True)
         self.lr = lr
         self.momentum = momentum
         self.weight_decay = weight_decay

@@ -345,10 +345,13 @@ def output_dir(path: str | os.PathLike, what: str = "output directory") -> Path:
     p = Path(path)
     if p.exists() and not p.is_dir():
         raise CLIError(f"{what} {p} exists and is not a directory: choose another path (or remove the file)")
+    for parent in p.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise CLIError(f"{what} {p}: {parent} is a file, not a directory: choose another path")
+            break
     try:
         p.mkdir(parents=True, exist_ok=True)
-    except FileExistsError:
-        raise CLIError(f"{what} {p}: a part of the path is a file, not a directory: choose another path") from None
     except OSError as exc:
         raise CLIError(f"{what} {p} cannot be created: {_os_error_message(exc)}") from None
     try:
@@ -371,7 +374,15 @@ def output_file(path: str | os.PathLike, what: str = "output file") -> Path:
     p = Path(path)
     if p.is_dir():
         raise CLIError(f"{what} {p} is a directory: give a file name, e.g. {p / 'result.json'}")
-    output_dir(p.parent, f"the directory of {what}")
+    for parent in (p.parent, *p.parent.parents):
+        if parent.exists():
+            if not parent.is_dir():
+                raise CLIError(f"{what} {p}: {parent} is a file, not a directory: choose another path")
+            break
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CLIError(f"{what} {p}: its directory cannot be created: {_os_error_message(exc)}") from None
     try:
         if p.exists():
             with open(p, "a"):

@@ -47,11 +47,11 @@ def real_array(x, what: str = "array") -> np.ndarray:
     if kind in _REAL_KINDS:
         return arr
     if kind == "c":
-        raise ValueError(f"{what} holds complex numbers ({arr.dtype}): SAT computes on real values and would drop "
-                         f"the imaginary part; pass x.real (or np.abs(x)) explicitly if that is what you mean")
+        raise ValueError(f"{what} must hold real numbers, not complex ones ({arr.dtype}): SAT would drop the "
+                         f"imaginary part; pass x.real (or np.abs(x)) explicitly if that is what you mean")
     if kind == "O":
-        raise ValueError(f"{what} is an object array (Python objects, e.g. None or mixed types): convert it with "
-                         f"np.asarray(x, dtype=np.float32) first")
+        raise ValueError(f"{what} must hold real numbers, not Python objects (an object array, e.g. with None or "
+                         f"mixed types): convert it with np.asarray(x, dtype=np.float32) first")
     raise ValueError(f"{what} must hold real numbers (bool, int or float), not {arr.dtype} data")
 
 
@@ -112,9 +112,13 @@ def check_float(value, name: str, *, low: float | None = None, high: float | Non
     too_low = low is not None and (v <= low if low_open else v < low)
     too_high = high is not None and (v >= high if high_open else v > high)
     if too_low or too_high:
-        lo = "" if low is None else f"{'>' if low_open else '>='} {low:g}"
-        hi = "" if high is None else f"{'<' if high_open else '<='} {high:g}"
-        raise ValueError(f"{name} must be {' and '.join(s for s in (lo, hi) if s)}, not {v:g}")
+        if low == 0 and high is None:
+            want = "positive" if low_open else "non-negative (>= 0)"
+        else:
+            lo = "" if low is None else f"{'>' if low_open else '>='} {low:g}"
+            hi = "" if high is None else f"{'<' if high_open else '<='} {high:g}"
+            want = " and ".join(s for s in (lo, hi) if s)
+        raise ValueError(f"{name} must be {want}, not {v:g}")
     return v
 
 

@@ -44,7 +44,8 @@ class Transport(Protocol):
     Register offsets are byte offsets into the core's AXI4-Lite block (``sat.sw.regmap``); device addresses are
     byte addresses on the core's AXI4 master (device memory). Implementations are context managers
     (``with XdmaTransport() as t: ...`` closes on exit) and may carry a ``memory_bytes`` attribute (size of
-    device memory), which :class:`~sat.sw.driver.device.SATDevice` uses as its default.
+    device memory as the transport sees it). :class:`~sat.sw.driver.device.SATDevice` takes the size of device
+    memory from the core's ``MEM_SIZE`` registers instead (or its own ``memory_bytes`` argument).
     """
 
     def read32(self, offset: int) -> int:
