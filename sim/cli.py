@@ -136,13 +136,25 @@ def _operands(args: argparse.Namespace) -> tuple[int, int, int, Any, Any]:
     return sizes["m"], sizes["k"], sizes["n"], a, b
 
 
-def _simulation_failed(exc: AssertionError, report: Path) -> CLIError:
-    """The error of a testbench that stopped: the testbench's own message when it wrote one, else the runner's."""
+def _read_report(report: Path, failure: AssertionError | None = None) -> dict:
+    """The JSON report a CLI testbench wrote (``sat.sim.tb.error_to_report``).
+
+    Raises
+    ------
+    CLIError
+        When the testbench stopped: its own reason (``"error"`` in the report), else the runner's ``failure``.
+    """
     try:
-        reason = json.loads(report.read_text())["error"]
-    except (OSError, ValueError, KeyError, TypeError):
-        reason = str(exc)
-    return CLIError(f"the simulation stopped: {reason} (the simulator's log is above)")
+        data = json.loads(report.read_text())
+    except (OSError, ValueError):
+        data = None
+    if isinstance(data, dict) and "error" in data:
+        reason = data["error"]
+    elif failure is not None or not isinstance(data, dict):
+        reason = str(failure) if failure is not None else f"the testbench wrote no report ({report})"
+    else:
+        return data
+    raise CLIError(f"the simulation stopped: {reason} (the simulator's log is above)")
 
 
 def run_sim_gemm(args: argparse.Namespace) -> int:
@@ -181,13 +193,14 @@ def run_sim_gemm(args: argparse.Namespace) -> int:
         params = {"config": config.to_dict(), "memory_bytes": memory_bytes, "a_depth": args.a_depth,
                   "b_depth": args.b_depth, "seed": args.seed, "pause": args.pause, "gemm": gemm}
         build_args, build_tag = system_build(args.opt)
+        failure = None
         try:
             with _stdout_to_stderr(), _axi_memory(args.memory):
                 run_cocotb(top, "sat.sim.tb_system", params=params, testcase="cli_gemm", run_name="cli_gemm",
                            build_args=build_args, build_tag=build_tag)
         except AssertionError as exc:
-            raise _simulation_failed(exc, report_path) from exc
-    report = json.loads(report_path.read_text())
+            failure = exc
+    report = _read_report(report_path, failure)
     report["out_dir"] = str(out_dir)
     report["a"] = str(Path(args.a).resolve()) if args.a else None
     report["b"] = str(Path(args.b).resolve()) if args.b else None
@@ -314,12 +327,16 @@ def run_sim_train(cfg: Any, *, rows: int = 4, cols: int = 4, a_depth: int = 128,
               "report": str(report)}
     try:
         with _stdout_to_stderr(), _axi_memory(memory):
+            failure = None
             try:
                 run_cocotb(top, "sat.sim.tb_train", params=params, testcase="train_run", run_name="train",
                            build_args=build_args, build_tag=build_tag)
             except AssertionError as exc:
-                raise RuntimeError(str(_simulation_failed(exc, report))) from exc
-        return json.loads(report.read_text())
+                failure = exc
+        try:
+            return _read_report(report, failure)
+        except CLIError as exc:
+            raise RuntimeError(str(exc)) from failure
     finally:
         if tmp is not None:
             tmp.cleanup()

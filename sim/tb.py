@@ -39,11 +39,12 @@ def tb_params() -> dict[str, Any]:
 
 @contextlib.contextmanager
 def error_to_report(path: str | os.PathLike) -> Iterator[None]:
-    """Write ``{"error": "<type>: <message>"}`` as the JSON report at ``path`` when the body raises, then re-raise.
+    """Write ``{"error": "<type>: <message>"}`` as the JSON report at ``path`` when the body raises.
 
-    Testbenches that a ``sat`` command runs (``sat sim gemm``, ``sat train --backend sim``) report through a JSON
-    file; with this the command shows the testbench's reason as one clear line instead of the simulator's
-    traceback (the test still fails, so ``run_cocotb`` raises as usual).
+    For testbenches that a ``sat`` command runs and that report through a JSON file (``sat sim gemm``,
+    ``sat train --backend sim``): the command reads the error from the report and shows it as one line
+    (``sat: error: the simulation stopped: ...``), so the exception is not re-raised and the simulator log holds no
+    traceback, unless ``SAT_DEBUG`` is set (``sat --debug``), when the test fails with the full traceback.
     """
     try:
         yield
@@ -51,7 +52,8 @@ def error_to_report(path: str | os.PathLike) -> Iterator[None]:
         with contextlib.suppress(OSError):
             with open(path, "w") as f:
                 json.dump({"error": f"{type(exc).__name__}: {exc}"}, f)
-        raise
+        if os.environ.get("SAT_DEBUG", "").strip().lower() in ("1", "true", "yes", "on"):
+            raise
 
 
 def rng_for(params: Mapping[str, Any], salt: str = "") -> np.random.Generator:

@@ -131,8 +131,15 @@ def _os_error_message(exc: OSError) -> str:
 
 
 def run_command(handler: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
-    """Run a subcommand handler on the one error path (see the module docstring); returns the exit status."""
+    """Run a subcommand handler on the one error path (see the module docstring); returns the exit status.
+
+    With ``--debug`` the handler runs with ``SAT_DEBUG=1`` in the environment (restored afterwards), so child
+    processes such as the simulator's testbench show their tracebacks too.
+    """
     debug = debug_requested(args)
+    saved = os.environ.get(DEBUG_ENV)
+    if debug:
+        os.environ[DEBUG_ENV] = "1"
     try:
         return int(handler(args))
     except KeyboardInterrupt:
@@ -147,6 +154,11 @@ def run_command(handler: Callable[[argparse.Namespace], int], args: argparse.Nam
         sys.stdout.flush()
         print(f"sat: error: {message}", file=sys.stderr)
         return status
+    finally:
+        if saved is None:
+            os.environ.pop(DEBUG_ENV, None)
+        else:
+            os.environ[DEBUG_ENV] = saved
 
 
 # ----------------------------------------------------------------------------------------------------------
