@@ -336,7 +336,7 @@ class VCU1525Card(Elaboratable):
         Device memory reported to SAT (default: one 16 GiB DIMM).
     core : callable, optional
         ``core(config, memory_bytes=...)`` returning the SAT core component; default
-        :func:`sat.hw.gemm_unit.sat_core` (``SATCore`` with the GEMM unit as its engine).
+        :class:`sat.hw.core.SATCore` (with the GEMM unit as its engine).
 
     Raises
     ------
@@ -357,7 +357,7 @@ class VCU1525Card(Elaboratable):
         self._config = config
         self._memory_bytes = memory_bytes
         if core is None:
-            from sat.hw.gemm_unit import sat_core as core  # SATCore with the GEMM unit in its engine slot
+            from sat.hw.core import SATCore as core
         self._core = core(config, memory_bytes=memory_bytes)
 
     @staticmethod

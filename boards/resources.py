@@ -5,8 +5,8 @@ so a build is split into parts that are synthesized separately (each flattened, 
 
 * ``core``: :class:`~sat.hw.core.SATCore` with its engine slot replaced by a black box (CSR block, command
   processor, DMA reader/writer/arbiter);
-* ``unit``: :class:`~sat.hw.gemm_unit.GemmUnit`, the engine slot of the card's core
-  (:func:`sat.hw.gemm_unit.sat_core`), with its :class:`~sat.hw.gemm.GemmEngine` replaced by a black box (DMA
+* ``unit``: :class:`~sat.hw.gemm_unit.GemmUnit`, the engine slot of the card's core, with its
+  :class:`~sat.hw.gemm.GemmEngine` replaced by a black box (DMA
   operand loader, result writer, tiling, counters);
 * ``engine``: :class:`~sat.hw.gemm.GemmEngine` with its :class:`~sat.hw.array.SystolicArray` replaced by a black box
   (operand buffers, feeder, result path, counters);
@@ -15,7 +15,7 @@ so a build is split into parts that are synthesized separately (each flattened, 
   measured once as ``(SystolicArray(2x2) - 4 * PE) / 4`` for the same format, N:M set and adder latency, and
   counted ``rows * cols`` times.
 
-So the total is the card's core, ``sat_core(config)``, with the default engine buffer depths. The quadratic parts
+So the total is the card's core, ``SATCore(config)``, with the default engine buffer depths. The quadratic parts
 of the skew (row ``r`` delayed ``r`` steps) and any cross-part or cross-PE optimisation are not modelled;
 :func:`calibration` compares the estimate with a full synthesis of ``sat_core`` for a small build
 (``tests/test_resources.py``, ``benchmarks/bench_resources.py``). Nothing outside the core (XDMA, DDR4 controllers,
@@ -246,6 +246,18 @@ def _blackbox_of(cls: type, module: str) -> type:
     return BlackBox
 
 
+class _EngineSlot(wiring.Component):
+    """Only the ports of the core's engine slot (:func:`sat.hw.cmdproc.engine_members`), to black-box it."""
+
+    def __init__(self, config: SATConfig, *, beats_width: int = 32) -> None:
+        from sat.hw.cmdproc import engine_members
+
+        super().__init__(engine_members(config, beats_width))
+
+    def elaborate(self, platform) -> Module:
+        return Module()
+
+
 def _blackbox_stub(component: wiring.Component, module: str) -> str:
     component._MustUse__silence = True   # only its signature is used: do not warn that it is never elaborated
     ports = []
@@ -300,11 +312,11 @@ def part_resources(part: str, config: SATConfig) -> Resources:
 
         return synthesize(_convert(SystolicArray(config), "sat_array"), "sat_array")
     if part == "core":
-        from sat.hw.core import LoopbackEngine, SATCore
+        from sat.hw.core import SATCore
 
-        bb_cls = _blackbox_of(LoopbackEngine, "sat_engine_bb")
+        bb_cls = _blackbox_of(_EngineSlot, "sat_engine_bb")
         core = SATCore(config, engine=bb_cls)
-        stub = _blackbox_stub(LoopbackEngine(config), "sat_engine_bb")
+        stub = _blackbox_stub(_EngineSlot(config), "sat_engine_bb")
         return synthesize(_convert(core, "sat_core_shell"), "sat_core_shell", blackboxes=stub)
     if part == "engine":
         import sat.hw.gemm as gemm
@@ -329,7 +341,7 @@ FIXED_PARTS = ("core", "unit", "engine")
 
 
 def estimate(config: SATConfig, *, progress: Callable[[str], None] | None = None) -> dict:
-    """Estimated resources of the card's core, ``sat_core(config)``, on the XCVU9P (method in the module docstring).
+    """Estimated resources of the card's core, ``SATCore(config)``, on the XCVU9P (method in the module docstring).
 
     Parameters
     ----------
@@ -408,11 +420,11 @@ def extrapolate(est: dict, rows: int, cols: int) -> dict:
 
 
 def full_resources(config: SATConfig) -> Resources:
-    """The card's core, :func:`sat.hw.gemm_unit.sat_core` (SATCore + GEMM unit + engine + array), synthesized as
-    one piece (for calibration: slow beyond small arrays)."""
-    from sat.hw.gemm_unit import sat_core
+    """The card's core, ``SATCore(config)`` (with the GEMM unit, engine and array), synthesized as one piece (for
+    calibration: slow beyond small arrays)."""
+    from sat.hw.core import SATCore
 
-    return synthesize(_convert(sat_core(config), "sat_core_full"), "sat_core_full")
+    return synthesize(_convert(SATCore(config), "sat_core_full"), "sat_core_full")
 
 
 def calibration(config: SATConfig) -> dict:

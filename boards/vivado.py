@@ -30,6 +30,7 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sat.hw.netlist import shared_pe
 from sat.sw.config import SATConfig
 from sat.sw.regmap import DEFAULT_MEMORY_BYTES, register_map
 
@@ -508,8 +509,10 @@ def write_vivado_tree(out: str | Path, config: SATConfig | None = None, *,
     directory = Path(out)
     directory.mkdir(parents=True, exist_ok=True)
     files: list[Path] = []
-    plan = VCU1525Platform().build(VCU1525Card(config, memory_bytes=memory_bytes), name=TOP_NAME, do_build=False)
-    _write(directory, f"{TOP_NAME}.v", plan.files[f"{TOP_NAME}.v"], files)
+    with shared_pe() as pe_modules:     # one PE module instanced R*C times (hw/netlist.py)
+        plan = VCU1525Platform().build(VCU1525Card(config, memory_bytes=memory_bytes), name=TOP_NAME,
+                                       do_build=False)
+    _write(directory, f"{TOP_NAME}.v", "".join(pe_modules.values()) + plan.files[f"{TOP_NAME}.v"], files)
     _write(directory, f"{TOP_NAME}.xdc", plan.files[f"{TOP_NAME}.xdc"], files)
     _write(directory, "timing.xdc", timing_xdc(), files)
     _write(directory, "ip/xdma_0.tcl", xdma_tcl(), files)
@@ -542,16 +545,15 @@ def write_core_tree(out: str | Path, config: SATConfig, *, memory_bytes: int = D
         If ``name`` is not a plain Verilog identifier (:func:`sat.sw.validate.check_identifier`): a keyword would
         not compile, and a path separator would write outside ``out``.
     """
-    from amaranth.back import verilog
-
-    from sat.hw.gemm_unit import sat_core
+    from sat.hw.core import SATCore
+    from sat.hw.netlist import to_verilog
     from sat.sw.validate import check_identifier
 
     check_identifier(name, "module name")
     directory = Path(out)
     directory.mkdir(parents=True, exist_ok=True)
     files: list[Path] = []
-    _write(directory, f"{name}.v", verilog.convert(sat_core(config, memory_bytes=memory_bytes), name=name), files)
+    _write(directory, f"{name}.v", to_verilog(SATCore(config, memory_bytes=memory_bytes), name), files)
     _write(directory, "sat_config.json", config.to_json() + "\n", files)
     _write(directory, "regmap.json", regmap_json(config, memory_bytes), files)
     _write(directory, "sat_regs.h", regmap_c_header(config, memory_bytes), files)

@@ -8,6 +8,7 @@ from amaranth.utils import bits_for, exact_log2
 from sat.sw.config import SATConfig
 
 from .fp import FPMultiplier
+from .netlist import pe_instance
 from .pe import PE
 
 __all__ = ["SystolicArray"]
@@ -142,10 +143,14 @@ class SystolicArray(wiring.Component):
         R, C, L = self.rows, self.cols, self.interleave
         en = self.en
 
-        pes = [[PE(self._config) for _ in range(C)] for _ in range(R)]
+        pes = [[None] * C for _ in range(R)]
         for r in range(R):
             for c in range(C):
-                m.submodules[f"pe_r{r}_c{c}"] = pes[r][c]
+                shared = pe_instance(self._config)     # in a Verilog conversion: one PE module, instanced
+                if shared is None:
+                    pes[r][c] = m.submodules[f"pe_r{r}_c{c}"] = PE(self._config)
+                else:
+                    pes[r][c], m.submodules[f"pe_r{r}_c{c}"] = shared
                 m.d.comb += pes[r][c].en.eq(en)
 
         # Row skew: activations and flags of row r wait r steps, then flow right through the PEs.

@@ -40,31 +40,28 @@ from amaranth.utils import exact_log2
 from sat.sw.config import SATConfig
 from sat.sw.descriptor import (
     DESCRIPTOR_BYTES,
+    DIM_WIDTH,
     FLAG_A_TRANS,
     FLAG_B_TRANS,
     FLAG_IRQ,
     FLAG_SPARSE,
     FLAGS_DEFINED,
-    MAX_DIM,
     OP_GEMM,
 )
 from sat.sw.nmformat import BEAT_BYTES, LANES, STEPS_PER_INDEX_BEAT
 from sat.sw.regmap import DEFAULT_MEMORY_BYTES, ErrorCode
 
-from .dma import read_beat_layout, request_layout
+from .dma import read_beat_layout, request_layout, write_beat_layout, write_done_layout
 
 __all__ = [
-    "DIM_WIDTH", "ENGINE_COUNTER_WIDTH", "DEFAULT_MEMORY_BYTES", "engine_command_layout", "engine_done_layout",
-    "engine_signature", "CommandProcessor",
+    "ENGINE_COUNTER_WIDTH", "engine_command_layout", "engine_done_layout",
+    "engine_signature", "engine_members", "CommandProcessor",
 ]
 
-#: Width of rows / red / cols on the engine interface (``MAX_DIM`` = 2**24 - 1).
-DIM_WIDTH = 24
 #: Width of the per-descriptor counters an engine reports with ``done``.
 ENGINE_COUNTER_WIDTH = 48
 ERROR_WIDTH = 4
 
-assert MAX_DIM == (1 << DIM_WIDTH) - 1
 assert BEAT_BYTES == DESCRIPTOR_BYTES
 
 
@@ -106,6 +103,24 @@ def engine_signature(addr_width: int) -> wiring.Signature:
         "done": In(stream.Signature(engine_done_layout())),
         "abort": Out(1),
     })
+
+
+def engine_members(config: SATConfig, beats_width: int = 32) -> dict[str, wiring.Member]:
+    """Ports every engine plugged into :class:`SATCore` has, as seen from the engine.
+
+    ``control``: the command processor interface (:func:`sat.hw.cmdproc.engine_signature`, flipped).
+    ``rd_req`` / ``rd_data``: a DMA read client (requests of whole aligned beats; beats with ``last``/``error``).
+    ``wr_req`` / ``wr_data`` / ``wr_done``: the DMA writer (requests, beats with byte strobes, completion).
+    """
+    aw, dw = config.axi_addr_width, config.axi_data_width
+    return {
+        "control": In(engine_signature(aw)),
+        "rd_req": Out(stream.Signature(request_layout(aw, beats_width))),
+        "rd_data": In(stream.Signature(read_beat_layout(dw))),
+        "wr_req": Out(stream.Signature(request_layout(aw, beats_width))),
+        "wr_data": Out(stream.Signature(write_beat_layout(dw))),
+        "wr_done": In(stream.Signature(write_done_layout())),
+    }
 
 
 class CommandProcessor(wiring.Component):

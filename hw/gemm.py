@@ -15,17 +15,17 @@ from amaranth.lib.wiring import In, Out
 from amaranth.utils import exact_log2
 
 from sat.sw.config import SATConfig
+from sat.sw.descriptor import DIM_WIDTH
+from sat.sw.tiling import a_words_per_row, steps_per_output
 
 from .array import SystolicArray
 
 __all__ = [
-    "GemmEngine", "DIM_WIDTH", "COUNTER_WIDTH", "B_LANE_LAYOUT",
+    "GemmEngine", "COUNTER_WIDTH", "B_LANE_LAYOUT",
     "command_layout", "a_write_layout", "b_write_layout", "result_layout",
-    "a_buffer_writes", "b_dense_writes", "b_sparse_writes", "a_words_per_row", "buffer_words", "engine_command",
+    "a_buffer_writes", "b_dense_writes", "b_sparse_writes", "buffer_words", "engine_command", "done_layout",
 ]
 
-#: Width of the rows / red / cols fields of a command (the descriptor's ``MAX_DIM`` is 2**24 - 1).
-DIM_WIDTH = 24
 #: Width of the performance counters.
 COUNTER_WIDTH = 48
 
@@ -68,9 +68,12 @@ def result_layout(config: SATConfig) -> data.StructLayout:
     })
 
 
-def a_words_per_row(red: int, config: SATConfig) -> int:
-    """A-buffer words one row of ``A`` takes: ``ceil(red / max_m)``."""
-    return -(-red // config.max_m)
+def done_layout() -> data.StructLayout:
+    """Payload of ``GemmEngine.done``: ``error`` (the command was invalid) and the command's counters."""
+    return data.StructLayout({
+        "error": 1, "cycles": COUNTER_WIDTH, "busy_cycles": COUNTER_WIDTH, "stall_cycles": COUNTER_WIDTH,
+        "macs": COUNTER_WIDTH,
+    })
 
 
 def buffer_words(config: SATConfig, rows: int, red: int, cols: int, n: int = 0, m: int = 0) -> tuple[int, int]:
@@ -79,8 +82,8 @@ def buffer_words(config: SATConfig, rows: int, red: int, cols: int, n: int = 0, 
     The engine does not check that a command fits (addresses wrap modulo the depth); whoever issues commands
     (the command processor) must.
     """
-    steps = -(-red // m) * n if (n and m and n != m) else red
-    return -(-rows // config.rows) * a_words_per_row(red, config), -(-cols // config.cols) * steps
+    return (-(-rows // config.rows) * a_words_per_row(red, config),
+            -(-cols // config.cols) * steps_per_output(red, n, m))
 
 
 def engine_command(desc, a_base: int = 0, b_base: int = 0) -> dict:
@@ -122,17 +125,15 @@ class GemmEngine(wiring.Component):
     the capture banks. Results leave on ``result``, one tile row (``C`` lanes) per beat, rows beyond ``rows``
     dropped, with the output row, the tile's first column and a lane mask for ``cols``.
 
-    **Counters** (cleared when a command is accepted, final when ``done`` pulses): ``cycles`` (accept to done),
+    **Answer.** Every accepted command gets one ``done`` transfer (:func:`done_layout`): ``error`` and the
+    counters (cleared when a command is accepted): ``cycles`` (accept to done),
     ``busy_cycles`` (steps with operands), ``stall_cycles`` (bubble steps while issuing), ``macs`` (useful
     multiply-accumulates: ``rows * cols * S``).
 
     Parameters
     ----------
     config : SATConfig
-    a_depth : int
-        Words per A bank (a power of two).
-    b_depth : int
-        Words of the B memory (a power of two).
+        ``a_depth`` (words per A bank) and ``b_depth`` (words of the B memory) size the buffers.
 
     Attributes
     ----------
@@ -142,32 +143,25 @@ class GemmEngine(wiring.Component):
         Buffer writes (always ready, one per cycle each, lane masks).
     result : Out(stream.Signature(result_layout(config)))
         Output rows: ``row``, ``col`` (first column of the tile), ``data`` (``C`` FP32), ``lanes``, ``last``.
-    busy, done, error : Out(1)
-        Busy from accept to done; ``done`` pulses for one cycle; ``error`` holds until the next command.
-    cycles, busy_cycles, stall_cycles, macs : Out(48)
-        Counters of the current / last command.
+    done : Out(stream.Signature(done_layout()))
+        One answer per command, held until taken; the next command is taken only with or after it.
+    busy : Out(1)
+        From accept to done.
 
     Raises
     ------
     TypeError
         If ``config`` is not a :class:`~sat.sw.config.SATConfig`.
-    ValueError
-        If a depth is not a power of two between 2 and 2**20, or if ``max_m`` exceeds 16.
     """
 
-    def __init__(self, config: SATConfig, *, a_depth: int = 1024, b_depth: int = 1024) -> None:
+    def __init__(self, config: SATConfig) -> None:
         if not isinstance(config, SATConfig):
             raise TypeError(f"config must be a SATConfig, not {config!r}")
-        for name, depth in (("a_depth", a_depth), ("b_depth", b_depth)):
-            if not isinstance(depth, int) or depth < 2 or depth > 1 << 20 or depth & (depth - 1):
-                raise ValueError(f"{name} must be a power of two between 2 and {1 << 20}, not {depth!r}")
-        if config.max_m > 16:
-            raise ValueError(f"M up to 16 fits the 4-bit index field, not max_m={config.max_m}")
         self._config = config
-        self._a_depth = a_depth
-        self._b_depth = b_depth
-        self._a_addr_width = exact_log2(a_depth)
-        self._b_addr_width = exact_log2(b_depth)
+        self._a_depth = config.a_depth
+        self._b_depth = config.b_depth
+        self._a_addr_width = exact_log2(config.a_depth)
+        self._b_addr_width = exact_log2(config.b_depth)
         self.cmd_layout = command_layout(self._a_addr_width, self._b_addr_width)
         self.a_write_layout = a_write_layout(config, self._a_addr_width)
         self.b_lane_layout = B_LANE_LAYOUT
@@ -178,13 +172,8 @@ class GemmEngine(wiring.Component):
             "a_write": In(stream.Signature(self.a_write_layout)),
             "b_write": In(stream.Signature(self.b_write_layout)),
             "result": Out(stream.Signature(self.result_layout)),
+            "done": Out(stream.Signature(done_layout())),
             "busy": Out(1),
-            "done": Out(1),
-            "error": Out(1),
-            "cycles": Out(COUNTER_WIDTH),
-            "busy_cycles": Out(COUNTER_WIDTH),
-            "stall_cycles": Out(COUNTER_WIDTH),
-            "macs": Out(COUNTER_WIDTH),
         })
 
     @property
@@ -319,23 +308,29 @@ class GemmEngine(wiring.Component):
 
         # ---------------------------------------------------------------------------------- control
         issued_all = Signal(name="issued_all")
-        m.d.sync += self.done.eq(0)
+        # The answer of a command: its counters and error, held until taken (a command is taken meanwhile only
+        # together with the answer).
+        answer = self.done.p
+        done_valid = Signal(name="done_valid")
+        m.d.comb += self.done.valid.eq(done_valid)
+        with m.If(self.done.ready):
+            m.d.sync += done_valid.eq(0)
         with m.FSM(name="control"):
             with m.State("IDLE"):
-                m.d.comb += self.cmd.ready.eq(1)
-                with m.If(self.cmd.valid):
+                m.d.comb += self.cmd.ready.eq(~done_valid | self.done.ready)
+                with m.If(self.cmd.valid & self.cmd.ready):
                     m.d.sync += [
                         cmd.eq(self.cmd.p),
-                        self.error.eq(0),
-                        self.cycles.eq(0), self.busy_cycles.eq(0), self.stall_cycles.eq(0), self.macs.eq(0),
+                        answer.error.eq(0),
+                        answer.cycles.eq(0), answer.busy_cycles.eq(0), answer.stall_cycles.eq(0), answer.macs.eq(0),
                     ]
                     with m.If(supported & shape_ok):
                         m.next = "SETUP"
                     with m.Else():
-                        m.d.sync += [self.error.eq(1), self.done.eq(1)]
+                        m.d.sync += [answer.error.eq(1), done_valid.eq(1)]
             with m.State("SETUP"):
                 m.d.comb += self.busy.eq(1)
-                m.d.sync += self.cycles.eq(self.cycles + 1)
+                m.d.sync += answer.cycles.eq(answer.cycles + 1)
                 groups = Signal(DIM_WIDTH + 1, name="groups")
                 with m.If(cmd.sparse):
                     m.d.sync += [n_reg.eq(cmd.n), m_reg.eq(cmd.m), sparse_b.eq(1)]
@@ -358,12 +353,12 @@ class GemmEngine(wiring.Component):
                 m.next = "RUN"
             with m.State("RUN"):
                 m.d.comb += self.busy.eq(1)
-                m.d.sync += self.cycles.eq(self.cycles + 1)
+                m.d.sync += answer.cycles.eq(answer.cycles + 1)
                 with m.If(i == 0):
                     m.d.comb += real.eq(~blocked)
                     m.d.sync += group_real.eq(~blocked)
                     with m.If(~blocked):
-                        m.d.sync += self.macs.eq(self.macs + nrows * ncols)
+                        m.d.sync += answer.macs.eq(answer.macs + nrows * ncols)
                         with m.If(is_last_group):
                             m.d.sync += issued_lasts.eq(issued_lasts + 1)
                         with m.If(k == 0):
@@ -372,9 +367,9 @@ class GemmEngine(wiring.Component):
                 with m.Else():
                     m.d.comb += real.eq(group_real)
                 with m.If(real):
-                    m.d.sync += self.busy_cycles.eq(self.busy_cycles + 1)
+                    m.d.sync += answer.busy_cycles.eq(answer.busy_cycles + 1)
                 with m.Else():
-                    m.d.sync += self.stall_cycles.eq(self.stall_cycles + 1)
+                    m.d.sync += answer.stall_cycles.eq(answer.stall_cycles + 1)
                 with m.If(i == L - 1):
                     m.d.sync += [i.eq(0), a_row.eq(a_tile)]
                     with m.If(real):
@@ -400,9 +395,9 @@ class GemmEngine(wiring.Component):
                     m.d.sync += [i.eq(i + 1), a_row.eq(a_row + kw)]
             with m.State("WAIT"):
                 m.d.comb += [self.busy.eq(1), issued_all.eq(1)]
-                m.d.sync += self.cycles.eq(self.cycles + 1)
+                m.d.sync += answer.cycles.eq(answer.cycles + 1)
                 with m.If(~pass_info.r_rdy):
-                    m.d.sync += self.done.eq(1)
+                    m.d.sync += done_valid.eq(1)
                     m.next = "IDLE"
 
         # ---------------------------------------------------------------------------------- results

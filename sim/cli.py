@@ -1,9 +1,9 @@
 """``sat sim``: run SAT in RTL simulation (cocotb + Verilator) through the host driver.
 
 ``sat sim gemm --m 13 --k 40 --n 9 --nm 2:8 --fmt fp16 --seed 5 [--a A.npy --b B.npy] [--out DIR] [--json]
-[--rows R --cols C]`` builds (once, cached under ``build/sim``) the core with the GEMM unit
-(:func:`sat.hw.gemm_unit.sat_core`) for the requested array, runs ``C = A . B`` (``A`` is ``m x k``, ``B`` is
-``k x n``, N:M-sparse along ``k`` with ``--nm``) through the unchanged ``SATDevice`` over the cocotb transport
+[--rows R --cols C]`` builds (once, cached under ``build/sim``) the core (``SATCore`` with its GEMM unit) for the
+requested array, runs ``C = A . B`` (``A`` is ``m x k``, ``B`` is ``k x n``, N:M-sparse along ``k`` with
+``--nm``) through the unchanged ``SATDevice`` over the cocotb transport
 (``sat.sim.tb_system.cli_gemm``) and prints the core's cycle counters, the utilization and whether the result is
 bit-identical to the golden model (``sat.sw.numerics``). Exit status 0 when it is, 1 otherwise. ``--opt 1|2``
 compiles the C++ model optimised (a separate cached build: slower to build, faster to run), ``--memory axiram``
@@ -37,7 +37,7 @@ from sat.sw.cliutil import (
     power_of_two,
     probability,
 )
-from sat.sw.config import SATConfig
+from sat.sw.config import MAX_DEPTH, MIN_DEPTH, SATConfig
 
 __all__ = ["system_top", "system_build", "run_sim_gemm", "run_sim_train", "sim_backend", "SYSTEM_VERILATOR_ARGS",
            "DEFAULT_MEMORY_BYTES", "TRAIN_MEMORY_BYTES", "OPT_LEVELS"]
@@ -83,14 +83,14 @@ def _stdout_to_stderr() -> Iterator[None]:
         os.close(saved)
 
 
-def system_top(config: SATConfig, *, a_depth: int, b_depth: int, memory_bytes: int):
-    """``sat_core(config, ...)`` (``SATCore`` with ``GemmUnit``) as Verilog module ``sat_system`` (cached)."""
-    from sat.hw.gemm_unit import sat_core
+def system_top(config: SATConfig, *, memory_bytes: int):
+    """``SATCore(config, memory_bytes=...)`` (with the GEMM unit) as Verilog module ``sat_system`` (cached)."""
+    from sat.hw.core import SATCore
 
     from .verilog import generate_verilog
 
-    key = {"config": config.to_dict(), "a_depth": a_depth, "b_depth": b_depth, "memory_bytes": memory_bytes}
-    return generate_verilog(lambda: sat_core(config, a_depth=a_depth, b_depth=b_depth, memory_bytes=memory_bytes),
+    key = {"config": config.to_dict(), "memory_bytes": memory_bytes}
+    return generate_verilog(lambda: SATCore(config, memory_bytes=memory_bytes),
                             "sat_system", key)
 
 
@@ -161,8 +161,8 @@ def run_sim_gemm(args: argparse.Namespace) -> int:
     """Handler of ``sat sim gemm`` (see the module docstring)."""
     import numpy as np
 
-    from sat.hw.gemm_unit import tile_plan
     from sat.sw.bdwp import parse_nm
+    from sat.sw.tiling import tile_plan
 
     from .runner import run_cocotb
 
@@ -173,9 +173,10 @@ def run_sim_gemm(args: argparse.Namespace) -> int:
     nm_set = SATConfig().nm_set
     if nm is not None and nm not in nm_set:
         nm_set = (*nm_set, nm)
-    config = SATConfig(rows=args.rows, cols=args.cols, fmt=args.fmt, adder_latency=args.latency, nm_set=nm_set)
-    tile_plan(config, m_, k, n, *(nm or (0, 0)), a_depth=args.a_depth, b_depth=args.b_depth)
-    out_dir = output_dir(args.out, "--out") if args.out else Path(tempfile.mkdtemp(prefix="sat-sim-gemm-"))
+    config = SATConfig(rows=args.rows, cols=args.cols, fmt=args.fmt, adder_latency=args.latency, nm_set=nm_set,
+                       a_depth=args.a_depth, b_depth=args.b_depth)
+    tile_plan(config, m_, k, n, *(nm or (0, 0)))
+    out_dir = output_dir(args.out, "--out") if args.out is not None else Path(tempfile.mkdtemp(prefix="sat-sim-gemm-"))
     memory_bytes = _memory_for(m_, k, n)
     report_path = out_dir / "report.json"
     report_path.unlink(missing_ok=True)
@@ -189,9 +190,9 @@ def run_sim_gemm(args: argparse.Namespace) -> int:
         gemm = {"m": m_, "k": k, "n": n, "nm": list(nm) if nm else None, "seed": args.seed,
                 "a": operands.get("a"), "b": operands.get("b"),
                 "report": str(report_path.resolve()), "out": str((out_dir / "c.npy").resolve())}
-        top = system_top(config, a_depth=args.a_depth, b_depth=args.b_depth, memory_bytes=memory_bytes)
-        params = {"config": config.to_dict(), "memory_bytes": memory_bytes, "a_depth": args.a_depth,
-                  "b_depth": args.b_depth, "seed": args.seed, "pause": args.pause, "gemm": gemm}
+        top = system_top(config, memory_bytes=memory_bytes)
+        params = {"config": config.to_dict(), "memory_bytes": memory_bytes, "seed": args.seed, "pause": args.pause,
+                  "gemm": gemm}
         build_args, build_tag = system_build(args.opt)
         failure = None
         try:
@@ -264,7 +265,7 @@ def run_sim_train(cfg: Any, *, rows: int = 4, cols: int = 4, a_depth: int = 128,
                   memory_bytes: int = TRAIN_MEMORY_BYTES) -> dict:
     """Train ``cfg`` (a :class:`~sat.sw.train.TrainConfig`) on the RTL simulation of the core through the driver.
 
-    Builds (once, cached) ``sat_core`` for a ``rows x cols`` array with these buffer depths and memory, runs
+    Builds (once, cached) the core for a ``rows x cols`` array with these buffer depths and memory, runs
     ``sat.sim.tb_train`` (see its docstring) and returns its report: ``train``'s result dict plus ``sim`` (cycles,
     wall time, GEMM and descriptor counts) and, with ``golden``, the bit-for-bit comparison with
     :class:`~sat.sw.bdwp.GoldenBackend` splitting K identically.
@@ -300,7 +301,6 @@ def run_sim_train(cfg: Any, *, rows: int = 4, cols: int = 4, a_depth: int = 128,
     RuntimeError
         If the simulation stops (the testbench's reason in the message), or the simulator is missing.
     """
-    from sat.hw.gemm_unit import tile_plan
     from sat.sw.bdwp import parse_nm
     from sat.sw.validate import check_float
 
@@ -311,10 +311,10 @@ def run_sim_train(cfg: Any, *, rows: int = 4, cols: int = 4, a_depth: int = 128,
     nm_set = SATConfig().nm_set
     if nm is not None and nm[0] != nm[1] and nm not in nm_set:
         nm_set = (*nm_set, nm)
-    config = SATConfig(rows=rows, cols=cols, fmt=cfg.fmt, adder_latency=latency, nm_set=nm_set)
-    tile_plan(config, 1, 8, 1, 0, 0, a_depth=a_depth, b_depth=b_depth)     # depths valid for the unit
+    config = SATConfig(rows=rows, cols=cols, fmt=cfg.fmt, adder_latency=latency, nm_set=nm_set, a_depth=a_depth,
+                       b_depth=b_depth)
     build_args, build_tag = system_build(opt)
-    top = system_top(config, a_depth=a_depth, b_depth=b_depth, memory_bytes=memory_bytes)
+    top = system_top(config, memory_bytes=memory_bytes)
     tmp = None
     if report is None:
         tmp = tempfile.TemporaryDirectory(prefix="sat-sim-train-")
@@ -322,8 +322,8 @@ def run_sim_train(cfg: Any, *, rows: int = 4, cols: int = 4, a_depth: int = 128,
     report = Path(report).resolve()
     report.unlink(missing_ok=True)          # a report left by an earlier run must not pass for this one's
     fields = {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(cfg).items()}
-    params = {"config": config.to_dict(), "memory_bytes": memory_bytes, "a_depth": a_depth,
-              "b_depth": b_depth, "seed": seed, "pause": pause, "train": fields, "golden": golden,
+    params = {"config": config.to_dict(), "memory_bytes": memory_bytes, "seed": seed, "pause": pause,
+              "train": fields, "golden": golden,
               "report": str(report)}
     try:
         with _stdout_to_stderr(), _axi_memory(memory):
@@ -360,9 +360,9 @@ def _sim(p: argparse.ArgumentParser) -> Callable[[argparse.Namespace], int]:
     g.add_argument("--rows", type=positive_int, default=2, help="array rows R (default 2)")
     g.add_argument("--cols", type=positive_int, default=2, help="array columns C (default 2)")
     g.add_argument("--latency", type=positive_int, default=2, help="FP32 adder latency L (default 2)")
-    g.add_argument("--a-depth", type=power_of_two(2, 1 << 20), default=32,
+    g.add_argument("--a-depth", type=power_of_two(MIN_DEPTH, MAX_DEPTH), default=32,
                    help="words per A bank of the engine, a power of two (default 32)")
-    g.add_argument("--b-depth", type=power_of_two(2, 1 << 20), default=128,
+    g.add_argument("--b-depth", type=power_of_two(MIN_DEPTH, MAX_DEPTH), default=128,
                    help="words of the B buffer, a power of two (default 128)")
     g.add_argument("--pause", type=probability, default=0.0,
                    help="random AXI pause probability in [0, 1) (default 0)")

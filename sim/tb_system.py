@@ -1,5 +1,5 @@
 """System testbench: the unchanged host driver (``SATDevice``) over :mod:`sat.sim.cocotb_transport` against
-``SATCore`` with the GEMM unit (:func:`sat.hw.gemm_unit.sat_core`), end to end.
+``SATCore`` with the GEMM unit (:class:`sat.hw.gemm_unit.GemmUnit`), end to end.
 
 * ``gemms``: FF sparse (every N:M of the case list), BP sparse, WU dense (``A_TRANS``), FF dense (``B_TRANS``)
   and plain dense GEMMs of ragged shapes, several tiled by the unit, under random AXI pauses; every result bit
@@ -16,7 +16,7 @@
 * ``unit_timing``: GEMMs of ``timing_shapes`` without AXI pauses, bit for bit, their counters written as JSON to
   ``timing_report`` (``tests/test_system_rtl.py`` compares them with :func:`sat.sw.perfmodel.unit_cycles`).
 
-Parameters (``SAT_TB_PARAMS``): ``config``, ``memory_bytes``, ``a_depth``, ``b_depth``, ``seed``, ``pause``,
+Parameters (``SAT_TB_PARAMS``): ``config`` (with the buffer depths), ``memory_bytes``, ``seed``, ``pause``,
 ``gemm`` (for ``cli_gemm``), ``timing_shapes`` and ``timing_report`` (for ``unit_timing``).
 """
 
@@ -29,11 +29,11 @@ from typing import Any
 import cocotb
 import numpy as np
 
-from sat.hw.gemm_unit import tile_plan
 from sat.sw import nmformat, numerics
 from sat.sw.config import SATConfig
 from sat.sw.perfmodel import gemm_counters, steps_per_output
 from sat.sw.regmap import ErrorCode
+from sat.sw.tiling import tile_plan
 
 from .cocotb_transport import attach
 from .tb import error_to_report, rng_for, tb_params
@@ -41,10 +41,9 @@ from .tb import error_to_report, rng_for, tb_params
 __all__ = ["expected_counters", "run_gemm"]
 
 
-def expected_counters(config: SATConfig, rows: int, red: int, cols: int, n: int, m: int, a_depth: int,
-                      b_depth: int) -> dict[str, int]:
+def expected_counters(config: SATConfig, rows: int, red: int, cols: int, n: int, m: int) -> dict[str, int]:
     """``MACS`` and ``COMPUTE_CYCLES`` the core must report for one GEMM (engine model over the unit's tiles)."""
-    plan = tile_plan(config, rows, red, cols, n, m, a_depth=a_depth, b_depth=b_depth)
+    plan = tile_plan(config, rows, red, cols, n, m)
     busy = sum(gemm_counters(config, rt, red, ct, n, m).busy_cycles for _, rt, _, ct in plan.tiles)
     return {"MACS": rows * cols * steps_per_output(red, n, m), "COMPUTE_CYCLES": busy, "tiles": len(plan.tiles)}
 
@@ -147,7 +146,6 @@ async def gemms(dut: Any) -> None:
     from cocotb.task import bridge
 
     params, config, rng, transport, device = await _open(dut, "gemms")
-    ad, bd = int(params["a_depth"]), int(params["b_depth"])
     nms = [tuple(p) for p in params.get("nm", [[2, 8], [2, 4]])]
     cases: list[tuple[str, tuple[int, int, int], tuple[int, int] | None]] = []
     for nm in nms:
@@ -173,7 +171,7 @@ async def gemms(dut: Any) -> None:
         assert got.shape == golden.shape, (label, got.shape, golden.shape)
         bad = np.argwhere(numerics.fp32_bits(got) != numerics.fp32_bits(golden))[:5].tolist()
         assert _bits_equal(got, golden), f"{label}: RTL differs from the golden model at {bad}"
-        want = expected_counters(config, *shape, ad, bd)
+        want = expected_counters(config, *shape)
         cnt = result.counters
         assert cnt["MACS"] == want["MACS"], (label, cnt, want)
         assert cnt["COMPUTE_CYCLES"] == want["COMPUTE_CYCLES"], (label, cnt, want)
@@ -241,7 +239,6 @@ async def errors(dut: Any) -> None:
     from sat.sw.driver.device import SATDeviceError
 
     params, config, rng, transport, device = await _open(dut, "errors", pause=0.1)
-    ad, bd = int(params["a_depth"]), int(params["b_depth"])
     n, m = config.nm_set[-1]
 
     def expect(descs, code, index):
@@ -294,8 +291,8 @@ async def errors(dut: Any) -> None:
             expect([good, good], ErrorCode.BAD_OPERAND, 0)
         transport.dma_write(wt.addr, good_raw)
         # 6. reduction too long for the buffers: BAD_SHAPE (from the engine) before any operand read
-        k_big = min(2 * ad * config.max_m, 4000)
-        assert k_big > ad * config.max_m or k_big > bd
+        k_big = min(2 * config.a_depth * config.max_m, 4000)
+        assert k_big > config.a_depth * config.max_m or k_big > config.b_depth
         xa = device.alloc_tensor((2, k_big), config.fmt)
         wb = device.alloc_tensor((k_big, 2), config.fmt)
         yc = device.alloc_tensor((2, 2))
@@ -306,7 +303,7 @@ async def errors(dut: Any) -> None:
         # written, nothing of the faulty one (its C rows keep their old bytes)
         rows, red, cols = 13, 40, 9
         a, b = _values(rng, (rows, red)), _values(rng, (red, cols))
-        plan = tile_plan(config, rows, red, cols, a_depth=ad, b_depth=bd)
+        plan = tile_plan(config, rows, red, cols)
         r_bad = plan.tiles[-1][0]
         assert r_bad > 0, plan
         at, bt, ct = device.write_tensor(a), device.write_tensor(b), device.alloc_tensor((rows, cols))
@@ -325,7 +322,7 @@ async def errors(dut: Any) -> None:
         rows, red = config.rows, 40
         for p_bad in range(1, 9):          # B wide enough that packed tile p_bad starts in a later column tile
             cols = 32 * p_bad + 8
-            plan = tile_plan(config, rows, red, cols, n2, m2, a_depth=ad, b_depth=bd)
+            plan = tile_plan(config, rows, red, cols, n2, m2)
             t_bad = next(i for i, (_, _, c0, ctile) in enumerate(plan.tiles) if c0 + ctile > 32 * p_bad)
             if t_bad > 0:
                 break
@@ -399,8 +396,7 @@ async def cli_gemm(dut: Any) -> None:
             "bit_identical": bool(_bits_equal(got, golden)),
             "mismatches": int(np.count_nonzero(numerics.fp32_bits(got) != numerics.fp32_bits(golden))),
             "sim_cycles": transport.cycle() - start,
-            "expected": expected_counters(config, rows, red, cols, n, m, int(params["a_depth"]),
-                                          int(params["b_depth"])),
+            "expected": expected_counters(config, rows, red, cols, n, m),
         }
         if g.get("out"):
             np.save(g["out"], got)

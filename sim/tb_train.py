@@ -2,7 +2,7 @@
 
 ``train_run`` attaches the cocotb transport (:func:`sat.sim.cocotb_transport.attach`) to ``SATCore`` with the
 GEMM unit (:func:`sat.hw.gemm_unit.sat_core`), opens ``SATDevice`` on it and runs
-``train(cfg, DeviceBackend(device, a_depth=..., b_depth=...))`` in a ``cocotb.task.bridge`` thread: every FF, BP
+``train(cfg, DeviceBackend(device))`` in a ``cocotb.task.bridge`` thread: every FF, BP
 and WU GEMM (and the test-set inference) runs on the RTL, reductions longer than the unit's buffers split into
 K chunks; loss, updates, re-pruning and re-upload run on the host. With ``golden`` the same run is repeated on
 ``GoldenBackend(k_limit=backend.k_limit)`` (same K chunks, same partial-sum order) and compared bit for bit:
@@ -13,7 +13,7 @@ cycles the simulation advanced during training), ``core_cycles`` (the core's ``C
 GEMMs), ``gemms``, ``descriptors``, ``wall_seconds``, ``cycles_per_second``, the array and buffer depths; with
 ``golden`` also ``golden`` (the golden run's losses, digest, accuracies) and ``bit_identical``.
 
-Parameters (``SAT_TB_PARAMS``): ``config``, ``memory_bytes``, ``a_depth``, ``b_depth``, ``seed``, ``pause``,
+Parameters (``SAT_TB_PARAMS``): ``config`` (with the buffer depths), ``memory_bytes``, ``seed``, ``pause``,
 ``train`` (:class:`~sat.sw.train.TrainConfig` fields), ``golden``, ``report``.
 """
 
@@ -68,13 +68,11 @@ async def train_run(dut: Any) -> None:
     with error_to_report(params["report"]):
         config = SATConfig.from_dict(params["config"])
         cfg = train_config(params["train"])
-        a_depth, b_depth = int(params["a_depth"]), int(params["b_depth"])
         transport = await attach(dut, config, memory_bytes=int(params["memory_bytes"]),
                                  pause=float(params.get("pause", 0.0)), rng=rng_for(params, "train/pauses"))
 
         device = await bridge(lambda: SATDevice(transport, config))()
-        backend = DeviceBackend(device, timeout_s=float(params.get("timeout_s", 36000.0)), a_depth=a_depth,
-                                b_depth=b_depth)
+        backend = DeviceBackend(device, timeout_s=float(params.get("timeout_s", 36000.0)))
         data = load_dataset(cfg.dataset, image=cfg.model == "cnn")       # not timed: imports scikit-learn
         c0, t0 = transport.cycle(), time.perf_counter()
         result = await bridge(lambda: train(cfg, backend, progress=False, data=data))()
@@ -82,8 +80,8 @@ async def train_run(dut: Any) -> None:
         cycles = transport.cycle() - c0
         result["backend"] = "sim"
         result["sim"] = {
-            "array": [config.rows, config.cols], "adder_latency": config.adder_latency, "a_depth": a_depth,
-            "b_depth": b_depth, "memory": type(transport.ram).__name__, "cycles": cycles,
+            "array": [config.rows, config.cols], "adder_latency": config.adder_latency, "a_depth": config.a_depth,
+            "b_depth": config.b_depth, "memory": type(transport.ram).__name__, "cycles": cycles,
             "core_cycles": backend.stats["cycles"], "gemms": backend.stats["gemms"],
             "descriptors": backend.stats["descriptors"], "wall_seconds": wall,
             "cycles_per_second": cycles / wall if wall > 0 else 0.0, "k_limit_dense": backend.k_limit(),

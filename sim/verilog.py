@@ -247,11 +247,11 @@ def generate_verilog(factory: Callable[[], Any], name: str, key: Any = None, *,
         fresh = (stored is not None and not force
                  and _hash_files([Path(f) for f in stored.get("sources", {})]) == stored["sources"])
         if not fresh:
-            from amaranth.back import verilog
+            from sat.hw.netlist import to_verilog
 
             component = factory()
             meta = {a: getattr(component, a) for a in attrs if hasattr(component, a)}
-            text = verilog.convert(component, name=name)
+            text = to_verilog(component, name)
             sources = _hash_files(source_dependencies(text))
             if not path.exists() or path.read_text() != text:  # keep the mtime when nothing changed
                 tmp = path.with_suffix(f".v.tmp{os.getpid()}")

@@ -57,9 +57,9 @@ def default_config() -> SATConfig:
 
 @functools.lru_cache(maxsize=1 << 16)
 def _unit_timing(config: SATConfig, rows: int, red: int, cols: int, n: int, m: int, a_trans: bool, b_trans: bool,
-                 a_depth: int, b_depth: int, a_stride: int, b_stride: int, c_stride: int) -> UnitTiming:
-    return unit_cycles(config, rows, red, cols, n, m, a_trans=a_trans, b_trans=b_trans, a_depth=a_depth,
-                       b_depth=b_depth, a_stride=a_stride, b_stride=b_stride, c_stride=c_stride)
+                 a_stride: int, b_stride: int, c_stride: int) -> UnitTiming:
+    return unit_cycles(config, rows, red, cols, n, m, a_trans=a_trans, b_trans=b_trans, a_stride=a_stride,
+                       b_stride=b_stride, c_stride=c_stride)
 
 
 def gemm_unit_timing(s: Schedule, g: ScheduledGemm) -> tuple[int, int, int]:
@@ -75,7 +75,7 @@ def gemm_unit_timing(s: Schedule, g: ScheduledGemm) -> tuple[int, int, int]:
         read += 2 * d.rows * d.red + b_bytes
         write += 4 * d.rows * d.cols
         u = _unit_timing(s.config, d.rows, d.red, d.cols, d.n if d.sparse else 0, d.m if d.sparse else 0,
-                         bool(d.flags & FLAG_A_TRANS), bool(d.flags & FLAG_B_TRANS), s.a_depth, s.b_depth,
+                         bool(d.flags & FLAG_A_TRANS), bool(d.flags & FLAG_B_TRANS),
                          d.a_stride, d.b_stride, d.c_stride)
         cycles += u.cycles
         loads += u.load_cycles

@@ -37,6 +37,7 @@ from .cliutil import (
     run_command,
     write_text_safely,
 )
+from .config import MAX_DEPTH, MIN_DEPTH
 from .validate import check_float
 
 __all__ = ["Subcommand", "SUBCOMMANDS", "COMMAND_MODULES", "subcommand", "build_parser", "main"]
@@ -128,9 +129,9 @@ def _train(p: argparse.ArgumentParser) -> Handler:
     sim = p.add_argument_group("RTL simulation (--backend sim)")
     sim.add_argument("--sim-array", type=array_shape, default=(4, 4), metavar="RxC",
                      help="systolic array of the simulated core (default 4x4)")
-    sim.add_argument("--sim-a-depth", type=power_of_two(2, 1 << 20), default=128,
+    sim.add_argument("--sim-a-depth", type=power_of_two(MIN_DEPTH, MAX_DEPTH), default=128,
                      help="words per A bank of the GEMM unit, a power of two (default 128)")
-    sim.add_argument("--sim-b-depth", type=power_of_two(2, 1 << 20), default=512,
+    sim.add_argument("--sim-b-depth", type=power_of_two(MIN_DEPTH, MAX_DEPTH), default=512,
                      help="words of the B buffer, a power of two (default 512)")
     sim.add_argument("--sim-opt", type=int, choices=(0, 1, 2), default=1,
                      help="C++ optimisation of the Verilator model (default 1; built once per level)")

@@ -15,10 +15,13 @@ from pathlib import Path
 from .bdwp import check_nm
 from .numerics import FORMATS
 
-__all__ = ["SATConfig", "DEFAULT_NM_SET", "MAX_M"]
+__all__ = ["SATConfig", "DEFAULT_NM_SET", "MAX_M", "MIN_DEPTH", "MAX_DEPTH"]
 
 #: Largest group size M (the compressed format's 4-bit index field).
 MAX_M = 16
+#: Range of the operand buffer depths (words; powers of two).
+MIN_DEPTH = 4
+MAX_DEPTH = 1 << 20
 
 DEFAULT_NM_SET: tuple[tuple[int, int], ...] = ((1, 4), (2, 4), (1, 8), (2, 8), (4, 8))
 
@@ -41,6 +44,10 @@ class SATConfig:
         Device-memory AXI4 master; 512 bits matches the XDMA/DDR4 datapath on the VCU1525.
     clock_hz : float
         Core clock (XDMA ``axi_aclk`` on the card), used by the cycle model to report time.
+    a_depth, b_depth : int
+        Operand buffers of the GEMM engine: words per A bank (one bank per array row, ``max_m`` elements a word)
+        and words of B (``C`` elements a word); powers of two. They bound the reduction one command can have
+        (``sat.sw.tiling.max_reduction``) and size the tiles; ``CONFIG_BUFFERS`` reports them.
 
     Raises
     ------
@@ -56,6 +63,8 @@ class SATConfig:
     axi_data_width: int = 512
     axi_addr_width: int = 64
     clock_hz: float = 250e6
+    a_depth: int = 1024
+    b_depth: int = 1024
     extra: dict = field(default_factory=dict, compare=False, hash=False, repr=False)
 
     def __post_init__(self):
@@ -86,6 +95,11 @@ class SATConfig:
             raise ValueError(f"axi_data_width must be 64, 128, 256 or 512, not {self.axi_data_width!r}")
         if self.axi_addr_width not in (32, 64):
             raise ValueError(f"axi_addr_width must be 32 or 64, not {self.axi_addr_width!r}")
+        for name in ("a_depth", "b_depth"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or not MIN_DEPTH <= value <= MAX_DEPTH \
+                    or value & (value - 1):
+                raise ValueError(f"{name} must be a power of two between {MIN_DEPTH} and {MAX_DEPTH}, not {value!r}")
         hz = self.clock_hz
         if isinstance(hz, bool) or not isinstance(hz, (int, float)) or not 1e6 <= hz <= 1e9:
             raise ValueError(f"clock_hz must lie between 1 MHz and 1 GHz, not {self.clock_hz!r}")

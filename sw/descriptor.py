@@ -50,7 +50,7 @@ from .config import SATConfig
 
 __all__ = [
     "DESCRIPTOR_BYTES", "OP_GEMM", "FLAG_SPARSE", "FLAG_A_TRANS", "FLAG_B_TRANS", "FLAG_IRQ", "FLAGS_DEFINED",
-    "MAX_DIM", "GemmDescriptor", "DescriptorError", "encode_list", "decode_list",
+    "DIM_WIDTH", "MAX_DIM", "GemmDescriptor", "DescriptorError", "encode_list", "decode_list",
 ]
 
 DESCRIPTOR_BYTES = 64
@@ -61,7 +61,9 @@ FLAG_B_TRANS = 1 << 2
 FLAG_IRQ = 1 << 3
 FLAGS_DEFINED = FLAG_SPARSE | FLAG_A_TRANS | FLAG_B_TRANS | FLAG_IRQ
 #: Largest rows / red / cols the hardware accepts (24 bits): larger shapes are tiled by the scheduler.
-MAX_DIM = (1 << 24) - 1
+#: Width of the rows / red / cols fields, in the descriptor and on every interface that carries them.
+DIM_WIDTH = 24
+MAX_DIM = (1 << DIM_WIDTH) - 1
 
 _STRUCT = struct.Struct("<BBBBIIIQQQIIIIQ")
 assert _STRUCT.size == DESCRIPTOR_BYTES

@@ -26,11 +26,12 @@ import functools
 from dataclasses import dataclass
 
 from .config import SATConfig
+from .tiling import steps_per_output, tile_plan
 
 __all__ = [
     "GemmCounters", "steps_per_output", "gemm_counters", "descriptor_counters", "FIRST_ISSUE", "fill_cycles",
     "GemmShape", "ConvLayer", "layer_gemms", "resnet18_layers", "network_counters",
-    "UnitTiming", "unit_tiles", "unit_cycles",
+    "UnitTiming", "unit_cycles",
 ]
 
 #: Cycle (after the accept cycle 0 and the setup cycle 1) in which the first group is issued.
@@ -56,13 +57,6 @@ class GemmCounters:
     def as_dict(self) -> dict[str, int]:
         return {"cycles": self.cycles, "busy_cycles": self.busy_cycles, "stall_cycles": self.stall_cycles,
                 "macs": self.macs, "passes": self.passes}
-
-
-def steps_per_output(red: int, n: int = 0, m: int = 0) -> int:
-    """``S``: reduction steps per output, ``red`` dense or ``ceil(red / M) * N`` for N:M."""
-    if n and m and n != m:
-        return -(-red // m) * n
-    return red
 
 
 def fill_cycles(config: SATConfig) -> int:
@@ -257,38 +251,6 @@ class UnitTiming:
         return self.cycles - self.busy_cycles
 
 
-def unit_tiles(config: SATConfig, rows: int, red: int, cols: int, n: int = 0, m: int = 0, *, a_depth: int,
-               b_depth: int, single: bool = False) -> tuple[list[tuple[int, int, int, int]], bool, bool]:
-    """The unit's tiles ``(r0, rt, c0, ct)`` in order and whether it double-buffers A and B
-    (``gemm_unit.tile_plan``).
-
-    ``single`` plans every command single buffered, as the unit did before double buffering (for comparisons).
-
-    Raises
-    ------
-    ValueError
-        If the reduction does not fit the buffers.
-    """
-    def fit(words: int, depth: int) -> int:
-        p = -1
-        while words << (p + 1) <= depth:
-            p += 1
-        return p
-
-    pa, pb = fit(-(-red // config.max_m), a_depth), fit(steps_per_output(red, n, m), b_depth)
-    if pa < 0 or pb < 0:
-        raise ValueError(f"a reduction of {red} does not fit the GEMM unit's buffers ({a_depth}, {b_depth})")
-    b_reloaded = cols > config.cols << pb
-    b_double = pb >= 1 and b_reloaded and not single
-    half_rows = config.rows << max(pa - 1, 0)
-    fills_pass = half_rows >= config.rows * config.adder_latency or rows <= half_rows
-    a_double = pa >= 1 and fills_pass and (b_double or not b_reloaded) and not single
-    rt_max, ct_max = config.rows << (pa - a_double), config.cols << (pb - b_double)
-    tiles = [(r0, min(rt_max, rows - r0), c0, min(ct_max, cols - c0))
-             for r0 in range(0, rows, rt_max) for c0 in range(0, cols, ct_max)]
-    return tiles, a_double, b_double
-
-
 @functools.lru_cache(maxsize=65536)
 def _line_cycles(offset: int, count: int, word: int, first_lane: int) -> int:
     """Consumer cycles of one DMA line: one for its record, one to take its first beat, then one per buffer
@@ -374,12 +336,12 @@ def _engine_cycles(config: SATConfig, rt: int, red: int, c0: int, ct: int, n: in
 
 
 def unit_cycles(config: SATConfig, rows: int, red: int, cols: int, n: int = 0, m: int = 0, *,
-                a_trans: bool = False, b_trans: bool = False, a_depth: int = 1024, b_depth: int = 1024,
-                a_stride: int | None = None, b_stride: int | None = None, c_stride: int | None = None,
+                a_trans: bool = False, b_trans: bool = False, a_stride: int | None = None,
+                b_stride: int | None = None, c_stride: int | None = None,
                 single: bool = False) -> UnitTiming:
     """Predicted time of one descriptor on the GEMM unit: its ``busy + stall`` counters.
 
-    The model walks the unit's tiles (:func:`unit_tiles`) as ``sat.hw.gemm_unit`` runs them:
+    The model walks the unit's tiles (:func:`sat.sw.tiling.tile_plan`) as ``sat.hw.gemm_unit`` runs them:
 
     * a **load** takes :data:`LOAD_LATENCY` plus the consumer's cycles for every DMA line (one for the line
       record, one for its first beat, one per buffer write, later beats taken with the previous beat's last
@@ -409,8 +371,6 @@ def unit_cycles(config: SATConfig, rows: int, red: int, cols: int, n: int = 0, m
         N:M pattern of ``B`` (packed operand); 0 for dense.
     a_trans, b_trans : bool
         ``A_TRANS`` / ``B_TRANS`` (dense ``B`` only).
-    a_depth, b_depth : int
-        The unit's buffer depths.
     a_stride, b_stride, c_stride : int, optional
         Row strides in bytes.
     single : bool
@@ -422,12 +382,12 @@ def unit_cycles(config: SATConfig, rows: int, red: int, cols: int, n: int = 0, m
         If the reduction does not fit the buffers.
     """
     sparse = bool(n and m and n != m)
-    tiles, a_double, b_double = unit_tiles(config, rows, red, cols, n, m, a_depth=a_depth, b_depth=b_depth,
-                                           single=single)
+    plan = tile_plan(config, rows, red, cols, n, m, single=single)
+    tiles, a_double, b_double = plan.tiles, plan.a_double, plan.b_double
     a_stride = a_stride or 2 * (rows if a_trans else red)
     b_stride = b_stride or 2 * (red if b_trans else cols)
     c_stride = c_stride or 4 * cols
-    single_col_tile = len({c0 for _, _, c0, _ in tiles}) == 1
+    single_col_tile = plan.single_column_tile
     busy = sum(gemm_counters(config, rt, red, ct, n, m).busy_cycles for _, rt, _, ct in tiles)
     loads = engines = 0
     t = 0                     # loader time: start of the next tile's loads

@@ -33,13 +33,15 @@ Status rules (the RTL and the software model in ``sat.sw.driver.model`` follow t
 
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass
+
+from amaranth.lib import data, enum
 
 from .config import SATConfig
 
 __all__ = [
-    "SAT_ID", "VERSION", "ErrorCode", "Register", "RegisterMap", "register_map", "config_word", "DEFAULT_MEMORY_BYTES",
+    "SAT_ID", "VERSION", "ErrorCode", "Field", "Register", "RegisterMap", "register_map", "config_word",
+    "buffers_word", "config_fields", "DEFAULT_MEMORY_BYTES",
     "CONTROL_START", "CONTROL_ABORT", "CONTROL_CLEAR", "STATUS_BUSY", "STATUS_DONE", "STATUS_ERROR",
     "IRQ_DONE", "IRQ_ERROR",
 ]
@@ -47,19 +49,47 @@ __all__ = [
 #: Value of the ID register: ASCII "SAT1".
 SAT_ID = 0x53415431
 #: Register-map / descriptor version: major << 16 | minor << 8 | patch.
-VERSION = (0 << 16) | (1 << 8) | 0
-
-CONTROL_START = 1 << 0   # write 1: fetch and run the command list
-CONTROL_ABORT = 1 << 1   # write 1: stop after the current AXI transactions drain, report ERR_ABORTED
-CONTROL_CLEAR = 1 << 2   # write 1: clear STATUS.DONE/ERROR, ERROR_CODE, ERROR_INDEX
-STATUS_BUSY = 1 << 0
-STATUS_DONE = 1 << 1
-STATUS_ERROR = 1 << 2
-IRQ_DONE = 1 << 0
-IRQ_ERROR = 1 << 1
+VERSION = (0 << 16) | (2 << 8) | 0
 
 
-class ErrorCode(enum.IntEnum):
+@dataclass(frozen=True)
+class Field:
+    """A bit field of a register: bits ``lsb .. lsb + width - 1``."""
+
+    name: str
+    lsb: int
+    width: int = 1
+
+    @property
+    def mask(self) -> int:
+        """The field's bits in place (``1 << lsb`` for a flag)."""
+        return ((1 << self.width) - 1) << self.lsb
+
+
+#: Fields of the registers that have them, by register name. The gateware views these registers through
+#: :meth:`Register.layout`, the driver and the model through :meth:`Register.pack` / :meth:`Register.unpack`.
+FIELDS: dict[str, tuple[Field, ...]] = {
+    "VERSION": (Field("patch", 0, 8), Field("minor", 8, 8), Field("major", 16, 8)),
+    "CONFIG": (Field("rows_m1", 0, 8), Field("cols_m1", 8, 8), Field("bf16", 16), Field("adder_latency_m1", 20, 4),
+               Field("data_width_code", 24, 4), Field("addr64", 28)),
+    "CONFIG_BUFFERS": (Field("a_depth_log2", 0, 5), Field("b_depth_log2", 8, 5)),
+    "CONTROL": (Field("start", 0), Field("abort", 1), Field("clear", 2)),
+    "STATUS": (Field("busy", 0), Field("done", 1), Field("error", 2)),
+    "IRQ_STATUS": (Field("done", 0), Field("error", 1)),
+    "IRQ_ENABLE": (Field("done", 0), Field("error", 1)),
+}
+
+CONTROL_START = FIELDS["CONTROL"][0].mask   # write 1: fetch and run the command list
+CONTROL_ABORT = FIELDS["CONTROL"][1].mask   # write 1: stop after the current AXI transactions drain, report ABORTED
+CONTROL_CLEAR = FIELDS["CONTROL"][2].mask   # write 1: clear STATUS.DONE/ERROR, ERROR_CODE, ERROR_INDEX
+STATUS_BUSY = FIELDS["STATUS"][0].mask
+STATUS_DONE = FIELDS["STATUS"][1].mask
+STATUS_ERROR = FIELDS["STATUS"][2].mask
+IRQ_DONE = FIELDS["IRQ_STATUS"][0].mask
+IRQ_ERROR = FIELDS["IRQ_STATUS"][1].mask
+
+
+class ErrorCode(enum.IntEnum, shape=4):
     """Values of ``ERROR_CODE``; ``ERROR_INDEX`` names the descriptor (0-based) that caused it."""
 
     NONE = 0
@@ -78,11 +108,57 @@ class ErrorCode(enum.IntEnum):
 
 @dataclass(frozen=True)
 class Register:
+    """One 32-bit register: name, byte offset, access (``ro``, ``rw``, ``wo`` (self-clearing command bits) or
+    ``w1c``), reset value, description, and its bit fields (:data:`FIELDS`)."""
+
     name: str
     offset: int
-    access: str          # "ro", "rw", "wo" (self-clearing command bits), "w1c"
+    access: str
     reset: int
     doc: str
+
+    @property
+    def fields(self) -> tuple[Field, ...]:
+        return FIELDS.get(self.name, ())
+
+    def field(self, name: str) -> Field:
+        for f in self.fields:
+            if f.name == name:
+                return f
+        raise KeyError(f"register {self.name} has no field {name!r}; fields are {[f.name for f in self.fields]}")
+
+    def layout(self) -> data.StructLayout:
+        """The register as an Amaranth layout of its fields (unnamed bits as padding), 32 bits wide."""
+        members: dict[str, int] = {}
+        pos = 0
+        for f in sorted(self.fields, key=lambda f: f.lsb):
+            if f.lsb > pos:
+                members[f"_pad{pos}"] = f.lsb - pos
+            members[f.name] = f.width
+            pos = f.lsb + f.width
+        if pos < 32:
+            members[f"_pad{pos}"] = 32 - pos
+        return data.StructLayout(members)
+
+    def pack(self, **values: int) -> int:
+        """A register word from field values (missing fields are 0).
+
+        Raises
+        ------
+        ValueError
+            For an unknown field or a value that does not fit its field.
+        """
+        word = 0
+        for name, value in values.items():
+            f = self.field(name)
+            if not 0 <= int(value) < 1 << f.width:
+                raise ValueError(f"{self.name}.{name} is {f.width} bits wide: {value!r} does not fit")
+            word |= int(value) << f.lsb
+        return word
+
+    def unpack(self, word: int) -> dict[str, int]:
+        """Field values of a register word."""
+        return {f.name: (word >> f.lsb) & ((1 << f.width) - 1) for f in self.fields}
 
 
 class RegisterMap:
@@ -126,11 +202,31 @@ def _nm_bitmap(config: SATConfig) -> int:
     return bits
 
 
+def config_fields(config: SATConfig) -> dict[str, dict[str, int]]:
+    """Field values of ``CONFIG`` and ``CONFIG_BUFFERS`` for a build (sizes minus 1, so the largest legal values
+    fit; depths as log2)."""
+    return {
+        "CONFIG": {"rows_m1": config.rows - 1, "cols_m1": config.cols - 1, "bf16": int(config.fmt == "bf16"),
+                   "adder_latency_m1": config.adder_latency - 1,
+                   "data_width_code": (config.axi_data_width // 64).bit_length(),
+                   "addr64": int(config.axi_addr_width == 64)},
+        "CONFIG_BUFFERS": {"a_depth_log2": config.a_depth.bit_length() - 1,
+                           "b_depth_log2": config.b_depth.bit_length() - 1},
+    }
+
+
 def config_word(config: SATConfig) -> int:
-    """The CONFIG register: fields hold value - 1 so the largest legal values fit."""
-    return ((config.rows - 1) | ((config.cols - 1) << 8) | ((0 if config.fmt == "fp16" else 1) << 16)
-            | ((config.adder_latency - 1) << 20) | ((config.axi_data_width // 64).bit_length() << 24)
-            | ((1 if config.axi_addr_width == 64 else 0) << 28))
+    """The CONFIG register of a build."""
+    return _register("CONFIG").pack(**config_fields(config)["CONFIG"])
+
+
+def buffers_word(config: SATConfig) -> int:
+    """The CONFIG_BUFFERS register of a build (the GEMM engine's buffer depths)."""
+    return _register("CONFIG_BUFFERS").pack(**config_fields(config)["CONFIG_BUFFERS"])
+
+
+def _register(name: str) -> Register:
+    return Register(name, 0, "ro", 0, "")
 
 
 PERF_COUNTERS = (
@@ -177,6 +273,8 @@ def register_map(config: SATConfig, memory_bytes: int = DEFAULT_MEMORY_BYTES) ->
         Register("IRQ_ENABLE", 0x048, "rw", 0, "DONE[0] ERROR[1]"),
         Register("SCRATCH", 0x04C, "rw", 0, "free for software (bus check)"),
         Register("CLOCK_KHZ", 0x050, "ro", round(config.clock_hz / 1e3), "core clock the build was made for, kHz"),
+        Register("CONFIG_BUFFERS", 0x054, "ro", buffers_word(config),
+                 "log2(a_depth)[4:0] log2(b_depth)[12:8]: words per A bank and of B in the GEMM engine"),
     ]
     for i, (name, doc) in enumerate(PERF_COUNTERS):
         regs.append(Register(f"{name}_LO", 0x080 + 8 * i, "ro", 0, f"{doc} [31:0] (latches _HI)"))

@@ -30,20 +30,16 @@ from .config import SATConfig
 from .descriptor import DESCRIPTOR_BYTES, FLAG_A_TRANS, FLAG_B_TRANS, FLAG_IRQ, FLAG_SPARSE, GemmDescriptor
 from .nmformat import compress, pack, packed_nbytes
 from .perfmodel import GemmCounters, gemm_counters
+from .regmap import DEFAULT_MEMORY_BYTES
+from .tiling import max_reduction, tile_plan
 
 __all__ = [
     "Conv", "Linear", "HostOp", "Network", "NetworkBuilder", "resnet18_cifar", "vgg16_cifar", "NETWORKS",
-    "get_network", "from_torch", "DEFAULT_A_DEPTH", "DEFAULT_B_DEPTH", "DEFAULT_MEMORY_BYTES", "max_reduction",
-    "engine_tiles", "unit_counters", "Region", "ScheduledGemm", "DmaStep", "Schedule", "schedule_iteration",
+    "get_network", "from_torch", "DEFAULT_MEMORY_BYTES", "max_reduction", "engine_tiles", "unit_counters",
+    "Region", "ScheduledGemm", "DmaStep", "Schedule", "schedule_iteration",
     "PCIE_BYTES_PER_S", "run_schedule",
 ]
 
-#: Buffer depths of the GEMM unit (``sat.hw.gemm_unit.DEFAULT_A_DEPTH`` / ``DEFAULT_B_DEPTH``; the software side
-#: does not import the gateware, ``tests/test_schedule.py`` checks they agree).
-DEFAULT_A_DEPTH = 1024
-DEFAULT_B_DEPTH = 1024
-#: Device memory of the VCU1525 card as built (one 16 GiB DDR4 channel, ``docs/board.md``).
-DEFAULT_MEMORY_BYTES = 16 << 30
 #: Effective host-to-card bandwidth assumed for pre-generated weights: PCIe Gen3 x16 through XDMA, ~12 GB/s
 #: (15.75 GB/s raw after 128b/130b coding, minus TLP overhead at 256-byte payloads and DMA descriptor traffic).
 PCIE_BYTES_PER_S = 12e9
@@ -379,52 +375,16 @@ def from_torch(module, input_shape: tuple[int, int, int], name: str = "torch") -
 # Engine limits and the cycle model of one descriptor
 
 
-def _steps(red: int, n: int, m: int) -> int:
-    return -(-red // m) * n if (n and m and n != m) else red
-
-
-def max_reduction(config: SATConfig, n: int = 0, m: int = 0, *, a_depth: int = DEFAULT_A_DEPTH,
-                  b_depth: int = DEFAULT_B_DEPTH) -> int:
-    """Longest reduction one descriptor may have (the GEMM unit never splits ``K``; ``sat.hw.gemm_unit``)."""
-    by_a = a_depth * config.max_m
-    by_b = b_depth if not (n and m and n != m) else (b_depth // n) * m
-    return min(by_a, by_b)
-
-
-def _pow2_fit(words: int, depth: int) -> int:
-    p = -1
-    while words << (p + 1) <= depth:
-        p += 1
-    return p
-
-
-def engine_tiles(config: SATConfig, rows: int, red: int, cols: int, n: int = 0, m: int = 0, *,
-                 a_depth: int = DEFAULT_A_DEPTH, b_depth: int = DEFAULT_B_DEPTH) -> list[tuple[int, int]]:
-    """The ``(rows, cols)`` of every engine command the GEMM unit runs for one descriptor, in order.
-
-    Same rule as ``sat.hw.gemm_unit.tile_plan``: with the largest ``p``, ``q`` such that ``2**p * ceil(red /
-    max_m) <= a_depth`` and ``2**q * S <= b_depth``, column tiles of ``C * 2**(q-1)`` if B is double buffered
-    (``q >= 1`` and ``cols > C * 2**q``: B is reloaded), else ``C * 2**q``; row tiles of ``R * 2**(p-1)`` if A is
-    double buffered (``p >= 1``, a half row tile holds an array pass of ``R * L`` rows or all ``rows``, and B is
-    loaded once or double buffered), else ``R * 2**p``.
+def engine_tiles(config: SATConfig, rows: int, red: int, cols: int, n: int = 0, m: int = 0) -> list[tuple[int, int]]:
+    """The ``(rows, cols)`` of every engine command the GEMM unit runs for one descriptor, in order
+    (:func:`sat.sw.tiling.tile_plan`).
 
     Raises
     ------
     ValueError
-        If the reduction does not fit the buffers (split it below :func:`max_reduction`).
+        If the reduction does not fit the buffers (split it below :func:`sat.sw.tiling.max_reduction`).
     """
-    pa, pb = _pow2_fit(-(-red // config.max_m), a_depth), _pow2_fit(_steps(red, n, m), b_depth)
-    if pa < 0 or pb < 0:
-        raise ValueError(f"a reduction of {red} does not fit the GEMM unit's buffers: split K into chunks of at "
-                         f"most {max_reduction(config, n, m, a_depth=a_depth, b_depth=b_depth)}")
-    b_reloaded = cols > config.cols << pb
-    b_double = pb >= 1 and b_reloaded
-    half_rows = config.rows << max(pa - 1, 0)
-    fills_pass = half_rows >= config.rows * config.adder_latency or rows <= half_rows
-    a_double = pa >= 1 and fills_pass and (b_double or not b_reloaded)
-    rt_max, ct_max = config.rows << (pa - a_double), config.cols << (pb - b_double)
-    return [(min(rt_max, rows - r0), min(ct_max, cols - c0))
-            for r0 in range(0, rows, rt_max) for c0 in range(0, cols, ct_max)]
+    return tile_plan(config, rows, red, cols, n, m).engine_shapes
 
 
 _cached_counters = functools.lru_cache(maxsize=65536)(gemm_counters)
@@ -438,8 +398,7 @@ def _add(a: GemmCounters, b: GemmCounters) -> GemmCounters:
 _ZERO = GemmCounters(0, 0, 0, 0, 0)
 
 
-def unit_counters(config: SATConfig, rows: int, red: int, cols: int, n: int = 0, m: int = 0, *,
-                  a_depth: int = DEFAULT_A_DEPTH, b_depth: int = DEFAULT_B_DEPTH) -> GemmCounters:
+def unit_counters(config: SATConfig, rows: int, red: int, cols: int, n: int = 0, m: int = 0) -> GemmCounters:
     """Engine counters of one descriptor: ``perfmodel.gemm_counters`` summed over the unit's engine tiles.
 
     This is the engine's compute time (its fill and drain included) with operand loads and result writes fully
@@ -449,7 +408,7 @@ def unit_counters(config: SATConfig, rows: int, red: int, cols: int, n: int = 0,
     whole time (``busy + stall`` counters) with the loads.
     """
     total = _ZERO
-    tiles = engine_tiles(config, rows, red, cols, n, m, a_depth=a_depth, b_depth=b_depth)
+    tiles = engine_tiles(config, rows, red, cols, n, m)
     for shape in set(tiles):
         c = _cached_counters(config, shape[0], red, shape[1], n, m)
         k = tiles.count(shape)
@@ -537,8 +496,6 @@ class Schedule:
     bp_mask: str
     orientation: str
     memory_bytes: int
-    a_depth: int
-    b_depth: int
     gemms: list[ScheduledGemm] = field(default_factory=list)
     regions: dict[str, Region] = field(default_factory=dict)
     steps: list[DmaStep] = field(default_factory=list)
@@ -634,8 +591,7 @@ class _Operand:
 
 def schedule_iteration(network: Network, batch: int, config: SATConfig, nm: NM | str = (2, 8), *,
                        bp_mask: str = "independent", orientation: Orientation = "auto",
-                       first_layer_bp: bool = False, memory_bytes: int = DEFAULT_MEMORY_BYTES,
-                       a_depth: int = DEFAULT_A_DEPTH, b_depth: int = DEFAULT_B_DEPTH) -> Schedule:
+                       first_layer_bp: bool = False, memory_bytes: int = DEFAULT_MEMORY_BYTES) -> Schedule:
     """Schedule one BDWP training iteration of ``network`` at ``batch`` on a ``config`` build.
 
     Parameters
@@ -644,7 +600,7 @@ def schedule_iteration(network: Network, batch: int, config: SATConfig, nm: NM |
     batch : int
         Images per iteration.
     config : SATConfig
-        The build (array size, ``nm_set``, ``adder_latency``, clock).
+        The build (array size, ``nm_set``, ``adder_latency``, buffer depths, clock).
     nm : (n, m), "n:m", "dense" or None
         N:M pattern of the sparse passes; ``None``/"dense" schedules dense training.
     bp_mask : "independent" or "nested"
@@ -658,8 +614,6 @@ def schedule_iteration(network: Network, batch: int, config: SATConfig, nm: NM |
         Schedule the first layer's BP (the input gradient of the image, which training does not need).
     memory_bytes : int
         Device memory (default: the card's 16 GiB).
-    a_depth, b_depth : int
-        The GEMM unit's buffer depths (words).
 
     Raises
     ------
@@ -679,7 +633,7 @@ def schedule_iteration(network: Network, batch: int, config: SATConfig, nm: NM |
         raise ValueError(f"orientation must be 'normal', 'auto' or 'auto-engine', not {orientation!r}")
     if bp_mask not in ("independent", "nested"):
         raise ValueError(f"bp_mask must be 'independent' or 'nested', not {bp_mask!r}")
-    sched = Schedule(network, batch, config, nm, bp_mask, orientation, memory_bytes, a_depth, b_depth)
+    sched = Schedule(network, batch, config, nm, bp_mask, orientation, memory_bytes)
     mem = _Memory(memory_bytes)
     layers = network.layers
     pending: list[tuple] = []   # (layer, pass, rows, red, cols, n, m, transposed, A, B, C-region base name)
@@ -704,12 +658,12 @@ def schedule_iteration(network: Network, batch: int, config: SATConfig, nm: NM |
             trans = (K, P, Co, _Operand(f"{p}.X", P, K, True), _Operand(f"{p}.dY", P, Co, False), f"{p}.dW_t")
         choice, transposed = normal, False
         if orientation == "auto" and not n:
-            cost = [_unit_cost(config, o[0], o[1], o[2], o[3].trans, o[4].trans, a_depth, b_depth)
+            cost = [_unit_cost(config, o[0], o[1], o[2], o[3].trans, o[4].trans)
                     for o in (normal, trans)]
             if cost[1] < cost[0]:
                 choice, transposed = trans, True
         elif orientation == "auto-engine" and not n:
-            cost = [_shape_cycles(config, o[0], o[1], o[2], 0, 0, a_depth, b_depth) for o in (normal, trans)]
+            cost = [_shape_cycles(config, o[0], o[1], o[2], 0, 0) for o in (normal, trans)]
             if cost[1] < cost[0]:
                 choice, transposed = trans, True
         pending.append((layer, pass_, *choice[:3], n, m, transposed, *choice[3:]))
@@ -725,13 +679,13 @@ def schedule_iteration(network: Network, batch: int, config: SATConfig, nm: NM |
     for _layer, _pass, _rows, red, cols, n, m, _tr, a, b, _c in pending:  # noqa: B007
         for op in (a, b):
             if op.region.endswith(".packed"):
-                for j, (k0, k1) in enumerate(_best_chunks(config, _rows, red, cols, n, m, a_depth, b_depth)[0]):
+                for j, (k0, k1) in enumerate(_best_chunks(config, _rows, red, cols, n, m)[0]):
                     mem.alloc(f"{op.region}{j}", packed_nbytes(n, m, k1 - k0, cols), "host")
             else:
                 mem.alloc(op.region, 2 * op.lines * op.length, "host")
     out_regions = []
     for _layer, _pass, rows, red, cols, n, m, _tr, _a, _b, c_name in pending:
-        chunks = _best_chunks(config, rows, red, cols, n, m, a_depth, b_depth)[0]
+        chunks = _best_chunks(config, rows, red, cols, n, m)[0]
         names = [c_name if len(chunks) == 1 else f"{c_name}.part{j}" for j in range(len(chunks))]
         out_regions.append((names, chunks))
         for name in names:
@@ -768,7 +722,7 @@ def schedule_iteration(network: Network, batch: int, config: SATConfig, nm: NM |
             d.validate(config, memory_bytes)
             descs.append(d)
             sched.descriptors.append(d)
-            total = _add(total, unit_counters(config, rows, k1 - k0, cols, n, m, a_depth=a_depth, b_depth=b_depth))
+            total = _add(total, unit_counters(config, rows, k1 - k0, cols, n, m))
         sched.gemms.append(ScheduledGemm(layer.name, pass_, rows, red, cols, n, m, tr, tuple(descs), first, total))
 
     # DMA order.
@@ -806,15 +760,15 @@ def schedule_iteration(network: Network, batch: int, config: SATConfig, nm: NM |
 _CHUNK_MARGIN = 0.01
 
 
-def _best_chunks(config: SATConfig, rows: int, red: int, cols: int, n: int, m: int, a_depth: int,
-                 b_depth: int) -> tuple[list[tuple[int, int]], int]:
+def _best_chunks(config: SATConfig, rows: int, red: int, cols: int, n: int, m: int
+                 ) -> tuple[list[tuple[int, int]], int]:
     """K chunks of a GEMM and its engine cycles: the fewest chunks that fit the buffers, or up to 4x as many
     when shorter chunks let the unit use taller row tiles (``R * L`` rows fill a pass) and so take fewer cycles.
 
     More chunks must save at least :data:`_CHUNK_MARGIN` of the cycles: each chunk costs what the engine cycles
     do not count (the host's FP32 add of its partial result, its own C writes), and the double-buffered unit
     hides the loads of many small tiles that the engine cycles charge only by their fill and drain."""
-    limit = max_reduction(config, n, m, a_depth=a_depth, b_depth=b_depth)
+    limit = max_reduction(config, n, m)
     best: tuple[list[tuple[int, int]], int] | None = None
     fewest = -(-red // limit)
     granule = m or 1
@@ -826,7 +780,7 @@ def _best_chunks(config: SATConfig, rows: int, red: int, cols: int, n: int, m: i
         chunks = [(k0, min(red, k0 + size)) for k0 in range(0, red, size)]
         if best is not None and len(chunks) == len(best[0]):
             continue
-        cycles = sum(unit_counters(config, rows, k1 - k0, cols, n, m, a_depth=a_depth, b_depth=b_depth).cycles
+        cycles = sum(unit_counters(config, rows, k1 - k0, cols, n, m).cycles
                      for k0, k1 in chunks)
         if best is None or cycles < best[1] * (1 - _CHUNK_MARGIN):
             best = (chunks, cycles)
@@ -835,19 +789,17 @@ def _best_chunks(config: SATConfig, rows: int, red: int, cols: int, n: int, m: i
 
 
 @functools.lru_cache(maxsize=1 << 14)
-def _unit_cost(config: SATConfig, rows: int, red: int, cols: int, a_trans: bool, b_trans: bool, a_depth: int,
-               b_depth: int) -> int:
+def _unit_cost(config: SATConfig, rows: int, red: int, cols: int, a_trans: bool, b_trans: bool) -> int:
     """GEMM unit cycles (``perfmodel.unit_cycles``, loads included) of a dense GEMM in its K chunks."""
     from .perfmodel import unit_cycles
 
-    chunks = _best_chunks(config, rows, red, cols, 0, 0, a_depth, b_depth)[0]
-    return sum(unit_cycles(config, rows, k1 - k0, cols, a_trans=a_trans, b_trans=b_trans, a_depth=a_depth,
-                           b_depth=b_depth).cycles for k0, k1 in chunks)
+    chunks = _best_chunks(config, rows, red, cols, 0, 0)[0]
+    return sum(unit_cycles(config, rows, k1 - k0, cols, a_trans=a_trans, b_trans=b_trans).cycles
+               for k0, k1 in chunks)
 
 
-def _shape_cycles(config: SATConfig, rows: int, red: int, cols: int, n: int, m: int, a_depth: int,
-                  b_depth: int) -> int:
-    return _best_chunks(config, rows, red, cols, n, m, a_depth, b_depth)[1]
+def _shape_cycles(config: SATConfig, rows: int, red: int, cols: int, n: int, m: int) -> int:
+    return _best_chunks(config, rows, red, cols, n, m)[1]
 
 
 # ----------------------------------------------------------------------------------------------------------

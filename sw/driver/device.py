@@ -161,25 +161,31 @@ class RunResult:
     counters: dict[str, int]
 
 
-def config_from_registers(config_word: int, nm_bits: int) -> SATConfig:
-    """Rebuild a :class:`SATConfig` from the ``CONFIG`` and ``NM_SET_LO``/``NM_SET_HI`` registers.
+def config_from_registers(config_word: int, nm_bits: int, buffers_word: int | None = None) -> SATConfig:
+    """Rebuild a :class:`SATConfig` from the ``CONFIG``, ``NM_SET_LO``/``NM_SET_HI`` and ``CONFIG_BUFFERS``
+    registers.
 
-    ``nm_bits`` is the 64-bit ``NM_SET_HI:NM_SET_LO``. ``clock_hz`` is not rebuilt and keeps its default; compare
-    ``CONFIG_HASH`` to know whether the result is the exact build.
+    ``nm_bits`` is the 64-bit ``NM_SET_HI:NM_SET_LO``; ``buffers_word`` is ``CONFIG_BUFFERS`` (``None``: the
+    default depths). ``clock_hz`` is not rebuilt and keeps its default; compare ``CONFIG_HASH`` to know whether
+    the result is the exact build.
 
     Raises
     ------
     SATConfigMismatch
         If the words do not decode to a valid configuration (wrong bitstream, or not a SAT core).
     """
+    generic = register_map(SATConfig())
+    f = generic["CONFIG"].unpack(config_word)
     nm_set = [(bit % 16 + 1, 1 << (bit // 16 + 1)) for bit in range(64) if nm_bits >> bit & 1]
-    width_code = (config_word >> 24) & 0xF
+    depths = {}
+    if buffers_word is not None:
+        b = generic["CONFIG_BUFFERS"].unpack(buffers_word)
+        depths = {"a_depth": 1 << b["a_depth_log2"], "b_depth": 1 << b["b_depth_log2"]}
     try:
-        return SATConfig(rows=(config_word & 0xFF) + 1, cols=((config_word >> 8) & 0xFF) + 1,
-                         fmt="bf16" if config_word >> 16 & 1 else "fp16",
-                         adder_latency=((config_word >> 20) & 0xF) + 1,
-                         axi_data_width=64 << (width_code - 1) if width_code else 0,
-                         axi_addr_width=64 if config_word >> 28 & 1 else 32, nm_set=tuple(nm_set))
+        return SATConfig(rows=f["rows_m1"] + 1, cols=f["cols_m1"] + 1, fmt="bf16" if f["bf16"] else "fp16",
+                         adder_latency=f["adder_latency_m1"] + 1,
+                         axi_data_width=64 << (f["data_width_code"] - 1) if f["data_width_code"] else 0,
+                         axi_addr_width=64 if f["addr64"] else 32, nm_set=tuple(nm_set), **depths)
     except ValueError as e:
         raise SATConfigMismatch(f"CONFIG=0x{config_word:08x} NM_SET=0x{nm_bits:016x} do not describe a valid SAT "
                                 f"build ({e}): is the card programmed with a SAT bitstream? (see docs/board.md)"
@@ -277,10 +283,10 @@ class SATDevice:
                                     f"needs {_version(VERSION)} (same major, minor at least as new): rebuild the "
                                     f"bitstream from this checkout or use a matching driver")
         words = {name: transport.read32(generic.offset(name))
-                 for name in ("CONFIG", "NM_SET_LO", "NM_SET_HI", "CONFIG_HASH")}
+                 for name in ("CONFIG", "NM_SET_LO", "NM_SET_HI", "CONFIG_HASH", "CONFIG_BUFFERS")}
         nm_bits = words["NM_SET_LO"] | words["NM_SET_HI"] << 32
         if config is None:
-            config = config_from_registers(words["CONFIG"], nm_bits)
+            config = config_from_registers(words["CONFIG"], nm_bits, words["CONFIG_BUFFERS"])
             #: True when CONFIG_HASH confirms the reconstructed configuration (False: e.g. clock_hz differs).
             self.config_verified = int(config.digest()[:8], 16) == words["CONFIG_HASH"]
         else:
@@ -289,7 +295,7 @@ class SATDevice:
                 diff = ", ".join(f"{n}=0x{words[n]:08x} (expected 0x{expected[n]:08x})" for n in words
                                  if words[n] != expected[n])
                 try:
-                    card = repr(config_from_registers(words["CONFIG"], nm_bits))
+                    card = repr(config_from_registers(words["CONFIG"], nm_bits, words["CONFIG_BUFFERS"]))
                 except SATConfigMismatch:
                     card = "an unknown build"
                 raise SATConfigMismatch(
@@ -766,8 +772,8 @@ class DeviceBackend:
     results are bit-identical to :class:`~sat.sw.bdwp.GoldenBackend` (with the same ``k_limit``) on a correct
     core.
 
-    A reduction longer than the GEMM unit's buffers hold (:meth:`k_limit`, from
-    :func:`sat.sw.schedule.max_reduction` with the unit's buffer depths) is split into chunks
+    A reduction longer than the GEMM unit's buffers hold (:meth:`k_limit`: :func:`sat.sw.tiling.max_reduction`
+    of the device's configuration, whose buffer depths the core reports in ``CONFIG_BUFFERS``) is split into chunks
     (:func:`sat.sw.bdwp.k_chunks`, on N:M group boundaries for sparse operands), each chunk runs as its own
     descriptor (all of one GEMM in one command list) and the FP32 partials are added on the host in chunk order
     with the array's adder semantics (:func:`sat.sw.bdwp.sum_partials`). ``GoldenBackend(k_limit=backend.k_limit)``
@@ -778,24 +784,13 @@ class DeviceBackend:
     device : SATDevice
     timeout_s : float
         Per-GEMM timeout.
-    a_depth, b_depth : int, optional
-        Buffer depths of the device's GEMM unit (words per A bank, words of B; ``sat.hw.gemm_unit.sat_core``'s
-        parameters). Default: the card build's (``sat.sw.schedule.DEFAULT_A_DEPTH``/``DEFAULT_B_DEPTH``).
     """
 
     name = "device"
 
-    def __init__(self, device: SATDevice, timeout_s: float = 60.0, *, a_depth: int | None = None,
-                 b_depth: int | None = None) -> None:
-        from ..schedule import DEFAULT_A_DEPTH, DEFAULT_B_DEPTH
-
+    def __init__(self, device: SATDevice, timeout_s: float = 60.0) -> None:
         self.device = device
         self.timeout_s = timeout_s
-        self.a_depth = DEFAULT_A_DEPTH if a_depth is None else a_depth
-        self.b_depth = DEFAULT_B_DEPTH if b_depth is None else b_depth
-        for name, v in (("a_depth", self.a_depth), ("b_depth", self.b_depth)):
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name} must be a positive integer, not {v!r}")
         #: RunResult of the most recent GEMM.
         self.last_result: RunResult | None = None
         #: GEMMs run, descriptors run (one per K chunk) and core cycles (``CYCLES``) summed over all GEMMs.
@@ -803,9 +798,9 @@ class DeviceBackend:
 
     def k_limit(self, n: int = 0, m: int = 0) -> int:
         """Longest reduction of one descriptor: dense (``n = m = 0``) or ``n:m`` sparse."""
-        from ..schedule import max_reduction
+        from ..tiling import max_reduction
 
-        return max_reduction(self.device.config, n, m, a_depth=self.a_depth, b_depth=self.b_depth)
+        return max_reduction(self.device.config, n, m)
 
     def _check(self, a: np.ndarray, k: int, cols: int, fmt: str) -> None:
         self.device._operand_fmt(fmt)
@@ -869,4 +864,4 @@ class DeviceBackend:
             b if len(chunks) == 1 else sparse_chunk(b, k0, k1)), a.shape[0], b.cols)
 
     def __repr__(self) -> str:
-        return f"DeviceBackend({self.device!r}, a_depth={self.a_depth}, b_depth={self.b_depth})"
+        return f"DeviceBackend({self.device!r})"
