@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from sat.sw.cli import subcommand
-from sat.sw.cliutil import CLIError, input_file, nonnegative_int, output_dir, verilog_name
+from sat.sw.cliutil import CLIError, input_file, nonnegative_int, output_dir, path_arg, verilog_name
 from sat.sw.config import SATConfig
 
 __all__ = ["load_config", "selftest", "SelftestResult"]
@@ -55,15 +55,22 @@ def load_config(path: str | None, *, card: bool = True) -> SATConfig:
 @subcommand("build", help="write the Vivado tree of a board target (and optionally run Vivado)")
 def _build(p: argparse.ArgumentParser) -> Handler:
     p.add_argument("target", choices=["vcu1525"], help="board")
-    p.add_argument("--out", required=True, metavar="DIR", help="output directory")
-    p.add_argument("--config", metavar="FILE", help="SATConfig JSON (default: boards/vcu1525_default.json)")
+    p.add_argument("--out", type=path_arg, required=True, metavar="DIR", help="output directory")
+    p.add_argument("--config", type=path_arg, metavar="FILE",
+                   help="SATConfig JSON (default: boards/vcu1525_default.json)")
     p.add_argument("--run", action="store_true", help="run Vivado on the tree (vivado must be on PATH)")
 
     def run(args: argparse.Namespace) -> int:
-        from .vivado import run_vivado, write_vivado_tree
+        from .vivado import find_vivado, run_vivado, write_vivado_tree
 
         config = load_config(args.config)
-        tree = write_vivado_tree(output_dir(args.out, "--out"), config)
+        out = output_dir(args.out, "--out")
+        if args.run:
+            try:            # before the (long) tree generation
+                find_vivado(then=f"rerun this command (or run build.sh in {out} after `sat build` without --run)")
+            except FileNotFoundError as exc:
+                raise CLIError(str(exc)) from None
+        tree = write_vivado_tree(out, config)
         print(tree.instructions())
         if not args.run:
             return 0
@@ -80,8 +87,8 @@ def _build(p: argparse.ArgumentParser) -> Handler:
 
 @subcommand("generate", help="write SATCore's Verilog, configuration and register map (JSON, C header)")
 def _generate(p: argparse.ArgumentParser) -> Handler:
-    p.add_argument("--out", required=True, metavar="DIR", help="output directory")
-    p.add_argument("--config", metavar="FILE", help="SATConfig JSON (default: SATConfig())")
+    p.add_argument("--out", type=path_arg, required=True, metavar="DIR", help="output directory")
+    p.add_argument("--config", type=path_arg, metavar="FILE", help="SATConfig JSON (default: SATConfig())")
     p.add_argument("--name", type=verilog_name, default="sat_core",
                    help="Verilog module name, also the file name <NAME>.v (default sat_core)")
 
@@ -100,7 +107,8 @@ def _generate(p: argparse.ArgumentParser) -> Handler:
 @subcommand("report", help="reports about a build: 'resources' (Yosys estimate on the XCVU9P)")
 def _report(p: argparse.ArgumentParser) -> Handler:
     p.add_argument("what", choices=["resources"])
-    p.add_argument("--config", metavar="FILE", help="SATConfig JSON (default: boards/vcu1525_default.json)")
+    p.add_argument("--config", type=path_arg, metavar="FILE",
+                   help="SATConfig JSON (default: boards/vcu1525_default.json)")
     p.add_argument("--json", action="store_true", help="print the estimate as JSON")
 
     def run(args: argparse.Namespace) -> int:
@@ -234,7 +242,7 @@ def selftest(transport, *, seed: int = 0, dma_bytes: int = 1 << 20, timeout_s: f
 @subcommand("board", help="card utilities: 'selftest' (bring-up checks on a programmed VCU1525)")
 def _board(p: argparse.ArgumentParser) -> Handler:
     p.add_argument("what", choices=["selftest"])
-    p.add_argument("--device", default="/dev/xdma0", help="XDMA device prefix (default /dev/xdma0)")
+    p.add_argument("--device", type=path_arg, default="/dev/xdma0", help="XDMA device prefix (default /dev/xdma0)")
     p.add_argument("--model", action="store_true", help="run against the software model instead of a card")
     p.add_argument("--seed", type=nonnegative_int, default=0)
 

@@ -57,6 +57,7 @@ __all__ = [
     "regmap_json",
     "regmap_c_header",
     "run_vivado",
+    "find_vivado",
     "default_card_config",
 ]
 
@@ -565,6 +566,22 @@ def default_card_config() -> SATConfig:
     return SATConfig.load(Path(__file__).with_name("vcu1525_default.json"))
 
 
+def find_vivado(vivado: str | None = None, *, then: str = "run build.sh in the tree") -> str:
+    """The Vivado executable: ``vivado``, else ``$VIVADO``, else ``vivado`` on ``PATH`` (Vivado is installed
+    system-wide, not in SAT's Python environment).
+
+    Raises
+    ------
+    FileNotFoundError
+        If Vivado is not found, saying how to provide it (and ``then``, what to do next).
+    """
+    exe = vivado or os.environ.get("VIVADO") or shutil.which("vivado")
+    if not exe or not (shutil.which(exe) or Path(exe).exists()):
+        raise FileNotFoundError("vivado not found on PATH: source Vivado's settings64.sh (Vivado "
+                                f"{VIVADO_MIN_VERSION} or later) or set VIVADO=/path/to/vivado, then {then}")
+    return exe
+
+
 def run_vivado(tree: VivadoTree, *, vivado: str | None = None) -> int:
     """Run ``build.tcl`` in the tree with Vivado in batch mode; returns Vivado's exit status.
 
@@ -573,10 +590,6 @@ def run_vivado(tree: VivadoTree, *, vivado: str | None = None) -> int:
     FileNotFoundError
         If Vivado is not found.
     """
-    exe = vivado or os.environ.get("VIVADO") or shutil.which("vivado")
-    if not exe or not (shutil.which(exe) or Path(exe).exists()):
-        raise FileNotFoundError("vivado not found on PATH: source Vivado's settings64.sh (Vivado "
-                                f"{VIVADO_MIN_VERSION} or later) or set VIVADO=/path/to/vivado, then run "
-                                f"{tree.directory}/build.sh")
+    exe = find_vivado(vivado, then=f"run {tree.directory}/build.sh")
     cmd = [exe, "-mode", "batch", "-nojournal", "-log", "build.log", "-source", "build.tcl"]
     return subprocess.run(cmd, cwd=tree.directory, check=False).returncode

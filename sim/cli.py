@@ -33,6 +33,7 @@ from sat.sw.cliutil import (
     nm_pattern,
     nonnegative_int,
     output_dir,
+    path_arg,
     positive_int,
     power_of_two,
     probability,
@@ -112,8 +113,8 @@ def _operands(args: argparse.Namespace) -> tuple[int, int, int, Any, Any]:
         For unreadable or non-numeric operand files, shapes that disagree with each other or with ``--m/--k/--n``,
         or a size given neither way.
     """
-    a = load_matrix(args.a, "--a") if args.a else None
-    b = load_matrix(args.b, "--b") if args.b else None
+    a = load_matrix(args.a, "--a") if args.a is not None else None
+    b = load_matrix(args.b, "--b") if args.b is not None else None
     sizes = {"m": args.m, "k": args.k, "n": args.n}
     from_files: dict[str, tuple[int, str]] = {}
     if a is not None:
@@ -176,7 +177,8 @@ def run_sim_gemm(args: argparse.Namespace) -> int:
     config = SATConfig(rows=args.rows, cols=args.cols, fmt=args.fmt, adder_latency=args.latency, nm_set=nm_set,
                        a_depth=args.a_depth, b_depth=args.b_depth)
     tile_plan(config, m_, k, n, *(nm or (0, 0)))
-    out_dir = output_dir(args.out, "--out") if args.out is not None else Path(tempfile.mkdtemp(prefix="sat-sim-gemm-"))
+    out_dir = (output_dir(args.out, "--out") if args.out is not None
+               else Path(tempfile.mkdtemp(prefix="sat-sim-gemm-")))
     memory_bytes = _memory_for(m_, k, n)
     report_path = out_dir / "report.json"
     report_path.unlink(missing_ok=True)
@@ -353,9 +355,9 @@ def _sim(p: argparse.ArgumentParser) -> Callable[[argparse.Namespace], int]:
     g.add_argument("--nm", type=nm_pattern, default="dense", help="N:M pattern of B along K, e.g. 2:8 (default dense)")
     g.add_argument("--fmt", default="fp16", choices=("fp16", "bf16"), help="operand format")
     g.add_argument("--seed", type=nonnegative_int, default=0, help="seed of the random operands")
-    g.add_argument("--a", help="A as a .npy file (m x k; default random)")
-    g.add_argument("--b", help="B as a .npy file (k x n, dense values; pruned N:M with --nm)")
-    g.add_argument("--out", help="directory for c.npy and report.json (default a temporary directory)")
+    g.add_argument("--a", type=path_arg, help="A as a .npy file (m x k; default random)")
+    g.add_argument("--b", type=path_arg, help="B as a .npy file (k x n, dense values; pruned N:M with --nm)")
+    g.add_argument("--out", type=path_arg, help="directory for c.npy and report.json (default a temporary directory)")
     g.add_argument("--json", action="store_true", help="print the report as JSON")
     g.add_argument("--rows", type=positive_int, default=2, help="array rows R (default 2)")
     g.add_argument("--cols", type=positive_int, default=2, help="array columns C (default 2)")

@@ -19,7 +19,16 @@ from pathlib import Path
 
 from .bdwp import parse_nm
 from .cli import subcommand
-from .cliutil import CLIError, int_list, load_config_file, output_dir, output_file, positive_int, write_text_safely
+from .cliutil import (
+    CLIError,
+    int_list,
+    load_config_file,
+    output_dir,
+    output_file,
+    path_arg,
+    positive_int,
+    write_text_safely,
+)
 from .config import SATConfig
 from .descriptor import FLAG_A_TRANS, FLAG_B_TRANS
 from .nmformat import packed_nbytes
@@ -475,13 +484,17 @@ def update_markdown(path: Path, body: str) -> None:
     path.write_text(text)
 
 
+def _path(text: str) -> Path:
+    return Path(path_arg(text))
+
+
 @subcommand("bench", help="cycle model of one training iteration (ResNet-18, VGG-16): dense vs N:M, plots")
 def _bench(p: argparse.ArgumentParser) -> Callable[[argparse.Namespace], int]:
-    p.add_argument("--out", type=Path, default=Path("bench_out"), help="output directory (JSON, CSV, PNG)")
+    p.add_argument("--out", type=_path, default=Path("bench_out"), help="output directory (JSON, CSV, PNG)")
     p.add_argument("--network", action="append", choices=sorted(NETWORKS),
                    help="network (repeatable; default resnet18 and vgg16)")
     p.add_argument("--batch", type=positive_int, default=32)
-    p.add_argument("--config", type=Path, help="SATConfig JSON (default boards/vcu1525_default.json)")
+    p.add_argument("--config", type=_path, help="SATConfig JSON (default boards/vcu1525_default.json)")
     p.add_argument("--modes", default=",".join(MODES), help=f"comma-separated (default {','.join(MODES)})")
     p.add_argument("--no-plots", action="store_true")
     p.add_argument("--no-pregen", action="store_true", help="skip the host pre-generation replay")
@@ -489,11 +502,11 @@ def _bench(p: argparse.ArgumentParser) -> Callable[[argparse.Namespace], int]:
                    help="host threads for the pre-generation replay (default 1)")
     p.add_argument("--pregen-batches", type=int_list, default=(32, 64, 128), metavar="B,B",
                    help="batch sizes of the pre-generation summary (default 32,64,128; empty to skip)")
-    p.add_argument("--markdown", type=Path, metavar="FILE",
+    p.add_argument("--markdown", type=_path, metavar="FILE",
                    help="rewrite the bench sections of FILE (e.g. docs/results.md) between its markers")
 
     def run(args: argparse.Namespace) -> int:
-        config = load_config_file(args.config) if args.config else default_config()
+        config = load_config_file(args.config) if args.config is not None else default_config()
         modes = tuple(v.strip() for v in args.modes.split(",") if v.strip())
         if not modes:
             raise CLIError(f"--modes needs at least one of dense or N:M, e.g. {','.join(MODES)}")

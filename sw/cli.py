@@ -31,6 +31,7 @@ from .cliutil import (
     nm_pattern,
     nonnegative_int,
     output_file,
+    path_arg,
     positive_int,
     power_of_two,
     probability,
@@ -124,7 +125,7 @@ def _train(p: argparse.ArgumentParser) -> Handler:
                    help="stop after this many optimizer steps (the LR schedule still spans --epochs)")
     p.add_argument("--train-subset", type=positive_int, default=None, help="train on the first N training samples")
     p.add_argument("--test-subset", type=positive_int, default=None, help="evaluate on the first N test samples")
-    p.add_argument("--json", metavar="PATH", help="write the results dict as JSON to PATH")
+    p.add_argument("--json", type=path_arg, metavar="PATH", help="write the results dict as JSON to PATH")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     sim = p.add_argument_group("RTL simulation (--backend sim)")
     sim.add_argument("--sim-array", type=array_shape, default=(4, 4), metavar="RxC",
@@ -159,7 +160,7 @@ def _train(p: argparse.ArgumentParser) -> Handler:
         if args.check_golden and args.backend != "sim":
             raise CLIError("--check-golden compares the RTL simulation with the golden model: use it with "
                            "--backend sim")
-        if args.json:
+        if args.json is not None:
             output_file(args.json, "--json")          # before training: never lose a run to a bad path
         if args.backend == "sim":
             from sat.sim.cli import run_sim_train
@@ -183,7 +184,7 @@ def _train(p: argparse.ArgumentParser) -> Handler:
         if "bit_identical" in result:
             print("bit-identical to the golden model: " + ("yes" if result["bit_identical"] else
                                                            f"NO ({', '.join(result['differences'])})"))
-        if args.json:
+        if args.json is not None:
             write_text_safely(args.json, json.dumps(result, indent=2) + "\n", "the results (--json)")
         if result.get("diverged"):
             raise CLIError(f"training diverged ({result['diverged']}): the result is meaningless. Lower --lr "

@@ -43,7 +43,7 @@ from .validate import check_float, check_identifier, check_int, real_array
 __all__ = [
     "CLIError", "ArgumentParser", "DEBUG_ENV", "debug_requested", "run_command", "describe_error",
     "positive_int", "nonnegative_int", "int_range", "power_of_two", "finite_float", "probability", "nm_pattern",
-    "array_shape", "verilog_name", "int_list",
+    "array_shape", "verilog_name", "int_list", "path_arg",
     "input_file", "load_matrix", "load_config_file", "output_dir", "output_file", "write_text_safely",
 ]
 
@@ -249,6 +249,16 @@ verilog_name = _typed(lambda t: check_identifier(t, "the name"), "verilog_name")
 verilog_name.__doc__ = "Argument type: a Verilog identifier (no path separators; see ``validate.check_identifier``)."
 
 
+def _path(text: str) -> str:
+    if not text.strip():
+        raise ValueError("expected a path, not an empty string")
+    return text
+
+
+path_arg = _typed(_path, "path_arg")
+path_arg.__doc__ = "Argument type: a non-empty path (an empty one would silently mean the current directory)."
+
+
 def _int_list(text: str) -> tuple[int, ...]:
     values = []
     for part in (p.strip() for p in text.split(",")):
@@ -268,6 +278,11 @@ int_list.__doc__ = "Argument type: comma-separated positive integers (``32,64``;
 # input files
 
 
+def _nonempty(path: str | os.PathLike, what: str) -> None:
+    if not str(path).strip():
+        raise CLIError(f"{what} is empty: give a path")
+
+
 def input_file(path: str | os.PathLike, what: str) -> Path:
     """``path`` checked to be an existing, readable regular file.
 
@@ -276,6 +291,7 @@ def input_file(path: str | os.PathLike, what: str) -> Path:
     CLIError
         Naming ``what`` (e.g. ``"--a"``) and the problem.
     """
+    _nonempty(path, what)
     p = Path(path)
     if not p.exists():
         raise CLIError(f"{what} {p}: no such file (check the path)")
@@ -354,6 +370,7 @@ def output_dir(path: str | os.PathLike, what: str = "output directory") -> Path:
     CLIError
         If ``path`` is an existing file, cannot be created or is not writable.
     """
+    _nonempty(path, what)
     p = Path(path)
     if p.exists() and not p.is_dir():
         raise CLIError(f"{what} {p} exists and is not a directory: choose another path (or remove the file)")
@@ -383,6 +400,7 @@ def output_file(path: str | os.PathLike, what: str = "output file") -> Path:
     CLIError
         If ``path`` is a directory or cannot be created or overwritten.
     """
+    _nonempty(path, what)
     p = Path(path)
     if p.is_dir():
         raise CLIError(f"{what} {p} is a directory: give a file name, e.g. {p / 'result.json'}")

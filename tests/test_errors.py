@@ -215,6 +215,21 @@ def test_bad_outputs_and_configs(files, argv, fragment, capsys):
     assert fragment in capsys.readouterr().err.strip().splitlines()[-1]
 
 
+@pytest.mark.parametrize("argv", [
+    ["generate", "--out", ""],
+    ["train", "--json", "", "--max-steps", "1"],
+    ["sim", "gemm", "--m", "2", "--k", "8", "--n", "2", "--out", ""],
+    ["sim", "gemm", "--a", "", "--n", "2"],
+    ["bench", "--markdown", " ", "--no-plots"],
+    ["board", "selftest", "--device", ""],
+])
+def test_empty_paths_are_refused(argv, capsys):
+    """An empty path would silently mean the current directory (generate) or no output at all (train --json)."""
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2 and "expected a path, not an empty string" in capsys.readouterr().err
+
+
 def test_output_helpers(tmp_path):
     assert output_dir(tmp_path / "new" / "deep").is_dir()
     target = output_file(tmp_path / "x" / "r.json")

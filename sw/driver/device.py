@@ -732,7 +732,7 @@ class SATDevice:
             else:
                 if code == ErrorCode.BAD_SHAPE:
                     detail = ("the reduction does not fit the core's on-chip buffers: split K into chunks "
-                              "(sat.hw.gemm_unit.max_reduction gives the limit; see docs/system.md)")
+                              "(sat.sw.tiling.max_reduction gives the limit; see docs/system.md)")
                 elif code == ErrorCode.BAD_OPERAND:
                     d = descriptors[index]
                     detail = (f"the packed N:M operand B at 0x{d.b_addr:x} is malformed (an in-group index >= "
