@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -27,6 +28,8 @@ from .cliutil import (
     ArgumentParser,
     CLIError,
     array_shape,
+    debug_requested,
+    describe_error,
     finite_float,
     nm_pattern,
     nonnegative_int,
@@ -215,7 +218,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``sat`` with ``argv`` (default ``sys.argv[1:]``); returns the exit status."""
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        parser = build_parser()
+    except Exception as exc:          # a subcommand module that fails to import: still one line, no traceback
+        if "--debug" in argv or debug_requested():
+            raise
+        message, status = describe_error(exc)
+        print(f"sat: error: {message}", file=sys.stderr)
+        return status
+    args = parser.parse_args(argv)
     return run_command(args._handler, args)
 
 
