@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -54,23 +53,19 @@ def _speedups(rows: list[dict]) -> None:
 def rtl_rows(batch: int, c_out: int, k: int, seed: int = 1) -> list[dict]:
     """Run the FF/BP/WU GEMMs of a ``c_out x k`` layer on the 8x8 RTL engine; one dict per GEMM."""
     from sat.sim.runner import run_cocotb
+    from sat.sim.tops import gemm_top
 
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-    from test_gemm_rtl import VERILATOR_ARGS, gemm_top
-
-    config = RTL_CONFIG
+    config = RTL_CONFIG.replace(a_depth=4096, b_depth=16384)
     specs = []
     for nm in [None, *config.nm_set]:
         specs.append({"kind": "ff", "batch": batch, "c_out": c_out, "k": k, "nm": list(nm) if nm else None})
         specs.append({"kind": "bp", "batch": batch, "c_out": k, "k": c_out, "nm": list(nm) if nm else None})
     specs.append({"kind": "wu", "batch": batch, "c_out": c_out, "k": k, "nm": None})
-    a_depth, b_depth = 4096, 16384
-    top = gemm_top(config, a_depth, b_depth)
+    top = gemm_top(config)
     with tempfile.TemporaryDirectory() as tmp:
         report = Path(tmp) / "report.jsonl"
-        run_cocotb(top, "sat.sim.tb_gemm", testcase="gemm_sweep", run_name="bench_engine", build_args=VERILATOR_ARGS,
-                   params={"config": config.to_dict(), "a_depth": a_depth, "b_depth": b_depth, "seed": seed,
-                           "cases": specs, "report": str(report)})
+        run_cocotb(top, "sat.sim.tb_gemm", testcase="gemm_sweep", run_name="bench_engine",
+                   params={"config": config.to_dict(), "seed": seed, "cases": specs, "report": str(report)})
         lines = [json.loads(x) for x in report.read_text().splitlines()]
     rows = []
     pes = config.rows * config.cols

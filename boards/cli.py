@@ -174,7 +174,8 @@ class SelftestResult:
 
 
 def selftest(transport, *, seed: int = 0, dma_bytes: int = 1 << 20, timeout_s: float = 10.0) -> SelftestResult:
-    """Bring-up checks through the SAT driver: identity, scratch register, DMA loop-back, one GEMM vs golden.
+    """Bring-up checks through the SAT driver: identity, scratch register, DMA loop-back, the interrupt mode (on a
+    card: MSI required), one GEMM vs golden.
 
     Parameters
     ----------
@@ -223,6 +224,14 @@ def selftest(transport, *, seed: int = 0, dma_bytes: int = 1 << 20, timeout_s: f
     dev.free(addr)
     bad = int(np.count_nonzero(back != data))
     if not res.add("DMA loop-back", bad == 0, f"{dma_bytes} bytes at 0x{addr:x}, {bad} bytes differ"):
+        return res
+    mode = getattr(transport, "interrupt_mode", None)   # XdmaTransport on a card; None where it cannot tell
+    if mode is not None and not res.add(
+            "interrupt mode", mode in ("msi", "msix"),
+            mode.upper() if mode != "legacy" else
+            "legacy INTx: reload the XDMA driver with interrupt_mode=1 (MSI). SAT's interrupt stays high until the "
+            "host clears IRQ_STATUS, so with legacy interrupts the driver's handler fires again and again until "
+            "then (docs/board.md, 'Bring-up checklist')"):
         return res
     m, k, n = 2 * cfg.rows + 1, 3 * cfg.max_m, cfg.cols + 3
     a = rng.standard_normal((m, k)).astype(np.float32)

@@ -63,6 +63,11 @@ BITSTREAM_PROPERTIES: dict[str, str] = {
     "BITSTREAM.CONFIG.SPI_BUSWIDTH": "4",
     "BITSTREAM.CONFIG.SPI_32BIT_ADDR": "YES",
     "BITSTREAM.CONFIG.SPI_FALL_EDGE": "YES",
+    # The image sits in a user region of the flash (sat.boards.vivado.FLASH_USER_ADDRESS), booted by a fallback
+    # image at address 0; a failed load of the user image (bad CRC, wrong IDCODE, an interrupted flash write)
+    # falls back to address 0 instead of leaving the card unconfigured (UG570, "MultiBoot"; Corundum's VCU1525 and
+    # AU200 XDC set it too).
+    "BITSTREAM.CONFIG.CONFIGFALLBACK": "ENABLE",
 }
 
 
@@ -279,7 +284,9 @@ class VCU1525Platform(XilinxPlatform):
     discrepancy 6).
 
     The generated XDC uses ``PACKAGE_PIN`` rather than Amaranth's default ``LOC`` for ports (UG912 recommends
-    ``PACKAGE_PIN`` for package pins) and sets the :data:`BITSTREAM_PROPERTIES` of this card.
+    ``PACKAGE_PIN`` for package pins) and sets the :data:`BITSTREAM_PROPERTIES` of this card. Every clock resource
+    carries a ``Clock``, so the XDC has a ``create_clock`` for each one a design requests, except the ports handed
+    to an IP that constrains them itself (:meth:`leave_clock_to_ip`).
     """
 
     device: str = "xcvu9p"
@@ -343,6 +350,27 @@ class VCU1525Platform(XilinxPlatform):
         Resource("msp_gpio", 0, Pins("AR20 AM20 AM21 AN21", dir="io"), _LVCMOS12),
     ]
     connectors = []
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._ip_clocked: list = []
+
+    def leave_clock_to_ip(self, port) -> None:
+        """Leave out the ``create_clock`` of a requested clock port that goes straight into an IP which constrains
+        it: the DDR4 IP with ``System_Clock Differential`` creates the clock on its ``c0_sys_clk_p`` in its own XDC
+        (UG1119), and a second ``create_clock`` on the same net from the top-level XDC would replace or duplicate it.
+
+        Parameters
+        ----------
+        port
+            What :meth:`request` returned for the clock (``dir="-"``): a differential port or its ``.p``.
+        """
+        self._ip_clocked.append(getattr(port, "p", port))
+
+    def iter_port_clock_constraints(self):
+        for port, frequency in super().iter_port_clock_constraints():
+            if not any(port is p for p in self._ip_clocked):
+                yield port, frequency
 
     @property
     def file_templates(self) -> dict[str, str]:

@@ -38,16 +38,7 @@ from amaranth.lib.wiring import In, Out
 from amaranth.utils import exact_log2
 
 from sat.sw.config import SATConfig
-from sat.sw.descriptor import (
-    DESCRIPTOR_BYTES,
-    DIM_WIDTH,
-    FLAG_A_TRANS,
-    FLAG_B_TRANS,
-    FLAG_IRQ,
-    FLAG_SPARSE,
-    FLAGS_DEFINED,
-    OP_GEMM,
-)
+from sat.sw.descriptor import DESCRIPTOR_BYTES, DESCRIPTOR_LAYOUT, DIM_WIDTH, OP_GEMM
 from sat.sw.nmformat import BEAT_BYTES, LANES, STEPS_PER_INDEX_BEAT
 from sat.sw.regmap import DEFAULT_MEMORY_BYTES, ErrorCode
 
@@ -214,20 +205,16 @@ class CommandProcessor(wiring.Component):
                 m.d.sync += [self.error_code.eq(ErrorCode.BUSY), self.error_index.eq(self.cmd_done)]
 
         # ------------------------------------------------------------------ decoded descriptor fields
-        def field(offset: int, nbytes: int):
-            return raw[offset * 8:(offset + nbytes) * 8]
-
-        opcode, flags, nm = field(0x00, 1), field(0x01, 1), field(0x02, 1)
-        n, m_log2 = nm[:4], nm[4:]
-        rows, red, cols = field(0x04, 4), field(0x08, 4), field(0x0C, 4)
-        a_addr, b_addr, c_addr = field(0x10, 8)[:aw], field(0x18, 8)[:aw], field(0x20, 8)[:aw]
-        a_addr64, b_addr64, c_addr64 = field(0x10, 8), field(0x18, 8), field(0x20, 8)
-        a_stride, b_stride, c_stride = field(0x28, 4), field(0x2C, 4), field(0x30, 4)
-        tag = field(0x34, 4)
-        sparse = flags[FLAG_SPARSE.bit_length() - 1]
-        a_trans = flags[FLAG_A_TRANS.bit_length() - 1]
-        b_trans = flags[FLAG_B_TRANS.bit_length() - 1]
-        irq_flag = flags[FLAG_IRQ.bit_length() - 1]
+        desc = data.View(DESCRIPTOR_LAYOUT, raw)
+        opcode, flags = desc.opcode, desc.flags
+        n, m_log2 = desc.n, desc.m_log2
+        nm = Cat(n, m_log2)
+        rows, red, cols = desc.rows, desc.red, desc.cols
+        a_addr64, b_addr64, c_addr64 = desc.a_addr, desc.b_addr, desc.c_addr
+        a_addr, b_addr, c_addr = a_addr64[:aw], b_addr64[:aw], c_addr64[:aw]
+        a_stride, b_stride, c_stride = desc.a_stride, desc.b_stride, desc.c_stride
+        tag = desc.tag
+        sparse, a_trans, b_trans, irq_flag = flags.sparse, flags.a_trans, flags.b_trans, flags.irq
 
         # ------------------------------------------------------------------ validation, stage 1 (CHECK1)
         nm_ok = Signal(name="nm_supported")
@@ -247,10 +234,10 @@ class CommandProcessor(wiring.Component):
             a_lines.eq(Mux(a_trans, red, rows)), a_len.eq(Mux(a_trans, rows, red)),
             b_lines.eq(Mux(b_trans, cols, red)), b_len.eq(Mux(b_trans, red, cols)),
         ]
-        reserved = Cat(field(0x03, 1), field(0x38, 8))
+        reserved = Cat(desc.reserved0, desc.reserved1)
         checks = [
             (opcode != OP_GEMM, ErrorCode.BAD_OPCODE),
-            ((flags & ~FLAGS_DEFINED & 0xFF) != 0, ErrorCode.BAD_FLAGS),
+            (flags.reserved != 0, ErrorCode.BAD_FLAGS),
             (reserved != 0, ErrorCode.BAD_FLAGS),
             (sparse & ~nm_ok, ErrorCode.NM_UNSUPPORTED),
             (sparse & b_trans, ErrorCode.BAD_FLAGS),

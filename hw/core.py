@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from amaranth.hdl import Cat, Module
-from amaranth.lib import wiring
+from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from sat.sw.config import SATConfig
@@ -140,19 +140,22 @@ class SATCore(wiring.Component):
                 m.d.comb += (top.eq(sub) if member.flow == Out else sub.eq(top))
 
         # registers <-> command processor
-        control = csr.control_data
+        regs = csr.regmap
+        control = data.View(regs["CONTROL"].layout(), csr.control_data)
+        status = data.View(regs["STATUS"].layout(), csr.status)
+        irq_set = data.View(regs["IRQ_STATUS"].layout(), csr.irq_status_set)
         m.d.comb += [
-            cmdproc.start.eq(csr.control_write & control[0]),
-            cmdproc.abort.eq(csr.control_write & control[1]),
-            cmdproc.clear.eq(csr.control_write & control[2]),
+            cmdproc.start.eq(csr.control_write & control.start),
+            cmdproc.abort.eq(csr.control_write & control.abort),
+            cmdproc.clear.eq(csr.control_write & control.clear),
             cmdproc.cmd_addr.eq(Cat(csr.cmd_addr_lo, csr.cmd_addr_hi)),
             cmdproc.cmd_count.eq(csr.cmd_count),
-            csr.status.eq(Cat(cmdproc.busy, cmdproc.done, cmdproc.error)),
+            status.busy.eq(cmdproc.busy), status.done.eq(cmdproc.done), status.error.eq(cmdproc.error),
             csr.error_code.eq(cmdproc.error_code),
             csr.error_index.eq(cmdproc.error_index),
             csr.cmd_done.eq(cmdproc.cmd_done),
             csr.last_tag.eq(cmdproc.last_tag),
-            csr.irq_status_set.eq(Cat(cmdproc.irq_done, cmdproc.irq_error)),
+            irq_set.done.eq(cmdproc.irq_done), irq_set.error.eq(cmdproc.irq_error),
             csr.latch_clear.eq(cmdproc.counters_clear),
             csr.cycles.eq(cmdproc.cycles),
             csr.compute_cycles.eq(cmdproc.compute_cycles),

@@ -20,8 +20,9 @@ Each register of the map becomes hardware by its access type and name:
 Byte strobes apply to every write (a byte with ``wstrb`` low is written as unchanged / 0 for command bits).
 Registers are decoded by 32-bit word (address bits 1:0 are ignored, as AXI4-Lite masters put a byte address
 on ``awaddr`` for a narrow write and mark the bytes with ``wstrb``). A word address the map does not decode answers
-SLVERR (``bresp``/``rresp`` = 2); reads then return 0. AW and W are accepted independently in any order and
-held until both are present; a write
+OKAY: reads return 0, writes are ignored. (Not SLVERR: XDMA turns an SLVERR on its AXI-Lite master into a PCIe
+completer abort, and its Linux driver probes BAR0 + 0x2000 and + 0x3000 on every load.) AW and W are accepted
+independently in any order and held until both are present; a write
 or read response is held until ``bready``/``rready``, and no new address is accepted on that side meanwhile.
 """
 
@@ -34,12 +35,11 @@ from amaranth.lib.wiring import In, Out
 from sat.sw.config import SATConfig
 from sat.sw.regmap import DEFAULT_MEMORY_BYTES, PERF_COUNTERS, Register, RegisterMap, register_map
 
-__all__ = ["LIVE", "AXIL_SLVERR", "axil_slave_signature", "CSRBlock", "port_name"]
+__all__ = ["LIVE", "axil_slave_signature", "CSRBlock", "port_name"]
 
 #: Read-only registers driven by the core (input ports); every other read-only register that is not a
 #: performance counter is a build constant (ID, VERSION, CONFIG, NM_SET_*, CONFIG_HASH, MEM_SIZE_*, CLOCK_KHZ...).
 LIVE = ("STATUS", "ERROR_CODE", "ERROR_INDEX", "CMD_DONE", "LAST_TAG")
-AXIL_SLVERR = 2
 
 
 def axil_slave_signature(addr_width: int) -> wiring.Signature:
@@ -87,7 +87,8 @@ class CSRBlock(wiring.Component):
     memory_bytes : int
         Device memory size, reported in ``MEM_SIZE_LO``/``MEM_SIZE_HI``.
     addr_width : int
-        Width of ``awaddr``/``araddr`` (all bits are decoded: offsets outside the map answer SLVERR).
+        Width of ``awaddr``/``araddr`` (all bits are decoded: offsets outside the map read 0, writes there are
+        ignored).
 
     Raises
     ------
@@ -201,15 +202,8 @@ class CSRBlock(wiring.Component):
                     m.d.comb += clear.eq(w_data & mask)
                 m.d.sync += reg.eq((reg & ~clear) | getattr(self, f"{port_name(r)}_set"))
 
-        w_hit = Signal(name="w_hit")
-        with m.Switch(aw_word):
-            for r in regmap.registers:
-                with m.Case(r.offset):
-                    m.d.comb += w_hit.eq(1)
-        with m.If(do_write):
+        with m.If(do_write):   # OKAY for every address: a write the map does not decode is ignored
             m.d.sync += [aw_full.eq(0), w_full.eq(0), self.bvalid.eq(1), self.bresp.eq(0)]
-            with m.If(~w_hit):
-                m.d.sync += self.bresp.eq(AXIL_SLVERR)
 
         # ------------------------------------------------------------------------------------ reads
         with m.If(self.latch_clear):
@@ -218,11 +212,10 @@ class CSRBlock(wiring.Component):
         with m.If(self.rvalid & self.rready):
             m.d.sync += self.rvalid.eq(0)
         with m.If(self.arvalid & self.arready):
-            m.d.sync += [self.rvalid.eq(1), self.rresp.eq(AXIL_SLVERR), self.rdata.eq(0)]
+            m.d.sync += [self.rvalid.eq(1), self.rresp.eq(0), self.rdata.eq(0)]   # undecoded: OKAY, 0
             with m.Switch(ar_word):
                 for r in regmap.registers:
                     with m.Case(r.offset):
-                        m.d.sync += self.rresp.eq(0)
                         if r.name in counter_of:
                             base, half = counter_of[r.name]
                             value = getattr(self, base.lower())

@@ -6,7 +6,7 @@ what the SAT DMA issues: INCR bursts (``awsize``/``arsize`` up to the bus width)
 ``bytearray``, with two coroutines (read side: AR and R; write side: AW, W and B) that sleep while their side is
 idle and wake on ``arvalid``/``awvalid``.
 
-Semantics (the same as :func:`sat.sim.cocotb_transport.attach` gives ``AxiRam``):
+Semantics (the same as :func:`sat.sim.cocotb_transport.attach` gives cocotbext-axi's ``AxiSlave``):
 
 * Read bursts are accepted while fewer than ``max_reads`` are outstanding and answered in order, one beat per
   cycle unless paused; ``rid`` echoes ``arid``.

@@ -7,7 +7,8 @@ requested array, runs ``C = A . B`` (``A`` is ``m x k``, ``B`` is ``k x n``, N:M
 (``sat.sim.tb_system.cli_gemm``) and prints the core's cycle counters, the utilization and whether the result is
 bit-identical to the golden model (``sat.sw.numerics``). Exit status 0 when it is, 1 otherwise. ``--opt 1|2``
 compiles the C++ model optimised (a separate cached build: slower to build, faster to run), ``--memory axiram``
-uses cocotbext-axi's ``AxiRam`` instead of the lean :class:`sat.sim.axi_memory.AxiMemory`.
+uses cocotbext-axi's AXI slave (``AxiSlave`` over :class:`sat.sim.cocotb_transport.FaultyMemory`) instead of the lean
+:class:`sat.sim.axi_memory.AxiMemory`.
 
 ``sat train --backend sim`` (:func:`run_sim_train`) trains through the driver on the simulated core
 (``sat.sim.tb_train``); this module registers the backend name ``"sim"`` for it.
@@ -25,7 +26,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from sat.sw.bdwp import register_backend
+from sat.sw.backend import register_backend
 from sat.sw.cli import subcommand
 from sat.sw.cliutil import (
     CLIError,
@@ -40,35 +41,14 @@ from sat.sw.cliutil import (
 )
 from sat.sw.config import MAX_DEPTH, MIN_DEPTH, SATConfig
 
-__all__ = ["system_top", "system_build", "run_sim_gemm", "run_sim_train", "sim_backend", "SYSTEM_VERILATOR_ARGS",
-           "DEFAULT_MEMORY_BYTES", "TRAIN_MEMORY_BYTES", "OPT_LEVELS"]
+from .runner import OPT_LEVELS
 
-#: see tests/test_gemm_rtl.py: one C++ file per model, -O0 (the compile dominates)
-SYSTEM_VERILATOR_ARGS = ["--output-split", "0", "--output-split-cfuncs", "0", "-CFLAGS", "-O0"]
+__all__ = ["run_sim_gemm", "run_sim_train", "sim_backend", "MIN_SIM_MEMORY_BYTES", "TRAIN_MEMORY_BYTES"]
+
 #: Smallest device memory of a simulated core (more when the operands need it).
-DEFAULT_MEMORY_BYTES = 1 << 20
+MIN_SIM_MEMORY_BYTES = 1 << 20
 #: Device memory of the core ``sat train --backend sim`` simulates.
 TRAIN_MEMORY_BYTES = 32 << 20
-#: C++ optimisation levels of the Verilator model: 0 compiles fastest (one GEMM), 1 runs about 2x faster for
-#: about 1.5x the compile time, 2 about 2.5x faster for 3x the compile (see docs/simulation.md).
-OPT_LEVELS = (0, 1, 2)
-
-
-def system_build(opt: int) -> tuple[list[str], str]:
-    """Verilator build options and build-directory tag (``run_cocotb(build_args=..., build_tag=...)``) of a
-    system top with the C++ model compiled at ``-O<opt>``; ``opt=0`` is the default build the tests share.
-
-    Raises
-    ------
-    ValueError
-        For a level outside :data:`OPT_LEVELS`.
-    """
-    if opt not in OPT_LEVELS:
-        raise ValueError(f"optimisation level must be one of {OPT_LEVELS}, not {opt!r}")
-    if opt == 0:
-        return list(SYSTEM_VERILATOR_ARGS), ""
-    return [*SYSTEM_VERILATOR_ARGS[:-1], f"-O{opt}"], f"O{opt}"
-
 
 @contextlib.contextmanager
 def _stdout_to_stderr() -> Iterator[None]:
@@ -84,20 +64,9 @@ def _stdout_to_stderr() -> Iterator[None]:
         os.close(saved)
 
 
-def system_top(config: SATConfig, *, memory_bytes: int):
-    """``SATCore(config, memory_bytes=...)`` (with the GEMM unit) as Verilog module ``sat_system`` (cached)."""
-    from sat.hw.core import SATCore
-
-    from .verilog import generate_verilog
-
-    key = {"config": config.to_dict(), "memory_bytes": memory_bytes}
-    return generate_verilog(lambda: SATCore(config, memory_bytes=memory_bytes),
-                            "sat_system", key)
-
-
 def _memory_for(m: int, k: int, n: int) -> int:
     need = 4 * (2 * m * k + 2 * k * n + 4 * m * n) + (64 << 10)
-    size = DEFAULT_MEMORY_BYTES
+    size = MIN_SIM_MEMORY_BYTES
     while size < need:
         size *= 2
     return size
@@ -162,10 +131,11 @@ def run_sim_gemm(args: argparse.Namespace) -> int:
     """Handler of ``sat sim gemm`` (see the module docstring)."""
     import numpy as np
 
-    from sat.sw.bdwp import parse_nm
+    from sat.sw.nm import parse_nm
     from sat.sw.tiling import tile_plan
 
     from .runner import run_cocotb
+    from .tops import system_top
 
     nm = parse_nm(args.nm)
     if nm is not None and nm[0] == nm[1]:
@@ -195,12 +165,11 @@ def run_sim_gemm(args: argparse.Namespace) -> int:
         top = system_top(config, memory_bytes=memory_bytes)
         params = {"config": config.to_dict(), "memory_bytes": memory_bytes, "seed": args.seed, "pause": args.pause,
                   "gemm": gemm}
-        build_args, build_tag = system_build(args.opt)
         failure = None
         try:
             with _stdout_to_stderr(), _axi_memory(args.memory):
                 run_cocotb(top, "sat.sim.tb_system", params=params, testcase="cli_gemm", run_name="cli_gemm",
-                           build_args=build_args, build_tag=build_tag)
+                           opt=args.opt)
         except AssertionError as exc:
             failure = exc
     report = _read_report(report_path, failure)
@@ -280,7 +249,7 @@ def run_sim_train(cfg: Any, *, rows: int = 4, cols: int = 4, a_depth: int = 128,
     a_depth, b_depth : int
         Buffer depths of the GEMM unit (longer reductions are split into K chunks by the driver's backend).
     opt : 0, 1 or 2
-        C++ optimisation of the model (:func:`system_build`).
+        C++ optimisation of the model (:data:`sat.sim.runner.OPT_LEVELS`).
     memory : "lean" or "axiram", optional
         AXI memory model (default lean).
     pause : float
@@ -303,10 +272,11 @@ def run_sim_train(cfg: Any, *, rows: int = 4, cols: int = 4, a_depth: int = 128,
     RuntimeError
         If the simulation stops (the testbench's reason in the message), or the simulator is missing.
     """
-    from sat.sw.bdwp import parse_nm
+    from sat.sw.nm import parse_nm
     from sat.sw.validate import check_float
 
     from .runner import run_cocotb
+    from .tops import system_top
 
     check_float(pause, "pause probability", low=0.0, high=1.0, high_open=True)
     nm = parse_nm(cfg.nm)
@@ -315,7 +285,6 @@ def run_sim_train(cfg: Any, *, rows: int = 4, cols: int = 4, a_depth: int = 128,
         nm_set = (*nm_set, nm)
     config = SATConfig(rows=rows, cols=cols, fmt=cfg.fmt, adder_latency=latency, nm_set=nm_set, a_depth=a_depth,
                        b_depth=b_depth)
-    build_args, build_tag = system_build(opt)
     top = system_top(config, memory_bytes=memory_bytes)
     tmp = None
     if report is None:
@@ -332,7 +301,7 @@ def run_sim_train(cfg: Any, *, rows: int = 4, cols: int = 4, a_depth: int = 128,
             failure = None
             try:
                 run_cocotb(top, "sat.sim.tb_train", params=params, testcase="train_run", run_name="train",
-                           build_args=build_args, build_tag=build_tag)
+                           opt=opt)
             except AssertionError as exc:
                 failure = exc
         try:

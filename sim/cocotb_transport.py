@@ -1,9 +1,9 @@
 """A cocotb :class:`~sat.sw.driver.transport.Transport`: the unchanged host driver against the simulated core.
 
 :func:`attach` starts the clock, builds a cocotbext-axi ``AxiLiteMaster`` on ``s_axil_*`` and a memory on
-``m_axi_*`` (the lean :class:`sat.sim.axi_memory.AxiMemory` by default, or cocotbext-axi's ``AxiRam``; both
-optionally with random pauses on every channel and SLVERR fault injection by address range), resets the core
-and returns a :class:`CocotbTransport`. The driver then runs in a thread started with
+``m_axi_*`` (the lean :class:`sat.sim.axi_memory.AxiMemory` by default, or cocotbext-axi's ``AxiSlave`` over a
+:class:`FaultyMemory`; both optionally with random pauses on every channel and SLVERR fault injection by address
+range), resets the core and returns a :class:`CocotbTransport`. The driver then runs in a thread started with
 ``cocotb.task.bridge`` while every register access blocks on ``cocotb.task.resume``::
 
     transport = await attach(dut, config, memory_bytes=1 << 20, pause=0.2, rng=rng)
@@ -11,22 +11,24 @@ and returns a :class:`CocotbTransport`. The driver then runs in a thread started
     y = await bridge(lambda: device.read_tensor(device.ff(x, w)))()
 
 Host DMA (``dma_write``/``dma_read``) goes straight into the memory (on the card XDMA's DMA does not pass
-through the core either); ``wait_irq`` waits for the ``irq`` output for at most ``irq_cycles`` clock cycles
-of simulated time per call, so a driver timeout is bounded in simulated time as well.
+through the core either). The interrupt behaves as XDMA's events node with MSI: a rising edge of the ``irq``
+output sets one pending event (further edges before it is consumed are not counted), and ``wait_irq`` consumes it
+or waits for it for at most ``irq_cycles`` clock cycles of simulated time per call, so a driver timeout is bounded
+in simulated time as well. A level-sensitive ``wait_irq`` would hide a host that forgets to re-arm.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
 
 from sat.sw.config import SATConfig
 
-__all__ = ["CocotbTransport", "attach", "MEMORIES"]
+__all__ = ["CocotbTransport", "FaultyMemory", "attach", "MEMORIES"]
 
 
 def _val(handle: Any) -> int:
@@ -40,7 +42,7 @@ class CocotbTransport:
     Attributes
     ----------
     dut, axil, ram
-        The cocotb top, the ``AxiLiteMaster`` and the memory (``AxiMemory`` or ``AxiRam``: ``read(addr, n)``,
+        The cocotb top, the ``AxiLiteMaster`` and the memory (``AxiMemory`` or ``FaultyMemory``: ``read(addr, n)``,
         ``write(addr, data)``).
     memory_bytes : int
         Size of the RAM (``SATDevice`` uses it as the default device memory).
@@ -48,6 +50,8 @@ class CocotbTransport:
         Byte ranges where the RAM answers SLVERR to the core (reads and writes); host DMA is not affected.
     irq_cycles : int
         Longest wait for the interrupt per ``wait_irq`` call, in clock cycles.
+    irq_events : int
+        Rising edges of ``irq`` seen since :func:`attach` (counted by :meth:`watch_irq`).
     """
 
     def __init__(self, dut: Any, axil: Any, ram: Any, memory_bytes: int, irq_cycles: int = 20000) -> None:
@@ -57,6 +61,20 @@ class CocotbTransport:
         self.memory_bytes = memory_bytes
         self.irq_cycles = irq_cycles
         self.faults: list[tuple[int, int]] = []
+        self.irq_events = 0
+        self._pending_event = False
+        self._event_trigger: Any = None
+
+    async def watch_irq(self) -> None:
+        """Coroutine (started by :func:`attach`): one pending event per rising edge of ``irq``, as XDMA with MSI."""
+        from cocotb.triggers import Event, RisingEdge
+
+        self._event_trigger = Event()
+        while True:
+            await RisingEdge(self.dut.irq)
+            self.irq_events += 1
+            self._pending_event = True
+            self._event_trigger.set()
 
     def _hit(self, addr: int, length: int) -> bool:
         return any(addr < hi and lo < addr + length for lo, hi in self.faults)
@@ -87,18 +105,29 @@ class CocotbTransport:
         return bytes(self.ram.read(addr, nbytes))
 
     def wait_irq(self, timeout_s: float) -> bool:
+        """Consume the pending interrupt event, waiting for one for at most ``irq_cycles`` clock cycles.
+
+        Raises
+        ------
+        RuntimeError
+            If :meth:`watch_irq` is not running (the transport was not made by :func:`attach`).
+        """
         from cocotb.task import resume
 
+        if self._event_trigger is None:
+            raise RuntimeError("CocotbTransport.watch_irq is not running: create the transport with attach()")
+
         async def wait() -> bool:
-            from cocotb.triggers import First, RisingEdge, Timer
+            from cocotb.triggers import First, Timer
 
             from .tb import CLOCK_PERIOD_NS
 
-            if _val(self.dut.irq):
-                return True
-            # a Timer, not ClockCycles: one callback instead of a Python wake-up per clock cycle
-            await First(RisingEdge(self.dut.irq), Timer(self.irq_cycles * CLOCK_PERIOD_NS, "ns"))
-            return bool(_val(self.dut.irq))
+            if not self._pending_event:
+                self._event_trigger.clear()
+                # a Timer, not ClockCycles: one callback instead of a Python wake-up per clock cycle
+                await First(self._event_trigger.wait(), Timer(self.irq_cycles * CLOCK_PERIOD_NS, "ns"))
+            got, self._pending_event = self._pending_event, False
+            return got
 
         return resume(wait)()
 
@@ -118,6 +147,44 @@ class CocotbTransport:
 
 
 MEMORIES = ("lean", "axiram")
+
+
+class FaultyMemory:
+    """Device memory behind cocotbext-axi's ``AxiSlave``, injecting faults through the slave's public ``target``
+    interface: a read or write that touches a faulty byte range raises, and ``AxiSlave`` answers it with SLVERR.
+
+    ``read`` / ``write`` are the host's accesses (no AXI traffic, no faults); :attr:`target` is what the slave
+    calls.
+    """
+
+    class _Target:
+        def __init__(self, memory: FaultyMemory) -> None:
+            self._memory = memory
+
+        async def read(self, address: int, length: int, **_: Any) -> bytes:
+            if self._memory.fault(address, length):
+                raise OSError(f"injected read fault at 0x{address:x}")
+            return self._memory.read(address, length)
+
+        async def write(self, address: int, data: bytes, **_: Any) -> None:
+            if self._memory.fault(address, len(data)):
+                raise OSError(f"injected write fault at 0x{address:x}")
+            self._memory.write(address, data)
+
+    def __init__(self, size: int, fault: Callable[[int, int], bool]) -> None:
+        self.mem = bytearray(size)
+        self.fault = fault
+        self.target = self._Target(self)
+
+    def read(self, address: int, length: int) -> bytes:
+        if not 0 <= address <= address + length <= len(self.mem):
+            raise ValueError(f"[0x{address:x}, +{length}) is outside the {len(self.mem)}-byte memory")
+        return bytes(self.mem[address:address + length])
+
+    def write(self, address: int, data: bytes) -> None:
+        if not 0 <= address <= address + len(data) <= len(self.mem):
+            raise ValueError(f"[0x{address:x}, +{len(data)}) is outside the {len(self.mem)}-byte memory")
+        self.mem[address:address + len(data)] = data
 
 
 async def attach(dut: Any, config: SATConfig, *, memory_bytes: int, pause: float = 0.0,
@@ -152,8 +219,9 @@ async def attach(dut: Any, config: SATConfig, *, memory_bytes: int, pause: float
         For an unknown ``memory``, a ``pause`` outside ``[0, 1)`` (1 would stall every channel forever) or a top
         whose ``m_axi`` data width differs from the config's.
     """
+    import cocotb
     from cocotb.triggers import ClockCycles
-    from cocotbext.axi import AxiBus, AxiLiteBus, AxiLiteMaster, AxiRam
+    from cocotbext.axi import AxiBus, AxiLiteBus, AxiLiteMaster, AxiSlave
 
     from .axi_memory import AxiMemory
     from .tb import backpressure, idle_inserter, start_clock
@@ -190,27 +258,15 @@ async def attach(dut: Any, config: SATConfig, *, memory_bytes: int, pause: float
         ram = AxiMemory(dut, "m_axi", dut.clk, memory_bytes, rst=dut.rst, fault=transport._hit, pauses=pauses)
         ram.start()
     else:
-        ram = AxiRam(AxiBus.from_prefix(dut, "m_axi"), dut.clk, dut.rst, size=memory_bytes)
+        ram = FaultyMemory(memory_bytes, transport._hit)
+        slave = AxiSlave(AxiBus.from_prefix(dut, "m_axi"), dut.clk, dut.rst, target=ram.target)
         if pause:
-            for ch in (ram.read_if.r_channel, ram.write_if.b_channel):
+            for ch in (slave.read_if.r_channel, slave.write_if.b_channel):
                 ch.set_pause_generator(gen(idle_inserter))
-            for ch in (ram.write_if.aw_channel, ram.write_if.w_channel, ram.read_if.ar_channel):
+            for ch in (slave.write_if.aw_channel, slave.write_if.w_channel, slave.read_if.ar_channel):
                 ch.set_pause_generator(gen(backpressure))
-        read_orig, write_orig = ram.read_if._read, ram.write_if._write
-
-        async def faulty_read(address: int, length: int) -> bytes:
-            if transport._hit(address, length):
-                raise OSError(f"injected read fault at 0x{address:x}")
-            return await read_orig(address, length)
-
-        async def faulty_write(address: int, data: bytes) -> None:
-            if transport._hit(address, len(data)):
-                raise OSError(f"injected write fault at 0x{address:x}")
-            await write_orig(address, data)
-
-        ram.read_if._read = faulty_read
-        ram.write_if._write = faulty_write
     transport.ram = ram
+    cocotb.start_soon(transport.watch_irq())
     await ClockCycles(dut.clk, 4)
     dut.rst.value = 0
     await ClockCycles(dut.clk, 2)

@@ -96,6 +96,21 @@ class LintResult:
         lines += [f"  {m}" for m in self.messages]
         return "\n".join(lines)
 
+    def check(self) -> None:
+        """Require a clean result: no error, and no warning outside :data:`TOLERATED`.
+
+        Raises
+        ------
+        AssertionError
+            Listing the findings.
+        """
+        if self.errors or self.returncode != 0:
+            raise AssertionError(self.summary())
+        unexpected = [m for m in self.warnings if m.code not in TOLERATED]
+        if unexpected:
+            raise AssertionError("warnings outside the documented tolerated classes:\n"
+                                 + "\n".join(map(str, unexpected)))
+
 
 def lint(verilog_path: str | Path, top: str, *, extra_args: list[str] | None = None) -> LintResult:
     """Run ``verilator --lint-only -Wall`` with the documented waivers and collect the diagnostics.

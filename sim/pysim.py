@@ -1,9 +1,9 @@
 """Helpers for Amaranth-simulator tests of SAT's blocks: stream put/get, random stalls, and a memory that answers
 the DMA client streams of the engine interface (``rd_req``/``rd_data``, ``wr_req``/``wr_data``/``wr_done``).
 
-The AXI-level memory of the core tests is :class:`sat.sim.axi_memory.AxiMemory` (cocotb); this module's
-:class:`DmaStreamMemory` sits one level higher, where the GEMM unit meets the DMA reader and writer, so a unit can
-be simulated without the core around it.
+:class:`AxiMemory` is an AXI4 slave memory for the Amaranth simulator (the cocotb one is
+:class:`sat.sim.axi_memory.AxiMemory`); :class:`DmaStreamMemory` sits one level higher, where the GEMM unit meets
+the DMA reader and writer, so a unit can be simulated without the core around it.
 """
 
 from __future__ import annotations
@@ -13,7 +13,10 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["stream_put", "stream_get", "DmaStreamMemory", "Stalls"]
+#: AXI bursts never cross a 4 KiB boundary.
+PAGE = 4096
+
+__all__ = ["stream_put", "stream_get", "DmaStreamMemory", "AxiMemory", "Stalls"]
 
 
 async def stream_put(ctx: Any, stream: Any, payload: Any) -> None:
@@ -137,3 +140,98 @@ class DmaStreamMemory:
                 ctx.set(req.ready, int(not self.stalls()))
                 ctx.set(data.ready, int(bool(bursts) and not self.stalls()))
         return run
+
+
+class AxiMemory:
+    """A Python AXI4 slave for the Amaranth simulator: one beat per cycle when not paused, optional random
+    pauses on every channel, error responses (``resp``) for byte ranges, and a record of every burst."""
+
+    def __init__(self, size: int, data_width: int, rng: np.random.Generator, pause: float = 0.0):
+        self.mem = bytearray(size)
+        self.bytes = data_width // 8
+        self.rng = rng
+        self.pause = pause
+        self.errors: list[tuple[int, int, int]] = []   # (lo, hi, resp)
+        self.bursts: list[tuple[str, int, int]] = []
+
+    def _resp(self, addr: int) -> int:
+        if addr + self.bytes > len(self.mem):
+            return 3
+        for lo, hi, resp in self.errors:
+            if addr < hi and lo < addr + self.bytes:
+                return resp
+        return 0
+
+    def _go(self) -> int:
+        return int(self.rng.random() >= self.pause)
+
+    def process(self, axi, prefix: str = ""):
+        def s(name):
+            return getattr(axi, prefix + name)
+
+        async def run(ctx):
+            reads: list[list[int]] = []       # [addr, beats left]
+            writes: list[list[int]] = []      # [addr, beats left]
+            b_queue: list[int] = []
+            w_resp = 0
+            sampled = [s(n) for n in ("arvalid", "arready", "araddr", "arlen", "rvalid", "rready",
+                                      "awvalid", "awready", "awaddr", "awlen", "wvalid", "wready", "wdata",
+                                      "wstrb", "wlast", "bvalid", "bready")]
+            ctx.set(s("arready"), 1)
+            ctx.set(s("awready"), 1)
+            async for _, _, arv, arr, araddr, arlen, rv, rr, awv, awr, awaddr, awlen, wv, wr, wdata, wstrb, \
+                    wlast, bv, br in ctx.tick().sample(*sampled):
+                if arv and arr:
+                    reads.append([araddr, arlen + 1])
+                    self.bursts.append(("ar", araddr, arlen + 1))
+                if rv and rr:
+                    reads[0][0] += self.bytes
+                    reads[0][1] -= 1
+                    if reads[0][1] == 0:
+                        reads.pop(0)
+                if awv and awr:
+                    writes.append([awaddr, awlen + 1])
+                    self.bursts.append(("aw", awaddr, awlen + 1))
+                if wv and wr:
+                    addr, left = writes[0]
+                    assert bool(wlast) == (left == 1), "wlast does not mark the burst's last beat"
+                    resp = self._resp(addr)
+                    if resp == 0:
+                        data = int(wdata).to_bytes(self.bytes, "little")
+                        for j in range(self.bytes):
+                            if wstrb >> j & 1:
+                                self.mem[addr + j] = data[j]
+                    w_resp = max(w_resp, resp)
+                    writes[0][0] += self.bytes
+                    writes[0][1] -= 1
+                    if writes[0][1] == 0:
+                        writes.pop(0)
+                        b_queue.append(w_resp)
+                        w_resp = 0
+                if bv and br:
+                    b_queue.pop(0)
+                ctx.set(s("arready"), self._go())
+                ctx.set(s("awready"), self._go())
+                ctx.set(s("wready"), int(bool(writes)) & self._go())
+                if reads and self._go():
+                    addr = reads[0][0]
+                    resp = self._resp(addr)
+                    data = 0 if resp else int.from_bytes(self.mem[addr:addr + self.bytes], "little")
+                    ctx.set(s("rvalid"), 1)
+                    ctx.set(s("rdata"), data)
+                    ctx.set(s("rresp"), resp)
+                    ctx.set(s("rlast"), int(reads[0][1] == 1))
+                elif not (rv and not rr):      # hold a beat that was not taken
+                    ctx.set(s("rvalid"), 0)
+                if b_queue and self._go():
+                    ctx.set(s("bvalid"), 1)
+                    ctx.set(s("bresp"), b_queue[0])
+                elif not (bv and not br):
+                    ctx.set(s("bvalid"), 0)
+        return run
+
+    def check_bursts(self, max_burst: int) -> None:
+        for ch, addr, beats in self.bursts:
+            assert addr % self.bytes == 0, (ch, hex(addr))
+            assert beats <= max_burst, (ch, hex(addr), beats)
+            assert addr % PAGE + beats * self.bytes <= PAGE, f"{ch} burst 0x{addr:x} x {beats} crosses 4 KiB"

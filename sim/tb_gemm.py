@@ -16,7 +16,7 @@ back-pressure (``stalls``). The engine's counters are compared with :func:`sat.s
 all four exactly when the result stream is always ready, ``busy_cycles`` and ``macs`` exactly and ``cycles``
 as a lower bound under back-pressure.
 
-Parameters (``SAT_TB_PARAMS``): ``config`` (SATConfig dict), ``a_depth``, ``b_depth``, ``seed``, ``cases``
+Parameters (``SAT_TB_PARAMS``): ``config`` (SATConfig dict, with the buffer depths), ``seed``, ``cases``
 (list of ``{"kind", "batch", "c_out", "k", "nm", "stalls"}``; ``nm`` is ``[n, m]`` or null for dense),
 ``report`` (optional path: one JSON line per case with the RTL counters and the model's).
 """
@@ -35,6 +35,7 @@ from sat.hw.gemm import (
     b_sparse_writes,
     b_write_layout,
     command_layout,
+    done_layout,
     result_layout,
 )
 from sat.sw.config import SATConfig
@@ -198,14 +199,14 @@ async def _run_case(dut, config: SATConfig, case: GemmCase, stalls, a_base: int,
                 if (int(p.lanes) >> c) & 1:
                     got[int(p.row), int(p.col) + c] = int(p.data[c])
                     seen[int(p.row), int(p.col) + c] += 1
-        if int(dut.done.value):
+        if int(dut.done__valid.value):
+            answer = done_layout().from_bits(dut.done__payload.value.to_unsigned())
             break
         await fe
     else:
         raise AssertionError(f"{case.label}: no done after 1e6 cycles")
-    counters = {name: getattr(dut, name).value.to_unsigned()
-                for name in ("cycles", "busy_cycles", "stall_cycles", "macs")}
-    counters["error"] = int(dut.error.value)
+    counters = {name: int(getattr(answer, name)) for name in ("cycles", "busy_cycles", "stall_cycles", "macs")}
+    counters["error"] = int(answer.error)
     problems = []
     if (seen != 1).any():
         problems.append(f"{case.label}: {(seen == 0).sum()} outputs missing, {(seen > 1).sum()} repeated")
@@ -221,13 +222,13 @@ async def _sweep(dut, name: str) -> None:
 
     p = _PARAMS
     config = SATConfig.from_dict(p["config"])
-    a_depth, b_depth = int(p["a_depth"]), int(p["b_depth"])
+    a_depth, b_depth = config.a_depth, config.b_depth
     seed = int(p.get("seed", 1))
     rng = rng_for(p, name)
     specs = p["cases"]
     cases = gemm_cases(config, specs, seed, a_depth, b_depth)
     await start_clock(dut)
-    await reset(dut, cmd__valid=0, a_write__valid=0, b_write__valid=0, result__ready=0)
+    await reset(dut, cmd__valid=0, a_write__valid=0, b_write__valid=0, result__ready=0, done__ready=1)
     fe = FallingEdge(dut.clk)
     sb = FP32Scoreboard(f"GemmEngine {config.rows}x{config.cols} {config.fmt}", fmt=config.fmt)
     problems = []
@@ -282,10 +283,10 @@ async def gemm_bad_command(dut) -> None:
 
     p = _PARAMS
     config = SATConfig.from_dict(p["config"])
-    a_depth, b_depth = int(p["a_depth"]), int(p["b_depth"])
+    a_depth, b_depth = config.a_depth, config.b_depth
     cmd = command_layout((a_depth - 1).bit_length(), (b_depth - 1).bit_length())
     await start_clock(dut)
-    await reset(dut, cmd__valid=0, a_write__valid=0, b_write__valid=0, result__ready=1)
+    await reset(dut, cmd__valid=0, a_write__valid=0, b_write__valid=0, result__ready=1, done__ready=1)
     fe = FallingEdge(dut.clk)
     bad = [{"rows": 3, "red": 8, "cols": 3, "sparse": 1, "n": 3, "m": 8},
            {"rows": 0, "red": 8, "cols": 3, "sparse": 0, "n": 0, "m": 0}]
@@ -297,8 +298,9 @@ async def gemm_bad_command(dut) -> None:
         dut.cmd__valid.value = 0
         for _ in range(3):
             assert not int(dut.result__valid.value), f"{fields}: results for a bad command"
-            if int(dut.done.value):
+            if int(dut.done__valid.value):
                 break
             await fe
-        assert int(dut.done.value) and int(dut.error.value), f"{fields}: no done+error"
+        answer = done_layout().from_bits(dut.done__payload.value.to_unsigned())
+        assert int(dut.done__valid.value) and answer.error, f"{fields}: no done+error"
         await fe

@@ -1,14 +1,16 @@
 """Generated Verilog tops of the gateware blocks under test, named consistently for the cache.
 
-Every RTL test and the lint test get their Verilog through these functions, so one configuration is converted
-once and shared (see :func:`sat.sim.verilog.generate_verilog`).
+Every RTL test, benchmark, lint and ``sat sim`` gets its Verilog through these functions, so one configuration is
+converted once and shared (see :func:`sat.sim.verilog.generate_verilog`).
 """
 
 from __future__ import annotations
 
+from sat.sw.config import SATConfig
+
 from .verilog import VerilogTop, generate_verilog
 
-__all__ = ["fp_mul_top", "fp32_add_top", "pe_top"]
+__all__ = ["fp_mul_top", "fp32_add_top", "pe_top", "array_top", "gemm_top", "core_top", "system_top"]
 
 
 def fp_mul_top(fmt: str) -> VerilogTop:
@@ -25,7 +27,7 @@ def fp32_add_top(latency: int = 4) -> VerilogTop:
     return generate_verilog(lambda: FP32Adder(latency=latency), f"fp32_add_l{latency}", {"latency": latency})
 
 
-def pe_top(config) -> VerilogTop:
+def pe_top(config: SATConfig) -> VerilogTop:
     """``sat.hw.pe.PE(config)`` as module ``pe`` (cached per ``config.digest()``).
 
     ``meta`` holds ``latency``, ``interleave``, ``multiplier_latency``, ``max_m`` and ``idx_width``.
@@ -34,3 +36,37 @@ def pe_top(config) -> VerilogTop:
 
     return generate_verilog(lambda: PE(config), "pe", config,
                             attrs=("latency", "interleave", "multiplier_latency", "max_m", "idx_width"))
+
+
+def array_top(config: SATConfig) -> VerilogTop:
+    """``SystolicArray(config)`` as module ``systolic_array``."""
+    from sat.hw.array import SystolicArray
+
+    return generate_verilog(lambda: SystolicArray(config), "systolic_array", config)
+
+
+def gemm_top(config: SATConfig) -> VerilogTop:
+    """``GemmEngine(config)`` (its buffers sized by ``config.a_depth`` / ``b_depth``) as module ``gemm_engine``."""
+    from sat.hw.gemm import GemmEngine
+
+    return generate_verilog(lambda: GemmEngine(config), "gemm_engine", config)
+
+
+def core_top(config: SATConfig, *, memory_bytes: int, max_burst: int = 256) -> VerilogTop:
+    """``SATCore`` with the :class:`~sat.sim.loopback.LoopbackEngine` test double in its engine slot, as module
+    ``sat_core`` (tests of the registers, command processor and DMA)."""
+    from sat.hw.core import SATCore
+
+    from .loopback import LoopbackEngine
+
+    key = {"config": config.to_dict(), "memory_bytes": memory_bytes, "max_burst": max_burst, "engine": "loopback"}
+    return generate_verilog(lambda: SATCore(config, memory_bytes=memory_bytes, max_burst=max_burst,
+                                            engine=LoopbackEngine), "sat_core", key)
+
+
+def system_top(config: SATConfig, *, memory_bytes: int) -> VerilogTop:
+    """The core as built, ``SATCore(config, memory_bytes=...)`` with the GEMM unit, as module ``sat_system``."""
+    from sat.hw.core import SATCore
+
+    key = {"config": config.to_dict(), "memory_bytes": memory_bytes}
+    return generate_verilog(lambda: SATCore(config, memory_bytes=memory_bytes), "sat_system", key)

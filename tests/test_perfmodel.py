@@ -2,8 +2,7 @@
 cases on odd array shapes and adder latencies, results bit-exact too; the cocotb RTL tests compare it on larger
 sweeps), the fast-forward against a plain pass-by-pass loop,
 closed-form steady state, and validation. ResNet-18 on a 32x32 array runs here as a smoke test of speed. The GEMM
-unit model (``unit_tiles``, ``unit_cycles``): its tiling against the gateware's, its structure (the RTL comparison is
-``tests/test_system_rtl.py::test_unit_timing``)."""
+unit model (``unit_cycles``): its structure (the RTL comparison is ``tests/test_system_rtl.py::test_unit_timing``)."""
 
 # amaranth: UnusedElaboratable=no
 from __future__ import annotations
@@ -19,8 +18,8 @@ from sat.sw.perfmodel import (
     resnet18_layers,
     steps_per_output,
     unit_cycles,
-    unit_tiles,
 )
+from sat.sw.tiling import tile_plan
 
 
 def _reference(config: SATConfig, rows: int, red: int, cols: int, n: int = 0, m: int = 0) -> tuple[int, int]:
@@ -64,7 +63,7 @@ def _engine_run(config: SATConfig, rows: int, red: int, cols: int, nm: tuple[int
         expected = fp32_bits(matmul_sparse(a, vals, op.indices, nm[1], fmt))
         b_writes = list(b_sparse_writes(vals, op.indices, config))
     a_writes = list(a_buffer_writes(a, config))
-    engine = GemmEngine(config, a_depth=64, b_depth=256)
+    engine = GemmEngine(config.replace(a_depth=64, b_depth=256))
     got = np.full((rows, cols), 0xDEADBEEF, dtype=np.uint32)
     out: dict[str, int] = {}
 
@@ -79,6 +78,7 @@ def _engine_run(config: SATConfig, rows: int, red: int, cols: int, nm: tuple[int
                                "n": nm[0] if nm else 0, "m": nm[1] if nm else 0, "a_base": 0, "b_base": 0})
         ctx.set(engine.cmd.valid, 1)
         ctx.set(engine.result.ready, 1)
+        ctx.set(engine.done.ready, 1)
         await ctx.tick()
         ctx.set(engine.cmd.valid, 0)
         for _ in range(100_000):
@@ -87,11 +87,12 @@ def _engine_run(config: SATConfig, rows: int, red: int, cols: int, nm: tuple[int
                 for c in range(config.cols):
                     if (p.lanes >> c) & 1:
                         got[p.row, p.col + c] = p.data[c]
-            if ctx.get(engine.done):
+            if ctx.get(engine.done.valid):
+                answer = ctx.get(engine.done.p)
                 break
             await ctx.tick()
         for name in ("cycles", "busy_cycles", "stall_cycles", "macs"):
-            out[name] = ctx.get(getattr(engine, name))
+            out[name] = getattr(answer, name)
 
     sim = Simulator(engine)
     sim.add_clock(1e-8)
@@ -190,47 +191,26 @@ def test_buffer_words_cover_the_writes() -> None:
         assert max(w["addr"] for w in sparse) + 1 == buffer_words(config, rows, red, cols, n, m)[1]
 
 
-def test_unit_tiles_equal_the_gateware_plan() -> None:
-    """``unit_tiles`` (the model's copy of the GEMM unit's tiling) equals ``sat.hw.gemm_unit.tile_plan``."""
-    from sat.hw.gemm_unit import tile_plan
-
-    rng = np.random.default_rng(5)
-    for _ in range(300):
-        config = SATConfig(rows=int(rng.integers(1, 6)), cols=int(rng.integers(1, 6)),
-                           adder_latency=int(rng.integers(1, 5)))
-        a_depth, b_depth = 1 << int(rng.integers(2, 8)), 1 << int(rng.integers(3, 10))
-        rows, red, cols = (int(x) for x in rng.integers(1, 200, 3))
-        n, m = config.nm_set[int(rng.integers(0, len(config.nm_set)))] if rng.random() < 0.5 else (0, 0)
-        try:
-            plan = tile_plan(config, rows, red, cols, n, m, a_depth=a_depth, b_depth=b_depth)
-        except ValueError:
-            with pytest.raises(ValueError, match="does not fit"):
-                unit_tiles(config, rows, red, cols, n, m, a_depth=a_depth, b_depth=b_depth)
-            continue
-        tiles, a_double, b_double = unit_tiles(config, rows, red, cols, n, m, a_depth=a_depth, b_depth=b_depth)
-        assert (tiles, a_double, b_double) == (list(plan.tiles), plan.a_double, plan.b_double)
-
-
 def test_unit_cycles_structure() -> None:
     """The unit model: engine busy cycles as the engine's sum over the tiles; time at least the loads plus the
     last tile's compute, at most everything in sequence; double buffering hides loads behind compute."""
-    cfg = SATConfig(rows=2, cols=2, adder_latency=2)
+    cfg = SATConfig(rows=2, cols=2, adder_latency=2, a_depth=32, b_depth=128)
     for shape, nm in [((13, 40, 9), (0, 0)), ((40, 8, 30), (0, 0)), ((8, 100, 6), (0, 0)), ((24, 48, 33), (1, 4))]:
-        u = unit_cycles(cfg, *shape, *nm, a_depth=32, b_depth=128)
-        tiles, a_double, b_double = unit_tiles(cfg, *shape, *nm, a_depth=32, b_depth=128)
-        assert (u.a_double, u.b_double, u.tiles) == (a_double, b_double, len(tiles))
+        u = unit_cycles(cfg, *shape, *nm)
+        plan = tile_plan(cfg, *shape, *nm)
+        tiles = plan.tiles
+        assert (u.a_double, u.b_double, u.tiles) == (plan.a_double, plan.b_double, len(tiles))
         assert u.busy_cycles == sum(gemm_counters(cfg, rt, shape[1], ct, *nm).busy_cycles for _, rt, _, ct in tiles)
         assert u.stall_cycles == u.cycles - u.busy_cycles > 0
         assert u.cycles <= u.load_cycles + u.engine_cycles + 20 * u.tiles + 20
         assert u.cycles >= max(u.load_cycles, u.engine_cycles)
     # compute-bound and double buffered: the loads after the first tile's are hidden
-    u = unit_cycles(cfg, 64, 32, 64, a_depth=32, b_depth=128)
+    u = unit_cycles(cfg, 64, 32, 64)
     assert u.a_double and u.b_double and u.cycles < u.engine_cycles + u.load_cycles / 20
     # A^T loads R = 2 rows per write, row-major A max_m = 8 elements: still slower on the 2x2
-    assert unit_cycles(cfg, 16, 32, 8, a_trans=True, a_depth=32, b_depth=128).load_cycles > unit_cycles(
-        cfg, 16, 32, 8, a_depth=32, b_depth=128).load_cycles
+    assert unit_cycles(cfg, 16, 32, 8, a_trans=True).load_cycles > unit_cycles(cfg, 16, 32, 8).load_cycles
     with pytest.raises(ValueError, match="does not fit"):
-        unit_cycles(cfg, 4, 1000, 4, a_depth=32, b_depth=128)
+        unit_cycles(cfg, 4, 1000, 4)
 
 
 def test_loader_line_rates() -> None:

@@ -30,7 +30,7 @@ def _spans(s):
 
 @pytest.mark.parametrize("threads", [1, 2])
 def test_replay_timeline(threads):
-    s = schedule_iteration(_net(), 4, CFG, (2, 8), b_depth=64)
+    s = schedule_iteration(_net(), 4, CFG.replace(b_depth=64), (2, 8))
     r = replay(s, threads=threads, iterations=2, repeats=1)
     iteration, spans = _spans(s)
     assert r.iteration_s == pytest.approx(iteration)

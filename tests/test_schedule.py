@@ -1,6 +1,6 @@
 """Tests of the offline scheduler ``sat.sw.schedule``: network shapes, schedule invariants (every GEMM once, modes
 from the BDWP policy, descriptors valid, memory regions disjoint and in range, operands inside their regions), the
-cycle total against ``perfmodel.gemm_counters`` over the GEMM unit's tiles (``sat.hw.gemm_unit.tile_plan``),
+cycle total against ``perfmodel.gemm_counters`` over the GEMM unit's tiles (``sat.sw.tiling.tile_plan``),
 orientation choice, split-K and pre-generation."""
 
 from __future__ import annotations
@@ -127,7 +127,7 @@ def test_schedule_invariants(nm, orientation):
 
 
 def _reference_cycles(config, rows, red, cols, n, m):
-    from sat.hw.gemm_unit import tile_plan
+    from sat.sw.tiling import tile_plan
 
     plan = tile_plan(config, rows, red, cols, n, m)
     return sum(gemm_counters(config, rt, red, ct, n, m).cycles for _r0, rt, _c0, ct in plan.tiles)
@@ -147,16 +147,6 @@ def test_cycles_equal_sum_of_perfmodel(nm):
     assert s.cycles == total
 
 
-def test_buffer_defaults_match_gateware():
-    from sat.hw import gemm_unit
-    from sat.sw import schedule
-
-    assert (schedule.DEFAULT_A_DEPTH, schedule.DEFAULT_B_DEPTH) == (gemm_unit.DEFAULT_A_DEPTH,
-                                                                    gemm_unit.DEFAULT_B_DEPTH)
-    for nm in [(0, 0), (2, 8), (1, 4)]:
-        assert schedule.max_reduction(CFG, *nm) == gemm_unit.max_reduction(CFG, *nm)
-
-
 def test_split_k_and_orientation():
     cfg = SATConfig(rows=32, cols=32)
     net = resnet18_cifar()
@@ -173,7 +163,7 @@ def test_split_k_and_orientation():
         from sat.sw.perfmodel import unit_cycles
 
         return sum(unit_cycles(cfg, d.rows, d.red, d.cols, a_trans=bool(d.flags & FLAG_A_TRANS),
-                               b_trans=bool(d.flags & FLAG_B_TRANS), a_depth=s.a_depth, b_depth=s.b_depth).cycles
+                               b_trans=bool(d.flags & FLAG_B_TRANS)).cycles
                    for d in g.descriptors)
 
     # the scheduler's choice never costs cycles, GEMM by GEMM: engine cycles for auto-engine, unit cycles for auto
@@ -223,10 +213,9 @@ def test_run_schedule_on_model(nm, orientation, b_depth):
     from sat.sw.driver.model import ModelTransport
     from sat.sw.schedule import run_schedule
 
-    cfg = SATConfig(rows=4, cols=4)
+    cfg = SATConfig(rows=4, cols=4, b_depth=b_depth)
     net = _tiny()
-    s = schedule_iteration(net, 2, cfg, nm, orientation=orientation, first_layer_bp=True, memory_bytes=16 << 20,
-                           b_depth=b_depth)
+    s = schedule_iteration(net, 2, cfg, nm, orientation=orientation, first_layer_bp=True, memory_bytes=16 << 20)
     assert any(g.split_k > 1 for g in s.gemms) == (b_depth == 16)
     rng = np.random.default_rng(1)
     tensors = {la.name: {"x": rng.standard_normal((la.pixels(2), la.k)).astype(np.float32),

@@ -57,16 +57,15 @@ def test_sim_gemm_operand_files(tmp_path) -> None:
 
 def test_sim_build_options() -> None:
     """-O levels map to separate cached builds; bad levels and build tags are refused with a message."""
-    from sat.sim.cli import SYSTEM_VERILATOR_ARGS, system_build
-    from sat.sim.runner import run_cocotb
+    from sat.sim.runner import OPT_LEVELS, run_cocotb, verilator_build_args
 
-    assert system_build(0) == (SYSTEM_VERILATOR_ARGS, "")
-    args, tag = system_build(2)
-    assert tag == "O2" and args[-1] == "-O2" and args[:-1] == SYSTEM_VERILATOR_ARGS[:-1]
+    assert OPT_LEVELS == (0, 1, 2)
+    assert verilator_build_args(0)[-2:] == ["-CFLAGS", "-O0"] and verilator_build_args(2)[-1] == "-O2"
+    assert verilator_build_args(0)[:-1] == verilator_build_args(2)[:-1]
     with pytest.raises(ValueError, match="optimisation level"):
-        system_build(3)
-    with pytest.raises(ValueError, match="build_tag"):
-        run_cocotb(None, "x", build_tag="../escape")      # checked before anything is built
+        verilator_build_args(3)
+    with pytest.raises(ValueError, match="optimisation level"):
+        run_cocotb(None, "x", opt=5, sim="verilator")      # checked before anything is built
     with pytest.raises(SystemExit):
         main(["sim", "gemm", "--m", "2", "--k", "8", "--n", "2", "--opt", "5"])
     args = build_parser().parse_args(["sim", "gemm", "--m", "2", "--k", "8", "--n", "2", "--memory", "axiram"])

@@ -11,9 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from sat.sim.cli import SYSTEM_VERILATOR_ARGS, system_top
-from sat.sim.lint import TOLERATED, lint
 from sat.sim.runner import run_cocotb
+from sat.sim.tops import system_top
 from sat.sw.config import SATConfig
 from sat.sw.perfmodel import unit_cycles
 
@@ -22,24 +21,22 @@ pytestmark = pytest.mark.rtl
 TB = "sat.sim.tb_system"
 MEMORY_BYTES = 1 << 20
 #: Small buffers, so that the test shapes are tiled (rows and columns) and a long K overflows them.
-A_DEPTH = 32
-B_DEPTH = 128
-CONFIG = SATConfig(rows=2, cols=2, adder_latency=2)
+CONFIG = SATConfig(rows=2, cols=2, adder_latency=2, a_depth=32, b_depth=128)
 
 
 #: Slow-only builds: odd array shapes (C not dividing 32: general lane routing), L = 1 and 3, BF16, other nm_set.
 SLOW_CONFIGS = {
-    "3x3_fp16_l1": SATConfig(rows=3, cols=3, adder_latency=1, nm_set=((2, 4), (1, 8), (2, 8))),
-    "1x5_bf16_l3": SATConfig(rows=1, cols=5, fmt="bf16", adder_latency=3, nm_set=((1, 4), (2, 4), (4, 8))),
+    "3x3_fp16_l1": SATConfig(rows=3, cols=3, adder_latency=1, nm_set=((2, 4), (1, 8), (2, 8)), a_depth=16,
+                             b_depth=256),
+    "1x5_bf16_l3": SATConfig(rows=1, cols=5, fmt="bf16", adder_latency=3, nm_set=((1, 4), (2, 4), (4, 8)),
+                             a_depth=16, b_depth=256),
 }
 
 
-def run_system(testcase: str | list[str], seed: int, config: SATConfig = CONFIG, a_depth: int = A_DEPTH,
-               b_depth: int = B_DEPTH, **params) -> None:
-    top = system_top(config, a_depth=a_depth, b_depth=b_depth, memory_bytes=MEMORY_BYTES)
-    run_cocotb(top, TB, params={"config": config.to_dict(), "memory_bytes": MEMORY_BYTES, "a_depth": a_depth,
-                                "b_depth": b_depth, "seed": seed, **params},
-               testcase=testcase, build_args=SYSTEM_VERILATOR_ARGS)
+def run_system(testcase: str | list[str], seed: int, config: SATConfig = CONFIG, **params) -> None:
+    top = system_top(config, memory_bytes=MEMORY_BYTES)
+    run_cocotb(top, TB, params={"config": config.to_dict(), "memory_bytes": MEMORY_BYTES, "seed": seed, **params},
+               testcase=testcase)
 
 
 def test_system_gemms(sim_seed: int) -> None:
@@ -69,7 +66,7 @@ def test_system_other_arrays(name: str, sim_seed: int) -> None:
     """GEMMs, training and errors on odd array shapes (other buffer depths)."""
     config = SLOW_CONFIGS[name]
     nms = [list(p) for p in config.nm_set[:2]]
-    run_system(["gemms", "errors"], sim_seed + 3, config, a_depth=16, b_depth=256, nm=nms)
+    run_system(["gemms", "errors"], sim_seed + 3, config, nm=nms)
 
 
 #: GEMMs whose unit time is checked against the model: ``[kind, rows, red, cols, [n, m] or None]`` (kinds of
@@ -85,23 +82,22 @@ TIMING_SHAPES = [
 TIMING_RTOL = 0.02
 TIMING_ATOL = 4
 #: Slow-only 4x4 build (L = 4) with other buffer depths for the timing model.
-TIMING_4X4 = (SATConfig(rows=4, cols=4, adder_latency=4), 64, 256, [
+TIMING_4X4 = (SATConfig(rows=4, cols=4, adder_latency=4, a_depth=64, b_depth=256), [
     ["gemm", 16, 32, 16, None], ["gemm", 37, 100, 21, None], ["gemm", 8, 200, 8, None], ["wu", 32, 48, 24, None],
     ["ff", 24, 64, 40, None], ["gemm", 40, 128, 36, [2, 4]], ["gemm", 20, 256, 50, [2, 8]],
     ["gemm", 100, 16, 100, None],
 ])
 
 
-def _check_unit_timing(tmp_path: Path, seed: int, config: SATConfig, a_depth: int, b_depth: int,
-                       shapes: list) -> None:
+def _check_unit_timing(tmp_path: Path, seed: int, config: SATConfig, shapes: list) -> None:
     report = tmp_path / "timing.json"
-    run_system("unit_timing", seed, config, a_depth=a_depth, b_depth=b_depth, timing_shapes=shapes,
+    run_system("unit_timing", seed, config, timing_shapes=shapes,
                timing_report=str(report))
     bad = []
     for r in json.loads(report.read_text()):
         nm = r["nm"] or (0, 0)
         model = unit_cycles(config, r["rows"], r["red"], r["cols"], *nm, a_trans=r["kind"] == "wu",
-                            b_trans=r["kind"] == "ff" and not r["nm"], a_depth=a_depth, b_depth=b_depth)
+                            b_trans=r["kind"] == "ff" and not r["nm"])
         assert r["COMPUTE_CYCLES"] == model.busy_cycles, r
         rtl = r["unit_cycles"]
         line = (f"{r['kind']} {r['rows']}x{r['red']}x{r['cols']} {r['nm'] or 'dense'}: RTL {rtl}, model "
@@ -116,18 +112,17 @@ def _check_unit_timing(tmp_path: Path, seed: int, config: SATConfig, a_depth: in
 def test_unit_timing(tmp_path: Path, sim_seed: int) -> None:
     """The GEMM unit's whole time (``COMPUTE + STALL`` counters, no AXI pauses) equals
     ``perfmodel.unit_cycles`` within 2 % (4 cycles for tiny GEMMs), results bit for bit."""
-    _check_unit_timing(tmp_path, sim_seed, CONFIG, A_DEPTH, B_DEPTH, TIMING_SHAPES)
+    _check_unit_timing(tmp_path, sim_seed, CONFIG, TIMING_SHAPES)
 
 
-def resnet18_sample(config: SATConfig, a_depth: int, b_depth: int, layers: tuple[str, ...]) -> list:
+def resnet18_sample(config: SATConfig, layers: tuple[str, ...]) -> list:
     """Distinct descriptor shapes of sampled ResNet-18 layers (every pass, K chunks included) as the scheduler
     emits them for a 2:8 iteration on ``config``, scaled down to run on the RTL: 16x16 images, batch 1 and
     channels 4, 8, 16, 32 (``resnet18_cifar(width=4)``), normal orientation (no ``B_TRANS`` in it)."""
     from sat.sw.descriptor import FLAG_A_TRANS, FLAG_B_TRANS
     from sat.sw.schedule import resnet18_cifar, schedule_iteration
 
-    s = schedule_iteration(resnet18_cifar(image=16, width=4), 1, config, (2, 8), orientation="normal",
-                           a_depth=a_depth, b_depth=b_depth)
+    s = schedule_iteration(resnet18_cifar(image=16, width=4), 1, config, (2, 8), orientation="normal")
     shapes: list = []
     for g in s.gemms:
         if g.layer not in layers:
@@ -149,22 +144,12 @@ def test_unit_timing_resnet18_sample(tmp_path: Path, sim_seed: int) -> None:
     """The cycle model against the RTL on a sample of ResNet-18's layers, scaled down (``resnet18_sample``): the
     stem, one convolution per stage, a shortcut and the classifier, FF / BP / WU with their K chunks (21 GEMMs,
     about 100k cycles): within the same tolerance, results bit for bit."""
-    shapes = resnet18_sample(CONFIG, A_DEPTH, B_DEPTH, RESNET18_SAMPLE)
+    shapes = resnet18_sample(CONFIG, RESNET18_SAMPLE)
     assert {s[0] for s in shapes} == {"gemm", "wu"} and any(s[4] for s in shapes) and len(shapes) >= 15
-    _check_unit_timing(tmp_path, sim_seed, CONFIG, A_DEPTH, B_DEPTH, shapes)
+    _check_unit_timing(tmp_path, sim_seed, CONFIG, shapes)
 
 
 @pytest.mark.slow
 def test_unit_timing_4x4(tmp_path: Path, sim_seed: int) -> None:
     """The timing model on a 4x4 array (L = 4) with 64/256-word buffers (constants fitted on the 2x2)."""
     _check_unit_timing(tmp_path, sim_seed, *TIMING_4X4)
-
-
-def test_system_lint() -> None:
-    """Verilator -Wall lint of the core with the GEMM unit: no errors, only tolerated warning classes."""
-    top = system_top(CONFIG, a_depth=A_DEPTH, b_depth=B_DEPTH, memory_bytes=MEMORY_BYTES)
-    result = lint(top.path, top.name)
-    print(result.summary())
-    assert not result.errors and result.returncode == 0, result.summary()
-    unexpected = [m for m in result.warnings if m.code not in TOLERATED]
-    assert not unexpected, "warnings outside the documented tolerated classes:\n" + "\n".join(map(str, unexpected))

@@ -149,8 +149,8 @@ def test_cnn_on_device_model_with_small_buffers_splits_k_bit_exact():
     from sat.sw.driver.model import ModelTransport
 
     cfg = TrainConfig(model="cnn", width=2, batch_size=8, max_steps=3, train_subset=24, test_subset=8, seed=2)
-    sat = SATConfig(rows=2, cols=2)
-    backend = DeviceBackend(SATDevice(ModelTransport(sat, 8 << 20), sat), a_depth=16, b_depth=64)
+    sat = SATConfig(rows=2, cols=2, a_depth=16, b_depth=64)
+    backend = DeviceBackend(SATDevice(ModelTransport(sat, 8 << 20), sat))
     res = train(cfg, backend, progress=False)
     assert backend.stats["descriptors"] > backend.stats["gemms"], "no reduction was split"
     ref = train(cfg, GoldenBackend(k_limit=backend.k_limit), progress=False)

@@ -40,6 +40,10 @@ proc get_property {name args} {
     if {[string match CONFIG.* $name] && [info exists ::mock_props($name)]} { return $::mock_props($name) }
     return ""
 }
+proc write_bitstream {args} {
+    lappend ::calls [list write_bitstream {*}$args]
+    set f [open [lindex $args end] w]; puts $f fallback; close $f
+}
 proc launch_runs {run args} {
     lappend ::calls [list launch_runs $run {*}$args]
     if {$run eq "impl_1"} {
@@ -145,13 +149,60 @@ def test_build_script_flow(tree):
     assert [c[1] for c in calls if c[0] == "launch_runs"] == ["synth_1", "impl_1"]
     impl = next(c for c in calls if c[:2] == ["launch_runs", "impl_1"])
     assert impl[impl.index("-to_step") + 1] == "write_bitstream"
-    cfgmem = next(c for c in calls if c[0] == "write_cfgmem")
+    cfgmems = [c for c in calls if c[0] == "write_cfgmem"]
     # reference 1.7: write_cfgmem -format mcs -size 128 -interface SPIx4
-    for flag, value in (("-format", "mcs"), ("-size", "128"), ("-interface", "SPIx4")):
-        assert cfgmem[cfgmem.index(flag) + 1] == value
+    for cfgmem in cfgmems:
+        for flag, value in (("-format", "mcs"), ("-size", "128"), ("-interface", "SPIx4")):
+            assert cfgmem[cfgmem.index(flag) + 1] == value
     assert (tree.directory / f"{TOP_NAME}.bit").exists()
     added = [c[-1] for c in calls if c[0] == "add_files"]
     assert added == [f"{TOP_NAME}.v", f"{TOP_NAME}.xdc", "timing.xdc"]
+
+
+def test_flash_images_keep_address_0_for_the_fallback(tree):
+    """The SAT image goes to the user region (0x04000000, upper half of the 128 MiB flash) and has
+    CONFIGFALLBACK; a second bitstream of the same design at address 0 boots the user region (MultiBoot) and is
+    what a failed load falls back to. Nothing writes sat_card.bit at address 0 over the factory image."""
+    calls = run_tcl(tree.directory, "build.tcl")
+    loads = {}
+    for c in calls:
+        if c[0] == "write_cfgmem":
+            direction, address, bit = tkinter.Tcl().splitlist(c[c.index("-loadbit") + 1])
+            loads[c[c.index("-file") + 1]] = (direction, int(address, 16), bit)
+    assert loads == {f"{TOP_NAME}.mcs": ("up", 0x04000000, f"{TOP_NAME}.bit"),
+                     f"{TOP_NAME}_fallback.mcs": ("up", 0, f"{TOP_NAME}_fallback.bit")}
+    # the fallback bitstream: written after setting the MultiBoot jump to the user region, on the implemented design
+    words = [c[0] for c in calls]
+    fallback = words.index("write_bitstream")
+    props = {c[1]: c[2] for c in calls[:fallback] if c[0] == "set_property" and c[1].startswith("BITSTREAM.")}
+    assert props == {"BITSTREAM.CONFIG.CONFIGFALLBACK": "ENABLE", "BITSTREAM.CONFIG.NEXT_CONFIG_ADDR": "0x04000000",
+                     "BITSTREAM.CONFIG.NEXT_CONFIG_REBOOT": "ENABLE"}
+    assert calls[fallback][-1] == f"{TOP_NAME}_fallback.bit" and words.index("open_run") < fallback
+    assert fallback < words.index("write_cfgmem")
+    # the user image itself carries CONFIGFALLBACK (from the XDC)
+    xdc = (tree.directory / f"{TOP_NAME}.xdc").read_text()
+    assert "set_property BITSTREAM.CONFIG.CONFIGFALLBACK ENABLE [current_design]" in xdc
+    assert "NEXT_CONFIG_ADDR" not in xdc
+
+
+def test_build_script_stops_when_an_image_outgrows_its_flash_region(tree):
+    big = tree.directory / "vivado/sat_card.runs/impl_1"
+
+    def grow():
+        # the mocked implementation run writes a tiny sat_card.bit; make it 64 MiB + 1 (sparse)
+        with open(big / "sat_card.bit", "r+b") as f:
+            f.truncate(0x04000001)
+
+    tcl = tkinter.Tcl()
+    tcl.eval(MOCK)
+    tcl.eval("set ::mock_version 2023.2; set ::mock_slack 0.1")
+    tcl.createcommand("grow_bit", grow)
+    tcl.eval('rename launch_runs launch_runs_mock; proc launch_runs {run args} { launch_runs_mock $run {*}$args; '
+             'if {$run eq "impl_1"} { grow_bit } }')
+    tcl.eval(f"cd {{{tree.directory}}}")
+    with pytest.raises(tkinter.TclError, match=r"sat_card\.bit is 67108865 bytes, more than the 0x04000000-byte"):
+        tcl.eval(f"source {{{tree.directory / 'build.tcl'}}}")
+    (tree.directory / f"{TOP_NAME}.bit").unlink()
 
 
 def test_build_script_warns_about_old_vivado_and_failing_timing(tree, capfd):
@@ -172,12 +223,30 @@ def test_program_script_modes(tree):
         n = int(tcl.eval("llength $::calls"))
         return [list(tcl.splitlist(tcl.eval(f"lindex $::calls {i}"))) for i in range(n)]
 
+    def files(calls):
+        return [c[2] for c in calls if c[:2] == ["set_property", "PROGRAM.FILES"]]
+
     jtag = program("jtag", "host:3121")
     assert ["connect_hw_server", "-url", "host:3121"] in jtag and ["program_hw_devices", "xcvu9p_0"] in jtag
+    assert not any(c[0] in ("create_hw_cfgmem", "program_hw_cfgmem") for c in jtag)
     flash = program("flash")
-    assert any(c[0] == "program_hw_cfgmem" for c in flash)
     assert any(c[0] == "create_hw_cfgmem" for c in flash)
-    with pytest.raises(tkinter.TclError, match="mode must be jtag or flash"):
+    # the user region only: the MCS that holds sat_card.bit at 0x04000000, erasing just the sectors it covers
+    assert files(flash) == [f"{tcl_dir}/{TOP_NAME}.mcs"]
+    assert ["set_property", "PROGRAM.ADDRESS_RANGE", "use_file"] in [c[:3] for c in flash]
+    assert [c[0] for c in flash].count("program_hw_cfgmem") == 1
+    assert not any(c[0] == "readback_hw_cfgmem" for c in flash)
+    # the fallback image at address 0: the whole flash (factory image) is saved before it is written
+    fallback = program("fallback")
+    words = [c[0] for c in fallback]
+    readback = fallback[words.index("readback_hw_cfgmem")]
+    assert readback[readback.index("-file") + 1] == f"{tcl_dir}/flash_backup.bin" and "-all" in readback
+    assert words.index("readback_hw_cfgmem") < words.index("program_hw_cfgmem")
+    assert files(fallback) == [f"{tcl_dir}/{TOP_NAME}_fallback.mcs"]
+    (tcl_dir / "flash_backup.bin").write_bytes(b"factory")   # an existing backup is never overwritten
+    assert not any(c[0] == "readback_hw_cfgmem" for c in program("fallback"))
+    (tcl_dir / "flash_backup.bin").unlink()
+    with pytest.raises(tkinter.TclError, match="mode must be jtag, flash or fallback"):
         program("usb")
 
 
@@ -186,6 +255,27 @@ def test_timing_constraints(tree):
     assert 'set_false_path -to [get_cells -quiet -hierarchical -filter {amaranth.vivado.false_path == "TRUE"}]' in xdc
     assert "amaranth.vivado.false_path" in (tree.directory / f"{TOP_NAME}.v").read_text()   # the synchronizer
     assert "set_clock_groups" not in "\n".join(line for line in xdc.splitlines() if not line.startswith("#"))
+
+
+def test_timing_constraints_cover_the_reset_synchronizers(tree):
+    """The memory-bus reset uses Amaranth's AsyncFFSynchronizer (FDPE stages marked false_path_pre): timing.xdc
+    cuts the paths into their preset pins, as Amaranth's own Vivado script would."""
+    verilog = (tree.directory / f"{TOP_NAME}.v").read_text()
+    assert verilog.count("FDPE") >= 4 and "amaranth.vivado.false_path_pre" in verilog
+    xdc = " ".join((tree.directory / "timing.xdc").read_text().replace("\\\n", " ").split())
+    assert ('set_false_path -to [get_pins -quiet -filter {REF_PIN_NAME == PRE} -of_objects [get_cells -quiet '
+            '-hierarchical -filter {amaranth.vivado.false_path_pre == "TRUE"}]]') in xdc
+
+
+def test_readme_documents_flash_layout_cold_boot_and_bars(tree):
+    readme = (tree.directory / "README.md").read_text()
+    text = " ".join(readme.split())
+    assert "fallback image at address 0" in text and "user region at 0x04000000" in text
+    assert "flash_backup.bin" in text and "`flash` writes only the user region" in text
+    # PG213: the cold-boot deadline, and what to do about it
+    assert "PG213" in text and "warm-reboot the host" in text and "Tandem" in text
+    # PG195: DMA registers on BAR1 when the AXI-Lite master is on BAR0
+    assert "DMA registers on BAR1" in text and "SAT registers at BAR0" in text
 
 
 def test_regmap_files_agree_with_sw_regmap(tree, tmp_path):

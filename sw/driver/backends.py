@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..bdwp import register_backend
+from ..backend import register_backend
 from ..config import SATConfig
 from ..nmformat import NMOperand
 from ..numerics import get_format

@@ -253,7 +253,10 @@ class SATDevice:
     memory_bytes : int, optional
         Size of device memory; default: the core's ``MEM_SIZE`` registers.
     use_irq : bool
-        Wait for the interrupt (default); False polls ``STATUS`` instead (e.g. if the interrupt is not wired).
+        Wait for the interrupt (default; on the card the XDMA driver must use MSI, docs/board.md). After each
+        interrupt the device acknowledges ``IRQ_STATUS`` and reads ``STATUS`` again, so an interrupt raised by a
+        descriptor with ``FLAG_IRQ`` in the middle of a list does not hide the end of the list. False polls
+        ``STATUS`` instead (e.g. if the interrupt is not wired).
     poll_interval_s : float
         Sleep between ``STATUS`` polls when ``use_irq`` is False.
 
@@ -699,15 +702,21 @@ class SATDevice:
             if remaining <= 0:
                 break
             if self.use_irq:
-                self.transport.wait_irq(remaining)
+                if self.transport.wait_irq(remaining):
+                    # Re-arm, then look again. An event is a rising edge of the core's interrupt line (XDMA sends
+                    # its MSI on the edge of usr_irq_req), and the line stays high while any IRQ_STATUS bit is set:
+                    # after a descriptor with FLAG_IRQ in the middle of the list, the end of the list would make
+                    # no new edge. Acknowledging drops the line, so the next IRQ_STATUS bit raises it again; a
+                    # list that ended before the acknowledgement shows in STATUS at the top of the loop.
+                    self.write_reg("IRQ_STATUS", IRQ_DONE | IRQ_ERROR)
             else:
                 time.sleep(min(self.poll_interval_s, remaining))
         regs = self.dump_registers()
         raise SATTimeout(
             f"the command list ({count} descriptors) did not finish within {timeout_s} s: CMD_DONE="
             f"{regs['CMD_DONE']}, STATUS=0x{regs['STATUS']:x}. "
-            + ("No interrupt arrived: check the interrupt wiring or open the device with use_irq=False. "
-               if self.use_irq else "")
+            + ("No interrupt arrived: is the XDMA driver using MSI (interrupt_mode=1, docs/board.md)? Or open the "
+               "device with use_irq=False to poll STATUS. " if self.use_irq else "")
             + "The list may still be running: wait(device.pending) again, or abort() and then wait. Registers:\n"
             + self.format_registers(regs), regs)
 
@@ -812,7 +821,7 @@ class DeviceBackend:
 
     def _run(self, a: np.ndarray, chunks: list[tuple[int, int]], b_upload, rows: int,
              cols: int) -> np.ndarray:
-        from ..bdwp import sum_partials
+        from ..backend import sum_partials
 
         dev = self.device
         live: list[Tensor | SparseWeights] = []
@@ -839,7 +848,7 @@ class DeviceBackend:
 
     def dense(self, a: np.ndarray, b: np.ndarray, fmt: str) -> np.ndarray:
         """``a @ b`` on the device (``a`` rows x K, ``b`` K x cols, values already quantized to ``fmt``)."""
-        from ..bdwp import k_chunks
+        from ..backend import k_chunks
 
         a, b = np.asarray(a, np.float32), np.asarray(b, np.float32)
         if b.ndim != 2:
@@ -853,7 +862,7 @@ class DeviceBackend:
 
     def sparse(self, a: np.ndarray, b: NMOperand, fmt: str) -> np.ndarray:
         """``a @ B`` on the device with ``B`` uploaded in the packed N:M format."""
-        from ..bdwp import k_chunks, sparse_chunk
+        from ..backend import k_chunks, sparse_chunk
 
         a = np.asarray(a, np.float32)
         self._check(a, b.k, b.cols, fmt)

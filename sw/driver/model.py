@@ -5,8 +5,13 @@ drives it exactly as it drives the card. It implements:
 
 * every register of ``register_map(config)``, with the access rules of the map: reads of ``wo`` registers give
   0, writes to ``ro`` registers are ignored, ``IRQ_STATUS`` is write-1-to-clear, reading a 64-bit counter's
-  ``_LO`` half latches its ``_HI`` half, and any other offset raises :class:`~sat.sw.driver.transport.AxiError`
-  (the SLVERR response of the gateware);
+  ``_LO`` half latches its ``_HI`` half; an aligned offset the map does not decode reads 0 and ignores writes, as
+  the gateware answers OKAY there (the XDMA driver probes BAR0 + 0x2000 and + 0x3000 on every load, and an
+  SLVERR would become a PCIe completer abort); an unaligned offset raises
+  :class:`~sat.sw.driver.transport.TransportError` (the XDMA driver refuses it with ``EPROTO``);
+* the interrupt as XDMA delivers it with MSI: an event is a rising edge of the line ``IRQ_STATUS & IRQ_ENABLE``;
+  events do not queue (one pending event at most, as the driver's per-interrupt flag) and :meth:`wait_irq`
+  consumes it;
 * the command processor: ``CONTROL.START`` fetches ``CMD_COUNT`` descriptors from ``CMD_ADDR``, validates each
   with :meth:`GemmDescriptor.validate` (the software statement of the hardware checks) and executes it with the
   bit-exact :mod:`sat.sw.numerics` (dense A/B with strides and A_TRANS/B_TRANS; sparse B read from the packed
@@ -16,7 +21,8 @@ drives it exactly as it drives the card. It implements:
 Timing: by default a list runs **synchronously inside the write of CONTROL.START** (``STATUS.BUSY`` is set for
 the duration of that call, so a host never observes it). With ``execute_on_start=False`` an accepted START only
 raises BUSY, and the list runs when :meth:`ModelTransport.complete` is called (from a test, or another thread),
-which is how a test sees ``ERR_BUSY`` and ``ABORT``.
+which is how a test sees ``ERR_BUSY``, ``ABORT`` and an interrupt in the middle of a list
+(``complete(descriptors=1)`` runs one descriptor and leaves the rest pending).
 
 Performance counters come from the GEMM engine's cycle model (:func:`sat.sw.perfmodel.descriptor_counters`),
 summed over the descriptors of the list: ``CYCLES`` += ``cycles``, ``COMPUTE_CYCLES`` += ``busy_cycles``,
@@ -114,7 +120,9 @@ class ModelTransport:
         self._regs = {r.offset: r.reset for r in self.regmap.registers}
         self._latched: dict[int, int] = {}   # _HI offset -> value latched by reading _LO
         self._counters = {name: 0 for name, _ in PERF_COUNTERS}
-        self._pending: tuple[int, int] | None = None
+        self._pending: tuple[int, int, int] | None = None   # (list address, count, next descriptor)
+        self._line = False    # the interrupt line IRQ_STATUS & IRQ_ENABLE != 0, as last seen
+        self._event = False   # a rising edge of the line not yet consumed by wait_irq
         self._cond = threading.Condition(threading.RLock())
         self._closed = False
         #: Why the last list stopped (a model-only diagnostic; the hardware has only ERROR_CODE/ERROR_INDEX).
@@ -156,14 +164,23 @@ class ModelTransport:
     def _irq_line(self) -> bool:
         return bool(self._get("IRQ_STATUS") & self._get("IRQ_ENABLE"))
 
+    def _update_irq(self) -> None:
+        """Latch an event on a rising edge of the interrupt line (XDMA sends its MSI on the edge of usr_irq_req)."""
+        line = self._irq_line()
+        if line and not self._line:
+            self._event = True
+        self._line = line
+        self._cond.notify_all()
+
     def _register(self, offset: int, write: bool):
+        """The register at ``offset``, or None for an aligned offset the map does not decode."""
         if self._closed:
             raise TransportError("ModelTransport is closed")
-        if not isinstance(offset, int) or offset not in self._regs:
+        if isinstance(offset, bool) or not isinstance(offset, int) or offset % 4 or not 0 <= offset < 1 << 32:
             kind = "write to" if write else "read from"
-            raise AxiError(f"SLVERR: {kind} register offset {offset!r} which the SAT register map does not decode "
-                           f"(see docs/driver.md for the map)", offset if isinstance(offset, int) else -1, write)
-        return self.regmap.by_offset[offset]
+            raise TransportError(f"{kind} register offset {offset!r}: offsets are multiples of 4 below 2**32 (the "
+                                 f"XDMA driver refuses unaligned ones with EPROTO; see docs/driver.md for the map)")
+        return self.regmap.by_offset.get(offset)
 
     # Transport -------------------------------------------------------------------------------------------------
 
@@ -172,12 +189,12 @@ class ModelTransport:
 
         Raises
         ------
-        AxiError
-            For an offset the register map does not decode.
+        TransportError
+            For an unaligned offset (an aligned offset the map does not decode reads 0).
         """
         with self._cond:
             reg = self._register(offset, write=False)
-            if reg.access == "wo":
+            if reg is None or reg.access == "wo":
                 return 0
             if reg.name.endswith("_LO") and reg.name[:-3] in self._counters:
                 value = self._counters[reg.name[:-3]]
@@ -192,8 +209,8 @@ class ModelTransport:
 
         Raises
         ------
-        AxiError
-            For an offset the register map does not decode.
+        TransportError
+            For an unaligned offset (writes to an aligned offset the map does not decode are ignored).
         ValueError
             For a value that does not fit in 32 bits.
         """
@@ -202,14 +219,15 @@ class ModelTransport:
         value = int(value)
         with self._cond:
             reg = self._register(offset, write=True)
-            if reg.access == "ro":
+            if reg is None or reg.access == "ro":
                 return
             if reg.access == "w1c":
                 self._regs[offset] &= ~value & 0xFFFFFFFF
+                self._update_irq()
                 return
             if reg.name != "CONTROL":
                 self._regs[offset] = value
-                self._cond.notify_all()
+                self._update_irq()
                 return
             if value & CONTROL_CLEAR:
                 self._set("STATUS", self._get("STATUS") & ~(STATUS_DONE | STATUS_ERROR))
@@ -220,7 +238,7 @@ class ModelTransport:
                 self._finish_error(ErrorCode.ABORTED, self._get("CMD_DONE"), "CONTROL.ABORT stopped the list")
             if value & CONTROL_START:
                 self._start()
-            self._cond.notify_all()
+            self._update_irq()
 
     def dma_write(self, addr: int, data: bytes | memoryview) -> None:
         """Copy ``data`` into device memory at ``addr``.
@@ -247,13 +265,19 @@ class ModelTransport:
             self._check_range(addr, nbytes, write=False)
             return self.memory[addr:addr + nbytes].tobytes()
 
-    def wait_irq(self, timeout_s: float) -> bool:
-        """True as soon as ``IRQ_STATUS & IRQ_ENABLE`` is nonzero (a level interrupt), else False after the timeout.
+    def wait_irq(self, timeout_s: float | None) -> bool:
+        """Wait up to ``timeout_s`` seconds (None: forever) for an interrupt event and consume it; True if one came.
 
-        The line stays high until the host clears ``IRQ_STATUS``.
+        An event is a rising edge of ``IRQ_STATUS & IRQ_ENABLE`` since the last consumed event, as the XDMA
+        driver's events node reports it with MSI. The line stays high until the host clears ``IRQ_STATUS``, and
+        while it is high no further event can come.
         """
         with self._cond:
-            return self._cond.wait_for(self._irq_line, timeout=max(0.0, timeout_s))
+            if not self._cond.wait_for(lambda: self._event, timeout=None if timeout_s is None
+                                       else max(0.0, timeout_s)):
+                return False
+            self._event = False
+            return True
 
     def close(self) -> None:
         """Mark the model closed (its memory is kept for inspection)."""
@@ -313,18 +337,30 @@ class ModelTransport:
         for name in self._counters:
             self._counters[name] = 0
         self._latched.clear()
-        self._pending = (addr, count)
+        self._pending = (addr, count, 0)
         if self.execute_on_start:
             self.complete()
 
-    def complete(self) -> None:
-        """Run the pending command list (``execute_on_start=False``); does nothing when none is pending."""
+    def complete(self, descriptors: int | None = None) -> None:
+        """Run the pending command list (``execute_on_start=False``); does nothing when none is pending.
+
+        Parameters
+        ----------
+        descriptors : int, optional
+            Run at most this many of the list's remaining descriptors and leave the rest pending (``BUSY`` stays
+            set), e.g. to see the interrupt of a descriptor with ``FLAG_IRQ`` before the end of the list.
+            Default: all of them.
+        """
+        if descriptors is not None and (isinstance(descriptors, bool) or not isinstance(descriptors, int)
+                                        or descriptors < 1):
+            raise ValueError(f"descriptors must be a positive integer or None, not {descriptors!r}")
         with self._cond:
             if self._pending is None:
                 return
-            addr, count = self._pending
+            addr, count, first = self._pending
+            last = count if descriptors is None else min(count, first + descriptors)
             self._pending = None
-            for i in range(count):
+            for i in range(first, last):
                 try:
                     d = self._fetch(addr + i * DESCRIPTOR_BYTES)
                     d.validate(self.config, self.memory_bytes)
@@ -345,10 +381,14 @@ class ModelTransport:
                 self.executed += 1
                 if d.flags & FLAG_IRQ:
                     self._or("IRQ_STATUS", IRQ_DONE)
+                    self._update_irq()
             else:
-                self._set("STATUS", (self._get("STATUS") & ~STATUS_BUSY) | STATUS_DONE)
-                self._or("IRQ_STATUS", IRQ_DONE)
-            self._cond.notify_all()
+                if last < count:
+                    self._pending = (addr, count, last)
+                else:
+                    self._set("STATUS", (self._get("STATUS") & ~STATUS_BUSY) | STATUS_DONE)
+                    self._or("IRQ_STATUS", IRQ_DONE)
+            self._update_irq()
 
     def _fetch(self, addr: int) -> GemmDescriptor:
         if addr + DESCRIPTOR_BYTES > self.memory_bytes:

@@ -43,13 +43,13 @@ class Transport(Protocol):
 
     Register offsets are byte offsets into the core's AXI4-Lite block (``sat.sw.regmap``); device addresses are
     byte addresses on the core's AXI4 master (device memory). Implementations are context managers
-    (``with XdmaTransport() as t: ...`` closes on exit) and may carry a ``memory_bytes`` attribute (size of
-    device memory as the transport sees it). :class:`~sat.sw.driver.device.SATDevice` takes the size of device
-    memory from the core's ``MEM_SIZE`` registers instead (or its own ``memory_bytes`` argument).
+    (``with XdmaTransport() as t: ...`` closes on exit). The size of device memory is the core's to tell:
+    :class:`~sat.sw.driver.device.SATDevice` reads it from the ``MEM_SIZE_LO``/``MEM_SIZE_HI`` registers.
     """
 
     def read32(self, offset: int) -> int:
-        """Read the 32-bit register at byte ``offset`` (a multiple of 4); raise :class:`AxiError` on SLVERR."""
+        """Read the 32-bit register at byte ``offset`` (a multiple of 4; outside the map: 0); raise
+        :class:`AxiError` if the slave answers SLVERR/DECERR."""
         ...
 
     def write32(self, offset: int, value: int) -> None:
@@ -65,7 +65,11 @@ class Transport(Protocol):
         ...
 
     def wait_irq(self, timeout_s: float) -> bool:
-        """Block until the core's interrupt fires or ``timeout_s`` seconds pass; True if it fired."""
+        """Block until an interrupt event or ``timeout_s`` seconds pass; True if an event came (and is consumed).
+
+        An event is a rising edge of the core's interrupt line (XDMA with MSI); the line stays high until the host
+        clears ``IRQ_STATUS``, and no new event comes while it is high.
+        """
         ...
 
     def close(self) -> None:

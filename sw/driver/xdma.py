@@ -1,25 +1,50 @@
 """Transport over the Xilinx XDMA character devices of a programmed VCU1525 card (``/dev/xdma0_*``).
 
-* Registers: ``<prefix>_user`` is the PCIe-to-AXI4-Lite master (SAT's register block). It is mmap-ed and read
-  and written as single 32-bit words; if mmap fails the transport falls back to the driver's
-  ``pread``/``pwrite`` of exactly 4 bytes at the register offset.
-* DMA: ``<prefix>_h2c_<ch>`` (host to card) and ``<prefix>_c2h_<ch>`` (card to host) take the AXI address as the
-  file offset and never advance the file position, so every transfer is an ``os.pwrite`` / ``os.preadv`` with an
-  explicit offset. Data goes through a 4 KiB-aligned bounce buffer (anonymous mmap) and is split into chunks of
-  at most ``chunk_size`` bytes (the driver moves at most ``0x7ffff000`` per call). A short transfer raises.
-* Interrupt: ``<prefix>_events_<n>`` blocks on ``read`` of 4 bytes until user interrupt ``n`` fires; it is
-  ``poll``-ed for the timeout first.
+Every access follows the source of Xilinx's driver (``dma_ip_drivers``, ``XDMA/linux-kernel/xdma``):
 
-Facts and sources: ``/work/shared/reference/vcu1525.md`` section 4.1 and ``docs/driver.md``.
+* **Registers**: ``<prefix>_user`` is the PCIe-to-AXI4-Lite master (SAT's register block). It is mmap-ed and read
+  and written as single 32-bit words; if mmap fails the transport falls back to the driver's ``pread``/``pwrite``
+  of exactly 4 bytes at the register offset. The node is locked (``flock``, exclusive, non-blocking) while the
+  transport is open: two processes driving one card overwrite each other's command lists, so a second opener
+  gets a :class:`TransportError` naming the holder.
+* **DMA**: ``<prefix>_h2c_<ch>`` (host to card) and ``<prefix>_c2h_<ch>`` (card to host) take the AXI address as
+  the file offset and never advance the file position, so every transfer is an ``os.pwrite`` / ``os.pread`` with
+  an explicit offset. **Never vectored I/O** (``preadv``, ``readv``, ``pwritev``, ``writev``): the driver routes it
+  to its asynchronous ``read_iter``/``write_iter`` path, which takes the AXI address from the iovec offset (0)
+  instead of the file position and, for a synchronous call, ends in a kernel ``BUG_ON`` / NULL ``ki_complete``
+  (dma_ip_drivers issue #113, PRs #381/#382). Plain ``pread``/``pwrite`` take the driver's ``.read``/``.write``.
+* **Alignment**: the driver accepts a transfer when the host buffer address equals the AXI address modulo the
+  engine's ``addr_align`` (``check_transfer_align``, incremental AXI-MM mode); XDMA's AXI-MM engines report
+  ``addr_align`` 1. Writes go through a page-aligned bounce buffer at offset ``addr % 4096``, which meets the
+  rule for any ``addr_align`` up to 4096. Reads use ``os.pread``, whose buffer Python allocates, which is right
+  for ``addr_align`` 1; if the engine reports more (``IOCTL_XDMA_ALIGN_GET`` at open), reads go through libc's
+  ``pread`` into the bounce buffer at the congruent offset instead (still one plain ``pread`` per chunk).
+* **Chunks and timeouts**: one call moves at most ``chunk_size`` bytes (the driver moves at most ``0x7ffff000``).
+  Inside one call the driver splits the buffer into transfers of up to 2048 descriptors and waits for each up to
+  ``h2c_timeout``/``c2h_timeout`` seconds (module parameters, default 10 s, 0 = forever), so the timeout applies per
+  2048-descriptor chunk, not per call. A transfer that times out, fails or is interrupted by a signal (Ctrl-C)
+  comes back as ``ETIMEDOUT`` (nothing done) or as a short count (the chunks before it); the error message says
+  which, and whether it came before the driver's timeout (a signal) or after it (the engine).
+* **Interrupt**: ``<prefix>_events_<n>`` counts nothing: the driver keeps one flag per user interrupt, set by the
+  interrupt (an MSI sent on a rising edge of ``usr_irq_req``) and cleared by a 4-byte ``read``, which returns the
+  constant 1. That ``read`` sleeps until the flag is set whatever ``O_NONBLOCK`` says, so the timeout comes from
+  ``poll`` and the word is read only once ``poll`` reported it.
+
+Facts and sources: ``/work/shared/reference/vcu1525.md`` section 4.1, ``docs/driver.md`` ("XDMA notes").
 """
 
 from __future__ import annotations
 
+import ctypes
 import errno
+import fcntl
+import functools
 import mmap
 import os
 import select
 import struct
+import time
+from pathlib import Path
 from types import TracebackType
 
 import numpy as np
@@ -28,16 +53,28 @@ from ..config import SATConfig
 from ..regmap import register_map
 from .transport import TransportError
 
-__all__ = ["XdmaTransport", "RW_MAX_SIZE", "PAGE_BYTES", "DEFAULT_CHUNK", "DEFAULT_MEMORY_BYTES"]
+__all__ = [
+    "XdmaTransport", "RW_MAX_SIZE", "PAGE_BYTES", "DEFAULT_CHUNK", "DEFAULT_MEMORY_BYTES", "XFER_MAX_DESC",
+    "DEFAULT_DRIVER_TIMEOUT_S", "IOCTL_XDMA_ALIGN_GET",
+]
 
 #: Largest single read/write the XDMA driver moves (``RW_MAX_SIZE`` in Xilinx's ``dma_utils.c``).
 RW_MAX_SIZE = 0x7FFFF000
-#: Alignment of the host bounce buffers.
+#: Alignment of the host bounce buffer.
 PAGE_BYTES = 4096
 #: Default chunk (and bounce buffer) size: 64 MiB.
 DEFAULT_CHUNK = 64 << 20
 #: Device memory SAT's AXI master reaches on the card by default: one 16 GB DDR4 RDIMM (channel C0).
 DEFAULT_MEMORY_BYTES = 16 << 30
+#: Descriptors per driver transfer (``XDMA_ENGINE_XFER_MAX_DESC``): the driver's timeout applies to each such chunk.
+XFER_MAX_DESC = 0x800
+#: ``h2c_timeout`` / ``c2h_timeout`` when the module parameters cannot be read (the driver's default, seconds).
+DEFAULT_DRIVER_TIMEOUT_S = 10
+#: ``_IOR('q', 6, int)`` of ``cdev_sgdma.h``: the engine's ``addr_align``.
+IOCTL_XDMA_ALIGN_GET = (2 << 30) | (4 << 16) | (ord("q") << 8) | 6
+
+#: Where the kernel publishes module parameters and device classes (a test may point it elsewhere).
+_SYSFS = Path("/sys")
 
 
 def _open(path: str, flags: int) -> int:
@@ -60,6 +97,57 @@ def _as_bytes_view(data: bytes | bytearray | memoryview | np.ndarray) -> memoryv
     return mv.cast("B") if mv.format != "B" or mv.ndim != 1 else mv
 
 
+def _driver_timeout(name: str) -> int | None:
+    """The XDMA module parameter ``name`` (``h2c_timeout``/``c2h_timeout``, seconds), or None if unreadable."""
+    try:
+        return int((_SYSFS / "module" / "xdma" / "parameters" / name).read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _addr_align(fd: int) -> int:
+    """The engine's ``addr_align`` (``IOCTL_XDMA_ALIGN_GET``); 1 where the node does not answer it (not XDMA)."""
+    buf = bytearray(4)
+    try:
+        fcntl.ioctl(fd, IOCTL_XDMA_ALIGN_GET, buf)
+    except OSError:
+        return 1
+    align = int.from_bytes(buf, "little", signed=True)
+    return align if align > 0 and align & (align - 1) == 0 else 1
+
+
+def _lock_holder(fd: int) -> str:
+    """`` by process PID (NAME)`` for the holder of an flock on ``fd``'s file, from ``/proc/locks``; or ``""``."""
+    st = os.fstat(fd)
+    key = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    try:
+        lines = Path("/proc/locks").read_text().splitlines()
+    except OSError:
+        return ""
+    for line in lines:
+        words = line.split()
+        if len(words) >= 6 and words[1] == "FLOCK" and words[5] == key:
+            pid = int(words[4])
+            if pid == os.getpid():
+                return " by this process (another XdmaTransport on this card is still open: close it first)"
+            try:
+                name = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                name = ""
+            return f" by process {pid}" + (f" ({name.strip()[:80]})" if name.strip() else "")
+    return ""
+
+
+@functools.cache
+def _libc_pread():
+    """libc's ``pread`` (plain, not vectored) for reading into a buffer of our choosing."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    fn = libc.pread64
+    fn.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int64]
+    fn.restype = ctypes.c_ssize_t
+    return fn
+
+
 class XdmaTransport:
     """SAT's transport over the XDMA character devices.
 
@@ -72,25 +160,30 @@ class XdmaTransport:
     map_size : int, optional
         Bytes of the register block to map (default: the size of ``register_map(SATConfig())``).
     chunk_size : int
-        Largest bytes moved by one ``pwrite``/``preadv``, and the bounce buffer size; 1 to ``RW_MAX_SIZE``.
+        Largest bytes moved by one ``pwrite``/``pread``, and the bounce buffer size; 1 to ``RW_MAX_SIZE``.
     event : int
         User interrupt line (``_events_<event>``) SAT's interrupt is wired to.
     use_mmap : bool
         Map the register BAR (default); False forces the 4-byte ``pread``/``pwrite`` path.
     memory_bytes : int
-        Size of the device memory behind the DMA engines (used by :class:`SATDevice`'s allocator).
+        Size of the device memory behind the DMA engines, for scripts that use the transport alone;
+        :class:`SATDevice` takes the size from the core's ``MEM_SIZE`` registers instead.
+    exclusive : bool
+        Lock the user node against other openers (default). False opens without the lock, e.g. to read registers
+        while another process runs the card; never start command lists that way.
 
     Raises
     ------
     TransportError
-        If a device node is missing or not accessible (the message says what to check).
+        If a device node is missing or not accessible, or another opener holds the card (the message says what
+        to check).
     ValueError
         For a bad ``channel``, ``map_size`` or ``chunk_size``.
     """
 
     def __init__(self, prefix: str = "/dev/xdma0", channel: int = 0, map_size: int | None = None, *,
                  chunk_size: int = DEFAULT_CHUNK, event: int = 0, use_mmap: bool = True,
-                 memory_bytes: int = DEFAULT_MEMORY_BYTES) -> None:
+                 memory_bytes: int = DEFAULT_MEMORY_BYTES, exclusive: bool = True) -> None:
         if map_size is None:
             map_size = register_map(SATConfig()).size
         if not isinstance(channel, int) or channel < 0:
@@ -113,14 +206,25 @@ class XdmaTransport:
         self._regs: np.ndarray | None = None
         self._bounce: mmap.mmap | None = None
         self._bounce_view: memoryview | None = None
+        self._bounce_addr = 0
         try:
             self._user = self._track(_open(self.user_path, os.O_RDWR | os.O_SYNC))
+            if exclusive:
+                self._lock()
             self._h2c = self._track(_open(self.h2c_path, os.O_WRONLY))
             self._c2h = self._track(_open(self.c2h_path, os.O_RDONLY))
+            # The driver's events read ignores O_NONBLOCK (it sleeps until an event); the flag only keeps the
+            # open of a FIFO stand-in from waiting for a writer.
             self._events = self._track(_open(self.events_path, os.O_RDONLY | os.O_NONBLOCK))
         except BaseException:
             self.close()
             raise
+        #: ``addr_align`` of the H2C and C2H engines (1 where the nodes do not answer the ioctl).
+        self.h2c_addr_align = _addr_align(self._h2c)
+        self.c2h_addr_align = _addr_align(self._c2h)
+        #: The driver's ``h2c_timeout``/``c2h_timeout`` in seconds (None: module parameters not readable).
+        self.h2c_timeout_s = _driver_timeout("h2c_timeout")
+        self.c2h_timeout_s = _driver_timeout("c2h_timeout")
         if use_mmap:
             try:
                 self._mm = mmap.mmap(self._user, map_size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
@@ -133,10 +237,42 @@ class XdmaTransport:
         self._fds.append(fd)
         return fd
 
+    def _lock(self) -> None:
+        try:
+            fcntl.flock(self._user, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise TransportError(
+                f"{self.user_path} is in use{_lock_holder(self._user)}: one card takes one driver at a time (two "
+                f"would overwrite each other's command lists). Stop the other program or wait for it; "
+                f"XdmaTransport(..., exclusive=False) opens without the lock for reading registers only") from None
+        except OSError as e:
+            raise TransportError(f"cannot lock {self.user_path}: {os.strerror(e.errno or 0)} (errno {e.errno}); "
+                                 f"open with exclusive=False to skip the lock") from None
+
     @property
     def mmapped(self) -> bool:
         """True when registers are accessed through the mmap-ed BAR, False on the pread/pwrite fallback."""
         return self._regs is not None
+
+    @property
+    def interrupt_mode(self) -> str | None:
+        """How the kernel delivers this card's interrupts: ``"msi"``, ``"msix"``, ``"legacy"`` (INTx), or None when
+        unknown (the nodes are not an XDMA device's, or sysfs is not readable).
+
+        SAT needs MSI (or MSI-X): its interrupt line stays high until the host clears ``IRQ_STATUS``, so with legacy
+        interrupts the driver's handler, which cannot clear it, runs again and again until then (docs/board.md).
+        """
+        device = _SYSFS / "class" / "xdma" / os.path.basename(self.user_path) / "device"
+        if not device.is_dir():
+            return None
+        msi = device / "msi_irqs"
+        if not msi.is_dir():
+            return "legacy"
+        try:
+            kinds = {entry.read_text().strip() for entry in msi.iterdir()}
+        except OSError:
+            return None
+        return "msix" if "msix" in kinds else "msi" if kinds else "legacy"
 
     def _check_open(self) -> None:
         if not self._fds:
@@ -204,9 +340,13 @@ class XdmaTransport:
     # DMA -------------------------------------------------------------------------------------------------------
 
     def _bounce_buffer(self) -> memoryview:
+        """The page-aligned bounce buffer: ``chunk_size`` bytes plus one page for the congruent offset."""
         if self._bounce_view is None:
-            size = -(-self.chunk_size // PAGE_BYTES) * PAGE_BYTES
+            size = -(-self.chunk_size // PAGE_BYTES) * PAGE_BYTES + PAGE_BYTES
             self._bounce = mmap.mmap(-1, size)  # anonymous mappings start on a page boundary
+            anchor = ctypes.c_char.from_buffer(self._bounce)
+            self._bounce_addr = ctypes.addressof(anchor)
+            del anchor  # an exported buffer would keep the mmap from closing
             self._bounce_view = memoryview(self._bounce)
         return self._bounce_view
 
@@ -214,8 +354,39 @@ class XdmaTransport:
         if not isinstance(addr, int) or addr < 0 or addr + nbytes > 1 << 64:
             raise ValueError(f"device address {addr!r} (+{nbytes} bytes) is outside the 64-bit AXI address space")
 
+    def _dma_error(self, write: bool, addr: int, n: int, elapsed: float, *, got: int | None = None,
+                   error: OSError | None = None) -> TransportError:
+        """The error for a failed or short transfer of one chunk, saying what the driver reported and why."""
+        kind, path, param = ("write", self.h2c_path, "h2c_timeout") if write else ("read", self.c2h_path,
+                                                                                   "c2h_timeout")
+        where = f"{'to' if write else 'from'} 0x{addr:x} via {path}"
+        known = self.h2c_timeout_s if write else self.c2h_timeout_s
+        timeout = DEFAULT_DRIVER_TIMEOUT_S if known is None else known
+        limit = (f"{param} = {timeout} s per chunk of up to {XFER_MAX_DESC} descriptors"
+                 + ("" if known is not None else " (driver default; /sys/module/xdma/parameters not readable)")
+                 if timeout else f"{param} = 0: no timeout")
+        early = timeout == 0 or elapsed < 0.9 * timeout
+        signal = (f"it came after {elapsed:.2f} s, "
+                  + (f"before the driver's timeout ({limit}), " if timeout else f"and the driver waits forever "
+                     f"({limit}), ") + "so a signal (e.g. Ctrl-C) interrupted the transfer")
+        if error is not None and error.errno == errno.ETIMEDOUT:
+            cause = signal if early else (f"the engine did not finish in time ({limit}, after {elapsed:.2f} s): is "
+                                          f"the core's AXI slave answering and DDR4 calibrated? (docs/board.md)")
+            return TransportError(f"DMA {kind} of {n} bytes {where} failed with ETIMEDOUT, which the XDMA driver "
+                                  f"returns both for a timeout and for a signal: {cause}. The engine was stopped; "
+                                  f"the {kind} did not complete: run it again")
+        if error is not None:
+            return TransportError(f"DMA {kind} of {n} bytes {where} failed: {os.strerror(error.errno or 0)}"
+                                  f"{_dma_hint(error)}")
+        cause = (signal + ", or the engine reported an error (dmesg says which)") if early else (
+            f"a later chunk timed out ({limit}, after {elapsed:.2f} s)")
+        return TransportError(f"short DMA {kind} {where}: {got} of {n} bytes. The XDMA driver returns "
+                              f"the bytes of the {XFER_MAX_DESC}-descriptor chunks that finished when a later one "
+                              f"times out, fails or is interrupted by a signal: {cause}. Check also that the range is "
+                              f"inside device memory")
+
     def dma_write(self, addr: int, data: bytes | memoryview) -> None:
-        """Copy ``data`` to device memory at ``addr`` through the H2C engine.
+        """Copy ``data`` to device memory at ``addr`` through the H2C engine (plain ``pwrite`` per chunk).
 
         Parameters
         ----------
@@ -227,7 +398,8 @@ class XdmaTransport:
         Raises
         ------
         TransportError
-            On a short write or a driver error (e.g. the DMA timed out: see ``h2c_timeout`` in docs/driver.md).
+            On a short write or a driver error; the message says whether the driver timed out or a signal
+            interrupted it.
         """
         self._check_open()
         src = _as_bytes_view(data)
@@ -237,73 +409,97 @@ class XdmaTransport:
         done = 0
         while done < total:
             n = min(self.chunk_size, total - done)
-            bounce[:n] = src[done:done + n]
+            shift = (addr + done) % PAGE_BYTES   # host buffer address == AXI address modulo any addr_align
+            bounce[shift:shift + n] = src[done:done + n]
+            chunk = bounce[shift:shift + n]
+            start = time.monotonic()
             try:
-                got = os.pwrite(self._h2c, bounce[:n], addr + done)
+                got = os.pwrite(self._h2c, chunk, addr + done)
             except OSError as e:
-                raise TransportError(f"DMA write of {n} bytes to 0x{addr + done:x} via {self.h2c_path} failed: "
-                                     f"{os.strerror(e.errno or 0)}{_dma_hint(e)}") from None
+                raise self._dma_error(True, addr + done, n, time.monotonic() - start, error=e) from None
+            finally:
+                chunk.release()   # a traceback that keeps the view must not keep the bounce buffer from closing
             if got != n:
-                raise TransportError(f"short DMA write via {self.h2c_path}: {got} of {n} bytes at 0x{addr + done:x}"
-                                     f" (is the address inside device memory?)")
+                raise self._dma_error(True, addr + done, n, time.monotonic() - start, got=got)
             done += n
 
+    def _pread(self, addr: int, n: int) -> bytes:
+        """One plain ``pread`` of ``n`` bytes at AXI address ``addr`` (never vectored I/O: see the module doc)."""
+        if self.c2h_addr_align <= 1:
+            return os.pread(self._c2h, n, addr)
+        bounce = self._bounce_buffer()
+        shift = addr % PAGE_BYTES
+        got = _libc_pread()(self._c2h, self._bounce_addr + shift, n, addr)
+        if got < 0:
+            err = ctypes.get_errno()
+            raise OSError(err, os.strerror(err))
+        return bytes(bounce[shift:shift + got])
+
     def dma_read(self, addr: int, nbytes: int) -> bytes:
-        """Read ``nbytes`` of device memory from ``addr`` through the C2H engine.
+        """Read ``nbytes`` of device memory from ``addr`` through the C2H engine (plain ``pread`` per chunk).
 
         Parameters
         ----------
         addr : int
-            AXI byte address (the file offset of ``preadv``).
+            AXI byte address (the file offset of ``pread``).
         nbytes : int
             Bytes to read.
 
         Raises
         ------
         TransportError
-            On a short read or a driver error.
+            On a short read or a driver error; the message says whether the driver timed out or a signal
+            interrupted it.
         """
         self._check_open()
         if not isinstance(nbytes, int) or nbytes < 0:
             raise ValueError(f"nbytes must be a non-negative integer, not {nbytes!r}")
         self._check_range(addr, nbytes)
-        out = bytearray(nbytes)
-        bounce = self._bounce_buffer()
+        parts: list[bytes] = []
         done = 0
         while done < nbytes:
             n = min(self.chunk_size, nbytes - done)
+            start = time.monotonic()
             try:
-                got = os.preadv(self._c2h, [bounce[:n]], addr + done)
+                chunk = self._pread(addr + done, n)
             except OSError as e:
-                raise TransportError(f"DMA read of {n} bytes from 0x{addr + done:x} via {self.c2h_path} failed: "
-                                     f"{os.strerror(e.errno or 0)}{_dma_hint(e)}") from None
-            if got != n:
-                raise TransportError(f"short DMA read via {self.c2h_path}: {got} of {n} bytes at 0x{addr + done:x}"
-                                     f" (is the address inside device memory?)")
-            out[done:done + n] = bounce[:n]
+                raise self._dma_error(False, addr + done, n, time.monotonic() - start, error=e) from None
+            if len(chunk) != n:
+                raise self._dma_error(False, addr + done, n, time.monotonic() - start, got=len(chunk))
+            parts.append(chunk)
             done += n
-        return bytes(out)
+        return parts[0] if len(parts) == 1 else b"".join(parts)
 
     # interrupt -------------------------------------------------------------------------------------------------
 
-    def wait_irq(self, timeout_s: float) -> bool:
-        """Wait up to ``timeout_s`` seconds for the user interrupt; True if it fired (its event word is consumed).
+    def wait_irq(self, timeout_s: float | None) -> bool:
+        """Wait up to ``timeout_s`` seconds (None: forever) for the user interrupt; True if it fired.
+
+        ``poll`` gives the timeout (the driver's ``read`` would sleep until an event whatever ``O_NONBLOCK`` says);
+        once it reports the node readable, the 4-byte event word (the constant 1) is read, which re-arms the
+        driver's flag. A signal during ``poll`` either restarts it with the time left or raises (Ctrl-C:
+        ``KeyboardInterrupt``).
 
         Raises
         ------
         TransportError
-            If the events node returns end-of-file or a read that is not 4 bytes.
+            If the events node hangs up, reports an error, or returns a read that is not 4 bytes.
         """
         self._check_open()
         poller = select.poll()
-        poller.register(self._events, select.POLLIN | select.POLLPRI)
+        poller.register(self._events, select.POLLIN)
         timeout_ms = None if timeout_s is None else max(0, int(timeout_s * 1000 + 0.999))
-        if not poller.poll(timeout_ms):
+        ready = poller.poll(timeout_ms)
+        if not ready:
             return False
+        revents = ready[0][1]
+        if not revents & select.POLLIN:
+            what = "hung up (end of file)" if revents & select.POLLHUP else f"reported poll events 0x{revents:x}"
+            raise TransportError(f"{self.events_path} {what}: is it an XDMA events node?")
         try:
             raw = os.read(self._events, 4)
         except BlockingIOError:
-            return False
+            return False  # only a FIFO stand-in gets here: someone else consumed the word
         if len(raw) == 0:
             raise TransportError(f"{self.events_path} returned end-of-file: is it an XDMA events node?")
         if len(raw) != 4:
@@ -313,7 +509,8 @@ class XdmaTransport:
     # lifetime --------------------------------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Unmap the registers, free the bounce buffer and close the device nodes (idempotent)."""
+        """Unmap the registers, free the bounce buffer and close the device nodes, which drops the lock
+        (idempotent)."""
         self._regs = None
         if self._mm is not None:
             self._mm.close()
@@ -341,8 +538,9 @@ class XdmaTransport:
 
 
 def _dma_hint(e: OSError) -> str:
-    if e.errno == errno.ETIMEDOUT:
-        return " (the XDMA engine timed out: is the core's AXI slave answering? see h2c_timeout/c2h_timeout)"
     if e.errno == errno.EINVAL:
-        return " (check the address alignment and the XDMA engine's alignment rules in docs/driver.md)"
+        return (" (the driver checks that the host buffer address equals the AXI address modulo the engine's "
+                "addr_align: see docs/driver.md)")
+    if e.errno == errno.EIO:
+        return " (the engine reported an error: is the address inside device memory? see dmesg)"
     return ""
