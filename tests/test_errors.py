@@ -22,7 +22,6 @@ from sat.sw.bdwp import (
     Conv2d,
     Linear,
     LossScaler,
-    _sorted_keep,
     conv_output_size,
     k_chunks,
     nm_mask,
@@ -34,6 +33,7 @@ from sat.sw.cli import main
 from sat.sw.cliutil import CLIError, output_dir, output_file, run_command, write_text_safely
 from sat.sw.config import SATConfig
 from sat.sw.driver import ModelTransport, SATDevice, SATDeviceError, TransportError
+from sat.sw.nm import _sorted_keep
 from sat.sw.nmformat import compress, compress_ff, matmul_nm
 from sat.sw.regmap import ErrorCode
 from sat.sw.train import TrainConfig
