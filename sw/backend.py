@@ -19,7 +19,8 @@ from .validate import check_int
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from .nmformat import NMOperand
 
-__all__ = ["GemmBackend", "GoldenBackend", "KLimit", "k_chunks", "sum_partials", "sparse_chunk", "register_backend",
+__all__ = ["GemmBackend", "GoldenBackend", "Float32Backend", "KLimit", "k_chunks", "sum_partials", "sparse_chunk",
+           "register_backend",
            "get_backend", "backend_names"]
 
 
@@ -146,7 +147,24 @@ class GoldenBackend:
         return "GoldenBackend()" if self.k_limit is None else f"GoldenBackend(k_limit={self.k_limit!r})"
 
 
-_BACKENDS: dict[str, str | Callable[[], GemmBackend]] = {"golden": GoldenBackend}
+class Float32Backend:
+    """A fast, **not bit-exact** backend for long accuracy sweeps: the operands are the quantized FP16/BF16 values
+    the card sees, products and sums are float32 in BLAS order (``numpy.matmul``) instead of the card's sequential
+    chain, so results differ from the golden model by FP32 rounding only. Never use it to check hardware."""
+
+    name = "fast"
+
+    def dense(self, a: np.ndarray, b: np.ndarray, fmt: str) -> np.ndarray:
+        return np.matmul(np.asarray(a, np.float32), np.asarray(b, np.float32))
+
+    def sparse(self, a: np.ndarray, b: NMOperand, fmt: str) -> np.ndarray:
+        return np.matmul(np.asarray(a, np.float32), b.to_dense().astype(np.float32))
+
+    def __repr__(self) -> str:
+        return "Float32Backend()"
+
+
+_BACKENDS: dict[str, str | Callable[[], GemmBackend]] = {"golden": GoldenBackend, "fast": Float32Backend}
 
 
 def register_backend(name: str, factory: str | Callable[[], GemmBackend]) -> None:
