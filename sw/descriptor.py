@@ -45,14 +45,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
-from amaranth.lib import data
+from amaranth.lib import data, enum
 
 from .config import SATConfig
 
 __all__ = [
     "DESCRIPTOR_BYTES", "OP_GEMM", "FLAG_SPARSE", "FLAG_A_TRANS", "FLAG_B_TRANS", "FLAG_IRQ", "FLAGS_DEFINED",
     "DIM_WIDTH", "MAX_DIM", "DESCRIPTOR_LAYOUT", "FLAGS_LAYOUT", "GemmDescriptor", "DescriptorError",
-    "OP_CONV", "CONV_LAYOUT", "CONV_PASSES", "ConvDescriptor", "decode", "encode_list", "decode_list",
+    "OP_CONV", "CONV_LAYOUT", "CONV_PASSES", "ConvPass", "ConvDescriptor", "decode", "encode_list", "decode_list",
 ]
 
 DESCRIPTOR_BYTES = 64
@@ -239,8 +239,16 @@ def decode_list(raw: bytes) -> list[GemmDescriptor | ConvDescriptor]:
 # ----------------------------------------------------------------------------------------------------------
 # Convolution descriptors (SPEC section 1.1, docs/conv.md)
 
-#: The passes of a convolution descriptor, by their code in the ``pass`` field.
-CONV_PASSES = ("ff", "bp", "wu")
+class ConvPass(enum.IntEnum, shape=2):
+    """The pass of a convolution descriptor (its ``pass_`` field); code 3 is undefined (``BAD_FLAGS``)."""
+
+    FF = 0
+    BP = 1
+    WU = 2
+
+
+#: The passes of a convolution descriptor by name, in code order.
+CONV_PASSES = tuple(p.name.lower() for p in ConvPass)
 #: Largest kernel side, padding and stride of a convolution descriptor; strides are powers of two.
 MAX_KERNEL, MAX_PADDING, MAX_STRIDE = 15, 15, 8
 #: Largest batch, height and width (16-bit fields).

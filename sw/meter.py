@@ -116,18 +116,17 @@ class Meter:
 
 
 def device_counters(backend) -> dict[str, int] | None:
-    """What a device backend (``DeviceBackend``, ``ModelBackend``) measured so far: ``pcie_bytes`` (host work),
-    ``lowering_bytes`` (the conv stand-in's traffic) and ``cycles`` (the core's ``CYCLES`` counters); ``None`` for
-    a backend without a device (the golden model)."""
+    """What a device backend (``DeviceBackend``, ``ModelBackend``) measured so far: ``pcie_bytes`` (every DMA
+    transfer of the host's) and ``cycles`` (the core's ``CYCLES`` counters); ``None`` for a backend without a
+    device (the golden model)."""
     inner = getattr(backend, "inner", backend)
     parts = list(getattr(inner, "backends", {}).values()) or ([inner] if hasattr(inner, "device") else [])
     if not parts:
         return None
-    out = {"pcie_bytes": 0, "lowering_bytes": 0, "cycles": 0}
+    out = {"pcie_bytes": 0, "cycles": 0}
     for p in parts:
         t = p.device.traffic
         out["pcie_bytes"] += t["host"]["h2c"] + t["host"]["c2h"]
-        out["lowering_bytes"] += t["lowering"]["h2c"] + t["lowering"]["c2h"]
         out["cycles"] += int(p.stats["cycles"])
     return out
 

@@ -330,9 +330,9 @@ def train(config: TrainConfig, backend: GemmBackend | None = None, *, progress: 
         result is meaningless: a non-finite final loss, non-finite weights, or every step skipped; ``sat train``
         then exits 1) and ``timing``: per training
         iteration (inference not counted) the means of ``host_seconds`` (wall time outside the backend: host
-        work), ``backend_seconds`` (inside it), ``pcie_bytes`` (host <-> card: measured on a device backend,
-        without the conv stand-in's traffic, which is ``lowering_bytes``; on the golden model the bytes a card
-        with conv descriptors would move, see :mod:`sat.sw.meter`) and ``device_cycles`` (the device's
+        work), ``backend_seconds`` (inside it), ``pcie_bytes`` (host <-> card: measured on a device
+        backend; on the golden model the bytes a card with conv descriptors would move, see
+        :mod:`sat.sw.meter`) and ``device_cycles`` (the device's
         ``CYCLES`` counters, or on the golden model the cycle model of the default build), with ``source``
         saying which.
 
@@ -394,8 +394,8 @@ def train(config: TrainConfig, backend: GemmBackend | None = None, *, progress: 
                 it["device_cycles"] = meter.model_cycles(cycle_config, meter.gemms[before[3]:])
             else:
                 it.update({k: after[v] - before[4][v] for k, v in (("pcie_bytes", "pcie_bytes"),
-                                                                   ("lowering_bytes", "lowering_bytes"),
                                                                    ("device_cycles", "cycles"))})
+                it["measured"] = 1.0
             iterations.append(it)
             losses.append(out["loss"])
             step_losses.append(float(out["loss"]))
@@ -420,7 +420,8 @@ def train(config: TrainConfig, backend: GemmBackend | None = None, *, progress: 
     cfg["lambda_w_used"] = config.sr_ste_lambda
     timing: dict = {k: float(np.mean([it[k] for it in iterations])) for k in iterations[0]} if iterations else {}
     timing["iterations"] = len(iterations)
-    timing["source"] = ("device counters and measured DMA" if "lowering_bytes" in timing else
+    measured = bool(timing.pop("measured", 0))
+    timing["source"] = ("device counters and measured DMA" if measured else
                         f"cycle model ({cycle_config.rows}x{cycle_config.cols} engine, default buffers) and "
                         "modelled DMA")
     return {

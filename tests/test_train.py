@@ -194,7 +194,7 @@ def test_resnet18_on_the_device_model_matches_golden_with_timing(tmp_path):
     assert res["golden_match"] is True and res["differences"] == []
     assert len(res["losses"]) == 3 and res["losses"] == res["golden"]["step_losses"]
     t = res["timing"]
-    assert t["iterations"] == 3 and t["host_seconds"] > 0 and t["pcie_bytes"] > 0 and t["lowering_bytes"] > 0
+    assert t["iterations"] == 3 and t["host_seconds"] > 0 and t["pcie_bytes"] > 0
     golden = train(TrainConfig(model="resnet18", width=8, max_steps=3, train_subset=96, test_subset=8),
                    progress=False)
     assert golden["timing"]["source"].startswith("cycle model") and res["timing"]["source"].startswith("device")

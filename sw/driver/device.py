@@ -27,6 +27,7 @@ from ..descriptor import (
     FLAG_IRQ,
     FLAG_SPARSE,
     MAX_DIM,
+    ConvDescriptor,
     DescriptorError,
     GemmDescriptor,
     encode_list,
@@ -321,11 +322,11 @@ class SATDevice:
         self._pending: PendingRun | None = None
         #: RunResult of the last :meth:`conv`.
         self.last_run: RunResult | None = None
-        #: Bytes moved by DMA, host to card (``h2c``) and card to host (``c2h``), per purpose: ``"host"`` for
-        #: what the host's own work needs, ``"lowering"`` for the traffic of :meth:`conv`'s host-lowering
-        #: stand-in (which a conv descriptor removes). Reset it freely.
-        self.traffic: dict[str, dict[str, int]] = {"host": {"h2c": 0, "c2h": 0}, "lowering": {"h2c": 0, "c2h": 0}}
-        self._purpose = "host"
+        #: The descriptors of the last command list started.
+        self.last_descriptors: tuple[GemmDescriptor | ConvDescriptor, ...] = ()
+        #: Bytes moved by DMA, host to card (``h2c``) and card to host (``c2h``), command lists included. Reset it
+        #: freely.
+        self.traffic: dict[str, dict[str, int]] = {"host": {"h2c": 0, "c2h": 0}}
 
     # registers -------------------------------------------------------------------------------------------------
 
@@ -397,12 +398,12 @@ class SATDevice:
         return self._mem.free_bytes
 
     def _dma_write(self, addr: int, data) -> None:
-        self.traffic[self._purpose]["h2c"] += len(data) if isinstance(data, (bytes, bytearray)) else int(
+        self.traffic["host"]["h2c"] += len(data) if isinstance(data, (bytes, bytearray)) else int(
             np.asarray(data).nbytes)
         self.transport.dma_write(addr, data)
 
     def _dma_read(self, addr: int, nbytes: int):
-        self.traffic[self._purpose]["c2h"] += int(nbytes)
+        self.traffic["host"]["c2h"] += int(nbytes)
         return self.transport.dma_read(addr, nbytes)
 
     def _operand_fmt(self, fmt: str | None) -> str:
@@ -654,8 +655,8 @@ class SATDevice:
         one uploaded operand per chunk. The result equals ``sat.sw.conv.conv_ff`` / ``conv_bp`` / ``conv_wu`` on
         ``GoldenBackend(k_limit=k_limit)`` bit for bit.
 
-        Until the core has conv descriptors this runs :meth:`_conv_lowered_on_host` (GEMM descriptors on
-        host-lowered operands); the conv descriptor replaces that one method, not this interface.
+        Each chunk is one convolution descriptor (:meth:`conv_descriptor`): the core reads the channels-last
+        tensors and lowers them on the fly; the host lowers nothing.
 
         Raises
         ------
@@ -693,60 +694,64 @@ class SATDevice:
             raise ValueError(f"conv {pass_}: a dense operand is one tensor, not {len(parts)}")
         c = out if out is not None else self.alloc_tensor(c_shape)
         try:
-            self._conv_lowered_on_host(pass_, shape, a, parts, c, chunks, timeout_s)
+            self._conv_on_core(pass_, shape, a, parts, c, chunks, timeout_s)
         except BaseException:
             if out is None:
                 self.free(c)
             raise
         return c
 
-    def _conv_lowered_on_host(self, pass_: str, shape: ConvShape, a: Tensor, parts: list, c: Tensor,
-                              chunks: list[tuple[int, int]], timeout_s: float) -> None:
-        """Stand-in for the conv descriptor: read the resident activation(s), lower them on the host
-        (``sat.sw.conv.im2col`` / ``bp_lower``), write the lowered operand, run one GEMM descriptor per K chunk,
-        add the partials in chunk order and write the FP32 result to ``c``. Its DMA traffic is counted under
-        ``traffic["lowering"]`` (except the partials and the result, which the core's own K loop would also
-        produce). The conv descriptor replaces exactly this method."""
-        from ..bdwp import sum_partials
-        from ..conv import bp_lower, im2col
+    def conv_descriptor(self, pass_: str, shape: ConvShape, a: Tensor, b: Tensor | SparseWeights, c: Tensor,
+                        k0: int = 0, k1: int | None = None, *, irq: bool = False, tag: int = 0) -> ConvDescriptor:
+        """The descriptor of one convolution pass (or its reduction chunk ``[k0, k1)``) on resident tensors.
 
+        ``a``, ``b``, ``c`` as in :meth:`conv`; for a chunk, ``b`` is that chunk's operand (a sparse upload of its
+        own, or the whole dense operand, whose chunk rows this method addresses) and ``c`` its partial result.
+
+        Raises
+        ------
+        ValueError
+            If a tensor is not packed row-major (the core reads channels-last tensors without strides).
+        """
+        sparse = isinstance(b, SparseWeights)
+        n, m = (b.n, b.m) if sparse else (0, 0)
+        for name, t in (("activation", a), ("result", c)) + ((("operand", b),) if not sparse else ()):
+            if t.stride != t.shape[1] * t.itemsize:
+                raise ValueError(f"conv {pass_}: the {name} tensor has {t.stride}-byte rows of {t.shape[1]} "
+                                 "elements: the core reads packed channels-last tensors")
+        d = ConvDescriptor(pass_, batch=shape.batch, height=shape.height, width=shape.width, c_in=shape.c_in,
+                           c_out=shape.c_out, kh=shape.kh, kw=shape.kw, stride=shape.stride, padding=shape.padding,
+                           a_addr=a.addr, b_addr=b.addr, c_addr=c.addr, k0=k0, n=n, m=m,
+                           flags=(FLAG_SPARSE if sparse else 0) | (FLAG_IRQ if irq else 0), tag=tag)
+        k1 = d.reduction if k1 is None else k1
+        d = d.replace(red=k1 - k0)
+        if pass_ == "wu":                                   # dY's pixels k0.. (A^T lines)
+            d = d.replace(a_addr=a.addr + k0 * a.stride)
+        elif not sparse:                                    # the chunk's rows of the dense weight operand
+            d = d.replace(b_addr=b.addr + k0 * b.stride)
+        return d
+
+    def _conv_on_core(self, pass_: str, shape: ConvShape, a: Tensor, parts: list, c: Tensor,
+                      chunks: list[tuple[int, int]], timeout_s: float) -> None:
+        """One convolution descriptor per K chunk (the core lowers the operand itself, ``docs/conv.md``); the host
+        adds the chunks' FP32 partials in chunk order."""
+        from ..backend import sum_partials
+
+        first = parts[0]
         live: list[Tensor] = []
         try:
-            self._purpose = "lowering"
-            first = parts[0]
-            m = first.m if isinstance(first, SparseWeights) else 1
-            if pass_ == "ff":
-                x = self.read_tensor(a).reshape(shape.x_shape)
-                lo = self.write_tensor(im2col(x, shape.kh, shape.kw, shape.stride, shape.padding), dtype=a.dtype)
-            elif pass_ == "bp":
-                lo = self.write_tensor(bp_lower(self.read_tensor(a).reshape(shape.y_shape), shape, m),
-                                       dtype=a.dtype)
-            else:
-                x = self.read_tensor(parts[0]).reshape(shape.x_shape)
-                lo = self.write_tensor(im2col(x, shape.kh, shape.kw, shape.stride, shape.padding),
-                                       dtype=parts[0].dtype)
-            live.append(lo)
-            self._purpose = "host"
-            outs = [c] if len(chunks) == 1 else []
-            descs = []
+            outs, descs = [], []
             for j, (k0, k1) in enumerate(chunks):
                 cj = c if len(chunks) == 1 else self.alloc_tensor(c.shape)
                 if len(chunks) > 1:
                     live.append(cj)
-                    outs.append(cj)
-                if pass_ == "wu":      # dW = dY^T . im2col(X): A = dY rows k0..k1 read transposed
-                    at = _rows(a, k0, k1)
-                    bt = _rows(lo, k0, k1)
-                    descs.append(self.gemm_descriptor(at, bt, cj, a_trans=True, tag=j))
-                else:
-                    at = _cols(lo, k0, k1)
-                    bt = parts[j] if isinstance(first, SparseWeights) else _rows(first, k0, k1)
-                    descs.append(self.gemm_descriptor(at, bt, cj, tag=j))
+                outs.append(cj)
+                bj = parts[j] if isinstance(first, SparseWeights) else first
+                descs.append(self.conv_descriptor(pass_, shape, a, bj, cj, k0, k1, tag=j))
             self.last_run = self.run(descs, timeout_s)
             if len(chunks) > 1:
                 self.write_tensor(sum_partials(self.read_tensor(p) for p in outs), out=c)
         finally:
-            self._purpose = "host"
             for t in live:
                 self.free(t)
 
@@ -794,6 +799,7 @@ class SATDevice:
             self.free(addr)
             raise
         self._pending = PendingRun(addr, tuple(descriptors))
+        self.last_descriptors = self._pending.descriptors
         self.write_reg("CONTROL", CONTROL_START)
         return self._pending
 
