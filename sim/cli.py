@@ -30,6 +30,7 @@ from sat.sw.backend import register_backend
 from sat.sw.cli import subcommand
 from sat.sw.cliutil import (
     CLIError,
+    load_array,
     load_matrix,
     nm_pattern,
     nonnegative_int,
@@ -326,24 +327,12 @@ class _UsageError(ValueError):
 
 
 def _load_operand(path: str | None, name: str, ndim: int) -> np.ndarray:
-    """A float32 array from a ``.npy`` file with ``ndim`` dimensions, finite, real."""
+    """A float32 array from a ``.npy`` file with ``ndim`` dimensions, finite, real (:func:`load_array`)."""
     import numpy as np
 
-    if not path:
+    if path is None:
         raise _UsageError(f"--{name.replace('_', '-')} is needed for this pass: give a .npy file")
-    p = Path(path)
-    if not p.is_file():
-        raise _UsageError(f"--{name} {path}: no such file")
-    try:
-        arr = np.load(p, allow_pickle=False)
-    except (ValueError, OSError) as e:
-        raise _UsageError(f"--{name} {path}: not a NumPy .npy array ({e})") from None
-    if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)) \
-            or np.issubdtype(arr.dtype, np.complexfloating):
-        raise _UsageError(f"--{name} {path}: a real numeric array is needed, not dtype {arr.dtype}")
-    if arr.ndim != ndim:
-        raise _UsageError(f"--{name} {path}: a {ndim}-D array is needed, not shape {arr.shape}")
-    arr = arr.astype(np.float32)
+    arr = load_array(path, f"--{name}", ndim)
     if not np.isfinite(arr).all():
         raise _UsageError(f"--{name} {path}: holds NaN or Inf")
     return arr
@@ -406,24 +395,18 @@ def run_sim_conv(args: argparse.Namespace) -> int:
     from .runner import run_cocotb
     from .tops import system_top
 
-    try:
-        nm = parse_nm(args.nm)
-        if nm is not None and nm[0] == nm[1]:
-            nm = None
-        if nm is not None and args.pass_ == "wu":
-            raise _UsageError("wu is dense in BDWP: leave out --nm")
-        shape, arrays = conv_problem(args)
-        nm_set = SATConfig().nm_set
-        if nm is not None and nm not in nm_set:
-            nm_set = (*nm_set, nm)
-        config = SATConfig(rows=args.rows, cols=args.cols, fmt=args.fmt, adder_latency=args.latency,
-                           nm_set=nm_set, a_depth=args.a_depth, b_depth=args.b_depth)
-    except ValueError as e:
-        raise SystemExit(f"sat sim conv: error: {e}") from None
-    out_dir = Path(args.out)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise SystemExit(f"sat sim conv: error: --out {out_dir} is a file: give a directory")
-    out_dir.mkdir(parents=True, exist_ok=True)
+    nm = parse_nm(args.nm)
+    if nm is not None and nm[0] == nm[1]:
+        nm = None
+    if nm is not None and args.pass_ == "wu":
+        raise _UsageError("wu is dense in BDWP: leave out --nm")
+    shape, arrays = conv_problem(args)
+    nm_set = SATConfig().nm_set
+    if nm is not None and nm not in nm_set:
+        nm_set = (*nm_set, nm)
+    config = SATConfig(rows=args.rows, cols=args.cols, fmt=args.fmt, adder_latency=args.latency,
+                       nm_set=nm_set, a_depth=args.a_depth, b_depth=args.b_depth)
+    out_dir = output_dir(args.out, "--out")
     rounded = []
     paths = {}
     for name, arr in arrays.items():
@@ -450,13 +433,17 @@ def run_sim_conv(args: argparse.Namespace) -> int:
     top = system_top(config, memory_bytes=memory_bytes)
     params = {"config": config.to_dict(), "memory_bytes": memory_bytes, "seed": args.seed, "pause": args.pause,
               "conv": conv}
+    report_path.unlink(missing_ok=True)
+    failure = None
     try:
         with _stdout_to_stderr(), _axi_memory(args.memory):
             run_cocotb(top, "sat.sim.tb_conv", params=params, testcase="cli_conv", run_name="cli_conv", opt=args.opt)
+    except AssertionError as exc:
+        failure = exc
     finally:
         for p in paths.values():
             Path(p).unlink(missing_ok=True)
-    report = json.loads(report_path.read_text())
+    report = _read_report(report_path, failure)
     report["rounded_inputs"] = rounded
     report["output"] = str(output)
     report_path.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
@@ -503,25 +490,29 @@ def _sim(p: argparse.ArgumentParser) -> Callable[[argparse.Namespace], int]:
                                    "compared bit for bit with the golden model. Writes DIR/y.npy, dx.npy or dw.npy "
                                    "(FP32) and DIR/report.json; exit status 0 when bit-identical.")
     c.add_argument("--pass", dest="pass_", required=True, choices=("ff", "bp", "wu"), help="the pass")
-    c.add_argument("--x", help="X (B, H, W, C_in) as .npy (ff, wu)")
-    c.add_argument("--dy", help="dY (B, OH, OW, C_out) as .npy (bp, wu)")
-    c.add_argument("--w", help="W, the dense master weight (C_out, kh, kw, C_in), as .npy (ff, bp)")
-    c.add_argument("--input-hw", type=int, nargs=2, metavar=("H", "W"), help="input height and width (bp)")
-    c.add_argument("--kernel", type=int, nargs=2, metavar=("KH", "KW"), help="kernel size (wu)")
-    c.add_argument("--stride", type=int, default=1, help="stride (default 1)")
-    c.add_argument("--padding", type=int, default=0, help="zero padding (default 0)")
-    c.add_argument("--nm", default="dense", help="N:M of the pass, e.g. 2:8 (ff: W pruned along K; bp: along "
-                                                 "C_out, independent mask; default dense)")
+    c.add_argument("--x", type=path_arg, help="X (B, H, W, C_in) as .npy (ff, wu)")
+    c.add_argument("--dy", type=path_arg, help="dY (B, OH, OW, C_out) as .npy (bp, wu)")
+    c.add_argument("--w", type=path_arg, help="W, the dense master weight (C_out, kh, kw, C_in), as .npy (ff, bp)")
+    c.add_argument("--input-hw", type=positive_int, nargs=2, metavar=("H", "W"), help="input height and width (bp)")
+    c.add_argument("--kernel", type=positive_int, nargs=2, metavar=("KH", "KW"), help="kernel size (wu)")
+    c.add_argument("--stride", type=positive_int, default=1, help="stride (default 1)")
+    c.add_argument("--padding", type=nonnegative_int, default=0, help="zero padding (default 0)")
+    c.add_argument("--nm", type=nm_pattern, default="dense",
+                   help="N:M of the pass, e.g. 2:8 (ff: W pruned along K; bp: along C_out, independent mask; "
+                        "default dense)")
     c.add_argument("--fmt", default="fp16", choices=("fp16", "bf16"), help="operand format")
-    c.add_argument("--out", required=True, help="output directory")
+    c.add_argument("--out", type=path_arg, required=True, help="output directory")
     c.add_argument("--json", action="store_true", help="print the report (with the RTL counters) as JSON")
-    c.add_argument("--seed", type=int, default=0, help="simulator seed")
-    c.add_argument("--rows", type=int, default=2, help="array rows R (default 2)")
-    c.add_argument("--cols", type=int, default=2, help="array columns C (default 2)")
-    c.add_argument("--latency", type=int, default=2, help="FP32 adder latency L (default 2)")
-    c.add_argument("--a-depth", type=int, default=32, help="words per A bank of the engine (default 32)")
-    c.add_argument("--b-depth", type=int, default=128, help="words of the B buffer (default 128)")
-    c.add_argument("--pause", type=float, default=0.0, help="random AXI pause probability (default 0)")
+    c.add_argument("--seed", type=nonnegative_int, default=0, help="simulator seed")
+    c.add_argument("--rows", type=positive_int, default=2, help="array rows R (default 2)")
+    c.add_argument("--cols", type=positive_int, default=2, help="array columns C (default 2)")
+    c.add_argument("--latency", type=positive_int, default=2, help="FP32 adder latency L (default 2)")
+    c.add_argument("--a-depth", type=power_of_two(MIN_DEPTH, MAX_DEPTH), default=32,
+                   help="words per A bank of the engine, a power of two (default 32)")
+    c.add_argument("--b-depth", type=power_of_two(MIN_DEPTH, MAX_DEPTH), default=128,
+                   help="words of the B buffer, a power of two (default 128)")
+    c.add_argument("--pause", type=probability, default=0.0,
+                   help="random AXI pause probability in [0, 1) (default 0)")
     _add_sim_build_args(c, default_opt=0)
     c.set_defaults(_sim_handler=run_sim_conv)
     return lambda args: args._sim_handler(args)

@@ -44,7 +44,7 @@ __all__ = [
     "CLIError", "ArgumentParser", "DEBUG_ENV", "debug_requested", "run_command", "describe_error",
     "positive_int", "nonnegative_int", "int_range", "power_of_two", "finite_float", "probability", "nm_pattern",
     "array_shape", "verilog_name", "int_list", "path_arg",
-    "input_file", "load_matrix", "load_config_file", "output_dir", "output_file", "write_text_safely",
+    "input_file", "load_array", "load_matrix", "load_config_file", "output_dir", "output_file", "write_text_safely",
 ]
 
 #: Environment variable that makes the error path show Python tracebacks (``SAT_DEBUG=1``).
@@ -307,24 +307,33 @@ def input_file(path: str | os.PathLike, what: str) -> Path:
     return p
 
 
-def load_matrix(path: str | os.PathLike, what: str) -> np.ndarray:
-    """A 2-D, non-empty matrix of real numbers from a NumPy ``.npy`` file, as float32.
+def load_array(path: str | os.PathLike, what: str, ndim: int | None = None) -> np.ndarray:
+    """A non-empty array of real numbers from a NumPy ``.npy`` file, as float32.
+
+    Parameters
+    ----------
+    path : path
+        The file.
+    what : str
+        How messages name it (e.g. ``"--a"``).
+    ndim : int, optional
+        The number of dimensions it must have.
 
     Raises
     ------
     CLIError
         If the file is missing, not a ``.npy`` file (``.npz`` archives, pickles, text), holds Python objects,
-        strings or complex numbers, or is not a non-empty 2-D array.
+        strings or complex numbers, is empty, or has another number of dimensions.
     """
     import pickle
     import zipfile
 
     p = input_file(path, what)
-    save = "save the matrix with np.save(path, np.asarray(x, dtype=np.float32))"
+    save = "save it with np.save(path, np.asarray(x, dtype=np.float32))"
     with open(p, "rb") as f:
         magic = f.read(6)
     if magic[:4] == b"PK\x03\x04":
-        raise CLIError(f"{what} {p} is a .npz archive, not one matrix: {save}")
+        raise CLIError(f"{what} {p} is a .npz archive, not one array: {save}")
     if magic != b"\x93NUMPY":
         raise CLIError(f"{what} {p} is not a NumPy .npy file (it lacks the .npy header; text, CSV or pickles are "
                        f"not read): {save}")
@@ -333,14 +342,20 @@ def load_matrix(path: str | os.PathLike, what: str) -> np.ndarray:
     except (ValueError, EOFError, OSError, pickle.UnpicklingError, zipfile.BadZipFile) as exc:
         reason = ("it holds Python objects (an object array)" if "object" in str(exc).lower()
                   else f"np.load: {exc}")
-        raise CLIError(f"{what} {p} cannot be read as a matrix of numbers: {reason}; {save}") from None
+        raise CLIError(f"{what} {p} cannot be read as an array of numbers: {reason}; {save}") from None
     try:
         arr = real_array(data, f"{what} {p}")
     except ValueError as exc:
         raise CLIError(str(exc)) from None
-    if arr.ndim != 2 or arr.size == 0:
-        raise CLIError(f"{what} {p} must hold a non-empty 2-D matrix, not an array of shape {arr.shape}")
+    if (ndim is not None and arr.ndim != ndim) or arr.size == 0:
+        kind = f"a non-empty {ndim}-D array" if ndim is not None else "a non-empty array"
+        raise CLIError(f"{what} {p} must hold {kind}, not an array of shape {arr.shape}")
     return arr.astype(np.float32)
+
+
+def load_matrix(path: str | os.PathLike, what: str) -> np.ndarray:
+    """A 2-D, non-empty matrix of real numbers from a ``.npy`` file, as float32 (:func:`load_array`)."""
+    return load_array(path, what, ndim=2)
 
 
 def load_config_file(path: str | os.PathLike, what: str = "--config"):

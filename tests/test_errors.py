@@ -171,11 +171,42 @@ def test_sim_gemm_bad_flags_are_usage_errors(args, fragments, capsys):
     ("obj.npy", "Python objects"),
     ("str.npy", "must hold real numbers"),
     ("complex.npy", "not complex ones"),
-    ("vector.npy", "non-empty 2-D matrix"),
+    ("vector.npy", "non-empty 2-D array"),
 ])
 def test_sim_gemm_bad_operand_files(files, name, fragment, capsys):
     assert main(["sim", "gemm", "--a", str(files / name), "--n", "2"]) == 2
     assert fragment in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["--stride", "0"], "argument --stride"),
+    (["--padding", "-1"], "argument --padding"),
+    (["--nm", "9:8"], "argument --nm"),
+    (["--pause", "1"], "argument --pause"),
+    (["--input-hw", "0", "4"], "argument --input-hw"),
+])
+def test_sim_conv_bad_flags_are_usage_errors(files, args, fragment, capsys):
+    """sat sim conv (added by another session) gets the same argument types and error path."""
+    with pytest.raises(SystemExit) as exc:
+        main(["sim", "conv", "--pass", "ff", "--x", str(files / "a.npy"), "--w", str(files / "b.npy"),
+              "--out", str(files / "o"), *args])
+    assert exc.value.code == 2 and fragment in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("x, out, fragment", [
+    ("complex.npy", "o", "not complex ones"),
+    ("obj.npy", "o", "Python objects"),
+    ("text.npy", "o", "not a NumPy .npy file"),
+    ("a.npy", "o", "must hold a non-empty 4-D array"),
+    ("x4.npy", "afile", "exists and is not a directory"),
+])
+def test_sim_conv_bad_files(files, x, out, fragment, capsys):
+    np.save(files / "x4.npy", np.ones((1, 4, 4, 2), np.float32))
+    np.save(files / "w4.npy", np.ones((3, 3, 3, 2), np.float32))
+    assert main(["sim", "conv", "--pass", "ff", "--x", str(files / x), "--w", str(files / "w4.npy"),
+                 "--out", str(files / out)]) == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith("sat: error: ") and fragment in last
 
 
 @pytest.mark.rtl
