@@ -140,3 +140,32 @@ async def cli_conv(dut: Any) -> None:
         }
         with open(c["report"], "w") as f:
             json.dump(report, f)
+
+
+@cocotb.test()
+async def conv_timing(dut: Any) -> None:
+    """The passes of ``timing_cases`` with no AXI pauses: results bit for bit, and for each the unit's counters and
+    its descriptors, written as JSON to ``timing_report`` (``tests/test_conv_rtl.py`` compares them with
+    ``sat.sw.perfmodel.unit_cycles``)."""
+    import json
+
+    from cocotb.task import bridge
+
+    from sat.sw.driver.device import DeviceBackend
+
+    params = tb_params()
+    cases = params.get("timing_cases")
+    if not cases:
+        return
+    _, config, rng, transport, device = await _open(dut, "conv_timing", pause=0.0)
+    backend = DeviceBackend(device, timeout_s=36000.0)
+    report = []
+    for case in cases:
+        got, want = await bridge(lambda case=case: run_conv_case(backend, config, case, rng))()
+        assert np.array_equal(numerics.fp32_bits(got), numerics.fp32_bits(want)), case
+        cnt = backend.last_result.counters
+        report.append({"case": case, "counters": {k: int(v) for k, v in cnt.items()},
+                       "descriptors": [d.encode().hex() for d in device.last_descriptors]})
+        dut._log.info(f"timing {case}: {cnt}")
+    with open(params["timing_report"], "w") as f:
+        json.dump(report, f, indent=1)
