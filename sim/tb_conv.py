@@ -16,7 +16,7 @@ import numpy as np
 
 from sat.sw import numerics
 
-from .tb import tb_params, without_host_lowering
+from .tb import error_to_report, tb_params, without_host_lowering
 from .tb_system import _open, _values
 
 __all__ = ["conv_operands", "run_conv", "run_conv_case"]
@@ -102,27 +102,28 @@ async def cli_conv(dut: Any) -> None:
     c = params.get("conv")
     if not c:
         return
-    _, config, rng, transport, device = await _open(dut, "cli", pause=float(params.get("pause", 0.0)))
-    backend = DeviceBackend(device, timeout_s=36000.0)
-    shape = ConvShape(*c["shape"])
-    nm = tuple(c["nm"]) if c.get("nm") else None
-    arrays = {k: (np.load(v) if v else None) for k, v in c["arrays"].items()}
-    a, b = conv_operands(c["pass"], shape, config.fmt, arrays["x"], arrays["dy"], arrays["w"], nm)
-    start = transport.cycle()
-    got, want = await bridge(lambda: run_conv(backend, c["pass"], shape, config.fmt, a, b))()
-    cnt = backend.last_result.counters
-    np.save(c["out"], got)
-    mismatches = int(np.count_nonzero(numerics.fp32_bits(got) != numerics.fp32_bits(want)))
-    report = {
-        "pass": c["pass"], "shape": dict(zip(("batch", "height", "width", "c_in", "c_out", "kh", "kw", "stride",
-                                                "padding"), c["shape"], strict=True)),
-        "nm": f"{nm[0]}:{nm[1]}" if nm else "dense", "fmt": config.fmt, "array": [config.rows, config.cols],
-        "descriptors": len(device.last_descriptors), "cycles": backend.stats["cycles"],
-        "counters": {k.lower(): int(v) for k, v in cnt.items()}, "bit_identical": mismatches == 0,
-        "mismatches": mismatches, "sim_cycles": transport.cycle() - start,
-    }
-    with open(c["report"], "w") as f:
-        json.dump(report, f)
+    with error_to_report(c["report"]):
+        _, config, rng, transport, device = await _open(dut, "cli", pause=float(params.get("pause", 0.0)))
+        backend = DeviceBackend(device, timeout_s=36000.0)
+        shape = ConvShape(*c["shape"])
+        nm = tuple(c["nm"]) if c.get("nm") else None
+        arrays = {k: (np.load(v) if v else None) for k, v in c["arrays"].items()}
+        a, b = conv_operands(c["pass"], shape, config.fmt, arrays["x"], arrays["dy"], arrays["w"], nm)
+        start = transport.cycle()
+        got, want = await bridge(lambda: run_conv(backend, c["pass"], shape, config.fmt, a, b))()
+        cnt = backend.last_result.counters
+        np.save(c["out"], got)
+        mismatches = int(np.count_nonzero(numerics.fp32_bits(got) != numerics.fp32_bits(want)))
+        report = {
+            "pass": c["pass"], "shape": dict(zip(("batch", "height", "width", "c_in", "c_out", "kh", "kw", "stride",
+                                                    "padding"), c["shape"], strict=True)),
+            "nm": f"{nm[0]}:{nm[1]}" if nm else "dense", "fmt": config.fmt, "array": [config.rows, config.cols],
+            "descriptors": len(device.last_descriptors), "cycles": backend.stats["cycles"],
+            "counters": {k.lower(): int(v) for k, v in cnt.items()}, "bit_identical": mismatches == 0,
+            "mismatches": mismatches, "sim_cycles": transport.cycle() - start,
+        }
+        with open(c["report"], "w") as f:
+            json.dump(report, f)
 
 
 @cocotb.test()

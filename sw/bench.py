@@ -14,11 +14,21 @@ import csv
 import functools
 import json
 import re
-import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from .bdwp import parse_nm
 from .cli import subcommand
+from .cliutil import (
+    CLIError,
+    int_list,
+    load_config_file,
+    output_dir,
+    output_file,
+    path_arg,
+    positive_int,
+    write_text_safely,
+)
 from .config import SATConfig
 from .descriptor import FLAG_A_TRANS, FLAG_B_TRANS, FLAG_IRQ, ConvDescriptor, GemmDescriptor
 from .nmformat import packed_nbytes
@@ -608,41 +618,49 @@ def update_markdown(path: Path, body: str) -> None:
     path.write_text(text)
 
 
+def _path(text: str) -> Path:
+    return Path(path_arg(text))
+
+
 @subcommand("bench", help="cycle model of one training iteration (ResNet-18, VGG-16): dense vs N:M, plots")
 def _bench(p: argparse.ArgumentParser) -> Callable[[argparse.Namespace], int]:
-    p.add_argument("--out", type=Path, default=Path("bench_out"), help="output directory (JSON, CSV, PNG)")
+    p.add_argument("--out", type=_path, default=Path("bench_out"), help="output directory (JSON, CSV, PNG)")
     p.add_argument("--network", action="append", choices=sorted(NETWORKS),
                    help="network (repeatable; default resnet18 and vgg16)")
-    p.add_argument("--batch", type=int, default=32)
-    p.add_argument("--config", type=Path, help="SATConfig JSON (default boards/vcu1525_default.json)")
+    p.add_argument("--batch", type=positive_int, default=32)
+    p.add_argument("--config", type=_path, help="SATConfig JSON (default boards/vcu1525_default.json)")
     p.add_argument("--modes", default=",".join(MODES), help=f"comma-separated (default {','.join(MODES)})")
     p.add_argument("--no-plots", action="store_true")
     p.add_argument("--no-pregen", action="store_true", help="skip the host pre-generation replay")
     p.add_argument("--no-end-to-end", action="store_true",
                    help="skip the end-to-end column (host work measured at full width, about a second per mode)")
-    p.add_argument("--host-threads", type=int, default=1, metavar="N",
+    p.add_argument("--host-threads", type=positive_int, default=1, metavar="N",
                    help="host threads for the pre-generation replay (default 1)")
-    p.add_argument("--pregen-batches", default="32,64,128", metavar="B,B",
+    p.add_argument("--pregen-batches", type=int_list, default=(32, 64, 128), metavar="B,B",
                    help="batch sizes of the pre-generation summary (default 32,64,128; empty to skip)")
-    p.add_argument("--markdown", type=Path, metavar="FILE",
+    p.add_argument("--markdown", type=_path, metavar="FILE",
                    help="rewrite the bench sections of FILE (e.g. docs/results.md) between its markers")
 
     def run(args: argparse.Namespace) -> int:
+        config = load_config_file(args.config) if args.config is not None else default_config()
+        modes = tuple(v.strip() for v in args.modes.split(",") if v.strip())
+        if not modes:
+            raise CLIError(f"--modes needs at least one of dense or N:M, e.g. {','.join(MODES)}")
+        for mode in modes:
+            parse_nm(mode)                          # ValueError names a bad pattern
+        # outputs before the work: a bad --out or --markdown fails at once, not after the cycle model ran
+        output_dir(args.out, "--out")
+        if args.markdown:
+            output_file(args.markdown, "--markdown")
+        result = run_bench(config, args.network or ("resnet18", "vgg16"), args.batch, modes,
+                           pregen=not args.no_pregen, host_threads=args.host_threads,
+                           pregen_batches=tuple(args.pregen_batches), end_to_end=not args.no_end_to_end)
         try:
-            config = SATConfig.load(args.config) if args.config else default_config()
-            if args.batch < 1:
-                raise ValueError(f"--batch must be positive, not {args.batch}")
-            modes = tuple(v.strip() for v in args.modes.split(",") if v.strip())
-            if args.host_threads < 1:
-                raise ValueError(f"--host-threads must be at least 1, not {args.host_threads}")
-            batches = tuple(int(v) for v in args.pregen_batches.split(",") if v.strip())
-            result = run_bench(config, args.network or ("resnet18", "vgg16"), args.batch, modes,
-                               pregen=not args.no_pregen, host_threads=args.host_threads, pregen_batches=batches,
-                               end_to_end=not args.no_end_to_end)
-        except (ValueError, OSError) as exc:
-            print(f"sat bench: error: {exc}", file=sys.stderr)
-            return 2
-        files = write_outputs(result, args.out, plots=not args.no_plots)
+            files = write_outputs(result, args.out, plots=not args.no_plots)
+        except OSError as exc:        # e.g. the disk filled up: keep the finished result
+            saved = write_text_safely(args.out / "bench.json", json.dumps(result, indent=1, sort_keys=True),
+                                      "the bench result")
+            raise CLIError(f"writing the outputs in {args.out} failed ({exc}); the result is in {saved}") from None
         for net, entry in result["networks"].items():
             for mode in result["modes"]:
                 n, e, a = (entry["orientations"][o][mode]["summary"] for o in ORIENTATIONS)

@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 
 from sat.sw import numerics
+from sat.sw.validate import check_int
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from sat.sw.bdwp import GemmBackend
@@ -58,8 +59,10 @@ def conv_output_size(size: int, kernel: int, stride: int, padding: int) -> int:
     Raises
     ------
     ValueError
-        If the kernel does not fit the padded input.
+        If the kernel does not fit the padded input, or for a size, kernel or stride below 1 or a negative padding.
     """
+    size, kernel = check_int(size, "input size", low=1), check_int(kernel, "kernel", low=1)
+    stride, padding = check_int(stride, "stride", low=1), check_int(padding, "padding", low=0)
     out = (size + 2 * padding - kernel) // stride + 1
     if out < 1:
         raise ValueError(f"kernel {kernel} does not fit an input of {size} with padding {padding}")
