@@ -26,7 +26,7 @@ from .sequencer import buffer_addr_width, context_layout, load_job_layout
 __all__ = ["ReadIssuer", "line_record_layout"]
 
 
-def line_record_layout(config: SATConfig, beats_width: int = 32) -> data.StructLayout:
+def line_record_layout(config: SATConfig, beats_width: int = 32, conv_fields: bool = True) -> data.StructLayout:
     """One DMA line for the loader.
 
     ``beats``: beats of the request; ``off``: first element's position in the first beat (for a packed tile:
@@ -35,14 +35,18 @@ def line_record_layout(config: SATConfig, beats_width: int = 32) -> data.StructL
     packed tile (lanes whose indices are checked); ``last``: last line of the load; ``a``, ``trans``, ``sparse``:
     the load's kind; ``first``: first line of the load; ``zero``: no read, write ``count`` zeros
     (:class:`~sat.hw.convlines.ConvLines`' padding); ``cont``: the elements continue where the previous record's
-    ended (``lane``, ``addr``, ``bank`` unused).
+    ended (``lane``, ``addr``, ``bank`` unused). ``zero`` and ``cont`` are the last fields, so a record built
+    with ``conv_fields=False`` (the issuer's own, where they are always 0) zero-extends into the full layout.
     """
     wm = max(A_WORD_LANES, config.cols)
-    return data.StructLayout({
+    fields = {
         "beats": beats_width, "off": 5, "count": DIM_WIDTH + 1, "lane": range(wm),
         "addr": buffer_addr_width(config), "bank": range(config.rows), "vcols": 6, "last": 1,
-        "a": 1, "trans": 1, "sparse": 1, "first": 1, "zero": 1, "cont": 1,
-    })
+        "a": 1, "trans": 1, "sparse": 1, "first": 1,
+    }
+    if conv_fields:
+        fields |= {"zero": 1, "cont": 1}
+    return data.StructLayout(fields)
 
 
 class ReadIssuer(wiring.Component):
@@ -93,7 +97,8 @@ class ReadIssuer(wiring.Component):
         aw = cfg.axi_addr_width
         dw_buf = buffer_addr_width(cfg)
         c = self.context
-        rec = Signal(line_record_layout(cfg, self._beats_width), name="record")
+        # without zero/cont: constant bits of a partly driven signal lint as ALWNEVER/UNDRIVEN
+        rec = Signal(line_record_layout(cfg, self._beats_width, conv_fields=False), name="record")
         req = Signal(request_layout(aw, self._beats_width), name="request")
         from .convlines import ConvLines  # it uses this module's record layout
 
@@ -206,5 +211,5 @@ class ReadIssuer(wiring.Component):
                          conv.lines.ready.eq(self.lines.ready)]
         with m.Else():
             m.d.comb += [self.rd_req.p.eq(req), self.rd_req.valid.eq(run & self.lines.ready),
-                         self.lines.p.eq(rec), self.lines.valid.eq(run & self.rd_req.ready)]
+                         self.lines.p.as_value().eq(rec.as_value()), self.lines.valid.eq(run & self.rd_req.ready)]
         return m

@@ -20,7 +20,7 @@ __all__ = ["SATConfig", "DEFAULT_NM_SET", "MAX_M", "MIN_DEPTH", "MAX_DEPTH"]
 #: Largest group size M (the compressed format's 4-bit index field).
 MAX_M = 16
 #: Range of the operand buffer depths (words; powers of two).
-MIN_DEPTH = 4
+MIN_DEPTH = 2
 MAX_DEPTH = 1 << 20
 
 DEFAULT_NM_SET: tuple[tuple[int, int], ...] = ((1, 4), (2, 4), (1, 8), (2, 8), (4, 8))
