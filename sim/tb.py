@@ -207,7 +207,8 @@ def fmt_fp32(bits: int) -> str:
 
 
 def fmt_operand(bits: int, fmt: str) -> str:
-    """``0x3c00 (1.0)`` style rendering of an FP16/BF16 operand (value as the RTL reads it, with DAZ)."""
+    """``0x3c00 (1.0)`` style rendering of an FP16/BF16 operand (value as the RTL reads it: FP16 subnormals keep
+    their value, BF16 subnormals read as zero)."""
     f = get_format(fmt)
     bits = int(bits) & 0xFFFF
     value = float(decode(np.uint16(bits), f))
