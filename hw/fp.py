@@ -20,7 +20,7 @@ from amaranth.lib.wiring import In, Out
 
 from sat.sw.numerics import FORMATS, FP32_CANONICAL_NAN, FloatFormat
 
-__all__ = ["FPMultiplier", "FP32Adder", "ADDER_LATENCY_RANGE"]
+__all__ = ["FPMultiplier", "FP32Adder", "FP32Round", "ADDER_LATENCY_RANGE"]
 
 _FP32_INF = 0x7F800000
 
@@ -137,6 +137,8 @@ class FPMultiplier(wiring.Component):
         f = self._format
         e_bits, m_bits, bias = f.exp_bits, f.man_bits, f.bias
         e_max = (1 << e_bits) - 1
+        sig_bits = m_bits + 1
+        prod_bits = 2 * sig_bits
 
         # Stage 1: input registers (DSP48E2 AREG/BREG).
         a_reg = Signal(16, name="a_reg")
@@ -144,31 +146,47 @@ class FPMultiplier(wiring.Component):
         with m.If(self.en):
             m.d.sync += [a_reg.eq(self.a), b_reg.eq(self.b)]
 
-        def unpack(x: Value) -> dict[str, Value]:
+        def unpack(x: Value, name: str) -> dict[str, Value]:
             exp, man = x[m_bits:m_bits + e_bits], x[:m_bits]
+            exp_zero = ~exp.any()
+            if f.subnormals:
+                # gradual underflow: a subnormal is 0.man * 2**(1 - bias), so hidden bit 0 and exponent 1;
+                # its leading zeros (1..m_bits) are normalised away after the multiply
+                sig = _wire(m, Cat(man, ~exp_zero), f"mul_{name}_sig")
+                _, lz = _leading_zeros(Cat(Const((1 << (16 - sig_bits)) - 1, 16 - sig_bits), sig))
+                return {
+                    "sign": x[15], "exp": exp | exp_zero, "sig": sig, "lz": lz,
+                    "zero": exp_zero & ~man.any(),
+                    "inf": exp.all() & ~man.any(), "nan": exp.all() & man.any(),
+                }
             return {
-                "sign": x[15],
-                "exp": exp,
-                "sig": Cat(man, Const(1, 1)),
-                "zero": ~exp.any(),  # zero or subnormal (DAZ)
-                "inf": exp.all() & ~man.any(),
-                "nan": exp.all() & man.any(),
+                "sign": x[15], "exp": exp, "sig": Cat(man, Const(1, 1)), "lz": Const(0, 1),
+                "zero": exp_zero,  # zero or subnormal (DAZ)
+                "inf": exp.all() & ~man.any(), "nan": exp.all() & man.any(),
             }
 
-        ua, ub = unpack(a_reg), unpack(b_reg)
+        ua, ub = unpack(a_reg, "a"), unpack(b_reg, "b")
 
-        # Stage 2: significand product (DSP48E2 multiplier with MREG) and exponent sum / class in fabric.
+        # Stage 2: significand product (DSP48E2 multiplier with MREG); beside it in fabric the exponent sum less
+        # the operands' leading zeros (subnormal FP16 operands), the product sign and the special-value class.
+        lz = _wire(m, ua["lz"] + ub["lz"], "mul_lz")
+        exp_sum = Signal(signed(e_bits + 3), name="mul_exp_sum")
+        m.d.comb += exp_sum.eq(ua["exp"] + ub["exp"] - lz)  # FP16: 2 - 20 .. 60
         s2 = _register(m, self.en, {
-            "prod": ua["sig"] * ub["sig"],                     # 2*m_bits+2 bits, value in [1, 4)
-            "exp_sum": ua["exp"] + ub["exp"],
+            "prod": ua["sig"] * ub["sig"],  # prod_bits bits: in [1, 4) for normals, down to 2**-20 for FP16
+            "lz": lz,
+            "exp_sum": exp_sum,
             "sign": ua["sign"] ^ ub["sign"],
             "nan": ua["nan"] | ub["nan"] | (ua["inf"] & ub["zero"]) | (ub["inf"] & ua["zero"]),
             "inf": ua["inf"] | ub["inf"],
             "zero": ua["zero"] | ub["zero"],
         }, "mul_s2")
 
-        # Stage 3: normalize by at most one bit, rebias, classify, pack.
+        # Stage 3: normalise (shift out the subnormal operands' leading zeros, then at most one bit), rebias,
+        # classify, pack. After the shift the product is that of two normalised significands, in [1, 4).
         prod = s2["prod"]
+        if f.subnormals:
+            prod = _wire(m, (prod << s2["lz"])[:prod_bits], "mul_prod_norm")
         frac_bits = 2 * m_bits
         carry = _wire(m, prod[frac_bits + 1], "mul_carry")
         frac = _wire(m, Mux(carry,
@@ -177,8 +195,10 @@ class FPMultiplier(wiring.Component):
         exp = Signal(signed(12), name="mul_exp")
         m.d.comb += exp.eq(s2["exp_sum"] + carry + (127 - 2 * bias))
 
-        # Exponent range of normal x normal products; over/underflow logic only where it can happen.
-        exp_lo = 2 * 1 + (127 - 2 * bias)
+        # Exponent range of nonzero finite products; over/underflow logic only where it can happen
+        # (FP16: 2 - 20 + 97 = 79 .. 60 + 1 + 97 = 158, always a normal FP32 exponent).
+        min_sum = 2 - (2 * m_bits if f.subnormals else 0)
+        exp_lo = min_sum + (127 - 2 * bias)
         exp_hi = 2 * (e_max - 1) + 1 + (127 - 2 * bias)
         sign = s2["sign"]
         result = Signal(32, name="mul_result")
@@ -352,5 +372,132 @@ class FP32Adder(wiring.Component):
             out = reg
         with m.If(self.en):
             m.d.sync += self.s.eq(out)
+        return m
+
+
+class FP32Round(wiring.Component):
+    """Rounds an FP32 result once to the operand format (FP16 or BF16): the narrow result of a GEMM.
+
+    Equal to :func:`sat.sw.numerics.round_result` bit for bit (``docs/numerics.md``, "Result format"): round to
+    nearest, ties to even, from the exact value of the FP32 input; overflow gives +-Inf; FP16 results round into
+    the FP16 subnormal range, BF16 results below ``2**-126`` become +0; a nonzero input that rounds to zero gives
+    +0; zeros keep their sign; NaN gives the format's canonical NaN (``0x7E00`` / ``0x7FC0``).
+
+    Two pipeline stages (``docs/arithmetic.md``):
+
+    1. FP16: classify, rebias (``E - 112``), the extra right shift of a subnormal result (``113 - E``, clamped to
+       12) and the sticky OR of the 12 mantissa bits that always fall off. BF16: the round-up decision (guard
+       bit 15, sticky bits 14..0, last kept bit 16);
+    2. FP16: align (shift right by 0..12), round-up decision, then for both formats the 15-bit increment of the
+       packed magnitude, whose carry ripples into the exponent (a subnormal that rounds up to ``2**-14``, a
+       maximum that overflows to Inf), specials and pack; output register.
+
+    Parameters
+    ----------
+    fmt : "fp16" or "bf16"
+        Result (operand) format.
+
+    Attributes
+    ----------
+    a : In(32)
+        FP32 bit pattern.
+    en : In(1), init 1
+        Clock enable: the pipeline advances only in cycles where ``en`` is 1.
+    r : Out(16)
+        ``a`` rounded to ``fmt``, presented ``latency`` enabled cycles earlier.
+
+    Raises
+    ------
+    ValueError
+        If ``fmt`` is not "fp16" or "bf16".
+    """
+
+    a: In(32)
+    en: In(1, init=1)
+    r: Out(16)
+
+    LATENCY = 2
+
+    def __init__(self, fmt: str = "fp16") -> None:
+        if not isinstance(fmt, str) or fmt.lower() not in FORMATS:
+            raise ValueError(f"fmt must be one of {sorted(FORMATS)}, not {fmt!r}")
+        self._format: FloatFormat = FORMATS[fmt.lower()]
+        super().__init__()
+
+    @property
+    def fmt(self) -> str:
+        """Result format name ("fp16" or "bf16")."""
+        return self._format.name
+
+    @property
+    def latency(self) -> int:
+        """Cycles (with ``en`` high) from ``a`` to ``r``."""
+        return self.LATENCY
+
+    def elaborate(self, platform) -> Module:
+        m = Module()
+        f = self._format
+        x = self.a
+        sign, exp, man = x[31], x[23:31], x[:23]
+        common = {
+            "sign": sign,
+            "nan": exp.all() & man.any(),
+            "zero_in": ~x[:31].any(),  # an exact zero keeps its sign
+        }
+        if f is FORMATS["bf16"]:
+            # Stage 1: round-up decision on the 16 bits that fall off.
+            s1 = _register(m, self.en, {
+                **common,
+                "top": x[16:31],
+                "round_up": x[15] & (x[:15].any() | x[16]),
+            }, "rnd_s1")
+            # Stage 2: increment; the carry ripples into the exponent (0x7F7F + 1 = 0x7F80 = Inf).
+            mag = _wire(m, (s1["top"] + s1["round_up"])[:15], "rnd_mag")
+            below_normal = ~mag[7:15].any()  # BF16 subnormal or zero: +0 unless the input was an exact zero
+            result = Signal(16, name="rnd_result")
+            with m.If(s1["nan"]):
+                m.d.comb += result.eq(f.canonical_nan)
+            with m.Elif(below_normal):
+                m.d.comb += result.eq(Cat(Const(0, 15), s1["sign"] & s1["zero_in"]))
+            with m.Else():
+                m.d.comb += result.eq(Cat(mag, s1["sign"]))
+        else:
+            # Stage 1: classify, rebias, the subnormal shift, the sticky OR of the low 12 mantissa bits.
+            e = Signal(signed(10), name="rnd_exp16")  # the FP16 biased exponent of a normal result: E - 112
+            m.d.comb += e.eq(exp - 112)
+            normal = _wire(m, e >= 1, "rnd_normal")
+            sub_shift = Signal(4, name="rnd_sub_shift")
+            with m.If(normal):
+                m.d.comb += sub_shift.eq(0)
+            with m.Elif(e <= -11):
+                m.d.comb += sub_shift.eq(12)  # the value is below 2**-26: rounds to zero whatever its bits
+            with m.Else():
+                m.d.comb += sub_shift.eq(1 - e)
+            s1 = _register(m, self.en, {
+                **common,
+                "inf": exp.all() & ~man.any(),
+                "overflow": e >= 31,
+                "exp5": Mux(normal, e[:5], 0),
+                "shift": sub_shift,
+                "keep": Cat(man[12:23], exp.any()),  # guard bit (mantissa bit 12) and the 11 result bits
+                "sticky": man[:12].any(),
+            }, "rnd_s1")
+            # Stage 2: align a subnormal result, round to nearest even, increment, pack.
+            w = _wire(m, Cat(Const(0, 12), s1["keep"]) >> s1["shift"], "rnd_aligned")  # 24 bits
+            kept, guard = w[13:24], w[12]
+            sticky = w[:12].any() | s1["sticky"]
+            round_up = _wire(m, guard & (sticky | kept[0]), "rnd_round_up")
+            mag = _wire(m, (Cat(kept[:10], s1["exp5"]) + round_up)[:15], "rnd_mag")  # carries into the exponent
+            result = Signal(16, name="rnd_result")
+            with m.If(s1["nan"]):
+                m.d.comb += result.eq(f.canonical_nan)
+            with m.Elif(s1["inf"] | s1["overflow"]):
+                m.d.comb += result.eq(Cat(Const(0x7C00, 15), s1["sign"]))
+            with m.Elif(~mag.any()):
+                m.d.comb += result.eq(Cat(Const(0, 15), s1["sign"] & s1["zero_in"]))
+            with m.Else():
+                m.d.comb += result.eq(Cat(mag, s1["sign"]))
+        with m.If(self.en):
+            m.d.sync += self.r.eq(result)
         return m
 
