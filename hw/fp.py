@@ -140,47 +140,48 @@ class FPMultiplier(wiring.Component):
         sig_bits = m_bits + 1
         prod_bits = 2 * sig_bits
 
-        # Stage 1: input registers (DSP48E2 AREG/BREG).
+        # Stage 1: input registers (DSP48E2 AREG/BREG). With FP16 subnormals, the hidden bit (exponent != 0) is
+        # registered beside them, so the multiplier's inputs still come straight from registers.
         a_reg = Signal(16, name="a_reg")
         b_reg = Signal(16, name="b_reg")
         with m.If(self.en):
             m.d.sync += [a_reg.eq(self.a), b_reg.eq(self.b)]
+        if f.subnormals:
+            hidden = _register(m, self.en, {"a": self.a[m_bits:m_bits + e_bits].any(),
+                                            "b": self.b[m_bits:m_bits + e_bits].any()}, "mul_hidden")
 
         def unpack(x: Value, name: str) -> dict[str, Value]:
             exp, man = x[m_bits:m_bits + e_bits], x[:m_bits]
-            exp_zero = ~exp.any()
+            cls = {"sign": x[15], "inf": exp.all() & ~man.any(), "nan": exp.all() & man.any()}
             if f.subnormals:
                 # gradual underflow: a subnormal is 0.man * 2**(1 - bias), so hidden bit 0 and exponent 1;
                 # its leading zeros (1..m_bits) are normalised away after the multiply
-                sig = _wire(m, Cat(man, ~exp_zero), f"mul_{name}_sig")
+                sig = _wire(m, Cat(man, hidden[name]), f"mul_{name}_sig")
                 _, lz = _leading_zeros(Cat(Const((1 << (16 - sig_bits)) - 1, 16 - sig_bits), sig))
-                return {
-                    "sign": x[15], "exp": exp | exp_zero, "sig": sig, "lz": lz,
-                    "zero": exp_zero & ~man.any(),
-                    "inf": exp.all() & ~man.any(), "nan": exp.all() & man.any(),
-                }
-            return {
-                "sign": x[15], "exp": exp, "sig": Cat(man, Const(1, 1)), "lz": Const(0, 1),
-                "zero": exp_zero,  # zero or subnormal (DAZ)
-                "inf": exp.all() & ~man.any(), "nan": exp.all() & man.any(),
-            }
+                return {**cls, "exp": exp | ~hidden[name], "sig": sig, "lz": lz,
+                        "zero": ~hidden[name] & ~man.any()}
+            return {**cls, "exp": exp, "sig": Cat(man, Const(1, 1)),
+                    "zero": ~exp.any()}  # zero or subnormal (DAZ)
 
         ua, ub = unpack(a_reg, "a"), unpack(b_reg, "b")
 
-        # Stage 2: significand product (DSP48E2 multiplier with MREG); beside it in fabric the exponent sum less
-        # the operands' leading zeros (subnormal FP16 operands), the product sign and the special-value class.
-        lz = _wire(m, ua["lz"] + ub["lz"], "mul_lz")
-        exp_sum = Signal(signed(e_bits + 3), name="mul_exp_sum")
-        m.d.comb += exp_sum.eq(ua["exp"] + ub["exp"] - lz)  # FP16: 2 - 20 .. 60
-        s2 = _register(m, self.en, {
+        # Stage 2: significand product (DSP48E2 multiplier with MREG); beside it in fabric the exponent sum (less
+        # the FP16 operands' leading zeros), the product sign and the special-value class.
+        stage2 = {
             "prod": ua["sig"] * ub["sig"],  # prod_bits bits: in [1, 4) for normals, down to 2**-20 for FP16
-            "lz": lz,
-            "exp_sum": exp_sum,
             "sign": ua["sign"] ^ ub["sign"],
             "nan": ua["nan"] | ub["nan"] | (ua["inf"] & ub["zero"]) | (ub["inf"] & ua["zero"]),
             "inf": ua["inf"] | ub["inf"],
             "zero": ua["zero"] | ub["zero"],
-        }, "mul_s2")
+        }
+        if f.subnormals:
+            lz = _wire(m, ua["lz"] + ub["lz"], "mul_lz")
+            exp_sum = Signal(signed(e_bits + 3), name="mul_exp_sum")
+            m.d.comb += exp_sum.eq(ua["exp"] + ub["exp"] - lz)  # FP16: 2 - 20 .. 60
+            stage2.update(lz=lz, exp_sum=exp_sum)
+        else:
+            stage2.update(exp_sum=ua["exp"] + ub["exp"])
+        s2 = _register(m, self.en, stage2, "mul_s2")
 
         # Stage 3: normalise (shift out the subnormal operands' leading zeros, then at most one bit), rebias,
         # classify, pack. After the shift the product is that of two normalised significands, in [1, 4).
