@@ -1,15 +1,19 @@
-"""FP16/BF16 x FP32 arithmetic gateware: the multiplier and the FP32 adder of a SAT processing element.
+"""FP16/BF16 x FP32 arithmetic gateware: the multiplier and the FP32 adder of a SAT processing element, and the
+rounding of an FP32 result to a narrow (FP16/BF16) one.
 
-Both units implement the arithmetic contract of :mod:`sat.sw.numerics` bit for bit (see ``docs/arithmetic.md``):
+The units implement the arithmetic contract of :mod:`sat.sw.numerics` bit for bit (see ``docs/arithmetic.md``):
 
 * operands are FP16 (1/5/10) or BF16 (1/8/7); their product is formed exactly and returned in FP32;
+* FP16 subnormal operands keep their value (every FP16 product is a normal FP32 number); BF16 subnormal operands
+  and subnormal adder inputs read as zero of the same sign (DAZ);
 * the FP32 adder rounds to nearest, ties to even, using guard/round/sticky bits;
-* subnormal inputs (operands and adder inputs) read as zero of the same sign (DAZ);
-* a rounded result below 2**-126 becomes **+0** (FTZ), overflow gives +-Inf as round-to-nearest-even does;
+* a rounded FP32 result below 2**-126 becomes **+0** (FTZ), overflow gives +-Inf as round-to-nearest-even does;
 * every NaN result is the canonical FP32 NaN ``0x7FC00000``; ``Inf * 0`` and ``Inf - Inf`` are NaN;
-* exact zero sums follow IEEE: ``x + (-x) = +0``, ``-0 + -0 = -0``; a product of zero keeps the xor sign.
+* exact zero sums follow IEEE: ``x + (-x) = +0``, ``-0 + -0 = -0``; a product of zero keeps the xor sign;
+* :class:`FP32Round` rounds an FP32 result once to FP16 (into its subnormal range) or BF16, as
+  :func:`sat.sw.numerics.round_result`.
 
-Both units are pipelines with a clock enable ``en``: every register advances only in cycles where ``en`` is 1,
+The units are pipelines with a clock enable ``en``: every register advances only in cycles where ``en`` is 1,
 so ``latency`` counts ``en`` cycles. Inputs presented in a cycle with ``en`` high appear at the output after
 ``latency`` such cycles and stay there while ``en`` is low.
 """
@@ -81,13 +85,16 @@ class FPMultiplier(wiring.Component):
 
     Three pipeline stages, mapped for one DSP48E2 per multiplier on UltraScale+:
 
-    1. input registers ``a``/``b`` (the DSP's A/B registers);
+    1. input registers ``a``/``b`` (the DSP's A/B registers; FP16: and each operand's hidden bit);
     2. the significand product (11 x 11 or 8 x 8 bits, unsigned) in the DSP's M register, beside it the exponent
-       sum, the product sign and the special-value class in fabric registers;
-    3. normalize (at most one bit), rebias to FP32, over/underflow and special values, output register.
+       sum, the product sign and the special-value class in fabric registers; FP16: also the leading-zero count
+       of each significand (nonzero for subnormal operands), subtracted from the exponent sum;
+    3. FP16: shift the product left by the leading zeros; normalize (at most one bit), rebias to FP32,
+       over/underflow (BF16 only) and special values, output register.
 
-    Equal to :func:`sat.sw.numerics.fp_mul` bit for bit, including DAZ, FTZ to +0, overflow to +-Inf (BF16
-    only), canonical NaN and ``Inf * 0 = NaN``.
+    Equal to :func:`sat.sw.numerics.fp_mul` bit for bit, including FP16 subnormal operands (kept: every FP16
+    product is exact and a normal FP32 number, down to ``2**-48``), BF16 DAZ and FTZ to +0, overflow to +-Inf
+    (BF16 only), canonical NaN and ``Inf * 0 = NaN``.
 
     Parameters
     ----------
