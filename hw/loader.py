@@ -193,14 +193,21 @@ class OperandLoader(wiring.Component):
             with m.State("LINE"):
                 with m.If(self.lines.valid):
                     m.d.sync += [rec.eq(rec_in), beats_left.eq(rec_in.beats), e_left.eq(rec_in.count),
-                                 src.eq(rec_in.off), blk.eq(0), step.eq(0), slot.eq(0), bank.eq(rec_in.bank)]
+                                 src.eq(rec_in.off), blk.eq(0), step.eq(0), slot.eq(0)]
+                    with m.If(~rec_in.cont):
+                        m.d.sync += bank.eq(rec_in.bank)
                     with m.If(rec_in.sparse):
                         # a packed tile's first column continues where the previous tile of the load ended
                         m.d.sync += [line_dl.eq(Mux(rec_in.first, 0, carry_dl)),
                                      line_da.eq(Mux(rec_in.first, rec_in.addr, carry_da))]
-                    with m.Else():
+                    with m.Elif(~rec_in.cont):
                         m.d.sync += [dl.eq(rec_in.lane), da.eq(rec_in.addr)]
-                    m.next = "BEAT"
+                    with m.If(rec_in.zero):
+                        # no read: write zeros, a beat's worth (32) at a time
+                        m.d.sync += [beat.eq(0), beats_left.eq(rec_in.beats - 1)]
+                        m.next = "WRITE"
+                    with m.Else():
+                        m.next = "BEAT"
             with m.State("BEAT"):
                 with m.If(rd.valid):
                     take_beat(after_value_beat=False)
@@ -235,6 +242,8 @@ class OperandLoader(wiring.Component):
                         with m.If(rec.last):
                             m.d.sync += loaded.eq(1)
                         m.next = "LINE"
+                    with m.Elif(rec.zero):
+                        m.d.sync += beats_left.eq(beats_left - 1)
                     with m.Elif(rd.valid):
                         take_beat(after_value_beat=True)     # (its assignments override the ones above)
                     with m.Else():
@@ -246,7 +255,8 @@ class OperandLoader(wiring.Component):
         # plain assignments (see TileSequencer)
         m.d.comb += [
             self.lines.ready.eq(load_fsm.ongoing("LINE")),
-            rd.ready.eq(load_fsm.ongoing("BEAT") | (load_fsm.ongoing("WRITE") & beat_end & (beats_left != 0))),
+            rd.ready.eq(load_fsm.ongoing("BEAT")
+                        | (load_fsm.ongoing("WRITE") & beat_end & (beats_left != 0) & ~rec.zero)),
             self.a_write.valid.eq(load_fsm.ongoing("WRITE") & rec.a),
             self.b_write.valid.eq(load_fsm.ongoing("WRITE") & ~rec.a),
             self.loaded.valid.eq(loaded),

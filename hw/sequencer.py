@@ -19,7 +19,7 @@ from sat.sw.config import SATConfig
 from sat.sw.descriptor import DIM_WIDTH
 from sat.sw.regmap import ErrorCode
 
-from .cmdproc import ENGINE_COUNTER_WIDTH, engine_command_layout, engine_done_layout
+from .cmdproc import ENGINE_COUNTER_WIDTH, conv_command_layout, engine_command_layout, engine_done_layout
 from .gemm import command_layout as engine_cmd_layout
 from .gemm import done_layout as engine_answer_layout
 
@@ -36,13 +36,15 @@ def context_layout(config: SATConfig) -> data.StructLayout:
     """Command-wide values the sequencer sets up and holds until the command is answered.
 
     ``kw``: A-buffer words per row; ``steps``: engine steps per output (``S``); ``m_val``: ``M`` (1 dense);
-    ``tile_bytes``: bytes of one packed N:M column tile; ``rl_cstride``: bytes of ``R * L`` rows of C.
+    ``tile_bytes``: bytes of one packed N:M column tile; ``rl_cstride``: bytes of ``R * L`` rows of C; ``conv``:
+    the convolution's lowering parameters (``enable`` 0 for a GEMM).
     """
     aw = config.axi_addr_width
     return data.StructLayout({
         "red": DIM_WIDTH, "cols": DIM_WIDTH, "n": 4, "m_val": 5, "m_log2": 4, "sparse": 1,
         "a_addr": aw, "b_addr": aw, "a_stride": 32, "b_stride": 32, "c_stride": 32,
         "kw": DIM_WIDTH, "steps": DIM_WIDTH + 4, "tile_bytes": aw, "rl_cstride": aw,
+        "conv": conv_command_layout(aw),
     })
 
 
@@ -151,6 +153,7 @@ class TileSequencer(wiring.Component):
             ctx.sparse.eq(c.sparse), ctx.a_addr.eq(c.a_addr), ctx.b_addr.eq(c.b_addr),
             ctx.a_stride.eq(c.a_stride), ctx.b_stride.eq(c.b_stride), ctx.c_stride.eq(c.c_stride),
             ctx.kw.eq(kw), ctx.steps.eq(steps), ctx.tile_bytes.eq(tile_bytes), ctx.rl_cstride.eq(rl_cstride),
+            ctx.conv.eq(c.conv),
         ]
 
         # the loader's tile

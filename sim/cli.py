@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from sat.sw.bdwp import register_backend
+from sat.sw.backend import register_backend
 from sat.sw.cli import subcommand
 from sat.sw.config import SATConfig
 
@@ -65,7 +65,7 @@ def run_sim_gemm(args: argparse.Namespace) -> int:
     """Handler of ``sat sim gemm`` (see the module docstring)."""
     import numpy as np
 
-    from sat.sw.bdwp import parse_nm
+    from sat.sw.nm import parse_nm
     from sat.sw.tiling import tile_plan
 
     from .runner import run_cocotb
@@ -207,7 +207,7 @@ def run_sim_train(cfg: Any, *, rows: int = 4, cols: int = 4, a_depth: int = 128,
     ValueError
         For an array, depths or N:M the core cannot be built with.
     """
-    from sat.sw.bdwp import parse_nm
+    from sat.sw.nm import parse_nm
 
     from .runner import run_cocotb
     from .tops import system_top

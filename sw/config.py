@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .bdwp import check_nm
+from .nm import check_nm
 from .numerics import FORMATS
 
 __all__ = ["SATConfig", "DEFAULT_NM_SET", "MAX_M", "MIN_DEPTH", "MAX_DEPTH"]

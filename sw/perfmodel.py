@@ -23,14 +23,16 @@ result stream is always ready (back-pressure only adds cycles).
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .config import SATConfig
+from .network import Conv, Network
 from .tiling import steps_per_output, tile_plan
 
 __all__ = [
     "GemmCounters", "steps_per_output", "gemm_counters", "descriptor_counters", "FIRST_ISSUE", "fill_cycles",
-    "GemmShape", "ConvLayer", "layer_gemms", "resnet18_layers", "network_counters",
+    "GemmShape", "layer_gemms", "network_counters",
     "UnitTiming", "unit_cycles",
 ]
 
@@ -144,58 +146,26 @@ class GemmShape:
     m: int = 0
 
 
-@dataclass(frozen=True)
-class ConvLayer:
-    """A convolution (or, with ``kernel = 1`` and ``out_hw = 1``, a linear layer), lowered channels-last.
-
-    ``sparse`` = False runs all three GEMMs dense (e.g. the first convolution with 3 input channels).
-    """
-
-    name: str
-    c_in: int
-    c_out: int
-    kernel: int
-    out_hw: int
-    sparse: bool = True
-
-
-def layer_gemms(layer: ConvLayer, batch: int, nm: tuple[int, int] | None) -> list[GemmShape]:
-    """FF, BP and WU GEMMs of ``layer`` (``docs/bdwp.md``): FF ``(B*HW) x K x C_out`` sparse along ``K``,
-    BP ``(B*HW) x C_out x K`` sparse along ``C_out``, WU ``C_out x (B*HW) x K`` dense."""
-    k = layer.kernel * layer.kernel * layer.c_in
-    pixels = batch * layer.out_hw * layer.out_hw
-    n, m = nm if (nm is not None and layer.sparse) else (0, 0)
+def layer_gemms(layer: Conv, batch: int, nm: tuple[int, int] | None) -> list[GemmShape]:
+    """FF, BP and WU GEMMs of a network record (``sat.sw.network.Conv``; ``docs/bdwp.md``): FF
+    ``(B*HW) x K x C_out`` sparse along ``K``, BP ``(B*HW) x C_out x K`` sparse along ``C_out`` (each as the
+    record's pass policy decides), WU ``C_out x (B*HW) x K`` dense."""
+    pixels = layer.pixels(batch)
+    ff = nm if layer.ff_sparse(nm) else (0, 0)
+    bp = nm if layer.bp_sparse(nm) else (0, 0)
     return [
-        GemmShape(layer.name, "ff", pixels, k, layer.c_out, n, m),
-        GemmShape(layer.name, "bp", pixels, layer.c_out, k, n, m),
-        GemmShape(layer.name, "wu", layer.c_out, pixels, k),
+        GemmShape(layer.name, "ff", pixels, layer.k, layer.c_out, *ff),
+        GemmShape(layer.name, "bp", pixels, layer.c_out, layer.k, *bp),
+        GemmShape(layer.name, "wu", layer.c_out, pixels, layer.k),
     ]
 
 
-def resnet18_layers(image: int = 224, classes: int = 1000) -> list[ConvLayer]:
-    """The convolutions and the classifier of ResNet-18 (shortcut 1x1 convolutions included)."""
-    layers = [ConvLayer("conv1", 3, 64, 7, image // 2, sparse=False)]
-    hw = image // 4
-    c_in = 64
-    for stage, c_out in enumerate((64, 128, 256, 512)):
-        if stage:
-            hw //= 2
-        for block in range(2):
-            first = block == 0 and stage > 0
-            layers.append(ConvLayer(f"layer{stage + 1}.{block}.conv1", c_in if block == 0 else c_out, c_out, 3, hw))
-            layers.append(ConvLayer(f"layer{stage + 1}.{block}.conv2", c_out, c_out, 3, hw))
-            if first:
-                layers.append(ConvLayer(f"layer{stage + 1}.{block}.downsample", c_in, c_out, 1, hw))
-        c_in = c_out
-    layers.append(ConvLayer("fc", 512, classes, 1, 1))
-    return layers
-
-
-def network_counters(config: SATConfig, layers: list[ConvLayer], batch: int,
+def network_counters(config: SATConfig, network: Network | Sequence[Conv], batch: int,
                      nm: tuple[int, int] | None) -> list[tuple[GemmShape, GemmCounters]]:
-    """:func:`gemm_counters` of every GEMM of one training iteration (FF, BP, WU of every layer)."""
+    """:func:`gemm_counters` of every GEMM of one training iteration (FF, BP, WU of every GEMM layer of a
+    ``sat.sw.network.Network``, or of a list of its layer records)."""
     out = []
-    for layer in layers:
+    for layer in (network.layers if isinstance(network, Network) else network):
         for g in layer_gemms(layer, batch, nm):
             out.append((g, gemm_counters(config, g.rows, g.red, g.cols, g.n, g.m)))
     return out

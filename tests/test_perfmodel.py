@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 
 from sat.sw.config import SATConfig
+from sat.sw.network import resnet18_imagenet
 from sat.sw.perfmodel import (
     fill_cycles,
     gemm_counters,
     network_counters,
-    resnet18_layers,
     steps_per_output,
     unit_cycles,
 )
@@ -162,9 +162,13 @@ def test_validation() -> None:
 
 def test_resnet18_iteration() -> None:
     config = SATConfig(rows=32, cols=32)
-    dense = network_counters(config, resnet18_layers(), 32, None)
-    sparse = network_counters(config, resnet18_layers(), 32, (2, 8))
-    assert len(dense) == 3 * len(resnet18_layers())
+    net = resnet18_imagenet()
+    # forward MACs of the ImageNet ResNet-18: ~1.82 GMAC (the well-known 1.8 GFLOPs figure)
+    assert 1.80e9 < net.macs_per_image() < 1.83e9
+    dense = network_counters(config, net, 32, None)
+    sparse = network_counters(config, net, 32, (2, 8))
+    assert len(dense) == 3 * len(net.layers) == 3 * 21
+    assert [g.n for g, _ in sparse if g.layer == "conv1"] == [0, 0, 0]     # the 7x7 stem on 3 channels: dense
     d = sum(c.cycles for _, c in dense)
     s = sum(c.cycles for _, c in sparse)
     assert 1.0 < d / s <= 2.0
