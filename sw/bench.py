@@ -20,7 +20,7 @@ from pathlib import Path
 
 from .cli import subcommand
 from .config import SATConfig
-from .descriptor import FLAG_A_TRANS, FLAG_B_TRANS
+from .descriptor import FLAG_A_TRANS, FLAG_B_TRANS, FLAG_IRQ, ConvDescriptor, GemmDescriptor
 from .nmformat import packed_nbytes
 from .perfmodel import UnitTiming, unit_cycles
 from .pregen import PregenReplay, replay
@@ -56,9 +56,21 @@ def default_config() -> SATConfig:
 
 @functools.lru_cache(maxsize=1 << 16)
 def _unit_timing(config: SATConfig, rows: int, red: int, cols: int, n: int, m: int, a_trans: bool, b_trans: bool,
-                 a_stride: int, b_stride: int, c_stride: int) -> UnitTiming:
+                 a_stride: int, b_stride: int, c_stride: int, conv: ConvDescriptor | None = None) -> UnitTiming:
     return unit_cycles(config, rows, red, cols, n, m, a_trans=a_trans, b_trans=b_trans, a_stride=a_stride,
-                       b_stride=b_stride, c_stride=c_stride)
+                       b_stride=b_stride, c_stride=c_stride, conv=conv)
+
+
+def descriptor_timing(config: SATConfig, d: GemmDescriptor | ConvDescriptor) -> UnitTiming:
+    """``perfmodel.unit_cycles`` of one descriptor of either kind (a convolution's with its conv loader)."""
+    n, m = (d.n, d.m) if d.sparse else (0, 0)
+    if isinstance(d, ConvDescriptor):
+        # the timing does not depend on the addresses: key the cache on the geometry and the chunk
+        key = d.replace(a_addr=0, b_addr=0, c_addr=0, tag=0, flags=d.flags & ~FLAG_IRQ)
+        return _unit_timing(config, d.rows, d.red, d.cols, n, m, d.pass_ == "wu", bool(d.flags & FLAG_B_TRANS),
+                            2 * d.c_out if d.pass_ == "wu" else 0, d.b_stride, d.c_stride, key)
+    return _unit_timing(config, d.rows, d.red, d.cols, n, m, bool(d.flags & FLAG_A_TRANS),
+                        bool(d.flags & FLAG_B_TRANS), d.a_stride, d.b_stride, d.c_stride)
 
 
 def gemm_unit_timing(s: Schedule, g: ScheduledGemm) -> tuple[int, int, int]:
@@ -73,9 +85,7 @@ def gemm_unit_timing(s: Schedule, g: ScheduledGemm) -> tuple[int, int, int]:
         b_bytes = packed_nbytes(d.n, d.m, d.red, d.cols) if d.sparse else 2 * d.red * d.cols
         read += 2 * d.rows * d.red + b_bytes
         write += 4 * d.rows * d.cols
-        u = _unit_timing(s.config, d.rows, d.red, d.cols, d.n if d.sparse else 0, d.m if d.sparse else 0,
-                         bool(d.flags & FLAG_A_TRANS), bool(d.flags & FLAG_B_TRANS),
-                         d.a_stride, d.b_stride, d.c_stride)
+        u = descriptor_timing(s.config, d)
         cycles += u.cycles
         loads += u.load_cycles
     return cycles, loads, -(-max(read, write) // beat)

@@ -152,8 +152,8 @@ def _train(p: argparse.ArgumentParser) -> Handler:
     sim = p.add_argument_group("RTL simulation (--backend sim)")
     sim.add_argument("--sim-array", type=_array_arg, default=(4, 4), metavar="RxC",
                      help="systolic array of the simulated core (default 4x4)")
-    sim.add_argument("--sim-a-depth", type=_positive, default=128,
-                     help="words per A bank of the GEMM unit (default 128)")
+    sim.add_argument("--sim-a-depth", type=_positive, default=32,
+                     help="32-element words per A bank of the GEMM unit (default 32)")
     sim.add_argument("--sim-b-depth", type=_positive, default=512, help="words of the B buffer (default 512)")
     sim.add_argument("--sim-opt", type=int, choices=(0, 1, 2), default=1,
                      help="C++ optimisation of the Verilator model (default 1; built once per level)")
