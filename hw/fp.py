@@ -1,15 +1,19 @@
-"""FP16/BF16 x FP32 arithmetic gateware: the multiplier and the FP32 adder of a SAT processing element.
+"""FP16/BF16 x FP32 arithmetic gateware: the multiplier and the FP32 adder of a SAT processing element, and the
+rounding of an FP32 result to a narrow (FP16/BF16) one.
 
-Both units implement the arithmetic contract of :mod:`sat.sw.numerics` bit for bit (see ``docs/arithmetic.md``):
+The units implement the arithmetic contract of :mod:`sat.sw.numerics` bit for bit (see ``docs/arithmetic.md``):
 
 * operands are FP16 (1/5/10) or BF16 (1/8/7); their product is formed exactly and returned in FP32;
+* FP16 subnormal operands keep their value (every FP16 product is a normal FP32 number); BF16 subnormal operands
+  and subnormal adder inputs read as zero of the same sign (DAZ);
 * the FP32 adder rounds to nearest, ties to even, using guard/round/sticky bits;
-* subnormal inputs (operands and adder inputs) read as zero of the same sign (DAZ);
-* a rounded result below 2**-126 becomes **+0** (FTZ), overflow gives +-Inf as round-to-nearest-even does;
+* a rounded FP32 result below 2**-126 becomes **+0** (FTZ), overflow gives +-Inf as round-to-nearest-even does;
 * every NaN result is the canonical FP32 NaN ``0x7FC00000``; ``Inf * 0`` and ``Inf - Inf`` are NaN;
-* exact zero sums follow IEEE: ``x + (-x) = +0``, ``-0 + -0 = -0``; a product of zero keeps the xor sign.
+* exact zero sums follow IEEE: ``x + (-x) = +0``, ``-0 + -0 = -0``; a product of zero keeps the xor sign;
+* :class:`FP32Round` rounds an FP32 result once to FP16 (into its subnormal range) or BF16, as
+  :func:`sat.sw.numerics.round_result`.
 
-Both units are pipelines with a clock enable ``en``: every register advances only in cycles where ``en`` is 1,
+The units are pipelines with a clock enable ``en``: every register advances only in cycles where ``en`` is 1,
 so ``latency`` counts ``en`` cycles. Inputs presented in a cycle with ``en`` high appear at the output after
 ``latency`` such cycles and stay there while ``en`` is low.
 """
@@ -20,7 +24,7 @@ from amaranth.lib.wiring import In, Out
 
 from sat.sw.numerics import FORMATS, FP32_CANONICAL_NAN, FloatFormat
 
-__all__ = ["FPMultiplier", "FP32Adder", "ADDER_LATENCY_RANGE"]
+__all__ = ["FPMultiplier", "FP32Adder", "FP32Round", "ADDER_LATENCY_RANGE"]
 
 _FP32_INF = 0x7F800000
 
@@ -81,13 +85,16 @@ class FPMultiplier(wiring.Component):
 
     Three pipeline stages, mapped for one DSP48E2 per multiplier on UltraScale+:
 
-    1. input registers ``a``/``b`` (the DSP's A/B registers);
+    1. input registers ``a``/``b`` (the DSP's A/B registers; FP16: and each operand's hidden bit);
     2. the significand product (11 x 11 or 8 x 8 bits, unsigned) in the DSP's M register, beside it the exponent
-       sum, the product sign and the special-value class in fabric registers;
-    3. normalize (at most one bit), rebias to FP32, over/underflow and special values, output register.
+       sum, the product sign and the special-value class in fabric registers; FP16: also the leading-zero count
+       of each significand (nonzero for subnormal operands), subtracted from the exponent sum;
+    3. FP16: shift the product left by the leading zeros; normalize (at most one bit), rebias to FP32,
+       over/underflow (BF16 only) and special values, output register.
 
-    Equal to :func:`sat.sw.numerics.fp_mul` bit for bit, including DAZ, FTZ to +0, overflow to +-Inf (BF16
-    only), canonical NaN and ``Inf * 0 = NaN``.
+    Equal to :func:`sat.sw.numerics.fp_mul` bit for bit, including FP16 subnormal operands (kept: every FP16
+    product is exact and a normal FP32 number, down to ``2**-48``), BF16 DAZ and FTZ to +0, overflow to +-Inf
+    (BF16 only), canonical NaN and ``Inf * 0 = NaN``.
 
     Parameters
     ----------
@@ -137,38 +144,57 @@ class FPMultiplier(wiring.Component):
         f = self._format
         e_bits, m_bits, bias = f.exp_bits, f.man_bits, f.bias
         e_max = (1 << e_bits) - 1
+        sig_bits = m_bits + 1
+        prod_bits = 2 * sig_bits
 
-        # Stage 1: input registers (DSP48E2 AREG/BREG).
+        # Stage 1: input registers (DSP48E2 AREG/BREG). With FP16 subnormals, the hidden bit (exponent != 0) is
+        # registered beside them, so the multiplier's inputs still come straight from registers.
         a_reg = Signal(16, name="a_reg")
         b_reg = Signal(16, name="b_reg")
         with m.If(self.en):
             m.d.sync += [a_reg.eq(self.a), b_reg.eq(self.b)]
+        if f.subnormals:
+            hidden = _register(m, self.en, {"a": self.a[m_bits:m_bits + e_bits].any(),
+                                            "b": self.b[m_bits:m_bits + e_bits].any()}, "mul_hidden")
 
-        def unpack(x: Value) -> dict[str, Value]:
+        def unpack(x: Value, name: str) -> dict[str, Value]:
             exp, man = x[m_bits:m_bits + e_bits], x[:m_bits]
-            return {
-                "sign": x[15],
-                "exp": exp,
-                "sig": Cat(man, Const(1, 1)),
-                "zero": ~exp.any(),  # zero or subnormal (DAZ)
-                "inf": exp.all() & ~man.any(),
-                "nan": exp.all() & man.any(),
-            }
+            cls = {"sign": x[15], "inf": exp.all() & ~man.any(), "nan": exp.all() & man.any()}
+            if f.subnormals:
+                # gradual underflow: a subnormal is 0.man * 2**(1 - bias), so hidden bit 0 and exponent 1;
+                # its leading zeros (1..m_bits) are normalised away after the multiply
+                sig = _wire(m, Cat(man, hidden[name]), f"mul_{name}_sig")
+                _, lz = _leading_zeros(Cat(Const((1 << (16 - sig_bits)) - 1, 16 - sig_bits), sig))
+                return {**cls, "exp": exp | ~hidden[name], "sig": sig, "lz": lz,
+                        "zero": ~hidden[name] & ~man.any()}
+            return {**cls, "exp": exp, "sig": Cat(man, Const(1, 1)),
+                    "zero": ~exp.any()}  # zero or subnormal (DAZ)
 
-        ua, ub = unpack(a_reg), unpack(b_reg)
+        ua, ub = unpack(a_reg, "a"), unpack(b_reg, "b")
 
-        # Stage 2: significand product (DSP48E2 multiplier with MREG) and exponent sum / class in fabric.
-        s2 = _register(m, self.en, {
-            "prod": ua["sig"] * ub["sig"],                     # 2*m_bits+2 bits, value in [1, 4)
-            "exp_sum": ua["exp"] + ub["exp"],
+        # Stage 2: significand product (DSP48E2 multiplier with MREG); beside it in fabric the exponent sum (less
+        # the FP16 operands' leading zeros), the product sign and the special-value class.
+        stage2 = {
+            "prod": ua["sig"] * ub["sig"],  # prod_bits bits: in [1, 4) for normals, down to 2**-20 for FP16
             "sign": ua["sign"] ^ ub["sign"],
             "nan": ua["nan"] | ub["nan"] | (ua["inf"] & ub["zero"]) | (ub["inf"] & ua["zero"]),
             "inf": ua["inf"] | ub["inf"],
             "zero": ua["zero"] | ub["zero"],
-        }, "mul_s2")
+        }
+        if f.subnormals:
+            lz = _wire(m, ua["lz"] + ub["lz"], "mul_lz")
+            exp_sum = Signal(signed(e_bits + 3), name="mul_exp_sum")
+            m.d.comb += exp_sum.eq(ua["exp"] + ub["exp"] - lz)  # FP16: 2 - 20 .. 60
+            stage2.update(lz=lz, exp_sum=exp_sum)
+        else:
+            stage2.update(exp_sum=ua["exp"] + ub["exp"])
+        s2 = _register(m, self.en, stage2, "mul_s2")
 
-        # Stage 3: normalize by at most one bit, rebias, classify, pack.
+        # Stage 3: normalise (shift out the subnormal operands' leading zeros, then at most one bit), rebias,
+        # classify, pack. After the shift the product is that of two normalised significands, in [1, 4).
         prod = s2["prod"]
+        if f.subnormals:
+            prod = _wire(m, (prod << s2["lz"])[:prod_bits], "mul_prod_norm")
         frac_bits = 2 * m_bits
         carry = _wire(m, prod[frac_bits + 1], "mul_carry")
         frac = _wire(m, Mux(carry,
@@ -177,8 +203,10 @@ class FPMultiplier(wiring.Component):
         exp = Signal(signed(12), name="mul_exp")
         m.d.comb += exp.eq(s2["exp_sum"] + carry + (127 - 2 * bias))
 
-        # Exponent range of normal x normal products; over/underflow logic only where it can happen.
-        exp_lo = 2 * 1 + (127 - 2 * bias)
+        # Exponent range of nonzero finite products; over/underflow logic only where it can happen
+        # (FP16: 2 - 20 + 97 = 79 .. 60 + 1 + 97 = 158, always a normal FP32 exponent).
+        min_sum = 2 - (2 * m_bits if f.subnormals else 0)
+        exp_lo = min_sum + (127 - 2 * bias)
         exp_hi = 2 * (e_max - 1) + 1 + (127 - 2 * bias)
         sign = s2["sign"]
         result = Signal(32, name="mul_result")
@@ -352,5 +380,132 @@ class FP32Adder(wiring.Component):
             out = reg
         with m.If(self.en):
             m.d.sync += self.s.eq(out)
+        return m
+
+
+class FP32Round(wiring.Component):
+    """Rounds an FP32 result once to the operand format (FP16 or BF16): the narrow result of a GEMM.
+
+    Equal to :func:`sat.sw.numerics.round_result` bit for bit (``docs/numerics.md``, "Result format"): round to
+    nearest, ties to even, from the exact value of the FP32 input; overflow gives +-Inf; FP16 results round into
+    the FP16 subnormal range, BF16 results below ``2**-126`` become +0; a nonzero input that rounds to zero gives
+    +0; zeros keep their sign; NaN gives the format's canonical NaN (``0x7E00`` / ``0x7FC0``).
+
+    Two pipeline stages (``docs/arithmetic.md``):
+
+    1. FP16: classify, rebias (``E - 112``), the extra right shift of a subnormal result (``113 - E``, clamped to
+       12) and the sticky OR of the 12 mantissa bits that always fall off. BF16: the round-up decision (guard
+       bit 15, sticky bits 14..0, last kept bit 16);
+    2. FP16: align (shift right by 0..12), round-up decision, then for both formats the 15-bit increment of the
+       packed magnitude, whose carry ripples into the exponent (a subnormal that rounds up to ``2**-14``, a
+       maximum that overflows to Inf), specials and pack; output register.
+
+    Parameters
+    ----------
+    fmt : "fp16" or "bf16"
+        Result (operand) format.
+
+    Attributes
+    ----------
+    a : In(32)
+        FP32 bit pattern.
+    en : In(1), init 1
+        Clock enable: the pipeline advances only in cycles where ``en`` is 1.
+    r : Out(16)
+        ``a`` rounded to ``fmt``, presented ``latency`` enabled cycles earlier.
+
+    Raises
+    ------
+    ValueError
+        If ``fmt`` is not "fp16" or "bf16".
+    """
+
+    a: In(32)
+    en: In(1, init=1)
+    r: Out(16)
+
+    LATENCY = 2
+
+    def __init__(self, fmt: str = "fp16") -> None:
+        if not isinstance(fmt, str) or fmt.lower() not in FORMATS:
+            raise ValueError(f"fmt must be one of {sorted(FORMATS)}, not {fmt!r}")
+        self._format: FloatFormat = FORMATS[fmt.lower()]
+        super().__init__()
+
+    @property
+    def fmt(self) -> str:
+        """Result format name ("fp16" or "bf16")."""
+        return self._format.name
+
+    @property
+    def latency(self) -> int:
+        """Cycles (with ``en`` high) from ``a`` to ``r``."""
+        return self.LATENCY
+
+    def elaborate(self, platform) -> Module:
+        m = Module()
+        f = self._format
+        x = self.a
+        sign, exp, man = x[31], x[23:31], x[:23]
+        common = {
+            "sign": sign,
+            "nan": exp.all() & man.any(),
+            "zero_in": ~x[:31].any(),  # an exact zero keeps its sign
+        }
+        if f is FORMATS["bf16"]:
+            # Stage 1: round-up decision on the 16 bits that fall off.
+            s1 = _register(m, self.en, {
+                **common,
+                "top": x[16:31],
+                "round_up": x[15] & (x[:15].any() | x[16]),
+            }, "rnd_s1")
+            # Stage 2: increment; the carry ripples into the exponent (0x7F7F + 1 = 0x7F80 = Inf).
+            mag = _wire(m, (s1["top"] + s1["round_up"])[:15], "rnd_mag")
+            below_normal = ~mag[7:15].any()  # BF16 subnormal or zero: +0 unless the input was an exact zero
+            result = Signal(16, name="rnd_result")
+            with m.If(s1["nan"]):
+                m.d.comb += result.eq(f.canonical_nan)
+            with m.Elif(below_normal):
+                m.d.comb += result.eq(Cat(Const(0, 15), s1["sign"] & s1["zero_in"]))
+            with m.Else():
+                m.d.comb += result.eq(Cat(mag, s1["sign"]))
+        else:
+            # Stage 1: classify, rebias, the subnormal shift, the sticky OR of the low 12 mantissa bits.
+            e = Signal(signed(10), name="rnd_exp16")  # the FP16 biased exponent of a normal result: E - 112
+            m.d.comb += e.eq(exp - 112)
+            normal = _wire(m, e >= 1, "rnd_normal")
+            sub_shift = Signal(4, name="rnd_sub_shift")
+            with m.If(normal):
+                m.d.comb += sub_shift.eq(0)
+            with m.Elif(e <= -11):
+                m.d.comb += sub_shift.eq(12)  # the value is below 2**-26: rounds to zero whatever its bits
+            with m.Else():
+                m.d.comb += sub_shift.eq(1 - e)
+            s1 = _register(m, self.en, {
+                **common,
+                "inf": exp.all() & ~man.any(),
+                "overflow": e >= 31,
+                "exp5": Mux(normal, e[:5], 0),
+                "shift": sub_shift,
+                "keep": Cat(man[12:23], exp.any()),  # guard bit (mantissa bit 12) and the 11 result bits
+                "sticky": man[:12].any(),
+            }, "rnd_s1")
+            # Stage 2: align a subnormal result, round to nearest even, increment, pack.
+            w = _wire(m, Cat(Const(0, 12), s1["keep"]) >> s1["shift"], "rnd_aligned")  # 24 bits
+            kept, guard = w[13:24], w[12]
+            sticky = w[:12].any() | s1["sticky"]
+            round_up = _wire(m, guard & (sticky | kept[0]), "rnd_round_up")
+            mag = _wire(m, (Cat(kept[:10], s1["exp5"]) + round_up)[:15], "rnd_mag")  # carries into the exponent
+            result = Signal(16, name="rnd_result")
+            with m.If(s1["nan"]):
+                m.d.comb += result.eq(f.canonical_nan)
+            with m.Elif(s1["inf"] | s1["overflow"]):
+                m.d.comb += result.eq(Cat(Const(0x7C00, 15), s1["sign"]))
+            with m.Elif(~mag.any()):
+                m.d.comb += result.eq(Cat(Const(0, 15), s1["sign"] & s1["zero_in"]))
+            with m.Else():
+                m.d.comb += result.eq(Cat(mag, s1["sign"]))
+        with m.If(self.en):
+            m.d.sync += self.r.eq(result)
         return m
 

@@ -228,7 +228,8 @@ def fmt_fp32(bits: int) -> str:
 
 
 def fmt_operand(bits: int, fmt: str) -> str:
-    """``0x3c00 (1.0)`` style rendering of an FP16/BF16 operand (value as the RTL reads it, with DAZ)."""
+    """``0x3c00 (1.0)`` style rendering of an FP16/BF16 operand (value as the RTL reads it: FP16 subnormals keep
+    their value, BF16 subnormals read as zero)."""
     f = get_format(fmt)
     bits = int(bits) & 0xFFFF
     value = float(decode(np.uint16(bits), f))
@@ -238,7 +239,7 @@ def fmt_operand(bits: int, fmt: str) -> str:
 
 
 class FP32Scoreboard:
-    """Compares FP32 results from the RTL with the golden model, bit for bit.
+    """Compares FP32 (or narrow FP16/BF16) results from the RTL with the golden model, bit for bit.
 
     NaN results must be the canonical NaN (``0x7fc00000``) on both sides: ``expected`` given as float32 values
     is converted with :func:`sat.sw.numerics.fp32_bits`, which canonicalises NaNs; the RTL must produce
@@ -252,6 +253,9 @@ class FP32Scoreboard:
         Operand format used to render ``uint16`` context columns ("fp16" or "bf16").
     max_report : int
         Mismatches listed in :meth:`report`.
+    result_fmt : str, optional
+        "fp16" or "bf16" when the results are narrow (16-bit :func:`sat.sw.numerics.round_result` patterns, the
+        output of ``FP32Round``) rather than FP32; their NaN must be that format's canonical NaN.
 
     Examples
     --------
@@ -260,10 +264,11 @@ class FP32Scoreboard:
     >>> sb.check()                                                        # doctest: +SKIP
     """
 
-    def __init__(self, name: str, *, fmt: str | None = None, max_report: int = 10):
+    def __init__(self, name: str, *, fmt: str | None = None, max_report: int = 10, result_fmt: str | None = None):
         self.name = name
         self.fmt = fmt
         self.max_report = max_report
+        self.result_fmt = get_format(result_fmt).name if result_fmt is not None else None
         self.checked = 0
         self.mismatches = 0
         self._lines: list[str] = []
@@ -310,14 +315,25 @@ class FP32Scoreboard:
         bad = np.flatnonzero(got != expected)
         for i in bad[: max(0, self.max_report - len(self._lines))]:
             parts = [self._render(k, col, i) for k, col in columns.items()]
-            nan_note = " (NaN, but not the canonical 0x7fc00000)" if (
-                np.isnan(from_fp32_bits(got[i])) and got[i] != FP32_CANONICAL_NAN) else ""
             self._lines.append(
-                f"#{self.checked + i}: {' '.join(parts)} got {fmt_fp32(got[i])}{nan_note} "
-                f"expected {fmt_fp32(expected[i])}")
+                f"#{self.checked + i}: {' '.join(parts)} got {self._result(got[i])} "
+                f"expected {self._result(expected[i])}")
         self.checked += got.size
         self.mismatches += bad.size
         return int(bad.size)
+
+    def _result(self, bits: int) -> str:
+        """A result pattern rendered in its format, with a note if it is a non-canonical NaN."""
+        if self.result_fmt is None:
+            note = " (NaN, but not the canonical 0x7fc00000)" if (
+                np.isnan(from_fp32_bits(bits)) and bits != FP32_CANONICAL_NAN) else ""
+            return fmt_fp32(bits) + note
+        f = get_format(self.result_fmt)
+        bits = int(bits)
+        nan = (bits & f.exp_mask) == f.exp_mask and bits & f.man_mask
+        note = f" (NaN, but not the canonical {f.canonical_nan:#06x})" if nan and bits != f.canonical_nan else ""
+        width = "" if bits <= 0xFFFF else " (wider than 16 bits)"
+        return fmt_operand(bits, f.name) + note + width
 
     def report(self) -> str:
         """Summary line plus the first mismatches."""

@@ -40,7 +40,7 @@ from sat.hw.gemm import (
 )
 from sat.sw.config import SATConfig
 from sat.sw.nmformat import compress_bp, compress_ff
-from sat.sw.numerics import encode, fp32_bits, matmul, matmul_sparse
+from sat.sw.numerics import encode, fp32_bits, get_format, matmul, matmul_sparse
 from sat.sw.perfmodel import gemm_counters
 
 from .tb import FP32Scoreboard, backpressure, idle_inserter, reset, rng_for, start_clock, tb_params
@@ -71,8 +71,13 @@ class GemmCase:
 
 
 def _operands(rng: np.random.Generator, shape: tuple[int, ...], fmt: str) -> np.ndarray:
-    """Bit patterns of values over several binades, both signs, with a few zeros."""
+    """Bit patterns of values over several binades, both signs, with a few zeros; for FP16 also 10 % values in
+    the subnormal range (below 2**-14, gradual underflow) and a first row entirely there (a small gradient)."""
     x = rng.standard_normal(shape) * np.exp2(rng.integers(-3, 4, shape))
+    if get_format(fmt).subnormals:
+        tiny = rng.random(shape) < 0.10
+        x[tiny] = rng.standard_normal(int(tiny.sum())) * 2.0**-18
+        x[0] *= 2.0**-17
     x[rng.random(shape) < 0.03] = 0.0
     return encode(x.astype(np.float32), fmt)
 

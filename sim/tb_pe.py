@@ -54,10 +54,13 @@ class Output:
 
 
 def random_operands(rng: np.random.Generator, shape: tuple[int, ...], fmt: str, special: float) -> np.ndarray:
-    """Operand bit patterns: values over a few binades of both signs, with a fraction ``special`` replaced by
-    zeros, subnormals, extreme normals, Inf and NaN."""
+    """Operand bit patterns: values over a few binades of both signs (FP16: 10 % in the subnormal range), with a
+    fraction ``special`` replaced by zeros, subnormals, extreme normals, Inf and NaN."""
     f = get_format(fmt)
     x = rng.standard_normal(shape) * np.exp2(rng.integers(-4, 5, shape))
+    if f.subnormals:
+        tiny = rng.random(shape) < 0.10
+        x[tiny] = rng.standard_normal(int(tiny.sum())) * 2.0**-18
     bits = encode(x.astype(np.float32), f)
     emax = (1 << f.exp_bits) - 1
     specials = np.array([0, f.sign_mask, 1, f.sign_mask | f.man_mask, (emax - 1) << f.man_bits | f.man_mask,

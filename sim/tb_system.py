@@ -2,7 +2,8 @@
 ``SATCore`` with the GEMM unit (:class:`sat.hw.gemm_unit.GemmUnit`), end to end.
 
 * ``gemms``: FF sparse (every N:M of the case list), BP sparse, WU dense (``A_TRANS``), FF dense (``B_TRANS``)
-  and plain dense GEMMs of ragged shapes, several tiled by the unit, under random AXI pauses; every result bit
+  and plain dense GEMMs of ragged shapes, several tiled by the unit, under random AXI pauses, FP16 operands
+  partly in the subnormal range (one output row entirely from them); every result bit
   for bit against :mod:`sat.sw.numerics`; ``MACS`` equal to the useful MACs and ``COMPUTE_CYCLES`` to the
   engine cycle model summed over the unit's tiles (:func:`sat.hw.gemm_unit.tile_plan`).
 * ``training``: BDWP iterations of a tiny MLP through ``DeviceBackend(SATDevice(cocotb transport))`` (FF, BP,
@@ -48,8 +49,13 @@ def expected_counters(config: SATConfig, rows: int, red: int, cols: int, n: int,
     return {"MACS": rows * cols * steps_per_output(red, n, m), "COMPUTE_CYCLES": busy, "tiles": len(plan.tiles)}
 
 
-def _values(rng: np.random.Generator, shape: tuple[int, int]) -> np.ndarray:
+def _values(rng: np.random.Generator, shape: tuple[int, int], fmt: str | None = None) -> np.ndarray:
+    """Values over a few binades with 5 % zeros; with ``fmt`` "fp16" also 10 % in FP16's subnormal range
+    (below 2**-14), which operands keep (gradual underflow)."""
     x = rng.standard_normal(shape) * np.exp2(rng.integers(-2, 3, shape))
+    if fmt is not None and numerics.get_format(fmt).subnormals:
+        tiny = rng.random(shape) < 0.10
+        x[tiny] = rng.standard_normal(int(tiny.sum())) * 2.0**-18
     x[rng.random(shape) < 0.05] = 0.0
     return x.astype(np.float32)
 
@@ -156,15 +162,19 @@ async def gemms(dut: Any) -> None:
               ("gemm", (13, 40, 9), None), ("ff", (11, 40, 7), None), ("wu", (13, 40, 9), None),
               ("bp", (3, 40, 40), nms[-1])]
     totals = {"MACS": 0, "COMPUTE_CYCLES": 0}
+    values = partial(_values, rng, fmt=config.fmt)
+    tiny_row = config.fmt == "fp16"  # one output row from operands entirely in FP16's subnormal range
     for kind, (rows, red, cols), nm in cases:
         if kind == "ff":       # X (rows x K), W (C_out x K)
-            a, b = _values(rng, (rows, red)), _values(rng, (cols, red))
+            a, b = values((rows, red)), values((cols, red))
         elif kind == "bp":     # dY (rows x C_out), W (C_out x K)
-            a, b = _values(rng, (rows, red)), _values(rng, (red, cols))
+            a, b = values((rows, red)), values((red, cols))
         elif kind == "wu":     # dY (B x C_out), X (B x K): dW (C_out x K), reduction over B
-            a, b = _values(rng, (red, rows)), _values(rng, (red, cols))
+            a, b = values((red, rows)), values((red, cols))
         else:
-            a, b = _values(rng, (rows, red)), _values(rng, (red, cols))
+            a, b = values((rows, red)), values((red, cols))
+        if tiny_row:
+            (a[:, 0] if kind == "wu" else a[0])[:] *= np.float32(2.0**-17)
         got, golden, shape, result = await bridge(
             lambda kind=kind, a=a, b=b, nm=nm: run_gemm(device, kind, a, b, nm))()
         label = f"{kind} {rows}x{red}x{cols} {f'{nm[0]}:{nm[1]}' if nm else 'dense'}"

@@ -10,7 +10,7 @@ from sat.sw.config import SATConfig
 
 from .verilog import VerilogTop, generate_verilog
 
-__all__ = ["fp_mul_top", "fp32_add_top", "pe_top", "array_top", "gemm_top", "core_top", "system_top"]
+__all__ = ["fp_mul_top", "fp32_add_top", "fp32_round_top", "pe_top", "array_top", "gemm_top", "core_top", "system_top"]
 
 
 def fp_mul_top(fmt: str) -> VerilogTop:
@@ -25,6 +25,13 @@ def fp32_add_top(latency: int = 4) -> VerilogTop:
     from sat.hw.fp import FP32Adder
 
     return generate_verilog(lambda: FP32Adder(latency=latency), f"fp32_add_l{latency}", {"latency": latency})
+
+
+def fp32_round_top(fmt: str) -> VerilogTop:
+    """``sat.hw.fp.FP32Round(fmt)`` (FP32 to a narrow result) as module ``fp32_round_<fmt>``."""
+    from sat.hw.fp import FP32Round
+
+    return generate_verilog(lambda: FP32Round(fmt=fmt), f"fp32_round_{fmt}", {"fmt": fmt})
 
 
 def pe_top(config: SATConfig) -> VerilogTop:

@@ -369,7 +369,8 @@ def pack(op: NMOperand, fmt: str | FloatFormat = "fp16") -> np.ndarray:
     ----------
     op : NMOperand
     fmt : "fp16" or "bf16"
-        Operand format; values are encoded with :func:`sat.sw.numerics.encode` (RNE, FTZ).
+        Operand format; values are encoded with :func:`sat.sw.numerics.encode` (RNE; FP16 keeps subnormals,
+        BF16 flushes them to +0).
 
     Returns
     -------
@@ -425,8 +426,8 @@ def unpack(data, n: int, m: int, k: int, cols: int, fmt: str | FloatFormat = "fp
     ValueError
         If the data is not a whole number of beats or has the wrong beat count for the shape; an index is
         ``>= m``, repeated or not ascending within a group; a padding lane, step or index bit is nonzero;
-        a value in the zero padding rows is nonzero; or a value is a subnormal or non-canonical NaN bit
-        pattern (``encode`` never produces those).
+        a value in the zero padding rows is nonzero; or a value is a BF16 subnormal or a non-canonical NaN
+        bit pattern (``encode`` never produces those).
     """
     _check_nm_format(n, m)
     f = get_format(fmt)
@@ -462,7 +463,7 @@ def unpack(data, n: int, m: int, k: int, cols: int, fmt: str | FloatFormat = "fp
                          f"they must be zero")
     bits = v[:steps, :cols]
     exp, man = bits & f.exp_mask, bits & f.man_mask
-    if np.any((exp == 0) & (man != 0)):
+    if not f.subnormals and np.any((exp == 0) & (man != 0)):
         raise ValueError(f"a value is a subnormal {f.name} bit pattern, which pack never produces (FTZ)")
     if np.any((exp == f.exp_mask) & (man != 0) & (bits != f.canonical_nan)):
         raise ValueError(f"a value is a non-canonical {f.name} NaN, which pack never produces "

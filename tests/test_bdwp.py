@@ -434,22 +434,25 @@ def test_fp16_overflow_skips_the_step_and_halves_the_scale():
 
 
 def test_loss_scaling_rescues_small_fp16_gradients():
-    """Gradients below FP16's normal range flush to zero unscaled; with a 2^12 scale they survive and the
-    unscaled weight gradient matches the BF16 (wide exponent) gradient to FP16 precision."""
+    """Gradients below FP16's range (under half its smallest subnormal, 2^-25) vanish unscaled; with a 2^12
+    scale they survive and the unscaled weight gradient matches the BF16 (wide exponent) gradient to FP16
+    precision. Gradients in FP16's subnormal range survive even unscaled (gradual underflow)."""
     rng = np.random.default_rng(9)
     layer = Linear(8, 4, name="fc", bias=False, rng=rng)
     x = rng.uniform(0.5, 1.0, (2, 8)).astype(np.float32)
-    dy = np.full((2, 4), 2.0**-20, np.float32)  # below 2^-14
     s16, sb = BDWPSettings(None, "fp16"), BDWPSettings(None, "bf16")
-    layer.forward(x, s16)
-    layer.backward(dy, s16)
-    assert not layer.grad_weight.any()
-    layer.forward(x, s16)
-    layer.backward(dy * np.float32(2.0**12), s16)
-    scaled = layer.grad_weight / np.float32(2.0**12)
-    layer.forward(x, sb)
-    layer.backward(dy, sb)
-    np.testing.assert_allclose(scaled, layer.grad_weight, rtol=2 * 2.0**-8)
+
+    def grad(dy, settings):
+        layer.forward(x, settings)
+        layer.backward(dy, settings)
+        return layer.grad_weight.copy()
+
+    tiny = np.full((2, 4), 2.0**-26, np.float32)    # rounds to zero in FP16
+    assert not grad(tiny, s16).any()
+    scaled = grad(tiny * np.float32(2.0**12), s16) / np.float32(2.0**12)
+    np.testing.assert_allclose(scaled, grad(tiny, sb), rtol=2 * 2.0**-8)
+    sub = np.full((2, 4), 2.0**-20, np.float32)     # an FP16 subnormal, kept
+    np.testing.assert_allclose(grad(sub, s16), grad(sub, sb), rtol=2 * 2.0**-8)
 
 
 # --------------------------------------------------------------------------------------------- misc

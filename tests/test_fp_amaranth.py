@@ -1,6 +1,7 @@
 # amaranth: UnusedElaboratable=no
 # (the validation test builds components that are rejected or never elaborated, on purpose)
-"""Amaranth-simulator tests of ``sat.hw.fp``: FPMultiplier and FP32Adder against ``sat.sw.numerics``, bit for bit.
+"""Amaranth-simulator tests of ``sat.hw.fp``: FPMultiplier, FP32Adder and FP32Round against ``sat.sw.numerics``,
+bit for bit.
 
 Each test streams a few thousand vectors (random bit patterns, every special-value class, rounding ties,
 cancellation, overflow and underflow boundaries) through the pipeline with random clock-enable stalls and
@@ -12,8 +13,9 @@ import pytest
 from amaranth.back import verilog
 from amaranth.sim import Simulator
 
-from sat.hw.fp import ADDER_LATENCY_RANGE, FP32Adder, FPMultiplier
-from sat.sw.numerics import FORMATS, fp32_add, fp32_bits, fp_mul
+from sat.hw.fp import ADDER_LATENCY_RANGE, FP32Adder, FP32Round, FPMultiplier
+from sat.sim.tb_fp import round_random_operands, round_special_operands
+from sat.sw.numerics import FORMATS, fp32_add, fp32_bits, fp_mul, round_result
 
 # ------------------------------------------------------------------------------------------------ vectors
 
@@ -119,7 +121,8 @@ def _run_pipeline(dut, out_port, a_vals, b_vals, latency: int, rng: np.random.Ge
             ctx.set(dut.en, en)
             if issued < n:
                 ctx.set(dut.a, int(a_vals[issued]))
-                ctx.set(dut.b, int(b_vals[issued]))
+                if b_vals is not None:
+                    ctx.set(dut.b, int(b_vals[issued]))
             before = ctx.get(out_port)
             await ctx.tick()
             if not en:
@@ -141,8 +144,8 @@ def _report(name, a, b, got, want, fmt_bits: int) -> str:
     bad = np.flatnonzero(got != want)
     lines = [f"{name}: {len(bad)} of {len(got)} mismatches"]
     for i in bad[:10]:
-        lines.append(f"  a={int(a[i]):0{fmt_bits // 4}x} b={int(b[i]):0{fmt_bits // 4}x} "
-                     f"rtl={int(got[i]):08x} golden={int(want[i]):08x}")
+        b_text = "" if b is None else f" b={int(b[i]):0{fmt_bits // 4}x}"
+        lines.append(f"  a={int(a[i]):0{fmt_bits // 4}x}{b_text} rtl={int(got[i]):08x} golden={int(want[i]):08x}")
     return "\n".join(lines)
 
 
@@ -157,6 +160,37 @@ def test_multiplier_matches_golden(fmt):
     got = _run_pipeline(dut, dut.p, a, b, dut.latency, rng)
     want = fp32_bits(fp_mul(a, b, fmt))
     assert np.array_equal(got, want), _report(f"FPMultiplier({fmt})", a, b, got, want, 16)
+
+
+def fp16_subnormal_vectors(rng: np.random.Generator, n_partner: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    """Every FP16 subnormal mantissa (random sign), each against ``n_partner`` random partners from: subnormals
+    with every leading-zero count, normals over all exponents, zeros, Inf, NaN; both operand orders."""
+    sub = np.arange(1, 1 << 10, dtype=np.uint16) | (rng.integers(0, 2, 1023) << 15).astype(np.uint16)
+    lz_subs = np.array([1 << i for i in range(10)] + [(2 << i) - 1 for i in range(10)], np.uint16)
+    normals = (rng.integers(1, 31, 64) << 10 | rng.integers(0, 1 << 10, 64)).astype(np.uint16)
+    partners = np.concatenate([lz_subs, lz_subs | 0x8000, normals, normals | 0x8000,
+                               np.array([0, 0x8000, 0x7C00, 0xFC00, 0x7E00, 0x7C01, 0x7BFF, 0x0400, 0x3C00],
+                                        np.uint16)])
+    a = np.repeat(sub, n_partner)
+    b = rng.choice(partners, a.size)
+    return np.concatenate([a, b]), np.concatenate([b, a])
+
+
+def test_multiplier_fp16_subnormal_operands():
+    """FP16 subnormal operands keep their value: the RTL product equals the golden model and the exact float64
+    product (FP16 products are exact in FP32), and is never zero for nonzero finite operands."""
+    rng = np.random.default_rng(0x5B)
+    a, b = fp16_subnormal_vectors(rng)
+    dut = FPMultiplier("fp16")
+    got = _run_pipeline(dut, dut.p, a, b, dut.latency, rng)
+    want = fp32_bits(fp_mul(a, b, "fp16"))
+    assert np.array_equal(got, want), _report("FPMultiplier(fp16) subnormals", a, b, got, want, 16)
+    fa, fb = a.view(np.float16).astype(np.float64), b.view(np.float16).astype(np.float64)
+    finite = np.isfinite(fa) & np.isfinite(fb)
+    exact = fa[finite] * fb[finite]
+    assert np.array_equal(got[finite].view(np.float32).astype(np.float64), exact)
+    nonzero = finite & (fa != 0) & (fb != 0)
+    assert np.all((got[nonzero] >> 23 & 0xFF) >= 79), "every FP16 product is a normal FP32 number"
 
 
 @pytest.mark.parametrize("latency", [4, 2, 6])
@@ -181,6 +215,19 @@ def test_adder_other_latencies(latency):
     assert np.array_equal(got, want), _report(f"FP32Adder({latency})", a, b, got, want, 32)
 
 
+@pytest.mark.parametrize("fmt", ["fp16", "bf16"])
+def test_round_matches_golden(fmt):
+    """FP32Round against :func:`round_result`: edge cases of every binade (ties, carries, overflow, subnormal
+    results, NaN/Inf, zeros) and random patterns, with random clock-enable stalls."""
+    rng = np.random.default_rng(0x2D + len(fmt) + (fmt == "bf16"))
+    special = round_special_operands(fmt)
+    a = np.concatenate([rng.choice(special, 1500, replace=False), round_random_operands(rng, 1500, fmt)])
+    dut = FP32Round(fmt)
+    got = _run_pipeline(dut, dut.r, a, None, dut.latency, rng)
+    want = round_result(a, fmt).astype(np.uint32)
+    assert np.array_equal(got, want), _report(f"FP32Round({fmt})", a, None, got, want, 32)
+
+
 def test_parameter_validation():
     with pytest.raises(ValueError, match=r"fmt must be one of \['bf16', 'fp16'\], not 'fp32'"):
         FPMultiplier("fp32")
@@ -189,11 +236,17 @@ def test_parameter_validation():
             FP32Adder(bad)
     adder, mul = FP32Adder(6), FPMultiplier("BF16")
     assert (adder.latency, mul.fmt, mul.latency) == (6, "bf16", 3)
+    with pytest.raises(ValueError, match=r"fmt must be one of \['bf16', 'fp16'\], not 'fp32'"):
+        FP32Round("fp32")
+    rnd = FP32Round("FP16")
+    assert (rnd.fmt, rnd.latency) == ("fp16", FP32Round.LATENCY)
     assert list(ADDER_LATENCY_RANGE)[:6] == [1, 2, 3, 4, 5, 6]
 
 
 @pytest.mark.parametrize("make", [lambda: FPMultiplier("fp16"), lambda: FPMultiplier("bf16"),
-                                  lambda: FP32Adder(4), lambda: FP32Adder(2)], ids=["mul16", "mulbf", "add4", "add2"])
+                                  lambda: FP32Adder(4), lambda: FP32Adder(2), lambda: FP32Round("fp16"),
+                                  lambda: FP32Round("bf16")],
+                         ids=["mul16", "mulbf", "add4", "add2", "rnd16", "rndbf"])
 def test_verilog_converts(make):
     text = verilog.convert(make(), name="dut")
     assert "module dut" in text

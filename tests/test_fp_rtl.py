@@ -1,8 +1,9 @@
 """cocotb RTL tests of ``sat.hw.fp`` on the generated Verilog (``sim/tb_fp.py``), bit for bit against
 ``sat.sw.numerics``.
 
-Default run: 100 000 random vectors per multiplier format and for the adder, every pair of special operands,
-and a stall run with ``en`` low ~30 % of cycles. ``-m slow`` runs 1 000 000 vectors and every adder latency.
+Default run: 100 000 random vectors per multiplier format, for the adder and per rounding-unit format, every pair
+of special operands (every edge-case pattern for the rounding unit), and a stall run with ``en`` low ~30 % of
+cycles. ``-m slow`` runs 1 000 000 vectors and every adder latency.
 A mutation test checks that a wrong result makes the pytest test fail, and a wrong latency must fail too.
 """
 
@@ -14,7 +15,7 @@ from amaranth.lib.wiring import In, Out
 
 from sat.hw.fp import FPMultiplier
 from sat.sim.runner import run_cocotb
-from sat.sim.tops import fp32_add_top, fp_mul_top
+from sat.sim.tops import fp32_add_top, fp32_round_top, fp_mul_top
 from sat.sim.verilog import generate_verilog
 
 pytestmark = pytest.mark.rtl
@@ -43,6 +44,15 @@ def test_fp32_adder(sim_seed: int) -> None:
         "unit": "add", "latency": top.meta["latency"], "seed": sim_seed,
         "n_random": N_RANDOM, "n_stalls": N_STALLS})
     assert sorted(result.tests) == ["add_random", "add_special", "add_stalls"]
+
+
+@pytest.mark.parametrize("fmt", ["fp16", "bf16"])
+def test_fp32_round(fmt: str, sim_seed: int) -> None:
+    top = fp32_round_top(fmt)
+    result = run_cocotb(top, TB, params={
+        "unit": "round", "fmt": fmt, "latency": top.meta["latency"], "seed": sim_seed,
+        "n_random": N_RANDOM, "n_stalls": N_STALLS})
+    assert sorted(result.tests) == ["round_random", "round_special", "round_stalls"]
 
 
 @pytest.mark.slow

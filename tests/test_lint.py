@@ -4,7 +4,7 @@ tolerated warning classes (``sat.sim.lint.TOLERATED``, see ``docs/simulation.md`
 import pytest
 
 from sat.sim.lint import TOLERATED, lint
-from sat.sim.tops import array_top, core_top, fp32_add_top, fp_mul_top, gemm_top, pe_top, system_top
+from sat.sim.tops import array_top, core_top, fp32_add_top, fp32_round_top, fp_mul_top, gemm_top, pe_top, system_top
 from sat.sw.config import SATConfig
 
 pytestmark = pytest.mark.rtl
@@ -15,6 +15,8 @@ TOPS = {
     "fp32_add_l1": lambda: fp32_add_top(1),
     "fp32_add_l4": lambda: fp32_add_top(4),
     "fp32_add_l6": lambda: fp32_add_top(6),
+    "fp32_round_fp16": lambda: fp32_round_top("fp16"),
+    "fp32_round_bf16": lambda: fp32_round_top("bf16"),
     "pe_fp16": lambda: pe_top(SATConfig(fmt="fp16")),
     "pe_bf16": lambda: pe_top(SATConfig(fmt="bf16")),
     "pe_bf16_l1_2of4": lambda: pe_top(SATConfig(fmt="bf16", adder_latency=1, nm_set=((2, 4),))),

@@ -312,7 +312,7 @@ def test_unpack_never_silently_alters_a_corrupted_stream(case, fmt, data):
 
 
 @pytest.mark.parametrize("fmt, word, what", [
-    ("fp16", 0x0001, "subnormal fp16"), ("fp16", 0x7C01, "non-canonical fp16 NaN"),
+    ("fp16", 0x7C01, "non-canonical fp16 NaN"),
     ("bf16", 0x0040, "subnormal bf16"), ("bf16", 0xFF81, "non-canonical bf16 NaN"),
 ])
 def test_unpack_rejects_bit_patterns_pack_never_writes(fmt, word, what):
@@ -320,6 +320,20 @@ def test_unpack_rejects_bit_patterns_pack_never_writes(fmt, word, what):
     data[64:66] = [word & 0xFF, word >> 8]
     with pytest.raises(ValueError, match=what):
         unpack(data, *shape)
+
+
+def test_fp16_subnormal_values_round_trip():
+    """FP16 subnormal weights are operands like any other (docs/numerics.md): pack keeps them, unpack reads them."""
+    rng = np.random.default_rng(11)
+    b = (rng.standard_normal((16, 5)) * 2.0**-17).astype(np.float32)   # mostly FP16 subnormals
+    op = compress(b, 2, 4)
+    packed = pack(op, "fp16")
+    back = unpack(packed, 2, 4, 16, 5, "fp16")
+    bits = encode(op.values, "fp16")
+    assert np.any(((bits & 0x7C00) == 0) & ((bits & 0x3FF) != 0)), "the test needs subnormal values"
+    assert np.array_equal(encode(back.values, "fp16"), bits)
+    assert np.array_equal(pack(back, "fp16"), packed)
+    assert np.all(back.values[bits != 0] != 0), "no subnormal value read back as zero"
 
 
 @pytest.mark.parametrize("n, m, match", [

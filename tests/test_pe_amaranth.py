@@ -200,6 +200,32 @@ def test_pe_other_adder_latencies(latency):
     _check(_run_pe(pe, steps, stall_prob=0.15, rng=rng), matmul(a, b, fmt))
 
 
+@pytest.mark.parametrize("nm", [None, (2, 8)], ids=["dense", "2of8"])
+def test_pe_fp16_subnormal_gradients(nm):
+    """FP16 gradients in the subnormal range (below 2**-14) times normal weights: the outputs (sums of products
+    near 2**-20) match the golden model bit for bit and are not the zeros that flushing the operands gave."""
+    fmt = "fp16"
+    config = SATConfig(fmt=fmt)
+    rng = np.random.default_rng(21 if nm is None else 28)
+    pe = PE(config)
+    rows, cols = 2, 3
+    k = 16
+    a = encode(rng.standard_normal((rows, k)) * 2.0**-17, fmt)                 # mostly subnormal
+    assert np.mean((a & 0x7C00) == 0) > 0.8
+    a_flushed = np.where((a & 0x7C00) == 0, a & 0x8000, a).astype(np.uint16)  # the old DAZ reading
+    if nm is None:
+        b = _random_operands(rng, (k, cols), fmt)
+        outputs, golden = _dense_outputs(rng, a, b, pe.max_m), matmul(a, b, fmt)
+        flushed = matmul(a_flushed, b, fmt)
+    else:
+        vals, idx = _sparse_operand(rng, k, cols, *nm, fmt)
+        outputs, golden = _sparse_outputs(rng, a, vals, idx, nm[1], pe.max_m), matmul_sparse(a, vals, idx, nm[1], fmt)
+        flushed = matmul_sparse(a_flushed, vals, idx, nm[1], fmt)
+    assert np.count_nonzero(golden) > np.count_nonzero(flushed), "the operands must matter"
+    steps = _schedule(outputs, pe.interleave, bubble_prob=0.1, rng=rng)
+    _check(_run_pe(pe, steps, stall_prob=0.15, rng=rng), golden)
+
+
 def test_pe_mixed_modes_in_flight():
     """Dense and several N:M outputs share the PE at the same time: the mode belongs to the operand stream."""
     fmt = "fp16"
