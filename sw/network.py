@@ -511,12 +511,14 @@ def from_torch(module, input_shape: tuple[int, int, int], name: str = "torch") -
         x = inputs[0]
         policy = {"ff": getattr(mod, "ff_policy", "auto"), "bp": getattr(mod, "bp_policy", "auto")}
         if isinstance(mod, torch.nn.Conv2d):
+            pad = mod.padding if not isinstance(mod.padding, str) else \
+                (0, 0) if mod.padding == "valid" else ((mod.kernel_size[0] - 1) // 2,) * 2
             if mod.groups != 1 or mod.dilation != (1, 1) or mod.kernel_size[0] != mod.kernel_size[1] \
-                    or mod.stride[0] != mod.stride[1] or isinstance(mod.padding, str) \
-                    or mod.padding[0] != mod.padding[1]:
+                    or mod.stride[0] != mod.stride[1] or pad[0] != pad[1] \
+                    or (mod.padding == "same" and mod.kernel_size[0] % 2 == 0):
                 raise ValueError(f"{mod_name}: only square, ungrouped, undilated convolutions can be scheduled")
             items.append(Conv(mod_name, mod.in_channels, mod.out_channels, mod.kernel_size[0],
-                              (int(x.shape[2]), int(x.shape[3])), mod.stride[0], mod.padding[0],
+                              (int(x.shape[2]), int(x.shape[3])), mod.stride[0], pad[0],
                               bias=mod.bias is not None, **policy))
         else:
             items.append(Linear(mod_name, mod.in_features, mod.out_features, bias=mod.bias is not None, **policy))

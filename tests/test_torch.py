@@ -207,6 +207,24 @@ def test_convert_in_place_policy_and_unsupported_layers():
         st.convert(nn.Sequential(nn.Conv1d(2, 2, 3)))
 
 
+def test_string_padding_and_from_torch():
+    """padding="same" (odd square kernel) and "valid" run as padding 1 and 0: the same bits as the integer
+    padding; from_torch records them so; an even kernel with "same" stays in torch (it pads unevenly)."""
+    from sat.sw.network import from_torch
+
+    torch.manual_seed(4)
+    x = torch.randn(2, 8, 6, 6)
+    for text, number in (("same", 1), ("valid", 0)):
+        a, b = nn.Conv2d(8, 8, 3, padding=text), nn.Conv2d(8, 8, 3, padding=number)
+        b.load_state_dict(a.state_dict())
+        st.convert(a, (2, 8))
+        st.convert(b, (2, 8))
+        assert torch.equal(a(x), b(x))
+        assert from_torch(nn.Sequential(a), (6, 6, 8)).layers[0].padding == number
+    with pytest.warns(st.UnsupportedLayerWarning, match="unevenly"):
+        st.convert(nn.Sequential(nn.Conv2d(2, 2, 2, padding="same")))
+
+
 def test_sr_ste_hook_with_any_optimizer():
     """The SR-STE pre-hook adds lambda_w * (1 - mask_ff) * W before the optimizer step: plain SGD (lr 1, no
     momentum) moves W by exactly -(dW + lambda (1 - mask) W); with Adam the gradient Adam sees is the same

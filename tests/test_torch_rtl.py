@@ -2,8 +2,9 @@
 through the unchanged driver, bit for bit equal to the golden model splitting K at the same chunks.
 
 Two routes reach the RTL: ``sat train --framework torch --backend sim`` (``sim/tb_train.py`` trains the torch
-model) and ``sat sim torch SCRIPT`` (``sim/tb_torch.py`` runs a user's script with the backend ``"sim"``). Both
-default-suite tests reuse the 2x2 build of ``tests/test_system_rtl.py`` (no extra compile).
+model) and ``sat sim torch SCRIPT`` (``sim/tb_torch.py`` runs a user's script with the backend ``"sim"``). Every
+test reuses the 2x2 build of ``tests/test_system_rtl.py`` (no extra compile); the command-line error path and
+torchvision's ResNet-18 run with ``-m slow``.
 """
 
 from __future__ import annotations
@@ -80,6 +81,7 @@ def test_sat_sim_torch_runs_a_script_on_rtl(tmp_path, sim_seed: int) -> None:
     assert rep["sim"]["gemms"] == 6 and rep["sim"]["cycles"] > 0 and rep["argv"] == [str(out)]
 
 
+@pytest.mark.slow
 def test_sat_sim_torch_cli_reports_a_failing_script(tmp_path) -> None:
     """A script that raises makes ``sat sim torch`` exit 1 with the error."""
     script = tmp_path / "bad.py"

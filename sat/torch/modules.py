@@ -400,8 +400,8 @@ class SATLinear(SATLayer, nn.Linear):
 # Conversion
 
 def _same_padding(conv: nn.Conv2d) -> int:
-    kh, kw = conv.kernel_size
-    return (kh - 1) // 2
+    """The zero padding of a string ``padding``: ``"valid"`` none, ``"same"`` (odd square kernel) ``(k - 1) / 2``."""
+    return 0 if conv.padding == "valid" else (conv.kernel_size[0] - 1) // 2
 
 
 def _conv_unsupported(conv: nn.Conv2d) -> str | None:
