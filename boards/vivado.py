@@ -60,6 +60,7 @@ __all__ = [
     "regmap_json",
     "regmap_c_header",
     "run_vivado",
+    "find_vivado",
     "default_card_config",
 ]
 
@@ -609,17 +610,25 @@ def write_vivado_tree(out: str | Path, config: SATConfig | None = None, *,
 
 def write_core_tree(out: str | Path, config: SATConfig, *, memory_bytes: int = DEFAULT_MEMORY_BYTES,
                     name: str = "sat_core") -> list[Path]:
-    """Write the SAT core's Verilog alone (module ``name``; ``SATCore`` with the GEMM unit), its configuration and
-    register map, for other integrations.
+    """Write the SAT core's Verilog alone (module ``name``, file ``<name>.v``; ``SATCore`` with the GEMM unit), its
+    configuration and register map, for other integrations.
 
     Returns
     -------
     list of Path
         Files written, relative to ``out``.
+
+    Raises
+    ------
+    ValueError
+        If ``name`` is not a plain Verilog identifier (:func:`sat.sw.validate.check_identifier`): a keyword would
+        not compile, and a path separator would write outside ``out``.
     """
     from sat.hw.core import SATCore
     from sat.hw.netlist import to_verilog
+    from sat.sw.validate import check_identifier
 
+    check_identifier(name, "module name")
     directory = Path(out)
     directory.mkdir(parents=True, exist_ok=True)
     files: list[Path] = []
@@ -635,6 +644,22 @@ def default_card_config() -> SATConfig:
     return SATConfig.load(Path(__file__).with_name("vcu1525_default.json"))
 
 
+def find_vivado(vivado: str | None = None, *, then: str = "run build.sh in the tree") -> str:
+    """The Vivado executable: ``vivado``, else ``$VIVADO``, else ``vivado`` on ``PATH`` (Vivado is installed
+    system-wide, not in SAT's Python environment).
+
+    Raises
+    ------
+    FileNotFoundError
+        If Vivado is not found, saying how to provide it (and ``then``, what to do next).
+    """
+    exe = vivado or os.environ.get("VIVADO") or shutil.which("vivado")
+    if not exe or not (shutil.which(exe) or Path(exe).exists()):
+        raise FileNotFoundError("vivado not found on PATH: source Vivado's settings64.sh (Vivado "
+                                f"{VIVADO_MIN_VERSION} or later) or set VIVADO=/path/to/vivado, then {then}")
+    return exe
+
+
 def run_vivado(tree: VivadoTree, *, vivado: str | None = None) -> int:
     """Run ``build.tcl`` in the tree with Vivado in batch mode; returns Vivado's exit status.
 
@@ -643,10 +668,6 @@ def run_vivado(tree: VivadoTree, *, vivado: str | None = None) -> int:
     FileNotFoundError
         If Vivado is not found.
     """
-    exe = vivado or os.environ.get("VIVADO") or shutil.which("vivado")
-    if not exe or not (shutil.which(exe) or Path(exe).exists()):
-        raise FileNotFoundError("vivado not found on PATH: source Vivado's settings64.sh (Vivado "
-                                f"{VIVADO_MIN_VERSION} or later) or set VIVADO=/path/to/vivado, then run "
-                                f"{tree.directory}/build.sh")
+    exe = find_vivado(vivado, then=f"run {tree.directory}/build.sh")
     cmd = [exe, "-mode", "batch", "-nojournal", "-log", "build.log", "-source", "build.tcl"]
     return subprocess.run(cmd, cwd=tree.directory, check=False).returncode

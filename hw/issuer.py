@@ -18,6 +18,7 @@ from amaranth.utils import exact_log2
 from sat.sw.config import SATConfig
 from sat.sw.descriptor import DIM_WIDTH, ConvPass
 from sat.sw.nmformat import LANES
+from sat.sw.tiling import A_WORD_LANES
 
 from .dma import request_layout
 from .sequencer import buffer_addr_width, context_layout, load_job_layout
@@ -36,7 +37,7 @@ def line_record_layout(config: SATConfig, beats_width: int = 32) -> data.StructL
     (:class:`~sat.hw.convlines.ConvLines`' padding); ``cont``: the elements continue where the previous record's
     ended (``lane``, ``addr``, ``bank`` unused).
     """
-    wm = max(config.max_m, config.cols)
+    wm = max(A_WORD_LANES, config.cols)
     return data.StructLayout({
         "beats": beats_width, "off": 5, "count": DIM_WIDTH + 1, "lane": range(wm),
         "addr": buffer_addr_width(config), "bank": range(config.rows), "vcols": 6, "last": 1,
@@ -88,7 +89,7 @@ class ReadIssuer(wiring.Component):
         m = Module()
         cfg = self._config
         R, C = cfg.rows, cfg.cols
-        lg_mm = exact_log2(cfg.max_m)
+        lg_w = exact_log2(A_WORD_LANES)
         aw = cfg.axi_addr_width
         dw_buf = buffer_addr_width(cfg)
         c = self.context
@@ -130,7 +131,7 @@ class ReadIssuer(wiring.Component):
         with m.If(job.a):
             with m.If(job.trans):
                 m.d.comb += [lo.eq(a_line_addr + (job.r0 << 1)), count.eq(job.rt), last.eq(line == c.red - 1),
-                             rec.lane.eq(line[:lg_mm] if lg_mm else 0), rec.addr.eq((line >> lg_mm) + job.base),
+                             rec.lane.eq(line[:lg_w]), rec.addr.eq((line >> lg_w) + job.base),
                              rec.bank.eq(0)]
             with m.Else():
                 m.d.comb += [lo.eq(a_line_addr), count.eq(c.red), last.eq(line == job.rt - 1),

@@ -3,7 +3,8 @@ engine's operand buffers, in the layouts of :mod:`sat.hw.gemm`, and checks packe
 
 One buffer write takes a run of a beat's elements that share a buffer word (``docs/system.md``, "Loader"):
 
-* row-major A / dense B: consecutive elements of one word (up to ``min(max_m or C, 32)``);
+* row-major A / dense B: consecutive elements of one word (A words are 32 lanes, a whole beat: a row-major A beat
+  aligned to its word is one write; B words are ``C`` lanes);
 * B^T: one element (its neighbours in the line are consecutive words of one lane);
 * A^T: the rows of one word group: the same word and lane of consecutive banks, one ``a_write`` with a lane mask
   of that lane for each of their banks.
@@ -24,6 +25,7 @@ from amaranth.utils import exact_log2
 from sat.sw.config import SATConfig
 from sat.sw.descriptor import DIM_WIDTH
 from sat.sw.nmformat import LANES
+from sat.sw.tiling import A_WORD_LANES
 
 from .dma import read_beat_layout
 from .gemm import a_write_layout, b_write_layout
@@ -80,7 +82,7 @@ class OperandLoader(wiring.Component):
     def elaborate(self, platform) -> Module:  # noqa: C901 (one FSM and its datapath)
         m = Module()
         cfg = self._config
-        R, C, mm = cfg.rows, cfg.cols, cfg.max_m
+        R, C, mm = cfg.rows, cfg.cols, A_WORD_LANES       # mm: lanes of an A word
         wm = max(mm, C)
         dw_buf = buffer_addr_width(cfg)
         ctx = self.context

@@ -18,6 +18,7 @@ from amaranth.utils import exact_log2
 from sat.sw.config import SATConfig
 from sat.sw.descriptor import DIM_WIDTH
 from sat.sw.regmap import ErrorCode
+from sat.sw.tiling import A_WORD_LANES
 
 from .cmdproc import ENGINE_COUNTER_WIDTH, conv_command_layout, engine_command_layout, engine_done_layout
 from .gemm import command_layout as engine_cmd_layout
@@ -129,8 +130,7 @@ class TileSequencer(wiring.Component):
     def elaborate(self, platform) -> Module:
         m = Module()
         cfg = self._config
-        R, C, L, mm = cfg.rows, cfg.cols, cfg.adder_latency, cfg.max_m
-        lg_mm = exact_log2(mm)
+        R, C, L = cfg.rows, cfg.cols, cfg.adder_latency
         lg_l = (L - 1).bit_length()      # ceil(log2(L)): a row tile of R * 2**p rows fills a pass when p >= lg_l
         a_depth, b_depth = cfg.a_depth, cfg.b_depth
         a_aw, b_aw = exact_log2(a_depth), exact_log2(b_depth)
@@ -210,7 +210,7 @@ class TileSequencer(wiring.Component):
                     m.next = "SETUP1"
             with m.State("SETUP1"):
                 m.d.sync += [
-                    kw.eq((c.red + mm - 1) >> lg_mm),
+                    kw.eq((c.red + A_WORD_LANES - 1) >> exact_log2(A_WORD_LANES)),
                     steps.eq(Mux(c.sparse, groups * c.n, c.red)),
                     rl_cstride.eq(c.c_stride * (R * L)),
                 ]

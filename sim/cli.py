@@ -29,8 +29,21 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sat.sw.backend import register_backend
-from sat.sw.cli import _array_arg, subcommand
-from sat.sw.config import SATConfig
+from sat.sw.cli import subcommand
+from sat.sw.cliutil import (
+    CLIError,
+    array_shape,
+    load_array,
+    load_matrix,
+    nm_pattern,
+    nonnegative_int,
+    output_dir,
+    path_arg,
+    positive_int,
+    power_of_two,
+    probability,
+)
+from sat.sw.config import MAX_DEPTH, MIN_DEPTH, SATConfig
 
 from .runner import OPT_LEVELS
 
@@ -67,6 +80,61 @@ def _memory_for(m: int, k: int, n: int) -> int:
     return size
 
 
+def _operands(args: argparse.Namespace) -> tuple[int, int, int, Any, Any]:
+    """``(m, k, n, A, B)`` of ``sat sim gemm``: the sizes from ``--m/--k/--n`` and the operand files (float32
+    matrices, or None for random operands), checked to agree.
+
+    Raises
+    ------
+    CLIError
+        For unreadable or non-numeric operand files, shapes that disagree with each other or with ``--m/--k/--n``,
+        or a size given neither way.
+    """
+    a = load_matrix(args.a, "--a") if args.a is not None else None
+    b = load_matrix(args.b, "--b") if args.b is not None else None
+    sizes = {"m": args.m, "k": args.k, "n": args.n}
+    from_files: dict[str, tuple[int, str]] = {}
+    if a is not None:
+        from_files["m"], from_files["k"] = (a.shape[0], "--a"), (a.shape[1], "--a")
+    if b is not None:
+        if "k" in from_files and b.shape[0] != a.shape[1]:
+            raise CLIError(f"--b {args.b} is {b.shape[0]} x {b.shape[1]}, but A ({args.a}) is {a.shape[0]} x "
+                           f"{a.shape[1]}: B needs {a.shape[1]} rows (C = A . B, A is m x k, B is k x n)")
+        from_files["k"], from_files["n"] = (b.shape[0], "--b"), (b.shape[1], "--b")
+    for name, (size, flag) in from_files.items():
+        given = sizes[name]
+        if given is not None and given != size:
+            raise CLIError(f"--{name} {given} disagrees with {flag} {getattr(args, flag[2:])}, whose matrix gives "
+                           f"{name} = {size}: drop --{name} or pass a file of the intended shape")
+        sizes[name] = size
+    missing = [f"--{name}" for name, v in sizes.items() if v is None]
+    if missing:
+        raise CLIError(f"give {' and '.join(missing)} (positive sizes: C = A . B with A m x k, B k x n), or the "
+                       f"operands as .npy files with --a / --b")
+    return sizes["m"], sizes["k"], sizes["n"], a, b
+
+
+def _read_report(report: Path, failure: AssertionError | None = None) -> dict:
+    """The JSON report a CLI testbench wrote (``sat.sim.tb.error_to_report``).
+
+    Raises
+    ------
+    CLIError
+        When the testbench stopped: its own reason (``"error"`` in the report), else the runner's ``failure``.
+    """
+    try:
+        data = json.loads(report.read_text())
+    except (OSError, ValueError):
+        data = None
+    if isinstance(data, dict) and "error" in data:
+        reason = data["error"]
+    elif failure is not None or not isinstance(data, dict):
+        reason = str(failure) if failure is not None else f"the testbench wrote no report ({report})"
+    else:
+        return data
+    raise CLIError(f"the simulation stopped: {reason} (the simulator's log is above)")
+
+
 def run_sim_gemm(args: argparse.Namespace) -> int:
     """Handler of ``sat sim gemm`` (see the module docstring)."""
     import numpy as np
@@ -80,45 +148,42 @@ def run_sim_gemm(args: argparse.Namespace) -> int:
     nm = parse_nm(args.nm)
     if nm is not None and nm[0] == nm[1]:
         nm = None
-    m_, k, n = args.m, args.k, args.n
-    if args.a:
-        a = np.load(args.a)
-        if a.ndim != 2:
-            raise SystemExit(f"sat sim gemm: {args.a} must hold a 2-D matrix, not shape {a.shape}")
-        m_, k = a.shape
-    if args.b:
-        b = np.load(args.b)
-        if b.ndim != 2 or b.shape[0] != k:
-            raise SystemExit(f"sat sim gemm: {args.b} must be {k} x N to multiply A ({m_} x {k}), "
-                             f"not shape {b.shape}")
-        n = b.shape[1]
-    for name, v in (("m", m_), ("k", k), ("n", n)):
-        if v is None or v < 1:
-            raise SystemExit(f"sat sim gemm: give --{name} (a positive size) or an operand file")
+    m_, k, n, a, b = _operands(args)
     nm_set = SATConfig().nm_set
     if nm is not None and nm not in nm_set:
         nm_set = (*nm_set, nm)
-    try:
-        config = SATConfig(rows=args.rows, cols=args.cols, fmt=args.fmt, adder_latency=args.latency,
-                           nm_set=nm_set, a_depth=args.a_depth, b_depth=args.b_depth)
-        tile_plan(config, m_, k, n, *(nm or (0, 0)))
-    except ValueError as e:
-        raise SystemExit(f"sat sim gemm: {e}") from None
+    config = SATConfig(rows=args.rows, cols=args.cols, fmt=args.fmt, adder_latency=args.latency, nm_set=nm_set,
+                       a_depth=args.a_depth, b_depth=args.b_depth)
+    tile_plan(config, m_, k, n, *(nm or (0, 0)))
+    out_dir = (output_dir(args.out, "--out") if args.out is not None
+               else Path(tempfile.mkdtemp(prefix="sat-sim-gemm-")))
     memory_bytes = _memory_for(m_, k, n)
-    out_dir = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="sat-sim-gemm-"))
-    out_dir.mkdir(parents=True, exist_ok=True)
     report_path = out_dir / "report.json"
-    gemm = {"m": m_, "k": k, "n": n, "nm": list(nm) if nm else None, "seed": args.seed,
-            "a": str(Path(args.a).resolve()) if args.a else None, "b": str(Path(args.b).resolve()) if args.b else None,
-            "report": str(report_path.resolve()), "out": str((out_dir / "c.npy").resolve())}
-    top = system_top(config, memory_bytes=memory_bytes)
-    params = {"config": config.to_dict(), "memory_bytes": memory_bytes, "seed": args.seed, "pause": args.pause,
-              "gemm": gemm}
-    with _stdout_to_stderr(), _axi_memory(args.memory):
-        run_cocotb(top, "sat.sim.tb_system", params=params, testcase="cli_gemm", run_name="cli_gemm",
-                   opt=args.opt)
-    report = json.loads(report_path.read_text())
+    report_path.unlink(missing_ok=True)
+    with tempfile.TemporaryDirectory(prefix="sat-sim-gemm-operands-") as tmp:
+        # the testbench reads the checked float32 copies, never the user's files a second time
+        operands = {}
+        for name, x in (("a", a), ("b", b)):
+            if x is not None:
+                operands[name] = str(Path(tmp) / f"{name}.npy")
+                np.save(operands[name], x)
+        gemm = {"m": m_, "k": k, "n": n, "nm": list(nm) if nm else None, "seed": args.seed,
+                "a": operands.get("a"), "b": operands.get("b"),
+                "report": str(report_path.resolve()), "out": str((out_dir / "c.npy").resolve())}
+        top = system_top(config, memory_bytes=memory_bytes)
+        params = {"config": config.to_dict(), "memory_bytes": memory_bytes, "seed": args.seed, "pause": args.pause,
+                  "gemm": gemm}
+        failure = None
+        try:
+            with _stdout_to_stderr(), _axi_memory(args.memory):
+                run_cocotb(top, "sat.sim.tb_system", params=params, testcase="cli_gemm", run_name="cli_gemm",
+                           opt=args.opt)
+        except AssertionError as exc:
+            failure = exc
+    report = _read_report(report_path, failure)
     report["out_dir"] = str(out_dir)
+    report["a"] = str(Path(args.a).resolve()) if args.a else None
+    report["b"] = str(Path(args.b).resolve()) if args.b else None
     if args.json:
         print(json.dumps(report, indent=2, sort_keys=True))
     else:
@@ -174,7 +239,7 @@ def sim_backend() -> Any:
                        "transport)) over sat.sim.cocotb_transport.attach in your own testbench")
 
 
-def run_sim_train(cfg: Any, *, rows: int = 4, cols: int = 4, a_depth: int = 128, b_depth: int = 512,
+def run_sim_train(cfg: Any, *, rows: int = 4, cols: int = 4, a_depth: int = 32, b_depth: int = 512,
                   opt: int = 1, memory: str | None = None, pause: float = 0.0, golden: bool = False,
                   latency: int = 2, seed: int = 0, report: str | Path | None = None,
                   memory_bytes: int = TRAIN_MEMORY_BYTES) -> dict:
@@ -212,13 +277,17 @@ def run_sim_train(cfg: Any, *, rows: int = 4, cols: int = 4, a_depth: int = 128,
     Raises
     ------
     ValueError
-        For an array, depths or N:M the core cannot be built with.
+        For an array, depths, pause or N:M the core cannot be built or simulated with.
+    RuntimeError
+        If the simulation stops (the testbench's reason in the message), or the simulator is missing.
     """
     from sat.sw.nm import parse_nm
+    from sat.sw.validate import check_float
 
     from .runner import run_cocotb
     from .tops import system_top
 
+    check_float(pause, "pause probability", low=0.0, high=1.0, high_open=True)
     nm = parse_nm(cfg.nm)
     nm_set = SATConfig().nm_set
     if nm is not None and nm[0] != nm[1] and nm not in nm_set:
@@ -231,22 +300,30 @@ def run_sim_train(cfg: Any, *, rows: int = 4, cols: int = 4, a_depth: int = 128,
         tmp = tempfile.TemporaryDirectory(prefix="sat-sim-train-")
         report = Path(tmp.name) / "report.json"
     report = Path(report).resolve()
+    report.unlink(missing_ok=True)          # a report left by an earlier run must not pass for this one's
     fields = {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(cfg).items()}
     params = {"config": config.to_dict(), "memory_bytes": memory_bytes, "seed": seed, "pause": pause,
               "train": fields, "golden": golden,
               "report": str(report)}
     try:
         with _stdout_to_stderr(), _axi_memory(memory):
-            run_cocotb(top, "sat.sim.tb_train", params=params, testcase="train_run", run_name="train",
-                       opt=opt)
-        return json.loads(report.read_text())
+            failure = None
+            try:
+                run_cocotb(top, "sat.sim.tb_train", params=params, testcase="train_run", run_name="train",
+                           opt=opt)
+            except AssertionError as exc:
+                failure = exc
+        try:
+            return _read_report(report, failure)
+        except CLIError as exc:
+            raise RuntimeError(str(exc)) from failure
     finally:
         if tmp is not None:
             tmp.cleanup()
 
 
 def run_sim_torch(script: str | Path, argv: list[str] | tuple[str, ...] = (), *, rows: int = 4, cols: int = 4,
-                  fmt: str = "fp16", a_depth: int = 128, b_depth: int = 512, opt: int = 1, memory: str | None = None,
+                  fmt: str = "fp16", a_depth: int = 32, b_depth: int = 512, opt: int = 1, memory: str | None = None,
                   pause: float = 0.0, latency: int = 2, seed: int = 0, report: str | Path | None = None,
                   memory_bytes: int = TRAIN_MEMORY_BYTES) -> dict:
     """Run the PyTorch script ``script`` (with arguments ``argv``) on the RTL simulation of the core.
@@ -302,17 +379,14 @@ def run_sim_torch(script: str | Path, argv: list[str] | tuple[str, ...] = (), *,
 
 def _run_sim_torch_cli(args: argparse.Namespace) -> int:
     """Handler of ``sat sim torch``."""
+    from sat.sw.cliutil import input_file
+
     rows, cols = args.array
-    try:
-        rep = run_sim_torch(args.script, args.args, rows=rows, cols=cols, fmt=args.fmt, a_depth=args.a_depth,
-                            b_depth=args.b_depth, opt=args.opt, memory=args.memory, pause=args.pause,
-                            seed=args.seed, memory_bytes=args.memory_mb << 20)
-    except (FileNotFoundError, ValueError) as e:
-        print(f"sat sim torch: error: {e}", file=sys.stderr)
-        return 2
-    except (AssertionError, RuntimeError) as e:
-        print(f"sat sim torch: error: {e}", file=sys.stderr)
-        return 1
+    script = input_file(args.script, "SCRIPT")
+    # errors (a script that raised fails the testbench) take the one error path of sat (docs/errors.md)
+    rep = run_sim_torch(script, args.args, rows=rows, cols=cols, fmt=args.fmt, a_depth=args.a_depth,
+                        b_depth=args.b_depth, opt=args.opt, memory=args.memory, pause=args.pause, seed=args.seed,
+                        memory_bytes=args.memory_mb << 20)
     sim = rep["sim"]
     if args.json:
         print(json.dumps(rep, indent=2, sort_keys=True))
@@ -331,24 +405,12 @@ class _UsageError(ValueError):
 
 
 def _load_operand(path: str | None, name: str, ndim: int) -> np.ndarray:
-    """A float32 array from a ``.npy`` file with ``ndim`` dimensions, finite, real."""
+    """A float32 array from a ``.npy`` file with ``ndim`` dimensions, finite, real (:func:`load_array`)."""
     import numpy as np
 
-    if not path:
+    if path is None:
         raise _UsageError(f"--{name.replace('_', '-')} is needed for this pass: give a .npy file")
-    p = Path(path)
-    if not p.is_file():
-        raise _UsageError(f"--{name} {path}: no such file")
-    try:
-        arr = np.load(p, allow_pickle=False)
-    except (ValueError, OSError) as e:
-        raise _UsageError(f"--{name} {path}: not a NumPy .npy array ({e})") from None
-    if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)) \
-            or np.issubdtype(arr.dtype, np.complexfloating):
-        raise _UsageError(f"--{name} {path}: a real numeric array is needed, not dtype {arr.dtype}")
-    if arr.ndim != ndim:
-        raise _UsageError(f"--{name} {path}: a {ndim}-D array is needed, not shape {arr.shape}")
-    arr = arr.astype(np.float32)
+    arr = load_array(path, f"--{name}", ndim)
     if not np.isfinite(arr).all():
         raise _UsageError(f"--{name} {path}: holds NaN or Inf")
     return arr
@@ -411,24 +473,18 @@ def run_sim_conv(args: argparse.Namespace) -> int:
     from .runner import run_cocotb
     from .tops import system_top
 
-    try:
-        nm = parse_nm(args.nm)
-        if nm is not None and nm[0] == nm[1]:
-            nm = None
-        if nm is not None and args.pass_ == "wu":
-            raise _UsageError("wu is dense in BDWP: leave out --nm")
-        shape, arrays = conv_problem(args)
-        nm_set = SATConfig().nm_set
-        if nm is not None and nm not in nm_set:
-            nm_set = (*nm_set, nm)
-        config = SATConfig(rows=args.rows, cols=args.cols, fmt=args.fmt, adder_latency=args.latency,
-                           nm_set=nm_set, a_depth=args.a_depth, b_depth=args.b_depth)
-    except ValueError as e:
-        raise SystemExit(f"sat sim conv: error: {e}") from None
-    out_dir = Path(args.out)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise SystemExit(f"sat sim conv: error: --out {out_dir} is a file: give a directory")
-    out_dir.mkdir(parents=True, exist_ok=True)
+    nm = parse_nm(args.nm)
+    if nm is not None and nm[0] == nm[1]:
+        nm = None
+    if nm is not None and args.pass_ == "wu":
+        raise _UsageError("wu is dense in BDWP: leave out --nm")
+    shape, arrays = conv_problem(args)
+    nm_set = SATConfig().nm_set
+    if nm is not None and nm not in nm_set:
+        nm_set = (*nm_set, nm)
+    config = SATConfig(rows=args.rows, cols=args.cols, fmt=args.fmt, adder_latency=args.latency,
+                       nm_set=nm_set, a_depth=args.a_depth, b_depth=args.b_depth)
+    out_dir = output_dir(args.out, "--out")
     rounded = []
     paths = {}
     for name, arr in arrays.items():
@@ -455,13 +511,17 @@ def run_sim_conv(args: argparse.Namespace) -> int:
     top = system_top(config, memory_bytes=memory_bytes)
     params = {"config": config.to_dict(), "memory_bytes": memory_bytes, "seed": args.seed, "pause": args.pause,
               "conv": conv}
+    report_path.unlink(missing_ok=True)
+    failure = None
     try:
         with _stdout_to_stderr(), _axi_memory(args.memory):
             run_cocotb(top, "sat.sim.tb_conv", params=params, testcase="cli_conv", run_name="cli_conv", opt=args.opt)
+    except AssertionError as exc:
+        failure = exc
     finally:
         for p in paths.values():
             Path(p).unlink(missing_ok=True)
-    report = json.loads(report_path.read_text())
+    report = _read_report(report_path, failure)
     report["rounded_inputs"] = rounded
     report["output"] = str(output)
     report_path.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
@@ -480,22 +540,25 @@ def _sim(p: argparse.ArgumentParser) -> Callable[[argparse.Namespace], int]:
     sub = p.add_subparsers(dest="sim_command", metavar="SIMCOMMAND", required=True)
     g = sub.add_parser("gemm", help="run one GEMM on the simulated core and compare it with the golden model",
                        description=__doc__.split("\n\n")[1] if __doc__ else None)
-    g.add_argument("--m", type=int, help="rows of A and C")
-    g.add_argument("--k", type=int, help="reduction length")
-    g.add_argument("--n", type=int, help="columns of B and C")
-    g.add_argument("--nm", default="dense", help="N:M pattern of B along K, e.g. 2:8 (default dense)")
+    g.add_argument("--m", type=positive_int, help="rows of A and C")
+    g.add_argument("--k", type=positive_int, help="reduction length")
+    g.add_argument("--n", type=positive_int, help="columns of B and C")
+    g.add_argument("--nm", type=nm_pattern, default="dense", help="N:M pattern of B along K, e.g. 2:8 (default dense)")
     g.add_argument("--fmt", default="fp16", choices=("fp16", "bf16"), help="operand format")
-    g.add_argument("--seed", type=int, default=0, help="seed of the random operands")
-    g.add_argument("--a", help="A as a .npy file (m x k; default random)")
-    g.add_argument("--b", help="B as a .npy file (k x n, dense values; pruned N:M with --nm)")
-    g.add_argument("--out", help="directory for c.npy and report.json (default a temporary directory)")
+    g.add_argument("--seed", type=nonnegative_int, default=0, help="seed of the random operands")
+    g.add_argument("--a", type=path_arg, help="A as a .npy file (m x k; default random)")
+    g.add_argument("--b", type=path_arg, help="B as a .npy file (k x n, dense values; pruned N:M with --nm)")
+    g.add_argument("--out", type=path_arg, help="directory for c.npy and report.json (default a temporary directory)")
     g.add_argument("--json", action="store_true", help="print the report as JSON")
-    g.add_argument("--rows", type=int, default=2, help="array rows R (default 2)")
-    g.add_argument("--cols", type=int, default=2, help="array columns C (default 2)")
-    g.add_argument("--latency", type=int, default=2, help="FP32 adder latency L (default 2)")
-    g.add_argument("--a-depth", type=int, default=32, help="words per A bank of the engine (default 32)")
-    g.add_argument("--b-depth", type=int, default=128, help="words of the B buffer (default 128)")
-    g.add_argument("--pause", type=float, default=0.0, help="random AXI pause probability (default 0)")
+    g.add_argument("--rows", type=positive_int, default=2, help="array rows R (default 2)")
+    g.add_argument("--cols", type=positive_int, default=2, help="array columns C (default 2)")
+    g.add_argument("--latency", type=positive_int, default=2, help="FP32 adder latency L (default 2)")
+    g.add_argument("--a-depth", type=power_of_two(MIN_DEPTH, MAX_DEPTH), default=8,
+                   help="32-element words per A bank of the engine, a power of two (default 8)")
+    g.add_argument("--b-depth", type=power_of_two(MIN_DEPTH, MAX_DEPTH), default=128,
+                   help="words of the B buffer, a power of two (default 128)")
+    g.add_argument("--pause", type=probability, default=0.0,
+                   help="random AXI pause probability in [0, 1) (default 0)")
     _add_sim_build_args(g, default_opt=0)
     g.set_defaults(_sim_handler=run_sim_gemm)
 
@@ -505,25 +568,29 @@ def _sim(p: argparse.ArgumentParser) -> Callable[[argparse.Namespace], int]:
                                    "compared bit for bit with the golden model. Writes DIR/y.npy, dx.npy or dw.npy "
                                    "(FP32) and DIR/report.json; exit status 0 when bit-identical.")
     c.add_argument("--pass", dest="pass_", required=True, choices=("ff", "bp", "wu"), help="the pass")
-    c.add_argument("--x", help="X (B, H, W, C_in) as .npy (ff, wu)")
-    c.add_argument("--dy", help="dY (B, OH, OW, C_out) as .npy (bp, wu)")
-    c.add_argument("--w", help="W, the dense master weight (C_out, kh, kw, C_in), as .npy (ff, bp)")
-    c.add_argument("--input-hw", type=int, nargs=2, metavar=("H", "W"), help="input height and width (bp)")
-    c.add_argument("--kernel", type=int, nargs=2, metavar=("KH", "KW"), help="kernel size (wu)")
-    c.add_argument("--stride", type=int, default=1, help="stride (default 1)")
-    c.add_argument("--padding", type=int, default=0, help="zero padding (default 0)")
-    c.add_argument("--nm", default="dense", help="N:M of the pass, e.g. 2:8 (ff: W pruned along K; bp: along "
-                                                 "C_out, independent mask; default dense)")
+    c.add_argument("--x", type=path_arg, help="X (B, H, W, C_in) as .npy (ff, wu)")
+    c.add_argument("--dy", type=path_arg, help="dY (B, OH, OW, C_out) as .npy (bp, wu)")
+    c.add_argument("--w", type=path_arg, help="W, the dense master weight (C_out, kh, kw, C_in), as .npy (ff, bp)")
+    c.add_argument("--input-hw", type=positive_int, nargs=2, metavar=("H", "W"), help="input height and width (bp)")
+    c.add_argument("--kernel", type=positive_int, nargs=2, metavar=("KH", "KW"), help="kernel size (wu)")
+    c.add_argument("--stride", type=positive_int, default=1, help="stride (default 1)")
+    c.add_argument("--padding", type=nonnegative_int, default=0, help="zero padding (default 0)")
+    c.add_argument("--nm", type=nm_pattern, default="dense",
+                   help="N:M of the pass, e.g. 2:8 (ff: W pruned along K; bp: along C_out, independent mask; "
+                        "default dense)")
     c.add_argument("--fmt", default="fp16", choices=("fp16", "bf16"), help="operand format")
-    c.add_argument("--out", required=True, help="output directory")
+    c.add_argument("--out", type=path_arg, required=True, help="output directory")
     c.add_argument("--json", action="store_true", help="print the report (with the RTL counters) as JSON")
-    c.add_argument("--seed", type=int, default=0, help="simulator seed")
-    c.add_argument("--rows", type=int, default=2, help="array rows R (default 2)")
-    c.add_argument("--cols", type=int, default=2, help="array columns C (default 2)")
-    c.add_argument("--latency", type=int, default=2, help="FP32 adder latency L (default 2)")
-    c.add_argument("--a-depth", type=int, default=32, help="words per A bank of the engine (default 32)")
-    c.add_argument("--b-depth", type=int, default=128, help="words of the B buffer (default 128)")
-    c.add_argument("--pause", type=float, default=0.0, help="random AXI pause probability (default 0)")
+    c.add_argument("--seed", type=nonnegative_int, default=0, help="simulator seed")
+    c.add_argument("--rows", type=positive_int, default=2, help="array rows R (default 2)")
+    c.add_argument("--cols", type=positive_int, default=2, help="array columns C (default 2)")
+    c.add_argument("--latency", type=positive_int, default=2, help="FP32 adder latency L (default 2)")
+    c.add_argument("--a-depth", type=power_of_two(MIN_DEPTH, MAX_DEPTH), default=8,
+                   help="32-element words per A bank of the engine, a power of two (default 8)")
+    c.add_argument("--b-depth", type=power_of_two(MIN_DEPTH, MAX_DEPTH), default=128,
+                   help="words of the B buffer, a power of two (default 128)")
+    c.add_argument("--pause", type=probability, default=0.0,
+                   help="random AXI pause probability in [0, 1) (default 0)")
     _add_sim_build_args(c, default_opt=0)
     c.set_defaults(_sim_handler=run_sim_conv)
 
@@ -531,18 +598,20 @@ def _sim(p: argparse.ArgumentParser) -> Callable[[argparse.Namespace], int]:
                        description="Runs SCRIPT as __main__ inside the cocotb testbench sat.sim.tb_torch, where the "
                                    "GEMM backend 'sim' is the driver on the simulated core: a model converted with "
                                    "sat.torch.convert(model, ..., backend='sim') runs every FF, BP and WU pass of its "
-                                   "converted layers on the RTL (docs/pytorch.md). Exit status 1 if the script "
-                                   "raised.")
-    t.add_argument("script", help="the Python script")
+                                   "converted layers on the RTL (docs/pytorch.md). Exit status 2 with the error if "
+                                   "the script raised.")
+    t.add_argument("script", type=path_arg, help="the Python script")
     t.add_argument("args", nargs=argparse.REMAINDER, help="arguments of the script")
-    t.add_argument("--array", type=_array_arg, default=(4, 4), metavar="RxC", help="array (default 4x4)")
+    t.add_argument("--array", type=array_shape, default=(4, 4), metavar="RxC", help="array (default 4x4)")
     t.add_argument("--fmt", default="fp16", choices=("fp16", "bf16"), help="operand format of the build")
-    t.add_argument("--a-depth", type=int, default=128, help="words per A bank of the GEMM unit (default 128)")
-    t.add_argument("--b-depth", type=int, default=512, help="words of the B buffer (default 512)")
-    t.add_argument("--memory-mb", type=int, default=TRAIN_MEMORY_BYTES >> 20,
+    t.add_argument("--a-depth", type=power_of_two(MIN_DEPTH, MAX_DEPTH), default=32,
+                   help="32-element words per A bank of the GEMM unit, a power of two (default 32)")
+    t.add_argument("--b-depth", type=power_of_two(MIN_DEPTH, MAX_DEPTH), default=512,
+                   help="words of the B buffer, a power of two (default 512)")
+    t.add_argument("--memory-mb", type=positive_int, default=TRAIN_MEMORY_BYTES >> 20,
                    help=f"device memory in MiB (default {TRAIN_MEMORY_BYTES >> 20})")
-    t.add_argument("--pause", type=float, default=0.0, help="random AXI pause probability (default 0)")
-    t.add_argument("--seed", type=int, default=0, help="simulator seed")
+    t.add_argument("--pause", type=probability, default=0.0, help="random AXI pause probability in [0, 1) (default 0)")
+    t.add_argument("--seed", type=nonnegative_int, default=0, help="simulator seed")
     t.add_argument("--json", action="store_true", help="print the report as JSON")
     _add_sim_build_args(t, default_opt=1)
     t.set_defaults(_sim_handler=_run_sim_torch_cli)

@@ -216,7 +216,8 @@ async def attach(dut: Any, config: SATConfig, *, memory_bytes: int, pause: float
     Raises
     ------
     ValueError
-        For an unknown ``memory`` or a top whose ``m_axi`` data width differs from the config's.
+        For an unknown ``memory``, a ``pause`` outside ``[0, 1)`` (1 would stall every channel forever) or a top
+        whose ``m_axi`` data width differs from the config's.
     """
     import cocotb
     from cocotb.triggers import ClockCycles
@@ -225,9 +226,12 @@ async def attach(dut: Any, config: SATConfig, *, memory_bytes: int, pause: float
     from .axi_memory import AxiMemory
     from .tb import backpressure, idle_inserter, start_clock
 
+    if isinstance(pause, bool) or not isinstance(pause, (int, float)) or not 0 <= pause < 1:
+        raise ValueError(f"pause probability must be a number in [0, 1), not {pause!r}")
     memory = (memory or os.environ.get("SAT_AXI_MEMORY", "") or "lean").strip().lower()
     if memory not in MEMORIES:
-        raise ValueError(f"memory must be one of {', '.join(MEMORIES)}, not {memory!r}")
+        raise ValueError(f"the AXI memory model (memory= or $SAT_AXI_MEMORY) must be one of {', '.join(MEMORIES)}, "
+                         f"not {memory!r}")
     if len(dut.m_axi_wdata) != config.axi_data_width:
         raise ValueError(f"the top has {len(dut.m_axi_wdata)}-bit m_axi data, the config {config.axi_data_width}")
     for bus in ("s_axil", "m_axi"):

@@ -213,6 +213,34 @@ def _run_name() -> str:
     return re.sub(r"[^A-Za-z0-9_.=-]+", "_", name)[:120] or "run"
 
 
+def _build(runner: Any, build_dir: Path, **kwargs: Any) -> None:
+    """``runner.build`` into ``build_dir``. A build that fails in a directory left by an earlier run is retried once
+    from scratch: an interrupted build (Ctrl-C while Verilator writes its C++) leaves files that look up to date
+    and then fail to link on every later run.
+
+    Raises
+    ------
+    RuntimeError
+        If the build fails (again), naming the build directory; the compiler's output precedes it.
+    """
+    existed = build_dir.exists()
+    try:
+        runner.build(build_dir=build_dir, **kwargs)
+        return
+    except RuntimeError as exc:       # cocotb's runner: "Command failed with return code: N"
+        if not existed:
+            raise RuntimeError(f"building the simulation model in {build_dir} failed ({exc}): see the compiler "
+                               f"output above") from exc
+    print(f"sat: the cached simulation build in {build_dir} failed (an interrupted earlier build?); rebuilding it "
+          f"from scratch", file=sys.stderr, flush=True)
+    shutil.rmtree(build_dir, ignore_errors=True)
+    try:
+        runner.build(build_dir=build_dir, **kwargs)
+    except RuntimeError as exc:
+        raise RuntimeError(f"building the simulation model in {build_dir} failed ({exc}): see the compiler "
+                           f"output above") from exc
+
+
 def run_cocotb(top: VerilogTop, module: str, *, params: Mapping[str, Any] | None = None,
                testcase: str | Sequence[str] | None = None, seed: int | None = None,
                sim: str | None = None, waves: bool | None = None, run_name: str | None = None,
@@ -260,7 +288,7 @@ def run_cocotb(top: VerilogTop, module: str, *, params: Mapping[str, Any] | None
         When any cocotb test failed or errored, when none ran, or when the simulator crashed; the message
         lists the failing tests with their messages and the ``results.xml`` path.
     RuntimeError
-        When the simulator or its build tools are missing.
+        When the simulator or its build tools are missing, or the build fails.
     """
     from cocotb_tools.runner import get_runner
 
@@ -273,10 +301,8 @@ def run_cocotb(top: VerilogTop, module: str, *, params: Mapping[str, Any] | None
 
     runner = get_runner(sim)
     with file_lock(build_dir.with_name(build_dir.name + ".lock")):
-        runner.build(
-            sources=sources, hdl_toplevel=top.name, build_args=args, build_dir=build_dir,
-            timescale=TIMESCALE, waves=waves,
-        )
+        _build(runner, build_dir, sources=sources, hdl_toplevel=top.name, build_args=args, timescale=TIMESCALE,
+               waves=waves)
 
     test_dir = build_dir / "runs" / (run_name or _run_name())
     test_dir.mkdir(parents=True, exist_ok=True)

@@ -13,9 +13,10 @@ Conventions shared by every SAT testbench:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -24,7 +25,8 @@ from sat.sw.numerics import FP32_CANONICAL_NAN, decode, fp32_bits, from_fp32_bit
 
 __all__ = [
     "CLOCK_PERIOD_NS", "tb_params", "rng_for", "start_clock", "reset", "pause_generator", "idle_inserter",
-    "backpressure", "stream_pipeline", "FP32Scoreboard", "fmt_fp32", "fmt_operand",
+    "backpressure", "stream_pipeline", "FP32Scoreboard", "fmt_fp32", "fmt_operand", "error_to_report",
+    "without_host_lowering",
 ]
 
 CLOCK_PERIOD_NS = 4
@@ -34,6 +36,25 @@ def tb_params() -> dict[str, Any]:
     """Test parameters the pytest side passed through ``SAT_TB_PARAMS`` (JSON; empty dict when unset)."""
     raw = os.environ.get("SAT_TB_PARAMS", "")
     return json.loads(raw) if raw else {}
+
+
+@contextlib.contextmanager
+def error_to_report(path: str | os.PathLike) -> Iterator[None]:
+    """Write ``{"error": "<type>: <message>"}`` as the JSON report at ``path`` when the body raises.
+
+    For testbenches that a ``sat`` command runs and that report through a JSON file (``sat sim gemm``,
+    ``sat train --backend sim``): the command reads the error from the report and shows it as one line
+    (``sat: error: the simulation stopped: ...``), so the exception is not re-raised and the simulator log holds no
+    traceback, unless ``SAT_DEBUG`` is set (``sat --debug``), when the test fails with the full traceback.
+    """
+    try:
+        yield
+    except Exception as exc:
+        with contextlib.suppress(OSError):
+            with open(path, "w") as f:
+                json.dump({"error": f"{type(exc).__name__}: {exc}"}, f)
+        if os.environ.get("SAT_DEBUG", "").strip().lower() in ("1", "true", "yes", "on"):
+            raise
 
 
 def rng_for(params: Mapping[str, Any], salt: str = "") -> np.random.Generator:
@@ -309,3 +330,19 @@ class FP32Scoreboard:
             raise AssertionError(f"{self.name}: no results were compared")
         if self.mismatches:
             raise AssertionError(self.report())
+
+
+def without_host_lowering(work: Callable[[], Any]) -> Any:
+    """Run ``work`` with the host's lowerings (``sat.sw.conv.im2col`` / ``bp_lower``) refusing to run: the
+    device path must not lower on the host (the golden model, run afterwards, does: it is the reference)."""
+    import sat.sw.conv as conv_module
+
+    def refuse(*_args, **_kwargs):
+        raise AssertionError("the host lowered a convolution")
+
+    saved = conv_module.im2col, conv_module.bp_lower
+    conv_module.im2col, conv_module.bp_lower = refuse, refuse
+    try:
+        return work()
+    finally:
+        conv_module.im2col, conv_module.bp_lower = saved

@@ -16,7 +16,7 @@ import numpy as np
 
 from sat.sw import numerics
 
-from .tb import tb_params
+from .tb import error_to_report, tb_params, without_host_lowering
 from .tb_system import _open, _values
 
 __all__ = ["conv_operands", "run_conv", "run_conv_case"]
@@ -63,25 +63,9 @@ def run_conv(backend: Any, pass_: str, shape: Any, fmt: str, a: Any, b: Any) -> 
     from sat.sw.backend import GoldenBackend
     from sat.sw.conv import conv_pass
 
-    got = _without_host_lowering(lambda: conv_pass(backend, pass_, a, b, shape, fmt))
+    got = without_host_lowering(lambda: conv_pass(backend, pass_, a, b, shape, fmt))
     want = conv_pass(GoldenBackend(k_limit=backend.k_limit), pass_, a, b, shape, fmt)
     return got, want
-
-
-def _without_host_lowering(work):
-    """Run ``work`` with the host's lowerings (``sat.sw.conv.im2col`` / ``bp_lower``) refusing to run: the
-    device path must not lower on the host (the golden model, run afterwards, does: it is the reference)."""
-    import sat.sw.conv as conv_module
-
-    def refuse(*_args, **_kwargs):
-        raise AssertionError("the host lowered a convolution")
-
-    saved = conv_module.im2col, conv_module.bp_lower
-    conv_module.im2col, conv_module.bp_lower = refuse, refuse
-    try:
-        return work()
-    finally:
-        conv_module.im2col, conv_module.bp_lower = saved
 
 
 @cocotb.test()
@@ -118,24 +102,54 @@ async def cli_conv(dut: Any) -> None:
     c = params.get("conv")
     if not c:
         return
-    _, config, rng, transport, device = await _open(dut, "cli", pause=float(params.get("pause", 0.0)))
+    with error_to_report(c["report"]):
+        _, config, rng, transport, device = await _open(dut, "cli", pause=float(params.get("pause", 0.0)))
+        backend = DeviceBackend(device, timeout_s=36000.0)
+        shape = ConvShape(*c["shape"])
+        nm = tuple(c["nm"]) if c.get("nm") else None
+        arrays = {k: (np.load(v) if v else None) for k, v in c["arrays"].items()}
+        a, b = conv_operands(c["pass"], shape, config.fmt, arrays["x"], arrays["dy"], arrays["w"], nm)
+        start = transport.cycle()
+        got, want = await bridge(lambda: run_conv(backend, c["pass"], shape, config.fmt, a, b))()
+        cnt = backend.last_result.counters
+        np.save(c["out"], got)
+        mismatches = int(np.count_nonzero(numerics.fp32_bits(got) != numerics.fp32_bits(want)))
+        report = {
+            "pass": c["pass"], "shape": dict(zip(("batch", "height", "width", "c_in", "c_out", "kh", "kw", "stride",
+                                                    "padding"), c["shape"], strict=True)),
+            "nm": f"{nm[0]}:{nm[1]}" if nm else "dense", "fmt": config.fmt, "array": [config.rows, config.cols],
+            "descriptors": len(device.last_descriptors), "cycles": backend.stats["cycles"],
+            "counters": {k.lower(): int(v) for k, v in cnt.items()}, "bit_identical": mismatches == 0,
+            "mismatches": mismatches, "sim_cycles": transport.cycle() - start,
+        }
+        with open(c["report"], "w") as f:
+            json.dump(report, f)
+
+
+@cocotb.test()
+async def conv_timing(dut: Any) -> None:
+    """The passes of ``timing_cases`` with no AXI pauses: results bit for bit, and for each the unit's counters and
+    its descriptors, written as JSON to ``timing_report`` (``tests/test_conv_rtl.py`` compares them with
+    ``sat.sw.perfmodel.unit_cycles``)."""
+    import json
+
+    from cocotb.task import bridge
+
+    from sat.sw.driver.device import DeviceBackend
+
+    params = tb_params()
+    cases = params.get("timing_cases")
+    if not cases:
+        return
+    _, config, rng, transport, device = await _open(dut, "conv_timing", pause=0.0)
     backend = DeviceBackend(device, timeout_s=36000.0)
-    shape = ConvShape(*c["shape"])
-    nm = tuple(c["nm"]) if c.get("nm") else None
-    arrays = {k: (np.load(v) if v else None) for k, v in c["arrays"].items()}
-    a, b = conv_operands(c["pass"], shape, config.fmt, arrays["x"], arrays["dy"], arrays["w"], nm)
-    start = transport.cycle()
-    got, want = await bridge(lambda: run_conv(backend, c["pass"], shape, config.fmt, a, b))()
-    cnt = backend.last_result.counters
-    np.save(c["out"], got)
-    mismatches = int(np.count_nonzero(numerics.fp32_bits(got) != numerics.fp32_bits(want)))
-    report = {
-        "pass": c["pass"], "shape": dict(zip(("batch", "height", "width", "c_in", "c_out", "kh", "kw", "stride",
-                                                "padding"), c["shape"], strict=True)),
-        "nm": f"{nm[0]}:{nm[1]}" if nm else "dense", "fmt": config.fmt, "array": [config.rows, config.cols],
-        "descriptors": len(device.last_descriptors), "cycles": backend.stats["cycles"],
-        "counters": {k.lower(): int(v) for k, v in cnt.items()}, "bit_identical": mismatches == 0,
-        "mismatches": mismatches, "sim_cycles": transport.cycle() - start,
-    }
-    with open(c["report"], "w") as f:
-        json.dump(report, f)
+    report = []
+    for case in cases:
+        got, want = await bridge(lambda case=case: run_conv_case(backend, config, case, rng))()
+        assert np.array_equal(numerics.fp32_bits(got), numerics.fp32_bits(want)), case
+        cnt = backend.last_result.counters
+        report.append({"case": case, "counters": {k: int(v) for k, v in cnt.items()},
+                       "descriptors": [d.encode().hex() for d in device.last_descriptors]})
+        dut._log.info(f"timing {case}: {cnt}")
+    with open(params["timing_report"], "w") as f:
+        json.dump(report, f, indent=1)

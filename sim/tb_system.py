@@ -33,10 +33,10 @@ from sat.sw import nmformat, numerics
 from sat.sw.config import SATConfig
 from sat.sw.perfmodel import gemm_counters, steps_per_output
 from sat.sw.regmap import ErrorCode
-from sat.sw.tiling import tile_plan
+from sat.sw.tiling import max_reduction, tile_plan
 
 from .cocotb_transport import attach
-from .tb import rng_for, tb_params
+from .tb import error_to_report, rng_for, tb_params
 
 __all__ = ["expected_counters", "run_gemm"]
 
@@ -291,8 +291,8 @@ async def errors(dut: Any) -> None:
             expect([good, good], ErrorCode.BAD_OPERAND, 0)
         transport.dma_write(wt.addr, good_raw)
         # 6. reduction too long for the buffers: BAD_SHAPE (from the engine) before any operand read
-        k_big = min(2 * config.a_depth * config.max_m, 4000)
-        assert k_big > config.a_depth * config.max_m or k_big > config.b_depth
+        k_big = min(2 * max_reduction(config), 4000)
+        assert k_big > max_reduction(config)
         xa = device.alloc_tensor((2, k_big), config.fmt)
         wb = device.alloc_tensor((k_big, 2), config.fmt)
         yc = device.alloc_tensor((2, 2))
@@ -375,33 +375,33 @@ async def cli_gemm(dut: Any) -> None:
     g = params.get("gemm")
     if not g:
         return
-    _, config, rng, transport, device = await _open(dut, "cli", pause=float(params.get("pause", 0.0)))
-    nm = tuple(g["nm"]) if g.get("nm") else None
-    rows, red, cols = g["m"], g["k"], g["n"]
-    grng = np.random.default_rng(g.get("seed", 0))
-    a = np.load(g["a"]).astype(np.float32) if g.get("a") else _values(grng, (rows, red))
-    b = np.load(g["b"]).astype(np.float32) if g.get("b") else _values(grng, (red, cols))
-    start = transport.cycle()
-    got, golden, shape, result = await bridge(lambda: run_gemm(device, "gemm", a, b, nm))()
-    cnt = result.counters
-    n, m = shape[3], shape[4]
-    report = {
-        "rows": rows, "red": red, "cols": cols, "nm": f"{n}:{m}" if nm else "dense", "fmt": config.fmt,
-        "array": [config.rows, config.cols], "adder_latency": config.adder_latency,
-        "cycles": cnt["CYCLES"], "compute_cycles": cnt["COMPUTE_CYCLES"], "stall_cycles": cnt["STALL_CYCLES"],
-        "macs": cnt["MACS"],
-        "utilization": cnt["MACS"] / (config.rows * config.cols * cnt["CYCLES"]) if cnt["CYCLES"] else 0.0,
-        "engine_model_cycles": gemm_counters(config, rows, red, cols, n, m).cycles,
-        "bit_identical": bool(_bits_equal(got, golden)),
-        "mismatches": int(np.count_nonzero(numerics.fp32_bits(got) != numerics.fp32_bits(golden))),
-        "sim_cycles": transport.cycle() - start,
-        "expected": expected_counters(config, rows, red, cols, n, m),
-    }
-    if g.get("out"):
-        np.save(g["out"], got)
-    with open(g["report"], "w") as f:
-        json.dump(report, f)
-
+    with error_to_report(g["report"]):
+        _, config, rng, transport, device = await _open(dut, "cli", pause=float(params.get("pause", 0.0)))
+        nm = tuple(g["nm"]) if g.get("nm") else None
+        rows, red, cols = g["m"], g["k"], g["n"]
+        grng = np.random.default_rng(g.get("seed", 0))
+        a = np.load(g["a"]).astype(np.float32) if g.get("a") else _values(grng, (rows, red))
+        b = np.load(g["b"]).astype(np.float32) if g.get("b") else _values(grng, (red, cols))
+        start = transport.cycle()
+        got, golden, shape, result = await bridge(lambda: run_gemm(device, "gemm", a, b, nm))()
+        cnt = result.counters
+        n, m = shape[3], shape[4]
+        report = {
+            "rows": rows, "red": red, "cols": cols, "nm": f"{n}:{m}" if nm else "dense", "fmt": config.fmt,
+            "array": [config.rows, config.cols], "adder_latency": config.adder_latency,
+            "cycles": cnt["CYCLES"], "compute_cycles": cnt["COMPUTE_CYCLES"], "stall_cycles": cnt["STALL_CYCLES"],
+            "macs": cnt["MACS"],
+            "utilization": cnt["MACS"] / (config.rows * config.cols * cnt["CYCLES"]) if cnt["CYCLES"] else 0.0,
+            "engine_model_cycles": gemm_counters(config, rows, red, cols, n, m).cycles,
+            "bit_identical": bool(_bits_equal(got, golden)),
+            "mismatches": int(np.count_nonzero(numerics.fp32_bits(got) != numerics.fp32_bits(golden))),
+            "sim_cycles": transport.cycle() - start,
+            "expected": expected_counters(config, rows, red, cols, n, m),
+        }
+        if g.get("out"):
+            np.save(g["out"], got)
+        with open(g["report"], "w") as f:
+            json.dump(report, f)
 
 
 @cocotb.test()

@@ -28,7 +28,7 @@ import cocotb
 from sat.sw.config import SATConfig
 
 from .cocotb_transport import attach
-from .tb import rng_for, tb_params
+from .tb import error_to_report, rng_for, tb_params, without_host_lowering
 
 __all__ = ["train_config", "compare"]
 
@@ -63,33 +63,36 @@ async def train_run(dut: Any) -> None:
     params = tb_params()
     if "train" not in params:
         return
-    config = SATConfig.from_dict(params["config"])
-    cfg = train_config(params["train"])
-    transport = await attach(dut, config, memory_bytes=int(params["memory_bytes"]),
-                             pause=float(params.get("pause", 0.0)), rng=rng_for(params, "train/pauses"))
+    with error_to_report(params["report"]):
+        config = SATConfig.from_dict(params["config"])
+        cfg = train_config(params["train"])
+        transport = await attach(dut, config, memory_bytes=int(params["memory_bytes"]),
+                                 pause=float(params.get("pause", 0.0)), rng=rng_for(params, "train/pauses"))
 
-    device = await bridge(lambda: SATDevice(transport, config))()
-    backend = DeviceBackend(device, timeout_s=float(params.get("timeout_s", 36000.0)))
-    data = load_dataset(cfg.dataset, image=cfg.model in IMAGE_MODELS)       # not timed: imports scikit-learn
-    c0, t0 = transport.cycle(), time.perf_counter()
-    result = await bridge(lambda: train(cfg, backend, progress=False, data=data))()
-    wall = time.perf_counter() - t0
-    cycles = transport.cycle() - c0
-    result["backend"] = "sim"
-    result["sim"] = {
-        "array": [config.rows, config.cols], "adder_latency": config.adder_latency, "a_depth": config.a_depth,
-        "b_depth": config.b_depth, "memory": type(transport.ram).__name__, "cycles": cycles,
-        "core_cycles": backend.stats["cycles"], "gemms": backend.stats["gemms"],
-        "descriptors": backend.stats["descriptors"], "wall_seconds": wall,
-        "cycles_per_second": cycles / wall if wall > 0 else 0.0, "k_limit_dense": backend.k_limit(),
-    }
-    if params.get("golden"):
-        ref = train(cfg, GoldenBackend(k_limit=backend.k_limit), progress=False, data=data)
-        result["golden"] = {k: ref[k] for k in ("step_losses", "weights_sha256", "final_test_accuracy",
-                                               "final_train_accuracy", "skipped_steps", "epochs")}
-        result.update(compare(result, ref))
-    with open(params["report"], "w") as f:
-        json.dump(result, f, indent=2)
-    dut._log.info(f"train: {result['steps']} steps, losses {result['step_losses']}, {result['sim']['cycles']} "
-                  f"cycles in {result['sim']['wall_seconds']:.1f} s"
-                  + (f", bit-identical to golden: {result['bit_identical']}" if "bit_identical" in result else ""))
+        device = await bridge(lambda: SATDevice(transport, config))()
+        backend = DeviceBackend(device, timeout_s=float(params.get("timeout_s", 36000.0)))
+        data = load_dataset(cfg.dataset, image=cfg.model in IMAGE_MODELS)       # not timed: imports scikit-learn
+        c0, t0 = transport.cycle(), time.perf_counter()
+        # the device path never lowers a convolution on the host: the lowerings refuse to run while it trains
+        result = await bridge(lambda: without_host_lowering(
+            lambda: train(cfg, backend, progress=False, data=data)))()
+        wall = time.perf_counter() - t0
+        cycles = transport.cycle() - c0
+        result["backend"] = "sim"
+        result["sim"] = {
+            "array": [config.rows, config.cols], "adder_latency": config.adder_latency, "a_depth": config.a_depth,
+            "b_depth": config.b_depth, "memory": type(transport.ram).__name__, "cycles": cycles,
+            "core_cycles": backend.stats["cycles"], "gemms": backend.stats["gemms"],
+            "descriptors": backend.stats["descriptors"], "wall_seconds": wall,
+            "cycles_per_second": cycles / wall if wall > 0 else 0.0, "k_limit_dense": backend.k_limit(),
+        }
+        if params.get("golden"):
+            ref = train(cfg, GoldenBackend(k_limit=backend.k_limit), progress=False, data=data)
+            result["golden"] = {k: ref[k] for k in ("step_losses", "weights_sha256", "final_test_accuracy",
+                                                   "final_train_accuracy", "skipped_steps", "epochs")}
+            result.update(compare(result, ref))
+        with open(params["report"], "w") as f:
+            json.dump(result, f, indent=2)
+        dut._log.info(f"train: {result['steps']} steps, losses {result['step_losses']}, {result['sim']['cycles']} "
+                      f"cycles in {result['sim']['wall_seconds']:.1f} s"
+                      + (f", bit-identical to golden: {result['bit_identical']}" if "bit_identical" in result else ""))

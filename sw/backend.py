@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 import numpy as np
 
 from . import numerics
+from .validate import check_int
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from .nmformat import NMOperand
@@ -54,8 +55,9 @@ def k_chunks(k: int, limit: int, granule: int = 1) -> list[tuple[int, int]]:
     Raises
     ------
     ValueError
-        If ``limit`` is smaller than ``granule`` or either is not positive.
+        If ``k`` is negative, ``limit`` is smaller than ``granule`` or either is not positive.
     """
+    k, limit, granule = check_int(k, "k", low=0), check_int(limit, "limit"), check_int(granule, "granule")
     if granule < 1 or limit < granule:
         raise ValueError(f"a K chunk limit of {limit} cannot hold one group of {granule}: the buffers are too small "
                          "for this N:M pattern")

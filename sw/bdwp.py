@@ -45,6 +45,7 @@ from .backend import (
     sum_partials,
 )
 from .nm import NM, check_nm, format_nm, nm_mask, parse_nm, prune
+from .validate import check_float, check_int, real_array
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from sat.sw.nmformat import NMOperand
@@ -390,6 +391,7 @@ class GemmLayer(Layer):
 
     def __init__(self, c_out: int, k: int, *, name: str, ff: PassPolicy = "auto", bp: PassPolicy = "auto",
                  relu: bool = False, bias: bool = True, rng: np.random.Generator | None = None) -> None:
+        c_out, k = check_int(c_out, f"layer {name!r}: C_out"), check_int(k, f"layer {name!r}: K")
         if c_out < 1 or k < 1:
             raise ValueError(f"layer {name!r}: C_out and K must be positive, got C_out={c_out}, K={k}")
         for label, pol in (("ff", ff), ("bp", bp)):
@@ -529,6 +531,8 @@ class Conv2d(GemmLayer):
 
     def __init__(self, c_in: int, c_out: int, kernel: int = 3, *, stride: int = 1, padding: int = 0,
                  **kwargs) -> None:
+        c_in, kernel = check_int(c_in, "conv C_in"), check_int(kernel, "conv kernel")
+        stride, padding = check_int(stride, "conv stride"), check_int(padding, "conv padding")
         if kernel < 1 or stride < 1 or padding < 0:
             raise ValueError(f"conv needs kernel >= 1, stride >= 1, padding >= 0; got kernel={kernel}, "
                              f"stride={stride}, padding={padding}")
@@ -596,8 +600,10 @@ def softmax_cross_entropy(logits: np.ndarray, labels: np.ndarray) -> tuple[float
     ValueError
         If shapes disagree or a label is out of range.
     """
-    logits = np.asarray(logits, np.float32)
+    logits = real_array(logits, "logits").astype(np.float32, copy=False)
     labels = np.asarray(labels)
+    if labels.dtype.kind not in "iu":
+        raise ValueError(f"labels must be integers (class indices), not {labels.dtype}")
     if logits.ndim != 2 or labels.shape != (logits.shape[0],):
         raise ValueError(f"need logits (B, classes) and labels (B,), got {logits.shape} and {labels.shape}")
     if labels.size and (labels.min() < 0 or labels.max() >= logits.shape[1]):
@@ -636,18 +642,19 @@ class LossScaler:
     Raises
     ------
     ValueError
-        For a non-positive scale, factors on the wrong side of 1, or a non-positive interval.
+        For a non-positive or non-finite scale, factors on the wrong side of 1, or a non-positive interval.
     """
 
     def __init__(self, init_scale: float = 2.0**15, dynamic: bool = True, *, growth_factor: float = 2.0,
                  backoff_factor: float = 0.5, growth_interval: int = 200, min_scale: float = 1.0,
                  max_scale: float = 2.0**24) -> None:
-        if not init_scale > 0:
-            raise ValueError(f"loss scale must be positive, not {init_scale!r}")
+        init_scale = check_float(init_scale, "loss scale", low=0.0, low_open=True)
+        growth_factor = check_float(growth_factor, "growth_factor")
+        backoff_factor = check_float(backoff_factor, "backoff_factor")
         if not growth_factor > 1 or not 0 < backoff_factor < 1:
             raise ValueError(f"need growth_factor > 1 and 0 < backoff_factor < 1, got {growth_factor}, "
                              f"{backoff_factor}")
-        if growth_interval < 1:
+        if check_int(growth_interval, "growth_interval") < 1:
             raise ValueError(f"growth_interval must be at least 1, not {growth_interval}")
         self.scale = float(init_scale)
         self.dynamic = dynamic
@@ -705,14 +712,14 @@ class SGD:
     Raises
     ------
     ValueError
-        For a negative hyper-parameter or a momentum not below 1.
+        For a negative or non-finite hyper-parameter (NaN or Inf would train to NaN) or a momentum not below 1.
     """
 
     def __init__(self, lr: float = 0.05, momentum: float = 0.9, weight_decay: float = 0.0,
                  lambda_w: float = 2e-4) -> None:
-        if lr < 0 or weight_decay < 0 or lambda_w < 0 or not 0 <= momentum < 1:
-            raise ValueError(f"need lr, weight_decay, lambda_w >= 0 and 0 <= momentum < 1; got lr={lr}, "
-                             f"momentum={momentum}, weight_decay={weight_decay}, lambda_w={lambda_w}")
+        lr, weight_decay = check_float(lr, "lr", low=0.0), check_float(weight_decay, "weight_decay", low=0.0)
+        lambda_w = check_float(lambda_w, "lambda_w", low=0.0)
+        momentum = check_float(momentum, "momentum", low=0.0, high=1.0, high_open=True)
         self.lr = lr
         self.momentum = momentum
         self.weight_decay = weight_decay

@@ -14,13 +14,23 @@ import csv
 import functools
 import json
 import re
-import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from .bdwp import parse_nm
 from .cli import subcommand
+from .cliutil import (
+    CLIError,
+    int_list,
+    load_config_file,
+    output_dir,
+    output_file,
+    path_arg,
+    positive_int,
+    write_text_safely,
+)
 from .config import SATConfig
-from .descriptor import FLAG_A_TRANS, FLAG_B_TRANS
+from .descriptor import FLAG_A_TRANS, FLAG_B_TRANS, FLAG_IRQ, ConvDescriptor, GemmDescriptor
 from .nmformat import packed_nbytes
 from .perfmodel import UnitTiming, unit_cycles
 from .pregen import PregenReplay, replay
@@ -56,9 +66,21 @@ def default_config() -> SATConfig:
 
 @functools.lru_cache(maxsize=1 << 16)
 def _unit_timing(config: SATConfig, rows: int, red: int, cols: int, n: int, m: int, a_trans: bool, b_trans: bool,
-                 a_stride: int, b_stride: int, c_stride: int) -> UnitTiming:
+                 a_stride: int, b_stride: int, c_stride: int, conv: ConvDescriptor | None = None) -> UnitTiming:
     return unit_cycles(config, rows, red, cols, n, m, a_trans=a_trans, b_trans=b_trans, a_stride=a_stride,
-                       b_stride=b_stride, c_stride=c_stride)
+                       b_stride=b_stride, c_stride=c_stride, conv=conv)
+
+
+def descriptor_timing(config: SATConfig, d: GemmDescriptor | ConvDescriptor) -> UnitTiming:
+    """``perfmodel.unit_cycles`` of one descriptor of either kind (a convolution's with its conv loader)."""
+    n, m = (d.n, d.m) if d.sparse else (0, 0)
+    if isinstance(d, ConvDescriptor):
+        # the timing does not depend on the addresses: key the cache on the geometry and the chunk
+        key = d.replace(a_addr=0, b_addr=0, c_addr=0, tag=0, flags=d.flags & ~FLAG_IRQ)
+        return _unit_timing(config, d.rows, d.red, d.cols, n, m, d.pass_ == "wu", bool(d.flags & FLAG_B_TRANS),
+                            2 * d.c_out if d.pass_ == "wu" else 0, d.b_stride, d.c_stride, key)
+    return _unit_timing(config, d.rows, d.red, d.cols, n, m, bool(d.flags & FLAG_A_TRANS),
+                        bool(d.flags & FLAG_B_TRANS), d.a_stride, d.b_stride, d.c_stride)
 
 
 def gemm_unit_timing(s: Schedule, g: ScheduledGemm) -> tuple[int, int, int]:
@@ -73,9 +95,7 @@ def gemm_unit_timing(s: Schedule, g: ScheduledGemm) -> tuple[int, int, int]:
         b_bytes = packed_nbytes(d.n, d.m, d.red, d.cols) if d.sparse else 2 * d.red * d.cols
         read += 2 * d.rows * d.red + b_bytes
         write += 4 * d.rows * d.cols
-        u = _unit_timing(s.config, d.rows, d.red, d.cols, d.n if d.sparse else 0, d.m if d.sparse else 0,
-                         bool(d.flags & FLAG_A_TRANS), bool(d.flags & FLAG_B_TRANS),
-                         d.a_stride, d.b_stride, d.c_stride)
+        u = descriptor_timing(s.config, d)
         cycles += u.cycles
         loads += u.load_cycles
     return cycles, loads, -(-max(read, write) // beat)
@@ -598,41 +618,49 @@ def update_markdown(path: Path, body: str) -> None:
     path.write_text(text)
 
 
+def _path(text: str) -> Path:
+    return Path(path_arg(text))
+
+
 @subcommand("bench", help="cycle model of one training iteration (ResNet-18, VGG-16): dense vs N:M, plots")
 def _bench(p: argparse.ArgumentParser) -> Callable[[argparse.Namespace], int]:
-    p.add_argument("--out", type=Path, default=Path("bench_out"), help="output directory (JSON, CSV, PNG)")
+    p.add_argument("--out", type=_path, default=Path("bench_out"), help="output directory (JSON, CSV, PNG)")
     p.add_argument("--network", action="append", choices=sorted(NETWORKS),
                    help="network (repeatable; default resnet18 and vgg16)")
-    p.add_argument("--batch", type=int, default=32)
-    p.add_argument("--config", type=Path, help="SATConfig JSON (default boards/vcu1525_default.json)")
+    p.add_argument("--batch", type=positive_int, default=32)
+    p.add_argument("--config", type=_path, help="SATConfig JSON (default boards/vcu1525_default.json)")
     p.add_argument("--modes", default=",".join(MODES), help=f"comma-separated (default {','.join(MODES)})")
     p.add_argument("--no-plots", action="store_true")
     p.add_argument("--no-pregen", action="store_true", help="skip the host pre-generation replay")
     p.add_argument("--no-end-to-end", action="store_true",
                    help="skip the end-to-end column (host work measured at full width, about a second per mode)")
-    p.add_argument("--host-threads", type=int, default=1, metavar="N",
+    p.add_argument("--host-threads", type=positive_int, default=1, metavar="N",
                    help="host threads for the pre-generation replay (default 1)")
-    p.add_argument("--pregen-batches", default="32,64,128", metavar="B,B",
+    p.add_argument("--pregen-batches", type=int_list, default=(32, 64, 128), metavar="B,B",
                    help="batch sizes of the pre-generation summary (default 32,64,128; empty to skip)")
-    p.add_argument("--markdown", type=Path, metavar="FILE",
+    p.add_argument("--markdown", type=_path, metavar="FILE",
                    help="rewrite the bench sections of FILE (e.g. docs/results.md) between its markers")
 
     def run(args: argparse.Namespace) -> int:
+        config = load_config_file(args.config) if args.config is not None else default_config()
+        modes = tuple(v.strip() for v in args.modes.split(",") if v.strip())
+        if not modes:
+            raise CLIError(f"--modes needs at least one of dense or N:M, e.g. {','.join(MODES)}")
+        for mode in modes:
+            parse_nm(mode)                          # ValueError names a bad pattern
+        # outputs before the work: a bad --out or --markdown fails at once, not after the cycle model ran
+        output_dir(args.out, "--out")
+        if args.markdown:
+            output_file(args.markdown, "--markdown")
+        result = run_bench(config, args.network or ("resnet18", "vgg16"), args.batch, modes,
+                           pregen=not args.no_pregen, host_threads=args.host_threads,
+                           pregen_batches=tuple(args.pregen_batches), end_to_end=not args.no_end_to_end)
         try:
-            config = SATConfig.load(args.config) if args.config else default_config()
-            if args.batch < 1:
-                raise ValueError(f"--batch must be positive, not {args.batch}")
-            modes = tuple(v.strip() for v in args.modes.split(",") if v.strip())
-            if args.host_threads < 1:
-                raise ValueError(f"--host-threads must be at least 1, not {args.host_threads}")
-            batches = tuple(int(v) for v in args.pregen_batches.split(",") if v.strip())
-            result = run_bench(config, args.network or ("resnet18", "vgg16"), args.batch, modes,
-                               pregen=not args.no_pregen, host_threads=args.host_threads, pregen_batches=batches,
-                               end_to_end=not args.no_end_to_end)
-        except (ValueError, OSError) as exc:
-            print(f"sat bench: error: {exc}", file=sys.stderr)
-            return 2
-        files = write_outputs(result, args.out, plots=not args.no_plots)
+            files = write_outputs(result, args.out, plots=not args.no_plots)
+        except OSError as exc:        # e.g. the disk filled up: keep the finished result
+            saved = write_text_safely(args.out / "bench.json", json.dumps(result, indent=1, sort_keys=True),
+                                      "the bench result")
+            raise CLIError(f"writing the outputs in {args.out} failed ({exc}); the result is in {saved}") from None
         for net, entry in result["networks"].items():
             for mode in result["modes"]:
                 n, e, a = (entry["orientations"][o][mode]["summary"] for o in ORIENTATIONS)

@@ -45,9 +45,9 @@ class SATConfig:
     clock_hz : float
         Core clock (XDMA ``axi_aclk`` on the card), used by the cycle model to report time.
     a_depth, b_depth : int
-        Operand buffers of the GEMM engine: words per A bank (one bank per array row, ``max_m`` elements a word)
-        and words of B (``C`` elements a word); powers of two. They bound the reduction one command can have
-        (``sat.sw.tiling.max_reduction``) and size the tiles; ``CONFIG_BUFFERS`` reports them.
+        Operand buffers of the GEMM engine: words per A bank (one bank per array row, 32 elements, a whole 512-bit
+        beat, a word) and words of B (``C`` elements a word); powers of two. They bound the reduction one command can
+        have (``sat.sw.tiling.max_reduction``) and size the tiles; ``CONFIG_BUFFERS`` reports them.
 
     Raises
     ------
@@ -63,26 +63,33 @@ class SATConfig:
     axi_data_width: int = 512
     axi_addr_width: int = 64
     clock_hz: float = 250e6
-    a_depth: int = 1024
+    a_depth: int = 256
     b_depth: int = 1024
     extra: dict = field(default_factory=dict, compare=False, hash=False, repr=False)
 
     def __post_init__(self):
         for name in ("rows", "cols"):
             value = getattr(self, name)
-            if not isinstance(value, int) or not 1 <= value <= 256:
+            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 256:
                 raise ValueError(f"{name} must be an integer between 1 and 256, not {value!r}")
         if self.fmt not in FORMATS:
             raise ValueError(f"fmt must be one of {sorted(FORMATS)}, not {self.fmt!r}")
-        nm_set = tuple(sorted({(int(n), int(m)) for n, m in self.nm_set}, key=lambda p: (p[1], p[0])))
-        for n, m in nm_set:
+        try:
+            pairs = [(n, m) for n, m in self.nm_set]
+        except (TypeError, ValueError):
+            raise ValueError(f"nm_set must be a sequence of (n, m) pairs such as ((2, 8), (1, 4)), "
+                             f"not {self.nm_set!r}") from None
+        for n, m in pairs:
             check_nm(n, m)
+        nm_set = tuple(sorted({(int(n), int(m)) for n, m in pairs}, key=lambda p: (p[1], p[0])))
+        for n, m in nm_set:
             if n == m:
                 raise ValueError(f"{n}:{m} is dense; dense mode is always built in, leave it out of nm_set")
             if m > MAX_M:
                 raise ValueError(f"M={m} is too large: the compressed format indexes groups of at most {MAX_M}")
         object.__setattr__(self, "nm_set", nm_set)
-        if not isinstance(self.adder_latency, int) or not 1 <= self.adder_latency <= 16:
+        if (isinstance(self.adder_latency, bool) or not isinstance(self.adder_latency, int)
+                or not 1 <= self.adder_latency <= 16):
             raise ValueError(f"adder_latency must be an integer between 1 and 16, not {self.adder_latency!r}")
         if self.axi_data_width not in (64, 128, 256, 512):
             raise ValueError(f"axi_data_width must be 64, 128, 256 or 512, not {self.axi_data_width!r}")
@@ -93,7 +100,8 @@ class SATConfig:
             if not isinstance(value, int) or isinstance(value, bool) or not MIN_DEPTH <= value <= MAX_DEPTH \
                     or value & (value - 1):
                 raise ValueError(f"{name} must be a power of two between {MIN_DEPTH} and {MAX_DEPTH}, not {value!r}")
-        if not 1e6 <= self.clock_hz <= 1e9:
+        hz = self.clock_hz
+        if isinstance(hz, bool) or not isinstance(hz, (int, float)) or not 1e6 <= hz <= 1e9:
             raise ValueError(f"clock_hz must lie between 1 MHz and 1 GHz, not {self.clock_hz!r}")
 
     @property
@@ -116,20 +124,30 @@ class SATConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> SATConfig:
+        if not isinstance(d, dict):
+            raise ValueError(f"a SATConfig must be given as a JSON object of its fields, not {type(d).__name__}")
         known = {f.name for f in dataclasses.fields(cls)} - {"extra"}
         unknown = set(d) - known
         if unknown:
             raise ValueError(f"unknown SATConfig keys {sorted(unknown)}; known keys are {sorted(known)}")
         d = dict(d)
         if "nm_set" in d:
-            d["nm_set"] = tuple(tuple(p) for p in d["nm_set"])
+            try:
+                d["nm_set"] = tuple(tuple(p) for p in d["nm_set"])
+            except TypeError:
+                raise ValueError(f"nm_set must be a list of [n, m] pairs such as [[2, 8], [1, 4]], "
+                                 f"not {d['nm_set']!r}") from None
         return cls(**d)
 
     @classmethod
     def load(cls, path: str | Path) -> SATConfig:
         """Read a configuration written by :meth:`to_json` (or a hand-written subset of its keys)."""
         try:
-            return cls.from_dict(json.loads(Path(path).read_text()))
+            text = Path(path).read_text()
+        except (OSError, UnicodeDecodeError) as e:
+            raise ValueError(f"cannot read the configuration {path}: {getattr(e, 'strerror', None) or e}") from None
+        try:
+            return cls.from_dict(json.loads(text))
         except json.JSONDecodeError as e:
             raise ValueError(f"{path} is not valid JSON: {e}") from None
 

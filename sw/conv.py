@@ -28,8 +28,8 @@ chunks' FP32 partials are added in chunk order (:func:`sat.sw.bdwp.sum_partials`
 does this, as the driver does. A linear layer is the ``1 x 1`` convolution of a ``1 x 1`` image: its lowerings
 are the identity, so its passes are the plain GEMMs of ``docs/bdwp.md``.
 
-Host code never lowers a convolution on the card's behalf except in the driver's stand-in for the card's conv
-descriptor (:meth:`sat.sw.driver.device.SATDevice.conv`), which calls these lowerings.
+The card lowers convolutions itself (conv descriptors, :meth:`sat.sw.driver.device.SATDevice.conv`); these
+lowerings are the golden model's and the tests'.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 
 from sat.sw import numerics
+from sat.sw.validate import check_int
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from sat.sw.bdwp import GemmBackend
@@ -58,8 +59,10 @@ def conv_output_size(size: int, kernel: int, stride: int, padding: int) -> int:
     Raises
     ------
     ValueError
-        If the kernel does not fit the padded input.
+        If the kernel does not fit the padded input, or for a size, kernel or stride below 1 or a negative padding.
     """
+    size, kernel = check_int(size, "input size", low=1), check_int(kernel, "kernel", low=1)
+    stride, padding = check_int(stride, "stride", low=1), check_int(padding, "padding", low=0)
     out = (size + 2 * padding - kernel) // stride + 1
     if out < 1:
         raise ValueError(f"kernel {kernel} does not fit an input of {size} with padding {padding}")

@@ -2,22 +2,24 @@
 
 ``nm_mask`` is used by the golden model, the compressed format, the driver and the tests: in every group of ``m``
 consecutive elements along ``axis`` it keeps the ``n`` largest magnitudes, ties going to the lower index
-(SPEC section 1). This module depends on NumPy only, so configuration and formats can use it without the
-training code.
+(SPEC section 1). This module depends on NumPy (and the checks in ``sat.sw.validate``) only, so configuration and
+formats can use it without the training code.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from .validate import check_axis, real_array
+
 __all__ = ["check_nm", "nm_mask", "prune", "NM", "parse_nm", "format_nm"]
 
 
 def check_nm(n: int, m: int) -> None:
     """Raise ``ValueError`` unless ``n:m`` is a valid N:M pattern (``1 <= n <= m``, ``m`` a power of two)."""
-    if not isinstance(m, (int, np.integer)) or m < 1 or (m & (m - 1)) != 0:
+    if isinstance(m, bool) or not isinstance(m, (int, np.integer)) or m < 1 or (m & (m - 1)) != 0:
         raise ValueError(f"M must be a power of two (e.g. 4 or 8), not {m!r}")
-    if not isinstance(n, (int, np.integer)) or not 1 <= n <= m:
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 1 <= n <= m:
         raise ValueError(f"N must be between 1 and M ({m}), not {n!r}")
 
 
@@ -30,27 +32,31 @@ def nm_mask(w, n: int, m: int, axis: int = -1) -> np.ndarray:
     Parameters
     ----------
     w : array_like
-        Weights (any real dtype, any number of dimensions).
+        Weights (bool, integer or floating point; at least one dimension).
     n, m : int
-        Keep ``n`` of every ``m``; ``m`` must be a power of two and ``1 <= n <= m``.
+        Keep ``n`` of every ``m``; ``m`` a power of two and ``1 <= n <= m``.
     axis : int
-        Axis along which groups are formed (``K`` for FF weights, ``C_out`` for BP weights).
+        Axis along which groups are formed (``K`` for FF weights, ``C_out`` for BP weights), in
+        ``[-w.ndim, w.ndim)``.
 
     Raises
     ------
     ValueError
-        For an invalid ``n:m`` or weights containing NaN.
+        For an invalid ``n:m``, an axis ``w`` does not have, weights that are not real numbers (complex, strings,
+        objects) or weights containing NaN.
     """
     check_nm(n, m)
-    w = np.asarray(w)
+    w = real_array(w, "weights")
+    axis = check_axis(axis, w.ndim)
     if np.issubdtype(w.dtype, np.floating) and np.isnan(w).any():
         raise ValueError("cannot prune weights that contain NaN: check the loss scale / learning rate")
-    axis = axis % w.ndim if w.ndim else 0
     moved = np.moveaxis(w, axis, -1)
     length = moved.shape[-1]
     pad = -length % m
     if n == m:
         return np.ones(w.shape, dtype=bool)
+    if m > _PAIRWISE_MAX_M:
+        return np.moveaxis(_sorted_keep(np.abs(moved), n, m, pad)[..., :length], -1, axis)
     if moved.flags.c_contiguous:
         # groups run along the innermost axis: copy each group position into its own contiguous array
         mag = np.abs(moved)
@@ -69,6 +75,26 @@ def nm_mask(w, n: int, m: int, axis: int = -1) -> np.ndarray:
     position = [groups[(slice(None),) * (axis + 1) + (j,)] for j in range(m)]
     keep = np.stack(_rank_keep(position, n), axis=axis + 1).reshape(mag.shape)
     return keep[(slice(None),) * axis + (slice(0, length),)]
+
+
+#: Largest group size ranked by pairwise comparison (:func:`_rank_keep`, fastest for the N:M patterns the
+#: hardware supports); larger groups are ranked by sorting (:func:`_sorted_keep`).
+_PAIRWISE_MAX_M = 16
+
+
+def _sorted_keep(mag: np.ndarray, n: int, m: int, pad: int) -> np.ndarray:
+    """Keep mask of groups of ``m`` along the last axis of magnitudes ``mag`` (zero-padded by ``pad``), by sorting.
+
+    Sorting each group reversed in ascending order with a stable sort puts equal magnitudes in descending index
+    order, so the last ``n`` positions are the ``n`` largest with ties going to the lower index.
+    """
+    if pad:
+        mag = np.concatenate([mag, np.zeros(mag.shape[:-1] + (pad,), mag.dtype)], axis=-1)
+    groups = mag.reshape(mag.shape[:-1] + (-1, m))[..., ::-1]
+    order = np.argsort(groups, axis=-1, kind="stable")[..., m - n:]
+    keep = np.zeros(groups.shape, dtype=bool)
+    np.put_along_axis(keep, order, True, axis=-1)
+    return keep[..., ::-1].reshape(mag.shape)
 
 
 def _rank_keep(position: list[np.ndarray], n: int) -> list[np.ndarray]:
@@ -108,13 +134,15 @@ def parse_nm(text: str | tuple[int, int] | None) -> NM:
     if text is None:
         return None
     if isinstance(text, tuple):
+        if len(text) != 2:
+            raise ValueError(f"an N:M pattern is a pair (n, m) such as (2, 8), not {text!r}")
         n, m = text
     else:
         s = str(text).strip().lower()
         if s == "dense":
             return None
-        parts = s.split(":")
-        if len(parts) != 2 or not all(p.isdigit() for p in parts):
+        parts = [p.strip() for p in s.split(":")]
+        if len(parts) != 2 or not all(p.isascii() and p.isdigit() for p in parts):
             raise ValueError(f"sparsity must be 'dense' or 'N:M' such as '2:8', not {text!r}")
         n, m = int(parts[0]), int(parts[1])
     check_nm(n, m)

@@ -19,6 +19,7 @@ import numpy as np
 
 from .nm import check_nm, nm_mask
 from .numerics import FloatFormat, decode, encode, get_format, matmul_sparse
+from .validate import real_array
 
 __all__ = [
     "BEAT_BYTES", "LANES", "INDEX_BITS", "STEPS_PER_INDEX_BEAT", "MAX_M",
@@ -201,11 +202,11 @@ def compress(b, n: int, m: int, mask=None) -> NMOperand:
     Raises
     ------
     ValueError
-        If ``b`` is not a non-empty 2-D array, ``n:m`` is invalid, ``b`` holds NaN (default mask),
+        If ``b`` is not a non-empty 2-D array of real numbers, ``n:m`` is invalid, ``b`` holds NaN (default mask),
         or the mask has the wrong shape or keeps more than ``n`` elements in a group.
     """
     _check_nm_format(n, m)
-    b = np.asarray(b)
+    b = real_array(b, "the operand")
     if b.ndim != 2 or b.shape[0] == 0 or b.shape[1] == 0:
         raise ValueError(f"compress needs a non-empty 2-D (K x cols) matrix, got shape {b.shape}")
     k, cols = b.shape
@@ -301,9 +302,12 @@ def matmul_nm(a, op: NMOperand, fmt: str | FloatFormat = "fp16") -> np.ndarray:
     Raises
     ------
     ValueError
-        If ``a`` is not ``rows x op.k``.
+        If ``a`` is not ``rows x op.k`` real numbers, or ``op`` is not an :class:`NMOperand`.
     """
-    a = np.asarray(a)
+    if not isinstance(op, NMOperand):
+        raise ValueError(f"op must be an NMOperand (from compress, compress_ff or compress_bp), not "
+                         f"{type(op).__name__}: use sat.sw.numerics.matmul for a dense operand")
+    a = real_array(a, "a")
     if a.ndim != 2 or a.shape[1] != op.k:
         raise ValueError(f"a must be (rows, {op.k}) to multiply a {op.k} x {op.cols} operand, got {a.shape}")
     return matmul_sparse(a, op.values, op.indices, op.m, fmt)

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .validate import real_array
+
 __all__ = [
     "FloatFormat", "FP16", "BF16", "FORMATS", "get_format",
     "FP32_CANONICAL_NAN", "FP32_MIN_NORMAL",
@@ -106,9 +108,14 @@ def encode(x, fmt: str | FloatFormat = "fp16") -> np.ndarray:
 
     ``x`` is first converted to float32, then rounded to nearest-even into ``fmt``; overflow gives +-Inf,
     results that would be subnormal become +0, NaN becomes the format's canonical NaN.
+
+    Raises
+    ------
+    ValueError
+        If ``x`` does not hold real numbers (complex values would lose their imaginary part; strings, objects).
     """
     f = get_format(fmt)
-    x = np.asarray(x, dtype=np.float32)
+    x = real_array(x, "operand").astype(np.float32, copy=False)
     if f is FP16:
         with np.errstate(over="ignore", under="ignore", invalid="ignore"):
             bits = np.array(x.astype(np.float16).view(np.uint16), copy=True)
@@ -122,9 +129,22 @@ def encode(x, fmt: str | FloatFormat = "fp16") -> np.ndarray:
 
 
 def decode(bits, fmt: str | FloatFormat = "fp16", *, daz: bool = True) -> np.ndarray:
-    """float32 values of operand bit patterns; with ``daz`` subnormals read as signed zero (as the RTL does)."""
+    """float32 values of operand bit patterns; with ``daz`` subnormals read as signed zero (as the RTL does).
+
+    Raises
+    ------
+    ValueError
+        If ``bits`` are not integers in ``[0, 0xFFFF]`` (values rather than bit patterns: use ``quantize``).
+    """
     f = get_format(fmt)
-    bits = np.asarray(bits).astype(np.uint16)
+    bits = np.asarray(bits)
+    if bits.dtype != np.uint16:
+        if bits.dtype.kind not in "iu":
+            raise ValueError(f"decode takes 16-bit operand bit patterns (integers), not {bits.dtype} values: to round "
+                             f"values to the format use quantize()")
+        if bits.size and (bits.min() < 0 or bits.max() > 0xFFFF):
+            raise ValueError(f"operand bit patterns lie in [0, 0xFFFF], not {int(bits.min())}..{int(bits.max())}")
+        bits = bits.astype(np.uint16)
     if daz:
         subnormal = ((bits & f.exp_mask) == 0) & ((bits & f.man_mask) != 0)
         bits = np.where(subnormal, bits & f.sign_mask, bits).astype(np.uint16)
@@ -140,7 +160,7 @@ def quantize(x, fmt: str | FloatFormat = "fp16") -> np.ndarray:
 
 def _operand(x, f: FloatFormat) -> np.ndarray:
     """Operand values as float32: uint16 arrays are bit patterns, anything else is encoded first."""
-    x = np.asarray(x)
+    x = real_array(x, "operand")
     return decode(x if x.dtype == np.uint16 else encode(x, f), f)
 
 
@@ -198,7 +218,7 @@ def matmul(a, b, fmt: str | FloatFormat = "fp16") -> np.ndarray:
     Raises
     ------
     ValueError
-        If the operands are not 2-D or their inner dimensions differ.
+        If the operands are not 2-D, their inner dimensions differ, or they do not hold real numbers.
     """
     f = get_format(fmt)
     a = _operand(a, f)

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 from .config import SATConfig
 from .network import Conv, Network
-from .tiling import steps_per_output, tile_plan
+from .tiling import A_WORD_LANES, steps_per_output, tile_plan
 
 __all__ = [
     "GemmCounters", "steps_per_output", "gemm_counters", "descriptor_counters", "FIRST_ISSUE", "fill_cycles",
@@ -250,12 +250,12 @@ def _dense_line(addr: int, count: int, word: int, first_lane: int = 0) -> int:
 def _load_cycles(config: SATConfig, kind: str, r0: int, rt: int, c0: int, ct: int, red: int, n: int, m: int,
                  trans: bool, stride: int) -> int:
     """Time of one operand load (start to ``load_done``): latency plus the consumer's cycles of every line."""
-    mm, C = config.max_m, config.cols
+    mm, C = A_WORD_LANES, config.cols
     total = LOAD_LATENCY
     if kind == "a":
         if trans:             # red lines of rt elements, one write per run of rows of one word (R banks)
             total += sum(_dense_line(k * stride + 2 * r0, rt, config.rows) for k in range(red))
-        else:                 # rt lines of red elements, max_m lanes per word
+        else:                 # rt lines of red elements, 32 lanes per A word
             total += sum(_dense_line(i * stride, red, mm) for i in range(r0, r0 + rt))
     elif n and m and n != m:  # packed tiles of 32 columns covering c0..c0+ct-1
         s = steps_per_output(red, n, m)
@@ -269,6 +269,84 @@ def _load_cycles(config: SATConfig, kind: str, r0: int, rt: int, c0: int, ct: in
         total += sum(_dense_line(j * stride, red, 1) for j in range(c0, c0 + ct))
     else:                     # red lines of ct elements, C lanes per word
         total += sum(_dense_line(k * stride + 2 * c0, ct, C) for k in range(red))
+    return total
+
+
+#: Cycles a convolution load adds to :data:`LOAD_LATENCY`: the piece generator's three pipeline stages.
+CONV_LOAD_LATENCY = 3
+
+
+def _tap_pieces(chan: int, cvalid: int, kw: int, start: tuple[int, int, int], length: int
+                ) -> list[tuple[int, int, int, int, bool]]:
+    """The pieces of one lowered row: ``(i, j, ch, count, always_zero)`` from tap ``start`` over ``length``
+    elements (``hw/convlines.py``: a piece ends at a tap's end or where the data channels end)."""
+    i, j, ch = start
+    out = []
+    left = length
+    while left:
+        limit = cvalid if ch < cvalid else chan
+        n = min(left, limit - ch)
+        out.append((i, j, ch, n, ch >= cvalid))
+        left -= n
+        ch += n
+        if ch == chan:
+            ch = 0
+            j += 1
+            if j == kw:
+                j, i = 0, i + 1
+    return out
+
+
+def _conv_rows(conv, first_pixel: int, count: int):
+    """Pixel coordinates ``(b, y, x)`` of ``count`` consecutive lowered rows from ``first_pixel`` (numpy)."""
+    import numpy as np
+
+    ry, rx = (conv.height, conv.width) if conv.pass_ == "bp" else (conv.oh, conv.ow)
+    p = np.arange(first_pixel, first_pixel + count)
+    return p // (ry * rx), (p // rx) % ry, p % rx
+
+
+def _conv_load_cycles(config: SATConfig, conv, kind: str, r0: int, rt: int, c0: int, ct: int,
+                      wu_start: tuple[int, int, int]) -> int:
+    """Consumer cycles of a convolution's implicit operand load (``hw/convlines.py``): per piece a record cycle, a
+    first-beat cycle for a data piece, and its writes; the pieces of a row continue each other's lanes."""
+    import numpy as np
+
+    bp = conv.pass_ == "bp"
+    chan = conv.co_pad if bp else conv.c_in
+    cvalid = conv.c_out if bp else chan
+    if kind == "a":           # FF / BP rows r0.., the chunk [k0, k0 + red) of each
+        pieces = _tap_pieces(chan, cvalid, conv.kw, conv.start_of(conv.k0), conv.red)
+        b, y, x = _conv_rows(conv, r0, rt)
+        word = A_WORD_LANES
+    else:                     # WU's B: pixels k0.., columns [c0, c0 + ct)
+        pieces = _tap_pieces(chan, cvalid, conv.kw, wu_start, ct)
+        b, y, x = _conv_rows(conv, conv.k0, conv.red)
+        word = config.cols
+    s, pad = conv.stride, conv.padding
+    ty_dim, tx_dim = (conv.oh, conv.ow) if bp else (conv.height, conv.width)
+    pix = 2 * (conv.c_out if bp else conv.c_in)
+    row_pitch = tx_dim * pix
+    img = ty_dim * row_pitch
+    total = 0
+    lane = 0
+    for i, j, ch, n, always_zero in pieces:
+        first_lane = lane % word
+        lane += n
+        zero_cost = _line_cycles(0, n, word, first_lane) - 1
+        if always_zero:
+            total += zero_cost * len(b)
+            continue
+        if bp:
+            hn, wn = y + pad - i, x + pad - j
+            valid = (hn >= 0) & (wn >= 0) & (hn % s == 0) & (wn % s == 0) & (hn // s < ty_dim) & (wn // s < tx_dim)
+            ty, tx = hn // s, wn // s
+        else:
+            ty, tx = y * s - pad + i, x * s - pad + j
+            valid = (ty >= 0) & (tx >= 0) & (ty < ty_dim) & (tx < tx_dim)
+        off = ((b * img + ty * row_pitch + tx * pix + 2 * ch) % 64) // 2
+        data_cost = np.array([_line_cycles(o, n, word, first_lane) for o in range(32)])
+        total += int(np.where(valid, data_cost[off], zero_cost).sum())
     return total
 
 
@@ -308,14 +386,14 @@ def _engine_cycles(config: SATConfig, rt: int, red: int, c0: int, ct: int, n: in
 def unit_cycles(config: SATConfig, rows: int, red: int, cols: int, n: int = 0, m: int = 0, *,
                 a_trans: bool = False, b_trans: bool = False, a_stride: int | None = None,
                 b_stride: int | None = None, c_stride: int | None = None,
-                single: bool = False) -> UnitTiming:
+                single: bool = False, conv=None) -> UnitTiming:
     """Predicted time of one descriptor on the GEMM unit: its ``busy + stall`` counters.
 
     The model walks the unit's tiles (:func:`sat.sw.tiling.tile_plan`) as ``sat.hw.gemm_unit`` runs them:
 
     * a **load** takes :data:`LOAD_LATENCY` plus the consumer's cycles for every DMA line (one for the line
       record, one for its first beat, one per buffer write, later beats taken with the previous beat's last
-      write: a row-major line writes runs of up to ``min(max_m or C, 32)`` elements, an A^T line runs of up to
+      write: a row-major line writes runs of up to 32 elements (A) or ``min(C, 32)`` (B), an A^T line runs of up to
       ``R`` rows that share a word (one per bank), a B^T line one element; a packed N:M tile one cycle for its
       record and first index beat, one for each value beat that follows an index beat, and its writes per
       value beat); memory delivers a 512-bit beat per cycle and is never the limit;
@@ -345,6 +423,9 @@ def unit_cycles(config: SATConfig, rows: int, red: int, cols: int, n: int = 0, m
         Row strides in bytes.
     single : bool
         Model the unit single buffered whatever the shape (as before double buffering), for comparisons.
+    conv : ConvDescriptor, optional
+        The convolution descriptor whose GEMM view this is: its implicit operand (A of FF and BP, B of WU) loads
+        as the pieces of ``hw/convlines.py``.
 
     Raises
     ------
@@ -363,16 +444,31 @@ def unit_cycles(config: SATConfig, rows: int, red: int, cols: int, n: int = 0, m
     t = 0                     # loader time: start of the next tile's loads
     eng_done = 0              # cycle the engine takes its next tile (0: idle from the start)
     prev_r0 = None
+    implicit_a = conv is not None and conv.pass_ != "wu"
+    implicit_b = conv is not None and conv.pass_ == "wu"
+    wu_next = (0, 0, 0)       # WU's column tiles continue where the previous tile ended
     for i, (r0, rt, c0, ct) in enumerate(tiles):
         load = 0
         if r0 != prev_r0:
             if not a_double:
                 t = max(t, eng_done)
-            load += _load_cycles(config, "a", r0, rt, c0, ct, red, n, m, a_trans, a_stride)
+            if implicit_a:
+                load += LOAD_LATENCY + CONV_LOAD_LATENCY + _conv_load_cycles(config, conv, "a", r0, rt, c0, ct, None)
+            else:
+                load += _load_cycles(config, "a", r0, rt, c0, ct, red, n, m, a_trans, a_stride)
         if not (single_col_tile and i):
             if not b_double:
                 t = max(t, eng_done - load)   # B's load starts once A's is done and the engine too
-            load += _load_cycles(config, "b", r0, rt, c0, ct, red, n, m, b_trans and not sparse, b_stride)
+            if implicit_b:
+                start = (0, 0, 0) if c0 == 0 else wu_next
+                load += LOAD_LATENCY + CONV_LOAD_LATENCY + _conv_load_cycles(config, conv, "b", r0, rt, c0, ct,
+                                                                              start)
+                end = _tap_pieces(conv.c_in, conv.c_in, conv.kw, start, ct)[-1]
+                ch_end = end[2] + end[3]
+                wu_next = ((end[0], end[1], ch_end) if ch_end < conv.c_in else
+                           ((end[0], end[1] + 1, 0) if end[1] + 1 < conv.kw else (end[0] + 1, 0, 0)))
+            else:
+                load += _load_cycles(config, "b", r0, rt, c0, ct, red, n, m, b_trans and not sparse, b_stride)
         prev_r0 = r0
         loads += load
         accept = max(t + load + TILE_CONTROL, eng_done)

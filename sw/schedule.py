@@ -28,7 +28,16 @@ import numpy as np
 
 from .bdwp import NM, check_nm, nm_mask, parse_nm
 from .config import SATConfig
-from .descriptor import DESCRIPTOR_BYTES, FLAG_A_TRANS, FLAG_B_TRANS, FLAG_IRQ, FLAG_SPARSE, GemmDescriptor
+from .conv import ConvShape, bp_weight_matrix
+from .descriptor import (
+    DESCRIPTOR_BYTES,
+    FLAG_A_TRANS,
+    FLAG_B_TRANS,
+    FLAG_IRQ,
+    FLAG_SPARSE,
+    ConvDescriptor,
+    GemmDescriptor,
+)
 from .network import (
     NETWORKS,
     Conv,
@@ -280,6 +289,18 @@ class _Operand:
     trans: bool
 
 
+def _is_conv(layer: Conv) -> bool:
+    """Whether a layer runs as convolution descriptors (every convolution record; linear layers are GEMMs)."""
+    return not isinstance(layer, Linear)
+
+
+def _conv_template(layer: Conv, batch: int, pass_: str, n: int, m: int) -> ConvDescriptor:
+    """The convolution descriptor of a layer's pass, addresses and chunk to be filled in."""
+    h, w = layer.in_hw
+    return ConvDescriptor(pass_, batch, h, w, layer.c_in, layer.c_out, layer.kernel, layer.kernel, layer.stride,
+                          layer.padding, a_addr=0, b_addr=0, c_addr=0, n=n, m=m, flags=FLAG_SPARSE if n else 0)
+
+
 def schedule_iteration(network: Network, batch: int, config: SATConfig, nm: NM | str = (2, 8), *,
                        bp_mask: str = "independent", orientation: Orientation = "auto",
                        first_layer_bp: bool = False, memory_bytes: int = DEFAULT_MEMORY_BYTES) -> Schedule:
@@ -333,6 +354,23 @@ def schedule_iteration(network: Network, batch: int, config: SATConfig, nm: NM |
         P, K, Co = layer.pixels(batch), layer.k, layer.c_out
         n, m = nm if (sparse and nm is not None) else (0, 0)
         p = layer.name
+        if _is_conv(layer):
+            # a convolution: one descriptor kind, the core lowers the activation (docs/conv.md); the GEMM view
+            # gives the tiling, the chunks and the counters
+            d = _conv_template(layer, batch, pass_, n, m)
+            Hi = batch * layer.in_hw[0] * layer.in_hw[1]
+            x = _Operand(f"{p}.X", Hi, layer.c_in, False)
+            dy = _Operand(f"{p}.dY", P, Co, False)
+            if pass_ == "ff":
+                a, b = x, _Operand(f"{p}.W_ff.packed", 0, 0, False) if n else _Operand(f"{p}.W_t", K, Co, False)
+            elif pass_ == "bp":
+                a, b = dy, (_Operand(f"{p}.W_bp.packed", 0, 0, False) if n else
+                            _Operand(f"{p}.W_bpm", d.reduction, layer.c_in, False))
+            else:
+                a, b = dy, x
+            c_name = {"ff": f"{p}.Y", "bp": f"{p}.dX", "wu": f"{p}.dW"}[pass_]
+            pending.append((layer, pass_, d.rows, d.reduction, d.cols, n, m, False, a, b, c_name))
+            return
         # (rows, red, cols, A, B, C name), normal then transposed; A/B: (region, lines, length, trans)
         if pass_ == "ff":
             b_sparse = _Operand(f"{p}.W_ff.packed", 0, 0, False)
@@ -407,9 +445,20 @@ def schedule_iteration(network: Network, batch: int, config: SATConfig, nm: NM |
                     b_addr, b_stride = rb.addr + k0 * 2 * b.length, 2 * b.length
             if j == len(chunks) - 1:
                 flags |= FLAG_IRQ
-            d = GemmDescriptor(rows=rows, red=k1 - k0, cols=cols, a_addr=a_addr, b_addr=b_addr,
-                               c_addr=mem.regions[c_region].addr, a_stride=a_stride, b_stride=b_stride,
-                               c_stride=4 * cols, n=n, m=m, flags=flags, tag=len(sched.descriptors))
+            if _is_conv(layer):
+                conv = _conv_template(layer, batch, pass_, n, m)
+                d = conv.replace(a_addr=mem.regions[a.region].addr, c_addr=mem.regions[c_region].addr,
+                                 b_addr=(mem.regions[f"{b.region}{j}"].addr if n else mem.regions[b.region].addr),
+                                 k0=k0, red=k1 - k0, flags=(FLAG_SPARSE if n else 0) | (flags & FLAG_IRQ),
+                                 tag=len(sched.descriptors))
+                if pass_ == "wu":           # dY's pixels k0.. (A^T lines)
+                    d = d.replace(a_addr=d.a_addr + k0 * 2 * layer.c_out)
+                elif not n:                 # the chunk's rows of the dense weight operand
+                    d = d.replace(b_addr=d.b_addr + k0 * d.b_stride)
+            else:
+                d = GemmDescriptor(rows=rows, red=k1 - k0, cols=cols, a_addr=a_addr, b_addr=b_addr,
+                                   c_addr=mem.regions[c_region].addr, a_stride=a_stride, b_stride=b_stride,
+                                   c_stride=4 * cols, n=n, m=m, flags=flags, tag=len(sched.descriptors))
             d.validate(config, memory_bytes)
             descs.append(d)
             sched.descriptors.append(d)
@@ -423,9 +472,9 @@ def schedule_iteration(network: Network, batch: int, config: SATConfig, nm: NM |
     for g, (names, _) in zip(sched.gemms, out_regions, strict=True):
         p = g.layer
         if g.pass_ == "ff":
-            steps.append(DmaStep("host", f"{p}: im2col of the layer input (after the host ops before it)"))
+            steps.append(DmaStep("host", f"{p}: the layer input, channels-last (the host ops before it)"))
         elif g.pass_ == "bp" or (g.pass_ == "wu" and not any(x.layer == p and x.pass_ == "bp" for x in sched.gemms)):
-            steps.append(DmaStep("host", f"{p}: output gradient dY (col2im/host-op backward of the layer after)"))
+            steps.append(DmaStep("host", f"{p}: output gradient dY (the host-op backward of the layer after)"))
         d = g.descriptors[0]
         inputs = {r.name for r in host_written if any(r.addr <= addr < r.end for addr in (d.a_addr, d.b_addr))}
         for j in range(1, len(g.descriptors)):
@@ -503,8 +552,10 @@ def run_schedule(device, schedule: Schedule, tensors: dict[str, dict[str, np.nda
 
     This drives the schedule's memory map, DMA order and descriptor list on a device (the software model, the
     RTL simulation or the card), but not the host operations between layers: ``tensors[layer]`` gives each GEMM
-    layer's FP32 operands ``x`` (``P x K``, im2col'ed), ``dy`` (``P x C_out``) and ``w`` (``C_out x K``, master
-    weights). The host part of pre-generation runs here: ``W_ff`` keeps the N:M largest of ``w`` along ``K``,
+    layer's FP32 operands ``x``, ``dy`` and ``w`` (``C_out x K`` or ``C_out x kh x kw x C_in``, master weights):
+    for a convolution the channels-last tensors (``B x H x W x C_in`` and ``B x OH x OW x C_out``, or their
+    row-major matrices; the core lowers them, the host never does), for a linear layer ``P x K`` and
+    ``P x C_out``. The host part of pre-generation runs here: ``W_ff`` keeps the N:M largest of ``w`` along ``K``,
     ``W_bp`` along ``C_out`` (of ``w``, or of ``W_ff`` for ``bp_mask="nested"``), quantized to the build's format,
     compressed and packed per K chunk. The schedule's regions are placed in one device allocation (descriptors
     relocated by its base). Each GEMM's descriptors run as one command list; K-chunk partials are added in chunk
@@ -515,7 +566,8 @@ def run_schedule(device, schedule: Schedule, tensors: dict[str, dict[str, np.nda
     Returns
     -------
     dict
-        ``{(layer, "ff"): Y (P x C_out), (layer, "bp"): dX (P x K), (layer, "wu"): dW (C_out x K)}``, FP32.
+        ``{(layer, "ff"): Y (P x C_out), (layer, "bp"): dX (P x K; a convolution's B*H*W x C_in),
+        (layer, "wu"): dW (C_out x K)}``, FP32.
 
     Raises
     ------
@@ -545,11 +597,21 @@ def run_schedule(device, schedule: Schedule, tensors: dict[str, dict[str, np.nda
 
     def operand(layer: Conv, name: str) -> np.ndarray:
         t = np.asarray(tensors[layer.name][name], np.float32)
-        want = {"x": (layer.pixels(schedule.batch), layer.k), "dy": (layer.pixels(schedule.batch), layer.c_out),
-                "w": (layer.c_out, layer.k)}[name]
-        if t.shape != want:
-            raise ValueError(f"tensors[{layer.name!r}][{name!r}] has shape {t.shape}, the schedule needs {want}")
+        P = layer.pixels(schedule.batch)
+        if _is_conv(layer):      # channels-last tensors (or their row-major matrices), W as (C_out, K)
+            h, w = layer.in_hw
+            want = {"x": (schedule.batch * h * w, layer.c_in), "dy": (P, layer.c_out), "w": (layer.c_out, layer.k)}
+            if t.ndim == 4:
+                t = t.reshape(-1, t.shape[-1]) if name != "w" else t.reshape(t.shape[0], -1)
+        else:
+            want = {"x": (P, layer.k), "dy": (P, layer.c_out), "w": (layer.c_out, layer.k)}
+        if t.shape != want[name]:
+            raise ValueError(f"tensors[{layer.name!r}][{name!r}] has shape {t.shape}, the schedule needs {want[name]}")
         return t
+
+    def conv_shape(layer: Conv) -> ConvShape:
+        return ConvShape(schedule.batch, *layer.in_hw, layer.c_in, layer.c_out, layer.kernel, layer.kernel,
+                         layer.stride, layer.padding)
 
     def upload(region: str, layer: Conv, g: ScheduledGemm) -> None:
         if region in written:
@@ -565,6 +627,9 @@ def run_schedule(device, schedule: Schedule, tensors: dict[str, dict[str, np.nda
             put(region, f16(w))
         elif kind == "W_t":
             put(region, f16(w.T))
+        elif kind == "W_bpm":   # a convolution's dense BP operand, W as K' x C_in
+            sh = conv_shape(layer)
+            put(region, f16(bp_weight_matrix(w.reshape(sh.w_shape), sh)))
         else:   # packed W_ff / W_bp, one region per K chunk
             wq = quantize(w, cfg.fmt)
             mask_ff = nm_mask(w, n, m, axis=1)
@@ -573,6 +638,10 @@ def run_schedule(device, schedule: Schedule, tensors: dict[str, dict[str, np.nda
             else:
                 src = w if schedule.bp_mask == "independent" else np.where(mask_ff, w, 0)
                 b, mask = wq, nm_mask(src, n, m, axis=0)
+                if _is_conv(layer):     # groups of M output channels of one tap: K' x C_in
+                    sh = conv_shape(layer)
+                    b = bp_weight_matrix(wq.reshape(sh.w_shape), sh, m)
+                    mask = bp_weight_matrix(mask.reshape(sh.w_shape), sh, m)
             k0 = 0
             for j, d in enumerate(g.descriptors):
                 chunk = compress(np.ascontiguousarray(b[k0:k0 + d.red]), n, m,

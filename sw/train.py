@@ -44,6 +44,7 @@ from sat.sw.bdwp import (
 )
 from sat.sw.graph import Graph
 from sat.sw.meter import Meter
+from sat.sw.validate import check_float, check_int
 
 __all__ = ["MODELS", "IMAGE_MODELS", "DATASETS", "FRAMEWORKS", "TORCH_MODELS", "LAMBDA_W", "LAMBDA_W_SPARSE",
            "default_lambda_w",
@@ -274,8 +275,14 @@ class TrainConfig:
         if self.framework == "torch" and self.model not in TORCH_MODELS:
             raise ValueError(f"--framework torch trains {TORCH_MODELS}, not {self.model!r}")
         object.__setattr__(self, "nm", format_nm(parse_nm(self.nm)))
-        if self.epochs < 1 or self.batch_size < 1:
-            raise ValueError(f"epochs and batch_size must be positive, got {self.epochs}, {self.batch_size}")
+        check_int(self.epochs, "epochs", low=1)
+        check_int(self.batch_size, "batch_size", low=1)
+        check_int(self.seed, "seed", low=0)
+        # finite and in range up front: NaN or Inf here would train to NaN and still "succeed"
+        for name in ("lr", "weight_decay"):
+            object.__setattr__(self, name, check_float(getattr(self, name), name, low=0.0))
+        object.__setattr__(self, "momentum", check_float(self.momentum, "momentum", low=0.0, high=1.0,
+                                                         high_open=True))
         if self.lr_schedule not in ("cosine", "constant"):
             raise ValueError(f"lr_schedule must be 'cosine' or 'constant', not {self.lr_schedule!r}")
         if self.loss_scale != "dynamic":
@@ -283,17 +290,15 @@ class TrainConfig:
                 scale = float(self.loss_scale)
             except (TypeError, ValueError):
                 scale = -1.0
-            if not scale > 0:
-                raise ValueError(f"loss_scale must be 'dynamic' or a positive number, "
+            if not 0 < scale < math.inf:
+                raise ValueError(f"loss_scale must be 'dynamic' or a positive, finite number, "
                                  f"not {self.loss_scale!r}")
             object.__setattr__(self, "loss_scale", scale)
         if self.lambda_w != "auto":
             try:
-                lam = float(self.lambda_w)
-            except (TypeError, ValueError):
-                lam = -1.0
-            if not lam >= 0:
-                raise ValueError(f"lambda_w must be 'auto' or a number >= 0, not {self.lambda_w!r}")
+                lam = check_float(self.lambda_w, "lambda_w", low=0.0)
+            except ValueError:
+                raise ValueError(f"lambda_w must be 'auto' or a finite number >= 0, not {self.lambda_w!r}") from None
             object.__setattr__(self, "lambda_w", lam)
         object.__setattr__(self, "policy", tuple(self.policy))
         parse_policy(self.policy)
@@ -335,7 +340,9 @@ def train(config: TrainConfig, backend: GemmBackend | None = None, *, progress: 
         ``loss_scale``), ``final_test_accuracy``, ``final_train_accuracy``, ``skipped_steps``, ``seconds``,
         ``steps`` (optimizer steps run), ``step_losses`` and ``losses`` (the loss of every step, in order),
         ``weights_sha256`` (SHA-256 over the FP32 bits of every layer's final parameters and batch-norm
-        statistics: two runs trained bit for bit alike have the same digest) and ``timing``: per training
+        statistics: two runs trained bit for bit alike have the same digest), ``diverged`` (None, or why the
+        result is meaningless: a non-finite final loss, non-finite weights, or every step skipped; ``sat train``
+        then exits 1) and ``timing``: per training
         iteration (inference not counted) the means of ``host_seconds`` (wall time outside the backend: host
         work), ``backend_seconds`` (inside it), ``pcie_bytes`` (host <-> card: measured on a device
         backend; on the golden model the bytes a card with conv descriptors would move, see
@@ -346,7 +353,7 @@ def train(config: TrainConfig, backend: GemmBackend | None = None, *, progress: 
     Raises
     ------
     ValueError
-        For a policy naming an unknown layer.
+        For a policy naming an unknown layer, or weights that became NaN in a sparse run (they cannot be pruned).
     """
     from sat.sw.config import SATConfig
     from sat.sw.meter import device_counters
@@ -420,6 +427,15 @@ def train(config: TrainConfig, backend: GemmBackend | None = None, *, progress: 
         if len(step_losses) >= total_steps:
             break
     bar.close()
+    problems = []
+    if not math.isfinite(history[-1]["loss"]):
+        problems.append(f"final loss {history[-1]['loss']}")
+    weights = (model.digest_arrays() if hasattr(model, "digest_arrays") else      # a torch model: its state_dict
+               [p for layer in model.gemm_layers for _, p, _ in layer.parameters()])
+    if not all(np.isfinite(p).all() for p in weights):
+        problems.append("non-finite weights")
+    if step_losses and scaler.skipped >= len(step_losses):
+        problems.append(f"every one of the {len(step_losses)} steps was skipped (gradients overflowed)")
     cfg = asdict(config)
     cfg["policy"] = list(config.policy)
     cfg["lambda_w_used"] = config.sr_ste_lambda
@@ -442,6 +458,7 @@ def train(config: TrainConfig, backend: GemmBackend | None = None, *, progress: 
         "step_losses": step_losses,
         "losses": step_losses,
         "weights_sha256": weights_digest(model),
+        "diverged": "; ".join(problems) or None,
         "timing": timing,
     }
 

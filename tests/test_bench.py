@@ -6,6 +6,8 @@ from __future__ import annotations
 import csv
 import json
 
+import pytest
+
 from sat.sw.bench import BEGIN, END, ideal_speedup, render_markdown, run_bench, update_markdown, write_outputs
 from sat.sw.cli import main
 from sat.sw.config import SATConfig
@@ -62,7 +64,10 @@ def test_cli(tmp_path, capsys):
                  str(cfg), "--modes", "dense,2:8", "--no-pregen"]) == 0
     assert (tmp_path / "o" / "bench_speedup.png").stat().st_size > 1000
     assert "resnet18" in capsys.readouterr().out
-    assert main(["bench", "--out", str(tmp_path / "o"), "--batch", "0", "--no-plots"]) == 2
+    with pytest.raises(SystemExit) as exc:              # argparse refuses it before any work
+        main(["bench", "--out", str(tmp_path / "o"), "--batch", "0", "--no-plots"])
+    assert exc.value.code == 2
+    assert "--batch" in capsys.readouterr().err
 
 
 def test_host_iteration_counts_the_bytes_a_conv_card_moves():

@@ -15,7 +15,7 @@ from sat.sw.config import SATConfig
 pytestmark = pytest.mark.rtl
 
 MEMORY_BYTES = 1 << 20
-CONFIG = SATConfig(rows=2, cols=2, adder_latency=2, a_depth=32, b_depth=128)
+CONFIG = SATConfig(rows=2, cols=2, adder_latency=2, a_depth=8, b_depth=128)
 
 
 def conv_cases(seed: int, count: int, config: SATConfig = CONFIG) -> list[dict]:
@@ -70,3 +70,51 @@ def test_conv_passes_on_the_rtl_more(sim_seed: int) -> None:
 def test_conv_passes_bf16(sim_seed: int) -> None:
     config = CONFIG.replace(fmt="bf16")
     run_convs(sim_seed + 2, conv_cases(sim_seed + 2, 8, config), config)
+
+
+#: ResNet-18's kinds of convolution, scaled to the RTL: a 3x3 stride-1 conv (stage), a 3x3 stride-2 conv and its
+#: 1x1 stride-2 downsample (stage entry), the stem (3 input channels); FF, BP and WU, dense and 2:8.
+TIMING_CASES = [
+    {"pass": "ff", "shape": [1, 6, 6, 8, 8, 3, 3, 1, 1], "nm": [2, 8]},
+    {"pass": "bp", "shape": [1, 6, 6, 8, 8, 3, 3, 1, 1], "nm": [2, 8]},
+    {"pass": "wu", "shape": [1, 6, 6, 8, 8, 3, 3, 1, 1], "nm": None},
+    {"pass": "ff", "shape": [1, 8, 8, 8, 16, 3, 3, 2, 1], "nm": None},
+    {"pass": "bp", "shape": [1, 8, 8, 8, 16, 3, 3, 2, 1], "nm": [2, 8]},
+    {"pass": "wu", "shape": [1, 8, 8, 8, 16, 3, 3, 2, 1], "nm": None},
+    {"pass": "ff", "shape": [1, 8, 8, 8, 16, 1, 1, 2, 0], "nm": [2, 8]},
+    {"pass": "bp", "shape": [1, 8, 8, 8, 16, 1, 1, 2, 0], "nm": None},
+    {"pass": "wu", "shape": [1, 8, 8, 8, 16, 1, 1, 2, 0], "nm": None},
+    {"pass": "ff", "shape": [1, 8, 8, 3, 8, 3, 3, 1, 1], "nm": None},
+    {"pass": "wu", "shape": [1, 8, 8, 3, 8, 3, 3, 1, 1], "nm": None},
+]
+#: Tolerance of the conv loader's timing model against the RTL: relative, and in cycles for tiny passes.
+CONV_TIMING_RTOL = 0.03
+CONV_TIMING_ATOL = 10
+
+
+def test_conv_timing_model(tmp_path, sim_seed: int) -> None:
+    """``perfmodel.unit_cycles(..., conv=descriptor)`` (the conv loader's pieces) against the RTL's counters
+    (``COMPUTE + STALL``, no AXI pauses) on ResNet-18's kinds of convolution, summed over each pass's
+    descriptors: within 3 % (10 cycles for tiny passes)."""
+    import json
+
+    from sat.sw.descriptor import ConvDescriptor
+    from sat.sw.perfmodel import unit_cycles
+
+    report = tmp_path / "timing.json"
+    top = system_top(CONFIG, memory_bytes=MEMORY_BYTES)
+    run_cocotb(top, "sat.sim.tb_conv", params={"config": CONFIG.to_dict(), "memory_bytes": MEMORY_BYTES,
+                                               "seed": sim_seed, "timing_cases": TIMING_CASES,
+                                               "timing_report": str(report)}, testcase="conv_timing")
+    bad = []
+    for r in json.loads(report.read_text()):
+        descs = [ConvDescriptor.decode(bytes.fromhex(h)) for h in r["descriptors"]]
+        model = sum(unit_cycles(CONFIG, d.rows, d.red, d.cols, d.n, d.m, a_trans=d.pass_ == "wu",
+                                b_trans=False, a_stride=2 * d.c_out if d.pass_ == "wu" else 0,
+                                b_stride=d.b_stride or None, c_stride=d.c_stride, conv=d).cycles for d in descs)
+        rtl = r["counters"]["COMPUTE_CYCLES"] + r["counters"]["STALL_CYCLES"]
+        line = f"{r['case']}: RTL {rtl}, model {model} ({100 * (model / rtl - 1):+.1f} %)"
+        print(line)
+        if abs(model - rtl) > max(CONV_TIMING_ATOL, CONV_TIMING_RTOL * rtl):
+            bad.append(line)
+    assert not bad, "conv timing model outside tolerance:\n" + "\n".join(bad)

@@ -16,6 +16,7 @@ from sat.sim.pysim import Stalls, stream_put
 from sat.sw.config import SATConfig
 from sat.sw.conv import ConvShape, bp_lower, im2col
 from sat.sw.descriptor import FLAG_SPARSE, ConvDescriptor
+from sat.sw.tiling import a_words_per_row
 
 CFG = SATConfig(rows=2, cols=2, adder_latency=2, a_depth=64, b_depth=256)
 TENSOR = 0x1000
@@ -28,7 +29,7 @@ def command_context(d: ConvDescriptor) -> dict:
     pix = 2 * (d.c_out if bp else d.c_in)
     ty, tx = (d.oh, d.ow) if bp else (d.height, d.width)
     s0, s1, s2 = d.start_of(d.k0)
-    return {"red": d.red, "cols": d.cols, "kw": -(-d.red // CFG.max_m), "steps": d.red, "conv": {
+    return {"red": d.red, "cols": d.cols, "kw": a_words_per_row(d.red, CFG), "steps": d.red, "conv": {
         "enable": 1, "pass_": ["ff", "bp", "wu"].index(d.pass_), "kh": d.kh, "kw": d.kw,
         "stride_log2": d.stride.bit_length() - 1, "padding": d.padding,
         "ry": d.height if bp else d.oh, "rx": d.width if bp else d.ow, "ty": ty, "tx": tx,
@@ -114,7 +115,7 @@ def test_ff_rows_are_im2col(shape: ConvShape) -> None:
     np.testing.assert_array_equal(got, want)
     # the first piece of row q goes to bank q mod R, word base + (q div R) * kw
     firsts = [r for _, r in recs[0] if not r["cont"]]
-    kw = -(-d.red // CFG.max_m)
+    kw = a_words_per_row(d.red, CFG)
     assert [(r["bank"], r["addr"]) for r in firsts] == [(q % CFG.rows, 3 + (q // CFG.rows) * kw)
                                                         for q in range(split)]
 

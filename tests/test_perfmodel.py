@@ -198,7 +198,7 @@ def test_buffer_words_cover_the_writes() -> None:
 def test_unit_cycles_structure() -> None:
     """The unit model: engine busy cycles as the engine's sum over the tiles; time at least the loads plus the
     last tile's compute, at most everything in sequence; double buffering hides loads behind compute."""
-    cfg = SATConfig(rows=2, cols=2, adder_latency=2, a_depth=32, b_depth=128)
+    cfg = SATConfig(rows=2, cols=2, adder_latency=2, a_depth=8, b_depth=128)
     for shape, nm in [((13, 40, 9), (0, 0)), ((40, 8, 30), (0, 0)), ((8, 100, 6), (0, 0)), ((24, 48, 33), (1, 4))]:
         u = unit_cycles(cfg, *shape, *nm)
         plan = tile_plan(cfg, *shape, *nm)

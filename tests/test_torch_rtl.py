@@ -24,7 +24,7 @@ from sat.sw.train import TrainConfig  # noqa: E402
 pytestmark = pytest.mark.rtl
 
 #: the build of tests/test_system_rtl.py (2x2, L = 2, fp16, default nm_set): a_depth 32, b_depth 128, 1 MiB
-SHARED = {"rows": 2, "cols": 2, "a_depth": 32, "b_depth": 128, "memory_bytes": 1 << 20, "opt": 0}
+SHARED = {"rows": 2, "cols": 2, "a_depth": 8, "b_depth": 128, "memory_bytes": 1 << 20, "opt": 0}
 
 
 def test_torch_cnn_trains_on_rtl_bit_exact(sim_seed: int) -> None:
@@ -83,15 +83,18 @@ def test_sat_sim_torch_runs_a_script_on_rtl(tmp_path, sim_seed: int) -> None:
 
 @pytest.mark.slow
 def test_sat_sim_torch_cli_reports_a_failing_script(tmp_path) -> None:
-    """A script that raises makes ``sat sim torch`` exit 1 with the error."""
+    """A script that raises makes ``sat sim torch`` exit 2 with the error (sat's one error path); a missing script
+    is refused before any build."""
     script = tmp_path / "bad.py"
     script.write_text("import sat.torch, torch\nsat.torch.convert(torch.nn.Linear(4, 4), backend='sim')\n"
                       "raise ValueError('boom from the script')\n")
-    cmd = ["sim", "torch", "--array", "2x2", "--a-depth", "32", "--b-depth", "128", "--memory-mb", "1", "--opt",
+    cmd = ["sim", "torch", "--array", "2x2", "--a-depth", "8", "--b-depth", "128", "--memory-mb", "1", "--opt",
            "0", str(script)]
-    r = subprocess.run([sys.executable, "-c", "import sys; from sat.sw.cli import main; sys.exit(main())", *cmd],
-                       capture_output=True, text=True, timeout=900)
-    assert r.returncode == 1 and "boom from the script" in r.stderr, r.stderr[-2000:]
+    run = [sys.executable, "-c", "import sys; from sat.sw.cli import main; sys.exit(main())"]
+    r = subprocess.run([*run, *cmd], capture_output=True, text=True, timeout=900)
+    assert r.returncode == 2 and "boom from the script" in r.stderr, r.stderr[-2000:]
+    r = subprocess.run([*run, *cmd[:-1], str(tmp_path / "missing.py")], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and "no such file" in r.stderr, r.stderr[-2000:]
 
 
 @pytest.mark.slow

@@ -321,6 +321,7 @@ def test_cli_run_without_vivado_says_what_to_do(tmp_path, capsys, monkeypatch):
     cfg.write_text(SMALL.to_json())
     assert main(["build", "vcu1525", "--out", str(tmp_path / "t"), "--config", str(cfg), "--run"]) == 2
     assert "vivado not found on PATH" in capsys.readouterr().err
+    assert not (tmp_path / "t" / "build.tcl").exists()      # refused before the (long) tree generation
 
 
 def test_core_tree_module_name(tmp_path):

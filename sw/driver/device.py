@@ -50,6 +50,7 @@ from ..regmap import (
     RegisterMap,
     register_map,
 )
+from ..validate import real_array
 from .transport import Transport
 
 __all__ = [
@@ -437,9 +438,10 @@ class SATDevice:
         Raises
         ------
         ValueError
-            For a shape mismatch with ``out`` or an operand format the core was not built for.
+            For values that are not real numbers (complex, strings, objects), a shape mismatch with ``out`` or an
+            operand format the core was not built for.
         """
-        x = np.asarray(x, dtype=np.float32)
+        x = real_array(x, "the tensor").astype(np.float32, copy=False)
         if x.ndim == 1:
             x = x[None, :]
         if x.ndim != 2:
@@ -901,7 +903,16 @@ class SATDevice:
             else:
                 if code == ErrorCode.BAD_SHAPE:
                     detail = ("the reduction does not fit the core's on-chip buffers: split K into chunks "
-                              "(sat.hw.gemm_unit.max_reduction gives the limit; see docs/system.md)")
+                              "(sat.sw.tiling.max_reduction gives the limit; see docs/system.md)")
+                elif code == ErrorCode.BAD_OPERAND:
+                    d = descriptors[index]
+                    detail = (f"the packed N:M operand B at 0x{d.b_addr:x} is malformed (an in-group index >= "
+                              f"M={d.m}, indices not ascending within a group, or nonzero padding): write it with "
+                              f"upload_weights / upload_operand (sat.sw.nmformat.pack), and check that nothing "
+                              f"overwrote it (see docs/format.md)")
+                    reason = getattr(self.transport, "last_error_message", "")
+                    if reason:
+                        detail += f"; the device says: {reason}"
                 else:
                     detail = "the host-side check accepts this descriptor: the core and the driver disagree"
         tag = f" (tag {descriptors[index].tag})" if 0 <= index < len(descriptors) else ""
