@@ -108,7 +108,7 @@ def test_device_model_backend_splits_k_and_matches_golden():
     from sat.sw.driver import DeviceBackend, SATDevice
     from sat.sw.driver.model import ModelTransport
 
-    cfg = SATConfig(rows=2, cols=2, a_depth=16, b_depth=64)
+    cfg = SATConfig(rows=2, cols=2, a_depth=8, b_depth=32)
     backend = DeviceBackend(SATDevice(ModelTransport(cfg, 4 << 20), cfg))
     free = backend.device.free_bytes
     gen = torch.Generator().manual_seed(11)
