@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import re
 import statistics
 import sys
 import time
@@ -261,11 +262,11 @@ def main(argv: list[str] | None = None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     text = render(keep, command, args.note)
     if args.out.exists():
-        # keep the section `sat bench --markdown` maintains in the same file
+        # keep the sections other tools maintain in the same file (`sat bench --markdown`,
+        # benchmarks/torch_accuracy.py): every "<!-- NAME: begin ... -->" ... "<!-- NAME: end -->" block
         old = args.out.read_text()
-        begin, end = old.find("<!-- sat bench: begin"), old.find("<!-- sat bench: end -->")
-        if begin >= 0 and end > begin:
-            text = text.rstrip("\n") + "\n\n" + old[begin:end + len("<!-- sat bench: end -->")] + "\n"
+        for block in re.finditer(r"<!-- ([\w ]+): begin.*?<!-- \1: end -->", old, re.S):
+            text = text.rstrip("\n") + "\n\n" + block.group(0) + "\n"
     args.out.write_text(text)
     print(f"wrote {args.out}", file=sys.stderr)
     return 0

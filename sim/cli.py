@@ -11,7 +11,9 @@ uses cocotbext-axi's AXI slave (``AxiSlave`` over :class:`sat.sim.cocotb_transpo
 :class:`sat.sim.axi_memory.AxiMemory`.
 
 ``sat train --backend sim`` (:func:`run_sim_train`) trains through the driver on the simulated core
-(``sat.sim.tb_train``); this module registers the backend name ``"sim"`` for it.
+(``sat.sim.tb_train``; with ``--framework torch`` the torch model); this module registers the backend name
+``"sim"`` for it. ``sat sim torch SCRIPT [ARGS...]`` (:func:`run_sim_torch`) runs a PyTorch script whose model is
+converted with ``sat.torch.convert(..., backend="sim")`` on the simulated core (``sat.sim.tb_torch``).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from sat.sw.backend import register_backend
 from sat.sw.cli import subcommand
 from sat.sw.cliutil import (
     CLIError,
+    array_shape,
     load_array,
     load_matrix,
     nm_pattern,
@@ -47,8 +50,8 @@ from .runner import OPT_LEVELS
 if TYPE_CHECKING:  # pragma: no cover - typing only
     import numpy as np
 
-__all__ = ["run_sim_gemm", "run_sim_conv", "conv_problem", "run_sim_train", "sim_backend", "MIN_SIM_MEMORY_BYTES",
-           "TRAIN_MEMORY_BYTES"]
+__all__ = ["run_sim_gemm", "run_sim_conv", "conv_problem", "run_sim_train", "run_sim_torch", "sim_backend",
+           "MIN_SIM_MEMORY_BYTES", "TRAIN_MEMORY_BYTES"]
 
 #: Smallest device memory of a simulated core (more when the operands need it).
 MIN_SIM_MEMORY_BYTES = 1 << 20
@@ -231,8 +234,9 @@ def sim_backend() -> Any:
         Always, naming what to use instead.
     """
     raise RuntimeError("the 'sim' backend runs training inside a cocotb testbench: use `sat train --backend sim` "
-                       "(sat.sim.cli.run_sim_train), or DeviceBackend(SATDevice(transport)) over "
-                       "sat.sim.cocotb_transport.attach in your own testbench")
+                       "(sat.sim.cli.run_sim_train; add --framework torch for the torch model), `sat sim torch "
+                       "SCRIPT` for a PyTorch script converted with backend='sim', or DeviceBackend(SATDevice("
+                       "transport)) over sat.sim.cocotb_transport.attach in your own testbench")
 
 
 def run_sim_train(cfg: Any, *, rows: int = 4, cols: int = 4, a_depth: int = 32, b_depth: int = 512,
@@ -316,6 +320,80 @@ def run_sim_train(cfg: Any, *, rows: int = 4, cols: int = 4, a_depth: int = 32, 
     finally:
         if tmp is not None:
             tmp.cleanup()
+
+
+def run_sim_torch(script: str | Path, argv: list[str] | tuple[str, ...] = (), *, rows: int = 4, cols: int = 4,
+                  fmt: str = "fp16", a_depth: int = 32, b_depth: int = 512, opt: int = 1, memory: str | None = None,
+                  pause: float = 0.0, latency: int = 2, seed: int = 0, report: str | Path | None = None,
+                  memory_bytes: int = TRAIN_MEMORY_BYTES) -> dict:
+    """Run the PyTorch script ``script`` (with arguments ``argv``) on the RTL simulation of the core.
+
+    Builds (once, cached) the core and runs ``sat.sim.tb_torch``: inside the simulator process the backend name
+    ``"sim"`` is the driver on the simulated core, so the script's ``sat.torch.convert(model, ..., backend="sim")``
+    runs every pass of its converted layers on the RTL. Returns the report (``script``, ``argv``, ``sim``: cycles,
+    passes, descriptors, wall time).
+
+    Parameters
+    ----------
+    script : path
+        A Python file, run as ``__main__``.
+    argv : list of str
+        Its arguments (``sys.argv[1:]``).
+    rows, cols, a_depth, b_depth, latency : int
+        The simulated build (array, buffer depths, FP32 adder latency).
+    fmt : "fp16" or "bf16"
+        The build's operand format (the script must convert with the same ``fmt``).
+    opt, memory, pause, seed, report, memory_bytes
+        As :func:`run_sim_train`.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``script`` does not exist.
+    AssertionError
+        If the script raised (the message carries its error).
+    """
+    from .runner import run_cocotb
+    from .tops import system_top
+
+    script = Path(script).resolve()
+    if not script.is_file():
+        raise FileNotFoundError(f"{script}: no such script")
+    config = SATConfig(rows=rows, cols=cols, fmt=fmt, adder_latency=latency, a_depth=a_depth, b_depth=b_depth)
+    top = system_top(config, memory_bytes=memory_bytes)
+    tmp = None
+    if report is None:
+        tmp = tempfile.TemporaryDirectory(prefix="sat-sim-torch-")
+        report = Path(tmp.name) / "report.json"
+    report = Path(report).resolve()
+    params = {"config": config.to_dict(), "memory_bytes": memory_bytes, "seed": seed, "pause": pause,
+              "script": str(script), "argv": list(argv), "report": str(report)}
+    try:
+        with _stdout_to_stderr(), _axi_memory(memory):
+            run_cocotb(top, "sat.sim.tb_torch", params=params, testcase="torch_script", run_name="torch", opt=opt)
+        return json.loads(report.read_text())
+    finally:
+        if tmp is not None:
+            tmp.cleanup()
+
+
+def _run_sim_torch_cli(args: argparse.Namespace) -> int:
+    """Handler of ``sat sim torch``."""
+    from sat.sw.cliutil import input_file
+
+    rows, cols = args.array
+    script = input_file(args.script, "SCRIPT")
+    # errors (a script that raised fails the testbench) take the one error path of sat (docs/errors.md)
+    rep = run_sim_torch(script, args.args, rows=rows, cols=cols, fmt=args.fmt, a_depth=args.a_depth,
+                        b_depth=args.b_depth, opt=args.opt, memory=args.memory, pause=args.pause, seed=args.seed,
+                        memory_bytes=args.memory_mb << 20)
+    sim = rep["sim"]
+    if args.json:
+        print(json.dumps(rep, indent=2, sort_keys=True))
+    else:
+        print(f"{args.script} on a {sim['array'][0]}x{sim['array'][1]} array ({sim['fmt']}): {sim['gemms']} passes "
+              f"({sim['descriptors']} descriptors), {sim['cycles']} cycles simulated in {sim['wall_seconds']:.1f} s")
+    return 0
 
 
 _CONV_INPUTS = {"ff": ("x", "w"), "bp": ("dy", "w"), "wu": ("x", "dy")}
@@ -515,6 +593,28 @@ def _sim(p: argparse.ArgumentParser) -> Callable[[argparse.Namespace], int]:
                    help="random AXI pause probability in [0, 1) (default 0)")
     _add_sim_build_args(c, default_opt=0)
     c.set_defaults(_sim_handler=run_sim_conv)
+
+    t = sub.add_parser("torch", help="run a PyTorch script (model converted with backend='sim') on the simulated core",
+                       description="Runs SCRIPT as __main__ inside the cocotb testbench sat.sim.tb_torch, where the "
+                                   "GEMM backend 'sim' is the driver on the simulated core: a model converted with "
+                                   "sat.torch.convert(model, ..., backend='sim') runs every FF, BP and WU pass of its "
+                                   "converted layers on the RTL (docs/pytorch.md). Exit status 2 with the error if "
+                                   "the script raised.")
+    t.add_argument("script", type=path_arg, help="the Python script")
+    t.add_argument("args", nargs=argparse.REMAINDER, help="arguments of the script")
+    t.add_argument("--array", type=array_shape, default=(4, 4), metavar="RxC", help="array (default 4x4)")
+    t.add_argument("--fmt", default="fp16", choices=("fp16", "bf16"), help="operand format of the build")
+    t.add_argument("--a-depth", type=power_of_two(MIN_DEPTH, MAX_DEPTH), default=32,
+                   help="32-element words per A bank of the GEMM unit, a power of two (default 32)")
+    t.add_argument("--b-depth", type=power_of_two(MIN_DEPTH, MAX_DEPTH), default=512,
+                   help="words of the B buffer, a power of two (default 512)")
+    t.add_argument("--memory-mb", type=positive_int, default=TRAIN_MEMORY_BYTES >> 20,
+                   help=f"device memory in MiB (default {TRAIN_MEMORY_BYTES >> 20})")
+    t.add_argument("--pause", type=probability, default=0.0, help="random AXI pause probability in [0, 1) (default 0)")
+    t.add_argument("--seed", type=nonnegative_int, default=0, help="simulator seed")
+    t.add_argument("--json", action="store_true", help="print the report as JSON")
+    _add_sim_build_args(t, default_opt=1)
+    t.set_defaults(_sim_handler=_run_sim_torch_cli)
     return lambda args: args._sim_handler(args)
 
 

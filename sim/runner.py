@@ -307,7 +307,10 @@ def run_cocotb(top: VerilogTop, module: str, *, params: Mapping[str, Any] | None
     test_dir = build_dir / "runs" / (run_name or _run_name())
     test_dir.mkdir(parents=True, exist_ok=True)
     results_xml = test_dir / "results.xml"
-    extra_env = {PARAMS_ENV: json.dumps(dict(params or {}), sort_keys=True, default=str)}
+    extra_env = {PARAMS_ENV: json.dumps(dict(params or {}), sort_keys=True, default=str),
+                 # cocotb rewrites the assertions of every module imported after start-up ("*.py"), torch's 1600
+                 # included (130 s per run here); only the testbenches need pytest's messages
+                 "COCOTB_REWRITE_ASSERTION_FILES": os.environ.get("COCOTB_REWRITE_ASSERTION_FILES", "tb*.py")}
     if sim == "verilator":
         # with --x-initial unique, state without an initial value starts random (seeded), not 0
         plusargs = ["+verilator+rand+reset+2", f"+verilator+seed+{int((params or {}).get('seed', 1)) % 2**31 or 1}"]

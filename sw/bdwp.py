@@ -57,7 +57,7 @@ __all__ = [
     "k_chunks", "sum_partials", "sparse_chunk", "register_backend", "get_backend",
     "backend_names",
     "PassPolicy", "BPMask", "BDWPSettings", "pass_is_sparse",
-    "ff_weights", "bp_weights", "gemm_ff", "gemm_bp", "gemm_wu",
+    "ff_weights", "bp_weights", "gemm_ff", "gemm_bp", "gemm_wu", "FFState", "layer_ff", "layer_wu_bp",
     "ConvShape", "im2col", "col2im", "conv_output_size",
     "Layer", "GemmLayer", "Linear", "Conv2d", "Flatten", "Sequential",
     "softmax_cross_entropy", "LossScaler", "SGD",
@@ -233,6 +233,124 @@ def col2im(cols: np.ndarray, x_shape: Sequence[int], kh: int, kw: int, stride: i
 
 
 # ----------------------------------------------------------------------------------------------------------
+# One layer's passes (the Linear / Conv2d layers below and the PyTorch front end, sat.torch, call these)
+
+@dataclass
+class FFState:
+    """What a layer's WU and BP passes need from its FF pass.
+
+    Parameters
+    ----------
+    shape : ConvShape
+        The layer's geometry for this batch.
+    x : array or backend handle
+        The quantized input, resident on the backend (:func:`resident`); :func:`layer_wu_bp` releases it.
+    w_ff : array (C_out, K)
+        The FF weights of this iteration (the base of a nested BP mask).
+    mask_ff : bool array (C_out, K) or None
+        The FF mask (``None``: FF ran dense); the SR-STE term uses it.
+    """
+
+    shape: ConvShape
+    x: object
+    w_ff: np.ndarray
+    mask_ff: np.ndarray | None
+
+
+def layer_ff(weight: np.ndarray, x: np.ndarray, shape: ConvShape, s: BDWPSettings,
+             sparse: bool) -> tuple[np.ndarray, FFState]:
+    """FF of one layer with FP32 master weights ``weight`` (C_out, K), ``K`` over ``(kh, kw, c_in)``.
+
+    Prunes ``W_ff`` along ``K`` from the current master weights (a sparse pass), quantizes ``x`` to ``s.fmt``,
+    makes it resident on the backend and runs the FF pass (:func:`sat.sw.conv.conv_pass`).
+
+    Parameters
+    ----------
+    weight : float32 array (C_out, K)
+    x : float32 array, ``shape.x_shape`` elements
+        The input, channels last.
+    shape : ConvShape
+    s : BDWPSettings
+    sparse : bool
+        Whether FF runs N:M-sparse (the layer's pass policy, :func:`pass_is_sparse`).
+
+    Returns
+    -------
+    y : float32 array ``shape.y_shape``
+        The FP32 result (no bias).
+    state : FFState
+        For :func:`layer_wu_bp`; release ``state.x`` yourself if there is no backward pass.
+    """
+    sparse = sparse and s.nm is not None
+    mask_ff = nm_mask(weight, s.nm[0], s.nm[1], axis=1) if sparse else None
+    w_ff = weight if mask_ff is None else np.where(mask_ff, weight, np.float32(0))
+    xh = resident(s.backend, numerics.quantize(x, s.fmt).reshape(shape.x_shape), s.fmt)
+    try:
+        op = _conv.ff_operand(w_ff, shape, s.fmt, s.nm if sparse else None, mask_ff)
+        y = _conv.conv_pass(s.backend, "ff", xh, op, shape, s.fmt).reshape(shape.y_shape)
+    except BaseException:
+        release(s.backend, xh)
+        raise
+    return y, FFState(shape, xh, w_ff, mask_ff)
+
+
+def layer_wu_bp(state: FFState, weight: np.ndarray, dy: np.ndarray, s: BDWPSettings, bp_sparse: bool,
+                input_grad: bool = True, keep_input: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+    """WU (dense) and BP of one layer after :func:`layer_ff`; releases the resident input (unless ``keep_input``).
+
+    ``dy`` is quantized to ``s.fmt`` and made resident once for both passes. BP prunes ``W_bp`` along ``C_out``
+    from ``weight`` (independent mask) or from ``state.w_ff`` (nested).
+
+    Parameters
+    ----------
+    state : FFState
+        From :func:`layer_ff` of the same iteration.
+    weight : float32 array (C_out, K)
+        The master weights (as in the FF pass).
+    dy : float32 array, ``shape.y_shape`` elements
+        The output gradient, channels last.
+    s : BDWPSettings
+    bp_sparse : bool
+        Whether BP runs N:M-sparse.
+    input_grad : bool
+        Run BP (``False`` for the first layer: nothing consumes ``dX``).
+    keep_input : bool
+        Leave ``state.x`` resident (another backward pass over the same forward may follow); the caller releases
+        it.
+
+    Returns
+    -------
+    dw : float32 array (C_out, K)
+        The dense weight gradient, FP32.
+    dx : float32 array ``shape.x_shape`` or None
+        The input gradient, FP32.
+    """
+    shape = state.shape
+    try:
+        dyh = resident(s.backend, numerics.quantize(np.asarray(dy, np.float32), s.fmt).reshape(shape.y_shape),
+                       s.fmt)
+    except BaseException:
+        if not keep_input:
+            release(s.backend, state.x)
+        raise
+    try:
+        dw = _conv.conv_pass(s.backend, "wu", dyh, state.x, shape, s.fmt).reshape(shape.c_out, shape.k)
+        dx = None
+        if input_grad:
+            bp_sparse = bp_sparse and s.nm is not None
+            base = state.w_ff if s.bp_mask == "nested" else weight
+            mask_bp = nm_mask(base, s.nm[0], s.nm[1], axis=0) if bp_sparse else None
+            w_bp = base if mask_bp is None else np.where(mask_bp, base, np.float32(0))
+            op = _conv.bp_operand(w_bp, shape, s.fmt, s.nm if bp_sparse else None, mask_bp)
+            dx = _conv.conv_pass(s.backend, "bp", dyh, op, shape, s.fmt).reshape(shape.x_shape)
+    finally:
+        release(s.backend, dyh)
+        if not keep_input:
+            release(s.backend, state.x)
+    return dw, dx
+
+
+# ----------------------------------------------------------------------------------------------------------
 # Layers
 
 class Layer:
@@ -316,29 +434,26 @@ class GemmLayer(Layer):
         return ConvShape.linear(x_shape[0], self.k, self.c_out)
 
     def forward(self, x: np.ndarray, s: BDWPSettings, train: bool = True) -> np.ndarray:
-        """FF ``Y = X . W_ff^T`` (+ bias, ReLU) on the backend; keeps what BP and WU need when ``train``.
+        """FF ``Y = X . W_ff^T`` (+ bias, ReLU) on the backend (:func:`layer_ff`); keeps what BP and WU need when
+        ``train``.
 
         The quantized input goes to the backend once (:func:`resident`) and is reused by WU; the FP32 output
         comes back to the host, whose work (bias, ReLU, the next host operation) needs it.
         """
         x = np.asarray(x, np.float32)
         shape = self.geometry(x.shape)
-        ff_sparse = self.ff_sparse(s.nm)
-        mask_ff = nm_mask(self.weight, s.nm[0], s.nm[1], axis=1) if ff_sparse else None
-        w_ff = self.weight if mask_ff is None else np.where(mask_ff, self.weight, np.float32(0))
-        xh = resident(s.backend, numerics.quantize(x, s.fmt).reshape(shape.x_shape), s.fmt)
-        op = _conv.ff_operand(w_ff, shape, s.fmt, s.nm if ff_sparse else None, mask_ff)
-        y2 = _conv.conv_pass(s.backend, "ff", xh, op, shape, s.fmt).reshape(shape.pixels, self.c_out)
+        y, state = layer_ff(self.weight, x, shape, s, self.ff_sparse(s.nm))
+        y2 = y.reshape(shape.pixels, self.c_out)
         if self.bias is not None:
             y2 = y2 + self.bias
         if self.relu:
             y2 = np.maximum(y2, np.float32(0))
         if train:
             release(s.backend, self._cache.get("x"))
-            self.mask_ff = mask_ff
-            self._cache = {"x": xh, "w_ff": w_ff, "y2": y2, "shape": shape, "x_shape": x.shape}
+            self.mask_ff = state.mask_ff
+            self._cache = {"x": state.x, "state": state, "y2": y2, "x_shape": x.shape}
         else:
-            release(s.backend, xh)
+            release(s.backend, state.x)
         return y2.reshape(self._out_shape(shape))
 
     def _out_shape(self, shape: ConvShape) -> tuple[int, ...]:
@@ -357,29 +472,15 @@ class GemmLayer(Layer):
         if not self._cache:
             raise RuntimeError(f"layer {self.name!r}: backward() needs a forward(..., train=True) first")
         c = self._cache
-        shape: ConvShape = c["shape"]
-        dy2 = np.asarray(dy, np.float32).reshape(shape.pixels, self.c_out)
+        state: FFState = c["state"]
+        dy2 = np.asarray(dy, np.float32).reshape(state.shape.pixels, self.c_out)
         if self.relu:
             dy2 = np.where(c["y2"] > 0, dy2, np.float32(0))
-        dyh = resident(s.backend, numerics.quantize(dy2, s.fmt).reshape(shape.y_shape), s.fmt)
-        try:
-            self.grad_weight = _conv.conv_pass(s.backend, "wu", dyh, c["x"], shape, s.fmt).reshape(self.c_out,
-                                                                                                     self.k)
-            if self.bias is not None:
-                self.grad_bias = dy2.sum(axis=0, dtype=np.float32)
-            dx = None
-            if self.needs_input_grad:
-                bp_sparse = self.bp_sparse(s.nm)
-                base = c["w_ff"] if s.bp_mask == "nested" else self.weight
-                mask_bp = nm_mask(base, s.nm[0], s.nm[1], axis=0) if bp_sparse else None
-                w_bp = base if mask_bp is None else np.where(mask_bp, base, np.float32(0))
-                op = _conv.bp_operand(w_bp, shape, s.fmt, s.nm if bp_sparse else None, mask_bp)
-                dx = _conv.conv_pass(s.backend, "bp", dyh, op, shape, s.fmt).reshape(c["x_shape"])
-        finally:
-            release(s.backend, dyh)
-            release(s.backend, c["x"])
-            self._cache = {}
-        return dx
+        self._cache = {}
+        if self.bias is not None:
+            self.grad_bias = dy2.sum(axis=0, dtype=np.float32)
+        self.grad_weight, dx = layer_wu_bp(state, self.weight, dy2, s, self.bp_sparse(s.nm), self.needs_input_grad)
+        return None if dx is None else dx.reshape(c["x_shape"])
 
     def parameters(self) -> list[tuple[str, np.ndarray, np.ndarray | None]]:
         """``(name, value, gradient)`` of every parameter array."""

@@ -108,9 +108,13 @@ def _lambda_arg(text: str) -> str | float:
 @subcommand("train", help="train a small network with BDWP (N:M sparse FF and BP) or dense")
 def _train(p: argparse.ArgumentParser) -> Handler:
     from sat.sw.bdwp import backend_names
-    from sat.sw.train import DATASETS, MODELS
+    from sat.sw.train import DATASETS, FRAMEWORKS, MODELS
 
     p.add_argument("--model", choices=MODELS, default="mlp")
+    p.add_argument("--framework", choices=FRAMEWORKS, default="sat",
+                   help="sat: SAT's own layers; torch: the model's torch version (ResNet-18: torchvision's) converted "
+                        "by sat.torch.convert, batch norm, loss and optimizer in torch (needs the torch extra; "
+                        "docs/pytorch.md)")
     p.add_argument("--dataset", choices=DATASETS, default="digits")
     p.add_argument("--nm", type=nm_pattern, default="2:8", help="'dense' or N:M, e.g. 2:8 (default 2:8)")
     p.add_argument("--fmt", choices=["fp16", "bf16"], default="fp16", help="GEMM operand format")
@@ -170,7 +174,7 @@ def _train(p: argparse.ArgumentParser) -> Handler:
                           weight_decay=args.weight_decay, lambda_w=args.lambda_w,
                           lr_schedule=args.lr_schedule, loss_scale=args.loss_scale,
                           policy=tuple(args.policy), width=args.width, max_steps=args.max_steps,
-                          train_subset=args.train_subset, test_subset=args.test_subset)
+                          train_subset=args.train_subset, test_subset=args.test_subset, framework=args.framework)
         if args.json is not None:
             output_file(args.json, "--json")          # before training: never lose a run to a bad path
         if args.backend == "sim":
@@ -193,7 +197,8 @@ def _train(p: argparse.ArgumentParser) -> Handler:
                 result["golden"] = {k: ref[k] for k in ("step_losses", "weights_sha256", "final_test_accuracy",
                                                         "final_train_accuracy", "skipped_steps", "epochs")}
                 result.update(compare_runs(result, ref))
-        print(f"{cfg.model} {cfg.nm} {cfg.fmt} bp-mask={cfg.bp_mask} seed={cfg.seed}: "
+        print(f"{cfg.model}{' (torch)' if cfg.framework == 'torch' else ''} {cfg.nm} {cfg.fmt} "
+              f"bp-mask={cfg.bp_mask} seed={cfg.seed}: "
               f"final loss {result['epochs'][-1]['loss']:.4f}, "
               f"test accuracy {100 * result['final_test_accuracy']:.2f} % "
               f"({result['steps']} steps, {result['skipped_steps']} skipped, {result['seconds']:.1f} s)")

@@ -102,11 +102,12 @@ def describe_error(exc: BaseException) -> tuple[str, int]:
     if isinstance(exc, ModuleNotFoundError) and exc.name:
         return (f"the Python package {exc.name!r} is not installed: install SAT with the extra that needs it, e.g. "
                 f"pip install -e '.[dev]' (all), '.[sim]' (simulation), '.[data]' (data sets), '.[synth]' "
-                f"(resource estimates), '.[plot]' (plots)"), ERROR_STATUS
+                f"(resource estimates), '.[plot]' (plots), '.[torch]' (the PyTorch front end)"), ERROR_STATUS
     if isinstance(exc, MemoryError) and not str(exc):
         return "out of host memory: use smaller sizes (or a machine with more memory)", ERROR_STATUS
-    if isinstance(exc, (ValueError, OSError, RuntimeError, AssertionError, MemoryError)):
+    if isinstance(exc, (ValueError, OSError, RuntimeError, AssertionError, MemoryError, ImportError)):
         # ValueError: bad input to the API; RuntimeError: driver, transport, simulator or tool failures;
+        # ImportError: an optional part missing (sat.torch without PyTorch names its extra);
         # AssertionError: a testbench that failed (sat.sim.runner.run_cocotb)
         return str(exc).strip() or type(exc).__name__, ERROR_STATUS
     return (f"internal error ({type(exc).__name__}: {exc}). This is a bug in SAT: rerun with `sat --debug ...` or "

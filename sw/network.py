@@ -23,6 +23,7 @@ its N:M pattern, shared by the trainer, the scheduler and the cycle model.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 from collections.abc import Callable
@@ -480,47 +481,64 @@ def get_network(name: str, **kwargs) -> Network:
 
 
 def from_torch(module, input_shape: tuple[int, int, int], name: str = "torch") -> Network:
-    """Import the GEMM layers of a PyTorch module (``Conv2d`` and ``Linear``, in registration order).
+    """Import the GEMM layers of a PyTorch module (``Conv2d`` and ``Linear``, in the order the forward pass runs
+    them).
 
     Only the layer list is imported: every ``Conv2d`` (square kernel, groups = dilation = 1) and ``Linear``
     with its input size, found by a forward pass with forward hooks on a zero tensor of ``input_shape``
-    (``H, W, C``). Everything else runs on the host and is recorded as one ``HostOp("host")`` per gap.
+    (``H, W, C``). Everything else runs on the host and is recorded as one ``HostOp("host")`` per gap. A module
+    converted by :func:`sat.torch.convert` gives its layers' names and pass policies (``ff_policy``,
+    ``bp_policy``), so the schedule is that of the converted model; its shape probe runs in the layers' reference
+    mode (no pass reaches the backend). The module's training mode is restored afterwards.
 
     Raises
     ------
     ImportError
-        When PyTorch is not installed (it is not a dependency of SAT).
+        When PyTorch is not installed (it is an optional extra of SAT).
     ValueError
         For layers the scheduler cannot lower (grouped or dilated convolutions, non-square kernels).
     """
     try:
         import torch
     except ModuleNotFoundError:
-        raise ImportError("from_torch needs PyTorch, which SAT does not depend on: install it with "
-                          "`pip install torch`, or describe the network with NetworkBuilder") from None
+        raise ImportError('from_torch needs PyTorch, an optional extra of SAT: pip install "sat-nm[torch]" '
+                          '(from a checkout: pip install -e ".[torch]"), or describe the network with '
+                          "NetworkBuilder") from None
     items: list[Item] = []
     hooks = []
 
     def hook(mod, inputs, _output, mod_name):
         x = inputs[0]
+        policy = {"ff": getattr(mod, "ff_policy", "auto"), "bp": getattr(mod, "bp_policy", "auto")}
         if isinstance(mod, torch.nn.Conv2d):
+            pad = mod.padding if not isinstance(mod.padding, str) else \
+                (0, 0) if mod.padding == "valid" else ((mod.kernel_size[0] - 1) // 2,) * 2
             if mod.groups != 1 or mod.dilation != (1, 1) or mod.kernel_size[0] != mod.kernel_size[1] \
-                    or mod.stride[0] != mod.stride[1] or mod.padding[0] != mod.padding[1]:
+                    or mod.stride[0] != mod.stride[1] or pad[0] != pad[1] \
+                    or (mod.padding == "same" and mod.kernel_size[0] % 2 == 0):
                 raise ValueError(f"{mod_name}: only square, ungrouped, undilated convolutions can be scheduled")
             items.append(Conv(mod_name, mod.in_channels, mod.out_channels, mod.kernel_size[0],
-                              (int(x.shape[2]), int(x.shape[3])), mod.stride[0], mod.padding[0],
-                              bias=mod.bias is not None))
+                              (int(x.shape[2]), int(x.shape[3])), mod.stride[0], pad[0],
+                              bias=mod.bias is not None, **policy))
         else:
-            items.append(Linear(mod_name, mod.in_features, mod.out_features, bias=mod.bias is not None))
+            items.append(Linear(mod_name, mod.in_features, mod.out_features, bias=mod.bias is not None, **policy))
 
     for mod_name, mod in module.named_modules():
         if isinstance(mod, (torch.nn.Conv2d, torch.nn.Linear)):
             hooks.append(mod.register_forward_hook(functools.partial(hook, mod_name=mod_name)))
+    probe = contextlib.nullcontext()
+    if any(hasattr(mod, "sat_settings") for mod in module.modules()):
+        from sat.torch import reference  # converted layers: shapes only, nothing on the backend
+
+        probe = reference(module)
+    training = module.training
     try:
         h, w, c = input_shape
-        with torch.no_grad():
-            module.eval()(torch.zeros(1, c, h, w))
+        dtype = next((p.dtype for p in module.parameters()), torch.float32)
+        with torch.no_grad(), probe:
+            module.eval()(torch.zeros(1, c, h, w, dtype=dtype))
     finally:
+        module.train(training)
         for handle in hooks:
             handle.remove()
     with_host: list[Item] = []

@@ -46,7 +46,8 @@ from sat.sw.graph import Graph
 from sat.sw.meter import Meter
 from sat.sw.validate import check_float, check_int
 
-__all__ = ["MODELS", "IMAGE_MODELS", "DATASETS", "LAMBDA_W", "LAMBDA_W_SPARSE", "default_lambda_w",
+__all__ = ["MODELS", "IMAGE_MODELS", "DATASETS", "FRAMEWORKS", "TORCH_MODELS", "LAMBDA_W", "LAMBDA_W_SPARSE",
+           "default_lambda_w",
            "DEFAULT_WIDTH", "TrainConfig", "Dataset", "load_dataset",
            "subset", "model_network", "build_model", "parse_policy", "train", "compare_runs", "weights_digest",
            "write_json"]
@@ -55,6 +56,11 @@ MODELS = ("mlp", "cnn", "resnet18", "vgg16")
 #: Models that take NHWC images (the others flat vectors).
 IMAGE_MODELS = ("cnn", "resnet18", "vgg16")
 DATASETS = ("digits",)
+#: Where a model is defined: SAT's own layers (:mod:`sat.sw.graph`), or a torch module converted by
+#: :func:`sat.torch.convert` (``sat train --framework torch``, :mod:`sat.torch.train`; needs the ``torch`` extra).
+FRAMEWORKS = ("sat", "torch")
+#: Models with a torch version (:mod:`sat.torch.models`; ResNet-18 is torchvision's).
+TORCH_MODELS = ("mlp", "cnn", "resnet18")
 
 
 @dataclass(frozen=True)
@@ -197,7 +203,7 @@ class TrainConfig:
 
     Parameters
     ----------
-    model : "mlp" or "cnn"
+    model : "mlp", "cnn", "resnet18" or "vgg16"
     dataset : "digits"
     nm : str
         ``"dense"`` or ``"N:M"``.
@@ -224,6 +230,9 @@ class TrainConfig:
     train_subset, test_subset : int, optional
         Train on the first ``train_subset`` samples of the (shuffled, stratified) training split, evaluate on
         the first ``test_subset`` of the test split; default all (1347 and 450 digits).
+    framework : "sat" or "torch"
+        ``sat``: the model built from SAT's layers; ``torch``: its torch version (:data:`TORCH_MODELS`; ResNet-18
+        is torchvision's) converted by :func:`sat.torch.convert`, batch norm, pooling, loss and optimizer in torch.
 
     Raises
     ------
@@ -250,6 +259,7 @@ class TrainConfig:
     max_steps: int | None = None
     train_subset: int | None = None
     test_subset: int | None = None
+    framework: str = "sat"
 
     def __post_init__(self) -> None:
         for name in ("width", "max_steps", "train_subset", "test_subset"):
@@ -260,6 +270,10 @@ class TrainConfig:
             raise ValueError(f"unknown model {self.model!r}: choose one of {MODELS}")
         if self.dataset not in DATASETS:
             raise ValueError(f"unknown data set {self.dataset!r}: choose one of {DATASETS}")
+        if self.framework not in FRAMEWORKS:
+            raise ValueError(f"unknown framework {self.framework!r}: choose one of {FRAMEWORKS}")
+        if self.framework == "torch" and self.model not in TORCH_MODELS:
+            raise ValueError(f"--framework torch trains {TORCH_MODELS}, not {self.model!r}")
         object.__setattr__(self, "nm", format_nm(parse_nm(self.nm)))
         check_int(self.epochs, "epochs", low=1)
         check_int(self.batch_size, "batch_size", low=1)
@@ -349,13 +363,18 @@ def train(config: TrainConfig, backend: GemmBackend | None = None, *, progress: 
     if data is None:
         data = load_dataset(config.dataset, image=config.model in IMAGE_MODELS)
     data = subset(data, config.train_subset, config.test_subset)
-    model = build_model(config.model, config.seed, data.classes, config.width)
+    if config.framework == "torch":
+        from sat.torch.train import build_torch_model
+
+        model = build_torch_model(config.model, config.seed, data.classes, config.width, s)
+    else:
+        model = build_model(config.model, config.seed, data.classes, config.width)
     for layer, which, mode in parse_policy(config.policy):
         try:
             model.set_policy(layer, **{which: mode})
         except KeyError as exc:
             raise ValueError(f"policy override names unknown layer {layer!r}; the {config.model} layers are "
-                             f"{[la.name for la in model.gemm_layers]}") from exc
+                             f"{list(model.pass_modes(None))}") from exc
     opt = SGD(config.lr, config.momentum, config.weight_decay, config.sr_ste_lambda)
     scaler = LossScaler.for_format(config.fmt, config.loss_scale)
     rng = np.random.default_rng(config.seed + 1_000_003)
@@ -411,7 +430,9 @@ def train(config: TrainConfig, backend: GemmBackend | None = None, *, progress: 
     problems = []
     if not math.isfinite(history[-1]["loss"]):
         problems.append(f"final loss {history[-1]['loss']}")
-    if not all(np.isfinite(p).all() for layer in model.gemm_layers for _, p, _ in layer.parameters()):
+    weights = (model.digest_arrays() if hasattr(model, "digest_arrays") else      # a torch model: its state_dict
+               [p for layer in model.gemm_layers for _, p, _ in layer.parameters()])
+    if not all(np.isfinite(p).all() for p in weights):
         problems.append("non-finite weights")
     if step_losses and scaler.skipped >= len(step_losses):
         problems.append(f"every one of the {len(step_losses)} steps was skipped (gradients overflowed)")
@@ -454,14 +475,19 @@ def compare_runs(result: dict, golden: dict) -> dict:
 
 def weights_digest(model: Graph) -> str:
     """SHA-256 (hex) over the FP32 bit patterns of every parameter layer's weight and bias (and a batch norm's
-    running statistics), in layer order."""
+    running statistics), in layer order; for a torch model (:class:`sat.torch.train.TorchModel`) over its
+    ``digest_arrays()``."""
     h = hashlib.sha256()
-    for layer in model.param_layers:
-        tensors = [layer.weight, layer.bias]
-        if hasattr(layer, "running_mean"):
-            tensors += [layer.running_mean, layer.running_var]
-        for t in tensors:
-            h.update(np.ascontiguousarray(t, dtype=np.float32).view(np.uint32).astype("<u4").tobytes())
+    if hasattr(model, "digest_arrays"):
+        tensors = list(model.digest_arrays())
+    else:
+        tensors = []
+        for layer in model.param_layers:
+            tensors += [layer.weight, layer.bias]
+            if hasattr(layer, "running_mean"):
+                tensors += [layer.running_mean, layer.running_var]
+    for t in tensors:
+        h.update(np.ascontiguousarray(t, dtype=np.float32).view(np.uint32).astype("<u4").tobytes())
     return h.hexdigest()
 
 

@@ -5,6 +5,8 @@ orientation choice, split-K and pre-generation."""
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 
 from sat.sw.bdwp import pass_is_sparse
@@ -64,14 +66,11 @@ def test_builder_errors():
         NetworkBuilder("y", 4, 4, 3).save("in").conv("c", 8).add("in")
 
 
-def test_from_torch_needs_torch():
-    try:
-        import torch  # noqa: F401
-    except ModuleNotFoundError:
-        with pytest.raises(ImportError, match="pip install torch"):
-            from_torch(object(), (32, 32, 3))
-    else:  # pragma: no cover - torch is not a dependency
-        pytest.skip("torch installed")
+def test_from_torch_needs_torch(monkeypatch):
+    """Without PyTorch, from_torch says which extra installs it (torch hidden: sys.modules entry None)."""
+    monkeypatch.setitem(sys.modules, "torch", None)
+    with pytest.raises(ImportError, match=r"sat-nm\[torch\]"):
+        from_torch(object(), (32, 32, 3))
 
 
 @pytest.mark.parametrize("nm", [None, (2, 4), (2, 8), (1, 8)])
