@@ -23,7 +23,7 @@ import numpy as np
 from sat.sw.numerics import FP32_CANONICAL_NAN, decode, fp32_bits, from_fp32_bits, get_format
 
 __all__ = [
-    "CLOCK_PERIOD_NS", "tb_params", "rng_for", "start_clock", "reset", "pause_generator", "idle_inserter",
+    "CLOCK_PERIOD_NS", "tb_params", "dram_param", "rng_for", "start_clock", "reset", "pause_generator", "idle_inserter",
     "backpressure", "stream_pipeline", "FP32Scoreboard", "fmt_fp32", "fmt_operand",
 ]
 
@@ -34,6 +34,18 @@ def tb_params() -> dict[str, Any]:
     """Test parameters the pytest side passed through ``SAT_TB_PARAMS`` (JSON; empty dict when unset)."""
     raw = os.environ.get("SAT_TB_PARAMS", "")
     return json.loads(raw) if raw else {}
+
+
+def dram_param(params: dict[str, Any]) -> Any:
+    """The memory timing a testbench's ``params["dram"]`` asks for, as :func:`sat.sim.cocotb_transport.attach`
+    takes it: a :class:`sat.sw.dram.DDR4Timing` from a dict of its fields, ``"ddr4"``, ``"ideal"``, or ``"env"``
+    (``$SAT_DRAM``, the default when absent)."""
+    from sat.sw.dram import DDR4Timing
+
+    value = params.get("dram", "env")
+    if isinstance(value, dict):
+        return DDR4Timing.from_dict(value)
+    return "ideal" if value is None else value
 
 
 def rng_for(params: Mapping[str, Any], salt: str = "") -> np.random.Generator:

@@ -17,6 +17,7 @@
   ``timing_report`` (``tests/test_system_rtl.py`` compares them with :func:`sat.sw.perfmodel.unit_cycles`).
 
 Parameters (``SAT_TB_PARAMS``): ``config`` (with the buffer depths), ``memory_bytes``, ``seed``, ``pause``,
+``dram`` (:func:`sat.sim.tb.dram_param`: the memory's timing, default ``$SAT_DRAM`` or a DDR4-2400 channel),
 ``gemm`` (for ``cli_gemm``), ``timing_shapes`` and ``timing_report`` (for ``unit_timing``).
 """
 
@@ -36,7 +37,7 @@ from sat.sw.regmap import ErrorCode
 from sat.sw.tiling import tile_plan
 
 from .cocotb_transport import attach
-from .tb import rng_for, tb_params
+from .tb import dram_param, rng_for, tb_params
 
 __all__ = ["expected_counters", "run_gemm"]
 
@@ -125,7 +126,7 @@ async def _open(dut: Any, salt: str, pause: float | None = None):
     rng = rng_for(params, salt)
     p = float(params.get("pause", 0.2)) if pause is None else pause
     transport = await attach(dut, config, memory_bytes=int(params["memory_bytes"]), pause=p,
-                             rng=rng_for(params, salt + "/pauses"))
+                             rng=rng_for(params, salt + "/pauses"), dram=dram_param(params))
     device = await bridge(lambda: SATDevice(transport, config))()
     return params, config, rng, transport, device
 

@@ -22,6 +22,7 @@ result stream is always ready (back-pressure only adds cycles).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from dataclasses import dataclass
 
@@ -338,7 +339,7 @@ def _engine_cycles(config: SATConfig, rt: int, red: int, c0: int, ct: int, n: in
 def unit_cycles(config: SATConfig, rows: int, red: int, cols: int, n: int = 0, m: int = 0, *,
                 a_trans: bool = False, b_trans: bool = False, a_stride: int | None = None,
                 b_stride: int | None = None, c_stride: int | None = None,
-                single: bool = False) -> UnitTiming:
+                single: bool = False, dram=None) -> UnitTiming:
     """Predicted time of one descriptor on the GEMM unit: its ``busy + stall`` counters.
 
     The model walks the unit's tiles (:func:`sat.sw.tiling.tile_plan`) as ``sat.hw.gemm_unit`` runs them:
@@ -389,6 +390,7 @@ def unit_cycles(config: SATConfig, rows: int, red: int, cols: int, n: int = 0, m
     c_stride = c_stride or 4 * cols
     single_col_tile = plan.single_column_tile
     busy = sum(gemm_counters(config, rt, red, ct, n, m).busy_cycles for _, rt, _, ct in tiles)
+    mem = _DRAMTerms(config, dram, c_stride) if dram is not None else None
     loads = engines = 0
     t = 0                     # loader time: start of the next tile's loads
     eng_done = 0              # cycle the engine takes its next tile (0: idle from the start)
@@ -399,10 +401,16 @@ def unit_cycles(config: SATConfig, rows: int, red: int, cols: int, n: int = 0, m
             if not a_double:
                 t = max(t, eng_done)
             load += _load_cycles(config, "a", r0, rt, c0, ct, red, n, m, a_trans, a_stride)
+            if mem is not None:
+                load += mem.load(t, load, "a", r0, rt, c0, ct, red, n, m, a_trans, a_stride)
         if not (single_col_tile and i):
             if not b_double:
                 t = max(t, eng_done - load)   # B's load starts once A's is done and the engine too
-            load += _load_cycles(config, "b", r0, rt, c0, ct, red, n, m, b_trans and not sparse, b_stride)
+            b_load = _load_cycles(config, "b", r0, rt, c0, ct, red, n, m, b_trans and not sparse, b_stride)
+            load += b_load
+            if mem is not None:
+                load += mem.load(t + load - b_load, b_load, "b", r0, rt, c0, ct, red, n, m, b_trans and not sparse,
+                                 b_stride)
         prev_r0 = r0
         loads += load
         accept = max(t + load + TILE_CONTROL, eng_done)
@@ -410,5 +418,218 @@ def unit_cycles(config: SATConfig, rows: int, red: int, cols: int, n: int = 0, m
         engines += e
         eng_done = accept + e
         t = accept
-    return UnitTiming(cycles=eng_done + UNIT_FIXED, busy_cycles=busy, load_cycles=loads, engine_cycles=engines,
+        if mem is not None:
+            mem.engine(accept, e, rt, c0, ct, r0)
+    end = eng_done + UNIT_FIXED
+    if mem is not None:
+        end += mem.command_extra()
+    return UnitTiming(cycles=end, busy_cycles=busy, load_cycles=loads, engine_cycles=engines,
                       tiles=len(tiles), a_double=a_double, b_double=b_double)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# DRAM terms: what a DDR4 channel (sat.sw.dram) adds to the unit's time at ideal memory. Kept apart from the
+# loader and writer accounting above, as differences of two runs of the same pipeline recurrence (ideal memory
+# and DRAM), so that either side can be re-fitted alone; fitted to the RTL with the cocotb DRAM model on the
+# 2x2 and 4x4 builds (tests/test_system_rtl.py::test_unit_timing_dram).
+
+#: DMA read transfers in flight (``DMAReader(transfers=4)``): a line's request waits until the line four
+#: before it has been taken in full.
+READ_WINDOW = 4
+#: Cycles from the request of a load's first line to the loader taking that line's record.
+RECORD_DELAY = 2
+#: Cycles from a transfer's last beat being taken to the request that reuses its slot.
+WINDOW_DELAY = 1
+#: Edges from an AR handshake to the first R handshake of an ideal memory.
+IDEAL_READ_LATENCY = 1
+
+
+@functools.lru_cache(maxsize=65536)
+def _line_profile(offset: int, count: int, word: int, first_lane: int) -> tuple[int, int, int]:
+    """``(cycles, beats, take)`` of one dense DMA line: :func:`_line_cycles`, its beats, and the cycles from
+    the loader taking its first beat to taking its last (a later beat is taken with the previous beat's last
+    write)."""
+    cycles, beats, take = 2, 1, 0
+    src, lane, left = offset, first_lane, count
+    while left:
+        run = min(_LANES - src, word - lane, left)
+        cycles += 1
+        left -= run
+        lane = (lane + run) % word
+        src += run
+        if src == _LANES:
+            src = 0
+            if left:
+                beats += 1
+                take = cycles - 2
+    return cycles, beats, take
+
+
+def _load_profile(config: SATConfig, kind: str, r0: int, rt: int, c0: int, ct: int, red: int, n: int, m: int,
+                  trans: bool, stride: int) -> list[tuple[int, int, int, int]]:
+    """The lines of one operand load, as :func:`_load_cycles` walks them: ``(cycles, beats, take, address)``
+    per line (``sum(cycles) + LOAD_LATENCY == _load_cycles(...)``)."""
+    mm, C = config.max_m, config.cols
+    out = []
+    if kind == "a":
+        if trans:
+            for k in range(red):
+                addr = k * stride + 2 * r0
+                out.append((*_line_profile((addr % 64) // 2, rt, config.rows, 0), addr))
+        else:
+            for i in range(r0, r0 + rt):
+                addr = i * stride
+                out.append((*_line_profile((addr % 64) // 2, red, mm, 0), addr))
+    elif n and m and n != m:
+        s = steps_per_output(red, n, m)
+        beats = s + -(-s // 4)
+        for pt in range(c0 // _LANES * _LANES, c0 + ct, _LANES):
+            lo, hi = max(c0, pt), min(c0 + ct, pt + _LANES)
+            writes = _line_cycles(lo - pt, hi - lo, C, (lo - c0) % C) - 2
+            cycles = 2 + -(-s // 4) + s * writes
+            out.append((cycles, beats, cycles - 2 - writes, (pt // _LANES) * beats * 64))
+    elif trans:
+        for j in range(c0, c0 + ct):
+            addr = j * stride
+            out.append((*_line_profile((addr % 64) // 2, red, 1, 0), addr))
+    else:
+        for k in range(red):
+            addr = k * stride + 2 * c0
+            out.append((*_line_profile((addr % 64) // 2, ct, C, 0), addr))
+    return out
+
+
+def _load_pipeline(lines: list[tuple[int, int, int, int]], read, refresh: float = 0.0) -> tuple[int, float]:
+    """Cycles from a load's first request to the loader's last write, ``read(t, beats)`` giving the edge of a
+    burst's first beat for its address handshake at edge ``t``.
+
+    The issuer requests line ``i`` two cycles after line ``i - 1`` (one more per extra 4 KiB burst) and
+    :data:`WINDOW_DELAY` after line ``i - READ_WINDOW`` was taken in full; the address handshake follows the
+    request by a cycle. The loader takes a line's record the cycle after its previous line's last write, its
+    first beat the cycle after that or when it arrives, then writes (``cycles - 2`` writes).
+
+    Returns that time and the cycles a refresh of ``refresh`` cycles costs the load, summed over the cycles of
+    the load (divide by the refresh period for the expected cost): a refresh that starts while line ``i`` is
+    the next to be taken delays its data by up to ``refresh``, of which the time the data would have waited for
+    the loader anyway is hidden."""
+    W = READ_WINDOW
+    taken: list[int] = []
+    q = 0
+    e = RECORD_DELAY - 1                     # the loader's last busy cycle
+    exposure = 0.0
+    prev_f = None
+    gap = 0                                  # cycles from the previous request: its AR handshakes, then one
+    for i, (cycles, beats, take, addr) in enumerate(lines):
+        q += gap
+        if i >= W:
+            q = max(q, taken[i - W] + WINDOW_DELAY)
+        gap = 1 + (addr % 4096 + 64 * beats + 4095) // 4096
+        first = read(q + 1, beats)
+        f = max(e + 2, first)
+        if refresh:
+            start = RECORD_DELAY if prev_f is None else prev_f
+            exposure += (f - start) * max(0.0, refresh - (f - first))
+        prev_f = f
+        e = f + cycles - 2
+        taken.append(f + take)
+    return e, exposure
+
+
+def _ideal_read(t: float, beats: int) -> float:
+    return t + IDEAL_READ_LATENCY
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _dram_load_extra(config: SATConfig, dram, kind: str, r0: int, rt: int, c0: int, ct: int, red: int, n: int,
+                     m: int, trans: bool, stride: int, delay: float = 0.0) -> tuple[float, int]:
+    """``(cycles, beats)``: how much longer one load takes from a DDR4 channel (``dram``, a
+    :class:`sat.sw.dram.DDR4Timing`) than from an ideal memory, and the beats it reads.
+
+    Its lines' pipeline (:func:`_load_pipeline`) runs with the channel's read latency plus ``delay`` per read
+    (waits behind concurrent writes) and without; the expected refresh cost is added (``exposure / tREFI``)."""
+    import math
+
+    from .dram import DRAMChannel
+
+    lines = _load_profile(config, kind, r0, rt, c0, ct, red, n, m, trans, stride)
+    channel = DRAMChannel(dataclasses.replace(dram, trefi_ns=0.0), config.clock_hz, config.axi_data_width // 8)
+    c = dram.cycles(config.clock_hz, config.axi_data_width // 8)
+
+    def read(t: float, beats: int) -> float:
+        return max(t + IDEAL_READ_LATENCY, math.ceil(channel.read(t, beats))) + delay
+
+    t_dram, exposure = _load_pipeline(lines, read, c.refresh if dram.trefi_ns else 0.0)
+    t_ideal, _ = _load_pipeline(lines, _ideal_read)
+    refresh = exposure / c.refresh_period if dram.trefi_ns else 0.0
+    return t_dram - t_ideal + refresh, sum(line[1] for line in lines)
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _tile_writes(config: SATConfig, rt: int, c0: int, ct: int, c_stride: int, row0: int) -> tuple[int, int, int]:
+    """``(bursts, beats, cycles)`` of one engine tile's result writes: a burst per real result row, its beats,
+    and the result writer's cycles for them (``WRITE_ROW`` plus the beats, as in :func:`_engine_cycles`)."""
+    RL, C = config.rows * config.adder_latency, config.cols
+    bursts = beats = 0
+    for rb in range(0, rt, RL):
+        for cb in range(0, ct, C):
+            nv = min(C, ct - cb)
+            for i in range(min(RL, rt - rb)):
+                off = ((row0 + rb + i) * c_stride + 4 * (c0 + cb)) % 64
+                bursts += 1
+                beats += (off + 4 * nv - 1) // 64 + 1
+    return bursts, beats, bursts * WRITE_ROW + beats
+
+
+class _DRAMTerms:
+    """The DRAM terms of one command (:func:`unit_cycles` with ``dram``).
+
+    * :meth:`load`: the extra time of an operand load (:func:`_dram_load_extra`), with its reads waiting behind
+      the result writes of the engine tile that runs meanwhile (double buffering): a write burst of ``b`` beats
+      every ``p`` cycles holds the bus for ``D = b * beat + tWTR`` before a read can follow, an expected wait of
+      ``D^2 / 2p`` (``D - p/2`` when ``D > p``) per read, weighted by the share of the engine's time it writes
+      and of the load it overlaps; and at least the bus time of its reads and those writes (a saturated bus,
+      writes in batches of ``write_batch`` with one turnaround each way, refresh);
+    * :meth:`command_extra`: the last write's response latency.
+    """
+
+    def __init__(self, config: SATConfig, dram, c_stride: int) -> None:
+        self.config = config
+        self.dram = dram
+        self.c = dram.cycles(config.clock_hz, config.axi_data_width // 8)
+        self.c_stride = c_stride
+        self.writes: tuple[int, int, int, int, int] | None = None
+
+    def engine(self, accept: int, cycles: int, rt: int, c0: int, ct: int, r0: int) -> None:
+        """The engine takes a tile at ``accept`` for ``cycles``: its writes overlap the next tile's loads."""
+        self.writes = (accept, accept + cycles, *_tile_writes(self.config, rt, c0, ct, self.c_stride, r0))
+
+    def load(self, start: int, ideal: int, kind: str, *args) -> int:
+        """Extra cycles of a load that starts at ``start`` and takes ``ideal`` cycles from an ideal memory."""
+        extra, rbeats = _dram_load_extra(self.config, self.dram, kind, *args)
+        if self.writes is None:
+            return round(extra)
+        w_start, w_end, bursts, wbeats, wbusy = self.writes
+        if start >= w_end or not bursts:
+            return round(extra)
+        c = self.c
+        span = max(1, w_end - w_start)
+        dur = ideal + extra
+        overlap = min(w_end - start, dur)
+        p = wbusy / bursts
+        d = wbeats / bursts * c.beat + c.wtr
+        wait = d * d / (2 * p) if d <= p else d - p / 2
+        delay = wait * min(1.0, wbusy / span) * (overlap / dur)
+        if delay >= 0.0625:
+            extra, _ = _dram_load_extra(self.config, self.dram, kind, *args, round(delay * 16) / 16)
+        # the bus carries this load's reads and the writes that overlap it
+        w_over = wbeats * overlap / span
+        batches = w_over / (wbeats / bursts) / c.write_batch
+        bus = ((rbeats + w_over) * c.beat + batches * (c.wtr + c.rtw)) / (1 - c.refresh / c.refresh_period)
+        return round(max(extra, bus - ideal))
+
+    def command_extra(self) -> int:
+        """The last write's response comes after the channel's write latency instead of at once."""
+        import math
+
+        return max(0, math.ceil(self.c.write_response) - 1)
+
