@@ -33,6 +33,7 @@ bit string (``handle._handle``), several times cheaper than ``handle.value`` (a 
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
@@ -42,6 +43,7 @@ from sat.sw.dram import DDR4Timing, DRAMChannel
 __all__ = ["AxiMemory", "CHANNELS"]
 
 CHANNELS = ("ar", "r", "aw", "w", "b")
+_AT_ONCE = [0.0]                   # the first beat's time of every burst of an ideal memory
 _OKAY, _SLVERR = 0, 2
 
 
@@ -196,7 +198,7 @@ class AxiMemory:
         return bool(next(gen)) if gen is not None else False
 
     async def _reads(self) -> None:
-        from cocotb.triggers import RisingEdge
+        from cocotb.triggers import First, RisingEdge, Timer
 
         s = self._s
         arvalid, arready, rready = s["arvalid"], s["arready"], s["rready"]
@@ -205,13 +207,24 @@ class AxiMemory:
         lanes, mem, chan = self.lanes, self.mem, self.channel
         beat_time = chan.c.beat if chan is not None else 0.0
         now = 0
-        bursts: deque[list] = deque()      # [next address, beats left, bytes per beat, id, next beat's time]
+        # [next address, beats left, bytes per beat, id, first beat's time (handle), beats sent]
+        bursts: deque[list] = deque()
         ar_on = r_on = False
         last_id = 0
         pause_ar, pause_r = "ar" in self.pauses, "r" in self.pauses
+        period = 1e9 / self.clock_hz
         while True:
-            if not bursts and not r_on and ar_on and not _on(arvalid):
-                await wake                      # idle: arready stays high, nothing to answer
+            if not r_on and ar_on and not _on(arvalid):
+                if not bursts:
+                    await wake                  # idle: arready stays high, nothing to answer
+                elif chan is not None:
+                    chan.settle(now)
+                    due = bursts[0][4][0] + bursts[0][5] * beat_time
+                    if now + 3 < due < math.inf:
+                        # the next beat comes at edge ceil(due): sleep until the cycle before (or until an
+                        # address handshake comes first), not one wake-up per cycle
+                        await First(wake, Timer((math.ceil(due) - now - 1.5) * period, "ns",
+                                                round_mode="round"))
             await edge
             if rst is not None and _on(rst):
                 bursts.clear()
@@ -225,12 +238,15 @@ class AxiMemory:
                 r_on = False
             if ar_on and _on(arvalid):
                 addr, beats = _u(s["araddr"]), _u(s["arlen"]) + 1
-                ready = chan.read(now, beats) if chan is not None else 0.0
-                bursts.append([addr, beats, 1 << _u(s["arsize"]), _u(s["arid"]), ready])
+                ready = chan.post_read(now, beats) if chan is not None else _AT_ONCE
+                bursts.append([addr, beats, 1 << _u(s["arsize"]), _u(s["arid"]), ready, 0])
                 self.bursts["read"] += 1
             # outputs until the next edge (a beat presented now is taken at the next edge, now + 1)
+            if chan is not None:
+                chan.settle(now)
             if not r_on:
-                if bursts and now + 1 >= bursts[0][4] and not (pause_r and self._paused("r")):
+                if bursts and now + 1 >= bursts[0][4][0] + bursts[0][5] * beat_time \
+                        and not (pause_r and self._paused("r")):
                     burst = bursts[0]
                     addr, size = burst[0], burst[2]
                     word = addr - addr % lanes
@@ -241,7 +257,7 @@ class AxiMemory:
                         rresp.value = _OKAY
                     burst[0] = addr - addr % size + size
                     burst[1] -= 1
-                    burst[4] += beat_time
+                    burst[5] += 1
                     rlast.value = burst[1] == 0
                     if burst[3] != last_id:
                         rid.value = last_id = burst[3]
@@ -258,7 +274,7 @@ class AxiMemory:
                 arready.value = ar_on = ar_next
 
     async def _writes(self) -> None:
-        from cocotb.triggers import RisingEdge
+        from cocotb.triggers import First, RisingEdge, Timer
 
         s = self._s
         awvalid, awready, wvalid, wready = s["awvalid"], s["awready"], s["wvalid"], s["wready"]
@@ -270,9 +286,14 @@ class AxiMemory:
         responses: deque[tuple[int, int, float]] = deque()     # id, resp, time
         aw_on = w_on = b_on = False
         pause_aw, pause_w, pause_b = "aw" in self.pauses, "w" in self.pauses, "b" in self.pauses
+        period = 1e9 / self.clock_hz
         while True:
-            if not bursts and not responses and not b_on and aw_on and not _on(awvalid):
-                await wake
+            if not bursts and not b_on and aw_on and not _on(awvalid):
+                if not responses:
+                    await wake
+                elif responses[0][2] > now + 3:   # the next response is due later: sleep until then
+                    due = math.ceil(responses[0][2])
+                    await First(wake, Timer((due - now - 1.5) * period, "ns", round_mode="round"))
             await edge
             if chan is not None:
                 now = self._now()
@@ -302,7 +323,7 @@ class AxiMemory:
                 burst[1] -= 1
                 if burst[1] == 0:
                     bursts.popleft()
-                    when = chan.write(now, burst[5]) if chan is not None else 0.0
+                    when = chan.post_write(now, burst[5]) if chan is not None else 0.0
                     responses.append((burst[3], burst[4], when))
             if aw_on and _on(awvalid):
                 beats = _u(s["awlen"]) + 1

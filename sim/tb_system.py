@@ -32,7 +32,7 @@ import numpy as np
 
 from sat.sw import nmformat, numerics
 from sat.sw.config import SATConfig
-from sat.sw.perfmodel import gemm_counters, steps_per_output
+from sat.sw.perfmodel import gemm_counters, steps_per_output, unit_cycles
 from sat.sw.regmap import ErrorCode
 from sat.sw.tiling import tile_plan
 
@@ -382,6 +382,8 @@ async def cli_gemm(dut: Any) -> None:
     grng = np.random.default_rng(g.get("seed", 0))
     a = np.load(g["a"]).astype(np.float32) if g.get("a") else _values(grng, (rows, red))
     b = np.load(g["b"]).astype(np.float32) if g.get("b") else _values(grng, (red, cols))
+    channel = getattr(transport.ram, "channel", None)
+    timing = channel.timing if channel is not None else None
     start = transport.cycle()
     got, golden, shape, result = await bridge(lambda: run_gemm(device, "gemm", a, b, nm))()
     cnt = result.counters
@@ -393,6 +395,9 @@ async def cli_gemm(dut: Any) -> None:
         "macs": cnt["MACS"],
         "utilization": cnt["MACS"] / (config.rows * config.cols * cnt["CYCLES"]) if cnt["CYCLES"] else 0.0,
         "engine_model_cycles": gemm_counters(config, rows, red, cols, n, m).cycles,
+        "unit_cycles": cnt["COMPUTE_CYCLES"] + cnt["STALL_CYCLES"],
+        "unit_model_cycles": unit_cycles(config, rows, red, cols, n, m, dram=timing).cycles,
+        "memory": "ddr4" if timing is not None else "ideal",
         "bit_identical": bool(_bits_equal(got, golden)),
         "mismatches": int(np.count_nonzero(numerics.fp32_bits(got) != numerics.fp32_bits(golden))),
         "sim_cycles": transport.cycle() - start,

@@ -280,6 +280,7 @@ class DRAMChannel:
         self.last_write = False       # direction of the last reservation
         self.pending: deque[tuple[float, int]] = deque()   # posted writes: (earliest bus slot, beats)
         self._waited = False          # the last slot was moved past a refresh
+        self._inbox: list[tuple[int, int, int, list[float] | None]] = []   # posted, not yet taken
         #: Bursts and beats served, bus cycles lost to turnarounds and refresh (for reports).
         self.stats = {"reads": 0, "writes": 0, "read_beats": 0, "write_beats": 0, "turnarounds": 0,
                       "refresh_waits": 0}
@@ -344,6 +345,35 @@ class DRAMChannel:
         self.stats["writes"] += 1
         self.stats["write_beats"] += beats
         return t + c.write_response
+
+    # ------------------------------------------------------------------------------ bursts seen cycle by cycle
+    def post_read(self, t: int, beats: int) -> list[float]:
+        """Queue a read whose address was accepted in cycle ``t``; its first beat's time is known once
+        :meth:`settle` has passed ``t`` (``handle[0]``, infinite until then).
+
+        Bursts of one cycle are taken reads first, whatever order the caller posts them in, so a simulation's
+        timing does not depend on the order its coroutines run in."""
+        handle = [math.inf]
+        self._inbox.append((t, 0, beats, handle))
+        return handle
+
+    def post_write(self, t: int, beats: int) -> float:
+        """Queue a write whose last beat was accepted in cycle ``t``; returns when its response is sent."""
+        self._inbox.append((t, 1, beats, None))
+        return t + self.c.write_response
+
+    def settle(self, now: int) -> None:
+        """Take the queued bursts of the cycles before ``now``, in cycle order, reads first."""
+        inbox = self._inbox
+        if not inbox or min(e[0] for e in inbox) >= now:
+            return
+        due = sorted((e for e in inbox if e[0] < now), key=lambda e: (e[0], e[1]))
+        self._inbox = [e for e in inbox if e[0] >= now]
+        for t, kind, beats, handle in due:
+            if kind:
+                self.write(t, beats)
+            else:
+                handle[0] = self.read(t, beats)
 
     def __repr__(self) -> str:
         return f"DRAMChannel({self.timing.data_rate_mts} MT/s, beat {self.c.beat:.3f} cycles)"
