@@ -24,7 +24,8 @@ import time
 from pathlib import Path
 
 from sat.sw.config import SATConfig
-from sat.sw.perfmodel import gemm_counters, network_counters, resnet18_layers
+from sat.sw.network import resnet18_imagenet
+from sat.sw.perfmodel import gemm_counters, network_counters
 
 RTL_CONFIG = SATConfig(rows=8, cols=8, fmt="fp16", adder_latency=4)
 MODEL_CONFIG = SATConfig(rows=32, cols=32, fmt="fp16", adder_latency=4)
@@ -98,11 +99,11 @@ def resnet_summary(config: SATConfig, batch: int) -> dict:
     """Whole-iteration ResNet-18 cycles, dense vs every N:M (first convolution dense)."""
     out = {}
     pes = config.rows * config.cols
-    dense = network_counters(config, resnet18_layers(), batch, None)
+    dense = network_counters(config, resnet18_imagenet(), batch, None)
     d_cycles = sum(c.cycles for _, c in dense)
     out["dense"] = {"cycles": d_cycles, "util": sum(c.macs for _, c in dense) / (pes * d_cycles)}
     for nm in config.nm_set:
-        res = network_counters(config, resnet18_layers(), batch, nm)
+        res = network_counters(config, resnet18_imagenet(), batch, nm)
         cyc = sum(c.cycles for _, c in res)
         ff_bp = [(g, c) for g, c in res if g.pass_ in ("ff", "bp") and g.n]
         ff_bp_dense = {(g.layer, g.pass_): c.cycles for g, c in dense}

@@ -32,20 +32,30 @@ State machine (``docs/core.md`` has the diagram)::
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Module, Mux, Signal
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import exact_log2
 
 from sat.sw.config import SATConfig
-from sat.sw.descriptor import DESCRIPTOR_BYTES, DESCRIPTOR_LAYOUT, DIM_WIDTH, OP_GEMM
+from sat.sw.descriptor import (
+    CONV_LAYOUT,
+    DESCRIPTOR_BYTES,
+    DESCRIPTOR_LAYOUT,
+    DIM_WIDTH,
+    MAX_DIM,
+    OP_CONV,
+    OP_GEMM,
+    ConvPass,
+)
 from sat.sw.nmformat import BEAT_BYTES, LANES, STEPS_PER_INDEX_BEAT
 from sat.sw.regmap import DEFAULT_MEMORY_BYTES, ErrorCode
 
 from .dma import read_beat_layout, request_layout, write_beat_layout, write_done_layout
 
 __all__ = [
-    "ENGINE_COUNTER_WIDTH", "engine_command_layout", "engine_done_layout",
+    "ENGINE_COUNTER_WIDTH", "engine_command_layout", "conv_command_layout",
+    "engine_done_layout",
     "engine_signature", "engine_members", "CommandProcessor",
 ]
 
@@ -71,6 +81,28 @@ def engine_command_layout(addr_width: int) -> data.StructLayout:
         "a_stride": 32, "b_stride": 32, "c_stride": 32,
         "a_end": addr_width + 1, "b_end": addr_width + 1, "c_end": addr_width + 1,
         "tag": 32,
+        "conv": conv_command_layout(addr_width),
+    })
+
+
+
+
+def conv_command_layout(addr_width: int) -> data.StructLayout:
+    """The convolution part of an engine command (``enable`` 0 for a GEMM descriptor): what the operand loader
+    needs to lower the implicit operand on the fly (``docs/conv.md``).
+
+    The lowered operand's rows walk pixels ``(b, y, x)`` over ``ry x rx`` (FF and WU: the output, BP: the input);
+    its reduction runs over taps ``(i, j)`` of the ``kh x kw`` kernel and ``chan`` channels per tap, of which the
+    first ``cvalid`` come from the tensor (BP pads ``C_out`` to ``chan``). The tensor (``ty x tx`` pixels of
+    ``pix`` bytes, rows ``row_pitch`` and images ``img_pitch`` apart) is ``X`` for FF and WU, ``dY`` for BP, at
+    ``tensor``. ``s0, s1, s2`` is where the descriptor's chunk starts (FF, BP: tap and channel; WU: pixel).
+    """
+    return data.StructLayout({
+        "enable": 1, "pass_": ConvPass, "kh": 4, "kw": 4, "stride_log2": 2, "padding": 4,
+        "ry": 16, "rx": 16, "ty": 16, "tx": 16, "chan": DIM_WIDTH, "cvalid": DIM_WIDTH,
+        "s0": 16, "s1": 16, "s2": DIM_WIDTH,
+        "pix": DIM_WIDTH + 2, "row_pitch": DIM_WIDTH + 18, "img_pitch": addr_width,
+        "tensor": addr_width,
     })
 
 
@@ -166,6 +198,173 @@ class CommandProcessor(wiring.Component):
     @property
     def memory_bytes(self) -> int:
         return self._memory_bytes
+
+    def _conv_checks(self, m: Module, raw: Signal, nm_ok: Signal, cmd_r):
+        """Checks and derived values of a convolution descriptor (``ConvDescriptor.validate``, in its order), over
+        the states CONV1..CONV7; returns the function that adds those states to the control FSM."""
+        cv = data.View(CONV_LAYOUT, raw)
+        flags = cv.flags
+        ff, bp, wu = cv.pass_ == ConvPass.FF, cv.pass_ == ConvPass.BP, cv.pass_ == ConvPass.WU
+        sparse, b_trans = flags.sparse, flags.b_trans
+        nm = Cat(cv.n, cv.m_log2)
+        wide = 64 + 3
+
+        def reg(name: str, shape) -> Signal:
+            return Signal(shape, name=f"conv_{name}")
+
+        # CONV1: output size, taps, padded channels; the first checks
+        oh_num, ow_num = reg("oh_num", signed(19)), reg("ow_num", signed(19))
+        oh, ow = reg("oh", 17), reg("ow", 17)
+        kk = reg("taps", 8)
+        m_val = reg("m", 17)
+        co_pad = reg("co_pad", 33)
+        code_a = reg("code_a", ERROR_WIDTH)
+        dims_bad = ((cv.batch == 0) | (cv.height == 0) | (cv.width == 0) | (cv.c_in == 0) | (cv.c_out == 0)
+                    | (cv.c_in > MAX_DIM) | (cv.c_out > MAX_DIM) | (cv.kh == 0) | (cv.kw == 0))
+        checks_a = [
+            ((flags.reserved != 0) | flags.a_trans | (cv.reserved0 != 0) | (cv.pass_ == 3), ErrorCode.BAD_FLAGS),
+            (sparse & wu, ErrorCode.BAD_FLAGS),
+            (sparse & b_trans, ErrorCode.BAD_FLAGS),
+            (sparse & ~nm_ok, ErrorCode.NM_UNSUPPORTED),
+            (~sparse & (nm != 0), ErrorCode.NM_UNSUPPORTED),
+            (b_trans & ~ff, ErrorCode.BAD_FLAGS),
+            (dims_bad, ErrorCode.BAD_SHAPE),
+        ]
+        code_a_now = Signal(ERROR_WIDTH, name="conv_code_a_now")
+        for cond, code in reversed(checks_a):
+            with m.If(cond):
+                m.d.comb += code_a_now.eq(code)
+        # CONV2: pixel counts and the channels per tap
+        pix_out, pix_in = reg("pix_out", 34), reg("pix_in", 32)
+        chan = reg("chan", 33)
+        # CONV3: rows of FF and BP, the reduction of a tap row, the chunk start's first product
+        rows_ff, rows_bp = reg("rows_ff", 50), reg("rows_bp", 48)
+        k_taps = reg("k_taps", 41)
+        t1 = reg("start_t1", 34)
+        # CONV4: the GEMM view, the start's value, pitches
+        rows, cols, reduction = reg("rows", 50), reg("cols", 41), reg("reduction", 50)
+        start_val = reg("start_val", 68)
+        start_rng = reg("start_range_ok", 1)
+        pix = reg("pix", DIM_WIDTH + 2)
+        tx, ty = reg("tx", 17), reg("ty", 17)
+        # CONV5: more products, the second checks
+        row_pitch = reg("row_pitch", DIM_WIDTH + 19)
+        x_bytes, dy_bytes = reg("x_bytes", 75), reg("dy_bytes", 77)
+        c_bytes = reg("c_bytes", 93)
+        b_stride, a_stride = reg("b_stride", 42), reg("a_stride", 27)
+        steps = reg("steps", DIM_WIDTH + 5)
+        code_b = reg("code_b", ERROR_WIDTH)
+        # CONV6: pitch of an image, extents
+        img_pitch = reg("img_pitch", 62)
+        a_end, b_end = reg("a_end", wide + 14), reg("b_end", wide + 30)
+
+        def states(fail, index) -> None:
+            with m.State("CONV1"):
+                m.d.sync += [
+                    oh_num.eq(cv.height + 2 * cv.padding - cv.kh), ow_num.eq(cv.width + 2 * cv.padding - cv.kw),
+                    kk.eq(cv.kh * cv.kw), m_val.eq(Const(1, 17) << cv.m_log2), code_a.eq(code_a_now),
+                ]
+                m.next = "CONV2"
+            with m.State("CONV2"):
+                m.d.sync += [
+                    oh.eq((oh_num >> cv.stride_log2) + 1), ow.eq((ow_num >> cv.stride_log2) + 1),
+                    co_pad.eq(Mux(sparse & (kk > 1), ((cv.c_out + m_val - 1) >> cv.m_log2) << cv.m_log2, cv.c_out)),
+                    pix_in.eq(cv.height * cv.width),
+                ]
+                with m.If((code_a == 0) & ((oh_num < 0) | (ow_num < 0))):
+                    m.d.sync += code_a.eq(ErrorCode.BAD_SHAPE)
+                m.next = "CONV3"
+            with m.State("CONV3"):
+                m.d.sync += [
+                    pix_out.eq(oh * ow), chan.eq(Mux(bp, co_pad, cv.c_in)),
+                    rows_bp.eq(cv.batch * pix_in),
+                    t1.eq(Mux(wu, cv.s0 * oh + cv.s1, cv.s0 * cv.kw + cv.s1)),
+                    start_rng.eq(Mux(wu, (cv.s0 < cv.batch) & (cv.s1 < oh) & (cv.s2 < ow),
+                                     (cv.s0 < cv.kh) & (cv.s1 < cv.kw))),
+                ]
+                m.next = "CONV4"
+            with m.State("CONV4"):
+                m.d.sync += [
+                    rows_ff.eq(cv.batch * pix_out), k_taps.eq(kk * chan),
+                    start_val.eq(Mux(wu, t1 * ow, t1 * chan) + cv.s2),
+                    start_rng.eq(start_rng & (wu | (cv.s2 < chan))),
+                    pix.eq(Mux(bp, cv.c_out << 1, cv.c_in << 1)),
+                    tx.eq(Mux(bp, ow, cv.width)), ty.eq(Mux(bp, oh, cv.height)),
+                ]
+                m.next = "CONV5"
+            with m.State("CONV5"):
+                rows_now = Mux(ff, rows_ff, Mux(bp, rows_bp, cv.c_out))
+                cols_now = Mux(ff, cv.c_out, Mux(bp, cv.c_in, k_taps))
+                red_now = Mux(wu, rows_ff, k_taps)
+                m.d.sync += [
+                    rows.eq(rows_now), cols.eq(cols_now), reduction.eq(red_now),
+                    row_pitch.eq(tx * pix),
+                    x_bytes.eq((rows_bp * cv.c_in) << 1), dy_bytes.eq((rows_ff * cv.c_out) << 1),
+                    b_stride.eq(Mux(wu | sparse, 0, Mux(ff, Mux(b_trans, k_taps, cv.c_out), cv.c_in) << 1)),
+                    a_stride.eq(Mux(wu, cv.c_out << 1, 0)),
+                    steps.eq(((cv.red[:DIM_WIDTH] + m_val - 1) >> cv.m_log2) * cv.n),
+                ]
+                misaligned = (cv.a_addr[0] | Mux(sparse, cv.b_addr[:6] != 0, cv.b_addr[0]) | (cv.c_addr[:2] != 0))
+                checks_b = [
+                    ((rows_now > MAX_DIM) | (cols_now > MAX_DIM), ErrorCode.BAD_SHAPE),
+                    ((cv.red == 0) | (cv.red > MAX_DIM) | (cv.k0 + cv.red > red_now), ErrorCode.BAD_SHAPE),
+                    (sparse & ((cv.k0 & (m_val - 1)) != 0), ErrorCode.BAD_SHAPE),
+                    (~start_rng | (start_val != cv.k0), ErrorCode.BAD_SHAPE),
+                    (misaligned, ErrorCode.BAD_ADDRESS),
+                ]
+                code_b_now = Signal(ERROR_WIDTH, name="conv_code_b_now")
+                for cond, code in reversed(checks_b):
+                    with m.If(cond):
+                        m.d.comb += code_b_now.eq(code)
+                m.d.sync += code_b.eq(code_b_now)
+                m.next = "CONV6"
+            with m.State("CONV6"):
+                tiles = (cols[:DIM_WIDTH] + LANES - 1) >> exact_log2(LANES)
+                per_tile = steps + ((steps + STEPS_PER_INDEX_BEAT - 1) >> exact_log2(STEPS_PER_INDEX_BEAT))
+                red = cv.red[:DIM_WIDTH]
+                m.d.sync += [
+                    img_pitch.eq(ty * row_pitch),
+                    c_bytes.eq((rows[:DIM_WIDTH + 1] * cols[:DIM_WIDTH + 1]) << 2),
+                    a_end.eq(cv.a_addr + Mux(ff, x_bytes, Mux(bp, dy_bytes, red * (cv.c_out << 1)))),
+                    b_end.eq(cv.b_addr + Mux(wu, x_bytes,
+                                             Mux(sparse, (tiles * per_tile) << exact_log2(BEAT_BYTES),
+                                                 Mux(b_trans, (cols - 1) * b_stride + (red << 1),
+                                                     red * b_stride)))),
+                ]
+                m.next = "CONV7"
+            with m.State("CONV7"):
+                c_end_now = cv.c_addr + c_bytes
+                mem = self._memory_bytes
+                with m.If(code_a != 0):
+                    fail(code_a, index)
+                    m.next = "IDLE"
+                with m.Elif(code_b != 0):
+                    fail(code_b, index)
+                    m.next = "IDLE"
+                with m.Elif((a_end > mem) | (b_end > mem) | (c_end_now > mem)):
+                    fail(ErrorCode.BAD_ADDRESS, index)
+                    m.next = "IDLE"
+                with m.Else():
+                    c = cmd_r.conv
+                    tensor = Mux(wu, cv.b_addr, cv.a_addr)
+                    m.d.sync += [
+                        cmd_r.sparse.eq(sparse), cmd_r.a_trans.eq(wu), cmd_r.b_trans.eq(b_trans),
+                        cmd_r.irq.eq(flags.irq), cmd_r.n.eq(cv.n), cmd_r.m_log2.eq(cv.m_log2),
+                        cmd_r.rows.eq(rows), cmd_r.red.eq(cv.red), cmd_r.cols.eq(cols),
+                        cmd_r.a_addr.eq(cv.a_addr), cmd_r.b_addr.eq(cv.b_addr), cmd_r.c_addr.eq(cv.c_addr),
+                        cmd_r.a_stride.eq(a_stride), cmd_r.b_stride.eq(b_stride), cmd_r.c_stride.eq(cols << 2),
+                        cmd_r.a_end.eq(a_end), cmd_r.b_end.eq(b_end), cmd_r.c_end.eq(c_end_now),
+                        cmd_r.tag.eq(cv.tag),
+                        c.enable.eq(1), c.pass_.eq(cv.pass_), c.kh.eq(cv.kh), c.kw.eq(cv.kw),
+                        c.stride_log2.eq(cv.stride_log2), c.padding.eq(cv.padding),
+                        c.ry.eq(Mux(bp, cv.height, oh)), c.rx.eq(Mux(bp, cv.width, ow)), c.ty.eq(ty), c.tx.eq(tx),
+                        c.chan.eq(chan), c.cvalid.eq(Mux(bp, cv.c_out, chan)),
+                        c.s0.eq(cv.s0), c.s1.eq(cv.s1), c.s2.eq(cv.s2),
+                        c.pix.eq(pix), c.row_pitch.eq(row_pitch), c.img_pitch.eq(img_pitch), c.tensor.eq(tensor),
+                    ]
+                    m.next = "ISSUE"
+
+        return states
 
     def elaborate(self, platform) -> Module:
         m = Module()
@@ -280,14 +479,17 @@ class CommandProcessor(wiring.Component):
         c_end = Signal(wide, name="c_end")
 
         engine_cmd = self.engine.cmd
-        p = engine_cmd.p
-        m.d.comb += [
-            p.sparse.eq(sparse), p.a_trans.eq(a_trans), p.b_trans.eq(b_trans), p.irq.eq(irq_flag),
-            p.n.eq(n), p.m_log2.eq(m_log2), p.rows.eq(rows), p.red.eq(red), p.cols.eq(cols),
-            p.a_addr.eq(a_addr), p.b_addr.eq(b_addr), p.c_addr.eq(c_addr),
-            p.a_stride.eq(a_stride), p.b_stride.eq(b_stride), p.c_stride.eq(c_stride),
-            p.a_end.eq(a_end), p.b_end.eq(b_end), p.c_end.eq(c_end), p.tag.eq(tag),
+        # the command is registered when its checks pass (GEMM: CHECK3, convolution: CONV7)
+        cmd_r = Signal(engine_command_layout(aw), name="engine_command")
+        m.d.comb += engine_cmd.p.eq(cmd_r)
+        gemm_cmd = [
+            cmd_r.sparse.eq(sparse), cmd_r.a_trans.eq(a_trans), cmd_r.b_trans.eq(b_trans), cmd_r.irq.eq(irq_flag),
+            cmd_r.n.eq(n), cmd_r.m_log2.eq(m_log2), cmd_r.rows.eq(rows), cmd_r.red.eq(red), cmd_r.cols.eq(cols),
+            cmd_r.a_addr.eq(a_addr), cmd_r.b_addr.eq(b_addr), cmd_r.c_addr.eq(c_addr),
+            cmd_r.a_stride.eq(a_stride), cmd_r.b_stride.eq(b_stride), cmd_r.c_stride.eq(c_stride),
+            cmd_r.a_end.eq(a_end), cmd_r.c_end.eq(c_end), cmd_r.tag.eq(tag), cmd_r.conv.enable.eq(0),
         ]
+        conv_states = self._conv_checks(m, raw, nm_ok, cmd_r)
 
         done = self.engine.done
         past_memory = Signal(name="fetch_past_memory")
@@ -339,7 +541,10 @@ class CommandProcessor(wiring.Component):
                     c_span.eq((rows[:DIM_WIDTH] - 1) * c_stride),
                     steps.eq(groups * n),
                 ]
-                m.next = "CHECK2"
+                with m.If(opcode == OP_CONV):
+                    m.next = "CONV1"
+                with m.Else():
+                    m.next = "CHECK2"
             with m.State("CHECK2"):
                 m.d.sync += [
                     packed.eq((tiles * per_tile) << exact_log2(BEAT_BYTES)),
@@ -358,8 +563,9 @@ class CommandProcessor(wiring.Component):
                     fail(ErrorCode.BAD_ADDRESS, index)
                     m.next = "IDLE"
                 with m.Else():
-                    m.d.sync += b_end.eq(b_hi)
+                    m.d.sync += [*gemm_cmd, cmd_r.b_end.eq(b_hi)]
                     m.next = "ISSUE"
+            conv_states(fail, index)
             with m.State("ISSUE"):
                 with m.If(abort_pending):
                     fail(ErrorCode.ABORTED, index)

@@ -16,7 +16,7 @@ from amaranth.utils import exact_log2
 
 from sat.sw.config import SATConfig
 from sat.sw.descriptor import DIM_WIDTH
-from sat.sw.tiling import a_words_per_row, steps_per_output
+from sat.sw.tiling import A_WORD_LANES, a_words_per_row, steps_per_output
 
 from .array import SystolicArray
 
@@ -44,12 +44,13 @@ def command_layout(a_addr_width: int, b_addr_width: int) -> data.StructLayout:
 
 
 def a_write_layout(config: SATConfig, a_addr_width: int) -> data.StructLayout:
-    """Payload of ``GemmEngine.a_write``: one word address for all ``R`` banks, ``max_m`` lanes per bank and a
-    lane mask per bank (a row-major beat writes lanes of one bank, an ``A^T`` beat one lane of many banks)."""
+    """Payload of ``GemmEngine.a_write``: one word address for all ``R`` banks, 32 lanes (a whole beat) per bank
+    and a lane mask per bank (a row-major beat writes lanes of one bank, an ``A^T`` beat one lane of many
+    banks)."""
     return data.StructLayout({
         "addr": a_addr_width,
-        "data": data.ArrayLayout(data.ArrayLayout(16, config.max_m), config.rows),
-        "lanes": data.ArrayLayout(config.max_m, config.rows),
+        "data": data.ArrayLayout(data.ArrayLayout(16, A_WORD_LANES), config.rows),
+        "lanes": data.ArrayLayout(A_WORD_LANES, config.rows),
     })
 
 
@@ -100,9 +101,10 @@ def engine_command(desc, a_base: int = 0, b_base: int = 0) -> dict:
 class GemmEngine(wiring.Component):
     """Computes ``C = A . B`` (``rows x red`` times ``red x cols``) on a :class:`SystolicArray`.
 
-    **Buffers.** ``A`` lives in ``R`` banks (one per array row) of ``max_m``-lane words; element ``(i, k)``
-    of a command with base ``a_base`` is bank ``i mod R``, address ``a_base + (i div R) * KW + k div max_m``,
-    lane ``k mod max_m`` (``KW = ceil(red / max_m)``). ``B`` lives in one memory of ``C``-lane words, each lane
+    **Buffers.** ``A`` lives in ``R`` banks (one per array row) of 32-lane words (a 512-bit beat, so a loader
+    writes a row-major beat in one cycle); element ``(i, k)`` of a command with base ``a_base`` is bank
+    ``i mod R``, address ``a_base + (i div R) * KW + k div 32``, lane ``k mod 32`` (``KW = ceil(red / 32)``); the
+    feeder reads a word and selects its ``max_m``-lane group. ``B`` lives in one memory of ``C``-lane words, each lane
     a 16-bit value and a 4-bit index; for column tile ``t`` (columns ``t*C .. t*C+C-1``) and step ``s`` the
     word is at ``b_base + t * S + s``: dense, ``S = red`` and step ``s`` is row ``k = s`` of ``B``; sparse N:M,
     ``S = ceil(red / M) * N`` and step ``s`` is the ``s``-th value beat of the packed format
@@ -194,6 +196,7 @@ class GemmEngine(wiring.Component):
         R, C, L, lanes = cfg.rows, cfg.cols, cfg.adder_latency, cfg.max_m
         RL = R * L
         lane_bits = exact_log2(lanes)
+        group_bits = exact_log2(A_WORD_LANES) - lane_bits      # max_m-lane groups in an A word
 
         m.submodules.array = array = SystolicArray(cfg)
         m.submodules.pass_info = pass_info = fifo.SyncFIFO(width=2 * DIM_WIDTH, depth=4)
@@ -201,7 +204,7 @@ class GemmEngine(wiring.Component):
         # ---------------------------------------------------------------------------------- buffers
         a_banks = []
         for r in range(R):
-            mem = memory.Memory(shape=data.ArrayLayout(16, lanes), depth=self._a_depth, init=[])
+            mem = memory.Memory(shape=data.ArrayLayout(16, A_WORD_LANES), depth=self._a_depth, init=[])
             m.submodules[f"a_bank{r}"] = mem
             wr = mem.write_port(granularity=1)
             rd = mem.read_port()
@@ -227,7 +230,8 @@ class GemmEngine(wiring.Component):
         n_reg = Signal(5, name="n")          # dense runs as 1:1
         m_reg = Signal(5, name="m")
         ks = Signal(DIM_WIDTH + 4, name="steps_per_pass")    # S: groups of L steps per pass
-        kw = Signal(DIM_WIDTH, name="a_words_per_row")       # KW
+        kw = Signal(DIM_WIDTH, name="a_words_per_row")       # KW: 32-lane words
+        kg = Signal(DIM_WIDTH, name="a_groups_per_row")      # max_m-lane groups
         a_stride = Signal(DIM_WIDTH + 4, name="a_tile_stride")  # L * KW
         red_rem = Signal(range(lanes), name="red_rem")
 
@@ -254,7 +258,9 @@ class GemmEngine(wiring.Component):
         is_last_group = k == ks - 1
         blocked = is_last_group & (issued_lasts != array.transfers)
         real = Signal(name="issue")
-        word = (gm >> lane_bits)[:DIM_WIDTH]
+        group = (gm >> lane_bits)[:DIM_WIDTH]
+        word = (gm >> exact_log2(A_WORD_LANES))[:DIM_WIDTH]
+        group_sel = group[:group_bits] if group_bits else Const(0, 1)
         offset = gm[:lane_bits] if lanes > 1 else Const(0, 1)
 
         nrows = Signal(range(RL + 1), name="pass_rows")
@@ -272,7 +278,8 @@ class GemmEngine(wiring.Component):
         lane_mask_b = Signal(lanes, name="lane_mask_b")
         sparse_b = Signal(name="sparse_b")
         lane_mask = Signal(lanes, name="lane_mask")
-        m.d.comb += lane_mask.eq(Mux((word == kw - 1) & (red_rem != 0), (Const(1, lanes + 1) << red_rem) - 1,
+        group_b = Signal(max(1, group_bits), name="group_b")
+        m.d.comb += lane_mask.eq(Mux((group == kg - 1) & (red_rem != 0), (Const(1, lanes + 1) << red_rem) - 1,
                                      (1 << lanes) - 1))
 
         a_row_addr = Signal(self._a_addr_width, name="a_read_addr")
@@ -288,12 +295,15 @@ class GemmEngine(wiring.Component):
             last_b.eq(real & is_last_group),
             offset_b.eq(offset),
             lane_mask_b.eq(lane_mask),
+            group_b.eq(group_sel),
         ]
 
         # array inputs (stage B)
         for r in range(R):
             for lane in range(lanes):
-                m.d.comb += array.act[r][lane].eq(Mux(lane_mask_b[lane], a_banks[r].data[lane], 0))
+                word_data = a_banks[r].data.as_value()
+                group_data = word_data.word_select(group_b, 16 * lanes) if group_bits else word_data
+                m.d.comb += array.act[r][lane].eq(Mux(lane_mask_b[lane], group_data[16 * lane:16 * lane + 16], 0))
         for c in range(C):
             m.d.comb += [
                 array.wgt[c].eq(b_rd.data[c].value),
@@ -341,9 +351,9 @@ class GemmEngine(wiring.Component):
                     m.d.sync += ks.eq(groups * cmd.n)
                 with m.Else():
                     m.d.sync += [n_reg.eq(1), m_reg.eq(1), sparse_b.eq(0), ks.eq(cmd.red)]
-                words = (cmd.red + lanes - 1) >> lane_bits
+                words = (cmd.red + A_WORD_LANES - 1) >> exact_log2(A_WORD_LANES)
                 m.d.sync += [
-                    kw.eq(words),
+                    kw.eq(words), kg.eq((cmd.red + lanes - 1) >> lane_bits),
                     a_stride.eq(words * L),
                     red_rem.eq(cmd.red[:lane_bits] if lanes > 1 else 0),
                     i.eq(0), k.eq(0), s.eq(0), gm.eq(0),
@@ -442,9 +452,9 @@ def a_buffer_writes(a_bits: np.ndarray, config: SATConfig, a_base: int = 0, *,
 
     Yields
     ------
-    dict with ``addr``, ``data`` (``R`` lists of ``max_m`` ints) and ``lanes`` (``R`` lane masks).
+    dict with ``addr``, ``data`` (``R`` lists of 32 ints) and ``lanes`` (``R`` lane masks).
     """
-    R, lanes = config.rows, config.max_m
+    R, lanes = config.rows, A_WORD_LANES
     a_bits = np.asarray(a_bits, dtype=np.uint16)
     rows, red = (a_bits.shape[1], a_bits.shape[0]) if trans else a_bits.shape
     kw = a_words_per_row(red, config)

@@ -16,8 +16,9 @@ from amaranth.lib.wiring import In, Out
 from amaranth.utils import exact_log2
 
 from sat.sw.config import SATConfig
-from sat.sw.descriptor import DIM_WIDTH
+from sat.sw.descriptor import DIM_WIDTH, ConvPass
 from sat.sw.nmformat import LANES
+from sat.sw.tiling import A_WORD_LANES
 
 from .dma import request_layout
 from .sequencer import buffer_addr_width, context_layout, load_job_layout
@@ -32,13 +33,15 @@ def line_record_layout(config: SATConfig, beats_width: int = 32) -> data.StructL
     its first column's lane); ``count``: elements (columns of a packed tile); ``lane``, ``addr``, ``bank``: where
     the first element goes (for a packed tile ``addr`` is the buffer half's base); ``vcols``: real columns of a
     packed tile (lanes whose indices are checked); ``last``: last line of the load; ``a``, ``trans``, ``sparse``:
-    the load's kind; ``first``: first line of the load.
+    the load's kind; ``first``: first line of the load; ``zero``: no read, write ``count`` zeros
+    (:class:`~sat.hw.convlines.ConvLines`' padding); ``cont``: the elements continue where the previous record's
+    ended (``lane``, ``addr``, ``bank`` unused).
     """
-    wm = max(config.max_m, config.cols)
+    wm = max(A_WORD_LANES, config.cols)
     return data.StructLayout({
         "beats": beats_width, "off": 5, "count": DIM_WIDTH + 1, "lane": range(wm),
         "addr": buffer_addr_width(config), "bank": range(config.rows), "vcols": 6, "last": 1,
-        "a": 1, "trans": 1, "sparse": 1, "first": 1,
+        "a": 1, "trans": 1, "sparse": 1, "first": 1, "zero": 1, "cont": 1,
     })
 
 
@@ -86,14 +89,23 @@ class ReadIssuer(wiring.Component):
         m = Module()
         cfg = self._config
         R, C = cfg.rows, cfg.cols
-        lg_mm = exact_log2(cfg.max_m)
+        lg_w = exact_log2(A_WORD_LANES)
         aw = cfg.axi_addr_width
         dw_buf = buffer_addr_width(cfg)
         c = self.context
-        rec = self.lines.p
+        rec = Signal(line_record_layout(cfg, self._beats_width), name="record")
+        req = Signal(request_layout(aw, self._beats_width), name="request")
+        from .convlines import ConvLines  # it uses this module's record layout
+
+        m.submodules.conv_lines = conv = ConvLines(cfg, beats_width=self._beats_width)
+        m.d.comb += conv.context.eq(c)
+        # a convolution's implicit operand (A of FF and BP, B of WU) is lowered by ConvLines
+        implicit = Signal(name="implicit_load")
+        wu = c.conv.pass_ == ConvPass.WU
+        m.d.comb += implicit.eq(c.conv.enable & Mux(self.job.p.a, ~wu, wu))
 
         job = Signal(load_job_layout(cfg), name="job")
-        run = self.busy
+        run = Signal(name="issuing")
         line = Signal(DIM_WIDTH + 1, name="line")
         a_line_addr = Signal(aw, name="a_line_addr")
         a_bank = Signal(range(R), name="a_bank")
@@ -119,7 +131,7 @@ class ReadIssuer(wiring.Component):
         with m.If(job.a):
             with m.If(job.trans):
                 m.d.comb += [lo.eq(a_line_addr + (job.r0 << 1)), count.eq(job.rt), last.eq(line == c.red - 1),
-                             rec.lane.eq(line[:lg_mm] if lg_mm else 0), rec.addr.eq((line >> lg_mm) + job.base),
+                             rec.lane.eq(line[:lg_w]), rec.addr.eq((line >> lg_w) + job.base),
                              rec.bank.eq(0)]
             with m.Else():
                 m.d.comb += [lo.eq(a_line_addr), count.eq(c.red), last.eq(line == job.rt - 1),
@@ -143,8 +155,8 @@ class ReadIssuer(wiring.Component):
             rec.vcols.eq(Mux(vcols_full >= LANES, LANES, vcols_full)),
             rec.last.eq(last),
             rec.a.eq(job.a), rec.trans.eq(job.trans), rec.sparse.eq(job.sparse), rec.first.eq(line == 0),
-            self.rd_req.p.addr.eq(Cat(Const(0, 6), lo[6:])),
-            self.rd_req.p.beats.eq(rec.beats),
+            req.addr.eq(Cat(Const(0, 6), lo[6:])),
+            req.beats.eq(rec.beats),
         ]
         with m.If(run):
             with m.If(self.rd_req.ready & self.lines.ready):
@@ -167,7 +179,7 @@ class ReadIssuer(wiring.Component):
                     with m.Else():
                         m.d.sync += b_lane.eq(b_lane + 1)
         new = self.job.p
-        with m.If(self.job.valid & self.job.ready):
+        with m.If(self.job.valid & self.job.ready & ~implicit):
             m.d.sync += [job.eq(new), run.eq(1), line.eq(0), a_bank.eq(0), a_da.eq(new.base), b_lane.eq(0),
                          b_da.eq(new.base)]
             # Row-major A continues from row to row across row tiles (rows are loaded in order from r0 = 0);
@@ -182,8 +194,17 @@ class ReadIssuer(wiring.Component):
 
         # plain assignments (see TileSequencer): a request goes out together with its record
         m.d.comb += [
-            self.job.ready.eq(~run),
-            self.rd_req.valid.eq(run & self.lines.ready),
-            self.lines.valid.eq(run & self.rd_req.ready),
+            self.job.ready.eq(~run & ~conv.busy & (~implicit | conv.job.ready)),
+            conv.job.valid.eq(self.job.valid & implicit & ~run),
+            conv.job.payload.eq(self.job.payload),
+            self.busy.eq(run | conv.busy),
         ]
+        with m.If(conv.busy):
+            m.d.comb += [self.rd_req.p.eq(conv.rd_req.p), self.rd_req.valid.eq(conv.rd_req.valid),
+                         conv.rd_req.ready.eq(self.rd_req.ready),
+                         self.lines.p.eq(conv.lines.p), self.lines.valid.eq(conv.lines.valid),
+                         conv.lines.ready.eq(self.lines.ready)]
+        with m.Else():
+            m.d.comb += [self.rd_req.p.eq(req), self.rd_req.valid.eq(run & self.lines.ready),
+                         self.lines.p.eq(rec), self.lines.valid.eq(run & self.rd_req.ready)]
         return m

@@ -3,7 +3,8 @@ engine's operand buffers, in the layouts of :mod:`sat.hw.gemm`, and checks packe
 
 One buffer write takes a run of a beat's elements that share a buffer word (``docs/system.md``, "Loader"):
 
-* row-major A / dense B: consecutive elements of one word (up to ``min(max_m or C, 32)``);
+* row-major A / dense B: consecutive elements of one word (A words are 32 lanes, a whole beat: a row-major A beat
+  aligned to its word is one write; B words are ``C`` lanes);
 * B^T: one element (its neighbours in the line are consecutive words of one lane);
 * A^T: the rows of one word group: the same word and lane of consecutive banks, one ``a_write`` with a lane mask
   of that lane for each of their banks.
@@ -24,6 +25,7 @@ from amaranth.utils import exact_log2
 from sat.sw.config import SATConfig
 from sat.sw.descriptor import DIM_WIDTH
 from sat.sw.nmformat import LANES
+from sat.sw.tiling import A_WORD_LANES
 
 from .dma import read_beat_layout
 from .gemm import a_write_layout, b_write_layout
@@ -80,7 +82,7 @@ class OperandLoader(wiring.Component):
     def elaborate(self, platform) -> Module:  # noqa: C901 (one FSM and its datapath)
         m = Module()
         cfg = self._config
-        R, C, mm = cfg.rows, cfg.cols, cfg.max_m
+        R, C, mm = cfg.rows, cfg.cols, A_WORD_LANES       # mm: lanes of an A word
         wm = max(mm, C)
         dw_buf = buffer_addr_width(cfg)
         ctx = self.context
@@ -193,14 +195,21 @@ class OperandLoader(wiring.Component):
             with m.State("LINE"):
                 with m.If(self.lines.valid):
                     m.d.sync += [rec.eq(rec_in), beats_left.eq(rec_in.beats), e_left.eq(rec_in.count),
-                                 src.eq(rec_in.off), blk.eq(0), step.eq(0), slot.eq(0), bank.eq(rec_in.bank)]
+                                 src.eq(rec_in.off), blk.eq(0), step.eq(0), slot.eq(0)]
+                    with m.If(~rec_in.cont):
+                        m.d.sync += bank.eq(rec_in.bank)
                     with m.If(rec_in.sparse):
                         # a packed tile's first column continues where the previous tile of the load ended
                         m.d.sync += [line_dl.eq(Mux(rec_in.first, 0, carry_dl)),
                                      line_da.eq(Mux(rec_in.first, rec_in.addr, carry_da))]
-                    with m.Else():
+                    with m.Elif(~rec_in.cont):
                         m.d.sync += [dl.eq(rec_in.lane), da.eq(rec_in.addr)]
-                    m.next = "BEAT"
+                    with m.If(rec_in.zero):
+                        # no read: write zeros, a beat's worth (32) at a time
+                        m.d.sync += [beat.eq(0), beats_left.eq(rec_in.beats - 1)]
+                        m.next = "WRITE"
+                    with m.Else():
+                        m.next = "BEAT"
             with m.State("BEAT"):
                 with m.If(rd.valid):
                     take_beat(after_value_beat=False)
@@ -235,6 +244,8 @@ class OperandLoader(wiring.Component):
                         with m.If(rec.last):
                             m.d.sync += loaded.eq(1)
                         m.next = "LINE"
+                    with m.Elif(rec.zero):
+                        m.d.sync += beats_left.eq(beats_left - 1)
                     with m.Elif(rd.valid):
                         take_beat(after_value_beat=True)     # (its assignments override the ones above)
                     with m.Else():
@@ -246,7 +257,8 @@ class OperandLoader(wiring.Component):
         # plain assignments (see TileSequencer)
         m.d.comb += [
             self.lines.ready.eq(load_fsm.ongoing("LINE")),
-            rd.ready.eq(load_fsm.ongoing("BEAT") | (load_fsm.ongoing("WRITE") & beat_end & (beats_left != 0))),
+            rd.ready.eq(load_fsm.ongoing("BEAT")
+                        | (load_fsm.ongoing("WRITE") & beat_end & (beats_left != 0) & ~rec.zero)),
             self.a_write.valid.eq(load_fsm.ongoing("WRITE") & rec.a),
             self.b_write.valid.eq(load_fsm.ongoing("WRITE") & ~rec.a),
             self.loaded.valid.eq(loaded),

@@ -18,8 +18,9 @@ from amaranth.utils import exact_log2
 from sat.sw.config import SATConfig
 from sat.sw.descriptor import DIM_WIDTH
 from sat.sw.regmap import ErrorCode
+from sat.sw.tiling import A_WORD_LANES
 
-from .cmdproc import ENGINE_COUNTER_WIDTH, engine_command_layout, engine_done_layout
+from .cmdproc import ENGINE_COUNTER_WIDTH, conv_command_layout, engine_command_layout, engine_done_layout
 from .gemm import command_layout as engine_cmd_layout
 from .gemm import done_layout as engine_answer_layout
 
@@ -36,13 +37,15 @@ def context_layout(config: SATConfig) -> data.StructLayout:
     """Command-wide values the sequencer sets up and holds until the command is answered.
 
     ``kw``: A-buffer words per row; ``steps``: engine steps per output (``S``); ``m_val``: ``M`` (1 dense);
-    ``tile_bytes``: bytes of one packed N:M column tile; ``rl_cstride``: bytes of ``R * L`` rows of C.
+    ``tile_bytes``: bytes of one packed N:M column tile; ``rl_cstride``: bytes of ``R * L`` rows of C; ``conv``:
+    the convolution's lowering parameters (``enable`` 0 for a GEMM).
     """
     aw = config.axi_addr_width
     return data.StructLayout({
         "red": DIM_WIDTH, "cols": DIM_WIDTH, "n": 4, "m_val": 5, "m_log2": 4, "sparse": 1,
         "a_addr": aw, "b_addr": aw, "a_stride": 32, "b_stride": 32, "c_stride": 32,
         "kw": DIM_WIDTH, "steps": DIM_WIDTH + 4, "tile_bytes": aw, "rl_cstride": aw,
+        "conv": conv_command_layout(aw),
     })
 
 
@@ -127,8 +130,7 @@ class TileSequencer(wiring.Component):
     def elaborate(self, platform) -> Module:
         m = Module()
         cfg = self._config
-        R, C, L, mm = cfg.rows, cfg.cols, cfg.adder_latency, cfg.max_m
-        lg_mm = exact_log2(mm)
+        R, C, L = cfg.rows, cfg.cols, cfg.adder_latency
         lg_l = (L - 1).bit_length()      # ceil(log2(L)): a row tile of R * 2**p rows fills a pass when p >= lg_l
         a_depth, b_depth = cfg.a_depth, cfg.b_depth
         a_aw, b_aw = exact_log2(a_depth), exact_log2(b_depth)
@@ -151,6 +153,7 @@ class TileSequencer(wiring.Component):
             ctx.sparse.eq(c.sparse), ctx.a_addr.eq(c.a_addr), ctx.b_addr.eq(c.b_addr),
             ctx.a_stride.eq(c.a_stride), ctx.b_stride.eq(c.b_stride), ctx.c_stride.eq(c.c_stride),
             ctx.kw.eq(kw), ctx.steps.eq(steps), ctx.tile_bytes.eq(tile_bytes), ctx.rl_cstride.eq(rl_cstride),
+            ctx.conv.eq(c.conv),
         ]
 
         # the loader's tile
@@ -207,7 +210,7 @@ class TileSequencer(wiring.Component):
                     m.next = "SETUP1"
             with m.State("SETUP1"):
                 m.d.sync += [
-                    kw.eq((c.red + mm - 1) >> lg_mm),
+                    kw.eq((c.red + A_WORD_LANES - 1) >> exact_log2(A_WORD_LANES)),
                     steps.eq(Mux(c.sparse, groups * c.n, c.red)),
                     rl_cstride.eq(c.c_stride * (R * L)),
                 ]

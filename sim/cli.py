@@ -25,15 +25,19 @@ import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sat.sw.bdwp import register_backend
+from sat.sw.backend import register_backend
 from sat.sw.cli import subcommand
 from sat.sw.config import SATConfig
 
 from .runner import OPT_LEVELS
 
-__all__ = ["run_sim_gemm", "run_sim_train", "sim_backend", "MIN_SIM_MEMORY_BYTES", "TRAIN_MEMORY_BYTES"]
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    import numpy as np
+
+__all__ = ["run_sim_gemm", "run_sim_conv", "conv_problem", "run_sim_train", "sim_backend", "MIN_SIM_MEMORY_BYTES",
+           "TRAIN_MEMORY_BYTES"]
 
 #: Smallest device memory of a simulated core (more when the operands need it).
 MIN_SIM_MEMORY_BYTES = 1 << 20
@@ -66,7 +70,7 @@ def run_sim_gemm(args: argparse.Namespace) -> int:
     """Handler of ``sat sim gemm`` (see the module docstring)."""
     import numpy as np
 
-    from sat.sw.bdwp import parse_nm
+    from sat.sw.nm import parse_nm
     from sat.sw.tiling import tile_plan
 
     from .runner import run_cocotb
@@ -178,7 +182,7 @@ def sim_backend() -> Any:
                        "sat.sim.cocotb_transport.attach in your own testbench")
 
 
-def run_sim_train(cfg: Any, *, rows: int = 4, cols: int = 4, a_depth: int = 128, b_depth: int = 512,
+def run_sim_train(cfg: Any, *, rows: int = 4, cols: int = 4, a_depth: int = 32, b_depth: int = 512,
                   opt: int = 1, memory: str | None = None, dram: str | None = None, pause: float = 0.0,
                   golden: bool = False,
                   latency: int = 2, seed: int = 0, report: str | Path | None = None,
@@ -221,7 +225,7 @@ def run_sim_train(cfg: Any, *, rows: int = 4, cols: int = 4, a_depth: int = 128,
     ValueError
         For an array, depths or N:M the core cannot be built with.
     """
-    from sat.sw.bdwp import parse_nm
+    from sat.sw.nm import parse_nm
 
     from .runner import run_cocotb
     from .tops import system_top
@@ -252,6 +256,159 @@ def run_sim_train(cfg: Any, *, rows: int = 4, cols: int = 4, a_depth: int = 128,
             tmp.cleanup()
 
 
+_CONV_INPUTS = {"ff": ("x", "w"), "bp": ("dy", "w"), "wu": ("x", "dy")}
+_CONV_OUTPUT = {"ff": "y", "bp": "dx", "wu": "dw"}
+
+
+class _UsageError(ValueError):
+    """A ``sat sim conv`` argument that cannot run: the message says what to do."""
+
+
+def _load_operand(path: str | None, name: str, ndim: int) -> np.ndarray:
+    """A float32 array from a ``.npy`` file with ``ndim`` dimensions, finite, real."""
+    import numpy as np
+
+    if not path:
+        raise _UsageError(f"--{name.replace('_', '-')} is needed for this pass: give a .npy file")
+    p = Path(path)
+    if not p.is_file():
+        raise _UsageError(f"--{name} {path}: no such file")
+    try:
+        arr = np.load(p, allow_pickle=False)
+    except (ValueError, OSError) as e:
+        raise _UsageError(f"--{name} {path}: not a NumPy .npy array ({e})") from None
+    if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)) \
+            or np.issubdtype(arr.dtype, np.complexfloating):
+        raise _UsageError(f"--{name} {path}: a real numeric array is needed, not dtype {arr.dtype}")
+    if arr.ndim != ndim:
+        raise _UsageError(f"--{name} {path}: a {ndim}-D array is needed, not shape {arr.shape}")
+    arr = arr.astype(np.float32)
+    if not np.isfinite(arr).all():
+        raise _UsageError(f"--{name} {path}: holds NaN or Inf")
+    return arr
+
+
+def conv_problem(args: argparse.Namespace) -> tuple[Any, dict]:
+    """The convolution and its operands of a ``sat sim conv`` command line: ``(ConvShape, {name: array})``.
+
+    Raises
+    ------
+    ValueError
+        For missing or inconsistent operands, with what to fix.
+    """
+    from sat.sw.conv import ConvShape
+
+    pass_ = args.pass_
+    arrays = {name: _load_operand(getattr(args, name), name, 4) for name in _CONV_INPUTS[pass_]}
+    s, p = args.stride, args.padding
+    if s < 1 or p < 0:
+        raise _UsageError(f"--stride must be >= 1 and --padding >= 0, not {s} and {p}")
+    try:
+        if pass_ == "ff":
+            x, w = arrays["x"], arrays["w"]
+            if w.shape[3] != x.shape[3]:
+                raise _UsageError(f"W {w.shape} is (C_out, kh, kw, C_in) with C_in = {w.shape[3]}, but X {x.shape} "
+                                  f"has {x.shape[3]} channels")
+            shape = ConvShape(x.shape[0], x.shape[1], x.shape[2], x.shape[3], w.shape[0], w.shape[1], w.shape[2], s, p)
+        elif pass_ == "bp":
+            dy, w = arrays["dy"], arrays["w"]
+            if not args.input_hw:
+                raise _UsageError("--input-hw H W is needed for bp: the input's height and width")
+            h, wd = args.input_hw
+            shape = ConvShape(dy.shape[0], h, wd, w.shape[3], w.shape[0], w.shape[1], w.shape[2], s, p)
+            if dy.shape != shape.y_shape:
+                raise _UsageError(f"dY {dy.shape} does not fit: a {h}x{wd} input with W {w.shape}, stride {s} and "
+                                  f"padding {p} gives dY {shape.y_shape}")
+        else:
+            x, dy = arrays["x"], arrays["dy"]
+            if not args.kernel:
+                raise _UsageError("--kernel KH KW is needed for wu")
+            kh, kw = args.kernel
+            shape = ConvShape(x.shape[0], x.shape[1], x.shape[2], x.shape[3], dy.shape[3], kh, kw, s, p)
+            if dy.shape != shape.y_shape:
+                raise _UsageError(f"dY {dy.shape} does not fit: X {x.shape} with a {kh}x{kw} kernel, stride {s} and "
+                                  f"padding {p} gives dY {shape.y_shape}")
+    except _UsageError:
+        raise
+    except ValueError as e:
+        raise _UsageError(f"these operands do not make a convolution: {e}") from None
+    return shape, arrays
+
+
+def run_sim_conv(args: argparse.Namespace) -> int:
+    """Handler of ``sat sim conv`` (see ``docs/conv.md``)."""
+    import numpy as np
+
+    from sat.sw import numerics
+    from sat.sw.nm import parse_nm
+
+    from .runner import run_cocotb
+    from .tops import system_top
+
+    try:
+        nm = parse_nm(args.nm)
+        if nm is not None and nm[0] == nm[1]:
+            nm = None
+        if nm is not None and args.pass_ == "wu":
+            raise _UsageError("wu is dense in BDWP: leave out --nm")
+        shape, arrays = conv_problem(args)
+        nm_set = SATConfig().nm_set
+        if nm is not None and nm not in nm_set:
+            nm_set = (*nm_set, nm)
+        config = SATConfig(rows=args.rows, cols=args.cols, fmt=args.fmt, adder_latency=args.latency,
+                           nm_set=nm_set, a_depth=args.a_depth, b_depth=args.b_depth)
+    except ValueError as e:
+        raise SystemExit(f"sat sim conv: error: {e}") from None
+    out_dir = Path(args.out)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise SystemExit(f"sat sim conv: error: --out {out_dir} is a file: give a directory")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rounded = []
+    paths = {}
+    for name, arr in arrays.items():
+        q = numerics.quantize(arr, config.fmt)
+        if name != "w" and not np.array_equal(q, arr):
+            rounded.append(name)
+        paths[name] = str((out_dir / f"_{name}_input.npy").resolve())
+        np.save(paths[name], q if name != "w" else arr)
+    if "w" in arrays and not np.array_equal(numerics.quantize(arrays["w"], config.fmt), arrays["w"]):
+        rounded.append("w")
+    for name in rounded:
+        print(f"sat sim conv: note: {name} holds values {config.fmt} cannot represent: rounded to nearest even",
+              file=sys.stderr)
+    need = 4 * (shape.in_pixels * shape.c_in + shape.pixels * shape.c_out + 2 * shape.c_out * shape.k)
+    memory_bytes = _memory_for(1, 1, 1)
+    while memory_bytes < 3 * need + (256 << 10):
+        memory_bytes *= 2
+    report_path = out_dir / "report.json"
+    output = out_dir / f"{_CONV_OUTPUT[args.pass_]}.npy"
+    conv = {"pass": args.pass_, "shape": [shape.batch, shape.height, shape.width, shape.c_in, shape.c_out, shape.kh,
+                                          shape.kw, shape.stride, shape.padding],
+            "nm": list(nm) if nm else None, "arrays": {k: paths.get(k) for k in ("x", "dy", "w")},
+            "out": str(output.resolve()), "report": str(report_path.resolve())}
+    top = system_top(config, memory_bytes=memory_bytes)
+    params = {"config": config.to_dict(), "memory_bytes": memory_bytes, "seed": args.seed, "pause": args.pause,
+              "conv": conv}
+    try:
+        with _stdout_to_stderr(), _axi_memory(args.memory):
+            run_cocotb(top, "sat.sim.tb_conv", params=params, testcase="cli_conv", run_name="cli_conv", opt=args.opt)
+    finally:
+        for p in paths.values():
+            Path(p).unlink(missing_ok=True)
+    report = json.loads(report_path.read_text())
+    report["rounded_inputs"] = rounded
+    report["output"] = str(output)
+    report_path.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
+    if args.json:
+        print(json.dumps(report, indent=2, sort_keys=True))
+    else:
+        print(f"conv {args.pass_} {shape} ({report['nm']}, {config.fmt}) on a {config.rows}x{config.cols} array: "
+              f"{report['descriptors']} descriptor(s), {report['cycles']} cycles")
+        print(f"  bit-identical    {'yes' if report['bit_identical'] else 'NO'} ({report['mismatches']} differ)")
+        print(f"  result           {output}  report {report_path}")
+    return 0 if report["bit_identical"] else 1
+
+
 @subcommand("sim", help="run SAT in RTL simulation (cocotb + Verilator) through the host driver")
 def _sim(p: argparse.ArgumentParser) -> Callable[[argparse.Namespace], int]:
     sub = p.add_subparsers(dest="sim_command", metavar="SIMCOMMAND", required=True)
@@ -270,11 +427,39 @@ def _sim(p: argparse.ArgumentParser) -> Callable[[argparse.Namespace], int]:
     g.add_argument("--rows", type=int, default=2, help="array rows R (default 2)")
     g.add_argument("--cols", type=int, default=2, help="array columns C (default 2)")
     g.add_argument("--latency", type=int, default=2, help="FP32 adder latency L (default 2)")
-    g.add_argument("--a-depth", type=int, default=32, help="words per A bank of the engine (default 32)")
+    g.add_argument("--a-depth", type=int, default=8, help="32-element words per A bank of the engine (default 8)")
     g.add_argument("--b-depth", type=int, default=128, help="words of the B buffer (default 128)")
     g.add_argument("--pause", type=float, default=0.0, help="random AXI pause probability (default 0)")
     _add_sim_build_args(g, default_opt=0)
     g.set_defaults(_sim_handler=run_sim_gemm)
+
+    c = sub.add_parser("conv", help="run one convolution pass (FF, BP or WU) on the simulated core",
+                       description="One pass of a convolution on channels-last tensors (SPEC 1.1), run on the RTL "
+                                   "through the driver (convolution descriptors: the core lowers the operand) and "
+                                   "compared bit for bit with the golden model. Writes DIR/y.npy, dx.npy or dw.npy "
+                                   "(FP32) and DIR/report.json; exit status 0 when bit-identical.")
+    c.add_argument("--pass", dest="pass_", required=True, choices=("ff", "bp", "wu"), help="the pass")
+    c.add_argument("--x", help="X (B, H, W, C_in) as .npy (ff, wu)")
+    c.add_argument("--dy", help="dY (B, OH, OW, C_out) as .npy (bp, wu)")
+    c.add_argument("--w", help="W, the dense master weight (C_out, kh, kw, C_in), as .npy (ff, bp)")
+    c.add_argument("--input-hw", type=int, nargs=2, metavar=("H", "W"), help="input height and width (bp)")
+    c.add_argument("--kernel", type=int, nargs=2, metavar=("KH", "KW"), help="kernel size (wu)")
+    c.add_argument("--stride", type=int, default=1, help="stride (default 1)")
+    c.add_argument("--padding", type=int, default=0, help="zero padding (default 0)")
+    c.add_argument("--nm", default="dense", help="N:M of the pass, e.g. 2:8 (ff: W pruned along K; bp: along "
+                                                 "C_out, independent mask; default dense)")
+    c.add_argument("--fmt", default="fp16", choices=("fp16", "bf16"), help="operand format")
+    c.add_argument("--out", required=True, help="output directory")
+    c.add_argument("--json", action="store_true", help="print the report (with the RTL counters) as JSON")
+    c.add_argument("--seed", type=int, default=0, help="simulator seed")
+    c.add_argument("--rows", type=int, default=2, help="array rows R (default 2)")
+    c.add_argument("--cols", type=int, default=2, help="array columns C (default 2)")
+    c.add_argument("--latency", type=int, default=2, help="FP32 adder latency L (default 2)")
+    c.add_argument("--a-depth", type=int, default=8, help="32-element words per A bank of the engine (default 8)")
+    c.add_argument("--b-depth", type=int, default=128, help="words of the B buffer (default 128)")
+    c.add_argument("--pause", type=float, default=0.0, help="random AXI pause probability (default 0)")
+    _add_sim_build_args(c, default_opt=0)
+    c.set_defaults(_sim_handler=run_sim_conv)
     return lambda args: args._sim_handler(args)
 
 

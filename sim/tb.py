@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -23,8 +23,9 @@ import numpy as np
 from sat.sw.numerics import FP32_CANONICAL_NAN, decode, fp32_bits, from_fp32_bits, get_format
 
 __all__ = [
-    "CLOCK_PERIOD_NS", "tb_params", "dram_param", "rng_for", "start_clock", "reset", "pause_generator", "idle_inserter",
-    "backpressure", "stream_pipeline", "FP32Scoreboard", "fmt_fp32", "fmt_operand",
+    "CLOCK_PERIOD_NS", "tb_params", "dram_param", "rng_for", "start_clock", "reset", "pause_generator",
+    "idle_inserter", "backpressure", "stream_pipeline", "FP32Scoreboard", "fmt_fp32", "fmt_operand",
+    "without_host_lowering",
 ]
 
 CLOCK_PERIOD_NS = 4
@@ -321,3 +322,19 @@ class FP32Scoreboard:
             raise AssertionError(f"{self.name}: no results were compared")
         if self.mismatches:
             raise AssertionError(self.report())
+
+
+def without_host_lowering(work: Callable[[], Any]) -> Any:
+    """Run ``work`` with the host's lowerings (``sat.sw.conv.im2col`` / ``bp_lower``) refusing to run: the
+    device path must not lower on the host (the golden model, run afterwards, does: it is the reference)."""
+    import sat.sw.conv as conv_module
+
+    def refuse(*_args, **_kwargs):
+        raise AssertionError("the host lowered a convolution")
+
+    saved = conv_module.im2col, conv_module.bp_lower
+    conv_module.im2col, conv_module.bp_lower = refuse, refuse
+    try:
+        return work()
+    finally:
+        conv_module.im2col, conv_module.bp_lower = saved

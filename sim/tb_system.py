@@ -34,7 +34,7 @@ from sat.sw import nmformat, numerics
 from sat.sw.config import SATConfig
 from sat.sw.perfmodel import gemm_counters, steps_per_output, unit_cycles
 from sat.sw.regmap import ErrorCode
-from sat.sw.tiling import tile_plan
+from sat.sw.tiling import max_reduction, tile_plan
 
 from .cocotb_transport import attach
 from .tb import dram_param, rng_for, tb_params
@@ -292,8 +292,8 @@ async def errors(dut: Any) -> None:
             expect([good, good], ErrorCode.BAD_OPERAND, 0)
         transport.dma_write(wt.addr, good_raw)
         # 6. reduction too long for the buffers: BAD_SHAPE (from the engine) before any operand read
-        k_big = min(2 * config.a_depth * config.max_m, 4000)
-        assert k_big > config.a_depth * config.max_m or k_big > config.b_depth
+        k_big = min(2 * max_reduction(config), 4000)
+        assert k_big > max_reduction(config)
         xa = device.alloc_tensor((2, k_big), config.fmt)
         wb = device.alloc_tensor((k_big, 2), config.fmt)
         yc = device.alloc_tensor((2, 2))

@@ -4,29 +4,47 @@
 the driver and the tests: in every group of ``m`` consecutive elements along ``axis`` it keeps the ``n``
 largest magnitudes, ties going to the lower index.
 
-Every layer is lowered to three GEMMs per iteration (``docs/bdwp.md``):
+Every layer runs three passes per iteration (``docs/bdwp.md``):
 
 * **FF**  ``Y  = X . W_ff^T``  with ``W_ff = prune(W, N, M, axis=K)`` (sparse along the reduction axis ``K``);
 * **BP**  ``dX = dY . W_bp``   with ``W_bp = prune(W, N, M, axis=C_out)`` (sparse along ``C_out``), pruned
   from the dense master weights (``bp_mask="independent"``, default) or from ``W_ff`` (``bp_mask="nested"``);
 * **WU**  ``dW = dY^T . X``    dense.
 
-All GEMMs go through a :class:`GemmBackend`; the training code never calls :mod:`sat.sw.numerics` directly, so
-the same code trains on the golden model, in RTL simulation or on the card. Operands are quantized to the
-operand format (FP16 or BF16) before each GEMM, results are FP32. Everything else (bias, ReLU, loss, col2im,
-the SGD/SR-STE update, loss scaling) runs on the host in float32.
+For a convolution these are the implicit-GEMM passes of :mod:`sat.sw.conv` (BP is a transposed convolution);
+a linear layer is their ``1 x 1`` case. Every pass goes through a :class:`GemmBackend` (its ``conv`` entry point
+when it has one, else its GEMMs on the lowered operands); the training code never calls
+:mod:`sat.sw.numerics` directly, so the same code trains on the golden model, in RTL simulation or on the card.
+Operands are quantized to the operand format (FP16 or BF16) before each pass, results are FP32. Everything else
+(bias, ReLU, loss, the SGD/SR-STE update, loss scaling; batch norm, pooling and residual adds in
+:mod:`sat.sw.hostops`) runs on the host in float32.
 """
 
 from __future__ import annotations
 
-import importlib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
+from sat.sw import conv as _conv
 from sat.sw import numerics
+from sat.sw.conv import ConvShape, conv_output_size, im2col
+from sat.sw.network import POLICIES, PassPolicy, pass_is_sparse
+
+from .backend import (
+    Float32Backend,
+    GemmBackend,
+    GoldenBackend,
+    backend_names,
+    get_backend,
+    k_chunks,
+    register_backend,
+    sparse_chunk,
+    sum_partials,
+)
+from .nm import NM, check_nm, format_nm, nm_mask, parse_nm, prune
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from sat.sw.nmformat import NMOperand
@@ -34,303 +52,40 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
 __all__ = [
     "check_nm", "nm_mask", "prune",
     "NM", "parse_nm", "format_nm",
-    "GemmBackend", "GoldenBackend", "k_chunks", "sum_partials", "sparse_chunk", "register_backend", "get_backend",
+    "GemmBackend", "GoldenBackend", "Float32Backend", "resident", "release",
+    "k_chunks", "sum_partials", "sparse_chunk", "register_backend", "get_backend",
     "backend_names",
     "PassPolicy", "BPMask", "BDWPSettings", "pass_is_sparse",
     "ff_weights", "bp_weights", "gemm_ff", "gemm_bp", "gemm_wu",
-    "im2col", "col2im", "conv_output_size",
+    "ConvShape", "im2col", "col2im", "conv_output_size",
     "Layer", "GemmLayer", "Linear", "Conv2d", "Flatten", "Sequential",
     "softmax_cross_entropy", "LossScaler", "SGD",
 ]
 
 
-def check_nm(n: int, m: int) -> None:
-    """Raise ``ValueError`` unless ``n:m`` is a valid N:M pattern (``1 <= n <= m``, ``m`` a power of two)."""
-    if not isinstance(m, (int, np.integer)) or m < 1 or (m & (m - 1)) != 0:
-        raise ValueError(f"M must be a power of two (e.g. 4 or 8), not {m!r}")
-    if not isinstance(n, (int, np.integer)) or not 1 <= n <= m:
-        raise ValueError(f"N must be between 1 and M ({m}), not {n!r}")
+def resident(backend: GemmBackend, x: np.ndarray, fmt: str):
+    """Hand an operand-format activation tensor to ``backend`` for reuse by several passes.
 
-
-def nm_mask(w, n: int, m: int, axis: int = -1) -> np.ndarray:
-    """Boolean mask keeping the ``n`` largest ``|w|`` of every ``m`` consecutive elements along ``axis``.
-
-    Ties go to the lower index. When the axis length is not a multiple of ``m`` the array is treated as
-    zero-padded: the last, partial group keeps its ``min(n, length)`` largest elements.
-
-    Parameters
-    ----------
-    w : array_like
-        Weights (any real dtype, any number of dimensions).
-    n, m : int
-        Keep ``n`` of every ``m``; ``m`` must be a power of two and ``1 <= n <= m``.
-    axis : int
-        Axis along which groups are formed (``K`` for FF weights, ``C_out`` for BP weights).
-
-    Raises
-    ------
-    ValueError
-        For an invalid ``n:m`` or weights containing NaN.
+    A device backend (one with ``put``) copies it to device memory once and returns the handle, which its
+    ``conv`` entry point accepts wherever an array is accepted (the FF input reused by WU, the output gradient
+    reused by BP and WU); other backends get the array itself. Pair every call with :func:`release`.
     """
-    check_nm(n, m)
-    w = np.asarray(w)
-    if np.issubdtype(w.dtype, np.floating) and np.isnan(w).any():
-        raise ValueError("cannot prune weights that contain NaN: check the loss scale / learning rate")
-    axis = axis % w.ndim if w.ndim else 0
-    moved = np.moveaxis(w, axis, -1)
-    length = moved.shape[-1]
-    pad = -length % m
-    if n == m:
-        return np.ones(w.shape, dtype=bool)
-    if moved.flags.c_contiguous:
-        # groups run along the innermost axis: copy each group position into its own contiguous array
-        mag = np.abs(moved)
-        if pad:
-            mag = np.concatenate([mag, np.zeros(mag.shape[:-1] + (pad,), mag.dtype)], axis=-1)
-        flat = mag.reshape(-1, m)
-        keep = _rank_keep([np.ascontiguousarray(flat[:, j]) for j in range(m)], n)
-        keep = np.stack(keep, axis=-1).reshape(mag.shape)[..., :length]
-        return np.moveaxis(keep, -1, axis)
-    # groups run along an outer axis (BP weights: groups along C_out of C_out x K): every group position is
-    # a strided view whose inner rows are contiguous, so no copy is needed (3x faster than moving the axis)
-    mag = np.ascontiguousarray(np.abs(w))
-    if pad:
-        mag = np.concatenate([mag, np.zeros(mag.shape[:axis] + (pad,) + mag.shape[axis + 1:], mag.dtype)], axis=axis)
-    groups = mag.reshape(mag.shape[:axis] + (-1, m) + mag.shape[axis + 1:])
-    position = [groups[(slice(None),) * (axis + 1) + (j,)] for j in range(m)]
-    keep = np.stack(_rank_keep(position, n), axis=axis + 1).reshape(mag.shape)
-    return keep[(slice(None),) * axis + (slice(0, length),)]
+    put = getattr(backend, "put", None)
+    return x if put is None else put(x, fmt)
 
 
-def _rank_keep(position: list[np.ndarray], n: int) -> list[np.ndarray]:
-    """``keep[j]``: whether group member ``j`` (``position[j]``, magnitudes) is among the ``n`` largest.
-
-    rank[i] = how many group members beat member i (larger, or equal with a lower index). Each pair is compared
-    once, on whole per-position arrays: ~7x faster than comparing whole groups m times.
-    """
-    m = len(position)
-    rank = [np.zeros(position[0].shape, dtype=np.uint8) for _ in range(m)]
-    for i in range(m):
-        for j in range(i + 1, m):
-            lower_wins = position[i] >= position[j]
-            rank[j] += lower_wins
-            rank[i] += ~lower_wins
-    return [r < n for r in rank]
-
-
-def prune(w, n: int, m: int, axis: int = -1) -> np.ndarray:
-    """``w`` with everything but the N:M-selected elements along ``axis`` set to zero."""
-    w = np.asarray(w)
-    return np.where(nm_mask(w, n, m, axis), w, np.zeros((), w.dtype))
-
-
-# ----------------------------------------------------------------------------------------------------------
-# N:M patterns
-
-NM = tuple[int, int] | None
-"""An N:M pattern ``(n, m)``, or ``None`` for dense training."""
-
-
-def parse_nm(text: str | tuple[int, int] | None) -> NM:
-    """Parse ``"2:8"`` into ``(2, 8)`` and ``"dense"`` (or ``None``) into ``None``.
-
-    Raises
-    ------
-    ValueError
-        If ``text`` is neither ``"dense"`` nor ``"N:M"`` with a valid pattern (see :func:`check_nm`).
-    """
-    if text is None:
-        return None
-    if isinstance(text, tuple):
-        n, m = text
-    else:
-        s = str(text).strip().lower()
-        if s == "dense":
-            return None
-        parts = s.split(":")
-        if len(parts) != 2 or not all(p.isdigit() for p in parts):
-            raise ValueError(f"sparsity must be 'dense' or 'N:M' such as '2:8', not {text!r}")
-        n, m = int(parts[0]), int(parts[1])
-    check_nm(n, m)
-    return (int(n), int(m))
-
-
-def format_nm(nm: NM) -> str:
-    """Inverse of :func:`parse_nm`: ``(2, 8)`` -> ``"2:8"``, ``None`` -> ``"dense"``."""
-    return "dense" if nm is None else f"{nm[0]}:{nm[1]}"
-
-
-# ----------------------------------------------------------------------------------------------------------
-# GEMM backends
-
-@runtime_checkable
-class GemmBackend(Protocol):
-    """Where the GEMMs of a training iteration run (golden model, RTL simulation, FPGA card).
-
-    Both methods receive operands already quantized to ``fmt`` (float32 arrays holding exactly representable
-    values) and return the FP32 result as a float32 array; a conforming backend returns bit-identical results
-    to :class:`GoldenBackend`.
-    """
-
-    def dense(self, a: np.ndarray, b: np.ndarray, fmt: str) -> np.ndarray:
-        """``a @ b`` for ``a`` (rows, K) and ``b`` (K, cols), dense."""
-        ...
-
-    def sparse(self, a: np.ndarray, b: NMOperand, fmt: str) -> np.ndarray:
-        """``a @ B`` for ``a`` (rows, K) and ``B`` (K, cols) N:M-sparse along K, compressed (``nmformat``)."""
-        ...
-
-
-KLimit = Callable[[int, int], int]
-
-
-def k_chunks(k: int, limit: int, granule: int = 1) -> list[tuple[int, int]]:
-    """Split a reduction ``[0, k)`` into consecutive chunks ``(k0, k1)`` of at most ``limit``.
-
-    Every chunk but the last has the same length, the largest multiple of ``granule`` not above ``limit`` (so an
-    N:M operand splits on group boundaries with ``granule = m``). A backend that splits ``K`` and the golden model
-    that checks it use this rule, so that both add the same partials in the same order.
-
-    Raises
-    ------
-    ValueError
-        If ``limit`` is smaller than ``granule`` or either is not positive.
-    """
-    if granule < 1 or limit < granule:
-        raise ValueError(f"a K chunk limit of {limit} cannot hold one group of {granule}: the buffers are too small "
-                         "for this N:M pattern")
-    size = limit - limit % granule
-    return [(k0, min(k, k0 + size)) for k0 in range(0, k, size)] or [(0, 0)]
-
-
-def sum_partials(parts: Iterable[np.ndarray]) -> np.ndarray:
-    """FP32 sum of K-chunk partial products in the given (chunk) order, with the array's adder semantics
-    (:func:`sat.sw.numerics.fp32_add`: RNE, DAZ/FTZ, canonical NaN): ``((p0 + p1) + p2) + ...``.
-
-    Raises
-    ------
-    ValueError
-        For no partials or partials of different shapes.
-    """
-    total = None
-    for p in parts:
-        p = np.asarray(p, np.float32)
-        if total is None:
-            total = p.copy()
-        elif p.shape != total.shape:
-            raise ValueError(f"K-chunk partials of different shapes: {total.shape} and {p.shape}")
-        else:
-            total = numerics.fp32_add(total, p)
-    if total is None:
-        raise ValueError("no K-chunk partials to add")
-    return total
-
-
-def sparse_chunk(b: NMOperand, k0: int, k1: int) -> NMOperand:
-    """Rows ``[k0, k1)`` of the N:M operand ``b`` (``k0`` on a group boundary) as an operand of its own."""
-    from sat.sw.nmformat import NMOperand
-
-    if k0 % b.m or not 0 <= k0 < k1 <= b.k:
-        raise ValueError(f"rows {k0}..{k1} are not a group-aligned slice of a {b.k}-row {b.n}:{b.m} operand")
-    g0, g1 = k0 // b.m, -(-k1 // b.m)
-    return NMOperand(np.ascontiguousarray(b.values[g0:g1]), np.ascontiguousarray(b.indices[g0:g1]), b.n, b.m,
-                     k1 - k0, b.cols)
-
-
-class GoldenBackend:
-    """The bit-exact NumPy golden model: :func:`sat.sw.numerics.matmul` and ``matmul_sparse``.
-
-    Parameters
-    ----------
-    k_limit : int or callable, optional
-        Split ``K`` as a backend with limited buffers does: ``k_limit(n, m)`` (``n = m = 0`` for dense) is the
-        longest chunk, an int the same for every GEMM; chunks follow :func:`k_chunks` (``granule = m`` for
-        sparse) and their FP32 partials are added in order by :func:`sum_partials`. Default: no split. Pass a
-        device backend's :meth:`~sat.sw.driver.device.DeviceBackend.k_limit` to check it bit for bit.
-    """
-
-    name = "golden"
-
-    def __init__(self, k_limit: int | KLimit | None = None) -> None:
-        if isinstance(k_limit, int) and k_limit < 1:
-            raise ValueError(f"k_limit must be positive, not {k_limit!r}")
-        self.k_limit = k_limit
-
-    def _limit(self, n: int, m: int) -> int | None:
-        if self.k_limit is None:
-            return None
-        return self.k_limit if isinstance(self.k_limit, int) else int(self.k_limit(n, m))
-
-    def dense(self, a: np.ndarray, b: np.ndarray, fmt: str) -> np.ndarray:
-        limit = self._limit(0, 0)
-        k = np.shape(b)[0]
-        if limit is None or k <= limit:
-            return numerics.matmul(a, b, fmt)
-        return sum_partials(numerics.matmul(a[:, k0:k1], b[k0:k1], fmt) for k0, k1 in k_chunks(k, limit))
-
-    def sparse(self, a: np.ndarray, b: NMOperand, fmt: str) -> np.ndarray:
-        if a.shape[1] != b.k:
-            raise ValueError(f"sparse GEMM: a has K={a.shape[1]} columns but the N:M operand has "
-                             f"k={b.k} rows")
-        limit = self._limit(b.n, b.m)
-        if limit is None or b.k <= limit:
-            return numerics.matmul_sparse(a, b.values, b.indices, b.m, fmt)
-        parts = []
-        for k0, k1 in k_chunks(b.k, limit, b.m):
-            c = sparse_chunk(b, k0, k1)
-            parts.append(numerics.matmul_sparse(a[:, k0:k1], c.values, c.indices, c.m, fmt))
-        return sum_partials(parts)
-
-    def __repr__(self) -> str:
-        return "GoldenBackend()" if self.k_limit is None else f"GoldenBackend(k_limit={self.k_limit!r})"
-
-
-_BACKENDS: dict[str, str | Callable[[], GemmBackend]] = {"golden": GoldenBackend}
-
-
-def register_backend(name: str, factory: str | Callable[[], GemmBackend]) -> None:
-    """Make a backend selectable by name (``sat train --backend NAME``).
-
-    Parameters
-    ----------
-    name : str
-        Backend name, e.g. ``"sim"`` or ``"xdma"``.
-    factory : callable or str
-        A zero-argument callable returning a :class:`GemmBackend`, or ``"package.module:attribute"``
-        naming one (imported only when the backend is requested).
-    """
-    _BACKENDS[name] = factory
-
-
-def backend_names() -> list[str]:
-    """Names accepted by :func:`get_backend`."""
-    return sorted(_BACKENDS)
-
-
-def get_backend(name: str) -> GemmBackend:
-    """Instantiate the backend registered as ``name``.
-
-    Raises
-    ------
-    ValueError
-        If no backend of that name is registered.
-    """
-    try:
-        factory = _BACKENDS[name]
-    except KeyError:
-        raise ValueError(f"unknown GEMM backend {name!r}: choose one of {backend_names()}") from None
-    if isinstance(factory, str):
-        module, _, attr = factory.partition(":")
-        factory = getattr(importlib.import_module(module), attr)
-    return factory()
+def release(backend: GemmBackend, handle) -> None:
+    """Give back a handle from :func:`resident` (no-op for a plain array or ``None``)."""
+    free = getattr(backend, "release", None)
+    if free is not None and handle is not None and not isinstance(handle, np.ndarray):
+        free(handle)
 
 
 # ----------------------------------------------------------------------------------------------------------
 # Settings and the dense/sparse policy
 
-PassPolicy = Literal["auto", "dense", "sparse"]
 BPMask = Literal["independent", "nested"]
-_POLICIES = ("auto", "dense", "sparse")
+_POLICIES = POLICIES
 _BP_MASKS = ("independent", "nested")
 
 
@@ -369,39 +124,6 @@ class BDWPSettings:
         if not isinstance(self.backend, GemmBackend):
             raise ValueError(f"backend must provide dense(a, b, fmt) and sparse(a, op, fmt), "
                              f"got {self.backend!r}")
-
-
-def pass_is_sparse(policy: PassPolicy, length: int, nm: NM) -> bool:
-    """Whether a FF or BP pass runs N:M-sparse.
-
-    ``"dense"`` and ``"sparse"`` force the mode (``"sparse"`` zero-pads a ragged last group). ``"auto"``
-    runs sparse exactly when the pass's group axis (``K`` for FF, ``C_out`` for BP) has a length that is a
-    positive multiple of ``M`` and ``N < M``: then no group is padded and the work shrinks by ``N/M``.
-    For 3x3 convolutions ``K = 9 * C_in`` with ``9`` odd, so this is also the condition that no group
-    straddles two kernel taps. It keeps the first convolution (``C_in`` of 1 or 3) and the BP pass of a
-    10-way classifier dense, as the BDWP method prescribes.
-
-    Parameters
-    ----------
-    policy : "auto", "dense" or "sparse"
-    length : int
-        Length of the group axis.
-    nm : (n, m) or None
-        ``None`` (dense training) always gives ``False``.
-
-    Raises
-    ------
-    ValueError
-        For an unknown policy.
-    """
-    if policy not in _POLICIES:
-        raise ValueError(f"pass policy must be one of {_POLICIES}, not {policy!r}")
-    if nm is None or policy == "dense":
-        return False
-    if policy == "sparse":
-        return True
-    n, m = nm
-    return n < m and length >= m and length % m == 0
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -480,43 +202,6 @@ def gemm_wu(dy: np.ndarray, x: np.ndarray, s: BDWPSettings) -> np.ndarray:
 
 # ----------------------------------------------------------------------------------------------------------
 # Convolution lowering (channels-last)
-
-def conv_output_size(size: int, kernel: int, stride: int, padding: int) -> int:
-    """Output length of a convolution along one spatial axis.
-
-    Raises
-    ------
-    ValueError
-        If the kernel does not fit the padded input.
-    """
-    out = (size + 2 * padding - kernel) // stride + 1
-    if out < 1:
-        raise ValueError(f"kernel {kernel} does not fit an input of {size} with padding {padding}")
-    return out
-
-
-def im2col(x: np.ndarray, kh: int, kw: int, stride: int = 1, padding: int = 0) -> np.ndarray:
-    """Channels-last im2col: ``x`` (B, H, W, C) -> (B*OH*OW, kh*kw*C).
-
-    Row ``(b*OH + oh)*OW + ow`` holds the receptive field of output pixel ``(b, oh, ow)``; column
-    ``(i*kw + j)*C + c`` holds ``x_padded[b, oh*stride + i, ow*stride + j, c]`` (``c`` fastest, then ``j``,
-    then ``i``), which is the order of ``K`` in the weight view ``W`` (C_out, K).
-
-    Raises
-    ------
-    ValueError
-        If ``x`` is not 4-D or the kernel does not fit.
-    """
-    if x.ndim != 4:
-        raise ValueError(f"im2col expects NHWC input (B, H, W, C), got shape {x.shape}")
-    b, h, w, c = x.shape
-    oh = conv_output_size(h, kh, stride, padding)
-    ow = conv_output_size(w, kw, stride, padding)
-    xp = np.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0))) if padding else x
-    taps = [xp[:, i:i + stride * (oh - 1) + 1:stride, j:j + stride * (ow - 1) + 1:stride, :]
-            for i in range(kh) for j in range(kw)]
-    return np.stack(taps, axis=3).reshape(b * oh * ow, kh * kw * c)
-
 
 def col2im(cols: np.ndarray, x_shape: Sequence[int], kh: int, kw: int, stride: int = 1,
            padding: int = 0) -> np.ndarray:
@@ -621,40 +306,44 @@ class GemmLayer(Layer):
         """Whether this layer's BP pass runs sparse for ``nm`` (group axis ``C_out``)."""
         return pass_is_sparse(self.bp, self.c_out, nm)
 
-    # lowering hooks
-    def _lower(self, x: np.ndarray) -> np.ndarray:
-        return x
-
-    def _raise_output(self, y2: np.ndarray, x_shape: tuple[int, ...]) -> np.ndarray:
-        return y2
-
-    def _lower_grad(self, dy: np.ndarray) -> np.ndarray:
-        return dy
-
-    def _raise_input_grad(self, dx2: np.ndarray, x_shape: tuple[int, ...]) -> np.ndarray:
-        return dx2
+    def geometry(self, x_shape: tuple[int, ...]) -> ConvShape:
+        """The :class:`~sat.sw.conv.ConvShape` of this layer on an input of ``x_shape`` (a linear layer is the
+        ``1 x 1`` convolution of a ``1 x 1`` image)."""
+        if len(x_shape) != 2 or x_shape[1] != self.k:
+            raise ValueError(f"layer {self.name!r} expects input (B, {self.k}), got shape {tuple(x_shape)}")
+        return ConvShape.linear(x_shape[0], self.k, self.c_out)
 
     def forward(self, x: np.ndarray, s: BDWPSettings, train: bool = True) -> np.ndarray:
-        """FF: lower ``x``, ``Y = X . W_ff^T`` (+ bias, ReLU); cache what BP and WU need when ``train``."""
+        """FF ``Y = X . W_ff^T`` (+ bias, ReLU) on the backend; keeps what BP and WU need when ``train``.
+
+        The quantized input goes to the backend once (:func:`resident`) and is reused by WU; the FP32 output
+        comes back to the host, whose work (bias, ReLU, the next host operation) needs it.
+        """
         x = np.asarray(x, np.float32)
-        x2 = self._lower(x)
-        if x2.shape[1] != self.k:
-            raise ValueError(f"layer {self.name!r} expects K={self.k} inputs per row, got {x2.shape[1]}")
+        shape = self.geometry(x.shape)
         ff_sparse = self.ff_sparse(s.nm)
         mask_ff = nm_mask(self.weight, s.nm[0], s.nm[1], axis=1) if ff_sparse else None
         w_ff = self.weight if mask_ff is None else np.where(mask_ff, self.weight, np.float32(0))
-        y2 = gemm_ff(x2, w_ff, s, ff_sparse, mask_ff)
+        xh = resident(s.backend, numerics.quantize(x, s.fmt).reshape(shape.x_shape), s.fmt)
+        op = _conv.ff_operand(w_ff, shape, s.fmt, s.nm if ff_sparse else None, mask_ff)
+        y2 = _conv.conv_pass(s.backend, "ff", xh, op, shape, s.fmt).reshape(shape.pixels, self.c_out)
         if self.bias is not None:
             y2 = y2 + self.bias
         if self.relu:
             y2 = np.maximum(y2, np.float32(0))
         if train:
+            release(s.backend, self._cache.get("x"))
             self.mask_ff = mask_ff
-            self._cache = {"x2": x2, "w_ff": w_ff, "y2": y2, "x_shape": np.array(x.shape)}
-        return self._raise_output(y2, x.shape)
+            self._cache = {"x": xh, "w_ff": w_ff, "y2": y2, "shape": shape, "x_shape": x.shape}
+        else:
+            release(s.backend, xh)
+        return y2.reshape(self._out_shape(shape))
+
+    def _out_shape(self, shape: ConvShape) -> tuple[int, ...]:
+        return (shape.batch, self.c_out)
 
     def backward(self, dy: np.ndarray, s: BDWPSettings) -> np.ndarray | None:
-        """BP and WU: ``dW = dY^T . X`` (stored in ``grad_weight``), ``dX = dY . W_bp`` (returned).
+        """WU ``dW = dY^T . X`` (stored in ``grad_weight``) and BP ``dX = dY . W_bp`` (returned), on the backend.
 
         Returns ``None`` when ``needs_input_grad`` is false (the first layer).
 
@@ -666,21 +355,28 @@ class GemmLayer(Layer):
         if not self._cache:
             raise RuntimeError(f"layer {self.name!r}: backward() needs a forward(..., train=True) first")
         c = self._cache
-        dy2 = self._lower_grad(np.asarray(dy, np.float32))
+        shape: ConvShape = c["shape"]
+        dy2 = np.asarray(dy, np.float32).reshape(shape.pixels, self.c_out)
         if self.relu:
             dy2 = np.where(c["y2"] > 0, dy2, np.float32(0))
-        self.grad_weight = gemm_wu(dy2, c["x2"], s)
-        if self.bias is not None:
-            self.grad_bias = dy2.sum(axis=0, dtype=np.float32)
-        dx = None
-        if self.needs_input_grad:
-            bp_sparse = self.bp_sparse(s.nm)
-            base = c["w_ff"] if s.bp_mask == "nested" else self.weight
-            mask_bp = nm_mask(base, s.nm[0], s.nm[1], axis=0) if bp_sparse else None
-            w_bp = base if mask_bp is None else np.where(mask_bp, base, np.float32(0))
-            dx2 = gemm_bp(dy2, w_bp, s, bp_sparse, mask_bp)
-            dx = self._raise_input_grad(dx2, tuple(int(v) for v in c["x_shape"]))
-        self._cache = {}
+        dyh = resident(s.backend, numerics.quantize(dy2, s.fmt).reshape(shape.y_shape), s.fmt)
+        try:
+            self.grad_weight = _conv.conv_pass(s.backend, "wu", dyh, c["x"], shape, s.fmt).reshape(self.c_out,
+                                                                                                     self.k)
+            if self.bias is not None:
+                self.grad_bias = dy2.sum(axis=0, dtype=np.float32)
+            dx = None
+            if self.needs_input_grad:
+                bp_sparse = self.bp_sparse(s.nm)
+                base = c["w_ff"] if s.bp_mask == "nested" else self.weight
+                mask_bp = nm_mask(base, s.nm[0], s.nm[1], axis=0) if bp_sparse else None
+                w_bp = base if mask_bp is None else np.where(mask_bp, base, np.float32(0))
+                op = _conv.bp_operand(w_bp, shape, s.fmt, s.nm if bp_sparse else None, mask_bp)
+                dx = _conv.conv_pass(s.backend, "bp", dyh, op, shape, s.fmt).reshape(c["x_shape"])
+        finally:
+            release(s.backend, dyh)
+            release(s.backend, c["x"])
+            self._cache = {}
         return dx
 
     def parameters(self) -> list[tuple[str, np.ndarray, np.ndarray | None]]:
@@ -707,7 +403,8 @@ class Linear(GemmLayer):
 
 
 class Conv2d(GemmLayer):
-    """Channels-last 2-D convolution ``x`` (B, H, W, C_in) -> (B, OH, OW, C_out), lowered by :func:`im2col`.
+    """Channels-last 2-D convolution ``x`` (B, H, W, C_in) -> (B, OH, OW, C_out); its FF, BP (a transposed
+    convolution) and WU passes are those of :mod:`sat.sw.conv` (SPEC section 1.1).
 
     ``W`` is viewed as (C_out, K) with ``K`` over ``(kh, kw, c_in)``, ``c_in`` fastest; :attr:`kernel` is the
     (C_out, kh, kw, C_in) view of the same array.
@@ -746,26 +443,16 @@ class Conv2d(GemmLayer):
         ks = self.kernel_size
         return self.weight.reshape(self.c_out, ks, ks, self.c_in)
 
-    def _lower(self, x: np.ndarray) -> np.ndarray:
-        if x.ndim != 4 or x.shape[3] != self.c_in:
+    def geometry(self, x_shape: tuple[int, ...]) -> ConvShape:
+        if len(x_shape) != 4 or x_shape[3] != self.c_in:
             raise ValueError(f"layer {self.name!r} expects NHWC input with {self.c_in} channels, "
-                             f"got shape {x.shape}")
-        return im2col(x, self.kernel_size, self.kernel_size, self.stride, self.padding)
-
-    def _out_hw(self, x_shape: tuple[int, ...]) -> tuple[int, int]:
-        return (conv_output_size(x_shape[1], self.kernel_size, self.stride, self.padding),
-                conv_output_size(x_shape[2], self.kernel_size, self.stride, self.padding))
-
-    def _raise_output(self, y2: np.ndarray, x_shape: tuple[int, ...]) -> np.ndarray:
-        oh, ow = self._out_hw(x_shape)
-        return y2.reshape(x_shape[0], oh, ow, self.c_out)
-
-    def _lower_grad(self, dy: np.ndarray) -> np.ndarray:
-        return dy.reshape(-1, self.c_out)
-
-    def _raise_input_grad(self, dx2: np.ndarray, x_shape: tuple[int, ...]) -> np.ndarray:
+                             f"got shape {tuple(x_shape)}")
         ks = self.kernel_size
-        return col2im(dx2, x_shape, ks, ks, self.stride, self.padding)
+        return ConvShape(x_shape[0], x_shape[1], x_shape[2], self.c_in, self.c_out, ks, ks, self.stride,
+                         self.padding)
+
+    def _out_shape(self, shape: ConvShape) -> tuple[int, ...]:
+        return shape.y_shape
 
 
 class Flatten(Layer):

@@ -22,15 +22,15 @@ from pathlib import Path
 
 from .cli import subcommand
 from .config import SATConfig
-from .descriptor import FLAG_A_TRANS, FLAG_B_TRANS
+from .descriptor import FLAG_A_TRANS, FLAG_B_TRANS, FLAG_IRQ, ConvDescriptor, GemmDescriptor
 from .dram import DDR4_2400, DDR4Timing, parse_dram
 from .nmformat import packed_nbytes
 from .perfmodel import UnitTiming, unit_cycles
 from .pregen import PregenReplay, replay
 from .schedule import NETWORKS, PCIE_BYTES_PER_S, Schedule, ScheduledGemm, get_network, schedule_iteration
 
-__all__ = ["MODES", "PAPER_SPEEDUP_2_8", "BEGIN", "END", "ideal_speedup", "run_bench", "write_outputs",
-           "render_markdown", "update_markdown", "default_config"]
+__all__ = ["MODES", "PAPER_SPEEDUP_2_8", "BEGIN", "END", "ideal_speedup", "host_iteration", "run_bench",
+           "write_outputs", "render_markdown", "update_markdown", "default_config"]
 
 MODES: tuple[str, ...] = ("dense", "1:4", "2:4", "2:8", "1:8")
 #: Scheduler orientations benched: fixed, chosen for the engine alone (an ideal loader), chosen for the GEMM unit.
@@ -59,9 +59,24 @@ def default_config() -> SATConfig:
 
 @functools.lru_cache(maxsize=1 << 16)
 def _unit_timing(config: SATConfig, rows: int, red: int, cols: int, n: int, m: int, a_trans: bool, b_trans: bool,
-                 a_stride: int, b_stride: int, c_stride: int, dram: DDR4Timing | None = None) -> UnitTiming:
+                 a_stride: int, b_stride: int, c_stride: int, conv: ConvDescriptor | None = None,
+                 dram: DDR4Timing | None = None) -> UnitTiming:
     return unit_cycles(config, rows, red, cols, n, m, a_trans=a_trans, b_trans=b_trans, a_stride=a_stride,
-                       b_stride=b_stride, c_stride=c_stride, dram=dram)
+                       b_stride=b_stride, c_stride=c_stride, conv=conv, dram=dram)
+
+
+def descriptor_timing(config: SATConfig, d: GemmDescriptor | ConvDescriptor,
+                      dram: DDR4Timing | None = None) -> UnitTiming:
+    """``perfmodel.unit_cycles`` of one descriptor of either kind (a convolution's with its conv loader), from
+    an ideal memory or, with ``dram``, from a DDR4 channel (:mod:`sat.sw.dram`)."""
+    n, m = (d.n, d.m) if d.sparse else (0, 0)
+    if isinstance(d, ConvDescriptor):
+        # the timing does not depend on the addresses: key the cache on the geometry and the chunk
+        key = d.replace(a_addr=0, b_addr=0, c_addr=0, tag=0, flags=d.flags & ~FLAG_IRQ)
+        return _unit_timing(config, d.rows, d.red, d.cols, n, m, d.pass_ == "wu", bool(d.flags & FLAG_B_TRANS),
+                            2 * d.c_out if d.pass_ == "wu" else 0, d.b_stride, d.c_stride, key, dram)
+    return _unit_timing(config, d.rows, d.red, d.cols, n, m, bool(d.flags & FLAG_A_TRANS),
+                        bool(d.flags & FLAG_B_TRANS), d.a_stride, d.b_stride, d.c_stride, None, dram)
 
 
 def gemm_unit_timing(s: Schedule, g: ScheduledGemm, dram: DDR4Timing | None = None) -> tuple[int, int, int]:
@@ -77,9 +92,7 @@ def gemm_unit_timing(s: Schedule, g: ScheduledGemm, dram: DDR4Timing | None = No
         b_bytes = packed_nbytes(d.n, d.m, d.red, d.cols) if d.sparse else 2 * d.red * d.cols
         read += 2 * d.rows * d.red + b_bytes
         write += 4 * d.rows * d.cols
-        u = _unit_timing(s.config, d.rows, d.red, d.cols, d.n if d.sparse else 0, d.m if d.sparse else 0,
-                         bool(d.flags & FLAG_A_TRANS), bool(d.flags & FLAG_B_TRANS),
-                         d.a_stride, d.b_stride, d.c_stride, dram)
+        u = descriptor_timing(s.config, d, dram)
         cycles += u.cycles
         loads += u.load_cycles
     return cycles, loads, -(-max(read, write) // beat)
@@ -88,6 +101,89 @@ def gemm_unit_timing(s: Schedule, g: ScheduledGemm, dram: DDR4Timing | None = No
 def _replay_on_unit(s: Schedule, threads: int) -> PregenReplay:
     """Pre-generation replayed against the card as built (GEMM unit cycles per scheduled GEMM)."""
     return replay(s, threads=threads, gemm_cycles=lambda g: gemm_unit_timing(s, g)[0])
+
+
+def host_iteration(network, batch: int, mode: str, *, fmt: str = "fp16", bp_mask: str = "independent",
+                   iterations: int = 3, seed: int = 0) -> dict:
+    """Measure one training iteration's host work at full size: the trainable model of ``network``
+    (``sat.sw.graph.Graph``) runs ``iterations`` BDWP steps on random inputs with every pass on a
+    :class:`~sat.sw.meter.NullBackend` (no card work), metered by :class:`~sat.sw.meter.Meter`. Returns the
+    fastest step's ``host_seconds`` after a first, warm-up step (the machine is shared): pruning and packing of
+    the FF/BP weights, batch norm, ReLU, pooling, residual adds, loss, SGD/SR-STE update; its ``pcie_bytes``
+    (host <-> card bytes with conv descriptors: resident activations in once, packed weights in, FP32 results
+    out) and ``pcie_seconds`` at :data:`PCIE_BYTES_PER_S`."""
+    import time
+
+    import numpy as np
+
+    from .bdwp import SGD, BDWPSettings, LossScaler, parse_nm
+    from .graph import Graph
+    from .meter import Meter, NullBackend
+
+    model = Graph.from_network(network, seed)
+    meter = Meter(NullBackend())
+    s = BDWPSettings(parse_nm(mode), fmt, bp_mask, meter)
+    rng = np.random.default_rng(seed)
+    h, w, c = network.input_shape
+    x = rng.random((batch, h, w, c), dtype=np.float32)
+    labels = rng.integers(0, network.layers[-1].c_out, batch)
+    opt, scaler = SGD(), LossScaler.for_format(fmt)
+    out: dict = {}
+    for i in range(max(iterations, 2)):
+        t0, inside, moved = time.perf_counter(), meter.seconds, meter.model_bytes
+        model.train_step(x, labels, s, opt, scaler)
+        step = {"host_seconds": time.perf_counter() - t0 - (meter.seconds - inside),
+                "pcie_bytes": meter.model_bytes - moved}
+        if i and (not out or step["host_seconds"] < out["host_seconds"]):
+            out = step
+    out["pcie_seconds"] = out["pcie_bytes"] / PCIE_BYTES_PER_S
+    out["breakdown"] = _host_breakdown(lambda: model.train_step(x, labels, s, opt, scaler))
+    return out
+
+
+def _host_categories() -> list[tuple[str, list, set[str]]]:
+    """Host work categories of :func:`_host_breakdown`: label, the functions whose cumulative time counts, and the
+    names of the callers that time must come from (empty: any caller)."""
+    from . import bdwp, conv, hostops, numerics
+
+    gemm_layer = {"forward", "backward"}      # GemmLayer.forward / backward (Conv2d and Linear inherit them)
+    return [
+        ("batch norm", [hostops.BatchNorm.forward, hostops.BatchNorm.backward], set()),
+        ("pooling", [hostops.MaxPool.forward, hostops.MaxPool.backward, hostops.GlobalAvgPool.forward,
+                     hostops.GlobalAvgPool.backward], set()),
+        ("ReLU, residual add", [hostops.ReLU.forward, hostops.ReLU.backward, hostops.Add.forward,
+                                hostops.Add.backward], set()),
+        ("weight operands: prune, pack, convert (pre-generation)",
+         [bdwp.nm_mask, conv.ff_operand, conv.bp_operand], gemm_layer),
+        ("activations to FP16/BF16", [numerics.quantize], gemm_layer),
+        ("SGD + SR-STE update", [bdwp.SGD.step], set()),
+        ("loss", [bdwp.softmax_cross_entropy], set()),
+    ]
+
+
+def _host_breakdown(step: Callable[[], object]) -> dict[str, float]:
+    """Seconds of one profiled ``step`` per host work category (cProfile cumulative times); ``other`` is the rest
+    (bias, the graph's bookkeeping, reshapes, the loss scaler's checks)."""
+    import cProfile
+    import pstats
+
+    prof = cProfile.Profile()
+    prof.enable()
+    step()
+    prof.disable()
+    stats = pstats.Stats(prof).stats      # {(file, line, name): (cc, nc, tt, ct, callers)}
+    total = sum(v[2] for v in stats.values())
+    out: dict[str, float] = {}
+    for label, funcs, callers in _host_categories():
+        keys = {(f.__code__.co_filename, f.__code__.co_firstlineno, f.__code__.co_name) for f in funcs}
+        t = 0.0
+        for key in keys & stats.keys():
+            _cc, _nc, _tt, ct, by = stats[key]
+            t += sum(v[3] for (_f, _l, name), v in by.items() if name in callers) if callers else ct
+        out[label] = t
+    out["other"] = max(total - sum(out.values()), 0.0)
+    out["total"] = total
+    return out
 
 
 def _summary(s: Schedule, dense: Schedule | None, mode: str, unit: int, dense_unit: int | None, system: int,
@@ -122,12 +218,16 @@ def _summary(s: Schedule, dense: Schedule | None, mode: str, unit: int, dense_un
 
 def run_bench(config: SATConfig, networks: Sequence[str] = ("resnet18", "vgg16"), batch: int = 32,
               modes: Sequence[str] = MODES, *, pregen: bool = True, pregen_mode: str = "2:8",
-              host_threads: int = 1, pregen_batches: Sequence[int] = (),
+              host_threads: int = 1, pregen_batches: Sequence[int] = (), end_to_end: bool = False,
               dram: DDR4Timing | None = DDR4_2400) -> dict:
     """Schedule every (network, mode, orientation) and collect the results (the content of ``bench.json``).
 
     ``dram`` is the memory of the ``system`` figures (the GEMM unit with a DDR4 channel, :mod:`sat.sw.dram`;
     ``None``: the ideal memory of the ``unit`` figures).
+
+    With ``end_to_end``, each network also gets ``end_to_end[mode]`` for dense and ``pregen_mode``: card seconds
+    (GEMM unit cycles of the ``auto`` schedule), host seconds measured by :func:`host_iteration`, PCIe seconds,
+    their serial sum per iteration and the host's share of it.
 
     Raises
     ------
@@ -180,6 +280,17 @@ def run_bench(config: SATConfig, networks: Sequence[str] = ("resnet18", "vgg16")
                         del r["tasks"]
                         entry["pregen"]["sweep"].append({"batch": b, **r})
             entry["orientations"][orient] = per_mode
+        if end_to_end:
+            entry["end_to_end"] = {}
+            for mode in dict.fromkeys(("dense", pregen_mode)):
+                if mode not in per_mode:
+                    continue
+                card = entry["orientations"]["auto"][mode]["summary"]["unit_seconds"]
+                host = host_iteration(net, batch, mode)
+                total = card + host["host_seconds"] + host["pcie_seconds"]
+                entry["end_to_end"][mode] = {"card_seconds": card, **host, "total_seconds": total,
+                                             "host_share": host["host_seconds"] / total,
+                                             "images_per_s": batch / total}
         out["networks"][name] = entry
     return out
 
@@ -344,6 +455,32 @@ def render_markdown(result: dict, img_dir: str = "img") -> str:
         "takes fewer GEMM unit cycles (the choice for the unit as built, used for real runs). The first layer's BP "
         "(the image gradient) is not scheduled.", "",
     ]
+    e2e = [(net, entry["end_to_end"]) for net, entry in result["networks"].items() if "end_to_end" in entry]
+    if e2e:
+        lines += ["## End to end: card + host + PCIe per iteration", "",
+                  "Card: the GEMM unit as built (`auto` schedule). Host: one BDWP iteration's host work measured on "
+                  "this machine at full width (`sat.sw.bench.host_iteration`: pruning and packing of every FF/BP "
+                  "weight operand, batch norm with FP32 statistics, ReLU, pooling, residual adds, loss, SGD/SR-STE "
+                  "update; NumPy on one thread of a shared 2-core machine), no GEMM. PCIe: the bytes a card with "
+                  "conv descriptors moves (each activation and output gradient written once, packed weights, FP32 "
+                  f"results read once) at {PCIE_BYTES_PER_S / 1e9:g} GB/s. Total: the serial sum (no overlap).", "",
+                  "| network | N:M | card ms | host ms | PCIe MB | PCIe ms | total ms | host share | images/s |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for net, modes_e2e in e2e:
+            for mode, v in modes_e2e.items():
+                lines.append(f"| {net} | {mode} | {1e3 * v['card_seconds']:.1f} | {1e3 * v['host_seconds']:.1f} | "
+                             f"{v['pcie_bytes'] / 1e6:.1f} | {1e3 * v['pcie_seconds']:.1f} | "
+                             f"{1e3 * v['total_seconds']:.1f} | {100 * v['host_share']:.0f} % | "
+                             f"{v['images_per_s']:.0f} |")
+        cats = list(next(iter(e2e[0][1].values()))["breakdown"])
+        lines += ["", "Where the host time goes (one profiled iteration, cProfile cumulative seconds, so slightly "
+                  "above the unprofiled host figure; `other`: bias, bookkeeping, reshapes, the overflow check):", "",
+                  "| network | N:M | " + " | ".join(cats) + " |", "|---|---|" + "---|" * len(cats)]
+        for net, modes_e2e in e2e:
+            for mode, v in modes_e2e.items():
+                lines.append(f"| {net} | {mode} | " + " | ".join(f"{1e3 * v['breakdown'][c]:.0f} ms" for c in cats)
+                             + " |")
+        lines.append("")
     for net, entry in result["networks"].items():
         lines += [f"## {net}", "",
                   "| N:M | orientation | engine Mcycles | ms | speedup | ideal | utilization | effective GFLOPS "
@@ -511,6 +648,8 @@ def _bench(p: argparse.ArgumentParser) -> Callable[[argparse.Namespace], int]:
     p.add_argument("--modes", default=",".join(MODES), help=f"comma-separated (default {','.join(MODES)})")
     p.add_argument("--no-plots", action="store_true")
     p.add_argument("--no-pregen", action="store_true", help="skip the host pre-generation replay")
+    p.add_argument("--no-end-to-end", action="store_true",
+                   help="skip the end-to-end column (host work measured at full width, about a second per mode)")
     p.add_argument("--host-threads", type=int, default=1, metavar="N",
                    help="host threads for the pre-generation replay (default 1)")
     p.add_argument("--pregen-batches", default="32,64,128", metavar="B,B",
@@ -529,10 +668,9 @@ def _bench(p: argparse.ArgumentParser) -> Callable[[argparse.Namespace], int]:
             if args.host_threads < 1:
                 raise ValueError(f"--host-threads must be at least 1, not {args.host_threads}")
             batches = tuple(int(v) for v in args.pregen_batches.split(",") if v.strip())
-            dram = parse_dram(args.dram)
             result = run_bench(config, args.network or ("resnet18", "vgg16"), args.batch, modes,
                                pregen=not args.no_pregen, host_threads=args.host_threads, pregen_batches=batches,
-                               dram=dram)
+                               end_to_end=not args.no_end_to_end, dram=parse_dram(args.dram))
         except (ValueError, OSError) as exc:
             print(f"sat bench: error: {exc}", file=sys.stderr)
             return 2
@@ -546,6 +684,11 @@ def _bench(p: argparse.ArgumentParser) -> Callable[[argparse.Namespace], int]:
                       f"speedup {a['unit_speedup']:.3f}x  util {100 * a['unit_utilization']:.1f} %  "
                       f"{a['unit_images_per_s']:.0f} img/s  |  system {a['system_cycles'] / 1e6:7.2f} Mcycles  "
                       f"speedup {a['system_speedup']:.3f}x  {a['system_images_per_s']:.0f} img/s")
+        for net, entry in result["networks"].items():
+            for mode, v in entry.get("end_to_end", {}).items():
+                print(f"{net:9s} {mode:5s} end to end {1e3 * v['total_seconds']:.1f} ms per iteration: card "
+                      f"{1e3 * v['card_seconds']:.1f} ms, host {1e3 * v['host_seconds']:.1f} ms "
+                      f"({100 * v['host_share']:.0f} %), PCIe {1e3 * v['pcie_seconds']:.1f} ms")
         if args.markdown:
             img = Path(__import__("os").path.relpath(args.out, args.markdown.parent)).as_posix()
             update_markdown(args.markdown, render_markdown(result, img))

@@ -81,6 +81,18 @@ def _scale_arg(text: str) -> str | float:
     return value
 
 
+def _lambda_arg(text: str) -> str | float:
+    if text == "auto":
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"lambda must be 'auto' or a number >= 0, not {text!r}")
+    return value
+
+
 def _positive(text: str) -> int:
     try:
         value = int(text)
@@ -118,7 +130,8 @@ def _train(p: argparse.ArgumentParser) -> Handler:
     p.add_argument("--lr", type=float, default=0.05)
     p.add_argument("--momentum", type=float, default=0.9)
     p.add_argument("--weight-decay", type=float, default=1e-4)
-    p.add_argument("--lambda-w", type=float, default=2e-4, help="SR-STE coefficient")
+    p.add_argument("--lambda-w", type=_lambda_arg, default="auto",
+                   help="SR-STE coefficient, or 'auto' (default: 2e-4, 2e-3 at 1:8; docs/bdwp.md)")
     p.add_argument("--lr-schedule", choices=["cosine", "constant"], default="cosine")
     p.add_argument("--loss-scale", type=_scale_arg, default="dynamic",
                    help="FP16 loss scaling: 'dynamic' or a static number (BF16 runs unscaled)")
@@ -128,7 +141,8 @@ def _train(p: argparse.ArgumentParser) -> Handler:
     p.add_argument("--backend", choices=backend_names(), default="golden",
                    help="where the GEMMs run (sim: the RTL simulation of the core, through the driver)")
     p.add_argument("--width", type=_positive, default=None,
-                   help="model width: MLP hidden units (default 128) or conv1 channels of the CNN (default 16)")
+                   help="model width: MLP hidden units (default 128), conv1 channels of the CNN (default 16), "
+                        "first-stage channels of ResNet-18 / VGG-16 (default 16; 64 = full width)")
     p.add_argument("--max-steps", type=_positive, default=None,
                    help="stop after this many optimizer steps (the LR schedule still spans --epochs)")
     p.add_argument("--train-subset", type=_positive, default=None, help="train on the first N training samples")
@@ -138,8 +152,8 @@ def _train(p: argparse.ArgumentParser) -> Handler:
     sim = p.add_argument_group("RTL simulation (--backend sim)")
     sim.add_argument("--sim-array", type=_array_arg, default=(4, 4), metavar="RxC",
                      help="systolic array of the simulated core (default 4x4)")
-    sim.add_argument("--sim-a-depth", type=_positive, default=128,
-                     help="words per A bank of the GEMM unit (default 128)")
+    sim.add_argument("--sim-a-depth", type=_positive, default=32,
+                     help="32-element words per A bank of the GEMM unit (default 32)")
     sim.add_argument("--sim-b-depth", type=_positive, default=512, help="words of the B buffer (default 512)")
     sim.add_argument("--sim-opt", type=int, choices=(0, 1, 2), default=1,
                      help="C++ optimisation of the Verilator model (default 1; built once per level)")
@@ -150,9 +164,9 @@ def _train(p: argparse.ArgumentParser) -> Handler:
     sim.add_argument("--sim-pause", type=float, default=0.0, help="random AXI pause probability (default 0)")
     sim.add_argument("--sim-dram", choices=("ddr4", "ideal"), default=None,
                      help="timing of the simulated device memory: one DDR4-2400 channel (default) or ideal")
-    sim.add_argument("--check-golden", action="store_true",
-                     help="also train on the golden model (same K chunks) and compare bit for bit; exit 1 if "
-                          "they differ")
+    p.add_argument("--check-golden", action="store_true",
+                   help="also train on the golden model (same K chunks) and compare bit for bit (JSON key "
+                        "golden_match); exit 1 if they differ")
 
     def run(args: argparse.Namespace) -> int:
         from sat.sw.bdwp import get_backend
@@ -176,10 +190,17 @@ def _train(p: argparse.ArgumentParser) -> Handler:
                                        pause=args.sim_pause, golden=args.check_golden, seed=args.seed,
                                        memory_bytes=args.sim_memory_mb << 20)
             else:
-                if args.check_golden:
-                    raise ValueError("--check-golden compares the RTL simulation with the golden model: use it "
-                                     "with --backend sim")
-                result = train(cfg, get_backend(args.backend), progress=not args.no_progress)
+                from sat.sw.bdwp import GoldenBackend
+                from sat.sw.train import compare_runs
+
+                backend = get_backend(args.backend)
+                result = train(cfg, backend, progress=not args.no_progress)
+                if args.check_golden:     # the golden model, splitting K where the backend does
+                    k_limit = getattr(backend, "k_limit", None)
+                    ref = train(cfg, GoldenBackend(k_limit=k_limit), progress=not args.no_progress)
+                    result["golden"] = {k: ref[k] for k in ("step_losses", "weights_sha256", "final_test_accuracy",
+                                                            "final_train_accuracy", "skipped_steps", "epochs")}
+                    result.update(compare_runs(result, ref))
         except ValueError as exc:
             print(f"sat train: error: {exc}", file=sys.stderr)
             return 2
@@ -195,12 +216,17 @@ def _train(p: argparse.ArgumentParser) -> Handler:
             print(f"RTL simulation: {sim['array'][0]}x{sim['array'][1]} array, {sim['gemms']} GEMMs "
                   f"({sim['descriptors']} descriptors), {sim['cycles']} cycles simulated in "
                   f"{sim['wall_seconds']:.1f} s ({sim['cycles_per_second']:.0f} cycles/s)")
-        if "bit_identical" in result:
-            print("bit-identical to the golden model: " + ("yes" if result["bit_identical"] else
+        if "golden_match" in result:
+            print("bit-identical to the golden model: " + ("yes" if result["golden_match"] else
                                                            f"NO ({', '.join(result['differences'])})"))
+        t = result.get("timing", {})
+        if t:
+            print(f"per iteration: host {1e3 * t['host_seconds']:.1f} ms, backend {1e3 * t['backend_seconds']:.1f} ms, "
+                  f"{t['pcie_bytes'] / 1e6:.2f} MB host<->card, {t['device_cycles']:.0f} device cycles "
+                  f"({t['source']})")
         if args.json:
             write_json(result, args.json)
-        return 1 if result.get("bit_identical") is False else 0
+        return 1 if result.get("golden_match") is False else 0
 
     return run
 

@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .bdwp import check_nm
+from .nm import check_nm
 from .numerics import FORMATS
 
 __all__ = ["SATConfig", "DEFAULT_NM_SET", "MAX_M", "MIN_DEPTH", "MAX_DEPTH"]
@@ -45,9 +45,9 @@ class SATConfig:
     clock_hz : float
         Core clock (XDMA ``axi_aclk`` on the card), used by the cycle model to report time.
     a_depth, b_depth : int
-        Operand buffers of the GEMM engine: words per A bank (one bank per array row, ``max_m`` elements a word)
-        and words of B (``C`` elements a word); powers of two. They bound the reduction one command can have
-        (``sat.sw.tiling.max_reduction``) and size the tiles; ``CONFIG_BUFFERS`` reports them.
+        Operand buffers of the GEMM engine: words per A bank (one bank per array row, 32 elements, a whole 512-bit
+        beat, a word) and words of B (``C`` elements a word); powers of two. They bound the reduction one command can
+        have (``sat.sw.tiling.max_reduction``) and size the tiles; ``CONFIG_BUFFERS`` reports them.
 
     Raises
     ------
@@ -63,7 +63,7 @@ class SATConfig:
     axi_data_width: int = 512
     axi_addr_width: int = 64
     clock_hz: float = 250e6
-    a_depth: int = 1024
+    a_depth: int = 256
     b_depth: int = 1024
     extra: dict = field(default_factory=dict, compare=False, hash=False, repr=False)
 

@@ -17,7 +17,7 @@ from functools import cache
 
 import numpy as np
 
-from .bdwp import check_nm, nm_mask
+from .nm import check_nm, nm_mask
 from .numerics import FloatFormat, decode, encode, get_format, matmul_sparse
 
 __all__ = [

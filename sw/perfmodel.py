@@ -24,14 +24,16 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .config import SATConfig
-from .tiling import steps_per_output, tile_plan
+from .network import Conv, Network
+from .tiling import A_WORD_LANES, steps_per_output, tile_plan
 
 __all__ = [
     "GemmCounters", "steps_per_output", "gemm_counters", "descriptor_counters", "FIRST_ISSUE", "fill_cycles",
-    "GemmShape", "ConvLayer", "layer_gemms", "resnet18_layers", "network_counters",
+    "GemmShape", "layer_gemms", "network_counters",
     "UnitTiming", "unit_cycles",
 ]
 
@@ -145,58 +147,26 @@ class GemmShape:
     m: int = 0
 
 
-@dataclass(frozen=True)
-class ConvLayer:
-    """A convolution (or, with ``kernel = 1`` and ``out_hw = 1``, a linear layer), lowered channels-last.
-
-    ``sparse`` = False runs all three GEMMs dense (e.g. the first convolution with 3 input channels).
-    """
-
-    name: str
-    c_in: int
-    c_out: int
-    kernel: int
-    out_hw: int
-    sparse: bool = True
-
-
-def layer_gemms(layer: ConvLayer, batch: int, nm: tuple[int, int] | None) -> list[GemmShape]:
-    """FF, BP and WU GEMMs of ``layer`` (``docs/bdwp.md``): FF ``(B*HW) x K x C_out`` sparse along ``K``,
-    BP ``(B*HW) x C_out x K`` sparse along ``C_out``, WU ``C_out x (B*HW) x K`` dense."""
-    k = layer.kernel * layer.kernel * layer.c_in
-    pixels = batch * layer.out_hw * layer.out_hw
-    n, m = nm if (nm is not None and layer.sparse) else (0, 0)
+def layer_gemms(layer: Conv, batch: int, nm: tuple[int, int] | None) -> list[GemmShape]:
+    """FF, BP and WU GEMMs of a network record (``sat.sw.network.Conv``; ``docs/bdwp.md``): FF
+    ``(B*HW) x K x C_out`` sparse along ``K``, BP ``(B*HW) x C_out x K`` sparse along ``C_out`` (each as the
+    record's pass policy decides), WU ``C_out x (B*HW) x K`` dense."""
+    pixels = layer.pixels(batch)
+    ff = nm if layer.ff_sparse(nm) else (0, 0)
+    bp = nm if layer.bp_sparse(nm) else (0, 0)
     return [
-        GemmShape(layer.name, "ff", pixels, k, layer.c_out, n, m),
-        GemmShape(layer.name, "bp", pixels, layer.c_out, k, n, m),
-        GemmShape(layer.name, "wu", layer.c_out, pixels, k),
+        GemmShape(layer.name, "ff", pixels, layer.k, layer.c_out, *ff),
+        GemmShape(layer.name, "bp", pixels, layer.c_out, layer.k, *bp),
+        GemmShape(layer.name, "wu", layer.c_out, pixels, layer.k),
     ]
 
 
-def resnet18_layers(image: int = 224, classes: int = 1000) -> list[ConvLayer]:
-    """The convolutions and the classifier of ResNet-18 (shortcut 1x1 convolutions included)."""
-    layers = [ConvLayer("conv1", 3, 64, 7, image // 2, sparse=False)]
-    hw = image // 4
-    c_in = 64
-    for stage, c_out in enumerate((64, 128, 256, 512)):
-        if stage:
-            hw //= 2
-        for block in range(2):
-            first = block == 0 and stage > 0
-            layers.append(ConvLayer(f"layer{stage + 1}.{block}.conv1", c_in if block == 0 else c_out, c_out, 3, hw))
-            layers.append(ConvLayer(f"layer{stage + 1}.{block}.conv2", c_out, c_out, 3, hw))
-            if first:
-                layers.append(ConvLayer(f"layer{stage + 1}.{block}.downsample", c_in, c_out, 1, hw))
-        c_in = c_out
-    layers.append(ConvLayer("fc", 512, classes, 1, 1))
-    return layers
-
-
-def network_counters(config: SATConfig, layers: list[ConvLayer], batch: int,
+def network_counters(config: SATConfig, network: Network | Sequence[Conv], batch: int,
                      nm: tuple[int, int] | None) -> list[tuple[GemmShape, GemmCounters]]:
-    """:func:`gemm_counters` of every GEMM of one training iteration (FF, BP, WU of every layer)."""
+    """:func:`gemm_counters` of every GEMM of one training iteration (FF, BP, WU of every GEMM layer of a
+    ``sat.sw.network.Network``, or of a list of its layer records)."""
     out = []
-    for layer in layers:
+    for layer in (network.layers if isinstance(network, Network) else network):
         for g in layer_gemms(layer, batch, nm):
             out.append((g, gemm_counters(config, g.rows, g.red, g.cols, g.n, g.m)))
     return out
@@ -281,12 +251,12 @@ def _dense_line(addr: int, count: int, word: int, first_lane: int = 0) -> int:
 def _load_cycles(config: SATConfig, kind: str, r0: int, rt: int, c0: int, ct: int, red: int, n: int, m: int,
                  trans: bool, stride: int) -> int:
     """Time of one operand load (start to ``load_done``): latency plus the consumer's cycles of every line."""
-    mm, C = config.max_m, config.cols
+    mm, C = A_WORD_LANES, config.cols
     total = LOAD_LATENCY
     if kind == "a":
         if trans:             # red lines of rt elements, one write per run of rows of one word (R banks)
             total += sum(_dense_line(k * stride + 2 * r0, rt, config.rows) for k in range(red))
-        else:                 # rt lines of red elements, max_m lanes per word
+        else:                 # rt lines of red elements, 32 lanes per A word
             total += sum(_dense_line(i * stride, red, mm) for i in range(r0, r0 + rt))
     elif n and m and n != m:  # packed tiles of 32 columns covering c0..c0+ct-1
         s = steps_per_output(red, n, m)
@@ -300,6 +270,84 @@ def _load_cycles(config: SATConfig, kind: str, r0: int, rt: int, c0: int, ct: in
         total += sum(_dense_line(j * stride, red, 1) for j in range(c0, c0 + ct))
     else:                     # red lines of ct elements, C lanes per word
         total += sum(_dense_line(k * stride + 2 * c0, ct, C) for k in range(red))
+    return total
+
+
+#: Cycles a convolution load adds to :data:`LOAD_LATENCY`: the piece generator's three pipeline stages.
+CONV_LOAD_LATENCY = 3
+
+
+def _tap_pieces(chan: int, cvalid: int, kw: int, start: tuple[int, int, int], length: int
+                ) -> list[tuple[int, int, int, int, bool]]:
+    """The pieces of one lowered row: ``(i, j, ch, count, always_zero)`` from tap ``start`` over ``length``
+    elements (``hw/convlines.py``: a piece ends at a tap's end or where the data channels end)."""
+    i, j, ch = start
+    out = []
+    left = length
+    while left:
+        limit = cvalid if ch < cvalid else chan
+        n = min(left, limit - ch)
+        out.append((i, j, ch, n, ch >= cvalid))
+        left -= n
+        ch += n
+        if ch == chan:
+            ch = 0
+            j += 1
+            if j == kw:
+                j, i = 0, i + 1
+    return out
+
+
+def _conv_rows(conv, first_pixel: int, count: int):
+    """Pixel coordinates ``(b, y, x)`` of ``count`` consecutive lowered rows from ``first_pixel`` (numpy)."""
+    import numpy as np
+
+    ry, rx = (conv.height, conv.width) if conv.pass_ == "bp" else (conv.oh, conv.ow)
+    p = np.arange(first_pixel, first_pixel + count)
+    return p // (ry * rx), (p // rx) % ry, p % rx
+
+
+def _conv_load_cycles(config: SATConfig, conv, kind: str, r0: int, rt: int, c0: int, ct: int,
+                      wu_start: tuple[int, int, int]) -> int:
+    """Consumer cycles of a convolution's implicit operand load (``hw/convlines.py``): per piece a record cycle, a
+    first-beat cycle for a data piece, and its writes; the pieces of a row continue each other's lanes."""
+    import numpy as np
+
+    bp = conv.pass_ == "bp"
+    chan = conv.co_pad if bp else conv.c_in
+    cvalid = conv.c_out if bp else chan
+    if kind == "a":           # FF / BP rows r0.., the chunk [k0, k0 + red) of each
+        pieces = _tap_pieces(chan, cvalid, conv.kw, conv.start_of(conv.k0), conv.red)
+        b, y, x = _conv_rows(conv, r0, rt)
+        word = A_WORD_LANES
+    else:                     # WU's B: pixels k0.., columns [c0, c0 + ct)
+        pieces = _tap_pieces(chan, cvalid, conv.kw, wu_start, ct)
+        b, y, x = _conv_rows(conv, conv.k0, conv.red)
+        word = config.cols
+    s, pad = conv.stride, conv.padding
+    ty_dim, tx_dim = (conv.oh, conv.ow) if bp else (conv.height, conv.width)
+    pix = 2 * (conv.c_out if bp else conv.c_in)
+    row_pitch = tx_dim * pix
+    img = ty_dim * row_pitch
+    total = 0
+    lane = 0
+    for i, j, ch, n, always_zero in pieces:
+        first_lane = lane % word
+        lane += n
+        zero_cost = _line_cycles(0, n, word, first_lane) - 1
+        if always_zero:
+            total += zero_cost * len(b)
+            continue
+        if bp:
+            hn, wn = y + pad - i, x + pad - j
+            valid = (hn >= 0) & (wn >= 0) & (hn % s == 0) & (wn % s == 0) & (hn // s < ty_dim) & (wn // s < tx_dim)
+            ty, tx = hn // s, wn // s
+        else:
+            ty, tx = y * s - pad + i, x * s - pad + j
+            valid = (ty >= 0) & (tx >= 0) & (ty < ty_dim) & (tx < tx_dim)
+        off = ((b * img + ty * row_pitch + tx * pix + 2 * ch) % 64) // 2
+        data_cost = np.array([_line_cycles(o, n, word, first_lane) for o in range(32)])
+        total += int(np.where(valid, data_cost[off], zero_cost).sum())
     return total
 
 
@@ -339,14 +387,14 @@ def _engine_cycles(config: SATConfig, rt: int, red: int, c0: int, ct: int, n: in
 def unit_cycles(config: SATConfig, rows: int, red: int, cols: int, n: int = 0, m: int = 0, *,
                 a_trans: bool = False, b_trans: bool = False, a_stride: int | None = None,
                 b_stride: int | None = None, c_stride: int | None = None,
-                single: bool = False, dram=None) -> UnitTiming:
+                single: bool = False, conv=None, dram=None) -> UnitTiming:
     """Predicted time of one descriptor on the GEMM unit: its ``busy + stall`` counters.
 
     The model walks the unit's tiles (:func:`sat.sw.tiling.tile_plan`) as ``sat.hw.gemm_unit`` runs them:
 
     * a **load** takes :data:`LOAD_LATENCY` plus the consumer's cycles for every DMA line (one for the line
       record, one for its first beat, one per buffer write, later beats taken with the previous beat's last
-      write: a row-major line writes runs of up to ``min(max_m or C, 32)`` elements, an A^T line runs of up to
+      write: a row-major line writes runs of up to 32 elements (A) or ``min(C, 32)`` (B), an A^T line runs of up to
       ``R`` rows that share a word (one per bank), a B^T line one element; a packed N:M tile one cycle for its
       record and first index beat, one for each value beat that follows an index beat, and its writes per
       value beat); memory delivers a 512-bit beat per cycle and is never the limit;
@@ -361,7 +409,7 @@ def unit_cycles(config: SATConfig, rows: int, red: int, cols: int, n: int = 0, m
     ``a_trans``, ``2 * rows``; ``b_stride = 2 * cols`` or ``2 * red`` with ``b_trans``; ``c_stride = 4 * cols``).
     The fixed costs were fitted to the RTL's counters; the model is within a few cycles of them
     (``tests/test_system_rtl.py::test_unit_timing``), slower memory than the test's wait-free one only adds
-    cycles.
+    cycles: ``dram`` adds those of a DDR4 channel (the DRAM terms at the end of this module, ``docs/dram.md``).
 
     Parameters
     ----------
@@ -376,6 +424,12 @@ def unit_cycles(config: SATConfig, rows: int, red: int, cols: int, n: int = 0, m
         Row strides in bytes.
     single : bool
         Model the unit single buffered whatever the shape (as before double buffering), for comparisons.
+    conv : ConvDescriptor, optional
+        The convolution descriptor whose GEMM view this is: its implicit operand (A of FF and BP, B of WU) loads
+        as the pieces of ``hw/convlines.py``.
+    dram : sat.sw.dram.DDR4Timing, optional
+        The device memory: one DDR4 channel (its latency on every DMA line, the bus shared with the result
+        writes, refresh, the last response); ``None`` for a memory that answers every beat at once.
 
     Raises
     ------
@@ -395,22 +449,42 @@ def unit_cycles(config: SATConfig, rows: int, red: int, cols: int, n: int = 0, m
     t = 0                     # loader time: start of the next tile's loads
     eng_done = 0              # cycle the engine takes its next tile (0: idle from the start)
     prev_r0 = None
+    implicit_a = conv is not None and conv.pass_ != "wu"
+    implicit_b = conv is not None and conv.pass_ == "wu"
+    wu_next = (0, 0, 0)       # WU's column tiles continue where the previous tile ended
     for i, (r0, rt, c0, ct) in enumerate(tiles):
         load = 0
         if r0 != prev_r0:
             if not a_double:
                 t = max(t, eng_done)
-            load += _load_cycles(config, "a", r0, rt, c0, ct, red, n, m, a_trans, a_stride)
-            if mem is not None:
-                load += mem.load(t, load, "a", r0, rt, c0, ct, red, n, m, a_trans, a_stride)
+            if implicit_a:
+                load += LOAD_LATENCY + CONV_LOAD_LATENCY + _conv_load_cycles(config, conv, "a", r0, rt, c0, ct, None)
+                if mem is not None:
+                    load += mem.conv_load(t, load, conv, "a", r0, rt, c0, ct, None)
+            else:
+                load += _load_cycles(config, "a", r0, rt, c0, ct, red, n, m, a_trans, a_stride)
+                if mem is not None:
+                    load += mem.load(t, load, "a", r0, rt, c0, ct, red, n, m, a_trans, a_stride)
         if not (single_col_tile and i):
             if not b_double:
                 t = max(t, eng_done - load)   # B's load starts once A's is done and the engine too
-            b_load = _load_cycles(config, "b", r0, rt, c0, ct, red, n, m, b_trans and not sparse, b_stride)
-            load += b_load
-            if mem is not None:
-                load += mem.load(t + load - b_load, b_load, "b", r0, rt, c0, ct, red, n, m, b_trans and not sparse,
-                                 b_stride)
+            if implicit_b:
+                start = (0, 0, 0) if c0 == 0 else wu_next
+                b_load = LOAD_LATENCY + CONV_LOAD_LATENCY + _conv_load_cycles(config, conv, "b", r0, rt, c0, ct,
+                                                                              start)
+                load += b_load
+                if mem is not None:
+                    load += mem.conv_load(t + load - b_load, b_load, conv, "b", r0, rt, c0, ct, start)
+                end = _tap_pieces(conv.c_in, conv.c_in, conv.kw, start, ct)[-1]
+                ch_end = end[2] + end[3]
+                wu_next = ((end[0], end[1], ch_end) if ch_end < conv.c_in else
+                           ((end[0], end[1] + 1, 0) if end[1] + 1 < conv.kw else (end[0] + 1, 0, 0)))
+            else:
+                b_load = _load_cycles(config, "b", r0, rt, c0, ct, red, n, m, b_trans and not sparse, b_stride)
+                load += b_load
+                if mem is not None:
+                    load += mem.load(t + load - b_load, b_load, "b", r0, rt, c0, ct, red, n, m,
+                                     b_trans and not sparse, b_stride)
         prev_r0 = r0
         loads += load
         accept = max(t + load + TILE_CONTROL, eng_done)
@@ -469,7 +543,7 @@ def _load_profile(config: SATConfig, kind: str, r0: int, rt: int, c0: int, ct: i
                   trans: bool, stride: int) -> list[tuple[int, int, int, int]]:
     """The lines of one operand load, as :func:`_load_cycles` walks them: ``(cycles, beats, take, address)``
     per line (``sum(cycles) + LOAD_LATENCY == _load_cycles(...)``)."""
-    mm, C = config.max_m, config.cols
+    mm, C = A_WORD_LANES, config.cols
     out = []
     if kind == "a":
         if trans:
@@ -519,10 +593,15 @@ def _load_pipeline(lines: list[tuple[int, int, int, int]], read, refresh: float 
     exposure = 0.0
     prev_f = None
     gap = 0                                  # cycles from the previous request: its AR handshakes, then one
-    for i, (cycles, beats, take, addr) in enumerate(lines):
+    reads = 0
+    for cycles, beats, take, addr in lines:
+        if not beats:                        # a zero piece of a convolution: a record and writes, no read
+            e += cycles
+            continue
         q += gap
-        if i >= W:
-            q = max(q, taken[i - W] + WINDOW_DELAY)
+        if reads >= W:
+            q = max(q, taken[reads - W] + WINDOW_DELAY)
+        reads += 1
         gap = 1 + (addr % 4096 + 64 * beats + 4095) // 4096
         first = read(q + 1, beats)
         f = max(e + 2, first)
@@ -547,11 +626,24 @@ def _dram_load_extra(config: SATConfig, dram, kind: str, r0: int, rt: int, c0: i
 
     Its lines' pipeline (:func:`_load_pipeline`) runs with the channel's read latency plus ``delay`` per read
     (waits behind concurrent writes) and without; the expected refresh cost is added (``exposure / tREFI``)."""
+    lines = _load_profile(config, kind, r0, rt, c0, ct, red, n, m, trans, stride)
+    return _dram_pipeline_extra(config, dram, lines, delay)
+
+
+@functools.lru_cache(maxsize=1 << 12)
+def _dram_conv_load_extra(config: SATConfig, dram, conv, kind: str, r0: int, rt: int, c0: int, ct: int,
+                          wu_start: tuple[int, int, int] | None, delay: float = 0.0) -> tuple[float, int]:
+    """:func:`_dram_load_extra` of a convolution's implicit load (:func:`_conv_load_profile`)."""
+    lines = _conv_load_profile(config, conv, kind, r0, rt, c0, ct, wu_start)
+    return _dram_pipeline_extra(config, dram, lines, delay)
+
+
+def _dram_pipeline_extra(config: SATConfig, dram, lines: list[tuple[int, int, int, int]],
+                         delay: float) -> tuple[float, int]:
     import math
 
     from .dram import DRAMChannel
 
-    lines = _load_profile(config, kind, r0, rt, c0, ct, red, n, m, trans, stride)
     channel = DRAMChannel(dataclasses.replace(dram, trefi_ns=0.0), config.clock_hz, config.axi_data_width // 8)
     c = dram.cycles(config.clock_hz, config.axi_data_width // 8)
 
@@ -562,6 +654,49 @@ def _dram_load_extra(config: SATConfig, dram, kind: str, r0: int, rt: int, c0: i
     t_ideal, _ = _load_pipeline(lines, _ideal_read)
     refresh = exposure / c.refresh_period if dram.trefi_ns else 0.0
     return t_dram - t_ideal + refresh, sum(line[1] for line in lines)
+
+
+def _conv_load_profile(config: SATConfig, conv, kind: str, r0: int, rt: int, c0: int, ct: int,
+                       wu_start: tuple[int, int, int] | None) -> list[tuple[int, int, int, int]]:
+    """The pieces of a convolution's implicit load in the order ``hw/convlines.py`` issues them (row by row, a
+    row's pieces in tap order), as :func:`_load_profile`'s lines: ``(cycles, beats, take, address)``, ``beats``
+    0 for a zero piece (``sum(cycles) == _conv_load_cycles(...)``)."""
+    bp = conv.pass_ == "bp"
+    chan = conv.co_pad if bp else conv.c_in
+    cvalid = conv.c_out if bp else chan
+    if kind == "a":
+        pieces = _tap_pieces(chan, cvalid, conv.kw, conv.start_of(conv.k0), conv.red)
+        b, y, x = _conv_rows(conv, r0, rt)
+        word = A_WORD_LANES
+    else:
+        pieces = _tap_pieces(chan, cvalid, conv.kw, wu_start, ct)
+        b, y, x = _conv_rows(conv, conv.k0, conv.red)
+        word = config.cols
+    s, pad = conv.stride, conv.padding
+    ty_dim, tx_dim = (conv.oh, conv.ow) if bp else (conv.height, conv.width)
+    pix = 2 * (conv.c_out if bp else conv.c_in)
+    row_pitch = tx_dim * pix
+    img = ty_dim * row_pitch
+    columns = []                             # per piece: its cost for every row
+    lane = 0
+    for i, j, ch, n, always_zero in pieces:
+        first_lane = lane % word
+        lane += n
+        zero = (_line_cycles(0, n, word, first_lane) - 1, 0, 0, 0)
+        if always_zero:
+            columns.append([zero] * len(b))
+            continue
+        if bp:
+            hn, wn = y + pad - i, x + pad - j
+            valid = (hn >= 0) & (wn >= 0) & (hn % s == 0) & (wn % s == 0) & (hn // s < ty_dim) & (wn // s < tx_dim)
+            ty, tx = hn // s, wn // s
+        else:
+            ty, tx = y * s - pad + i, x * s - pad + j
+            valid = (ty >= 0) & (tx >= 0) & (ty < ty_dim) & (tx < tx_dim)
+        addr = b * img + ty * row_pitch + tx * pix + 2 * ch
+        columns.append([(*_line_profile((a % 64) // 2, n, word, first_lane), int(a)) if v else zero
+                        for a, v in zip(addr.tolist(), valid.tolist(), strict=True)])
+    return [column[r] for r in range(len(b)) for column in columns]
 
 
 @functools.lru_cache(maxsize=1 << 16)
@@ -605,7 +740,14 @@ class _DRAMTerms:
 
     def load(self, start: int, ideal: int, kind: str, *args) -> int:
         """Extra cycles of a load that starts at ``start`` and takes ``ideal`` cycles from an ideal memory."""
-        extra, rbeats = _dram_load_extra(self.config, self.dram, kind, *args)
+        return self._extra(start, ideal, _dram_load_extra, kind, *args)
+
+    def conv_load(self, start: int, ideal: int, conv, kind: str, *args) -> int:
+        """:meth:`load` of a convolution's implicit operand."""
+        return self._extra(start, ideal, _dram_conv_load_extra, conv, kind, *args)
+
+    def _extra(self, start: int, ideal: int, extra_of, *args) -> int:
+        extra, rbeats = extra_of(self.config, self.dram, *args)
         if self.writes is None:
             return round(extra)
         w_start, w_end, bursts, wbeats, wbusy = self.writes
@@ -620,7 +762,7 @@ class _DRAMTerms:
         wait = d * d / (2 * p) if d <= p else d - p / 2
         delay = wait * min(1.0, wbusy / span) * (overlap / dur)
         if delay >= 0.0625:
-            extra, _ = _dram_load_extra(self.config, self.dram, kind, *args, round(delay * 16) / 16)
+            extra, _ = extra_of(self.config, self.dram, *args, round(delay * 16) / 16)
         # the bus carries this load's reads and the writes that overlap it
         w_over = wbeats * overlap / span
         batches = w_over / (wbeats / bursts) / c.write_batch

@@ -32,7 +32,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .bdwp import nm_mask
+from .conv import ConvShape, bp_weight_matrix
+from .descriptor import ConvDescriptor
+from .nm import nm_mask
 from .nmformat import compress, pack
 from .schedule import PCIE_BYTES_PER_S, Schedule, ScheduledGemm
 
@@ -132,10 +134,20 @@ def pregen_work(schedule: Schedule, *, seed: int = 0) -> list[tuple[str, str, Ca
             continue
         w = rng.standard_normal((layer.c_out, layer.k)).astype(np.float32)
         for g in sparse:
-            def work(g=g, w=w) -> int:
-                # FF: B = W^T (K x C_out), groups along K; BP: B = W (C_out x K), groups along C_out
-                b = w.T if g.pass_ == "ff" else w
-                mask = nm_mask(b, n, m, axis=0)
+            def work(g=g, w=w, layer=layer) -> int:
+                # FF: B = W^T (K x C_out), groups along K; BP: B = W (C_out x K), groups along C_out, or for a
+                # convolution W_bp as K' x C_in (groups of M output channels of one tap, sat.sw.conv)
+                if g.pass_ == "ff":
+                    b, mask = w.T, nm_mask(w.T, n, m, axis=0)
+                elif isinstance(g.descriptors[0], ConvDescriptor):
+                    d0 = g.descriptors[0]
+                    shape = ConvShape(d0.batch, d0.height, d0.width, d0.c_in, d0.c_out, d0.kh, d0.kw, d0.stride,
+                                      d0.padding)
+                    w4 = w.reshape(shape.w_shape)
+                    b = bp_weight_matrix(w4, shape, m)
+                    mask = bp_weight_matrix(nm_mask(w, n, m, axis=0).reshape(shape.w_shape), shape, m)
+                else:
+                    b, mask = w, nm_mask(w, n, m, axis=0)
                 nbytes, k0 = 0, 0
                 for d in g.descriptors:
                     nbytes += pack(compress(b[k0:k0 + d.red], n, m, mask[k0:k0 + d.red]), fmt).nbytes

@@ -1,9 +1,10 @@
 """Offline scheduler: a network plus an array configuration become one training iteration's schedule.
 
-A network is a list of GEMM layers (:class:`Conv`, :class:`Linear`) and host operations (:class:`HostOp`:
-ReLU, batch norm, pooling, residual adds, flatten), built with :class:`NetworkBuilder` (``resnet18_cifar``,
-``vgg16_cifar``) or imported from a PyTorch module (:func:`from_torch`, optional). Only the GEMM layers run on
-the card; host operations run on the host between layers (``docs/schedule.md``).
+A network is a :class:`sat.sw.network.Network`: GEMM layers (:class:`Conv`, :class:`Linear`) and host operations
+(:class:`HostOp`: ReLU, batch norm, pooling, residual adds, flatten) in a graph, built with :class:`NetworkBuilder`
+(``resnet18_cifar``, ``vgg16_cifar``) or imported from a PyTorch module (:func:`from_torch`, optional); this module
+re-exports those names. Only the GEMM layers run on the card; host operations run on the host between layers
+(``docs/schedule.md``).
 
 :func:`schedule_iteration` lowers every GEMM layer to its FF, BP and WU GEMMs (``docs/bdwp.md``), picks dense or
 N:M per pass with :func:`sat.sw.bdwp.pass_is_sparse`, picks an orientation per dense GEMM (``orientation="auto"``:
@@ -25,9 +26,31 @@ from typing import Literal
 
 import numpy as np
 
-from .bdwp import NM, PassPolicy, check_nm, nm_mask, parse_nm, pass_is_sparse
+from .bdwp import NM, check_nm, nm_mask, parse_nm
 from .config import SATConfig
-from .descriptor import DESCRIPTOR_BYTES, FLAG_A_TRANS, FLAG_B_TRANS, FLAG_IRQ, FLAG_SPARSE, GemmDescriptor
+from .conv import ConvShape, bp_weight_matrix
+from .descriptor import (
+    DESCRIPTOR_BYTES,
+    FLAG_A_TRANS,
+    FLAG_B_TRANS,
+    FLAG_IRQ,
+    FLAG_SPARSE,
+    ConvDescriptor,
+    GemmDescriptor,
+)
+from .network import (
+    NETWORKS,
+    Conv,
+    HostOp,
+    Linear,
+    Network,
+    NetworkBuilder,
+    from_torch,
+    get_network,
+    pass_is_sparse,
+    resnet18_cifar,
+    vgg16_cifar,
+)
 from .nmformat import compress, pack, packed_nbytes
 from .perfmodel import GemmCounters, gemm_counters
 from .regmap import DEFAULT_MEMORY_BYTES
@@ -46,329 +69,6 @@ PCIE_BYTES_PER_S = 12e9
 
 Pass = Literal["ff", "bp", "wu"]
 Orientation = Literal["normal", "auto", "auto-engine"]
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Networks
-
-
-@dataclass(frozen=True)
-class Conv:
-    """A 2-D convolution lowered channels-last (im2col): ``K = kernel * kernel * c_in``, ``P = B * H_out * W_out``.
-
-    ``in_hw`` is the input's spatial size (set by :class:`NetworkBuilder`); ``ff``/``bp`` are the per-pass
-    policies of :func:`sat.sw.bdwp.pass_is_sparse`. No bias (the batch norm that follows carries it).
-    """
-
-    name: str
-    c_in: int
-    c_out: int
-    kernel: int
-    in_hw: tuple[int, int]
-    stride: int = 1
-    padding: int = 0
-    ff: PassPolicy = "auto"
-    bp: PassPolicy = "auto"
-
-    def __post_init__(self) -> None:
-        for attr in ("c_in", "c_out", "kernel", "stride"):
-            if getattr(self, attr) < 1:
-                raise ValueError(f"layer {self.name}: {attr} must be >= 1, not {getattr(self, attr)!r}")
-        if self.padding < 0:
-            raise ValueError(f"layer {self.name}: padding must be >= 0, not {self.padding!r}")
-        if min(self.out_hw) < 1:
-            raise ValueError(f"layer {self.name}: a {self.kernel}x{self.kernel} kernel with stride {self.stride} "
-                             f"and padding {self.padding} leaves no output on a {self.in_hw} input")
-
-    @property
-    def out_hw(self) -> tuple[int, int]:
-        h, w = self.in_hw
-        f = self.kernel
-        return ((h + 2 * self.padding - f) // self.stride + 1, (w + 2 * self.padding - f) // self.stride + 1)
-
-    @property
-    def k(self) -> int:
-        """Reduction length of FF (columns of ``W``)."""
-        return self.kernel * self.kernel * self.c_in
-
-    def pixels(self, batch: int) -> int:
-        """Rows of the lowered activations, ``B * H_out * W_out``."""
-        return batch * self.out_hw[0] * self.out_hw[1]
-
-    @property
-    def macs_per_image(self) -> int:
-        return self.out_hw[0] * self.out_hw[1] * self.k * self.c_out
-
-
-@dataclass(frozen=True)
-class Linear(Conv):
-    """A fully connected layer: a :class:`Conv` with a 1x1 kernel on a 1x1 input."""
-
-    kernel: int = 1
-    in_hw: tuple[int, int] = (1, 1)
-
-
-@dataclass(frozen=True)
-class HostOp:
-    """An operation the host runs between GEMM layers (no GEMM on the card).
-
-    ``kind``: ``relu``, ``bn`` (batch norm, includes the bias), ``maxpool`` / ``avgpool`` (``kernel``,
-    ``stride``; ``kernel = 0`` = global), ``add`` (residual: adds the tensor saved as ``source``), ``save``
-    (remembers the current tensor as ``source`` for a later ``add`` or shortcut convolution), ``flatten``.
-    """
-
-    name: str
-    kind: str
-    kernel: int = 0
-    stride: int = 0
-    source: str = ""
-
-
-GemmLayer = Conv
-Item = Conv | HostOp
-
-
-@dataclass(frozen=True)
-class Network:
-    """A network for one input size: its items in forward order, GEMM layers and host operations."""
-
-    name: str
-    input_shape: tuple[int, int, int]   # (H, W, C)
-    items: tuple[Item, ...]
-
-    @property
-    def layers(self) -> list[Conv]:
-        """The GEMM layers (convolutions and linear layers) in forward order."""
-        return [it for it in self.items if isinstance(it, Conv)]
-
-    def macs_per_image(self) -> int:
-        """MACs of one image's forward pass through the GEMM layers (dense)."""
-        return sum(layer.macs_per_image for layer in self.layers)
-
-
-class NetworkBuilder:
-    """Builds a :class:`Network`, tracking the activation shape ``(H, W, C)``.
-
-    Example::
-
-        net = (NetworkBuilder("tiny", 8, 8, 3).conv("conv1", 16, 3, padding=1).relu().maxpool(2)
-               .flatten().linear("fc", 10).build())
-
-    Raises
-    ------
-    ValueError
-        For a layer that does not fit the current shape (e.g. ``linear`` before ``flatten`` on a feature map),
-        duplicate names or an unknown saved tensor.
-    """
-
-    def __init__(self, name: str, height: int, width: int, channels: int) -> None:
-        if min(height, width, channels) < 1:
-            raise ValueError(f"input shape must be positive, not {(height, width, channels)}")
-        self._name = name
-        self._input = (height, width, channels)
-        self._shape = (height, width, channels)
-        self._items: list[Item] = []
-        self._saved: dict[str, tuple[int, int, int]] = {}
-        self._count = 0
-
-    @property
-    def shape(self) -> tuple[int, int, int]:
-        """Current activation shape ``(H, W, C)``."""
-        return self._shape
-
-    def _auto(self, kind: str) -> str:
-        self._count += 1
-        return f"{kind}{self._count}"
-
-    def _add(self, item: Item) -> NetworkBuilder:
-        if any(it.name == item.name for it in self._items):
-            raise ValueError(f"network {self._name}: the name {item.name!r} is used twice")
-        self._items.append(item)
-        return self
-
-    def conv(self, name: str, c_out: int, kernel: int = 3, *, stride: int = 1, padding: int | None = None,
-             source: str | None = None, ff: PassPolicy = "auto", bp: PassPolicy = "auto") -> NetworkBuilder:
-        """A convolution on the current tensor (or on the tensor saved as ``source``, e.g. a shortcut);
-        ``padding`` defaults to ``kernel // 2``."""
-        h, w, c = self._shape if source is None else self._get(source)
-        layer = Conv(name, c, c_out, kernel, (h, w), stride, kernel // 2 if padding is None else padding, ff, bp)
-        self._shape = (*layer.out_hw, c_out)
-        return self._add(layer)
-
-    def linear(self, name: str, c_out: int, *, ff: PassPolicy = "auto", bp: PassPolicy = "auto") -> NetworkBuilder:
-        """A fully connected layer; the current tensor must be flat (``H = W = 1``)."""
-        h, w, c = self._shape
-        if (h, w) != (1, 1):
-            raise ValueError(f"network {self._name}: linear layer {name!r} needs a flat input, the current "
-                             f"shape is {self._shape}: add .flatten() or a global pooling first")
-        self._shape = (1, 1, c_out)
-        return self._add(Linear(name, c, c_out, ff=ff, bp=bp))
-
-    def host(self, kind: str, name: str | None = None) -> NetworkBuilder:
-        """A shape-preserving host operation (``relu``, ``bn``)."""
-        return self._add(HostOp(name or self._auto(kind), kind))
-
-    def relu(self, name: str | None = None) -> NetworkBuilder:
-        return self.host("relu", name)
-
-    def bn(self, name: str | None = None) -> NetworkBuilder:
-        return self.host("bn", name)
-
-    def _pool(self, kind: str, kernel: int, stride: int | None, name: str | None) -> NetworkBuilder:
-        h, w, c = self._shape
-        if kernel == 0:
-            self._shape = (1, 1, c)
-        else:
-            s = stride or kernel
-            if kernel > min(h, w):
-                raise ValueError(f"network {self._name}: a {kernel}x{kernel} pool does not fit {self._shape}")
-            self._shape = ((h - kernel) // s + 1, (w - kernel) // s + 1, c)
-        return self._add(HostOp(name or self._auto(kind), kind, kernel, stride or kernel))
-
-    def maxpool(self, kernel: int = 2, stride: int | None = None, name: str | None = None) -> NetworkBuilder:
-        return self._pool("maxpool", kernel, stride, name)
-
-    def avgpool(self, kernel: int = 0, stride: int | None = None, name: str | None = None) -> NetworkBuilder:
-        """Average pooling; ``kernel = 0`` is global (to ``1 x 1``)."""
-        return self._pool("avgpool", kernel, stride, name)
-
-    def flatten(self, name: str | None = None) -> NetworkBuilder:
-        h, w, c = self._shape
-        self._shape = (1, 1, h * w * c)
-        return self._add(HostOp(name or self._auto("flatten"), "flatten"))
-
-    def save(self, tag: str) -> NetworkBuilder:
-        """Remember the current tensor as ``tag`` (block input of a residual block)."""
-        self._saved[tag] = self._shape
-        return self._add(HostOp(f"save.{tag}", "save", source=tag))
-
-    def _get(self, tag: str) -> tuple[int, int, int]:
-        try:
-            return self._saved[tag]
-        except KeyError:
-            raise ValueError(f"network {self._name}: no tensor saved as {tag!r} (use .save({tag!r}) first)") from None
-
-    def add(self, tag: str, name: str | None = None) -> NetworkBuilder:
-        """Residual add of the tensor saved as ``tag`` (or of a shortcut convolution's output, by name)."""
-        shapes = dict(self._saved)
-        shapes.update({it.name: (*it.out_hw, it.c_out) for it in self._items if isinstance(it, Conv)})
-        if tag not in shapes:
-            raise ValueError(f"network {self._name}: nothing named {tag!r} to add")
-        if shapes[tag] != self._shape:
-            raise ValueError(f"network {self._name}: cannot add {tag!r} of shape {shapes[tag]} to {self._shape}")
-        return self._add(HostOp(name or self._auto("add"), "add", source=tag))
-
-    def build(self) -> Network:
-        if not any(isinstance(it, Conv) for it in self._items):
-            raise ValueError(f"network {self._name} has no GEMM layer")
-        return Network(self._name, self._input, tuple(self._items))
-
-
-def resnet18_cifar(classes: int = 10, image: int = 32, width: int = 64) -> Network:
-    """ResNet-18 for CIFAR-sized inputs: a 3x3 stem (no max pool), four stages of two basic blocks
-    (64, 128, 256, 512 channels; 1x1 stride-2 shortcut convolutions), global average pool, ``512 -> classes``.
-
-    ``width`` scales the channels (``width, 2 width, 4 width, 8 width``): the same layer structure, scaled
-    down for RTL simulation."""
-    b = NetworkBuilder("resnet18", image, image, 3).conv("conv1", width, 3).bn().relu()
-    c_in = width
-    for stage, c_out in enumerate((width, 2 * width, 4 * width, 8 * width), start=1):
-        for block in range(2):
-            p = f"layer{stage}.{block}"
-            stride = 2 if (block == 0 and stage > 1) else 1
-            b.save(p)
-            b.conv(f"{p}.conv1", c_out, 3, stride=stride).bn().relu().conv(f"{p}.conv2", c_out, 3).bn()
-            if stride != 1 or c_in != c_out:
-                conv2_shape = b.shape
-                b.conv(f"{p}.downsample", c_out, 1, stride=stride, padding=0, source=p).bn(f"{p}.downsample.bn")
-                assert b.shape == conv2_shape
-                b.add(f"{p}.downsample")
-            else:
-                b.add(p)
-            b.relu()
-            c_in = c_out
-    return b.avgpool().flatten().linear("fc", classes).build()
-
-
-#: VGG-16 convolution widths, ``"M"`` = 2x2 max pool.
-_VGG16 = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M")
-
-
-def vgg16_cifar(classes: int = 10, image: int = 32, width: int = 64) -> Network:
-    """VGG-16 for CIFAR-sized inputs: 13 3x3 convolutions with batch norm, five max pools (32 -> 1), and the
-    classifier ``512 -> 512 -> 512 -> classes``. ``width`` scales every width (64 is the original)."""
-    b = NetworkBuilder("vgg16", image, image, 3)
-    i = 0
-    for v in _VGG16:
-        if v == "M":
-            b.maxpool(2)
-        else:
-            i += 1
-            b.conv(f"conv{i}", v * width // 64, 3).bn().relu()
-    fc = 512 * width // 64
-    return (b.flatten().linear("fc1", fc).relu().linear("fc2", fc).relu().linear("fc3", classes).build())
-
-
-NETWORKS = {"resnet18": resnet18_cifar, "vgg16": vgg16_cifar}
-
-
-def get_network(name: str) -> Network:
-    """A network of :data:`NETWORKS` by name (CIFAR-sized, 10 classes)."""
-    try:
-        return NETWORKS[name]()
-    except KeyError:
-        raise ValueError(f"unknown network {name!r}; known: {sorted(NETWORKS)}") from None
-
-
-def from_torch(module, input_shape: tuple[int, int, int], name: str = "torch") -> Network:
-    """Import the GEMM layers of a PyTorch module (``Conv2d`` and ``Linear``, in registration order).
-
-    Only the layer list is imported: every ``Conv2d`` (square kernel, groups = dilation = 1) and ``Linear``
-    with its input size, found by a forward pass with forward hooks on a zero tensor of ``input_shape``
-    (``H, W, C``). Everything else runs on the host and is recorded as one ``HostOp("host")`` per gap.
-
-    Raises
-    ------
-    ImportError
-        When PyTorch is not installed (it is not a dependency of SAT).
-    ValueError
-        For layers the scheduler cannot lower (grouped or dilated convolutions, non-square kernels).
-    """
-    try:
-        import torch
-    except ModuleNotFoundError:
-        raise ImportError("from_torch needs PyTorch, which SAT does not depend on: install it with "
-                          "`pip install torch`, or describe the network with NetworkBuilder") from None
-    items: list[Item] = []
-    hooks = []
-
-    def hook(mod, inputs, _output, mod_name):
-        x = inputs[0]
-        if isinstance(mod, torch.nn.Conv2d):
-            if mod.groups != 1 or mod.dilation != (1, 1) or mod.kernel_size[0] != mod.kernel_size[1] \
-                    or mod.stride[0] != mod.stride[1] or mod.padding[0] != mod.padding[1]:
-                raise ValueError(f"{mod_name}: only square, ungrouped, undilated convolutions can be scheduled")
-            items.append(Conv(mod_name, mod.in_channels, mod.out_channels, mod.kernel_size[0],
-                              (int(x.shape[2]), int(x.shape[3])), mod.stride[0], mod.padding[0]))
-        else:
-            items.append(Linear(mod_name, mod.in_features, mod.out_features))
-
-    for mod_name, mod in module.named_modules():
-        if isinstance(mod, (torch.nn.Conv2d, torch.nn.Linear)):
-            hooks.append(mod.register_forward_hook(functools.partial(hook, mod_name=mod_name)))
-    try:
-        h, w, c = input_shape
-        with torch.no_grad():
-            module.eval()(torch.zeros(1, c, h, w))
-    finally:
-        for handle in hooks:
-            handle.remove()
-    with_host: list[Item] = []
-    for i, it in enumerate(items):
-        if i:
-            with_host.append(HostOp(f"host{i}", "host"))
-        with_host.append(it)
-    return Network(name, tuple(input_shape), tuple(with_host))
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -589,6 +289,18 @@ class _Operand:
     trans: bool
 
 
+def _is_conv(layer: Conv) -> bool:
+    """Whether a layer runs as convolution descriptors (every convolution record; linear layers are GEMMs)."""
+    return not isinstance(layer, Linear)
+
+
+def _conv_template(layer: Conv, batch: int, pass_: str, n: int, m: int) -> ConvDescriptor:
+    """The convolution descriptor of a layer's pass, addresses and chunk to be filled in."""
+    h, w = layer.in_hw
+    return ConvDescriptor(pass_, batch, h, w, layer.c_in, layer.c_out, layer.kernel, layer.kernel, layer.stride,
+                          layer.padding, a_addr=0, b_addr=0, c_addr=0, n=n, m=m, flags=FLAG_SPARSE if n else 0)
+
+
 def schedule_iteration(network: Network, batch: int, config: SATConfig, nm: NM | str = (2, 8), *,
                        bp_mask: str = "independent", orientation: Orientation = "auto",
                        first_layer_bp: bool = False, memory_bytes: int = DEFAULT_MEMORY_BYTES) -> Schedule:
@@ -642,6 +354,23 @@ def schedule_iteration(network: Network, batch: int, config: SATConfig, nm: NM |
         P, K, Co = layer.pixels(batch), layer.k, layer.c_out
         n, m = nm if (sparse and nm is not None) else (0, 0)
         p = layer.name
+        if _is_conv(layer):
+            # a convolution: one descriptor kind, the core lowers the activation (docs/conv.md); the GEMM view
+            # gives the tiling, the chunks and the counters
+            d = _conv_template(layer, batch, pass_, n, m)
+            Hi = batch * layer.in_hw[0] * layer.in_hw[1]
+            x = _Operand(f"{p}.X", Hi, layer.c_in, False)
+            dy = _Operand(f"{p}.dY", P, Co, False)
+            if pass_ == "ff":
+                a, b = x, _Operand(f"{p}.W_ff.packed", 0, 0, False) if n else _Operand(f"{p}.W_t", K, Co, False)
+            elif pass_ == "bp":
+                a, b = dy, (_Operand(f"{p}.W_bp.packed", 0, 0, False) if n else
+                            _Operand(f"{p}.W_bpm", d.reduction, layer.c_in, False))
+            else:
+                a, b = dy, x
+            c_name = {"ff": f"{p}.Y", "bp": f"{p}.dX", "wu": f"{p}.dW"}[pass_]
+            pending.append((layer, pass_, d.rows, d.reduction, d.cols, n, m, False, a, b, c_name))
+            return
         # (rows, red, cols, A, B, C name), normal then transposed; A/B: (region, lines, length, trans)
         if pass_ == "ff":
             b_sparse = _Operand(f"{p}.W_ff.packed", 0, 0, False)
@@ -716,9 +445,20 @@ def schedule_iteration(network: Network, batch: int, config: SATConfig, nm: NM |
                     b_addr, b_stride = rb.addr + k0 * 2 * b.length, 2 * b.length
             if j == len(chunks) - 1:
                 flags |= FLAG_IRQ
-            d = GemmDescriptor(rows=rows, red=k1 - k0, cols=cols, a_addr=a_addr, b_addr=b_addr,
-                               c_addr=mem.regions[c_region].addr, a_stride=a_stride, b_stride=b_stride,
-                               c_stride=4 * cols, n=n, m=m, flags=flags, tag=len(sched.descriptors))
+            if _is_conv(layer):
+                conv = _conv_template(layer, batch, pass_, n, m)
+                d = conv.replace(a_addr=mem.regions[a.region].addr, c_addr=mem.regions[c_region].addr,
+                                 b_addr=(mem.regions[f"{b.region}{j}"].addr if n else mem.regions[b.region].addr),
+                                 k0=k0, red=k1 - k0, flags=(FLAG_SPARSE if n else 0) | (flags & FLAG_IRQ),
+                                 tag=len(sched.descriptors))
+                if pass_ == "wu":           # dY's pixels k0.. (A^T lines)
+                    d = d.replace(a_addr=d.a_addr + k0 * 2 * layer.c_out)
+                elif not n:                 # the chunk's rows of the dense weight operand
+                    d = d.replace(b_addr=d.b_addr + k0 * d.b_stride)
+            else:
+                d = GemmDescriptor(rows=rows, red=k1 - k0, cols=cols, a_addr=a_addr, b_addr=b_addr,
+                                   c_addr=mem.regions[c_region].addr, a_stride=a_stride, b_stride=b_stride,
+                                   c_stride=4 * cols, n=n, m=m, flags=flags, tag=len(sched.descriptors))
             d.validate(config, memory_bytes)
             descs.append(d)
             sched.descriptors.append(d)
@@ -732,9 +472,9 @@ def schedule_iteration(network: Network, batch: int, config: SATConfig, nm: NM |
     for g, (names, _) in zip(sched.gemms, out_regions, strict=True):
         p = g.layer
         if g.pass_ == "ff":
-            steps.append(DmaStep("host", f"{p}: im2col of the layer input (after the host ops before it)"))
+            steps.append(DmaStep("host", f"{p}: the layer input, channels-last (the host ops before it)"))
         elif g.pass_ == "bp" or (g.pass_ == "wu" and not any(x.layer == p and x.pass_ == "bp" for x in sched.gemms)):
-            steps.append(DmaStep("host", f"{p}: output gradient dY (col2im/host-op backward of the layer after)"))
+            steps.append(DmaStep("host", f"{p}: output gradient dY (the host-op backward of the layer after)"))
         d = g.descriptors[0]
         inputs = {r.name for r in host_written if any(r.addr <= addr < r.end for addr in (d.a_addr, d.b_addr))}
         for j in range(1, len(g.descriptors)):
@@ -812,8 +552,10 @@ def run_schedule(device, schedule: Schedule, tensors: dict[str, dict[str, np.nda
 
     This drives the schedule's memory map, DMA order and descriptor list on a device (the software model, the
     RTL simulation or the card), but not the host operations between layers: ``tensors[layer]`` gives each GEMM
-    layer's FP32 operands ``x`` (``P x K``, im2col'ed), ``dy`` (``P x C_out``) and ``w`` (``C_out x K``, master
-    weights). The host part of pre-generation runs here: ``W_ff`` keeps the N:M largest of ``w`` along ``K``,
+    layer's FP32 operands ``x``, ``dy`` and ``w`` (``C_out x K`` or ``C_out x kh x kw x C_in``, master weights):
+    for a convolution the channels-last tensors (``B x H x W x C_in`` and ``B x OH x OW x C_out``, or their
+    row-major matrices; the core lowers them, the host never does), for a linear layer ``P x K`` and
+    ``P x C_out``. The host part of pre-generation runs here: ``W_ff`` keeps the N:M largest of ``w`` along ``K``,
     ``W_bp`` along ``C_out`` (of ``w``, or of ``W_ff`` for ``bp_mask="nested"``), quantized to the build's format,
     compressed and packed per K chunk. The schedule's regions are placed in one device allocation (descriptors
     relocated by its base). Each GEMM's descriptors run as one command list; K-chunk partials are added in chunk
@@ -824,7 +566,8 @@ def run_schedule(device, schedule: Schedule, tensors: dict[str, dict[str, np.nda
     Returns
     -------
     dict
-        ``{(layer, "ff"): Y (P x C_out), (layer, "bp"): dX (P x K), (layer, "wu"): dW (C_out x K)}``, FP32.
+        ``{(layer, "ff"): Y (P x C_out), (layer, "bp"): dX (P x K; a convolution's B*H*W x C_in),
+        (layer, "wu"): dW (C_out x K)}``, FP32.
 
     Raises
     ------
@@ -854,11 +597,21 @@ def run_schedule(device, schedule: Schedule, tensors: dict[str, dict[str, np.nda
 
     def operand(layer: Conv, name: str) -> np.ndarray:
         t = np.asarray(tensors[layer.name][name], np.float32)
-        want = {"x": (layer.pixels(schedule.batch), layer.k), "dy": (layer.pixels(schedule.batch), layer.c_out),
-                "w": (layer.c_out, layer.k)}[name]
-        if t.shape != want:
-            raise ValueError(f"tensors[{layer.name!r}][{name!r}] has shape {t.shape}, the schedule needs {want}")
+        P = layer.pixels(schedule.batch)
+        if _is_conv(layer):      # channels-last tensors (or their row-major matrices), W as (C_out, K)
+            h, w = layer.in_hw
+            want = {"x": (schedule.batch * h * w, layer.c_in), "dy": (P, layer.c_out), "w": (layer.c_out, layer.k)}
+            if t.ndim == 4:
+                t = t.reshape(-1, t.shape[-1]) if name != "w" else t.reshape(t.shape[0], -1)
+        else:
+            want = {"x": (P, layer.k), "dy": (P, layer.c_out), "w": (layer.c_out, layer.k)}
+        if t.shape != want[name]:
+            raise ValueError(f"tensors[{layer.name!r}][{name!r}] has shape {t.shape}, the schedule needs {want[name]}")
         return t
+
+    def conv_shape(layer: Conv) -> ConvShape:
+        return ConvShape(schedule.batch, *layer.in_hw, layer.c_in, layer.c_out, layer.kernel, layer.kernel,
+                         layer.stride, layer.padding)
 
     def upload(region: str, layer: Conv, g: ScheduledGemm) -> None:
         if region in written:
@@ -874,6 +627,9 @@ def run_schedule(device, schedule: Schedule, tensors: dict[str, dict[str, np.nda
             put(region, f16(w))
         elif kind == "W_t":
             put(region, f16(w.T))
+        elif kind == "W_bpm":   # a convolution's dense BP operand, W as K' x C_in
+            sh = conv_shape(layer)
+            put(region, f16(bp_weight_matrix(w.reshape(sh.w_shape), sh)))
         else:   # packed W_ff / W_bp, one region per K chunk
             wq = quantize(w, cfg.fmt)
             mask_ff = nm_mask(w, n, m, axis=1)
@@ -882,6 +638,10 @@ def run_schedule(device, schedule: Schedule, tensors: dict[str, dict[str, np.nda
             else:
                 src = w if schedule.bp_mask == "independent" else np.where(mask_ff, w, 0)
                 b, mask = wq, nm_mask(src, n, m, axis=0)
+                if _is_conv(layer):     # groups of M output channels of one tap: K' x C_in
+                    sh = conv_shape(layer)
+                    b = bp_weight_matrix(wq.reshape(sh.w_shape), sh, m)
+                    mask = bp_weight_matrix(mask.reshape(sh.w_shape), sh, m)
             k0 = 0
             for j, d in enumerate(g.descriptors):
                 chunk = compress(np.ascontiguousarray(b[k0:k0 + d.red]), n, m,

@@ -15,7 +15,10 @@ from dataclasses import dataclass
 from .config import SATConfig
 
 __all__ = ["TilePlan", "tile_plan", "max_reduction", "steps_per_output", "a_words_per_row", "pow2_fit",
-           "is_sparse"]
+           "is_sparse", "A_WORD_LANES"]
+
+#: Elements in one word of an A bank: a whole 512-bit beat, so a row-major A beat is one write.
+A_WORD_LANES = 32
 
 
 def is_sparse(n: int, m: int) -> bool:
@@ -29,8 +32,8 @@ def steps_per_output(red: int, n: int = 0, m: int = 0) -> int:
 
 
 def a_words_per_row(red: int, config: SATConfig) -> int:
-    """A-buffer words one row of ``A`` takes: ``ceil(red / max_m)``."""
-    return -(-red // config.max_m)
+    """A-buffer words one row of ``A`` takes: ``ceil(red / 32)`` (:data:`A_WORD_LANES` elements a word)."""
+    return -(-red // A_WORD_LANES)
 
 
 def pow2_fit(words: int, depth: int) -> int:
@@ -44,7 +47,7 @@ def pow2_fit(words: int, depth: int) -> int:
 def max_reduction(config: SATConfig, n: int = 0, m: int = 0) -> int:
     """Longest reduction ``K`` one command may have on this build (dense, or ``n:m`` sparse): beyond it the
     unit answers ``BAD_SHAPE`` and the scheduler or driver splits ``K``."""
-    by_a = config.a_depth * config.max_m
+    by_a = config.a_depth * A_WORD_LANES
     by_b = (config.b_depth // n) * m if is_sparse(n, m) else config.b_depth
     return min(by_a, by_b)
 
@@ -85,7 +88,7 @@ def tile_plan(config: SATConfig, rows: int, red: int, cols: int, n: int = 0, m: 
               single: bool = False) -> TilePlan:
     """The tiling the GEMM unit applies to a ``rows x red x cols`` command (``n:m`` sparse or dense).
 
-    With ``pa``, ``pb`` the largest ``p`` such that ``2**p * ceil(red / max_m) <= a_depth`` and
+    With ``pa``, ``pb`` the largest ``p`` such that ``2**p * ceil(red / 32) <= a_depth`` and
     ``2**p * S <= b_depth``:
 
     * B is double buffered (``ct_max = C * 2**(pb-1)``, else ``C * 2**pb``) if ``pb >= 1`` and

@@ -1,16 +1,23 @@
 """Training with BDWP on real data: models, data, the training loop and JSON results.
 
-The models are small enough to train on the bit-exact golden model on a laptop CPU:
+Every model is a network description of :mod:`sat.sw.network` turned into a trainable
+:class:`sat.sw.graph.Graph`:
 
 * ``mlp``: ``64 -> 128 -> 128 -> 10`` with ReLU. Three layers, so that one layer (``fc2``) has both a sparse
   FF and a sparse BP pass: in a two-layer MLP the first layer computes no input gradient and the 10-way
   classifier's BP runs dense, so the BP mask would never matter.
 * ``cnn``: ``conv3x3 1->16 stride 1 pad 1`` (ReLU), ``conv3x3 16->32 stride 2 pad 1`` (ReLU), flatten,
   ``linear 512 -> 10`` on 8x8x1 channels-last images.
+* ``resnet18``, ``vgg16``: :func:`sat.sw.network.resnet18_cifar` and :func:`~sat.sw.network.vgg16_cifar` on the
+  8x8x1 images (batch norm, residual adds, max and global-average pooling on the host), channels scaled by
+  ``width`` (the first stage's channels; 64 is the full network).
 
 Data: scikit-learn's bundled ``load_digits`` (1797 8x8 images, no network access), pixel values scaled to
 ``[0, 1]``, a fixed stratified 75/25 train/test split (``random_state=0``) that does not depend on the seed.
-The seed sets the weight initialisation and the mini-batch order.
+The seed sets the weight initialisation and the mini-batch order. No installable package here ships a larger
+image classification set inside its wheel (MNIST / CIFAR loaders download at run time), so digits it is.
+
+Each run reports per-iteration means in ``timing`` (see :func:`train`).
 """
 
 from __future__ import annotations
@@ -25,24 +32,27 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from sat.sw import network as nets
 from sat.sw.bdwp import (
     SGD,
     BDWPSettings,
-    Conv2d,
-    Flatten,
     GemmBackend,
     GoldenBackend,
-    Linear,
     LossScaler,
-    Sequential,
     format_nm,
     parse_nm,
 )
+from sat.sw.graph import Graph
+from sat.sw.meter import Meter
 
-__all__ = ["MODELS", "DATASETS", "DEFAULT_WIDTH", "TrainConfig", "Dataset", "load_dataset", "subset",
-           "build_model", "parse_policy", "train", "weights_digest", "write_json"]
+__all__ = ["MODELS", "IMAGE_MODELS", "DATASETS", "LAMBDA_W", "LAMBDA_W_SPARSE", "default_lambda_w",
+           "DEFAULT_WIDTH", "TrainConfig", "Dataset", "load_dataset",
+           "subset", "model_network", "build_model", "parse_policy", "train", "compare_runs", "weights_digest",
+           "write_json"]
 
-MODELS = ("mlp", "cnn")
+MODELS = ("mlp", "cnn", "resnet18", "vgg16")
+#: Models that take NHWC images (the others flat vectors).
+IMAGE_MODELS = ("cnn", "resnet18", "vgg16")
 DATASETS = ("digits",)
 
 
@@ -92,22 +102,15 @@ def load_dataset(name: str = "digits", image: bool = False) -> Dataset:
     return Dataset(name, x_tr, y_tr, x_te, y_te, classes=10)
 
 
-#: Default ``width`` per model: hidden units of the MLP, channels of the CNN's first convolution.
-DEFAULT_WIDTH = {"mlp": 128, "cnn": 16}
+#: Default ``width`` per model: hidden units of the MLP, channels of the CNN's first convolution, channels of the
+#: first stage of ResNet-18 / VGG-16 (64 = full width).
+DEFAULT_WIDTH = {"mlp": 128, "cnn": 16, "resnet18": 16, "vgg16": 16}
 
 
-def build_model(name: str, seed: int = 0, classes: int = 10, width: int | None = None) -> Sequential:
-    """Build ``"mlp"`` or ``"cnn"`` (see the module docstring) with He-normal weights from ``seed``.
-
-    Parameters
-    ----------
-    name : "mlp" or "cnn"
-    seed : int
-    classes : int
-    width : int, optional
-        Hidden units of both MLP hidden layers, or output channels of ``conv1`` (``conv2`` has twice as many);
-        default :data:`DEFAULT_WIDTH` (the models of the module docstring). Smaller models keep RTL simulation
-        runs short.
+def model_network(name: str, classes: int = 10, width: int | None = None, image: int = 8,
+                  channels: int = 1) -> nets.Network:
+    """The network description of model ``name`` (see the module docstring) for ``image x image x channels``
+    inputs (the MLP takes ``image * image * channels`` features).
 
     Raises
     ------
@@ -119,19 +122,34 @@ def build_model(name: str, seed: int = 0, classes: int = 10, width: int | None =
     w = DEFAULT_WIDTH[name] if width is None else width
     if isinstance(w, bool) or not isinstance(w, int) or w < 1:
         raise ValueError(f"width must be a positive integer, not {width!r}")
-    rng = np.random.default_rng(seed)
     if name == "mlp":
-        return Sequential([
-            Linear(64, w, name="fc1", relu=True, rng=rng),
-            Linear(w, w, name="fc2", relu=True, rng=rng),
-            Linear(w, classes, name="fc3", rng=rng),
-        ])
-    return Sequential([
-        Conv2d(1, w, 3, stride=1, padding=1, name="conv1", relu=True, rng=rng),
-        Conv2d(w, 2 * w, 3, stride=2, padding=1, name="conv2", relu=True, rng=rng),
-        Flatten("flatten"),
-        Linear(4 * 4 * 2 * w, classes, name="fc", rng=rng),
-    ])
+        return nets.mlp(classes, w, image * image * channels)
+    if name == "cnn":
+        return nets.cnn(classes, w, image, channels)
+    if name == "resnet18":
+        return nets.resnet18_cifar(classes, image, w, channels)
+    return nets.vgg16_cifar(classes, image, w, channels)
+
+
+def build_model(name: str, seed: int = 0, classes: int = 10, width: int | None = None) -> Graph:
+    """The trainable model ``name`` (see the module docstring) with He-normal weights from ``seed``.
+
+    Parameters
+    ----------
+    name : "mlp", "cnn", "resnet18" or "vgg16"
+    seed : int
+    classes : int
+    width : int, optional
+        Hidden units of both MLP hidden layers, output channels of the CNN's ``conv1`` (``conv2`` has twice as
+        many), or the first-stage channels of ResNet-18 / VGG-16; default :data:`DEFAULT_WIDTH`. Smaller models
+        keep RTL simulation runs short.
+
+    Raises
+    ------
+    ValueError
+        For an unknown model or a width below 1.
+    """
+    return Graph.from_network(model_network(name, classes, width), np.random.default_rng(seed))
 
 
 def parse_policy(items: tuple[str, ...] | list[str]) -> list[tuple[str, str, str]]:
@@ -153,6 +171,25 @@ def parse_policy(items: tuple[str, ...] | list[str]) -> list[tuple[str, str, str
     return out
 
 
+#: SR-STE coefficient of the method (Zhou et al., ICLR 2021; the BDWP default).
+LAMBDA_W = 2e-4
+#: SR-STE coefficient for patterns keeping at most 1 of 8 (see :func:`default_lambda_w`).
+LAMBDA_W_SPARSE = 2e-3
+
+
+def default_lambda_w(nm: tuple[int, int] | None) -> float:
+    """The default SR-STE coefficient for ``nm``: :data:`LAMBDA_W`, or :data:`LAMBDA_W_SPARSE` when ``N/M <= 1/8``.
+
+    With independent BP masks, BP uses the largest master weights along ``C_out``, also those FF pruned away; only
+    SR-STE's decay keeps those small. At 1:8, seven of eight weights are FF-pruned and 2e-4 no longer holds them
+    back: they grow, the BP mask drifts onto them (the BP pass then propagates through weights the forward pass
+    never used), and the weights and the loss diverge on some seeds. Ten times the decay keeps every seed stable
+    (``docs/bdwp.md``)."""
+    if nm is not None and nm[0] * 8 <= nm[1]:
+        return LAMBDA_W_SPARSE
+    return LAMBDA_W
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Hyper-parameters of one training run.
@@ -167,8 +204,11 @@ class TrainConfig:
     bp_mask : "independent" or "nested"
     seed : int
     epochs, batch_size : int
-    lr, momentum, weight_decay, lambda_w : float
-        SGD with momentum; ``lambda_w`` is the SR-STE coefficient.
+    lr, momentum, weight_decay : float
+        SGD with momentum.
+    lambda_w : float or "auto"
+        The SR-STE coefficient; ``"auto"`` (default) is :func:`default_lambda_w` of the N:M pattern: 2e-4, and
+        2e-3 for patterns that keep 1 of 8 or fewer (see ``docs/bdwp.md``, "1:8 and independent BP masks").
     lr_schedule : "cosine" or "constant"
         Per-epoch cosine decay from ``lr`` to 0, or constant.
     loss_scale : "dynamic" or float
@@ -201,7 +241,7 @@ class TrainConfig:
     lr: float = 0.05
     momentum: float = 0.9
     weight_decay: float = 1e-4
-    lambda_w: float = 2e-4
+    lambda_w: float | str = "auto"
     lr_schedule: str = "cosine"
     loss_scale: str | float = "dynamic"
     policy: tuple[str, ...] = field(default_factory=tuple)
@@ -233,8 +273,21 @@ class TrainConfig:
                 raise ValueError(f"loss_scale must be 'dynamic' or a positive number, "
                                  f"not {self.loss_scale!r}")
             object.__setattr__(self, "loss_scale", scale)
+        if self.lambda_w != "auto":
+            try:
+                lam = float(self.lambda_w)
+            except (TypeError, ValueError):
+                lam = -1.0
+            if not lam >= 0:
+                raise ValueError(f"lambda_w must be 'auto' or a number >= 0, not {self.lambda_w!r}")
+            object.__setattr__(self, "lambda_w", lam)
         object.__setattr__(self, "policy", tuple(self.policy))
         parse_policy(self.policy)
+
+    @property
+    def sr_ste_lambda(self) -> float:
+        """The SR-STE coefficient of this run (``lambda_w``, with ``"auto"`` resolved)."""
+        return default_lambda_w(parse_nm(self.nm)) if self.lambda_w == "auto" else float(self.lambda_w)
 
     def settings(self, backend: GemmBackend | None = None) -> BDWPSettings:
         """The :class:`BDWPSettings` of this run on ``backend`` (default golden)."""
@@ -242,7 +295,7 @@ class TrainConfig:
                             backend if backend is not None else GoldenBackend())
 
 
-def _accuracy(model: Sequential, x: np.ndarray, y: np.ndarray, s: BDWPSettings) -> float:
+def _accuracy(model: Graph, x: np.ndarray, y: np.ndarray, s: BDWPSettings) -> float:
     return float(np.mean(model.predict(x, s) == y))
 
 
@@ -266,18 +319,28 @@ def train(config: TrainConfig, backend: GemmBackend | None = None, *, progress: 
         ``config``, ``backend``, ``pass_modes`` (per layer: ff/bp/wu dense, sparse or skipped),
         ``epochs`` (per epoch: mean training ``loss``, ``test_accuracy``, ``lr``, ``skipped_steps``,
         ``loss_scale``), ``final_test_accuracy``, ``final_train_accuracy``, ``skipped_steps``, ``seconds``,
-        ``steps`` (optimizer steps run), ``step_losses`` (the loss of every step, in order) and
-        ``weights_sha256`` (SHA-256 over the FP32 bits of every layer's final weights and bias: two runs
-        trained bit for bit alike have the same digest).
+        ``steps`` (optimizer steps run), ``step_losses`` and ``losses`` (the loss of every step, in order),
+        ``weights_sha256`` (SHA-256 over the FP32 bits of every layer's final parameters and batch-norm
+        statistics: two runs trained bit for bit alike have the same digest) and ``timing``: per training
+        iteration (inference not counted) the means of ``host_seconds`` (wall time outside the backend: host
+        work), ``backend_seconds`` (inside it), ``pcie_bytes`` (host <-> card: measured on a device
+        backend; on the golden model the bytes a card with conv descriptors would move, see
+        :mod:`sat.sw.meter`) and ``device_cycles`` (the device's
+        ``CYCLES`` counters, or on the golden model the cycle model of the default build), with ``source``
+        saying which.
 
     Raises
     ------
     ValueError
         For a policy naming an unknown layer.
     """
-    s = config.settings(backend)
+    from sat.sw.config import SATConfig
+    from sat.sw.meter import device_counters
+
+    meter = Meter(backend if backend is not None else GoldenBackend())
+    s = config.settings(meter)
     if data is None:
-        data = load_dataset(config.dataset, image=config.model == "cnn")
+        data = load_dataset(config.dataset, image=config.model in IMAGE_MODELS)
     data = subset(data, config.train_subset, config.test_subset)
     model = build_model(config.model, config.seed, data.classes, config.width)
     for layer, which, mode in parse_policy(config.policy):
@@ -286,13 +349,15 @@ def train(config: TrainConfig, backend: GemmBackend | None = None, *, progress: 
         except KeyError as exc:
             raise ValueError(f"policy override names unknown layer {layer!r}; the {config.model} layers are "
                              f"{[la.name for la in model.gemm_layers]}") from exc
-    opt = SGD(config.lr, config.momentum, config.weight_decay, config.lambda_w)
+    opt = SGD(config.lr, config.momentum, config.weight_decay, config.sr_ste_lambda)
     scaler = LossScaler.for_format(config.fmt, config.loss_scale)
     rng = np.random.default_rng(config.seed + 1_000_003)
     n = len(data.x_train)
     steps = math.ceil(n / config.batch_size)
     history = []
     step_losses: list[float] = []
+    iterations: list[dict[str, float]] = []
+    cycle_config = SATConfig(fmt=config.fmt)
     total_steps = config.epochs * steps if config.max_steps is None else min(config.max_steps,
                                                                               config.epochs * steps)
     t0 = time.perf_counter()
@@ -308,7 +373,23 @@ def train(config: TrainConfig, backend: GemmBackend | None = None, *, progress: 
             if len(step_losses) >= total_steps:
                 break
             idx = order[i * config.batch_size:(i + 1) * config.batch_size]
+            before = (time.perf_counter(), meter.seconds, meter.model_bytes, len(meter.gemms),
+                      device_counters(meter))
             out = model.train_step(data.x_train[idx], data.y_train[idx], s, opt, scaler)
+            after = device_counters(meter)
+            if after is not None and before[4] is None:      # a lazily opened device: nothing moved before
+                before = (*before[:4], dict.fromkeys(after, 0))
+            wall = time.perf_counter() - before[0]
+            inside = meter.seconds - before[1]
+            it = {"host_seconds": wall - inside, "backend_seconds": inside}
+            if after is None:
+                it["pcie_bytes"] = meter.model_bytes - before[2]
+                it["device_cycles"] = meter.model_cycles(cycle_config, meter.gemms[before[3]:])
+            else:
+                it.update({k: after[v] - before[4][v] for k, v in (("pcie_bytes", "pcie_bytes"),
+                                                                   ("device_cycles", "cycles"))})
+                it["measured"] = 1.0
+            iterations.append(it)
             losses.append(out["loss"])
             step_losses.append(float(out["loss"]))
             bar.update(1)
@@ -322,9 +403,16 @@ def train(config: TrainConfig, backend: GemmBackend | None = None, *, progress: 
     bar.close()
     cfg = asdict(config)
     cfg["policy"] = list(config.policy)
+    cfg["lambda_w_used"] = config.sr_ste_lambda
+    timing: dict = {k: float(np.mean([it[k] for it in iterations])) for k in iterations[0]} if iterations else {}
+    timing["iterations"] = len(iterations)
+    measured = bool(timing.pop("measured", 0))
+    timing["source"] = ("device counters and measured DMA" if measured else
+                        f"cycle model ({cycle_config.rows}x{cycle_config.cols} engine, default buffers) and "
+                        "modelled DMA")
     return {
         "config": cfg,
-        "backend": type(s.backend).__name__,
+        "backend": type(meter.inner).__name__,
         "pass_modes": model.pass_modes(s.nm),
         "epochs": history,
         "final_test_accuracy": history[-1]["test_accuracy"],
@@ -333,15 +421,31 @@ def train(config: TrainConfig, backend: GemmBackend | None = None, *, progress: 
         "seconds": time.perf_counter() - t0,
         "steps": len(step_losses),
         "step_losses": step_losses,
+        "losses": step_losses,
         "weights_sha256": weights_digest(model),
+        "timing": timing,
     }
 
 
-def weights_digest(model: Sequential) -> str:
-    """SHA-256 (hex) over the FP32 bit patterns of every GEMM layer's weight and bias, in layer order."""
+def compare_runs(result: dict, golden: dict) -> dict:
+    """Bit-for-bit comparison of two :func:`train` results: every step's loss, the final weights' digest, the
+    accuracies and skipped steps. Returns ``{"golden_match": bool, "differences": [...]}``."""
+    diffs = [key for key in ("step_losses", "weights_sha256", "final_test_accuracy", "final_train_accuracy",
+                             "skipped_steps") if result[key] != golden[key]]
+    if [e["test_accuracy"] for e in result["epochs"]] != [e["test_accuracy"] for e in golden["epochs"]]:
+        diffs.append("epochs.test_accuracy")
+    return {"golden_match": not diffs, "differences": diffs}
+
+
+def weights_digest(model: Graph) -> str:
+    """SHA-256 (hex) over the FP32 bit patterns of every parameter layer's weight and bias (and a batch norm's
+    running statistics), in layer order."""
     h = hashlib.sha256()
-    for layer in model.gemm_layers:
-        for t in (layer.weight, layer.bias):
+    for layer in model.param_layers:
+        tensors = [layer.weight, layer.bias]
+        if hasattr(layer, "running_mean"):
+            tensors += [layer.running_mean, layer.running_var]
+        for t in tensors:
             h.update(np.ascontiguousarray(t, dtype=np.float32).view(np.uint32).astype("<u4").tobytes())
     return h.hexdigest()
 

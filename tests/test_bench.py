@@ -78,3 +78,33 @@ def test_cli(tmp_path, capsys):
     assert (tmp_path / "o" / "bench_speedup.png").stat().st_size > 1000
     assert "resnet18" in capsys.readouterr().out
     assert main(["bench", "--out", str(tmp_path / "o"), "--batch", "0", "--no-plots"]) == 2
+
+
+def test_host_iteration_counts_the_bytes_a_conv_card_moves():
+    """host_iteration's PCIe bytes for conv -> global pool -> fc, dense, batch 2, counted by hand: each resident
+    activation and output gradient once (operand format), dense weights (FF: W^T, BP: W as K' x C_in), FP32
+    results once; the first layer's BP is not run. Its host time is positive and broken down by category."""
+    from sat.sw.bench import host_iteration
+    from sat.sw.network import NetworkBuilder
+
+    net = NetworkBuilder("t", 4, 4, 8).conv("c", 8, 3).relu().avgpool().flatten().linear("fc", 4).build()
+    b = 2
+    conv = 2 * b * 4 * 4 * 8 + 2 * 72 * 8 + 4 * b * 4 * 4 * 8 + 2 * b * 4 * 4 * 8 + 4 * 8 * 72
+    fc = 2 * b * 8 + 2 * 8 * 4 + 4 * b * 4 + 2 * b * 4 + 4 * 4 * 8 + 2 * 4 * 8 + 4 * b * 8
+    r = host_iteration(net, b, "dense")
+    assert r["pcie_bytes"] == conv + fc
+    assert r["host_seconds"] > 0 and r["breakdown"]["total"] > 0 and set(r["breakdown"]) >= {"batch norm", "other"}
+
+
+def test_end_to_end_column(tmp_path):
+    cfg = SATConfig(rows=8, cols=8)
+    result = run_bench(cfg, ["resnet18"], batch=1, modes=("dense", "2:8"), pregen=False, end_to_end=True)
+    e2e = result["networks"]["resnet18"]["end_to_end"]
+    for mode in ("dense", "2:8"):
+        v = e2e[mode]
+        assert v["card_seconds"] == result["networks"]["resnet18"]["orientations"]["auto"][mode]["summary"][
+            "unit_seconds"]
+        assert abs(v["total_seconds"] - v["card_seconds"] - v["host_seconds"] - v["pcie_seconds"]) < 1e-12
+        assert 0 < v["host_share"] < 1
+    assert e2e["2:8"]["pcie_bytes"] < e2e["dense"]["pcie_bytes"]       # packed weights are smaller
+    assert "## End to end" in render_markdown(result)

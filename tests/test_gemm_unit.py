@@ -31,7 +31,7 @@ from sat.sim.pysim import DmaStreamMemory, Stalls, stream_get, stream_put
 from sat.sw import nmformat, numerics
 from sat.sw.config import SATConfig
 from sat.sw.regmap import ErrorCode
-from sat.sw.tiling import a_words_per_row, steps_per_output, tile_plan
+from sat.sw.tiling import A_WORD_LANES, a_words_per_row, steps_per_output, tile_plan
 
 CFG = SATConfig(rows=2, cols=2, adder_latency=2, a_depth=32, b_depth=128)
 BEAT = 64
@@ -64,7 +64,7 @@ def _context(cfg: SATConfig, *, red: int, cols: int, n: int = 0, m: int = 0, a_a
 
 def expected_lines(cfg: SATConfig, ctx: dict, job: dict) -> list[tuple[int, int, dict]]:
     """``(request address, beats, record fields)`` of every line of a load, in order."""
-    R, C, mm = cfg.rows, cfg.cols, cfg.max_m
+    R, C, mm = cfg.rows, cfg.cols, A_WORD_LANES
     out = []
 
     def dense(lo: int, count: int, rec: dict) -> None:
@@ -136,14 +136,14 @@ def _memory_image(name: str, rng: np.random.Generator, fmt: str = "fp16"):
         only the operand's elements (the engine ignores the rest: lanes beyond ``red`` read as zero, columns
         beyond ``cols`` are dropped)."""
         if is_a:
-            return name == "a" and ((w["addr"] - base) % kw) * cfg.max_m + lane >= red
+            return name == "a" and ((w["addr"] - base) % kw) * A_WORD_LANES + lane >= red
         return name != "b_trans" and ((w["addr"] - base) // steps) * cfg.cols + lane >= ct
 
     def put(writes, is_a: bool) -> None:
         for w in writes:
             if is_a:
                 for bank in range(cfg.rows):
-                    for lane in range(cfg.max_m):
+                    for lane in range(A_WORD_LANES):
                         if w["lanes"][bank] >> lane & 1 and not padding(w, True, lane):
                             want[(bank, w["addr"])] = {**want.get((bank, w["addr"]), {}),
                                                        lane: w["data"][bank][lane]}
@@ -297,7 +297,7 @@ def _run_loader(name: str, *, corrupt: bool = False, read_fault: bool = False, s
                 dut.loaded.valid, dut.loaded.payload):
             if av:
                 for bank in range(CFG.rows):
-                    for lane in range(CFG.max_m):
+                    for lane in range(A_WORD_LANES):
                         if ap.lanes[bank] >> lane & 1:
                             got.setdefault((bank, ap.addr), {})[lane] = ap.data[bank][lane]
             if bv:
@@ -510,7 +510,7 @@ def test_sequencer_follows_the_tile_plan(rows: int, red: int, cols: int, nm) -> 
 
 def test_sequencer_rejects_a_reduction_too_long() -> None:
     cfg = CFG
-    loads, cmds, answer, _, _ = _sequence(cfg, 4, cfg.a_depth * cfg.max_m + 1, 4)
+    loads, cmds, answer, _, _ = _sequence(cfg, 4, cfg.a_depth * A_WORD_LANES + 1, 4)
     assert answer.error == ErrorCode.BAD_SHAPE and not loads and not cmds
 
 

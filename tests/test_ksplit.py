@@ -99,7 +99,7 @@ def test_golden_split_is_chunk_products_added(fmt):
 def test_device_backend_splits_k_bit_exact():
     """DeviceBackend with small buffers: one descriptor per chunk, bit for bit equal to the golden model with the
     same k_limit (dense, sparse and a reduction that fits)."""
-    cfg = SATConfig(rows=2, cols=2, a_depth=8, b_depth=32)
+    cfg = SATConfig(rows=2, cols=2, a_depth=2, b_depth=32)
     dev = SATDevice(ModelTransport(cfg, 1 << 22), cfg)
     backend = DeviceBackend(dev)
     assert backend.k_limit() == max_reduction(cfg) == 32

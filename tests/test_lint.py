@@ -23,7 +23,7 @@ TOPS = {
     "gemm_2x2_fp16": lambda: gemm_top(SATConfig(rows=2, cols=2, fmt="fp16", a_depth=512, b_depth=1024)),
     "gemm_4x4_bf16": lambda: gemm_top(SATConfig(rows=4, cols=4, fmt="bf16", a_depth=512, b_depth=1024)),
     "core_loopback": lambda: core_top(SATConfig(), memory_bytes=1 << 20),
-    "system_2x2": lambda: system_top(SATConfig(rows=2, cols=2, adder_latency=2, a_depth=32, b_depth=128),
+    "system_2x2": lambda: system_top(SATConfig(rows=2, cols=2, adder_latency=2, a_depth=8, b_depth=128),
                                      memory_bytes=1 << 20),
 }
 

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 
 from sat.sw.config import SATConfig
+from sat.sw.network import resnet18_imagenet
 from sat.sw.perfmodel import (
     fill_cycles,
     gemm_counters,
     network_counters,
-    resnet18_layers,
     steps_per_output,
     unit_cycles,
 )
@@ -162,9 +162,13 @@ def test_validation() -> None:
 
 def test_resnet18_iteration() -> None:
     config = SATConfig(rows=32, cols=32)
-    dense = network_counters(config, resnet18_layers(), 32, None)
-    sparse = network_counters(config, resnet18_layers(), 32, (2, 8))
-    assert len(dense) == 3 * len(resnet18_layers())
+    net = resnet18_imagenet()
+    # forward MACs of the ImageNet ResNet-18: ~1.82 GMAC (the well-known 1.8 GFLOPs figure)
+    assert 1.80e9 < net.macs_per_image() < 1.83e9
+    dense = network_counters(config, net, 32, None)
+    sparse = network_counters(config, net, 32, (2, 8))
+    assert len(dense) == 3 * len(net.layers) == 3 * 21
+    assert [g.n for g, _ in sparse if g.layer == "conv1"] == [0, 0, 0]     # the 7x7 stem on 3 channels: dense
     d = sum(c.cycles for _, c in dense)
     s = sum(c.cycles for _, c in sparse)
     assert 1.0 < d / s <= 2.0
@@ -194,7 +198,7 @@ def test_buffer_words_cover_the_writes() -> None:
 def test_unit_cycles_structure() -> None:
     """The unit model: engine busy cycles as the engine's sum over the tiles; time at least the loads plus the
     last tile's compute, at most everything in sequence; double buffering hides loads behind compute."""
-    cfg = SATConfig(rows=2, cols=2, adder_latency=2, a_depth=32, b_depth=128)
+    cfg = SATConfig(rows=2, cols=2, adder_latency=2, a_depth=8, b_depth=128)
     for shape, nm in [((13, 40, 9), (0, 0)), ((40, 8, 30), (0, 0)), ((8, 100, 6), (0, 0)), ((24, 48, 33), (1, 4))]:
         u = unit_cycles(cfg, *shape, *nm)
         plan = tile_plan(cfg, *shape, *nm)

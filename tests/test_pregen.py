@@ -40,8 +40,9 @@ def test_replay_timeline(threads):
     for t in r.tasks:
         g = sparse[(t.layer, t.pass_)]
         la = layers[t.layer]
-        # B = W^T (K x C_out) for FF, W (C_out x K) for BP, packed per K chunk
-        cols = la.c_out if t.pass_ == "ff" else la.k
+        # B = W^T (K x C_out) for FF, W (C_out x K) for a linear BP, W_bp as K' x C_in for a convolution's BP,
+        # packed per K chunk
+        cols = la.c_out if t.pass_ == "ff" else g.descriptors[0].cols
         assert t.packed_bytes == sum(packed_nbytes(2, 8, d.red, cols) for d in g.descriptors)
         assert t.release_s == pytest.approx(spans[(t.layer, "wu")][1])
         assert t.deadline_s == pytest.approx(iteration + spans[(t.layer, t.pass_)][0])

@@ -89,3 +89,40 @@ def test_sim_gemm_axiram_with_pauses(tmp_path) -> None:
     report = json.loads(r.stdout)
     assert report["bit_identical"] and report["macs"] == 9 * 5 * steps_per_output(24, 2, 4)
     assert report["compute_cycles"] == report["expected"]["COMPUTE_CYCLES"]
+
+
+@pytest.mark.rtl
+def test_sim_conv_bp_sparse(tmp_path) -> None:
+    """sat sim conv: a strided, padded BP pass (2:8, independent mask) on the RTL, bit-identical to the golden
+    model; dx.npy has the input's shape; the report names the rounding of inputs fp16 cannot hold."""
+    rng = np.random.default_rng(4)
+    np.save(tmp_path / "dy.npy", rng.standard_normal((1, 3, 3, 8)).astype(np.float32))
+    np.save(tmp_path / "w.npy", rng.standard_normal((8, 3, 3, 5)).astype(np.float32))
+    r = _sat("sim", "conv", "--pass", "bp", "--dy", str(tmp_path / "dy.npy"), "--w", str(tmp_path / "w.npy"),
+             "--input-hw", "6", "5", "--stride", "2", "--padding", "1", "--nm", "2:8", "--out", str(tmp_path / "o"),
+             "--json")
+    assert r.returncode == 0, r.stderr[-3000:]
+    report = json.loads(r.stdout)
+    assert report["bit_identical"] and report["nm"] == "2:8" and report["counters"]["macs"] > 0
+    assert set(report["rounded_inputs"]) == {"dy", "w"} and "rounded to nearest even" in r.stderr
+    assert np.load(tmp_path / "o" / "dx.npy").shape == (1, 6, 5, 5)
+
+
+def test_sim_conv_refuses_bad_input(tmp_path) -> None:
+    """Inputs that make no convolution are refused before anything is built, with what to fix."""
+    rng = np.random.default_rng(5)
+    np.save(tmp_path / "x.npy", rng.standard_normal((1, 4, 4, 3)).astype(np.float32))
+    np.save(tmp_path / "w.npy", rng.standard_normal((8, 3, 3, 2)).astype(np.float32))
+    np.save(tmp_path / "dy.npy", rng.standard_normal((1, 2, 2, 8)).astype(np.float32))
+    out = str(tmp_path / "o")
+    cases = [
+        (["--pass", "ff", "--x", "x.npy", "--w", "w.npy"], "C_in"),
+        (["--pass", "wu", "--x", "x.npy", "--dy", "dy.npy", "--kernel", "3", "3", "--nm", "2:8"], "dense"),
+        (["--pass", "wu", "--x", "x.npy", "--dy", "dy.npy", "--kernel", "3", "3", "--stride", "2"], "does not fit"),
+        (["--pass", "bp", "--dy", "dy.npy", "--w", "w.npy"], "--input-hw"),
+        (["--pass", "ff", "--x", "missing.npy", "--w", "w.npy"], "no such file"),
+    ]
+    for args, message in cases:
+        args = [str(tmp_path / a) if a.endswith(".npy") else a for a in args]
+        r = _sat("sim", "conv", *args, "--out", out)
+        assert r.returncode != 0 and message in r.stderr and "Traceback" not in r.stderr, (args, r.stderr[-500:])

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from sat.sw.config import SATConfig
-from sat.sw.tiling import max_reduction, steps_per_output, tile_plan
+from sat.sw.tiling import a_words_per_row, max_reduction, steps_per_output, tile_plan
 
 CFG = SATConfig(rows=2, cols=2, adder_latency=2)
 
@@ -18,7 +18,7 @@ CFG = SATConfig(rows=2, cols=2, adder_latency=2)
 ])
 def test_tile_plan_covers_the_output_once(rows: int, red: int, cols: int, nm) -> None:
     n, m = nm or (0, 0)
-    plan = tile_plan(CFG.replace(a_depth=32, b_depth=128), rows, red, cols, n, m)
+    plan = tile_plan(CFG.replace(a_depth=8, b_depth=128), rows, red, cols, n, m)
     covered = [[0] * cols for _ in range(rows)]
     for r0, rt, c0, ct in plan.tiles:
         assert 1 <= rt <= plan.rt_max and 1 <= ct <= plan.ct_max and r0 % CFG.rows == 0 and c0 % CFG.cols == 0
@@ -26,35 +26,35 @@ def test_tile_plan_covers_the_output_once(rows: int, red: int, cols: int, nm) ->
             for j in range(c0, c0 + ct):
                 covered[i][j] += 1
     assert all(v == 1 for row in covered for v in row)
-    # the buffers (their halves when double buffered) hold each tile: A rows in banks of ceil(red / max_m)
-    # words, B columns of S steps
-    kw, s = -(-red // CFG.max_m), steps_per_output(red, n, m)
-    a_room, b_room = 16 if plan.a_double else 32, 64 if plan.b_double else 128
+    # the buffers (their halves when double buffered) hold each tile: A rows in banks of ceil(red / 32) words,
+    # B columns of S steps
+    kw, s = a_words_per_row(red, CFG), steps_per_output(red, n, m)
+    a_room, b_room = 4 if plan.a_double else 8, 64 if plan.b_double else 128
     assert -(-plan.rt_max // CFG.rows) * kw <= a_room and -(-plan.ct_max // CFG.cols) * s <= b_room
     # tile sizes are the largest power-of-two multiples of the array that fit
     assert -(-2 * plan.rt_max // CFG.rows) * kw > a_room and -(-2 * plan.ct_max // CFG.cols) * s > b_room
     assert plan.b_loads == (1 if plan.ct_max >= cols else len(plan.tiles))
     # an operand is double buffered only if it fits twice; B only if it is reloaded (several column tiles)
-    assert not plan.a_double or 2 * kw <= 32
+    assert not plan.a_double or 2 * kw <= 8
     assert not plan.b_double or (2 * s <= 128 and len({c0 for _, _, c0, _ in plan.tiles}) > 1)
 
 
 @pytest.mark.parametrize("rows, red, cols, a_double, b_double, rt_max, ct_max", [
-    # 8 words of 32: A fits 4 times (pa = 2), half row tiles of 2 * 2**1 = 4 >= R*L rows; B (S = 64 of 512) fits
-    # 8 times: 4 columns in one tile of 2 * 2**3, loaded once, so not halved
+    # 2 words (of 32 elements) of 8: A fits 4 times (pa = 2), half row tiles of 2 * 2**1 = 4 >= R*L rows; B (S = 64
+    # of 512) fits 8 times: 4 columns in one tile of 2 * 2**3, loaded once, so not halved
     (64, 64, 4, True, False, 4, 16),
     (64, 64, 40, True, True, 4, 8),      # 40 columns: B reloaded, both halved
-    (64, 100, 4, False, False, 4, 8),    # 13 words: pa = 1, a half tile (2 rows) would not fill a 4-row pass
+    (64, 100, 4, False, False, 4, 8),    # 4 words: pa = 1, a half tile (2 rows) would not fill a 4-row pass
     (2, 100, 4, True, False, 2, 8),      # ... unless all rows fit in it
-    (64, 200, 40, False, True, 2, 2),    # 25 words: A fits once; B (S = 200, pb = 1) reloaded, halved
+    (64, 200, 40, False, True, 2, 2),    # 7 words: A fits once; B (S = 200, pb = 1) reloaded, halved
 ])
 def test_double_buffering_rule(rows: int, red: int, cols: int, a_double: bool, b_double: bool, rt_max: int,
                                ct_max: int) -> None:
-    plan = tile_plan(CFG.replace(a_depth=32, b_depth=512), rows, red, cols)
+    plan = tile_plan(CFG.replace(a_depth=8, b_depth=512), rows, red, cols)
     assert (plan.a_double, plan.b_double, plan.rt_max, plan.ct_max) == (a_double, b_double, rt_max, ct_max)
     assert plan.double == (a_double or b_double)
     # A is not halved while B is reloaded single buffered: every tile would wait for B anyway
-    plan = tile_plan(CFG.replace(a_depth=32, b_depth=64), 64, 64, 40)
+    plan = tile_plan(CFG.replace(a_depth=8, b_depth=64), 64, 64, 40)
     assert (plan.a_double, plan.b_double) == (False, False)
 
 
@@ -69,7 +69,7 @@ def test_max_reduction_is_the_limit(nm) -> None:
 
 
 def test_single_plans_without_double_buffering() -> None:
-    cfg = CFG.replace(a_depth=32, b_depth=512)
+    cfg = CFG.replace(a_depth=8, b_depth=512)
     plan = tile_plan(cfg, 64, 64, 40, single=True)
     assert not plan.double and (plan.rt_max, plan.ct_max) == (8, 16)
     assert plan.engine_shapes == [(rt, ct) for _, rt, _, ct in plan.tiles]

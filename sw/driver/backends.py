@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..bdwp import register_backend
+from ..backend import register_backend
 from ..config import SATConfig
 from ..nmformat import NMOperand
 from ..numerics import get_format
@@ -43,6 +43,7 @@ class ModelBackend:
         self.config = config if config is not None else SATConfig()
         self.memory_bytes = memory_bytes
         self.backends: dict[str, DeviceBackend] = {}
+        self._owner: dict[int, str] = {}
 
     def backend(self, fmt: str) -> DeviceBackend:
         """The device backend for operand format ``fmt`` (created on first use)."""
@@ -57,6 +58,23 @@ class ModelBackend:
 
     def sparse(self, a: np.ndarray, b: NMOperand, fmt: str) -> np.ndarray:
         return self.backend(fmt).sparse(a, b, fmt)
+
+    def put(self, x: np.ndarray, fmt: str):
+        """:meth:`DeviceBackend.put` on the model for ``fmt``."""
+        t = self.backend(fmt).put(x, fmt)
+        self._owner[id(t)] = get_format(fmt).name
+        return t
+
+    def release(self, t) -> None:
+        self.backend(self._owner.pop(id(t))).release(t)
+
+    def conv(self, pass_: str, a, b, shape, fmt: str) -> np.ndarray:
+        """:meth:`DeviceBackend.conv` on the model for ``fmt``."""
+        return self.backend(fmt).conv(pass_, a, b, shape, fmt)
+
+    def k_limit(self, n: int = 0, m: int = 0) -> int:
+        """The K-chunk limit of the modelled GEMM unit (the same for every format)."""
+        return self.backend(self.config.fmt).k_limit(n, m)
 
     def __repr__(self) -> str:
         return f"ModelBackend({self.config!r})"

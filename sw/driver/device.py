@@ -12,13 +12,14 @@ Python exceptions. :class:`DeviceBackend` plugs a device into BDWP training as a
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
 
 from ..config import SATConfig
+from ..conv import ConvShape
 from ..descriptor import (
     DESCRIPTOR_BYTES,
     FLAG_A_TRANS,
@@ -26,6 +27,7 @@ from ..descriptor import (
     FLAG_IRQ,
     FLAG_SPARSE,
     MAX_DIM,
+    ConvDescriptor,
     DescriptorError,
     GemmDescriptor,
     encode_list,
@@ -57,6 +59,7 @@ __all__ = [
 ]
 
 OperandDtype = Literal["fp16", "bf16", "fp32"]
+KLimit = Callable[[int, int], int]
 
 
 class SATError(RuntimeError):
@@ -316,6 +319,13 @@ class SATDevice:
         self.memory_bytes = memory_bytes
         self._mem = _Allocator(memory_bytes)
         self._pending: PendingRun | None = None
+        #: RunResult of the last :meth:`conv`.
+        self.last_run: RunResult | None = None
+        #: The descriptors of the last command list started.
+        self.last_descriptors: tuple[GemmDescriptor | ConvDescriptor, ...] = ()
+        #: Bytes moved by DMA, host to card (``h2c``) and card to host (``c2h``), command lists included. Reset it
+        #: freely.
+        self.traffic: dict[str, dict[str, int]] = {"host": {"h2c": 0, "c2h": 0}}
 
     # registers -------------------------------------------------------------------------------------------------
 
@@ -386,6 +396,15 @@ class SATDevice:
         """Bytes of device memory not allocated."""
         return self._mem.free_bytes
 
+    def _dma_write(self, addr: int, data) -> None:
+        self.traffic["host"]["h2c"] += len(data) if isinstance(data, (bytes, bytearray)) else int(
+            np.asarray(data).nbytes)
+        self.transport.dma_write(addr, data)
+
+    def _dma_read(self, addr: int, nbytes: int):
+        self.traffic["host"]["c2h"] += int(nbytes)
+        return self.transport.dma_read(addr, nbytes)
+
     def _operand_fmt(self, fmt: str | None) -> str:
         name = get_format(fmt if fmt is not None else self.config.fmt).name
         if name != self.config.fmt:
@@ -436,15 +455,15 @@ class SATDevice:
 
     def _write_rows(self, t: Tensor, rows: np.ndarray) -> None:
         if t.stride == rows.shape[1]:
-            self.transport.dma_write(t.addr, np.ascontiguousarray(rows).reshape(-1))
+            self._dma_write(t.addr, np.ascontiguousarray(rows).reshape(-1))
         else:
             for i, row in enumerate(rows):
-                self.transport.dma_write(t.addr + i * t.stride, np.ascontiguousarray(row))
+                self._dma_write(t.addr + i * t.stride, np.ascontiguousarray(row))
 
     def read_tensor(self, t: Tensor) -> np.ndarray:
         """Copy a tensor back as float32 (FP32 results bit for bit; operands decoded)."""
         rows, cols = t.shape
-        raw = np.frombuffer(self.transport.dma_read(t.addr, t.nbytes), dtype=np.uint8)
+        raw = np.frombuffer(self._dma_read(t.addr, t.nbytes), dtype=np.uint8)
         if t.stride != cols * t.itemsize:
             raw = np.lib.stride_tricks.as_strided(raw, (rows, cols * t.itemsize), (t.stride, 1))
         raw = np.ascontiguousarray(raw).reshape(rows, cols * t.itemsize)
@@ -465,7 +484,7 @@ class SATDevice:
                              f"pass dense or use a build that includes it")
         data = pack(op, self.config.fmt)
         addr = self.alloc(data.size, 64)
-        self.transport.dma_write(addr, data)
+        self._dma_write(addr, data)
         return SparseWeights(addr, op.n, op.m, op.k, op.cols, int(data.size), self.config.fmt, which)
 
     def upload_weights(self, w: np.ndarray, n: int, m: int, which: Literal["ff", "bp"] = "ff",
@@ -592,6 +611,148 @@ class SATDevice:
         """Run the WU GEMM of a layer (see :meth:`wu_descriptor`); returns ``dW`` (C_out x K, FP32)."""
         return self._run_one(lambda c: self.wu_descriptor(dy, x, c), dy.shape[1], x.shape[1], dw, timeout_s)
 
+    # convolutions --------------------------------------------------------------------------------------------
+
+    def write_nhwc(self, x: np.ndarray, *, dtype: OperandDtype | None = None) -> Tensor:
+        """Copy a channels-last tensor ``(B, H, W, C)`` (or any ``(..., C)``) to device memory as the row-major
+        matrix ``(B*H*W, C)`` the conv passes read; default dtype the core's operand format."""
+        x = np.asarray(x, np.float32)
+        if x.ndim < 1:
+            raise ValueError("write_nhwc needs an array with a channel axis")
+        return self.write_tensor(x.reshape(-1, x.shape[-1]), dtype=dtype)
+
+    @staticmethod
+    def conv_chunks(pass_: str, shape: ConvShape, n: int = 0, m: int = 0,
+                    k_limit: int | KLimit | None = None) -> list[tuple[int, int]]:
+        """The K chunks of a conv pass's lowered reduction (``sat.sw.bdwp.k_chunks``; SPEC 1.1): FF over ``K``,
+        BP over ``K'`` (``co_pad(m)`` channels per tap), WU over ``B*OH*OW``; ``n = m = 0`` for dense.
+        Upload sparse weights one operand per chunk (``sat.sw.bdwp.sparse_chunk``)."""
+        from ..bdwp import k_chunks
+
+        red = {"ff": shape.k, "bp": shape.bp_k(m or 1), "wu": shape.pixels}[pass_]
+        if k_limit is None:
+            return [(0, red)]
+        limit = k_limit if isinstance(k_limit, int) else int(k_limit(n, m))
+        return k_chunks(red, limit, m or 1)
+
+    def conv(self, pass_: str, shape: ConvShape, a: Tensor, b: Tensor | SparseWeights | Sequence[SparseWeights],
+             out: Tensor | None = None, *, k_limit: int | KLimit | None = None, timeout_s: float = 10.0) -> Tensor:
+        """One pass of a convolution on tensors resident in device memory (SPEC section 1.1); returns ``out``.
+
+        Activations are channels-last matrices (:meth:`write_nhwc`): ``X`` is ``B*H*W x C_in``, ``Y`` and ``dY``
+        ``B*OH*OW x C_out``. A linear layer is ``ConvShape.linear(B, C_in, C_out)``.
+
+        * ``"ff"``: ``a`` = X, ``b`` = ``W_ff^T`` (``K x C_out``: dense operand tensor, or the FF upload of
+          :meth:`upload_weights` / ``upload_operand(sat.sw.conv.ff_operand(...))``); ``out`` = Y, FP32.
+        * ``"bp"``: ``a`` = dY, ``b`` = ``W_bp`` as ``K' x C_in`` (``sat.sw.conv.bp_operand``: dense, or N:M along
+          ``K'``); ``out`` = dX (``B*H*W x C_in``), FP32.
+        * ``"wu"``: ``a`` = dY, ``b`` = X; ``out`` = dW (``C_out x K``, ``K = (kh, kw, c_in)``), FP32.
+
+        Reductions longer than ``k_limit(n, m)`` (the GEMM unit's :meth:`DeviceBackend.k_limit`) run in the
+        chunks of :meth:`conv_chunks`, whose FP32 partials the host adds in chunk order; a sparse ``b`` is then
+        one uploaded operand per chunk. The result equals ``sat.sw.conv.conv_ff`` / ``conv_bp`` / ``conv_wu`` on
+        ``GoldenBackend(k_limit=k_limit)`` bit for bit.
+
+        Each chunk is one convolution descriptor (:meth:`conv_descriptor`): the core reads the channels-last
+        tensors and lowers them on the fly; the host lowers nothing.
+
+        Raises
+        ------
+        ValueError
+            For an unknown pass, or tensors whose shapes or formats do not fit ``shape``.
+        """
+        if pass_ not in ("ff", "bp", "wu"):
+            raise ValueError(f"a convolution pass is one of 'ff', 'bp', 'wu', not {pass_!r}")
+        parts = list(b) if isinstance(b, (list, tuple)) else [b]
+        first = parts[0]
+        n, m = (first.n, first.m) if isinstance(first, SparseWeights) else (0, 0)
+        a_rows, a_cols = {"ff": (shape.in_pixels, shape.c_in), "bp": (shape.pixels, shape.c_out),
+                          "wu": (shape.pixels, shape.c_out)}[pass_]
+        b_shape = {"ff": (shape.k, shape.c_out), "bp": (shape.bp_k(m or 1), shape.c_in),
+                   "wu": (shape.in_pixels, shape.c_in)}[pass_]
+        c_shape = {"ff": (shape.pixels, shape.c_out), "bp": (shape.in_pixels, shape.c_in),
+                   "wu": (shape.c_out, shape.k)}[pass_]
+        if a.shape != (a_rows, a_cols):
+            raise ValueError(f"conv {pass_}: the activation tensor is {a.shape}, {shape} needs {(a_rows, a_cols)}")
+        whole = (sum(p.k for p in parts), first.cols) if isinstance(first, SparseWeights) else first.shape
+        if whole != b_shape:
+            raise ValueError(f"conv {pass_}: the second operand is {whole}, {shape} needs {b_shape}")
+        if pass_ == "wu" and isinstance(first, SparseWeights):
+            raise ValueError("conv wu is dense: pass X as a tensor, not packed weights")
+        if out is not None and (out.shape != c_shape or out.dtype != "fp32"):
+            raise ValueError(f"conv {pass_}: out must be an fp32 tensor of shape {c_shape}, got {out.dtype} "
+                             f"{out.shape}")
+        chunks = self.conv_chunks(pass_, shape, n, m, k_limit)
+        if isinstance(first, SparseWeights):
+            if len(parts) != len(chunks) or any(p.k != k1 - k0 for p, (k0, k1) in zip(parts, chunks, strict=False)):
+                raise ValueError(f"conv {pass_}: the sparse weights come as {[p.k for p in parts]} rows, the "
+                                 f"reduction runs in chunks {chunks}: upload one operand per chunk "
+                                 "(SATDevice.conv_chunks)")
+        elif len(parts) != 1:
+            raise ValueError(f"conv {pass_}: a dense operand is one tensor, not {len(parts)}")
+        c = out if out is not None else self.alloc_tensor(c_shape)
+        try:
+            self._conv_on_core(pass_, shape, a, parts, c, chunks, timeout_s)
+        except BaseException:
+            if out is None:
+                self.free(c)
+            raise
+        return c
+
+    def conv_descriptor(self, pass_: str, shape: ConvShape, a: Tensor, b: Tensor | SparseWeights, c: Tensor,
+                        k0: int = 0, k1: int | None = None, *, irq: bool = False, tag: int = 0) -> ConvDescriptor:
+        """The descriptor of one convolution pass (or its reduction chunk ``[k0, k1)``) on resident tensors.
+
+        ``a``, ``b``, ``c`` as in :meth:`conv`; for a chunk, ``b`` is that chunk's operand (a sparse upload of its
+        own, or the whole dense operand, whose chunk rows this method addresses) and ``c`` its partial result.
+
+        Raises
+        ------
+        ValueError
+            If a tensor is not packed row-major (the core reads channels-last tensors without strides).
+        """
+        sparse = isinstance(b, SparseWeights)
+        n, m = (b.n, b.m) if sparse else (0, 0)
+        for name, t in (("activation", a), ("result", c)) + ((("operand", b),) if not sparse else ()):
+            if t.stride != t.shape[1] * t.itemsize:
+                raise ValueError(f"conv {pass_}: the {name} tensor has {t.stride}-byte rows of {t.shape[1]} "
+                                 "elements: the core reads packed channels-last tensors")
+        d = ConvDescriptor(pass_, batch=shape.batch, height=shape.height, width=shape.width, c_in=shape.c_in,
+                           c_out=shape.c_out, kh=shape.kh, kw=shape.kw, stride=shape.stride, padding=shape.padding,
+                           a_addr=a.addr, b_addr=b.addr, c_addr=c.addr, k0=k0, n=n, m=m,
+                           flags=(FLAG_SPARSE if sparse else 0) | (FLAG_IRQ if irq else 0), tag=tag)
+        k1 = d.reduction if k1 is None else k1
+        d = d.replace(red=k1 - k0)
+        if pass_ == "wu":                                   # dY's pixels k0.. (A^T lines)
+            d = d.replace(a_addr=a.addr + k0 * a.stride)
+        elif not sparse:                                    # the chunk's rows of the dense weight operand
+            d = d.replace(b_addr=b.addr + k0 * b.stride)
+        return d
+
+    def _conv_on_core(self, pass_: str, shape: ConvShape, a: Tensor, parts: list, c: Tensor,
+                      chunks: list[tuple[int, int]], timeout_s: float) -> None:
+        """One convolution descriptor per K chunk (the core lowers the operand itself, ``docs/conv.md``); the host
+        adds the chunks' FP32 partials in chunk order."""
+        from ..backend import sum_partials
+
+        first = parts[0]
+        live: list[Tensor] = []
+        try:
+            outs, descs = [], []
+            for j, (k0, k1) in enumerate(chunks):
+                cj = c if len(chunks) == 1 else self.alloc_tensor(c.shape)
+                if len(chunks) > 1:
+                    live.append(cj)
+                outs.append(cj)
+                bj = parts[j] if isinstance(first, SparseWeights) else first
+                descs.append(self.conv_descriptor(pass_, shape, a, bj, cj, k0, k1, tag=j))
+            self.last_run = self.run(descs, timeout_s)
+            if len(chunks) > 1:
+                self.write_tensor(sum_partials(self.read_tensor(p) for p in outs), out=c)
+        finally:
+            for t in live:
+                self.free(t)
+
     # command lists ---------------------------------------------------------------------------------------------
 
     def abort(self) -> None:
@@ -625,7 +786,7 @@ class SATDevice:
         raw = encode_list(descriptors)
         addr = self.alloc(len(raw), DESCRIPTOR_BYTES)
         try:
-            self.transport.dma_write(addr, raw)
+            self._dma_write(addr, raw)
             self.write_reg("CONTROL", CONTROL_CLEAR)
             self.write_reg("IRQ_STATUS", IRQ_DONE | IRQ_ERROR)
             self.write_reg("IRQ_ENABLE", (IRQ_DONE | IRQ_ERROR) if self.use_irq else 0)
@@ -636,6 +797,7 @@ class SATDevice:
             self.free(addr)
             raise
         self._pending = PendingRun(addr, tuple(descriptors))
+        self.last_descriptors = self._pending.descriptors
         self.write_reg("CONTROL", CONTROL_START)
         return self._pending
 
@@ -810,7 +972,7 @@ class DeviceBackend:
 
     def _run(self, a: np.ndarray, chunks: list[tuple[int, int]], b_upload, rows: int,
              cols: int) -> np.ndarray:
-        from ..bdwp import sum_partials
+        from ..backend import sum_partials
 
         dev = self.device
         live: list[Tensor | SparseWeights] = []
@@ -837,7 +999,7 @@ class DeviceBackend:
 
     def dense(self, a: np.ndarray, b: np.ndarray, fmt: str) -> np.ndarray:
         """``a @ b`` on the device (``a`` rows x K, ``b`` K x cols, values already quantized to ``fmt``)."""
-        from ..bdwp import k_chunks
+        from ..backend import k_chunks
 
         a, b = np.asarray(a, np.float32), np.asarray(b, np.float32)
         if b.ndim != 2:
@@ -851,7 +1013,7 @@ class DeviceBackend:
 
     def sparse(self, a: np.ndarray, b: NMOperand, fmt: str) -> np.ndarray:
         """``a @ B`` on the device with ``B`` uploaded in the packed N:M format."""
-        from ..bdwp import k_chunks, sparse_chunk
+        from ..backend import k_chunks, sparse_chunk
 
         a = np.asarray(a, np.float32)
         self._check(a, b.k, b.cols, fmt)
@@ -861,5 +1023,74 @@ class DeviceBackend:
         return self._run(a, chunks, lambda k0, k1: self.device.upload_operand(
             b if len(chunks) == 1 else sparse_chunk(b, k0, k1)), a.shape[0], b.cols)
 
+    # the conv / linear pass entry point (sat.sw.conv.conv_pass uses it) ----------------------------------------
+
+    def put(self, x: np.ndarray, fmt: str) -> Tensor:
+        """Keep an activation tensor (values in operand format ``fmt``, channels last) resident in device memory;
+        pass the handle to :meth:`conv` as often as needed, then :meth:`release` it."""
+        return self.device.write_nhwc(np.asarray(x, np.float32), dtype=self.device._operand_fmt(fmt))
+
+    def release(self, t: Tensor) -> None:
+        """Free a tensor from :meth:`put`."""
+        self.device.free(t)
+
+    def conv(self, pass_: str, a, b, shape: ConvShape, fmt: str) -> np.ndarray:
+        """One conv (or linear, ``1 x 1``) pass on the device: :meth:`SATDevice.conv`, the result read back.
+
+        ``a`` and, for WU, ``b`` are arrays (uploaded for this call) or handles from :meth:`put`; ``b`` of FF
+        and BP is the weight operand of ``sat.sw.conv.ff_operand`` / ``bp_operand`` (dense array or N:M
+        operand), uploaded per K chunk. Same arguments and results as ``sat.sw.conv.conv_pass`` on
+        ``GoldenBackend(k_limit=self.k_limit)``, bit for bit.
+        """
+        from ..bdwp import sparse_chunk
+
+        dev = self.device
+        dev._operand_fmt(fmt)
+        live: list[Tensor | SparseWeights] = []
+
+        def resident(v) -> Tensor:
+            if isinstance(v, Tensor):
+                return v
+            t = dev.write_nhwc(np.asarray(v, np.float32))
+            live.append(t)
+            return t
+
+        try:
+            at = resident(a)
+            if pass_ == "wu":
+                bt = resident(b)
+                n = m = 0
+            elif isinstance(b, NMOperand):
+                n, m = b.n, b.m
+                chunks = dev.conv_chunks(pass_, shape, n, m, self.k_limit)
+                bt = [dev.upload_operand(b if len(chunks) == 1 else sparse_chunk(b, k0, k1), pass_)
+                      for k0, k1 in chunks]
+                live.extend(bt)
+            else:
+                n = m = 0
+                bt = dev.write_tensor(np.asarray(b, np.float32))
+                live.append(bt)
+            out = dev.conv(pass_, shape, at, bt, k_limit=self.k_limit, timeout_s=self.timeout_s)
+            live.append(out)
+            self.last_result = dev.last_run
+            self.stats["gemms"] += 1
+            self.stats["descriptors"] += len(dev.conv_chunks(pass_, shape, n, m, self.k_limit))
+            self.stats["cycles"] += int(dev.last_run.counters.get("CYCLES", 0)) if dev.last_run else 0
+            result_shape = {"ff": shape.y_shape, "bp": shape.x_shape, "wu": shape.w_shape}[pass_]
+            return dev.read_tensor(out).reshape(result_shape)
+        finally:
+            for t in live:
+                dev.free(t)
+
     def __repr__(self) -> str:
         return f"DeviceBackend({self.device!r})"
+
+
+def _rows(t: Tensor, r0: int, r1: int) -> Tensor:
+    """Rows ``r0..r1`` of a row-major tensor, as a tensor (no copy)."""
+    return Tensor(t.addr + r0 * t.stride, (r1 - r0, t.shape[1]), t.dtype, t.stride)
+
+
+def _cols(t: Tensor, c0: int, c1: int) -> Tensor:
+    """Columns ``c0..c1`` of a row-major tensor, as a strided tensor (no copy)."""
+    return Tensor(t.addr + c0 * t.itemsize, (t.shape[0], c1 - c0), t.dtype, t.stride)

@@ -13,9 +13,10 @@ drives it exactly as it drives the card. It implements:
   events do not queue (one pending event at most, as the driver's per-interrupt flag) and :meth:`wait_irq`
   consumes it;
 * the command processor: ``CONTROL.START`` fetches ``CMD_COUNT`` descriptors from ``CMD_ADDR``, validates each
-  with :meth:`GemmDescriptor.validate` (the software statement of the hardware checks) and executes it with the
-  bit-exact :mod:`sat.sw.numerics` (dense A/B with strides and A_TRANS/B_TRANS; sparse B read from the packed
-  stream with :func:`sat.sw.nmformat.unpack`), writing FP32 C. The first rejected descriptor stops the list
+  with :meth:`GemmDescriptor.validate` / :meth:`ConvDescriptor.validate` (the software statement of the hardware
+  checks) and executes it with the bit-exact :mod:`sat.sw.numerics` (dense A/B with strides and A_TRANS/B_TRANS;
+  sparse B read from the packed stream with :func:`sat.sw.nmformat.unpack`; a convolution's operand lowered from
+  the channels-last tensor in memory), writing FP32 C. The first rejected descriptor stops the list
   with its error code and index; nothing of it (or after it) is written.
 
 Timing: by default a list runs **synchronously inside the write of CONTROL.START** (``STATUS.BUSY`` is set for
@@ -49,7 +50,19 @@ from types import TracebackType
 import numpy as np
 
 from ..config import SATConfig
-from ..descriptor import DESCRIPTOR_BYTES, FLAG_A_TRANS, FLAG_B_TRANS, FLAG_IRQ, DescriptorError, GemmDescriptor
+from ..conv import ConvShape
+from ..conv import bp_lower as _device_bp_lower
+from ..conv import im2col as _device_im2col
+from ..descriptor import (
+    DESCRIPTOR_BYTES,
+    FLAG_A_TRANS,
+    FLAG_B_TRANS,
+    FLAG_IRQ,
+    ConvDescriptor,
+    DescriptorError,
+    GemmDescriptor,
+    decode,
+)
 from ..nmformat import packed_nbytes, unpack
 from ..numerics import fp32_bits, matmul, matmul_sparse
 from ..perfmodel import descriptor_counters
@@ -390,14 +403,20 @@ class ModelTransport:
                     self._or("IRQ_STATUS", IRQ_DONE)
             self._update_irq()
 
-    def _fetch(self, addr: int) -> GemmDescriptor:
+    def _fetch(self, addr: int) -> GemmDescriptor | ConvDescriptor:
         if addr + DESCRIPTOR_BYTES > self.memory_bytes:
             raise _ListError(ErrorCode.AXI_READ, f"descriptor fetch at 0x{addr:x} is past device memory "
                                                  f"(0x{self.memory_bytes:x} bytes): DECERR")
         self._check_faults(addr, addr + DESCRIPTOR_BYTES, ErrorCode.AXI_READ, "descriptor fetch")
-        return GemmDescriptor.decode(self.memory[addr:addr + DESCRIPTOR_BYTES].tobytes())
+        try:
+            return decode(self.memory[addr:addr + DESCRIPTOR_BYTES].tobytes())
+        except ValueError as e:           # a convolution descriptor with an undefined pass code
+            raise DescriptorError(str(e), ErrorCode.BAD_FLAGS) from None
 
-    def _execute(self, d: GemmDescriptor) -> None:
+    def _execute(self, d: GemmDescriptor | ConvDescriptor) -> None:
+        if isinstance(d, ConvDescriptor):
+            self._execute_conv(d)
+            return
         fmt = self.config.fmt
         mem = self.memory
         (_, a_lo, a_hi), (_, b_lo, b_hi), (_, c_lo, c_hi) = d.extents()
@@ -424,4 +443,48 @@ class ModelTransport:
                 b = _strided(mem, d.b_addr, d.red, d.cols, d.b_stride, "<u2")
             c = matmul(a, np.ascontiguousarray(b, dtype=np.uint16), fmt)
         out = _strided(mem, d.c_addr, d.rows, d.cols, d.c_stride, "<u4")
+        out[...] = fp32_bits(c)
+
+    def _execute_conv(self, d: ConvDescriptor) -> None:
+        """A convolution descriptor: the lowered operand's chunk (the device's own lowering of the tensor's bit
+        patterns, zero bits for missing taps), then the GEMM of the chunk, as the core computes it."""
+        fmt = self.config.fmt
+        mem = self.memory
+        (_, a_lo, a_hi), (_, b_lo, b_hi), (_, c_lo, c_hi) = d.extents()
+        self._check_faults(a_lo, a_hi, ErrorCode.AXI_READ, "read of operand A")
+        self._check_faults(b_lo, b_hi, ErrorCode.AXI_READ, "read of operand B")
+        self._check_faults(c_lo, c_hi, ErrorCode.AXI_WRITE, "write of result C")
+        shape = ConvShape(d.batch, d.height, d.width, d.c_in, d.c_out, d.kh, d.kw, d.stride, d.padding)
+        k0, k1 = d.k0, d.k0 + d.red
+
+        def bits(addr: int, rows: int, cols: int) -> np.ndarray:
+            return _strided(mem, addr, rows, cols, 2 * cols, "<u2").astype(np.float32)   # exact: integers < 2**16
+
+        if d.pass_ == "ff":
+            x = bits(d.a_addr, shape.in_pixels, d.c_in).reshape(shape.x_shape)
+            a = _device_im2col(x, d.kh, d.kw, d.stride, d.padding)[:, k0:k1]
+        elif d.pass_ == "bp":
+            dy = bits(d.a_addr, shape.pixels, d.c_out).reshape(shape.y_shape)
+            a = _device_bp_lower(dy, shape, d.m if d.sparse else 1)[:, k0:k1]
+        else:
+            a = bits(d.a_addr, d.red, d.c_out).T
+            x = bits(d.b_addr, shape.in_pixels, d.c_in).reshape(shape.x_shape)
+            b = _device_im2col(x, d.kh, d.kw, d.stride, d.padding)[k0:k1]
+        a = np.ascontiguousarray(a).astype(np.uint16)
+        if d.sparse:
+            raw = mem[d.b_addr:d.b_addr + packed_nbytes(d.n, d.m, d.red, d.cols)].copy()
+            try:
+                op = unpack(raw, d.n, d.m, d.red, d.cols, fmt)
+            except ValueError as e:
+                raise _ListError(ErrorCode.BAD_OPERAND,
+                                 f"malformed packed N:M operand at 0x{d.b_addr:x}: {e}") from None
+            c = matmul_sparse(a, op.values, op.indices, d.m, fmt)
+        else:
+            if d.pass_ != "wu":
+                if d.flags & FLAG_B_TRANS:
+                    b = _strided(mem, d.b_addr, d.cols, d.red, d.b_stride, "<u2").T
+                else:
+                    b = _strided(mem, d.b_addr, d.red, d.cols, d.b_stride, "<u2")
+            c = matmul(a, np.ascontiguousarray(b).astype(np.uint16), fmt)
+        out = _strided(mem, d.c_addr, d.rows, d.cols, 4 * d.cols, "<u4")
         out[...] = fp32_bits(c)
