@@ -512,8 +512,11 @@ def unit_cycles(config: SATConfig, rows: int, red: int, cols: int, n: int = 0, m
 READ_WINDOW = 4
 #: Cycles from the request of a load's first line to the loader taking that line's record.
 RECORD_DELAY = 2
-#: Cycles from a transfer's last beat being taken to the request that reuses its slot.
+#: Cycles from a transfer's last beat being taken (or a record, for the line FIFO) to the request that reuses
+#: its slot.
 WINDOW_DELAY = 1
+#: Records in flight between the issuer and the loader (``sat.hw.gemm_unit.LINE_FIFO_DEPTH``).
+LINE_FIFO = 4
 #: Edges from an AR handshake to the first R handshake of an ideal memory.
 IDEAL_READ_LATENCY = 1
 
@@ -577,41 +580,51 @@ def _load_pipeline(lines: list[tuple[int, int, int, int]], read, refresh: float 
     """Cycles from a load's first request to the loader's last write, ``read(t, beats)`` giving the edge of a
     burst's first beat for its address handshake at edge ``t``.
 
-    The issuer requests line ``i`` two cycles after line ``i - 1`` (one more per extra 4 KiB burst) and
-    :data:`WINDOW_DELAY` after line ``i - READ_WINDOW`` was taken in full; the address handshake follows the
-    request by a cycle. The loader takes a line's record the cycle after its previous line's last write, its
-    first beat the cycle after that or when it arrives, then writes (``cycles - 2`` writes).
+    The issuer puts out a record a cycle after the previous one, or two (one more per extra 4 KiB burst) after a
+    record with a read; a record with a read also waits until the read :data:`READ_WINDOW` reads before it has
+    been taken in full (:data:`WINDOW_DELAY`), and every record until the one :data:`LINE_FIFO` records before
+    it has been taken (the line FIFO); the address handshake follows by a cycle. The loader takes a record
+    :data:`RECORD_DELAY` cycles after it was put out at the earliest and the cycle after its previous line's last
+    write, a line's first beat the cycle after that or when it arrives, then writes (``cycles - 2`` writes; a
+    zero piece of a convolution, ``beats == 0``, has no read and ``cycles - 1`` writes).
 
     Returns that time and the cycles a refresh of ``refresh`` cycles costs the load, summed over the cycles of
     the load (divide by the refresh period for the expected cost): a refresh that starts while line ``i`` is
     the next to be taken delays its data by up to ``refresh``, of which the time the data would have waited for
     the loader anyway is hidden."""
-    W = READ_WINDOW
-    taken: list[int] = []
+    W, F = READ_WINDOW, LINE_FIFO
+    taken: list[int] = []                    # per read: cycle its last beat was taken
+    records: list[int] = []                  # per record: cycle the loader took it
     q = 0
-    e = RECORD_DELAY - 1                     # the loader's last busy cycle
+    e = None                                 # the loader's last busy cycle
     exposure = 0.0
     prev_f = None
-    gap = 0                                  # cycles from the previous request: its AR handshakes, then one
-    reads = 0
-    for cycles, beats, take, addr in lines:
-        if not beats:                        # a zero piece of a convolution: a record and writes, no read
-            e += cycles
-            continue
+    gap = 0                                  # cycles from the previous record
+    for j, (cycles, beats, take, addr) in enumerate(lines):
         q += gap
-        if reads >= W:
-            q = max(q, taken[reads - W] + WINDOW_DELAY)
-        reads += 1
-        gap = 1 + (addr % 4096 + 64 * beats + 4095) // 4096
+        if j >= F:
+            q = max(q, records[j - F] + WINDOW_DELAY)
+        if beats:
+            reads = len(taken)
+            if reads >= W:
+                q = max(q, taken[reads - W] + WINDOW_DELAY)
+            gap = 1 + (addr % 4096 + 64 * beats + 4095) // 4096
+        else:
+            gap = 1
+        rho = q + RECORD_DELAY if e is None else max(e + 1, q + RECORD_DELAY)
+        records.append(rho)
+        if not beats:                        # a zero piece of a convolution: a record and writes, no read
+            e = rho + cycles - 1
+            continue
         first = read(q + 1, beats)
-        f = max(e + 2, first)
+        f = max(rho + 1, first)
         if refresh:
             start = RECORD_DELAY if prev_f is None else prev_f
             exposure += (f - start) * max(0.0, refresh - (f - first))
         prev_f = f
         e = f + cycles - 2
         taken.append(f + take)
-    return e, exposure
+    return (RECORD_DELAY - 1 if e is None else e), exposure
 
 
 def _ideal_read(t: float, beats: int) -> float:

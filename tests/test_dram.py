@@ -134,6 +134,30 @@ def test_load_profile_matches_load_cycles() -> None:
             assert end == perfmodel.RECORD_DELAY - 1 + sum(line[0] for line in lines), args
 
 
+@pytest.mark.parametrize("pass_", ["ff", "bp", "wu"])
+@pytest.mark.parametrize("geometry", [(1, 6, 6, 8, 8, 3, 3, 1, 1), (2, 8, 8, 3, 16, 3, 3, 2, 1),
+                                      (1, 8, 8, 8, 16, 1, 1, 2, 0)])
+def test_conv_load_profile_matches_conv_load_cycles(pass_: str, geometry: tuple) -> None:
+    """A convolution's implicit load as the DRAM terms walk it (its pieces, zero pieces without a read) costs
+    what the ideal-memory accounting says, in every row tile (and WU column tile) the unit loads."""
+    from sat.sw.descriptor import ConvDescriptor
+
+    config = SATConfig(rows=2, cols=2, adder_latency=2, a_depth=8, b_depth=128)
+    nm = (2, 8) if pass_ != "wu" else (0, 0)
+    d = ConvDescriptor(pass_, *geometry, a_addr=0, b_addr=0, c_addr=0, n=nm[0], m=nm[1])
+    pieces = 0
+    for r0, rt, c0, ct in [(0, 2, 0, 2), (4, 4, 0, 2), (0, 2, 2, 4)]:
+        kind = "b" if pass_ == "wu" else "a"
+        start = (0, 0, 0) if kind == "b" else None
+        lines = perfmodel._conv_load_profile(config, d, kind, r0, rt, c0, ct, start)
+        assert sum(line[0] for line in lines) == perfmodel._conv_load_cycles(config, d, kind, r0, rt, c0, ct, start)
+        pieces += sum(1 for line in lines if not line[1])
+        end, _ = perfmodel._load_pipeline(lines, perfmodel._ideal_read)
+        assert end == perfmodel.RECORD_DELAY - 1 + sum(line[0] for line in lines)
+    if geometry[-1]:                                  # padding 1: some taps fall outside the tensor
+        assert pieces
+
+
 def _fast_memory() -> DDR4Timing:
     """A 'DDR4' without latency, refresh or bus limits (a huge data rate): the DRAM terms must vanish."""
     return DDR4Timing(data_rate_mts=10 ** 6, interconnect_cycles=0.0, read_controller_ns=0.0, read_command_ns=0.0,
