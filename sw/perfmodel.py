@@ -517,6 +517,10 @@ RECORD_DELAY = 2
 WINDOW_DELAY = 1
 #: Records in flight between the issuer and the loader (``sat.hw.gemm_unit.LINE_FIFO_DEPTH``).
 LINE_FIFO = 4
+#: Cycle of the last result row's last write beat relative to the first request of a load that starts when the
+#: engine is done (single buffering), and how far back the rows written before it still meet the load's reads.
+TAIL_OFFSET = 0
+TAIL_WINDOW = 32
 #: Edges from an AR handshake to the first R handshake of an ideal memory.
 IDEAL_READ_LATENCY = 1
 
@@ -633,26 +637,30 @@ def _ideal_read(t: float, beats: int) -> float:
 
 @functools.lru_cache(maxsize=1 << 16)
 def _dram_load_extra(config: SATConfig, dram, kind: str, r0: int, rt: int, c0: int, ct: int, red: int, n: int,
-                     m: int, trans: bool, stride: int, delay: float = 0.0) -> tuple[float, int]:
+                     m: int, trans: bool, stride: int, delay: float = 0.0,
+                     tail: tuple[tuple[int, int], ...] = ()) -> tuple[float, int]:
     """``(cycles, beats)``: how much longer one load takes from a DDR4 channel (``dram``, a
     :class:`sat.sw.dram.DDR4Timing`) than from an ideal memory, and the beats it reads.
 
     Its lines' pipeline (:func:`_load_pipeline`) runs with the channel's read latency plus ``delay`` per read
-    (waits behind concurrent writes) and without; the expected refresh cost is added (``exposure / tREFI``)."""
+    (waits behind concurrent writes) and without, after the writes ``tail`` (``(last beat's cycle, beats)``
+    relative to the load's first request) have reached the channel; the expected refresh cost is added
+    (``exposure / tREFI``)."""
     lines = _load_profile(config, kind, r0, rt, c0, ct, red, n, m, trans, stride)
-    return _dram_pipeline_extra(config, dram, lines, delay)
+    return _dram_pipeline_extra(config, dram, lines, delay, tail)
 
 
 @functools.lru_cache(maxsize=1 << 12)
 def _dram_conv_load_extra(config: SATConfig, dram, conv, kind: str, r0: int, rt: int, c0: int, ct: int,
-                          wu_start: tuple[int, int, int] | None, delay: float = 0.0) -> tuple[float, int]:
+                          wu_start: tuple[int, int, int] | None, delay: float = 0.0,
+                          tail: tuple[tuple[int, int], ...] = ()) -> tuple[float, int]:
     """:func:`_dram_load_extra` of a convolution's implicit load (:func:`_conv_load_profile`)."""
     lines = _conv_load_profile(config, conv, kind, r0, rt, c0, ct, wu_start)
-    return _dram_pipeline_extra(config, dram, lines, delay)
+    return _dram_pipeline_extra(config, dram, lines, delay, tail)
 
 
-def _dram_pipeline_extra(config: SATConfig, dram, lines: list[tuple[int, int, int, int]],
-                         delay: float) -> tuple[float, int]:
+def _dram_pipeline_extra(config: SATConfig, dram, lines: list[tuple[int, int, int, int]], delay: float,
+                         tail: tuple[tuple[int, int], ...] = ()) -> tuple[float, int]:
     import math
 
     from .dram import DRAMChannel
@@ -660,7 +668,11 @@ def _dram_pipeline_extra(config: SATConfig, dram, lines: list[tuple[int, int, in
     channel = DRAMChannel(dataclasses.replace(dram, trefi_ns=0.0), config.clock_hz, config.axi_data_width // 8)
     c = dram.cycles(config.clock_hz, config.axi_data_width // 8)
 
+    writes = list(tail)
+
     def read(t: float, beats: int) -> float:
+        while writes and writes[0][0] < t:           # writes of earlier cycles reach the channel first
+            channel.write(*writes.pop(0))
         return max(t + IDEAL_READ_LATENCY, math.ceil(channel.read(t, beats))) + delay
 
     t_dram, exposure = _load_pipeline(lines, read, c.refresh if dram.trefi_ns else 0.0)
@@ -713,19 +725,24 @@ def _conv_load_profile(config: SATConfig, conv, kind: str, r0: int, rt: int, c0:
 
 
 @functools.lru_cache(maxsize=1 << 16)
-def _tile_writes(config: SATConfig, rt: int, c0: int, ct: int, c_stride: int, row0: int) -> tuple[int, int, int]:
-    """``(bursts, beats, cycles)`` of one engine tile's result writes: a burst per real result row, its beats,
-    and the result writer's cycles for them (``WRITE_ROW`` plus the beats, as in :func:`_engine_cycles`)."""
+def _tile_writes(config: SATConfig, rt: int, c0: int, ct: int, c_stride: int,
+                 row0: int) -> tuple[int, int, int, tuple[int, ...]]:
+    """``(bursts, beats, cycles, last)`` of one engine tile's result writes: a burst per real result row, its
+    beats, the result writer's cycles for them (``WRITE_ROW`` plus the beats, as in :func:`_engine_cycles`), and
+    the beats of the last pass's rows in the order they are written."""
     RL, C = config.rows * config.adder_latency, config.cols
     bursts = beats = 0
+    last: list[int] = []
     for rb in range(0, rt, RL):
         for cb in range(0, ct, C):
             nv = min(C, ct - cb)
+            last = []
             for i in range(min(RL, rt - rb)):
                 off = ((row0 + rb + i) * c_stride + 4 * (c0 + cb)) % 64
                 bursts += 1
-                beats += (off + 4 * nv - 1) // 64 + 1
-    return bursts, beats, bursts * WRITE_ROW + beats
+                last.append((off + 4 * nv - 1) // 64 + 1)
+                beats += last[-1]
+    return bursts, beats, bursts * WRITE_ROW + beats, tuple(last)
 
 
 class _DRAMTerms:
@@ -745,7 +762,7 @@ class _DRAMTerms:
         self.dram = dram
         self.c = dram.cycles(config.clock_hz, config.axi_data_width // 8)
         self.c_stride = c_stride
-        self.writes: tuple[int, int, int, int, int] | None = None
+        self.writes: tuple[int, int, int, int, int, tuple[int, ...]] | None = None
 
     def engine(self, accept: int, cycles: int, rt: int, c0: int, ct: int, r0: int) -> None:
         """The engine takes a tile at ``accept`` for ``cycles``: its writes overlap the next tile's loads."""
@@ -760,11 +777,22 @@ class _DRAMTerms:
         return self._extra(start, ideal, _dram_conv_load_extra, conv, kind, *args)
 
     def _extra(self, start: int, ideal: int, extra_of, *args) -> int:
-        extra, rbeats = extra_of(self.config, self.dram, *args)
         if self.writes is None:
-            return round(extra)
-        w_start, w_end, bursts, wbeats, wbusy = self.writes
-        if start >= w_end or not bursts:
+            return round(extra_of(self.config, self.dram, *args)[0])
+        w_start, w_end, bursts, wbeats, wbusy, last = self.writes
+        if start >= w_end:
+            # a load after the engine's tile (single buffering) meets the writes of its last rows, which the
+            # writer puts out around the engine's done: they go to the channel ahead of the load's reads
+            t = w_end - start + TAIL_OFFSET
+            tail = []
+            for beats in reversed(last):
+                if t < -TAIL_WINDOW:
+                    break
+                tail.append((t, beats))
+                t -= WRITE_ROW + beats
+            return round(extra_of(self.config, self.dram, *args, 0.0, tuple(reversed(tail)))[0])
+        extra, rbeats = extra_of(self.config, self.dram, *args)
+        if not bursts:
             return round(extra)
         c = self.c
         span = max(1, w_end - w_start)
