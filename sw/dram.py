@@ -12,9 +12,9 @@ source):
 * **one data bus per channel**, shared by reads and writes: each 64-byte beat holds the DRAM bus for
   ``64 B / (data rate * 8 B)`` (0.83 cycles of a 250 MHz port at DDR4-2400), so a channel moves at most 1.2 beats
   per port cycle, reads and writes together;
-* **read/write turnaround**: switching the bus from reads to writes costs ``tRTW`` of idle bus, from writes to
-  reads ``tWTR`` plus the read latency difference; reads have priority (the card's ``RD_PRI_REG``), posted writes
-  go when no read is waiting, or after ``write_batch`` of them wait;
+* **read/write turnaround**: switching the bus from reads to writes leaves it idle for the ``tRTW`` gap, from
+  writes to reads for ``tWTR_L + CL``; reads have priority (the card's ``RD_PRI_REG``), posted writes go when no
+  read is waiting, or once ``write_batch`` of them wait;
 * **refresh**: every ``tREFI`` the bus is unavailable for ``tRP + tRFC`` (all banks precharged, then refreshed).
 
 Row-buffer hits and misses are not tracked: the card's IP closes every row after its 128-byte access
@@ -281,7 +281,7 @@ class DRAMChannel:
         self.pending: deque[tuple[float, int]] = deque()   # posted writes: (earliest bus slot, beats)
         self._waited = False          # the last slot was moved past a refresh
         self._inbox: list[tuple[int, int, int, list[float] | None]] = []   # posted, not yet taken
-        #: Bursts and beats served, bus cycles lost to turnarounds and refresh (for reports).
+        #: Bursts and beats served, turnarounds, bursts moved past a refresh (for reports).
         self.stats = {"reads": 0, "writes": 0, "read_beats": 0, "write_beats": 0, "turnarounds": 0,
                       "refresh_waits": 0}
 

@@ -28,6 +28,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .config import SATConfig
+from .dram import DDR4Timing
 from .network import Conv, Network
 from .tiling import A_WORD_LANES, steps_per_output, tile_plan
 
@@ -387,7 +388,7 @@ def _engine_cycles(config: SATConfig, rt: int, red: int, c0: int, ct: int, n: in
 def unit_cycles(config: SATConfig, rows: int, red: int, cols: int, n: int = 0, m: int = 0, *,
                 a_trans: bool = False, b_trans: bool = False, a_stride: int | None = None,
                 b_stride: int | None = None, c_stride: int | None = None,
-                single: bool = False, conv=None, dram=None) -> UnitTiming:
+                single: bool = False, conv=None, dram: DDR4Timing | None = None) -> UnitTiming:
     """Predicted time of one descriptor on the GEMM unit: its ``busy + stall`` counters.
 
     The model walks the unit's tiles (:func:`sat.sw.tiling.tile_plan`) as ``sat.hw.gemm_unit`` runs them:
@@ -636,8 +637,8 @@ def _ideal_read(t: float, beats: int) -> float:
 
 
 @functools.lru_cache(maxsize=1 << 16)
-def _dram_load_extra(config: SATConfig, dram, kind: str, r0: int, rt: int, c0: int, ct: int, red: int, n: int,
-                     m: int, trans: bool, stride: int, delay: float = 0.0,
+def _dram_load_extra(config: SATConfig, dram: DDR4Timing, kind: str, r0: int, rt: int, c0: int, ct: int,
+                     red: int, n: int, m: int, trans: bool, stride: int, delay: float = 0.0,
                      tail: tuple[tuple[int, int], ...] = ()) -> tuple[float, int]:
     """``(cycles, beats)``: how much longer one load takes from a DDR4 channel (``dram``, a
     :class:`sat.sw.dram.DDR4Timing`) than from an ideal memory, and the beats it reads.
@@ -651,16 +652,16 @@ def _dram_load_extra(config: SATConfig, dram, kind: str, r0: int, rt: int, c0: i
 
 
 @functools.lru_cache(maxsize=1 << 12)
-def _dram_conv_load_extra(config: SATConfig, dram, conv, kind: str, r0: int, rt: int, c0: int, ct: int,
-                          wu_start: tuple[int, int, int] | None, delay: float = 0.0,
+def _dram_conv_load_extra(config: SATConfig, dram: DDR4Timing, conv, kind: str, r0: int, rt: int, c0: int,
+                          ct: int, wu_start: tuple[int, int, int] | None, delay: float = 0.0,
                           tail: tuple[tuple[int, int], ...] = ()) -> tuple[float, int]:
     """:func:`_dram_load_extra` of a convolution's implicit load (:func:`_conv_load_profile`)."""
     lines = _conv_load_profile(config, conv, kind, r0, rt, c0, ct, wu_start)
     return _dram_pipeline_extra(config, dram, lines, delay, tail)
 
 
-def _dram_pipeline_extra(config: SATConfig, dram, lines: list[tuple[int, int, int, int]], delay: float,
-                         tail: tuple[tuple[int, int], ...] = ()) -> tuple[float, int]:
+def _dram_pipeline_extra(config: SATConfig, dram: DDR4Timing, lines: list[tuple[int, int, int, int]],
+                         delay: float, tail: tuple[tuple[int, int], ...] = ()) -> tuple[float, int]:
     import math
 
     from .dram import DRAMChannel
@@ -757,7 +758,7 @@ class _DRAMTerms:
     * :meth:`command_extra`: the last write's response latency.
     """
 
-    def __init__(self, config: SATConfig, dram, c_stride: int) -> None:
+    def __init__(self, config: SATConfig, dram: DDR4Timing, c_stride: int) -> None:
         self.config = config
         self.dram = dram
         self.c = dram.cycles(config.clock_hz, config.axi_data_width // 8)
