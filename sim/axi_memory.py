@@ -20,6 +20,12 @@ Semantics (the same as :func:`sat.sim.cocotb_transport.attach` gives cocotbext-a
   advanced once per clock cycle in which that side is active; ``True`` holds ``valid`` (R, B) or ``ready``
   (AR, AW, W) low for that cycle.
 
+* Timing: with ``dram`` (a :class:`sat.sw.dram.DDR4Timing`) the memory is one DDR4 channel
+  (:class:`sat.sw.dram.DRAMChannel`, ``docs/dram.md``): a read beat is presented no earlier than the channel
+  delivers it (latency, the bus shared with writes, turnarounds, refresh), a write's ``B`` no earlier than the
+  channel answers it. Without it (``dram=None``) every beat is answered at once, as an ideal memory. The pauses
+  come on top.
+
 Reset (``rst``, optional) drops outstanding bursts. Timing follows cocotbext-axi: handshakes are sampled at the
 rising edge (values before the edge) and outputs change right after it. Inputs are read through the GPI handle's
 bit string (``handle._handle``), several times cheaper than ``handle.value`` (a ``Logic``/``LogicArray`` each).
@@ -27,13 +33,17 @@ bit string (``handle._handle``), several times cheaper than ``handle.value`` (a 
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
+from sat.sw.dram import DDR4Timing, DRAMChannel
+
 __all__ = ["AxiMemory", "CHANNELS"]
 
 CHANNELS = ("ar", "r", "aw", "w", "b")
+_AT_ONCE = [0.0]                   # the first beat's time of every burst of an ideal memory
 _OKAY, _SLVERR = 0, 2
 
 
@@ -84,6 +94,15 @@ class AxiMemory:
         Read bursts accepted before the first is answered.
     max_writes : int
         Write bursts accepted ahead of their data.
+    dram : DDR4Timing, optional
+        The channel behind the port (``None``: an ideal memory).
+    clock_hz : float
+        The port clock, for the DRAM model's cycles (the testbench clock, :data:`sat.sim.tb.CLOCK_PERIOD_NS`).
+
+    Attributes
+    ----------
+    channel : DRAMChannel or None
+        The DRAM model's state (its ``stats`` count bursts, turnarounds and refresh waits).
 
     Raises
     ------
@@ -95,7 +114,7 @@ class AxiMemory:
     def __init__(self, dut: Any, prefix: str, clk: Any, size: int, *, rst: Any = None,
                  fault: Callable[[int, int], bool] | None = None,
                  pauses: Mapping[str, Iterator[bool]] | None = None, max_reads: int = 8,
-                 max_writes: int = 8) -> None:
+                 max_writes: int = 8, dram: DDR4Timing | None = None, clock_hz: float = 250e6) -> None:
         if size < 1:
             raise ValueError(f"memory size must be positive, not {size!r}")
         unknown = set(pauses or ()) - set(CHANNELS)
@@ -109,6 +128,7 @@ class AxiMemory:
         self.max_writes = max_writes
         self.clk = clk
         self.rst = rst
+        self.clock_hz = clock_hz
         self._s = {name: getattr(dut, f"{prefix}_{name}") for name in (
             "arid", "araddr", "arlen", "arsize", "arvalid", "arready", "rid", "rdata", "rresp", "rlast", "rvalid",
             "rready", "awid", "awaddr", "awlen", "awsize", "awvalid", "awready", "wdata", "wstrb", "wlast",
@@ -120,6 +140,8 @@ class AxiMemory:
         self.full_strobe = (1 << self.lanes) - 1
         #: bursts served so far: ``{"read": n, "write": n}``
         self.bursts = {"read": 0, "write": 0}
+        self.channel = DRAMChannel(dram, clock_hz, self.lanes) if dram is not None else None
+        self._period_steps = 0
         for name in ("arready", "rvalid", "rlast", "awready", "wready", "bvalid"):
             self._s[name].value = 0
         for name in ("rid", "rresp", "rdata", "bid", "bresp"):
@@ -155,7 +177,9 @@ class AxiMemory:
     def start(self) -> None:
         """Start the read and write coroutines (call once, before traffic)."""
         import cocotb
+        from cocotb.utils import get_sim_steps
 
+        self._period_steps = get_sim_steps(1e9 / self.clock_hz, "ns", round_mode="round")
         cocotb.start_soon(self._reads())
         cocotb.start_soon(self._writes())
 
@@ -163,41 +187,66 @@ class AxiMemory:
     def _bad(self, addr: int, length: int) -> bool:
         return addr + length > self.size or (self.fault is not None and self.fault(addr, length))
 
+    def _now(self) -> int:
+        """The current clock cycle (simulated time over the period)."""
+        from cocotb.utils import get_sim_time
+
+        return int(get_sim_time("step")) // self._period_steps
+
     def _paused(self, channel: str) -> bool:
         gen = self.pauses.get(channel)
         return bool(next(gen)) if gen is not None else False
 
     async def _reads(self) -> None:
-        from cocotb.triggers import RisingEdge
+        from cocotb.triggers import First, RisingEdge, Timer
 
         s = self._s
         arvalid, arready, rready = s["arvalid"], s["arready"], s["rready"]
         rvalid, rdata, rresp, rlast, rid = s["rvalid"], s["rdata"], s["rresp"], s["rlast"], s["rid"]
         edge, wake, rst = RisingEdge(self.clk), RisingEdge(arvalid), self.rst
-        lanes, mem = self.lanes, self.mem
-        bursts: deque[list[int]] = deque()      # [next address, beats left, bytes per beat, id]
+        lanes, mem, chan = self.lanes, self.mem, self.channel
+        beat_time = chan.c.beat if chan is not None else 0.0
+        now = 0
+        # [next address, beats left, bytes per beat, id, first beat's time (handle), beats sent]
+        bursts: deque[list] = deque()
         ar_on = r_on = False
         last_id = 0
         pause_ar, pause_r = "ar" in self.pauses, "r" in self.pauses
+        period = 1e9 / self.clock_hz
         while True:
-            if not bursts and not r_on and ar_on and not _on(arvalid):
-                await wake                      # idle: arready stays high, nothing to answer
+            if not r_on and ar_on and not _on(arvalid):
+                if not bursts:
+                    await wake                  # idle: arready stays high, nothing to answer
+                elif chan is not None:
+                    chan.settle(now)
+                    due = bursts[0][4][0] + bursts[0][5] * beat_time
+                    if now + 3 < due < math.inf:
+                        # the next beat comes at edge ceil(due): sleep until the cycle before (or until an
+                        # address handshake comes first), not one wake-up per cycle
+                        await First(wake, Timer((math.ceil(due) - now - 1.5) * period, "ns",
+                                                round_mode="round"))
             await edge
             if rst is not None and _on(rst):
                 bursts.clear()
                 if r_on or ar_on:
                     rvalid.value = arready.value = r_on = ar_on = False
                 continue
+            if chan is not None:
+                now = self._now()
             # handshakes of this edge (values before it)
             if r_on and _on(rready):
                 r_on = False
             if ar_on and _on(arvalid):
                 addr, beats = _u(s["araddr"]), _u(s["arlen"]) + 1
-                bursts.append([addr, beats, 1 << _u(s["arsize"]), _u(s["arid"])])
+                ready = chan.post_read(now, beats) if chan is not None else _AT_ONCE
+                bursts.append([addr, beats, 1 << _u(s["arsize"]), _u(s["arid"]), ready, 0])
                 self.bursts["read"] += 1
-            # outputs until the next edge
+            # outputs until the next edge (a beat presented now is taken at the next edge, now + 1)
+            if chan is not None:
+                chan.settle(now)
             if not r_on:
-                if bursts and not (pause_r and self._paused("r")):
+                if bursts and now + 1 >= bursts[0][4][0] + bursts[0][5] * beat_time \
+                        and not (pause_r and self._paused("r")):
                     burst = bursts[0]
                     addr, size = burst[0], burst[2]
                     word = addr - addr % lanes
@@ -208,6 +257,7 @@ class AxiMemory:
                         rresp.value = _OKAY
                     burst[0] = addr - addr % size + size
                     burst[1] -= 1
+                    burst[5] += 1
                     rlast.value = burst[1] == 0
                     if burst[3] != last_id:
                         rid.value = last_id = burst[3]
@@ -224,21 +274,29 @@ class AxiMemory:
                 arready.value = ar_on = ar_next
 
     async def _writes(self) -> None:
-        from cocotb.triggers import RisingEdge
+        from cocotb.triggers import First, RisingEdge, Timer
 
         s = self._s
         awvalid, awready, wvalid, wready = s["awvalid"], s["awready"], s["wvalid"], s["wready"]
         bvalid, bready, bresp, bid = s["bvalid"], s["bready"], s["bresp"], s["bid"]
         edge, wake, rst = RisingEdge(self.clk), RisingEdge(awvalid), self.rst
-        lanes, mem, full = self.lanes, self.mem, self.full_strobe
-        bursts: deque[list[int]] = deque()      # [next address, beats left, bytes per beat, id, resp]
-        responses: deque[tuple[int, int]] = deque()
+        lanes, mem, full, chan = self.lanes, self.mem, self.full_strobe, self.channel
+        now = 0
+        bursts: deque[list[int]] = deque()      # [next address, beats left, bytes per beat, id, resp, beats]
+        responses: deque[tuple[int, int, float]] = deque()     # id, resp, time
         aw_on = w_on = b_on = False
         pause_aw, pause_w, pause_b = "aw" in self.pauses, "w" in self.pauses, "b" in self.pauses
+        period = 1e9 / self.clock_hz
         while True:
-            if not bursts and not responses and not b_on and aw_on and not _on(awvalid):
-                await wake
+            if not bursts and not b_on and aw_on and not _on(awvalid):
+                if not responses:
+                    await wake
+                elif responses[0][2] > now + 3:   # the next response is due later: sleep until then
+                    due = math.ceil(responses[0][2])
+                    await First(wake, Timer((due - now - 1.5) * period, "ns", round_mode="round"))
             await edge
+            if chan is not None:
+                now = self._now()
             if rst is not None and _on(rst):
                 bursts.clear()
                 responses.clear()
@@ -265,13 +323,15 @@ class AxiMemory:
                 burst[1] -= 1
                 if burst[1] == 0:
                     bursts.popleft()
-                    responses.append((burst[3], burst[4]))
+                    when = chan.post_write(now, burst[5]) if chan is not None else 0.0
+                    responses.append((burst[3], burst[4], when))
             if aw_on and _on(awvalid):
-                bursts.append([_u(s["awaddr"]), _u(s["awlen"]) + 1, 1 << _u(s["awsize"]), _u(s["awid"]), _OKAY])
+                beats = _u(s["awlen"]) + 1
+                bursts.append([_u(s["awaddr"]), beats, 1 << _u(s["awsize"]), _u(s["awid"]), _OKAY, beats])
                 self.bursts["write"] += 1
             if not b_on:
-                if responses and not (pause_b and self._paused("b")):
-                    ident, resp = responses.popleft()
+                if responses and now + 1 >= responses[0][2] and not (pause_b and self._paused("b")):
+                    ident, resp, _ = responses.popleft()
                     bid.value, bresp.value, bvalid.value = ident, resp, 1
                     b_on = True
                 else:
@@ -286,7 +346,8 @@ class AxiMemory:
                 awready.value = aw_on = aw_next
 
     def __repr__(self) -> str:
-        return f"AxiMemory({self.size} bytes, {8 * self.lanes}-bit)"
+        memory = "DDR4" if self.channel is not None else "ideal"
+        return f"AxiMemory({self.size} bytes, {8 * self.lanes}-bit, {memory})"
 
 
 def _runs(strb: int, lanes: int) -> list[tuple[int, int]]:

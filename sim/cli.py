@@ -8,7 +8,8 @@ requested array, runs ``C = A . B`` (``A`` is ``m x k``, ``B`` is ``k x n``, N:M
 bit-identical to the golden model (``sat.sw.numerics``). Exit status 0 when it is, 1 otherwise. ``--opt 1|2``
 compiles the C++ model optimised (a separate cached build: slower to build, faster to run), ``--memory axiram``
 uses cocotbext-axi's AXI slave (``AxiSlave`` over :class:`sat.sim.cocotb_transport.FaultyMemory`) instead of the lean
-:class:`sat.sim.axi_memory.AxiMemory`.
+:class:`sat.sim.axi_memory.AxiMemory`; ``--dram ideal`` makes the lean memory answer at once instead of as a
+DDR4-2400 channel (``docs/dram.md``).
 
 ``sat train --backend sim`` (:func:`run_sim_train`) trains through the driver on the simulated core
 (``sat.sim.tb_train``; with ``--framework torch`` the torch model); this module registers the backend name
@@ -175,7 +176,7 @@ def run_sim_gemm(args: argparse.Namespace) -> int:
                   "gemm": gemm}
         failure = None
         try:
-            with _stdout_to_stderr(), _axi_memory(args.memory):
+            with _stdout_to_stderr(), _axi_memory(args.memory, args.dram):
                 run_cocotb(top, "sat.sim.tb_system", params=params, testcase="cli_gemm", run_name="cli_gemm",
                            opt=args.opt)
         except AssertionError as exc:
@@ -191,6 +192,8 @@ def run_sim_gemm(args: argparse.Namespace) -> int:
               f"(L={config.adder_latency}), {report['expected']['tiles']} tile(s)")
         print(f"  cycles           {report['cycles']}  (compute {report['compute_cycles']}, "
               f"stall {report['stall_cycles']}; engine alone, untiled: {report['engine_model_cycles']})")
+        print(f"  unit             {report['unit_cycles']} cycles (COMPUTE + STALL), cycle model "
+              f"{report['unit_model_cycles']}, {report['memory']} memory")
         print(f"  MACs             {report['macs']}")
         print(f"  utilization      {100 * report['utilization']:.1f} %")
         print(f"  bit-identical    {'yes' if report['bit_identical'] else 'NO'} "
@@ -200,18 +203,23 @@ def run_sim_gemm(args: argparse.Namespace) -> int:
 
 
 @contextlib.contextmanager
-def _axi_memory(memory: str | None) -> Iterator[None]:
-    """``SAT_AXI_MEMORY`` for the simulator process (read by :func:`sat.sim.cocotb_transport.attach`)."""
-    old = os.environ.get("SAT_AXI_MEMORY")
-    if memory:
-        os.environ["SAT_AXI_MEMORY"] = memory
+def _axi_memory(memory: str | None, dram: str | None = None) -> Iterator[None]:
+    """``SAT_AXI_MEMORY`` and ``SAT_DRAM`` for the simulator process (read by
+    :func:`sat.sim.cocotb_transport.attach`)."""
+    from sat.sw.dram import DRAM_ENV
+
+    saved = {name: os.environ.get(name) for name in ("SAT_AXI_MEMORY", DRAM_ENV)}
+    for name, value in (("SAT_AXI_MEMORY", memory), (DRAM_ENV, dram)):
+        if value:
+            os.environ[name] = value
     try:
         yield
     finally:
-        if old is None:
-            os.environ.pop("SAT_AXI_MEMORY", None)
-        else:
-            os.environ["SAT_AXI_MEMORY"] = old
+        for name, old in saved.items():
+            if old is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = old
 
 
 def _add_sim_build_args(p: argparse.ArgumentParser, default_opt: int, prefix: str = "") -> None:
@@ -222,6 +230,9 @@ def _add_sim_build_args(p: argparse.ArgumentParser, default_opt: int, prefix: st
                         f"default {default_opt}; each level is built once and cached)")
     p.add_argument(f"--{prefix}memory", choices=MEMORIES, default=None,
                    help="AXI slave memory model: lean (sat.sim.axi_memory, default) or axiram (cocotbext-axi)")
+    p.add_argument(f"--{prefix}dram", choices=("ddr4", "ideal"), default=None,
+                   help="timing of the lean memory: one DDR4-2400 channel (default, docs/dram.md) or ideal (every "
+                        "beat at once); axiram is always ideal")
 
 
 def sim_backend() -> Any:
@@ -240,7 +251,8 @@ def sim_backend() -> Any:
 
 
 def run_sim_train(cfg: Any, *, rows: int = 4, cols: int = 4, a_depth: int = 32, b_depth: int = 512,
-                  opt: int = 1, memory: str | None = None, pause: float = 0.0, golden: bool = False,
+                  opt: int = 1, memory: str | None = None, dram: str | None = None, pause: float = 0.0,
+                  golden: bool = False,
                   latency: int = 2, seed: int = 0, report: str | Path | None = None,
                   memory_bytes: int = TRAIN_MEMORY_BYTES) -> dict:
     """Train ``cfg`` (a :class:`~sat.sw.train.TrainConfig`) on the RTL simulation of the core through the driver.
@@ -261,6 +273,8 @@ def run_sim_train(cfg: Any, *, rows: int = 4, cols: int = 4, a_depth: int = 32, 
         C++ optimisation of the model (:data:`sat.sim.runner.OPT_LEVELS`).
     memory : "lean" or "axiram", optional
         AXI memory model (default lean).
+    dram : "ddr4" or "ideal", optional
+        Timing of the lean memory (default ``$SAT_DRAM`` or ``ddr4``, :mod:`sat.sw.dram`).
     pause : float
         Random AXI pause probability.
     golden : bool
@@ -306,7 +320,7 @@ def run_sim_train(cfg: Any, *, rows: int = 4, cols: int = 4, a_depth: int = 32, 
               "train": fields, "golden": golden,
               "report": str(report)}
     try:
-        with _stdout_to_stderr(), _axi_memory(memory):
+        with _stdout_to_stderr(), _axi_memory(memory, dram):
             failure = None
             try:
                 run_cocotb(top, "sat.sim.tb_train", params=params, testcase="train_run", run_name="train",
@@ -514,7 +528,7 @@ def run_sim_conv(args: argparse.Namespace) -> int:
     report_path.unlink(missing_ok=True)
     failure = None
     try:
-        with _stdout_to_stderr(), _axi_memory(args.memory):
+        with _stdout_to_stderr(), _axi_memory(args.memory, args.dram):
             run_cocotb(top, "sat.sim.tb_conv", params=params, testcase="cli_conv", run_name="cli_conv", opt=args.opt)
     except AssertionError as exc:
         failure = exc

@@ -3,7 +3,8 @@
 :func:`attach` starts the clock, builds a cocotbext-axi ``AxiLiteMaster`` on ``s_axil_*`` and a memory on
 ``m_axi_*`` (the lean :class:`sat.sim.axi_memory.AxiMemory` by default, or cocotbext-axi's ``AxiSlave`` over a
 :class:`FaultyMemory`; both optionally with random pauses on every channel and SLVERR fault injection by address
-range), resets the core and returns a :class:`CocotbTransport`. The driver then runs in a thread started with
+range; the lean memory is a DDR4 channel by default, :mod:`sat.sw.dram`), resets the core and returns a
+:class:`CocotbTransport`. The driver then runs in a thread started with
 ``cocotb.task.bridge`` while every register access blocks on ``cocotb.task.resume``::
 
     transport = await attach(dut, config, memory_bytes=1 << 20, pause=0.2, rng=rng)
@@ -27,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from sat.sw.config import SATConfig
+from sat.sw.dram import DDR4Timing, dram_from_env, parse_dram
 
 __all__ = ["CocotbTransport", "FaultyMemory", "attach", "MEMORIES"]
 
@@ -189,7 +191,7 @@ class FaultyMemory:
 
 async def attach(dut: Any, config: SATConfig, *, memory_bytes: int, pause: float = 0.0,
                  rng: np.random.Generator | None = None, irq_cycles: int = 20000, memory: str | None = None,
-                 log_level: int | str = logging.WARNING) -> CocotbTransport:
+                 dram: DDR4Timing | str | None = "env", log_level: int | str = logging.WARNING) -> CocotbTransport:
     """Clock, AXI-Lite master, AXI memory (random pauses with probability ``pause`` on all ten channels, fault
     injection through :attr:`CocotbTransport.faults`) and reset; returns the transport.
 
@@ -210,21 +212,25 @@ async def attach(dut: Any, config: SATConfig, *, memory_bytes: int, pause: float
     memory : "lean" or "axiram", optional
         The AXI slave on ``m_axi``: :class:`sat.sim.axi_memory.AxiMemory` (``"lean"``, the default, several
         times faster) or cocotbext-axi's ``AxiRam``; default ``$SAT_AXI_MEMORY`` or ``"lean"``.
+    dram : DDR4Timing, "ddr4", "ideal", None or "env"
+        Timing of the lean memory (:mod:`sat.sw.dram`, ``docs/dram.md``): a DDR4-2400 channel (``"ddr4"``, the
+        default through ``"env"`` = ``$SAT_DRAM`` or ``ddr4``) or an ideal memory answering every beat at once
+        (``"ideal"`` or ``None``). ``AxiRam`` is always ideal.
     log_level : int or str
         Level of the cocotbext-axi loggers of this top (default WARNING: at INFO they log every burst).
 
     Raises
     ------
     ValueError
-        For an unknown ``memory``, a ``pause`` outside ``[0, 1)`` (1 would stall every channel forever) or a top
-        whose ``m_axi`` data width differs from the config's.
+        For an unknown ``memory`` or ``dram``, a DRAM model with ``AxiRam``, a ``pause`` outside ``[0, 1)`` (1 would
+        stall every channel forever) or a top whose ``m_axi`` data width differs from the config's.
     """
     import cocotb
     from cocotb.triggers import ClockCycles
     from cocotbext.axi import AxiBus, AxiLiteBus, AxiLiteMaster, AxiSlave
 
     from .axi_memory import AxiMemory
-    from .tb import backpressure, idle_inserter, start_clock
+    from .tb import CLOCK_PERIOD_NS, backpressure, idle_inserter, start_clock
 
     if isinstance(pause, bool) or not isinstance(pause, (int, float)) or not 0 <= pause < 1:
         raise ValueError(f"pause probability must be a number in [0, 1), not {pause!r}")
@@ -232,6 +238,12 @@ async def attach(dut: Any, config: SATConfig, *, memory_bytes: int, pause: float
     if memory not in MEMORIES:
         raise ValueError(f"the AXI memory model (memory= or $SAT_AXI_MEMORY) must be one of {', '.join(MEMORIES)}, "
                          f"not {memory!r}")
+    if isinstance(dram, str) and dram == "env":
+        timing = dram_from_env() if memory == "lean" else None
+    else:
+        timing = parse_dram(dram)
+        if timing is not None and memory != "lean":
+            raise ValueError("the DRAM model needs the lean memory (memory='lean'); AxiRam answers at once")
     if len(dut.m_axi_wdata) != config.axi_data_width:
         raise ValueError(f"the top has {len(dut.m_axi_wdata)}-bit m_axi data, the config {config.axi_data_width}")
     for bus in ("s_axil", "m_axi"):
@@ -255,7 +267,8 @@ async def attach(dut: Any, config: SATConfig, *, memory_bytes: int, pause: float
         if pause:
             pauses = {"r": gen(idle_inserter), "b": gen(idle_inserter), "aw": gen(backpressure),
                       "w": gen(backpressure), "ar": gen(backpressure)}
-        ram = AxiMemory(dut, "m_axi", dut.clk, memory_bytes, rst=dut.rst, fault=transport._hit, pauses=pauses)
+        ram = AxiMemory(dut, "m_axi", dut.clk, memory_bytes, rst=dut.rst, fault=transport._hit, pauses=pauses,
+                        dram=timing, clock_hz=1e9 / CLOCK_PERIOD_NS)
         ram.start()
     else:
         ram = FaultyMemory(memory_bytes, transport._hit)

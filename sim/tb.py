@@ -24,8 +24,8 @@ import numpy as np
 from sat.sw.numerics import FP32_CANONICAL_NAN, decode, fp32_bits, from_fp32_bits, get_format
 
 __all__ = [
-    "CLOCK_PERIOD_NS", "tb_params", "rng_for", "start_clock", "reset", "pause_generator", "idle_inserter",
-    "backpressure", "stream_pipeline", "FP32Scoreboard", "fmt_fp32", "fmt_operand", "error_to_report",
+    "CLOCK_PERIOD_NS", "tb_params", "dram_param", "rng_for", "start_clock", "reset", "pause_generator",
+    "idle_inserter", "backpressure", "stream_pipeline", "FP32Scoreboard", "fmt_fp32", "fmt_operand",
     "without_host_lowering",
 ]
 
@@ -55,6 +55,16 @@ def error_to_report(path: str | os.PathLike) -> Iterator[None]:
                 json.dump({"error": f"{type(exc).__name__}: {exc}"}, f)
         if os.environ.get("SAT_DEBUG", "").strip().lower() in ("1", "true", "yes", "on"):
             raise
+def dram_param(params: dict[str, Any]) -> Any:
+    """The memory timing a testbench's ``params["dram"]`` asks for, as :func:`sat.sim.cocotb_transport.attach`
+    takes it: a :class:`sat.sw.dram.DDR4Timing` from a dict of its fields, ``"ddr4"``, ``"ideal"``, or ``"env"``
+    (``$SAT_DRAM``, the default when absent)."""
+    from sat.sw.dram import DDR4Timing
+
+    value = params.get("dram", "env")
+    if isinstance(value, dict):
+        return DDR4Timing.from_dict(value)
+    return "ideal" if value is None else value
 
 
 def rng_for(params: Mapping[str, Any], salt: str = "") -> np.random.Generator:

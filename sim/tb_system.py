@@ -18,6 +18,7 @@
   ``timing_report`` (``tests/test_system_rtl.py`` compares them with :func:`sat.sw.perfmodel.unit_cycles`).
 
 Parameters (``SAT_TB_PARAMS``): ``config`` (with the buffer depths), ``memory_bytes``, ``seed``, ``pause``,
+``dram`` (:func:`sat.sim.tb.dram_param`: the memory's timing, default ``$SAT_DRAM`` or a DDR4-2400 channel),
 ``gemm`` (for ``cli_gemm``), ``timing_shapes`` and ``timing_report`` (for ``unit_timing``).
 """
 
@@ -32,12 +33,12 @@ import numpy as np
 
 from sat.sw import nmformat, numerics
 from sat.sw.config import SATConfig
-from sat.sw.perfmodel import gemm_counters, steps_per_output
+from sat.sw.perfmodel import gemm_counters, steps_per_output, unit_cycles
 from sat.sw.regmap import ErrorCode
 from sat.sw.tiling import max_reduction, tile_plan
 
 from .cocotb_transport import attach
-from .tb import error_to_report, rng_for, tb_params
+from .tb import dram_param, error_to_report, rng_for, tb_params
 
 __all__ = ["expected_counters", "run_gemm"]
 
@@ -131,7 +132,7 @@ async def _open(dut: Any, salt: str, pause: float | None = None):
     rng = rng_for(params, salt)
     p = float(params.get("pause", 0.2)) if pause is None else pause
     transport = await attach(dut, config, memory_bytes=int(params["memory_bytes"]), pause=p,
-                             rng=rng_for(params, salt + "/pauses"))
+                             rng=rng_for(params, salt + "/pauses"), dram=dram_param(params))
     device = await bridge(lambda: SATDevice(transport, config))()
     return params, config, rng, transport, device
 
@@ -392,6 +393,8 @@ async def cli_gemm(dut: Any) -> None:
         grng = np.random.default_rng(g.get("seed", 0))
         a = np.load(g["a"]).astype(np.float32) if g.get("a") else _values(grng, (rows, red))
         b = np.load(g["b"]).astype(np.float32) if g.get("b") else _values(grng, (red, cols))
+        channel = getattr(transport.ram, "channel", None)
+        timing = channel.timing if channel is not None else None
         start = transport.cycle()
         got, golden, shape, result = await bridge(lambda: run_gemm(device, "gemm", a, b, nm))()
         cnt = result.counters
@@ -403,6 +406,9 @@ async def cli_gemm(dut: Any) -> None:
             "macs": cnt["MACS"],
             "utilization": cnt["MACS"] / (config.rows * config.cols * cnt["CYCLES"]) if cnt["CYCLES"] else 0.0,
             "engine_model_cycles": gemm_counters(config, rows, red, cols, n, m).cycles,
+            "unit_cycles": cnt["COMPUTE_CYCLES"] + cnt["STALL_CYCLES"],
+            "unit_model_cycles": unit_cycles(config, rows, red, cols, n, m, dram=timing).cycles,
+            "memory": "ddr4" if timing is not None else "ideal",
             "bit_identical": bool(_bits_equal(got, golden)),
             "mismatches": int(np.count_nonzero(numerics.fp32_bits(got) != numerics.fp32_bits(golden))),
             "sim_cycles": transport.cycle() - start,

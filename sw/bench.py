@@ -2,9 +2,11 @@
 
 For each network and each mode (dense, 1:4, 2:4, 2:8, 1:8 by default) it schedules one training iteration
 (:func:`sat.sw.schedule.schedule_iteration`, both with the fixed ``normal`` orientation and with the scheduler's
-``auto`` choice) and writes ``bench.json``, ``layers.csv``, ``summary.csv``, ``pregen.csv`` and PNG plots to
-``--out``; ``--markdown FILE`` rewrites the bench sections of ``docs/results.md`` between the markers
-:data:`BEGIN` and :data:`END` (everything else in the file is kept).
+``auto`` choice), times it on the engine alone, on the GEMM unit from an ideal memory (``unit``) and on the
+unit with a DDR4 channel (``system``, ``--dram``, :mod:`sat.sw.dram`), and writes ``bench.json``,
+``layers.csv``, ``summary.csv``, ``pregen.csv`` and PNG plots to ``--out``; ``--markdown FILE`` rewrites the
+bench sections of ``docs/results.md`` between the markers :data:`BEGIN` and :data:`END` (everything else in the
+file is kept).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from .cliutil import (
 )
 from .config import SATConfig
 from .descriptor import FLAG_A_TRANS, FLAG_B_TRANS, FLAG_IRQ, ConvDescriptor, GemmDescriptor
+from .dram import DDR4_2400, DDR4Timing, parse_dram
 from .nmformat import packed_nbytes
 from .perfmodel import UnitTiming, unit_cycles
 from .pregen import PregenReplay, replay
@@ -66,36 +69,40 @@ def default_config() -> SATConfig:
 
 @functools.lru_cache(maxsize=1 << 16)
 def _unit_timing(config: SATConfig, rows: int, red: int, cols: int, n: int, m: int, a_trans: bool, b_trans: bool,
-                 a_stride: int, b_stride: int, c_stride: int, conv: ConvDescriptor | None = None) -> UnitTiming:
+                 a_stride: int, b_stride: int, c_stride: int, conv: ConvDescriptor | None = None,
+                 dram: DDR4Timing | None = None) -> UnitTiming:
     return unit_cycles(config, rows, red, cols, n, m, a_trans=a_trans, b_trans=b_trans, a_stride=a_stride,
-                       b_stride=b_stride, c_stride=c_stride, conv=conv)
+                       b_stride=b_stride, c_stride=c_stride, conv=conv, dram=dram)
 
 
-def descriptor_timing(config: SATConfig, d: GemmDescriptor | ConvDescriptor) -> UnitTiming:
-    """``perfmodel.unit_cycles`` of one descriptor of either kind (a convolution's with its conv loader)."""
+def descriptor_timing(config: SATConfig, d: GemmDescriptor | ConvDescriptor,
+                      dram: DDR4Timing | None = None) -> UnitTiming:
+    """``perfmodel.unit_cycles`` of one descriptor of either kind (a convolution's with its conv loader), from
+    an ideal memory or, with ``dram``, from a DDR4 channel (:mod:`sat.sw.dram`)."""
     n, m = (d.n, d.m) if d.sparse else (0, 0)
     if isinstance(d, ConvDescriptor):
         # the timing does not depend on the addresses: key the cache on the geometry and the chunk
         key = d.replace(a_addr=0, b_addr=0, c_addr=0, tag=0, flags=d.flags & ~FLAG_IRQ)
         return _unit_timing(config, d.rows, d.red, d.cols, n, m, d.pass_ == "wu", bool(d.flags & FLAG_B_TRANS),
-                            2 * d.c_out if d.pass_ == "wu" else 0, d.b_stride, d.c_stride, key)
+                            2 * d.c_out if d.pass_ == "wu" else 0, d.b_stride, d.c_stride, key, dram)
     return _unit_timing(config, d.rows, d.red, d.cols, n, m, bool(d.flags & FLAG_A_TRANS),
-                        bool(d.flags & FLAG_B_TRANS), d.a_stride, d.b_stride, d.c_stride)
+                        bool(d.flags & FLAG_B_TRANS), d.a_stride, d.b_stride, d.c_stride, None, dram)
 
 
-def gemm_unit_timing(s: Schedule, g: ScheduledGemm) -> tuple[int, int, int]:
+def gemm_unit_timing(s: Schedule, g: ScheduledGemm, dram: DDR4Timing | None = None) -> tuple[int, int, int]:
     """``(cycles, load cycles, AXI floor)`` of one scheduled GEMM on the GEMM unit (``perfmodel.unit_cycles``
     summed over its descriptors: operand loads, result writes and their overlap included, validated against the
-    RTL). The AXI floor is the least time any loader could take on the core's one memory port: every operand
-    byte read once and every FP32 result written once, one ``axi_data_width`` beat per cycle on the read and on
-    the write channel (AXI4 runs them in parallel)."""
+    RTL), from an ideal memory or, with ``dram``, from a DDR4 channel (:mod:`sat.sw.dram`). The AXI floor is
+    the least time any loader could take on the core's one memory port: every operand byte read once and every
+    FP32 result written once, one ``axi_data_width`` beat per cycle on the read and on the write channel (AXI4
+    runs them in parallel)."""
     cycles = loads = read = write = 0
     beat = s.config.axi_data_width // 8
     for d in g.descriptors:
         b_bytes = packed_nbytes(d.n, d.m, d.red, d.cols) if d.sparse else 2 * d.red * d.cols
         read += 2 * d.rows * d.red + b_bytes
         write += 4 * d.rows * d.cols
-        u = descriptor_timing(s.config, d)
+        u = descriptor_timing(s.config, d, dram)
         cycles += u.cycles
         loads += u.load_cycles
     return cycles, loads, -(-max(read, write) // beat)
@@ -189,15 +196,22 @@ def _host_breakdown(step: Callable[[], object]) -> dict[str, float]:
     return out
 
 
-def _summary(s: Schedule, dense: Schedule | None, mode: str, unit: int, dense_unit: int | None) -> dict:
+def _summary(s: Schedule, dense: Schedule | None, mode: str, unit: int, dense_unit: int | None, system: int,
+             dense_system: int | None) -> dict:
     cycles = s.cycles
     sec = s.seconds()
     unit_sec = unit / s.config.clock_hz
+    system_sec = system / s.config.clock_hz
     return {
         "unit_cycles": unit, "unit_seconds": unit_sec,
         "unit_speedup": (dense_unit / unit) if dense_unit is not None else 1.0,
         "unit_utilization": s.macs / (s.config.rows * s.config.cols * unit),
         "unit_images_per_s": s.batch / unit_sec,
+        # the unit as built with its memory: a DDR4 channel (sat.sw.dram) unless the bench ran with dram=None
+        "system_cycles": system, "system_seconds": system_sec,
+        "system_speedup": (dense_system / system) if dense_system is not None else 1.0,
+        "system_utilization": s.macs / (s.config.rows * s.config.cols * system),
+        "system_images_per_s": s.batch / system_sec,
         "cycles": cycles, "seconds": sec, "utilization": s.utilization(), "macs": s.macs,
         "dense_macs": s.dense_macs,
         "speedup": (dense.cycles / cycles) if dense is not None else 1.0,
@@ -214,8 +228,12 @@ def _summary(s: Schedule, dense: Schedule | None, mode: str, unit: int, dense_un
 
 def run_bench(config: SATConfig, networks: Sequence[str] = ("resnet18", "vgg16"), batch: int = 32,
               modes: Sequence[str] = MODES, *, pregen: bool = True, pregen_mode: str = "2:8",
-              host_threads: int = 1, pregen_batches: Sequence[int] = (), end_to_end: bool = False) -> dict:
+              host_threads: int = 1, pregen_batches: Sequence[int] = (), end_to_end: bool = False,
+              dram: DDR4Timing | None = DDR4_2400) -> dict:
     """Schedule every (network, mode, orientation) and collect the results (the content of ``bench.json``).
+
+    ``dram`` is the memory of the ``system`` figures (the GEMM unit with a DDR4 channel, :mod:`sat.sw.dram`;
+    ``None``: the ideal memory of the ``unit`` figures).
 
     With ``end_to_end``, each network also gets ``end_to_end[mode]`` for dense and ``pregen_mode``: card seconds
     (GEMM unit cycles of the ``auto`` schedule), host seconds measured by :func:`host_iteration`, PCIe seconds,
@@ -229,31 +247,38 @@ def run_bench(config: SATConfig, networks: Sequence[str] = ("resnet18", "vgg16")
     if "dense" not in modes:
         modes = ("dense", *modes)
     out: dict = {"config": config.to_dict(), "batch": batch, "modes": list(modes), "networks": {},
-                 "paper_speedup_2_8": PAPER_SPEEDUP_2_8, "pcie_bytes_per_s": PCIE_BYTES_PER_S}
+                 "paper_speedup_2_8": PAPER_SPEEDUP_2_8, "pcie_bytes_per_s": PCIE_BYTES_PER_S,
+                 "memory": {"model": "ddr4" if dram is not None else "ideal", "channels": 1,
+                            **({"dram": dram.as_dict(),
+                                "peak_bytes_per_s": dram.peak_bytes_per_s,
+                                "sustained_bytes_per_s": dram.sustained_bytes_per_s()} if dram is not None else {})}}
     for name in networks:
         net = get_network(name)
         entry: dict = {"layers": [layer.name for layer in net.layers], "orientations": {}}
         for orient in ORIENTATIONS:
             per_mode: dict = {}
-            dense = dense_unit = dense_bound = None
+            dense = dense_unit = dense_bound = dense_system = None
             for mode in modes:
                 s = schedule_iteration(net, batch, config, None if mode == "dense" else mode, orientation=orient)
                 timings = [gemm_unit_timing(s, g) for g in s.gemms]
                 unit = sum(t[0] for t in timings)
+                systems = [gemm_unit_timing(s, g, dram)[0] for g in s.gemms] if dram is not None else \
+                    [t[0] for t in timings]
+                system = sum(systems)
                 # no loader on the one memory port beats the engine or the port's byte count, GEMM by GEMM
                 bound = sum(max(g.counters.cycles, t[2]) for g, t in zip(s.gemms, timings, strict=True))
                 if mode == "dense":
-                    dense, dense_unit, dense_bound = s, unit, bound
+                    dense, dense_unit, dense_bound, dense_system = s, unit, bound, system
                 per_mode[mode] = {
-                    "summary": {**_summary(s, dense, mode, unit, dense_unit), "port_bound_cycles": bound,
-                                "port_bound_speedup": dense_bound / bound},
+                    "summary": {**_summary(s, dense, mode, unit, dense_unit, system, dense_system),
+                                "port_bound_cycles": bound, "port_bound_speedup": dense_bound / bound},
                     "gemms": [{"layer": g.layer, "pass": g.pass_, "rows": g.rows, "red": g.red, "cols": g.cols,
                                "mode": g.mode, "transposed": g.transposed, "split_k": g.split_k,
                                "a_trans": bool(g.descriptors[0].flags & FLAG_A_TRANS),
                                "b_trans": bool(g.descriptors[0].flags & FLAG_B_TRANS),
                                **g.counters.as_dict(), "unit_cycles": t[0], "unit_load_cycles": t[1],
-                               "axi_floor_cycles": t[2]}
-                              for g, t in zip(s.gemms, timings, strict=True)],
+                               "axi_floor_cycles": t[2], "system_cycles": sy}
+                              for g, t, sy in zip(s.gemms, timings, systems, strict=True)],
                 }
                 if pregen and orient == "auto" and mode == pregen_mode:
                     # the card as built: the GEMM unit's cycles
@@ -342,17 +367,17 @@ def _plots(result: dict, out: Path) -> list[Path]:
     for ax, net in zip(axes[0], nets, strict=True):
         orients = result["networks"][net]["orientations"]
         x = range(len(modes))
-        width = 0.27
-        width = 0.2
+        width = 0.17
         bars = (("engine, normal orientation", "normal", "speedup"), ("engine, ideal loader", "auto-engine", "speedup"),
-                ("GEMM unit as built", "auto", "unit_speedup"))
+                ("GEMM unit as built", "auto", "unit_speedup"),
+                (f"system ({result.get('memory', {}).get('model', 'ideal')} memory)", "auto", "system_speedup"))
         for i, (label, key, field) in enumerate(bars):
-            ax.bar([v + (i - 1.5) * width for v in x], [orients[key][mo]["summary"][field] for mo in modes],
+            ax.bar([v + (i - 2) * width for v in x], [orients[key][mo]["summary"][field] for mo in modes],
                    width, label=label)
-        ax.bar([v + 1.5 * width for v in x], [ideal_speedup(mo) for mo in modes], width, label="ideal 3/(2N/M+1)",
+        ax.bar([v + 2 * width for v in x], [ideal_speedup(mo) for mo in modes], width, label="ideal 3/(2N/M+1)",
                color="lightgray")
         if "2:8" in modes:
-            ax.plot([modes.index("2:8") + 1.5 * width], [PAPER_SPEEDUP_2_8], "r*", ms=12, label="paper 2:8 (1.75x)")
+            ax.plot([modes.index("2:8") + 2 * width], [PAPER_SPEEDUP_2_8], "r*", ms=12, label="paper 2:8 (1.75x)")
         ax.set_xticks(list(x), modes)
         ax.set_ylabel("speedup over dense (cycles)")
         ax.set_title(f"{net}, batch {result['batch']}, one iteration")
@@ -432,7 +457,9 @@ def render_markdown(result: dict, img_dir: str = "img") -> str:
         "(`sat.sw.perfmodel.unit_cycles`, within 2 % of the RTL GEMM unit's counters in "
         "`tests/test_system_rtl.py::test_unit_timing`) are the GEMM unit as built: operand loads at the loader's "
         "element rate, double buffering where the operands fit twice, the result writer's back-pressure, a memory "
-        "that answers every beat at once. Host work (im2col, BN, ReLU, pooling, residual adds, update) is not "
+        "that answers every beat at once; **system** cycles are the same unit with its memory, one DDR4-2400 "
+        "channel (`unit_cycles(..., dram=...)`, `docs/dram.md`: latency, the bus shared by reads and writes, "
+        "turnarounds, refresh). Host work (im2col, BN, ReLU, pooling, residual adds, update) is not "
         "counted. Orientation `normal`: every GEMM as in `docs/bdwp.md`; `auto-engine`: the scheduler runs a dense "
         "GEMM transposed when that takes fewer engine cycles (the choice for an ideal loader); `auto`: when that "
         "takes fewer GEMM unit cycles (the choice for the unit as built, used for real runs). The first layer's BP "
@@ -467,8 +494,9 @@ def render_markdown(result: dict, img_dir: str = "img") -> str:
     for net, entry in result["networks"].items():
         lines += [f"## {net}", "",
                   "| N:M | orientation | engine Mcycles | ms | speedup | ideal | utilization | effective GFLOPS "
-                  "| images/s | unit Mcycles | unit speedup | unit images/s | K-split GEMMs | transposed GEMMs |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+                  "| images/s | unit Mcycles | unit speedup | unit images/s | system Mcycles | system speedup "
+                  "| system images/s | K-split GEMMs | transposed GEMMs |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for mode in modes:
             for orient in ORIENTATIONS:
                 s = entry["orientations"][orient][mode]["summary"]
@@ -476,7 +504,9 @@ def render_markdown(result: dict, img_dir: str = "img") -> str:
                              f"{s['speedup']:.3f}x | {s['ideal_speedup']:.2f}x | {100 * s['utilization']:.1f} % | "
                              f"{s['effective_gflops']:.0f} | {s['images_per_s']:.0f} | "
                              f"{s['unit_cycles'] / 1e6:.2f} | {s['unit_speedup']:.3f}x | "
-                             f"{s['unit_images_per_s']:.0f} | {s['split_k_gemms']} | {s['transposed_gemms']} |")
+                             f"{s['unit_images_per_s']:.0f} | {s['system_cycles'] / 1e6:.2f} | "
+                             f"{s['system_speedup']:.3f}x | {s['system_images_per_s']:.0f} | "
+                             f"{s['split_k_gemms']} | {s['transposed_gemms']} |")
         lines.append("")
         if "2:8" in modes:
             lines += _gap_table(entry, net)
@@ -638,6 +668,8 @@ def _bench(p: argparse.ArgumentParser) -> Callable[[argparse.Namespace], int]:
                    help="host threads for the pre-generation replay (default 1)")
     p.add_argument("--pregen-batches", type=int_list, default=(32, 64, 128), metavar="B,B",
                    help="batch sizes of the pre-generation summary (default 32,64,128; empty to skip)")
+    p.add_argument("--dram", default="ddr4", choices=("ddr4", "ideal"),
+                   help="memory of the system figures: one DDR4-2400 channel (default, docs/dram.md) or ideal")
     p.add_argument("--markdown", type=_path, metavar="FILE",
                    help="rewrite the bench sections of FILE (e.g. docs/results.md) between its markers")
 
@@ -654,7 +686,8 @@ def _bench(p: argparse.ArgumentParser) -> Callable[[argparse.Namespace], int]:
             output_file(args.markdown, "--markdown")
         result = run_bench(config, args.network or ("resnet18", "vgg16"), args.batch, modes,
                            pregen=not args.no_pregen, host_threads=args.host_threads,
-                           pregen_batches=tuple(args.pregen_batches), end_to_end=not args.no_end_to_end)
+                           pregen_batches=tuple(args.pregen_batches), end_to_end=not args.no_end_to_end,
+                           dram=parse_dram(args.dram))
         try:
             files = write_outputs(result, args.out, plots=not args.no_plots)
         except OSError as exc:        # e.g. the disk filled up: keep the finished result
@@ -668,7 +701,8 @@ def _bench(p: argparse.ArgumentParser) -> Callable[[argparse.Namespace], int]:
                       f"(normal {n['speedup']:.3f}x, ideal {e['ideal_speedup']:.2f}x)  "
                       f"{e['images_per_s']:.0f} img/s  |  unit {a['unit_cycles'] / 1e6:7.2f} Mcycles  "
                       f"speedup {a['unit_speedup']:.3f}x  util {100 * a['unit_utilization']:.1f} %  "
-                      f"{a['unit_images_per_s']:.0f} img/s")
+                      f"{a['unit_images_per_s']:.0f} img/s  |  system {a['system_cycles'] / 1e6:7.2f} Mcycles  "
+                      f"speedup {a['system_speedup']:.3f}x  {a['system_images_per_s']:.0f} img/s")
         for net, entry in result["networks"].items():
             for mode, v in entry.get("end_to_end", {}).items():
                 print(f"{net:9s} {mode:5s} end to end {1e3 * v['total_seconds']:.1f} ms per iteration: card "

@@ -160,6 +160,8 @@ def _train(p: argparse.ArgumentParser) -> Handler:
                      help="device memory of the simulated core in MiB (default 32; a build parameter)")
     sim.add_argument("--sim-pause", type=probability, default=0.0,
                      help="random AXI pause probability in [0, 1) (default 0)")
+    sim.add_argument("--sim-dram", choices=("ddr4", "ideal"), default=None,
+                     help="timing of the simulated device memory: one DDR4-2400 channel (default) or ideal")
     p.add_argument("--check-golden", action="store_true",
                    help="also train on the golden model (same K chunks) and compare bit for bit (JSON key "
                         "golden_match); exit 1 if they differ")
@@ -183,7 +185,8 @@ def _train(p: argparse.ArgumentParser) -> Handler:
             rows, cols = args.sim_array
             result = run_sim_train(cfg, rows=rows, cols=cols, a_depth=args.sim_a_depth,
                                    b_depth=args.sim_b_depth, opt=args.sim_opt, memory=args.sim_axi,
-                                   pause=args.sim_pause, golden=args.check_golden, seed=args.seed,
+                                   dram=args.sim_dram, pause=args.sim_pause, golden=args.check_golden,
+                                   seed=args.seed,
                                    memory_bytes=args.sim_memory_mb << 20)
         else:
             from sat.sw.bdwp import GoldenBackend

@@ -22,11 +22,13 @@ result stream is always ready (back-pressure only adds cycles).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .config import SATConfig
+from .dram import DDR4Timing
 from .network import Conv, Network
 from .tiling import A_WORD_LANES, steps_per_output, tile_plan
 
@@ -386,7 +388,7 @@ def _engine_cycles(config: SATConfig, rt: int, red: int, c0: int, ct: int, n: in
 def unit_cycles(config: SATConfig, rows: int, red: int, cols: int, n: int = 0, m: int = 0, *,
                 a_trans: bool = False, b_trans: bool = False, a_stride: int | None = None,
                 b_stride: int | None = None, c_stride: int | None = None,
-                single: bool = False, conv=None) -> UnitTiming:
+                single: bool = False, conv=None, dram: DDR4Timing | None = None) -> UnitTiming:
     """Predicted time of one descriptor on the GEMM unit: its ``busy + stall`` counters.
 
     The model walks the unit's tiles (:func:`sat.sw.tiling.tile_plan`) as ``sat.hw.gemm_unit`` runs them:
@@ -408,7 +410,7 @@ def unit_cycles(config: SATConfig, rows: int, red: int, cols: int, n: int = 0, m
     ``a_trans``, ``2 * rows``; ``b_stride = 2 * cols`` or ``2 * red`` with ``b_trans``; ``c_stride = 4 * cols``).
     The fixed costs were fitted to the RTL's counters; the model is within a few cycles of them
     (``tests/test_system_rtl.py::test_unit_timing``), slower memory than the test's wait-free one only adds
-    cycles.
+    cycles: ``dram`` adds those of a DDR4 channel (the DRAM terms at the end of this module, ``docs/dram.md``).
 
     Parameters
     ----------
@@ -426,6 +428,9 @@ def unit_cycles(config: SATConfig, rows: int, red: int, cols: int, n: int = 0, m
     conv : ConvDescriptor, optional
         The convolution descriptor whose GEMM view this is: its implicit operand (A of FF and BP, B of WU) loads
         as the pieces of ``hw/convlines.py``.
+    dram : sat.sw.dram.DDR4Timing, optional
+        The device memory: one DDR4 channel (its latency on every DMA line, the bus shared with the result
+        writes, refresh, the last response); ``None`` for a memory that answers every beat at once.
 
     Raises
     ------
@@ -440,6 +445,7 @@ def unit_cycles(config: SATConfig, rows: int, red: int, cols: int, n: int = 0, m
     c_stride = c_stride or 4 * cols
     single_col_tile = plan.single_column_tile
     busy = sum(gemm_counters(config, rt, red, ct, n, m).busy_cycles for _, rt, _, ct in tiles)
+    mem = _DRAMTerms(config, dram, c_stride) if dram is not None else None
     loads = engines = 0
     t = 0                     # loader time: start of the next tile's loads
     eng_done = 0              # cycle the engine takes its next tile (0: idle from the start)
@@ -454,21 +460,32 @@ def unit_cycles(config: SATConfig, rows: int, red: int, cols: int, n: int = 0, m
                 t = max(t, eng_done)
             if implicit_a:
                 load += LOAD_LATENCY + CONV_LOAD_LATENCY + _conv_load_cycles(config, conv, "a", r0, rt, c0, ct, None)
+                if mem is not None:
+                    load += mem.conv_load(t, load, conv, "a", r0, rt, c0, ct, None)
             else:
                 load += _load_cycles(config, "a", r0, rt, c0, ct, red, n, m, a_trans, a_stride)
+                if mem is not None:
+                    load += mem.load(t, load, "a", r0, rt, c0, ct, red, n, m, a_trans, a_stride)
         if not (single_col_tile and i):
             if not b_double:
                 t = max(t, eng_done - load)   # B's load starts once A's is done and the engine too
             if implicit_b:
                 start = (0, 0, 0) if c0 == 0 else wu_next
-                load += LOAD_LATENCY + CONV_LOAD_LATENCY + _conv_load_cycles(config, conv, "b", r0, rt, c0, ct,
+                b_load = LOAD_LATENCY + CONV_LOAD_LATENCY + _conv_load_cycles(config, conv, "b", r0, rt, c0, ct,
                                                                               start)
+                load += b_load
+                if mem is not None:
+                    load += mem.conv_load(t + load - b_load, b_load, conv, "b", r0, rt, c0, ct, start)
                 end = _tap_pieces(conv.c_in, conv.c_in, conv.kw, start, ct)[-1]
                 ch_end = end[2] + end[3]
                 wu_next = ((end[0], end[1], ch_end) if ch_end < conv.c_in else
                            ((end[0], end[1] + 1, 0) if end[1] + 1 < conv.kw else (end[0] + 1, 0, 0)))
             else:
-                load += _load_cycles(config, "b", r0, rt, c0, ct, red, n, m, b_trans and not sparse, b_stride)
+                b_load = _load_cycles(config, "b", r0, rt, c0, ct, red, n, m, b_trans and not sparse, b_stride)
+                load += b_load
+                if mem is not None:
+                    load += mem.load(t + load - b_load, b_load, "b", r0, rt, c0, ct, red, n, m,
+                                     b_trans and not sparse, b_stride)
         prev_r0 = r0
         loads += load
         accept = max(t + load + TILE_CONTROL, eng_done)
@@ -476,5 +493,327 @@ def unit_cycles(config: SATConfig, rows: int, red: int, cols: int, n: int = 0, m
         engines += e
         eng_done = accept + e
         t = accept
-    return UnitTiming(cycles=eng_done + UNIT_FIXED, busy_cycles=busy, load_cycles=loads, engine_cycles=engines,
+        if mem is not None:
+            mem.engine(accept, e, rt, c0, ct, r0)
+    end = eng_done + UNIT_FIXED
+    if mem is not None:
+        end += mem.command_extra()
+    return UnitTiming(cycles=end, busy_cycles=busy, load_cycles=loads, engine_cycles=engines,
                       tiles=len(tiles), a_double=a_double, b_double=b_double)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# DRAM terms: what a DDR4 channel (sat.sw.dram) adds to the unit's time at ideal memory. Kept apart from the
+# loader and writer accounting above, as differences of two runs of the same pipeline recurrence (ideal memory
+# and DRAM), so that either side can be re-fitted alone; fitted to the RTL with the cocotb DRAM model on the
+# 2x2 and 4x4 builds (tests/test_system_rtl.py::test_unit_timing_dram).
+
+#: DMA read transfers in flight (``DMAReader(transfers=4)``): a line's request waits until the line four
+#: before it has been taken in full.
+READ_WINDOW = 4
+#: Cycles from the request of a load's first line to the loader taking that line's record.
+RECORD_DELAY = 2
+#: Cycles from a transfer's last beat being taken (or a record, for the line FIFO) to the request that reuses
+#: its slot.
+WINDOW_DELAY = 1
+#: Records in flight between the issuer and the loader (``sat.hw.gemm_unit.LINE_FIFO_DEPTH``).
+LINE_FIFO = 4
+#: Cycle of the last result row's last write beat relative to the first request of a load that starts when the
+#: engine is done (single buffering), and how far back the rows written before it still meet the load's reads.
+TAIL_OFFSET = 0
+TAIL_WINDOW = 32
+#: Edges from an AR handshake to the first R handshake of an ideal memory.
+IDEAL_READ_LATENCY = 1
+
+
+@functools.lru_cache(maxsize=65536)
+def _line_profile(offset: int, count: int, word: int, first_lane: int) -> tuple[int, int, int]:
+    """``(cycles, beats, take)`` of one dense DMA line: :func:`_line_cycles`, its beats, and the cycles from
+    the loader taking its first beat to taking its last (a later beat is taken with the previous beat's last
+    write)."""
+    cycles, beats, take = 2, 1, 0
+    src, lane, left = offset, first_lane, count
+    while left:
+        run = min(_LANES - src, word - lane, left)
+        cycles += 1
+        left -= run
+        lane = (lane + run) % word
+        src += run
+        if src == _LANES:
+            src = 0
+            if left:
+                beats += 1
+                take = cycles - 2
+    return cycles, beats, take
+
+
+def _load_profile(config: SATConfig, kind: str, r0: int, rt: int, c0: int, ct: int, red: int, n: int, m: int,
+                  trans: bool, stride: int) -> list[tuple[int, int, int, int]]:
+    """The lines of one operand load, as :func:`_load_cycles` walks them: ``(cycles, beats, take, address)``
+    per line (``sum(cycles) + LOAD_LATENCY == _load_cycles(...)``)."""
+    mm, C = A_WORD_LANES, config.cols
+    out = []
+    if kind == "a":
+        if trans:
+            for k in range(red):
+                addr = k * stride + 2 * r0
+                out.append((*_line_profile((addr % 64) // 2, rt, config.rows, 0), addr))
+        else:
+            for i in range(r0, r0 + rt):
+                addr = i * stride
+                out.append((*_line_profile((addr % 64) // 2, red, mm, 0), addr))
+    elif n and m and n != m:
+        s = steps_per_output(red, n, m)
+        beats = s + -(-s // 4)
+        for pt in range(c0 // _LANES * _LANES, c0 + ct, _LANES):
+            lo, hi = max(c0, pt), min(c0 + ct, pt + _LANES)
+            writes = _line_cycles(lo - pt, hi - lo, C, (lo - c0) % C) - 2
+            cycles = 2 + -(-s // 4) + s * writes
+            out.append((cycles, beats, cycles - 2 - writes, (pt // _LANES) * beats * 64))
+    elif trans:
+        for j in range(c0, c0 + ct):
+            addr = j * stride
+            out.append((*_line_profile((addr % 64) // 2, red, 1, 0), addr))
+    else:
+        for k in range(red):
+            addr = k * stride + 2 * c0
+            out.append((*_line_profile((addr % 64) // 2, ct, C, 0), addr))
+    return out
+
+
+def _load_pipeline(lines: list[tuple[int, int, int, int]], read, refresh: float = 0.0) -> tuple[int, float]:
+    """Cycles from a load's first request to the loader's last write, ``read(t, beats)`` giving the edge of a
+    burst's first beat for its address handshake at edge ``t``.
+
+    The issuer puts out a record a cycle after the previous one, or two (one more per extra 4 KiB burst) after a
+    record with a read; a record with a read also waits until the read :data:`READ_WINDOW` reads before it has
+    been taken in full (:data:`WINDOW_DELAY`), and every record until the one :data:`LINE_FIFO` records before
+    it has been taken (the line FIFO); the address handshake follows by a cycle. The loader takes a record
+    :data:`RECORD_DELAY` cycles after it was put out at the earliest and the cycle after its previous line's last
+    write, a line's first beat the cycle after that or when it arrives, then writes (``cycles - 2`` writes; a
+    zero piece of a convolution, ``beats == 0``, has no read and ``cycles - 1`` writes).
+
+    Returns that time and the cycles a refresh of ``refresh`` cycles costs the load, summed over the cycles of
+    the load (divide by the refresh period for the expected cost): a refresh that starts while line ``i`` is
+    the next to be taken delays its data by up to ``refresh``, of which the time the data would have waited for
+    the loader anyway is hidden."""
+    W, F = READ_WINDOW, LINE_FIFO
+    taken: list[int] = []                    # per read: cycle its last beat was taken
+    records: list[int] = []                  # per record: cycle the loader took it
+    q = 0
+    e = None                                 # the loader's last busy cycle
+    exposure = 0.0
+    prev_f = None
+    gap = 0                                  # cycles from the previous record
+    for j, (cycles, beats, take, addr) in enumerate(lines):
+        q += gap
+        if j >= F:
+            q = max(q, records[j - F] + WINDOW_DELAY)
+        if beats:
+            reads = len(taken)
+            if reads >= W:
+                q = max(q, taken[reads - W] + WINDOW_DELAY)
+            gap = 1 + (addr % 4096 + 64 * beats + 4095) // 4096
+        else:
+            gap = 1
+        rho = q + RECORD_DELAY if e is None else max(e + 1, q + RECORD_DELAY)
+        records.append(rho)
+        if not beats:                        # a zero piece of a convolution: a record and writes, no read
+            e = rho + cycles - 1
+            continue
+        first = read(q + 1, beats)
+        f = max(rho + 1, first)
+        if refresh:
+            start = RECORD_DELAY if prev_f is None else prev_f
+            exposure += (f - start) * max(0.0, refresh - (f - first))
+        prev_f = f
+        e = f + cycles - 2
+        taken.append(f + take)
+    return (RECORD_DELAY - 1 if e is None else e), exposure
+
+
+def _ideal_read(t: float, beats: int) -> float:
+    return t + IDEAL_READ_LATENCY
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _dram_load_extra(config: SATConfig, dram: DDR4Timing, kind: str, r0: int, rt: int, c0: int, ct: int,
+                     red: int, n: int, m: int, trans: bool, stride: int, delay: float = 0.0,
+                     tail: tuple[tuple[int, int], ...] = ()) -> tuple[float, int]:
+    """``(cycles, beats)``: how much longer one load takes from a DDR4 channel (``dram``, a
+    :class:`sat.sw.dram.DDR4Timing`) than from an ideal memory, and the beats it reads.
+
+    Its lines' pipeline (:func:`_load_pipeline`) runs with the channel's read latency plus ``delay`` per read
+    (waits behind concurrent writes) and without, after the writes ``tail`` (``(last beat's cycle, beats)``
+    relative to the load's first request) have reached the channel; the expected refresh cost is added
+    (``exposure / tREFI``)."""
+    lines = _load_profile(config, kind, r0, rt, c0, ct, red, n, m, trans, stride)
+    return _dram_pipeline_extra(config, dram, lines, delay, tail)
+
+
+@functools.lru_cache(maxsize=1 << 12)
+def _dram_conv_load_extra(config: SATConfig, dram: DDR4Timing, conv, kind: str, r0: int, rt: int, c0: int,
+                          ct: int, wu_start: tuple[int, int, int] | None, delay: float = 0.0,
+                          tail: tuple[tuple[int, int], ...] = ()) -> tuple[float, int]:
+    """:func:`_dram_load_extra` of a convolution's implicit load (:func:`_conv_load_profile`)."""
+    lines = _conv_load_profile(config, conv, kind, r0, rt, c0, ct, wu_start)
+    return _dram_pipeline_extra(config, dram, lines, delay, tail)
+
+
+def _dram_pipeline_extra(config: SATConfig, dram: DDR4Timing, lines: list[tuple[int, int, int, int]],
+                         delay: float, tail: tuple[tuple[int, int], ...] = ()) -> tuple[float, int]:
+    import math
+
+    from .dram import DRAMChannel
+
+    channel = DRAMChannel(dataclasses.replace(dram, trefi_ns=0.0), config.clock_hz, config.axi_data_width // 8)
+    c = dram.cycles(config.clock_hz, config.axi_data_width // 8)
+
+    writes = list(tail)
+
+    def read(t: float, beats: int) -> float:
+        while writes and writes[0][0] < t:           # writes of earlier cycles reach the channel first
+            channel.write(*writes.pop(0))
+        return max(t + IDEAL_READ_LATENCY, math.ceil(channel.read(t, beats))) + delay
+
+    t_dram, exposure = _load_pipeline(lines, read, c.refresh if dram.trefi_ns else 0.0)
+    t_ideal, _ = _load_pipeline(lines, _ideal_read)
+    refresh = exposure / c.refresh_period if dram.trefi_ns else 0.0
+    return t_dram - t_ideal + refresh, sum(line[1] for line in lines)
+
+
+def _conv_load_profile(config: SATConfig, conv, kind: str, r0: int, rt: int, c0: int, ct: int,
+                       wu_start: tuple[int, int, int] | None) -> list[tuple[int, int, int, int]]:
+    """The pieces of a convolution's implicit load in the order ``hw/convlines.py`` issues them (row by row, a
+    row's pieces in tap order), as :func:`_load_profile`'s lines: ``(cycles, beats, take, address)``, ``beats``
+    0 for a zero piece (``sum(cycles) == _conv_load_cycles(...)``)."""
+    bp = conv.pass_ == "bp"
+    chan = conv.co_pad if bp else conv.c_in
+    cvalid = conv.c_out if bp else chan
+    if kind == "a":
+        pieces = _tap_pieces(chan, cvalid, conv.kw, conv.start_of(conv.k0), conv.red)
+        b, y, x = _conv_rows(conv, r0, rt)
+        word = A_WORD_LANES
+    else:
+        pieces = _tap_pieces(chan, cvalid, conv.kw, wu_start, ct)
+        b, y, x = _conv_rows(conv, conv.k0, conv.red)
+        word = config.cols
+    s, pad = conv.stride, conv.padding
+    ty_dim, tx_dim = (conv.oh, conv.ow) if bp else (conv.height, conv.width)
+    pix = 2 * (conv.c_out if bp else conv.c_in)
+    row_pitch = tx_dim * pix
+    img = ty_dim * row_pitch
+    columns = []                             # per piece: its cost for every row
+    lane = 0
+    for i, j, ch, n, always_zero in pieces:
+        first_lane = lane % word
+        lane += n
+        zero = (_line_cycles(0, n, word, first_lane) - 1, 0, 0, 0)
+        if always_zero:
+            columns.append([zero] * len(b))
+            continue
+        if bp:
+            hn, wn = y + pad - i, x + pad - j
+            valid = (hn >= 0) & (wn >= 0) & (hn % s == 0) & (wn % s == 0) & (hn // s < ty_dim) & (wn // s < tx_dim)
+            ty, tx = hn // s, wn // s
+        else:
+            ty, tx = y * s - pad + i, x * s - pad + j
+            valid = (ty >= 0) & (tx >= 0) & (ty < ty_dim) & (tx < tx_dim)
+        addr = b * img + ty * row_pitch + tx * pix + 2 * ch
+        columns.append([(*_line_profile((a % 64) // 2, n, word, first_lane), int(a)) if v else zero
+                        for a, v in zip(addr.tolist(), valid.tolist(), strict=True)])
+    return [column[r] for r in range(len(b)) for column in columns]
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _tile_writes(config: SATConfig, rt: int, c0: int, ct: int, c_stride: int,
+                 row0: int) -> tuple[int, int, int, tuple[int, ...]]:
+    """``(bursts, beats, cycles, last)`` of one engine tile's result writes: a burst per real result row, its
+    beats, the result writer's cycles for them (``WRITE_ROW`` plus the beats, as in :func:`_engine_cycles`), and
+    the beats of the last pass's rows in the order they are written."""
+    RL, C = config.rows * config.adder_latency, config.cols
+    bursts = beats = 0
+    last: list[int] = []
+    for rb in range(0, rt, RL):
+        for cb in range(0, ct, C):
+            nv = min(C, ct - cb)
+            last = []
+            for i in range(min(RL, rt - rb)):
+                off = ((row0 + rb + i) * c_stride + 4 * (c0 + cb)) % 64
+                bursts += 1
+                last.append((off + 4 * nv - 1) // 64 + 1)
+                beats += last[-1]
+    return bursts, beats, bursts * WRITE_ROW + beats, tuple(last)
+
+
+class _DRAMTerms:
+    """The DRAM terms of one command (:func:`unit_cycles` with ``dram``).
+
+    * :meth:`load`: the extra time of an operand load (:func:`_dram_load_extra`), with its reads waiting behind
+      the result writes of the engine tile that runs meanwhile (double buffering): a write burst of ``b`` beats
+      every ``p`` cycles holds the bus for ``D = b * beat + tWTR`` before a read can follow, an expected wait of
+      ``D^2 / 2p`` (``D - p/2`` when ``D > p``) per read, weighted by the share of the engine's time it writes
+      and of the load it overlaps; and at least the bus time of its reads and those writes (a saturated bus,
+      writes in batches of ``write_batch`` with one turnaround each way, refresh);
+    * :meth:`command_extra`: the last write's response latency.
+    """
+
+    def __init__(self, config: SATConfig, dram: DDR4Timing, c_stride: int) -> None:
+        self.config = config
+        self.dram = dram
+        self.c = dram.cycles(config.clock_hz, config.axi_data_width // 8)
+        self.c_stride = c_stride
+        self.writes: tuple[int, int, int, int, int, tuple[int, ...]] | None = None
+
+    def engine(self, accept: int, cycles: int, rt: int, c0: int, ct: int, r0: int) -> None:
+        """The engine takes a tile at ``accept`` for ``cycles``: its writes overlap the next tile's loads."""
+        self.writes = (accept, accept + cycles, *_tile_writes(self.config, rt, c0, ct, self.c_stride, r0))
+
+    def load(self, start: int, ideal: int, kind: str, *args) -> int:
+        """Extra cycles of a load that starts at ``start`` and takes ``ideal`` cycles from an ideal memory."""
+        return self._extra(start, ideal, _dram_load_extra, kind, *args)
+
+    def conv_load(self, start: int, ideal: int, conv, kind: str, *args) -> int:
+        """:meth:`load` of a convolution's implicit operand."""
+        return self._extra(start, ideal, _dram_conv_load_extra, conv, kind, *args)
+
+    def _extra(self, start: int, ideal: int, extra_of, *args) -> int:
+        if self.writes is None:
+            return round(extra_of(self.config, self.dram, *args)[0])
+        w_start, w_end, bursts, wbeats, wbusy, last = self.writes
+        if start >= w_end:
+            # a load after the engine's tile (single buffering) meets the writes of its last rows, which the
+            # writer puts out around the engine's done: they go to the channel ahead of the load's reads
+            t = w_end - start + TAIL_OFFSET
+            tail = []
+            for beats in reversed(last):
+                if t < -TAIL_WINDOW:
+                    break
+                tail.append((t, beats))
+                t -= WRITE_ROW + beats
+            return round(extra_of(self.config, self.dram, *args, 0.0, tuple(reversed(tail)))[0])
+        extra, rbeats = extra_of(self.config, self.dram, *args)
+        if not bursts:
+            return round(extra)
+        c = self.c
+        span = max(1, w_end - w_start)
+        dur = ideal + extra
+        overlap = min(w_end - start, dur)
+        p = wbusy / bursts
+        d = wbeats / bursts * c.beat + c.wtr
+        wait = d * d / (2 * p) if d <= p else d - p / 2
+        delay = wait * min(1.0, wbusy / span) * (overlap / dur)
+        if delay >= 0.0625:
+            extra, _ = extra_of(self.config, self.dram, *args, round(delay * 16) / 16)
+        # the bus carries this load's reads and the writes that overlap it
+        w_over = wbeats * overlap / span
+        batches = w_over / (wbeats / bursts) / c.write_batch
+        bus = ((rbeats + w_over) * c.beat + batches * (c.wtr + c.rtw)) / (1 - c.refresh / c.refresh_period)
+        return round(max(extra, bus - ideal))
+
+    def command_extra(self) -> int:
+        """The last write's response comes after the channel's write latency instead of at once."""
+        import math
+
+        return max(0, math.ceil(self.c.write_response) - 1)
+

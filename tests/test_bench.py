@@ -11,6 +11,7 @@ import pytest
 from sat.sw.bench import BEGIN, END, ideal_speedup, render_markdown, run_bench, update_markdown, write_outputs
 from sat.sw.cli import main
 from sat.sw.config import SATConfig
+from sat.sw.dram import DDR4_2400
 from sat.sw.schedule import get_network, schedule_iteration
 
 
@@ -34,12 +35,24 @@ def test_run_bench_small(tmp_path):
         # the 3/(2N/M+1) ideal assumes FF, BP and WU cost the same dense work, which edge tiles break at batch 2;
         # no pass can gain more than M/N
         assert 1.0 < summary["speedup"] <= 8 / 2 and 1.0 < summary["unit_speedup"] <= 8 / 2
+        # the system (the unit with a DDR4 channel) waits for the memory on top of the unit's time
+        assert summary["system_cycles"] == sum(g["system_cycles"] for g in gemms)
+        assert all(g["system_cycles"] >= g["unit_cycles"] for g in gemms)
+        assert summary["system_cycles"] > summary["unit_cycles"]
+        assert 1.0 < summary["system_speedup"] <= 8 / 2
+        assert summary["system_images_per_s"] == pytest.approx(2 * cfg.clock_hz / summary["system_cycles"])
     # each scheduler choice is best for what it optimises
     summary = {o: entry[o]["dense"]["summary"] for o in entry}
     assert summary["auto-engine"]["cycles"] <= summary["normal"]["cycles"]
     assert summary["auto"]["unit_cycles"] <= summary["normal"]["unit_cycles"]
+    assert result["memory"]["model"] == "ddr4" and result["memory"]["dram"] == DDR4_2400.as_dict()
     files = write_outputs(result, tmp_path, plots=False)
     assert json.loads((tmp_path / "bench.json").read_text())["batch"] == 2
+    # with an ideal memory the system is the unit
+    ideal = run_bench(cfg, ["vgg16"], batch=2, modes=("dense", "2:8"), pregen=False, dram=None)
+    for per_mode in ideal["networks"]["vgg16"]["orientations"].values():
+        for data in per_mode.values():
+            assert data["summary"]["system_cycles"] == data["summary"]["unit_cycles"]
     with open(tmp_path / "summary.csv") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 6 and all(p.exists() for p in files)

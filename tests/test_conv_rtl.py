@@ -92,10 +92,10 @@ CONV_TIMING_RTOL = 0.03
 CONV_TIMING_ATOL = 10
 
 
-def test_conv_timing_model(tmp_path, sim_seed: int) -> None:
-    """``perfmodel.unit_cycles(..., conv=descriptor)`` (the conv loader's pieces) against the RTL's counters
-    (``COMPUTE + STALL``, no AXI pauses) on ResNet-18's kinds of convolution, summed over each pass's
-    descriptors: within 3 % (10 cycles for tiny passes)."""
+def _check_conv_timing(tmp_path, seed: int, dram=None) -> None:
+    """Run :data:`TIMING_CASES` on the RTL with ``dram`` (``None``: an ideal memory) and compare each pass's unit
+    time with ``unit_cycles(..., conv=descriptor, dram=dram)`` summed over its descriptors, and with a DRAM the
+    sum within 1 %."""
     import json
 
     from sat.sw.descriptor import ConvDescriptor
@@ -104,17 +104,45 @@ def test_conv_timing_model(tmp_path, sim_seed: int) -> None:
     report = tmp_path / "timing.json"
     top = system_top(CONFIG, memory_bytes=MEMORY_BYTES)
     run_cocotb(top, "sat.sim.tb_conv", params={"config": CONFIG.to_dict(), "memory_bytes": MEMORY_BYTES,
-                                               "seed": sim_seed, "timing_cases": TIMING_CASES,
-                                               "timing_report": str(report)}, testcase="conv_timing")
+                                               "seed": seed, "timing_cases": TIMING_CASES,
+                                               "timing_report": str(report),
+                                               "dram": dram.as_dict() if dram is not None else "ideal"},
+               testcase="conv_timing")
+    atol = CONV_TIMING_ATOL
     bad = []
+    totals = [0, 0]
     for r in json.loads(report.read_text()):
         descs = [ConvDescriptor.decode(bytes.fromhex(h)) for h in r["descriptors"]]
         model = sum(unit_cycles(CONFIG, d.rows, d.red, d.cols, d.n, d.m, a_trans=d.pass_ == "wu",
                                 b_trans=False, a_stride=2 * d.c_out if d.pass_ == "wu" else 0,
-                                b_stride=d.b_stride or None, c_stride=d.c_stride, conv=d).cycles for d in descs)
+                                b_stride=d.b_stride or None, c_stride=d.c_stride, conv=d, dram=dram).cycles
+                    for d in descs)
         rtl = r["counters"]["COMPUTE_CYCLES"] + r["counters"]["STALL_CYCLES"]
+        totals[0] += rtl
+        totals[1] += model
         line = f"{r['case']}: RTL {rtl}, model {model} ({100 * (model / rtl - 1):+.1f} %)"
         print(line)
-        if abs(model - rtl) > max(CONV_TIMING_ATOL, CONV_TIMING_RTOL * rtl):
+        if abs(model - rtl) > max(atol, CONV_TIMING_RTOL * rtl):
             bad.append(line)
+    print(f"total: RTL {totals[0]}, model {totals[1]} ({100 * (totals[1] / totals[0] - 1):+.2f} %)")
     assert not bad, "conv timing model outside tolerance:\n" + "\n".join(bad)
+    if dram is not None:
+        assert abs(totals[1] - totals[0]) <= 0.01 * totals[0], totals
+
+
+def test_conv_timing_model(tmp_path, sim_seed: int) -> None:
+    """``perfmodel.unit_cycles(..., conv=descriptor)`` (the conv loader's pieces) against the RTL's counters
+    (``COMPUTE + STALL``, no AXI pauses, ideal memory) on ResNet-18's kinds of convolution, summed over each
+    pass's descriptors: within 3 % (10 cycles for tiny passes)."""
+    _check_conv_timing(tmp_path, sim_seed)
+
+
+def test_conv_timing_model_dram(tmp_path, sim_seed: int) -> None:
+    """The same passes from the DDR4 channel model without refresh (``sat.sw.dram``; latency, the shared bus,
+    turnarounds: deterministic) against ``unit_cycles(..., dram=...)``: within 3 % (10 cycles), 1 % in sum.
+    The model with refresh is checked on the GEMMs of ``tests/test_system_rtl.py``."""
+    import dataclasses
+
+    from sat.sw.dram import DDR4_2400
+
+    _check_conv_timing(tmp_path, sim_seed, dataclasses.replace(DDR4_2400, trefi_ns=0.0))

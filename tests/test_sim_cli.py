@@ -41,6 +41,10 @@ def test_sim_gemm_json(tmp_path) -> None:
     assert report["compute_cycles"] == report["expected"]["COMPUTE_CYCLES"]
     assert 0 < report["utilization"] <= 1 and report["cycles"] > report["compute_cycles"]
     assert np.load(tmp_path / "c.npy").shape == (13, 9)
+    # the device memory is a DDR4 channel by default, and the cycle model with it predicts the unit's time
+    # (tolerance of tests/test_system_rtl.py: 2 %, or one refresh window)
+    assert report["memory"] == "ddr4"
+    assert abs(report["unit_model_cycles"] - report["unit_cycles"]) <= max(95, 0.02 * report["unit_cycles"])
 
 
 @pytest.mark.rtl
@@ -69,7 +73,11 @@ def test_sim_build_options() -> None:
     with pytest.raises(SystemExit):
         main(["sim", "gemm", "--m", "2", "--k", "8", "--n", "2", "--opt", "5"])
     args = build_parser().parse_args(["sim", "gemm", "--m", "2", "--k", "8", "--n", "2", "--memory", "axiram"])
-    assert args.memory == "axiram" and args.opt == 0
+    assert args.memory == "axiram" and args.opt == 0 and args.dram is None
+    args = build_parser().parse_args(["sim", "gemm", "--m", "2", "--k", "8", "--n", "2", "--dram", "ideal"])
+    assert args.dram == "ideal"
+    with pytest.raises(SystemExit):
+        main(["sim", "gemm", "--m", "2", "--k", "8", "--n", "2", "--dram", "sram"])
 
 
 @pytest.mark.rtl

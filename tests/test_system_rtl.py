@@ -2,10 +2,15 @@
 transport against ``SATCore`` with the GEMM unit (``sat.hw.gemm_unit.sat_core``) on a 2x2 array (L = 2):
 GEMMs of every BDWP pass bit for bit against ``sat.sw.numerics`` under random AXI pauses, with the unit's
 tiling and counters; two BDWP training iterations of a tiny MLP equal to GoldenBackend and ModelTransport;
-error codes through the real engine; the GEMM unit's time against ``sat.sw.perfmodel.unit_cycles``."""
+error codes through the real engine; the GEMM unit's time against ``sat.sw.perfmodel.unit_cycles``, from an
+ideal memory and from the DDR4 channel model (``sat.sw.dram``).
+
+The device memory is the DDR4 channel model (the default of ``attach``, ``$SAT_DRAM``) unless a test asks for the
+ideal one, so every system test is bit-exact with the DRAM's latencies under random AXI pauses."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -14,6 +19,7 @@ import pytest
 from sat.sim.runner import run_cocotb
 from sat.sim.tops import system_top
 from sat.sw.config import SATConfig
+from sat.sw.dram import DDR4_2400, DDR4Timing
 from sat.sw.perfmodel import unit_cycles
 
 pytestmark = pytest.mark.rtl
@@ -89,30 +95,59 @@ TIMING_4X4 = (SATConfig(rows=4, cols=4, adder_latency=4, a_depth=16, b_depth=256
 ])
 
 
-def _check_unit_timing(tmp_path: Path, seed: int, config: SATConfig, shapes: list) -> None:
+#: The DDR4 channel without refresh: deterministic, for a tight check of the latency and bus terms.
+DDR4_NO_REFRESH = dataclasses.replace(DDR4_2400, trefi_ns=0.0)
+#: Tolerance of the whole model with refresh: its refresh term is an expectation over the refresh phase, so a
+#: GEMM may differ by up to one refresh window (tRP + tRFC) per refresh period it spans; the sum over the GEMMs of
+#: a run by at most this fraction.
+TIMING_TOTAL_RTOL = 0.01
+
+
+def _check_unit_timing(tmp_path: Path, seed: int, config: SATConfig, shapes: list,
+                       dram: DDR4Timing | None = None) -> None:
+    """Run ``shapes`` on the RTL with ``dram`` (``None``: an ideal memory) and compare the unit's time with
+    ``unit_cycles(..., dram=dram)``: per GEMM within :data:`TIMING_RTOL` (or :data:`TIMING_ATOL` cycles), plus
+    a refresh window per refresh period when the model has refresh; then the sum within
+    :data:`TIMING_TOTAL_RTOL`."""
     report = tmp_path / "timing.json"
-    run_system("unit_timing", seed, config, timing_shapes=shapes,
-               timing_report=str(report))
+    run_system("unit_timing", seed, config, timing_shapes=shapes, timing_report=str(report),
+               dram=dram.as_dict() if dram is not None else "ideal")
+    refresh = period = 0.0
+    if dram is not None and dram.trefi_ns:
+        c = dram.cycles(config.clock_hz, config.axi_data_width // 8)
+        refresh, period = c.refresh, c.refresh_period
     bad = []
+    total_rtl = total_model = 0
     for r in json.loads(report.read_text()):
         nm = r["nm"] or (0, 0)
         model = unit_cycles(config, r["rows"], r["red"], r["cols"], *nm, a_trans=r["kind"] == "wu",
-                            b_trans=r["kind"] == "ff" and not r["nm"])
+                            b_trans=r["kind"] == "ff" and not r["nm"], dram=dram)
         assert r["COMPUTE_CYCLES"] == model.busy_cycles, r
         rtl = r["unit_cycles"]
+        total_rtl += rtl
+        total_model += model.cycles
         line = (f"{r['kind']} {r['rows']}x{r['red']}x{r['cols']} {r['nm'] or 'dense'}: RTL {rtl}, model "
                 f"{model.cycles} ({100 * (model.cycles / rtl - 1):+.1f} %, {'double' if model.double else 'single'}"
                 f" buffered, {model.tiles} tiles)")
         print(line)
-        if abs(model.cycles - rtl) > max(TIMING_ATOL, TIMING_RTOL * rtl):
+        atol = TIMING_ATOL + (refresh * -(-rtl // period) if refresh else 0)
+        if abs(model.cycles - rtl) > max(atol, TIMING_RTOL * rtl):
             bad.append(line)
+    print(f"total: RTL {total_rtl}, model {total_model} ({100 * (total_model / total_rtl - 1):+.2f} %)")
     assert not bad, "unit timing model outside tolerance:\n" + "\n".join(bad)
+    assert abs(total_model - total_rtl) <= TIMING_TOTAL_RTOL * total_rtl, (total_model, total_rtl)
 
 
 def test_unit_timing(tmp_path: Path, sim_seed: int) -> None:
-    """The GEMM unit's whole time (``COMPUTE + STALL`` counters, no AXI pauses) equals
+    """The GEMM unit's whole time (``COMPUTE + STALL`` counters, no AXI pauses, ideal memory) equals
     ``perfmodel.unit_cycles`` within 2 % (4 cycles for tiny GEMMs), results bit for bit."""
     _check_unit_timing(tmp_path, sim_seed, CONFIG, TIMING_SHAPES)
+
+
+def test_unit_timing_dram(tmp_path: Path, sim_seed: int) -> None:
+    """The same GEMMs from the DDR4 channel model without refresh (latency, the shared bus, turnarounds):
+    ``unit_cycles(..., dram=...)`` within 2 % (4 cycles), although the DRAM makes them up to 2.9x slower."""
+    _check_unit_timing(tmp_path, sim_seed, CONFIG, TIMING_SHAPES, DDR4_NO_REFRESH)
 
 
 def resnet18_sample(config: SATConfig, layers: tuple[str, ...]) -> list:
@@ -146,13 +181,27 @@ RESNET18_SAMPLE = ("conv1", "layer1.0.conv1", "layer2.0.conv1", "layer2.0.downsa
 def test_unit_timing_resnet18_sample(tmp_path: Path, sim_seed: int) -> None:
     """The cycle model against the RTL on a sample of ResNet-18's layers, scaled down (``resnet18_sample``): the
     stem, one convolution per stage, a shortcut and the classifier, FF / BP / WU with their K chunks (21 GEMMs,
-    about 100k cycles): within the same tolerance, results bit for bit."""
+    about 100k cycles), ideal memory: within the same tolerance, results bit for bit."""
     shapes = resnet18_sample(CONFIG, RESNET18_SAMPLE)
     assert {s[0] for s in shapes} == {"gemm", "wu"} and any(s[4] for s in shapes) and len(shapes) >= 15
     _check_unit_timing(tmp_path, sim_seed, CONFIG, shapes)
+
+
+def test_unit_timing_dram_resnet18_sample(tmp_path: Path, sim_seed: int) -> None:
+    """The ResNet-18 sample from the full DDR4 channel model (refresh included): each GEMM within 2 % or 4 cycles
+    plus a refresh window (91 cycles) per 1950 cycles of ``unit_cycles(..., dram=DDR4_2400)``, the sum within
+    1 %, results bit for bit."""
+    _check_unit_timing(tmp_path, sim_seed, CONFIG, resnet18_sample(CONFIG, RESNET18_SAMPLE), DDR4_2400)
 
 
 @pytest.mark.slow
 def test_unit_timing_4x4(tmp_path: Path, sim_seed: int) -> None:
     """The timing model on a 4x4 array (L = 4) with 64/256-word buffers (constants fitted on the 2x2)."""
     _check_unit_timing(tmp_path, sim_seed, *TIMING_4X4)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dram", [DDR4_NO_REFRESH, DDR4_2400], ids=["ddr4-no-refresh", "ddr4"])
+def test_unit_timing_dram_4x4(tmp_path: Path, sim_seed: int, dram: DDR4Timing) -> None:
+    """The DRAM terms on the 4x4 build (fitted on the 2x2)."""
+    _check_unit_timing(tmp_path, sim_seed, *TIMING_4X4, dram)
