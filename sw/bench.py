@@ -39,7 +39,7 @@ from .perfmodel import UnitTiming, unit_cycles
 from .pregen import PregenReplay, replay
 from .schedule import NETWORKS, PCIE_BYTES_PER_S, Schedule, ScheduledGemm, get_network, schedule_iteration
 
-__all__ = ["MODES", "PAPER_SPEEDUP_2_8", "BEGIN", "END", "ideal_speedup", "host_iteration", "run_bench",
+__all__ = ["summary_json", "MODES", "PAPER_SPEEDUP_2_8", "BEGIN", "END", "ideal_speedup", "host_iteration", "run_bench",
            "write_outputs", "render_markdown", "update_markdown", "default_config"]
 
 MODES: tuple[str, ...] = ("dense", "1:4", "2:4", "2:8", "1:8")
@@ -315,11 +315,54 @@ def _layer_rows(result: dict) -> list[dict]:
     return rows
 
 
+def summary_json(result: dict, orientation: str = "auto") -> dict:
+    """The content of ``summary.json``: per network and mode the engine (ideal loader), unit (the GEMM unit as
+    built, ideal memory) and system (the unit with the DRAM model) cycles of one training iteration, images per
+    second from the system cycles at the configured clock, and speedups over dense; per pass (FF, BP, WU) the same
+    cycles, so that what bounds a speedup is visible.
+
+    ``{"config": {...}, "memory": {"channels": ..., ...}, "networks": {"resnet18": {"batch": 32, "orientation":
+    "auto", "modes": {"dense": {...}, "2:8": {"engine_cycles", "unit_cycles", "system_cycles", "images_per_s",
+    "engine_speedup", "unit_speedup", "system_speedup", "passes": {...}}}}}}``
+    """
+    clock_hz = result["config"]["clock_hz"]
+    networks = {}
+    for net, entry in result["networks"].items():
+        per_mode = entry["orientations"][orientation]
+        modes = {}
+        for mode, data in per_mode.items():
+            s = data["summary"]
+            passes: dict = {}
+            for g in data["gemms"]:
+                p = passes.setdefault(g["pass"], {"engine_cycles": 0, "unit_cycles": 0, "system_cycles": 0,
+                                                  "gemms": 0})
+                p["engine_cycles"] += g["cycles"]
+                p["unit_cycles"] += g["unit_cycles"]
+                p["system_cycles"] += g["system_cycles"]
+                p["gemms"] += 1
+            modes[mode] = {
+                "engine_cycles": s["cycles"], "unit_cycles": s["unit_cycles"], "system_cycles": s["system_cycles"],
+                "images_per_s": result["batch"] * clock_hz / s["system_cycles"],
+                "engine_images_per_s": s["images_per_s"],
+                "engine_speedup": s["speedup"], "unit_speedup": s["unit_speedup"],
+                "system_speedup": s["system_speedup"], "ideal_speedup": s["ideal_speedup"],
+                "system_over_engine": s["system_cycles"] / s["cycles"],
+                "utilization": s["system_utilization"], "macs": s["macs"], "dense_macs": s["dense_macs"],
+                "passes": passes,
+            }
+        networks[net] = {"batch": result["batch"], "orientation": orientation, "modes": modes}
+    return {"config": result["config"], "memory": result["memory"], "clock_hz": clock_hz,
+            "paper_speedup_2_8": result["paper_speedup_2_8"], "networks": networks}
+
+
 def write_outputs(result: dict, out: Path, *, plots: bool = True) -> list[Path]:
-    """Write ``bench.json``, ``summary.csv``, ``layers.csv``, ``pregen.csv`` and (``plots``) PNG files."""
+    """Write ``bench.json``, ``summary.json`` (:func:`summary_json`), ``summary.csv``, ``layers.csv``,
+    ``pregen.csv`` and (``plots``) PNG files."""
     out.mkdir(parents=True, exist_ok=True)
     written = [out / "bench.json"]
     written[0].write_text(json.dumps(result, indent=1, sort_keys=True))
+    written.append(out / "summary.json")
+    written[-1].write_text(json.dumps(summary_json(result), indent=1, sort_keys=True))
     summary_fields = ["network", "orientation", "nm", "cycles", "seconds", "speedup", "ideal_speedup",
                       "utilization", "effective_gflops", "useful_gflops", "images_per_s", "descriptors",
                       "memory_bytes", "split_k_gemms", "transposed_gemms", "macs", "dense_macs"]

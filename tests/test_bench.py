@@ -48,6 +48,24 @@ def test_run_bench_small(tmp_path):
     assert result["memory"]["model"] == "ddr4" and result["memory"]["dram"] == DDR4_2400.as_dict()
     files = write_outputs(result, tmp_path, plots=False)
     assert json.loads((tmp_path / "bench.json").read_text())["batch"] == 2
+    # summary.json (issue 13's report format): the auto schedule, images/s from the system cycles at the clock
+    summ = json.loads((tmp_path / "summary.json").read_text())
+    assert summ["config"] == cfg.to_dict() and summ["memory"]["channels"] >= 1
+    net = summ["networks"]["vgg16"]
+    assert net["batch"] == 2 and set(net["modes"]) == {"dense", "2:8"}
+    for mode, nm in (("dense", None), ("2:8", (2, 8))):
+        s = schedule_iteration(get_network("vgg16"), 2, cfg, nm, orientation="auto")
+        got = net["modes"][mode]
+        system = sum(g["system_cycles"] for g in entry["auto"][mode]["gemms"])
+        assert got["engine_cycles"] == s.cycles and got["system_cycles"] == system
+        assert got["images_per_s"] == pytest.approx(2 * cfg.clock_hz / system)
+        passes = got["passes"]
+        assert set(passes) == {"ff", "bp", "wu"}
+        assert sum(p["system_cycles"] for p in passes.values()) == system
+        assert sum(p["engine_cycles"] for p in passes.values()) == s.cycles
+    sparse, dense_ = net["modes"]["2:8"], net["modes"]["dense"]
+    assert sparse["engine_speedup"] == pytest.approx(dense_["engine_cycles"] / sparse["engine_cycles"])
+    assert sparse["system_speedup"] == pytest.approx(dense_["system_cycles"] / sparse["system_cycles"])
     # with an ideal memory the system is the unit
     ideal = run_bench(cfg, ["vgg16"], batch=2, modes=("dense", "2:8"), pregen=False, dram=None)
     for per_mode in ideal["networks"]["vgg16"]["orientations"].values():
