@@ -1,4 +1,4 @@
-"""Card top level for the VCU1525: ``SATCore`` between the Xilinx XDMA (PCIe) and DDR4 IP.
+"""Card top level for the VCU1525: ``SATCore`` between the Xilinx XDMA (PCIe) and four DDR4 controllers.
 
 Block diagram (``docs/board.md``, "Card top level")::
 
@@ -6,20 +6,28 @@ Block diagram (``docs/board.md``, "Card top level")::
     refclk --IBUFDS_GTE4   |  axi_aclk 250 MHz = SAT clock              |  irq -> usr_irq_req[0]
                            +-- m_axi (H2C/C2H DMA) --> S00 +            |  m_axi
                                                            smartconnect (smartconnect_0) <-- S01
-                               clk300[0] --> ddr4 (ddr4_0) <-- M00 (DDR4 ui_clk, 300 MHz)
-                                             C0 DIMM pins
-    bus_reset (MemoryBusReset): ~axi_aresetn | ui_clk_sync_rst -> SAT, SmartConnect aresetn, c0_ddr4_aresetn
+             clk300[0] --> ddr4_c0 (ddr4_0) <-- rs_c0 <-- M00 (0 GiB)    SLR0 (register slice: SLR1 -> SLR0)
+             clk300[1] --> ddr4_c1 (ddr4_1) <----------- M01 (16 GiB)   SLR1
+             clk300[2] --> ddr4_c2 (ddr4_2) <----------- M02 (32 GiB)   SLR1
+             clk300[3] --> ddr4_c3 (ddr4_3) <-- rs_c3 <-- M03 (48 GiB)   SLR2 (register slice: SLR1 -> SLR2)
+    bus_reset (MemoryBusReset): ~axi_aresetn | any ui_clk_sync_rst -> SAT, SmartConnect, every DDR4 AXI slave
+
+Every AXI master (XDMA's DMA and SAT's) reaches every channel: channel ``k`` is the 16 GiB window at ``k * 16
+GiB`` (:data:`sat.sw.memmap.CARD_MEMORY`). XDMA, SmartConnect, SAT's bus side and C1/C2 sit in SLR1 (the PCIe hard
+block is there); the two channels in the other SLRs are reached through SLR-crossing register slices inside the
+SmartConnect block design (``rs_c0``, ``rs_c3``). The placement is in the generated ``floorplan.xdc``.
 
 The IP are black boxes (``Instance``) created by generated Vivado Tcl (:mod:`sat.boards.vivado`). Their port lists
-live here, in :data:`IP_PORTS`, once: the top level binds them, and :func:`ip_stub_verilog` turns them into Verilog
+live here, in :func:`ip_ports`, once: the top level binds them, and :func:`ip_stub_verilog` turns them into Verilog
 stub modules for Verilator lint, which double as documentation of the ports the top expects from the IP.
 
 Port names follow Xilinx's instantiation templates (``.veo``) of public designs: XDMA (PG195) as generated for a
 Gen3 x16, 512-bit, AXI-MM configuration with the AXI-Lite master enabled; DDR4 (PG150) for an ECC RDIMM with the
-AXI4 slave (hence the ECC control port ``c0_ddr4_s_axi_ctrl_*`` and ``c0_ddr4_parity``); SmartConnect (PG247) is an
-IP-integrator-only core, so ``smartconnect_0`` is a one-cell block design whose external interface ports are named
-by the generated Tcl (``S00_AXI_*``, ``S01_AXI_*``, ``M00_AXI_*``, ``aclk``, ``aclk1``, ``aresetn``). What could not
-be confirmed without Vivado is listed in ``docs/board.md``.
+AXI4 slave (hence the ECC control port ``c0_ddr4_s_axi_ctrl_*`` and ``c0_ddr4_parity``; every controller's ports
+carry the ``c0_`` prefix, whichever slot it drives); SmartConnect (PG247) is an IP-integrator-only core, so
+``smartconnect_0`` is a block design whose external interface ports are named by the generated Tcl
+(``S00_AXI_*``, ``S01_AXI_*``, ``M00_AXI_*`` .. ``M03_AXI_*``, ``aclk``, ``aclk1`` .. ``aclk4``, ``aresetn``,
+``aresetn1``, ``aresetn4``). What could not be confirmed without Vivado is listed in ``docs/board.md``.
 """
 
 from __future__ import annotations
@@ -27,13 +35,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from amaranth.hdl import ClockDomain, ClockSignal, Const, Elaboratable, Instance, Module, Signal
+from amaranth.hdl import Cat, ClockDomain, ClockSignal, Const, Elaboratable, Instance, Module, Signal
 from amaranth.lib import io, wiring
 from amaranth.lib.cdc import AsyncFFSynchronizer, FFSynchronizer
 from amaranth.lib.wiring import In
 
 from sat.sw.config import SATConfig
-from sat.sw.regmap import DEFAULT_MEMORY_BYTES
+from sat.sw.memmap import CARD_CHANNEL_SLR, CARD_MEMORY
 
 __all__ = [
     "IPPort",
@@ -44,6 +52,9 @@ __all__ = [
     "DDR4_UI_CLOCK_HZ",
     "XDMA_AXI_CLOCK_HZ",
     "HEARTBEAT_BIT",
+    "HUB_SLR",
+    "ddr4_module",
+    "slr_crossing_channels",
     "xdma_ports",
     "ddr4_ports",
     "smartconnect_ports",
@@ -59,7 +70,7 @@ __all__ = [
 PCIE_LANES = 16
 #: ID width of XDMA's ``m_axi`` (4 in the generated XDMA instantiation templates).
 XDMA_AXI_ID_WIDTH = 4
-#: DDR4 C0 AXI address width: 16 GiB (reference 1.6, ``DDR4_AxiAddressWidth 34``).
+#: DDR4 AXI address width of each channel: 16 GiB (reference 1.6, ``DDR4_AxiAddressWidth 34``).
 DDR4_AXI_ADDR_WIDTH = 34
 #: ID width configured on the DDR4 AXI slave; SmartConnect does not propagate IDs to its MI by default (PG247),
 #: so the card drives ID 0 on it.
@@ -72,6 +83,20 @@ DDR4_UI_CLOCK_HZ = 300_000_000
 HEARTBEAT_BIT = 27
 #: Cycles (of each clock) the memory-bus reset stays asserted after its last source released it.
 BUS_RESET_HOLD_CYCLES = 16
+#: The SLR of the PCIe hard block (reference 1.4), and so of XDMA, SmartConnect and SAT's bus side.
+HUB_SLR = 1
+
+assert CARD_MEMORY.window_bytes == 1 << DDR4_AXI_ADDR_WIDTH, "one channel window per DDR4 controller"
+
+
+def ddr4_module(channel: int) -> str:
+    """Module name of the DDR4 IP of DIMM slot ``channel`` (``ddr4_0`` .. ``ddr4_3``; instance ``ddr4_c<k>``)."""
+    return f"ddr4_{CARD_MEMORY.check_channel(channel)}"
+
+
+def slr_crossing_channels() -> list[int]:
+    """Channels whose controller sits in another SLR than the SmartConnect (:data:`HUB_SLR`): C0 and C3."""
+    return [k for k, slr in enumerate(CARD_CHANNEL_SLR) if slr != HUB_SLR]
 
 
 @dataclass(frozen=True)
@@ -189,9 +214,10 @@ def xdma_ports(*, lanes: int = PCIE_LANES, data_width: int = 512, irqs: int = 1)
 
 def ddr4_ports(*, data_width: int = 512, addr_width: int = DDR4_AXI_ADDR_WIDTH,
                id_width: int = DDR4_AXI_ID_WIDTH) -> list[IPPort]:
-    """Ports of ``ddr4_0`` (DDR4 SDRAM MIG, PG150) for one 72-bit x4 ECC RDIMM with the AXI4 slave enabled."""
+    """Ports of ``ddr4_<k>`` (DDR4 SDRAM MIG, PG150) for one 72-bit x4 ECC RDIMM with the AXI4 slave enabled (the
+    same for every slot: the controller's ports are ``c0_`` whichever DIMM it drives)."""
     return [
-        IPPort("c0_sys_clk_p", "input", doc="300 MHz reference, clk300[0]"),
+        IPPort("c0_sys_clk_p", "input", doc="300 MHz reference, clk300[k] of slot Ck"),
         IPPort("c0_sys_clk_n", "input"),
         IPPort("sys_rst", "input", doc="active high"),
         IPPort("c0_init_calib_complete", "output"),
@@ -222,21 +248,31 @@ def ddr4_ports(*, data_width: int = 512, addr_width: int = DDR4_AXI_ADDR_WIDTH,
 
 
 def smartconnect_ports(*, data_width: int = 512, id_width: int = XDMA_AXI_ID_WIDTH,
-                       addr_width: int = DDR4_AXI_ADDR_WIDTH) -> list[IPPort]:
-    """Ports of the ``smartconnect_0`` block design: 2 AXI4 slaves on ``aclk`` -> 1 AXI4 master on ``aclk1``.
+                       addr_width: int = DDR4_AXI_ADDR_WIDTH, sat_masters: int = 1,
+                       channels: int = CARD_MEMORY.channels) -> list[IPPort]:
+    """Ports of the ``smartconnect_0`` block design: ``1 + sat_masters`` AXI4 slaves on ``aclk`` -> one AXI4 master
+    per DDR4 channel, ``M<k>`` on ``aclk<k+1>`` (that channel's ``ui_clk``).
 
     The names are those of the block design's external ports, which the generated Tcl creates (``S00_AXI`` for
-    XDMA, ``S01_AXI`` for SAT, ``M00_AXI`` to DDR4); ``M00_AXI`` has no ID signals (SmartConnect does not
-    propagate IDs to an endpoint slave by default, PG247) and no QoS/region.
+    XDMA, ``S01_AXI`` .. for SAT's masters, ``M00_AXI`` .. to DDR4 C0 ..); the ``M`` ports have no ID signals
+    (SmartConnect does not propagate IDs to an endpoint slave by default, PG247) and no QoS/region. ``aresetn``
+    (synchronous to ``aclk``) resets SmartConnect; ``aresetn<k+1>`` (synchronous to ``aclk<k+1>``) the SLR-crossing
+    register slice of each channel of :func:`slr_crossing_channels`.
     """
-    return [
-        IPPort("aclk", "input", doc="slave side clock (XDMA axi_aclk)"),
-        IPPort("aclk1", "input", doc="master side clock (DDR4 ui_clk)"),
-        IPPort("aresetn", "input", doc="active low, synchronous to aclk"),
-        *_axi4_ports("S00_AXI_", slave=True, addr_width=64, data_width=data_width, id_width=id_width),
-        *_axi4_ports("S01_AXI_", slave=True, addr_width=64, data_width=data_width, id_width=id_width),
-        *_axi4_ports("M00_AXI_", slave=False, addr_width=addr_width, data_width=data_width, id_width=0),
-    ]
+    if isinstance(sat_masters, bool) or not isinstance(sat_masters, int) or not 1 <= sat_masters <= 15:
+        raise ValueError(f"sat_masters must be an integer between 1 and 15, not {sat_masters!r}")
+    ports = [IPPort("aclk", "input", doc="slave side clock (XDMA axi_aclk)")]
+    ports += [IPPort(f"aclk{k + 1}", "input", doc=f"M{k:02d} clock (DDR4 C{k} ui_clk)") for k in range(channels)]
+    ports.append(IPPort("aresetn", "input", doc="active low, synchronous to aclk"))
+    ports += [IPPort(f"aresetn{k + 1}", "input", doc=f"C{k} register slice reset, synchronous to aclk{k + 1}")
+              for k in slr_crossing_channels() if k < channels]
+    for si in range(1 + sat_masters):
+        ports += _axi4_ports(f"S{si:02d}_AXI_", slave=True, addr_width=64, data_width=data_width,
+                             id_width=id_width)
+    for k in range(channels):
+        ports += _axi4_ports(f"M{k:02d}_AXI_", slave=False, addr_width=addr_width, data_width=data_width,
+                             id_width=0)
+    return ports
 
 
 def ibufds_gte4_ports() -> list[IPPort]:
@@ -247,12 +283,12 @@ def ibufds_gte4_ports() -> list[IPPort]:
     ]
 
 
-def ip_ports() -> dict[str, list[IPPort]]:
-    """Every black box of the card top: module name -> ports."""
+def ip_ports(*, sat_masters: int = 1) -> dict[str, list[IPPort]]:
+    """Every black box of the card top: module name -> ports (``sat_masters``: AXI4 masters of the SAT core)."""
     return {
         "xdma_0": xdma_ports(),
-        "ddr4_0": ddr4_ports(),
-        "smartconnect_0": smartconnect_ports(),
+        **{ddr4_module(k): ddr4_ports() for k in range(CARD_MEMORY.channels)},
+        "smartconnect_0": smartconnect_ports(sat_masters=sat_masters),
         "IBUFDS_GTE4": ibufds_gte4_ports(),
     }
 
@@ -383,32 +419,34 @@ class MemoryBusReset(Elaboratable):
 
 
 class VCU1525Card(Elaboratable):
-    """Top level of the VCU1525 bitstream: XDMA, DDR4 C0, SmartConnect and ``SATCore``.
+    """Top level of the VCU1525 bitstream: XDMA, four DDR4 controllers (C0..C3), SmartConnect and ``SATCore``.
 
-    Clocks and resets: SAT runs in the ``sync`` domain on XDMA's ``axi_aclk`` (250 MHz); the ``ddr`` domain is
-    DDR4's ``c0_ddr4_ui_clk`` (300 MHz). SAT, SmartConnect's ``aresetn`` and the DDR4 AXI reset
-    ``c0_ddr4_aresetn`` all come from one :class:`MemoryBusReset` whose request is ``~axi_aresetn |
-    c0_ddr4_ui_clk_sync_rst`` (PG247: the bus resets as a whole). The DDR4 ``sys_rst`` is the CPU_RESET button, so
-    the memory calibrates after configuration independently of the PCIe link. SmartConnect crosses from ``aclk``
-    (XDMA and SAT) to ``aclk1`` (DDR4).
+    Clocks and resets: SAT runs in the ``sync`` domain on XDMA's ``axi_aclk`` (250 MHz); the ``ddr<k>`` domain is
+    DDR4 C<k>'s ``c0_ddr4_ui_clk`` (300 MHz, one per controller, from its own 300 MHz reference ``clk300[k]``).
+    SAT, SmartConnect's ``aresetn``, the register slices' resets and every DDR4 AXI reset ``c0_ddr4_aresetn`` come
+    from one :class:`MemoryBusReset` whose request is ``~axi_aresetn`` or any controller's ``c0_ddr4_ui_clk_sync_rst``
+    (PG247: the bus resets as a whole). Each DDR4 ``sys_rst`` is the CPU_RESET button, so the memories calibrate
+    after configuration independently of the PCIe link. SmartConnect crosses from ``aclk`` (XDMA and SAT) to each
+    channel's ``ui_clk``.
 
     Address map: SAT's registers at BAR0 offset 0 (XDMA ``m_axil``, ``pciebar2axibar_axil_master = 0``); DDR4
-    C0 at AXI address 0..16 GiB for both XDMA's DMA (``m_axi``) and SAT's ``m_axi``.
+    C<k> at AXI address ``k * 16 GiB`` (16 GiB each, 64 GiB in all, :data:`sat.sw.memmap.CARD_MEMORY`) for both
+    XDMA's DMA (``m_axi``) and SAT's ``m_axi``. The core reports the map in ``MEM_SIZE`` and ``MEM_CHANNELS``.
 
     LEDs: ``led`` 0 (red) = PCIe link up; ``led`` 1 (yellow) = heartbeat of ``axi_aclk`` in the ``sync`` domain:
-    about 0.93 Hz once DDR4 calibration completed, 8x faster (7.5 Hz) before, dark and steady while the bus reset
-    holds it or ``axi_aclk`` does not run; ``led`` 2 (green) = SAT interrupt seen since the last bus reset (sticky:
-    an error or a finished list; the driver reads ``STATUS`` to tell which). See docs/board.md, "LEDs".
+    about 0.93 Hz once all four DDR4 controllers completed calibration, 8x faster (7.5 Hz) before, dark and steady
+    while the bus reset holds it or ``axi_aclk`` does not run; ``led`` 2 (green) = SAT interrupt seen since the last
+    bus reset (sticky: an error or a finished list; the driver reads ``STATUS`` to tell which). See docs/board.md,
+    "LEDs".
 
     Parameters
     ----------
     config : SATConfig
         The SAT build.
-    memory_bytes : int
-        Device memory reported to SAT (default: one 16 GiB DIMM).
     core : callable, optional
-        ``core(config, memory_bytes=...)`` returning the SAT core component; default
-        :class:`sat.hw.core.SATCore` (with the GEMM unit as its engine).
+        ``core(config, memory_bytes=..., memory_channels=...)`` returning the SAT core component; default
+        :class:`sat.hw.core.SATCore` (with the GEMM unit as its engine). Each of its AXI4 masters (flat ports
+        ``m_axi_*``, then ``m_axi1_*``, ``m_axi2_*`` ...) gets its own SmartConnect slave port (``S01_AXI`` ...).
 
     Raises
     ------
@@ -418,30 +456,40 @@ class VCU1525Card(Elaboratable):
         If the configuration's AXI widths do not match the card (512-bit data, 64-bit addresses).
     """
 
-    def __init__(self, config: SATConfig, *, memory_bytes: int = DEFAULT_MEMORY_BYTES,
-                 core: Callable[..., wiring.Component] | None = None) -> None:
+    #: The card's device memory (four 16 GiB channels).
+    memory = CARD_MEMORY
+
+    def __init__(self, config: SATConfig, *, core: Callable[..., wiring.Component] | None = None) -> None:
         try:
-            self._check(config, memory_bytes)
+            self._check(config)
         except (TypeError, ValueError):
             # A rejected top is never elaborated: keep Amaranth from warning "created but never used" later.
             self._MustUse__silence = True
             raise
         self._config = config
-        self._memory_bytes = memory_bytes
         if core is None:
             from sat.hw.core import SATCore as core
-        self._core = core(config, memory_bytes=memory_bytes)
+        self._core = core(config, memory_bytes=self.memory.size, memory_channels=self.memory.channels)
+        self._masters = self._sat_masters(self._core)
 
     @staticmethod
-    def _check(config: SATConfig, memory_bytes: int) -> None:
+    def _check(config: SATConfig) -> None:
         if not isinstance(config, SATConfig):
             raise TypeError(f"config must be a SATConfig, not {config!r}")
         if config.axi_data_width != 512 or config.axi_addr_width != 64:
             raise ValueError("the VCU1525 card top needs axi_data_width=512 and axi_addr_width=64 (XDMA and DDR4 "
                              f"datapath), not {config.axi_data_width} and {config.axi_addr_width}: fix the config")
-        if not 0 < memory_bytes <= 1 << DDR4_AXI_ADDR_WIDTH:
-            raise ValueError(f"memory_bytes must be between 1 and {1 << DDR4_AXI_ADDR_WIDTH} (one DDR4 channel), "
-                             f"not {memory_bytes!r}")
+
+    @staticmethod
+    def _sat_masters(core: wiring.Component) -> list[str]:
+        """Prefixes of the core's AXI4 masters, ``m_axi_`` first, then ``m_axi1_``, ``m_axi2_`` ..."""
+        names = core.signature.members.keys()
+        prefixes = ["m_axi_"]
+        while any(n.startswith(f"m_axi{len(prefixes)}_") for n in names):
+            prefixes.append(f"m_axi{len(prefixes)}_")
+        if not any(n.startswith("m_axi_") for n in names):
+            raise ValueError("the SAT core has no AXI4 master (ports m_axi_*)")
+        return prefixes
 
     @property
     def config(self) -> SATConfig:
@@ -451,6 +499,11 @@ class VCU1525Card(Elaboratable):
     def core(self) -> wiring.Component:
         """The SAT core instance (submodule ``sat``)."""
         return self._core
+
+    @property
+    def sat_masters(self) -> int:
+        """AXI4 masters of the SAT core, each on its own SmartConnect slave port."""
+        return len(self._masters)
 
     @staticmethod
     def _signals(prefix: str, ports: list[IPPort]) -> dict[str, Signal]:
@@ -471,14 +524,15 @@ class VCU1525Card(Elaboratable):
             raise TypeError("VCU1525Card needs the VCU1525Platform (it requests pins): build it through "
                             "sat.boards.vivado or VCU1525Platform().build(..., do_build=False)")
         m = Module()
+        channels = range(self.memory.channels)
         pcie = platform.request("pcie_x16", 0, dir="-")
-        clk300 = platform.request("clk300", 0, dir="-")
-        platform.leave_clock_to_ip(clk300)   # the DDR4 IP's XDC creates this clock (System_Clock Differential)
-        ddr = platform.request("ddr4", 0, dir="-")
 
         # --- clocks and resets
         m.domains.sync = cd_sync = ClockDomain("sync")
-        m.domains.ddr = cd_ddr = ClockDomain("ddr")
+        cd_ddr = {}
+        for k in channels:
+            cd_ddr[k] = ClockDomain(f"ddr{k}")
+            m.domains += cd_ddr[k]
 
         # --- PCIe reference clock
         refclk = {"I": pcie.clk.p, "IB": pcie.clk.n, "CEB": Signal(name="pcie_refclk_ceb"),
@@ -495,46 +549,57 @@ class VCU1525Card(Elaboratable):
         m.submodules.xdma = self._instance("xdma_0", xp, x)
         m.d.comb += cd_sync.clk.eq(x["axi_aclk"])
 
-        # --- DDR4 C0
-        dp = ddr4_ports()
-        d = self._signals("ddr4", dp)
+        # --- DDR4 C0..C3: one controller per DIMM slot, each on its own 300 MHz reference clock
         btn = platform.request("rst", 0, dir="-")
         m.submodules.cpu_reset_buf = cpu_reset = io.Buffer("i", btn)   # PinsN: active high after the buffer
-        d.update({"c0_sys_clk_p": clk300.p, "c0_sys_clk_n": clk300.n, "sys_rst": cpu_reset.i,
-                  "c0_ddr4_adr": ddr.adr.io, "c0_ddr4_ba": ddr.ba.io, "c0_ddr4_bg": ddr.bg.io,
-                  "c0_ddr4_cke": ddr.cke.io, "c0_ddr4_cs_n": ddr.cs_n.io, "c0_ddr4_odt": ddr.odt.io,
-                  "c0_ddr4_act_n": ddr.act_n.io, "c0_ddr4_ck_t": ddr.ck.p, "c0_ddr4_ck_c": ddr.ck.n,
-                  "c0_ddr4_parity": ddr.par.io, "c0_ddr4_reset_n": ddr.reset_n.io, "c0_ddr4_dq": ddr.dq.io,
-                  "c0_ddr4_dqs_t": ddr.dqs.p, "c0_ddr4_dqs_c": ddr.dqs.n})
-        m.submodules.ddr4 = self._instance("ddr4_0", dp, d)
-        m.d.comb += [cd_ddr.clk.eq(d["c0_ddr4_ui_clk"]), d["c0_ddr4_s_axi_ctrl_bready"].eq(1),
-                     d["c0_ddr4_s_axi_ctrl_rready"].eq(1)]
+        dp = ddr4_ports()
+        d = {}
+        for k in channels:
+            clk300 = platform.request("clk300", k, dir="-")
+            platform.leave_clock_to_ip(clk300)   # the DDR4 IP's XDC creates this clock (System_Clock Differential)
+            ddr = platform.request("ddr4", k, dir="-")
+            d[k] = self._signals(f"ddr4_c{k}", dp)
+            d[k].update({"c0_sys_clk_p": clk300.p, "c0_sys_clk_n": clk300.n, "sys_rst": cpu_reset.i,
+                         "c0_ddr4_adr": ddr.adr.io, "c0_ddr4_ba": ddr.ba.io, "c0_ddr4_bg": ddr.bg.io,
+                         "c0_ddr4_cke": ddr.cke.io, "c0_ddr4_cs_n": ddr.cs_n.io, "c0_ddr4_odt": ddr.odt.io,
+                         "c0_ddr4_act_n": ddr.act_n.io, "c0_ddr4_ck_t": ddr.ck.p, "c0_ddr4_ck_c": ddr.ck.n,
+                         "c0_ddr4_parity": ddr.par.io, "c0_ddr4_reset_n": ddr.reset_n.io, "c0_ddr4_dq": ddr.dq.io,
+                         "c0_ddr4_dqs_t": ddr.dqs.p, "c0_ddr4_dqs_c": ddr.dqs.n})
+            m.submodules[f"ddr4_c{k}"] = self._instance(ddr4_module(k), dp, d[k])
+            m.d.comb += [cd_ddr[k].clk.eq(d[k]["c0_ddr4_ui_clk"]), d[k]["c0_ddr4_s_axi_ctrl_bready"].eq(1),
+                         d[k]["c0_ddr4_s_axi_ctrl_rready"].eq(1)]
 
         # --- one reset for the whole memory bus (PG247): XDMA's side and every DDR4 controller's side
-        m.submodules.bus_reset = bus_reset = MemoryBusReset(["sync", "ddr"])
-        m.d.comb += [
-            bus_reset.request.eq(~x["axi_aresetn"] | d["c0_ddr4_ui_clk_sync_rst"]),
-            cd_sync.rst.eq(bus_reset.rst["sync"]),
-            cd_ddr.rst.eq(bus_reset.rst["ddr"]),
-            d["c0_ddr4_aresetn"].eq(~bus_reset.rst["ddr"]),
-        ]
+        m.submodules.bus_reset = bus_reset = MemoryBusReset(["sync", *(f"ddr{k}" for k in channels)])
+        request = ~x["axi_aresetn"]
+        for k in channels:
+            request = request | d[k]["c0_ddr4_ui_clk_sync_rst"]
+        m.d.comb += [bus_reset.request.eq(request), cd_sync.rst.eq(bus_reset.rst["sync"])]
+        for k in channels:
+            m.d.comb += [cd_ddr[k].rst.eq(bus_reset.rst[f"ddr{k}"]),
+                         d[k]["c0_ddr4_aresetn"].eq(~bus_reset.rst[f"ddr{k}"])]
         # DDR4_RESET_GATE [U200-XDC]: high holds the DIMMs in self-refresh; drive it low.
         gate = platform.request("ddr4_reset_gate", 0, dir="-")
         m.submodules.ddr4_reset_gate_buf = gate_buf = io.Buffer("o", gate)
         m.d.comb += gate_buf.o.eq(0)
 
-        # --- SmartConnect: S00 = XDMA DMA, S01 = SAT, M00 = DDR4
-        sp = smartconnect_ports()
+        # --- SmartConnect: S00 = XDMA DMA, S01.. = SAT's masters, M<k> = DDR4 C<k> (through rs_c<k> if it
+        # crosses an SLR)
+        sp = smartconnect_ports(sat_masters=self.sat_masters, channels=self.memory.channels)
         s = self._signals("smc", sp)
-        s.update({"aclk": x["axi_aclk"], "aclk1": d["c0_ddr4_ui_clk"]})
+        s["aclk"] = x["axi_aclk"]
         m.d.comb += s["aresetn"].eq(~bus_reset.rst["sync"])   # synchronous to aclk
+        for k in channels:
+            s[f"aclk{k + 1}"] = d[k]["c0_ddr4_ui_clk"]
+            if f"aresetn{k + 1}" in s:
+                m.d.comb += s[f"aresetn{k + 1}"].eq(~bus_reset.rst[f"ddr{k}"])   # synchronous to aclk<k+1>
         for p in xp:
             if p.name.startswith("m_axi_"):
                 s["S00_AXI_" + p.name[len("m_axi_"):]] = x[p.name]
         for p in sp:
-            if p.name.startswith("M00_AXI_"):
-                s[p.name] = d["c0_ddr4_s_axi_" + p.name[len("M00_AXI_"):]]
-        # DDR4 AXI IDs and QoS: SmartConnect drives no IDs on M00; ID 0, QoS 0 (undriven signals are 0).
+            if p.name.startswith("M") and p.name[1:3].isdigit() and p.name[3:8] == "_AXI_":
+                s[p.name] = d[int(p.name[1:3])]["c0_ddr4_s_axi_" + p.name[8:]]
+        # DDR4 AXI IDs and QoS: SmartConnect drives no IDs on M<k>; ID 0, QoS 0 (undriven signals are 0).
 
         # --- SAT
         m.submodules.sat = core = self._core
@@ -542,8 +607,9 @@ class VCU1525Card(Elaboratable):
             port = getattr(core, name)
             if name.startswith("s_axil_"):
                 peer = x["m_axil_" + name[len("s_axil_"):]]
-            elif name.startswith("m_axi_"):
-                peer = s["S01_AXI_" + name[len("m_axi_"):]]
+            elif name.startswith("m_axi"):
+                prefix = next(p for p in self._masters if name.startswith(p))
+                peer = s[f"S{self._masters.index(prefix) + 1:02d}_AXI_" + name[len(prefix):]]
             else:
                 continue
             m.d.comb += (port.eq(peer) if member.flow == In else peer.eq(port))
@@ -552,7 +618,11 @@ class VCU1525Card(Elaboratable):
 
         # --- LEDs
         calibrated = Signal(name="ddr4_calibrated")
-        m.submodules.calib_sync = FFSynchronizer(d["c0_init_calib_complete"], calibrated, o_domain="sync")
+        calib = Signal(self.memory.channels, name="ddr4_calib_complete")
+        m.d.comb += calib.eq(Cat(d[k]["c0_init_calib_complete"] for k in channels))
+        calib_sync = Signal(self.memory.channels, name="ddr4_calib_complete_sync")
+        m.submodules.calib_sync = FFSynchronizer(calib, calib_sync, o_domain="sync")
+        m.d.comb += calibrated.eq(calib_sync.all())
         heartbeat = Signal(HEARTBEAT_BIT + 1, name="heartbeat")
         m.d.sync += heartbeat.eq(heartbeat + 1)
         irq_seen = Signal(name="irq_seen")

@@ -3,11 +3,15 @@
 ``sat build vcu1525 --out DIR`` calls :func:`write_vivado_tree`. The tree (no Vivado needed to write it)::
 
     DIR/sat_card.v            Amaranth's Verilog of the card top (VCU1525Card: SATCore + IP black boxes)
-    DIR/sat_card.xdc          pins, IO standards, create_clock (PCIe refclk, clk300[0]), bitstream properties
+    DIR/sat_card.xdc          pins (PCIe, DDR4 C0..C3, ...), IO standards, create_clock (PCIe refclk), bitstream
+                              properties
     DIR/timing.xdc            false paths for Amaranth's synchronizers (implementation only)
+    DIR/floorplan.xdc         the SLR plan: pblocks for SLR0/1/2 (implementation only)
     DIR/ip/xdma_0.tcl         create_ip xdma (Gen3 x16, 512-bit AXI-MM at 250 MHz, AXI-Lite master, 1 user IRQ)
-    DIR/ip/ddr4_0.tcl         create_ip ddr4 (C0: 16 GB x4 ECC RDIMM, DDR4-2400, 300 MHz reference, 512-bit AXI)
-    DIR/ip/smartconnect_0.tcl block design smartconnect_0 (2 SI on aclk -> 1 MI on aclk1)
+    DIR/ip/ddr4_<k>.tcl       create_ip ddr4 for C<k>, k = 0..3 (16 GB x4 ECC RDIMM, DDR4-2400, 300 MHz reference
+                              clk300[k], 512-bit AXI)
+    DIR/ip/smartconnect_0.tcl block design smartconnect_0 (2 SI on aclk -> 4 MI, M<k> on aclk<k+1>, four 16 GiB
+                              windows; SLR-crossing register slices to C0 and C3)
     DIR/build.tcl             project-mode batch build: IP, synthesis, implementation, bitstream, flash images
     DIR/program.tcl           JTAG programming (bitstream), flash programming (user region) or the one-time
                               fallback image at flash address 0, through hw_server
@@ -35,14 +39,20 @@ from sat.hw.netlist import shared_pe
 from sat.sw.config import SATConfig
 from sat.sw.regmap import DEFAULT_MEMORY_BYTES, register_map
 
+from sat.sw.memmap import CARD_CHANNEL_SLR, CARD_MEMORY
+
 from .card import (
     DDR4_AXI_ADDR_WIDTH,
     DDR4_AXI_ID_WIDTH,
     DDR4_UI_CLOCK_HZ,
+    HUB_SLR,
     XDMA_AXI_CLOCK_HZ,
     XDMA_AXI_ID_WIDTH,
     VCU1525Card,
+    ddr4_module,
+    ip_ports,
     ip_stub_verilog,
+    slr_crossing_channels,
 )
 from .vcu1525 import VCU1525_PART, VCU1525Platform
 
@@ -51,6 +61,9 @@ __all__ = [
     "VIVADO_MIN_VERSION",
     "XDMA_CONFIG",
     "DDR4_CONFIG",
+    "DDR4_CHANNEL_INFO",
+    "REGISTER_SLICE_CONFIG",
+    "PBLOCK_CELLS",
     "FLASH_PART",
     "FLASH_SIZE_MB",
     "FLASH_USER_ADDRESS",
@@ -66,7 +79,8 @@ __all__ = [
 
 #: Module name of the card top and the prefix of its files.
 TOP_NAME = "sat_card"
-#: Oldest Vivado the generated Tcl is written for (IP versions: XDMA 4.1, DDR4 2.2, SmartConnect 1.0).
+#: Oldest Vivado the generated Tcl is written for (IP versions: XDMA 4.1, DDR4 2.2, SmartConnect 1.0, AXI Register
+#: Slice 2.1).
 VIVADO_MIN_VERSION = "2023.1"
 
 #: XDMA customisation (reference 1.4 and 3.4; public XDMA Tcl for this card and PG195 parameter names).
@@ -92,7 +106,8 @@ XDMA_CONFIG: dict[str, str] = {
     "cfg_mgmt_if": "false",
 }
 
-#: DDR4 C0 customisation (reference 1.6: the board-store preset for the stock RDIMM, as Corundum uses it).
+#: DDR4 customisation of every channel (reference 1.6: the board-store preset for the stock RDIMM, the same for all
+#: four slots, as Corundum uses it). The pins come from the top XDC (``sat_card.xdc``), not from a board interface.
 DDR4_CONFIG: dict[str, str] = {
     "System_Clock": "Differential",
     "C0.DDR4_TimePeriod": "833",
@@ -111,6 +126,39 @@ DDR4_CONFIG: dict[str, str] = {
     "C0.DDR4_AxiArbitrationScheme": "RD_PRI_REG",
     "C0.DDR4_AUTO_AP_COL_A3": "true",
     "C0.DDR4_Mem_Add_Map": "ROW_COLUMN_BANK_INTLV",
+}
+
+#: Per DIMM slot: its I/O banks and SLR (reference 1.6), its reference clock, and the board-store interface names
+#: of the slot and its clock (``ddr4_sdram_c<k>``, ``default_300mhz_clk<k>``; only for cross-checking with a board
+#: part flow: this tree places the pins itself).
+DDR4_CHANNEL_INFO: dict[int, dict[str, str]] = {
+    k: {"banks": banks, "slr": f"SLR{CARD_CHANNEL_SLR[k]}", "clock": f"clk300[{k}] {clk}",
+        "board_interface": f"ddr4_sdram_c{k}", "clock_interface": f"default_300mhz_clk{k}"}
+    for k, (banks, clk) in enumerate([("40, 41, 42", "AY37/AY38"), ("65, 66, 67", "AW20/AW19"),
+                                      ("46, 47, 48", "F32/E32"), ("70, 71, 72", "J16/H16")])
+}
+
+#: AXI Register Slice (PG373) on each SLR-crossing channel: every AXI channel in Multi SLR Crossing mode (user
+#: parameter value 15), one SLR crossing, one extra pipeline stage on each side (the SmartConnect sits in the
+#: middle of SLR1, the controller's AXI port near its banks).
+REGISTER_SLICE_CONFIG: dict[str, str] = {
+    **{f"REG_{ch}": "15" for ch in ("AW", "AR", "W", "R", "B")},
+    "NUM_SLR_CROSSINGS": "1",
+    **{f"PIPELINES_MASTER_{ch}": "1" for ch in ("AW", "AR", "W", "R", "B")},
+    **{f"PIPELINES_SLAVE_{ch}": "1" for ch in ("AW", "AR", "W", "R", "B")},
+}
+
+#: Cells of the card top placed by ``floorplan.xdc``, per SLR (Vivado hierarchical names: instance names of
+#: ``sat_card.v`` and of the SmartConnect block design). SAT's bus side (registers, command processor, DMA) sits
+#: with XDMA and SmartConnect in SLR1, so neither of SAT's AXI interfaces crosses an SLR; the engine and its array
+#: are left to the placer (they fill most of the device). The halves of each register slice go to the SLRs of its
+#: two ends: ``*slr_master*`` cells (SmartConnect side) to SLR1, ``*slr_slave*`` cells (controller side) to the
+#: controller's SLR (PG373, "Constraining the Core").
+PBLOCK_CELLS: dict[int, list[str]] = {
+    slr: [f"ddr4_c{k}" for k, s in enumerate(CARD_CHANNEL_SLR) if s == slr]
+    + (["xdma", "smartconnect/smc", "sat/csr", "sat/cmdproc", "sat/read_arbiter", "sat/dma_read", "sat/dma_write"]
+       if slr == HUB_SLR else [])
+    for slr in range(3)
 }
 
 #: Configuration flash of the card for ``create_hw_cfgmem`` (1 Gbit Micron QSPI as on the Alveo U200, same PCB;
@@ -142,33 +190,59 @@ set_property -dict [list \\
 """
 
 
-def ddr4_tcl() -> str:
-    """``ip/ddr4_0.tcl``."""
+def ddr4_tcl(channel: int = 0) -> str:
+    """``ip/ddr4_<channel>.tcl``: the DDR4 controller of DIMM slot C<channel>."""
+    info = DDR4_CHANNEL_INFO[channel]
     return f"""\
-# DDR4 SDRAM (MIG, PG150) for DIMM slot C0: the stock 16 GB x4 ECC RDIMM (MTA18ASF2G72PZ-2G3, DDR4-2400),
-# 300 MHz reference clock clk300[0] (AY37/AY38), 512-bit AXI4 slave with 34-bit addresses (16 GiB).
+# DDR4 SDRAM (MIG, PG150) for DIMM slot C{channel} (banks {info["banks"]}, {info["slr"]}): the stock 16 GB x4 ECC
+# RDIMM (MTA18ASF2G72PZ-2G3, DDR4-2400), 300 MHz reference clock {info["clock"]}, 512-bit AXI4 slave with 34-bit
+# addresses (16 GiB; SmartConnect maps it at 0x{CARD_MEMORY.base(channel):09X}). Board store names of this slot:
+# {info["board_interface"]}, {info["clock_interface"]} (not used: no board part in this flow).
 # Pins come from the top-level XDC (sat_card.xdc, from VCU1525Platform); the IP checks the byte-lane rules then.
-create_ip -name ddr4 -vendor xilinx.com -library ip -module_name ddr4_0
+create_ip -name ddr4 -vendor xilinx.com -library ip -module_name {ddr4_module(channel)}
 set_property -dict [list \\
 {_dict_tcl(DDR4_CONFIG)} \\
-] [get_ips ddr4_0]
+] [get_ips {ddr4_module(channel)}]
 """
 
 
-def smartconnect_tcl(*, data_width: int = 512) -> str:
-    """``ip/smartconnect_0.tcl``: a one-cell block design, because SmartConnect only exists in IP integrator."""
+def smartconnect_tcl(*, data_width: int = 512, sat_masters: int = 1) -> str:
+    """``ip/smartconnect_0.tcl``: a block design, because SmartConnect only exists in IP integrator.
+
+    ``1 + sat_masters`` slave interfaces (XDMA, then SAT's masters) reach every DDR4 channel as its 16 GiB window
+    (:data:`sat.sw.memmap.CARD_MEMORY`); the channels in another SLR than SmartConnect go through an AXI Register
+    Slice in Multi SLR Crossing mode (:data:`REGISTER_SLICE_CONFIG`).
+    """
+    channels = CARD_MEMORY.channels
+    crossing = slr_crossing_channels()
+    sis = [f"S{i:02d}_AXI" for i in range(1 + sat_masters)]
+    mis = [f"M{k:02d}_AXI" for k in range(channels)]
+    window = f"{CARD_MEMORY.window_bytes >> 30}G"
+    map_lines = "\n".join(
+        f"#   {mi} -> DDR4 C{k} ({DDR4_CHANNEL_INFO[k]['slr']}), on aclk{k + 1} = its c0_ddr4_ui_clk ({DDR4_UI_CLOCK_HZ} "
+        f"Hz), window 0x{CARD_MEMORY.base(k):09X}-0x{CARD_MEMORY.base(k) + CARD_MEMORY.window_bytes - 1:09X}"
+        + (f", through register slice rs_c{k} (SLR{HUB_SLR} -> {DDR4_CHANNEL_INFO[k]['slr']})" if k in crossing else "")
+        for k, mi in enumerate(mis))
+    slices = "\n".join(
+        f"    {k} {{ rs_c{k} aresetn{k + 1} }}" for k in crossing)
+    windows = " ".join(f"{mi} 0x{CARD_MEMORY.base(k):016X}" for k, mi in enumerate(mis))
+    checks = " ".join(f"{mi} DATA_WIDTH {data_width} {mi} ADDR_WIDTH {DDR4_AXI_ADDR_WIDTH} {mi} ID_WIDTH 0"
+                      for mi in mis)
+    checks += " " + " ".join(f"{si} ID_WIDTH {XDMA_AXI_ID_WIDTH}" for si in sis)
     return f"""\
 # AXI SmartConnect (PG247) is an IP-integrator-only core: it is wrapped here in a block design named smartconnect_0
 # whose external ports are the port list the card top instantiates (see stubs/ip_stubs.v):
-#   S00_AXI  <- XDMA m_axi (DMA), S01_AXI <- SAT m_axi; both on aclk  = XDMA axi_aclk ({XDMA_AXI_CLOCK_HZ} Hz)
-#   M00_AXI  -> DDR4 C0 c0_ddr4_s_axi, on aclk1 = DDR4 c0_ddr4_ui_clk ({DDR4_UI_CLOCK_HZ} Hz)
-#   aresetn  = XDMA axi_aresetn (SmartConnect synchronises it to aclk1 itself)
-# Both slaves see DDR4 at address 0, 16 GiB.
+#   S00_AXI  <- XDMA m_axi (DMA); {", ".join(sis[1:])} <- SAT's m_axi; all on aclk = XDMA axi_aclk ({XDMA_AXI_CLOCK_HZ} Hz)
+{map_lines}
+#   aresetn  = the memory-bus reset, synchronous to aclk (SmartConnect synchronises it to its other clocks itself);
+#   aresetn<k+1> = the same reset synchronous to aclk<k+1>, for the register slice of channel k
+# Every slave interface sees all four channels, each a {window} window (sat.sw.memmap.CARD_MEMORY); addresses
+# outside them answer DECERR.
 create_bd_design smartconnect_0
 set smc [create_bd_cell -type ip -vlnv xilinx.com:ip:smartconnect:1.0 smc]
-set_property -dict [list CONFIG.NUM_SI {{2}} CONFIG.NUM_MI {{1}} CONFIG.NUM_CLKS {{2}}] $smc
+set_property -dict [list CONFIG.NUM_SI {{{len(sis)}}} CONFIG.NUM_MI {{{channels}}} CONFIG.NUM_CLKS {{{channels + 1}}}] $smc
 
-foreach si {{S00_AXI S01_AXI}} {{
+foreach si {{{" ".join(sis)}}} {{
     set p [create_bd_intf_port -mode Slave -vlnv xilinx.com:interface:aximm_rtl:1.0 $si]
     set_property -dict [list \\
         CONFIG.PROTOCOL {{AXI4}} CONFIG.DATA_WIDTH {{{data_width}}} CONFIG.ADDR_WIDTH {{64}} \\
@@ -178,36 +252,63 @@ foreach si {{S00_AXI S01_AXI}} {{
     ] $p
     connect_bd_intf_net $p [get_bd_intf_pins smc/$si]
 }}
-set m [create_bd_intf_port -mode Master -vlnv xilinx.com:interface:aximm_rtl:1.0 M00_AXI]
-set_property -dict [list \\
-    CONFIG.PROTOCOL {{AXI4}} CONFIG.DATA_WIDTH {{{data_width}}} CONFIG.ADDR_WIDTH {{{DDR4_AXI_ADDR_WIDTH}}} \\
-    CONFIG.HAS_QOS {{0}} CONFIG.HAS_REGION {{0}} CONFIG.FREQ_HZ {{{DDR4_UI_CLOCK_HZ}}} \\
-] $m
-connect_bd_intf_net [get_bd_intf_pins smc/M00_AXI] $m
-
 create_bd_port -dir I -type clk -freq_hz {XDMA_AXI_CLOCK_HZ} aclk
-set_property CONFIG.ASSOCIATED_BUSIF {{S00_AXI:S01_AXI}} [get_bd_ports aclk]
+set_property CONFIG.ASSOCIATED_BUSIF {{{":".join(sis)}}} [get_bd_ports aclk]
 set_property CONFIG.ASSOCIATED_RESET {{aresetn}} [get_bd_ports aclk]
-create_bd_port -dir I -type clk -freq_hz {DDR4_UI_CLOCK_HZ} aclk1
-set_property CONFIG.ASSOCIATED_BUSIF {{M00_AXI}} [get_bd_ports aclk1]
 create_bd_port -dir I -type rst aresetn
 set_property CONFIG.POLARITY {{ACTIVE_LOW}} [get_bd_ports aresetn]
 connect_bd_net [get_bd_ports aclk] [get_bd_pins smc/aclk]
-connect_bd_net [get_bd_ports aclk1] [get_bd_pins smc/aclk1]
 connect_bd_net [get_bd_ports aresetn] [get_bd_pins smc/aresetn]
 
-foreach si {{S00_AXI S01_AXI}} {{
-    assign_bd_address -offset 0x00000000 -range 16G -target_address_space [get_bd_addr_spaces $si] \\
-        [get_bd_addr_segs M00_AXI/Reg] -force
+# SLR-crossing channels: channel {{register slice, its reset port}} (PG373 Multi SLR Crossing; floorplan.xdc puts
+# the *slr_master* half in SLR{HUB_SLR} with SmartConnect and the *slr_slave* half in the controller's SLR)
+array set slice {{
+{slices}
+}}
+set k 0
+foreach mi {{{" ".join(mis)}}} {{
+    set clk aclk[expr {{$k + 1}}]
+    set m [create_bd_intf_port -mode Master -vlnv xilinx.com:interface:aximm_rtl:1.0 $mi]
+    set_property -dict [list \\
+        CONFIG.PROTOCOL {{AXI4}} CONFIG.DATA_WIDTH {{{data_width}}} CONFIG.ADDR_WIDTH {{{DDR4_AXI_ADDR_WIDTH}}} \\
+        CONFIG.HAS_QOS {{0}} CONFIG.HAS_REGION {{0}} CONFIG.FREQ_HZ {{{DDR4_UI_CLOCK_HZ}}} \\
+    ] $m
+    create_bd_port -dir I -type clk -freq_hz {DDR4_UI_CLOCK_HZ} $clk
+    set_property CONFIG.ASSOCIATED_BUSIF $mi [get_bd_ports $clk]
+    connect_bd_net [get_bd_ports $clk] [get_bd_pins smc/$clk]
+    if {{[info exists slice($k)]}} {{
+        lassign $slice($k) rs rst
+        set r [create_bd_cell -type ip -vlnv xilinx.com:ip:axi_register_slice:2.1 $rs]
+        set_property -dict [list \\
+{_dict_tcl(REGISTER_SLICE_CONFIG, indent="            ")} \\
+        ] $r
+        create_bd_port -dir I -type rst $rst
+        set_property CONFIG.POLARITY {{ACTIVE_LOW}} [get_bd_ports $rst]
+        set_property CONFIG.ASSOCIATED_RESET $rst [get_bd_ports $clk]
+        connect_bd_intf_net [get_bd_intf_pins smc/$mi] [get_bd_intf_pins $rs/S_AXI]
+        connect_bd_intf_net [get_bd_intf_pins $rs/M_AXI] $m
+        connect_bd_net [get_bd_ports $clk] [get_bd_pins $rs/aclk]
+        connect_bd_net [get_bd_ports $rst] [get_bd_pins $rs/aresetn]
+    }} else {{
+        connect_bd_intf_net [get_bd_intf_pins smc/$mi] $m
+    }}
+    incr k
+}}
+
+# The address map: every slave interface reaches channel k at k * {window}.
+foreach si {{{" ".join(sis)}}} {{
+    foreach {{mi base}} {{{windows}}} {{
+        assign_bd_address -offset $base -range {window} -target_address_space [get_bd_addr_spaces $si] \\
+            [get_bd_addr_segs $mi/Reg] -force
+    }}
 }}
 validate_bd_design
 
 # The card top (sat_card.v) was written for these widths: stop here if IP integrator propagated others.
-foreach {{intf prop want}} {{M00_AXI DATA_WIDTH {data_width} M00_AXI ADDR_WIDTH {DDR4_AXI_ADDR_WIDTH} M00_AXI ID_WIDTH 0
-                            S00_AXI ID_WIDTH {XDMA_AXI_ID_WIDTH} S01_AXI ID_WIDTH {XDMA_AXI_ID_WIDTH}}} {{
+foreach {{intf prop want}} {{{checks}}} {{
     set got [get_property CONFIG.$prop [get_bd_intf_ports $intf]]
     if {{$got ne "" && $got != $want}} {{
-        error "smartconnect_0: $intf $prop is $got, the card top expects $want:\
+        error "smartconnect_0: $intf $prop is $got, the card top expects $want:\\
  adapt sat.boards.card.smartconnect_ports"
     }}
 }}
@@ -220,16 +321,18 @@ def timing_xdc() -> str:
     return f"""\
 # Timing exceptions of the VCU1525 card top (generated by sat.boards.vivado).
 #
-# Primary clocks: the 100 MHz PCIe refclk (pcie_x16_0__clk__p, create_clock in sat_card.xdc) and the 300 MHz DDR4
-# C0 reference (clk300_0__p), which the DDR4 IP's own XDC creates on c0_sys_clk_p (System_Clock Differential), so
-# sat_card.xdc has no second create_clock for it. axi_aclk ({XDMA_AXI_CLOCK_HZ} Hz) and c0_ddr4_ui_clk
-# ({DDR4_UI_CLOCK_HZ} Hz) are derived inside the XDMA and DDR4 IP, whose own constraints create them.
+# Primary clocks: the 100 MHz PCIe refclk (pcie_x16_0__clk__p, create_clock in sat_card.xdc) and the four 300 MHz
+# DDR4 references (clk300_<k>__p, k = 0..3), which each DDR4 IP's own XDC creates on its c0_sys_clk_p
+# (System_Clock Differential), so sat_card.xdc has no second create_clock for them. axi_aclk ({XDMA_AXI_CLOCK_HZ} Hz)
+# and the four c0_ddr4_ui_clk ({DDR4_UI_CLOCK_HZ} Hz each, unrelated phases) are derived inside the XDMA and DDR4
+# IP, whose own constraints create them.
 #
-# Clock domain crossings between axi_aclk and ui_clk: the SmartConnect clock converter (constrained by its own
-# scoped XDC: datapath-only max delays and bus skew), Amaranth's FFSynchronizer for c0_init_calib_complete and the
-# AsyncFFSynchronizers of the memory-bus reset (below). No global set_clock_groups -asynchronous: it would
-# override the converter's max-delay constraints. If report_clock_interaction shows unconstrained axi_aclk <-> ui_clk
-# paths outside those, fix the design rather than adding a clock group.
+# Clock domain crossings between axi_aclk and each ui_clk: the SmartConnect clock converters (constrained by its own
+# scoped XDC: datapath-only max delays and bus skew), Amaranth's FFSynchronizer for the c0_init_calib_complete
+# flags and the AsyncFFSynchronizers of the memory-bus reset (below). The SLR-crossing register slices run on
+# their channel's ui_clk only. No global set_clock_groups -asynchronous: it would override the converters'
+# max-delay constraints. If report_clock_interaction shows unconstrained axi_aclk <-> ui_clk paths outside those,
+# fix the design rather than adding a clock group.
 
 # Amaranth's synchronizer stages (attribute amaranth.vivado.false_path, as in Amaranth's own Vivado script).
 set_false_path -to [get_cells -quiet -hierarchical -filter {{amaranth.vivado.false_path == "TRUE"}}]
@@ -245,9 +348,39 @@ set_false_path -from [get_ports -quiet {{pcie_x16_0__perst__io}}]
 """
 
 
+def floorplan_xdc() -> str:
+    """``floorplan.xdc``: the SLR plan (pblocks), used in implementation only."""
+    lines = [
+        "# The SLR plan of the VCU1525 card top (generated by sat.boards.vivado; docs/board.md, \"SLR plan\").",
+        "#",
+        "# XCVU9P: three SLRs. The PCIe hard block (X1Y2) is in SLR1, so XDMA, SmartConnect, SAT's bus side",
+        "# (registers, command processor, DMA) and the two DDR4 channels of SLR1 (C1, C2: the busiest, SAT's",
+        "# operands) go there; C0's controller is in SLR0 and C3's in SLR2 (their I/O banks), each reached through an",
+        "# AXI Register Slice in Multi SLR Crossing mode inside the SmartConnect block design (rs_c0, rs_c3): its",
+        "# *slr_master* cells stay in SLR1 with SmartConnect, its *slr_slave* cells go to the controller's SLR, so",
+        "# the SLR crossing happens between the slice's own flip-flops (PG373, \"Constraining the Core\").",
+        "# The engine and its array are not constrained: they fill most of the device.",
+        "# build.tcl warns if a pblock ended up empty (a cell name that does not match).",
+    ]
+    for slr in range(3):
+        pb = f"pblock_slr{slr}"
+        lines += ["", f"create_pblock {pb}"]
+        cells = " ".join(PBLOCK_CELLS[slr])
+        lines.append(f"add_cells_to_pblock [get_pblocks {pb}] [get_cells -quiet [list {cells}]]")
+        for k in slr_crossing_channels():
+            half = "slr_master" if slr == HUB_SLR else ("slr_slave" if CARD_CHANNEL_SLR[k] == slr else None)
+            if half:
+                lines.append(f"add_cells_to_pblock [get_pblocks {pb}] [get_cells -quiet -hierarchical -filter "
+                             f"{{NAME =~ smartconnect/rs_c{k}/*{half}*}}]")
+        lines.append(f"resize_pblock [get_pblocks {pb}] -add {{SLR{slr}}}")
+    return "\n".join(lines) + "\n"
+
+
 def build_tcl(*, jobs_default: int = 8) -> str:
     """``build.tcl``: project-mode batch build (IP, synthesis, implementation, bitstream, reports, flash images)."""
     user = f"0x{FLASH_USER_ADDRESS:08X}"
+    ddr4s = [ddr4_module(k) for k in range(CARD_MEMORY.channels)]
+    sources = "\n".join(f"source ip/{name}.tcl" for name in ddr4s)
     return f"""\
 # Batch build of the SAT card for the VCU1525 (generated by sat.boards.vivado; Vivado {VIVADO_MIN_VERSION} or later).
 #   vivado -mode batch -source build.tcl        (or ./build.sh)
@@ -272,12 +405,14 @@ set_property top $top [current_fileset]
 add_files -fileset constrs_1 -norecurse $top.xdc
 add_files -fileset constrs_1 -norecurse timing.xdc
 set_property USED_IN_SYNTHESIS false [get_files timing.xdc]
+add_files -fileset constrs_1 -norecurse floorplan.xdc
+set_property USED_IN_SYNTHESIS false [get_files floorplan.xdc]
 
-# ---- IP (black boxes of the top: xdma_0, ddr4_0, smartconnect_0)
+# ---- IP (black boxes of the top: xdma_0, {", ".join(ddr4s)}, smartconnect_0)
 source ip/xdma_0.tcl
-source ip/ddr4_0.tcl
+{sources}
 source ip/smartconnect_0.tcl
-foreach ip {{xdma_0 ddr4_0}} {{
+foreach ip {{xdma_0 {" ".join(ddr4s)}}} {{
     generate_target all [get_ips $ip]
 }}
 generate_target all [get_files smartconnect_0.bd]
@@ -307,6 +442,17 @@ report_clock_interaction -file reports/clock_interaction.rpt
 report_cdc -file reports/cdc.rpt
 report_drc -file reports/drc.rpt
 report_power -file reports/power.rpt
+# the SLR plan (floorplan.xdc): every pblock must have received cells; reports/slr_crossing.rpt lists the nets that
+# cross SLRs (the memory bus should cross only inside rs_c0 and rs_c3; report_slr_crossing is in recent releases)
+foreach pb {{pblock_slr0 pblock_slr1 pblock_slr2}} {{
+    if {{[llength [get_cells -quiet -of_objects [get_pblocks $pb]]] == 0}} {{
+        puts "CRITICAL WARNING: $pb is empty: a cell name of floorplan.xdc matches nothing in this netlist;\
+ compare it with the hierarchy in reports/utilization_hierarchical.rpt"
+    }}
+}}
+if {{[catch {{report_slr_crossing -file reports/slr_crossing.rpt}} err]}} {{
+    puts "SAT build: no SLR crossing report ($err)"
+}}
 set wns [get_property SLACK [get_timing_paths -setup -max_paths 1]]
 set whs [get_property SLACK [get_timing_paths -hold -max_paths 1]]
 puts "SAT build: WNS $wns ns, WHS $whs ns (reports/timing_summary.rpt)"
@@ -420,19 +566,19 @@ exec "${{VIVADO:-vivado}}" -mode batch -nojournal -log build.log -source build.t
 """
 
 
-def regmap_json(config: SATConfig, memory_bytes: int = DEFAULT_MEMORY_BYTES) -> str:
+def regmap_json(config: SATConfig, memory_bytes: int = DEFAULT_MEMORY_BYTES, channels: int = 1) -> str:
     """The register map as JSON: ``{"size": ..., "registers": [{"name", "offset", "access", "reset", "doc"}]}``."""
-    rmap = register_map(config, memory_bytes)
+    rmap = register_map(config, memory_bytes, channels=channels)
     regs = [{"name": r.name, "offset": r.offset, "access": r.access, "reset": r.reset, "doc": r.doc}
             for r in sorted(rmap.registers, key=lambda r: r.offset)]
     return json.dumps({"config_digest": config.digest(), "size": rmap.size, "registers": regs}, indent=2) + "\n"
 
 
-def regmap_c_header(config: SATConfig, memory_bytes: int = DEFAULT_MEMORY_BYTES) -> str:
+def regmap_c_header(config: SATConfig, memory_bytes: int = DEFAULT_MEMORY_BYTES, channels: int = 1) -> str:
     """The register map as a C header ``sat_regs.h``: ``SAT_REG_<NAME>`` offsets and ``SAT_RESET_<NAME>`` values."""
     from sat.sw import regmap
 
-    rmap = register_map(config, memory_bytes)
+    rmap = register_map(config, memory_bytes, channels=channels)
     lines = ["/* sat_regs.h: SAT register map, generated by sat (sat.sw.regmap). Do not edit. */",
              f"/* configuration digest {config.digest()}: {config.rows}x{config.cols} {config.fmt} */",
              "#ifndef SAT_REGS_H", "#define SAT_REGS_H", "",
@@ -457,12 +603,16 @@ def regmap_c_header(config: SATConfig, memory_bytes: int = DEFAULT_MEMORY_BYTES)
 
 def _readme(config: SATConfig) -> str:
     user = f"0x{FLASH_USER_ADDRESS:08X}"
+    channel_rows = "\n".join(
+        f"| C{k} | `{ddr4_module(k)}` | `0x{lo:09X}`-`0x{hi - 1:09X}` | {DDR4_CHANNEL_INFO[k]['slr']} | "
+        f"{DDR4_CHANNEL_INFO[k]['clock']} |" for k, (lo, hi) in enumerate(CARD_MEMORY.windows()))
     return f"""\
 # SAT on the VCU1525: Vivado tree
 
 Generated by `sat build vcu1525` for the configuration in `sat_config.json` ({config.rows}x{config.cols} {config.fmt},
 N:M {", ".join(f"{n}:{m}" for n, m in config.nm_set)}, digest `{config.digest()}`). Written for **Vivado
-{VIVADO_MIN_VERSION} or later** (XDMA 4.1, DDR4 2.2, SmartConnect 1.0) and **not yet run through Vivado**: the IP
+{VIVADO_MIN_VERSION} or later** (XDMA 4.1, DDR4 2.2, SmartConnect 1.0, AXI Register Slice 2.1) and **not yet run
+through Vivado**: the IP
 parameters and port names come from public designs and the Xilinx product guides (see docs/board.md in the SAT
 repository for what is confirmed and what is not).
 
@@ -471,7 +621,8 @@ repository for what is confirmed and what is not).
     ./build.sh                       # = vivado -mode batch -source build.tcl -log build.log
     SAT_VIVADO_JOBS=16 ./build.sh    # parallel runs (default 8)
 
-Takes roughly 1.5 to 4 hours on a workstation with 64 GB RAM (VU9P, three IP, SAT array; estimate, not measured).
+Takes roughly 1.5 to 4 hours on a workstation with 64 GB RAM (VU9P, XDMA, four DDR4 controllers, SAT array;
+estimate, not measured).
 Output: `{TOP_NAME}.bit` (JTAG), `{TOP_NAME}.mcs` (flash, user region), `{TOP_NAME}_fallback.mcs` (flash, address 0),
 `reports/` (utilization, timing, CDC, DRC, power), `vivado/` (the project; open `vivado/{TOP_NAME}.xpr` in the GUI).
 
@@ -511,6 +662,7 @@ device), then load the XDMA driver with MSI and run `sat board selftest` (docs/b
 | `{TOP_NAME}.v` | Amaranth's Verilog of the card top (SATCore, IP black boxes) |
 | `{TOP_NAME}.xdc` | pins, IO standards, the PCIe reference clock, bitstream properties (from VCU1525Platform) |
 | `timing.xdc` | timing exceptions (implementation only) |
+| `floorplan.xdc` | the SLR plan: pblocks for SLR0/1/2 (implementation only) |
 | `ip/*.tcl` | IP customisation (sourced by build.tcl) |
 | `build.tcl`, `build.sh` | batch build |
 | `program.tcl` | JTAG, flash (user region) and fallback-image programming |
@@ -519,8 +671,17 @@ device), then load the XDMA driver with MSI and run `sat board selftest` (docs/b
 | `stubs/ip_stubs.v` | port lists the top expects from the IP (compare with the IP's `.veo` if the build fails) |
 
 Address map: SAT registers at BAR0 offset 0 (`/dev/xdma0_user`; offsets outside the map read 0); the XDMA's own
-DMA registers on BAR1 (`/dev/xdma0_control`); DDR4 C0 (16 GiB) at AXI address 0 for both the XDMA DMA engines
-(`/dev/xdma0_h2c_0`, `/dev/xdma0_c2h_0`) and SAT.
+DMA registers on BAR1 (`/dev/xdma0_control`); the four DDR4 channels, 16 GiB each, for both the XDMA DMA engines
+(`/dev/xdma0_h2c_0`, `/dev/xdma0_c2h_0`, file offset = AXI address) and SAT:
+
+| channel | DIMM slot | AXI addresses | SLR | reference clock |
+|---|---|---|---|---|
+{channel_rows}
+
+SAT reports the map in `MEM_SIZE` (64 GiB) and `MEM_CHANNELS` (4 channels of 2^34 bytes); the driver places
+tensors per channel (docs/driver.md). SLR plan: XDMA, SmartConnect, SAT's bus side and C1/C2 in SLR1 (with the
+PCIe block); C0 (SLR0) and C3 (SLR2) through SLR-crossing register slices (`floorplan.xdc`). After the build, check
+that every pblock has cells (`build.log`: no "pblock ... is empty") and `reports/slr_crossing.rpt`.
 """
 
 
@@ -561,8 +722,7 @@ def _write(directory: Path, rel: str, content: str | bytes, files: list[Path], *
     files.append(Path(rel))
 
 
-def write_vivado_tree(out: str | Path, config: SATConfig | None = None, *,
-                      memory_bytes: int = DEFAULT_MEMORY_BYTES) -> VivadoTree:
+def write_vivado_tree(out: str | Path, config: SATConfig | None = None) -> VivadoTree:
     """Write the Vivado tree of the VCU1525 card top for ``config`` into ``out``.
 
     Parameters
@@ -571,8 +731,6 @@ def write_vivado_tree(out: str | Path, config: SATConfig | None = None, *,
         Directory (created; existing files of the same names are overwritten).
     config : SATConfig, optional
         Default: ``boards/vcu1525_default.json``.
-    memory_bytes : int
-        Device memory SAT is told about (one DDR4 channel, 16 GiB).
 
     Returns
     -------
@@ -589,21 +747,24 @@ def write_vivado_tree(out: str | Path, config: SATConfig | None = None, *,
     directory.mkdir(parents=True, exist_ok=True)
     files: list[Path] = []
     with shared_pe() as pe_modules:     # one PE module instanced R*C times (hw/netlist.py)
-        plan = VCU1525Platform().build(VCU1525Card(config, memory_bytes=memory_bytes), name=TOP_NAME,
-                                       do_build=False)
+        card = VCU1525Card(config)
+        plan = VCU1525Platform().build(card, name=TOP_NAME, do_build=False)
     _write(directory, f"{TOP_NAME}.v", "".join(pe_modules.values()) + plan.files[f"{TOP_NAME}.v"], files)
     _write(directory, f"{TOP_NAME}.xdc", plan.files[f"{TOP_NAME}.xdc"], files)
     _write(directory, "timing.xdc", timing_xdc(), files)
     _write(directory, "ip/xdma_0.tcl", xdma_tcl(), files)
-    _write(directory, "ip/ddr4_0.tcl", ddr4_tcl(), files)
-    _write(directory, "ip/smartconnect_0.tcl", smartconnect_tcl(data_width=config.axi_data_width), files)
+    _write(directory, "floorplan.xdc", floorplan_xdc(), files)
+    for k in range(CARD_MEMORY.channels):
+        _write(directory, f"ip/{ddr4_module(k)}.tcl", ddr4_tcl(k), files)
+    _write(directory, "ip/smartconnect_0.tcl", smartconnect_tcl(data_width=config.axi_data_width,
+                                                                 sat_masters=card.sat_masters), files)
     _write(directory, "build.tcl", build_tcl(), files)
     _write(directory, "program.tcl", program_tcl(), files)
     _write(directory, "build.sh", build_sh(), files, executable=True)
     _write(directory, "sat_config.json", config.to_json() + "\n", files)
-    _write(directory, "regmap.json", regmap_json(config, memory_bytes), files)
-    _write(directory, "sat_regs.h", regmap_c_header(config, memory_bytes), files)
-    _write(directory, "stubs/ip_stubs.v", ip_stub_verilog(), files)
+    _write(directory, "regmap.json", regmap_json(config, CARD_MEMORY.size, CARD_MEMORY.channels), files)
+    _write(directory, "sat_regs.h", regmap_c_header(config, CARD_MEMORY.size, CARD_MEMORY.channels), files)
+    _write(directory, "stubs/ip_stubs.v", ip_stub_verilog(ip_ports(sat_masters=card.sat_masters)), files)
     _write(directory, "README.md", _readme(config), files)
     return VivadoTree(directory=directory, config=config, files=files)
 

@@ -60,6 +60,9 @@ class SATCore(wiring.Component):
     memory_bytes : int, optional
         Device memory the command processor checks operand extents against and ``MEM_SIZE`` reports (default
         16 GiB, one VCU1525 DDR4 channel, or 4 GiB in a 32-bit build).
+    memory_channels : int
+        Channels that memory is split into, equal address windows from 0 (``MEM_CHANNELS``; the VCU1525 card top
+        has 4, ``sat.sw.memmap.CARD_MEMORY``). Only reported: the core's one AXI master reaches every window.
     axil_addr_width : int
         Address width of the AXI4-Lite slave (XDMA's user BAR master has 32).
     id_width : int
@@ -78,8 +81,8 @@ class SATCore(wiring.Component):
         For parameters out of range (see the submodules).
     """
 
-    def __init__(self, config: SATConfig, *, memory_bytes: int | None = None, axil_addr_width: int = 32,
-                 id_width: int = 4, max_burst: int = 256,
+    def __init__(self, config: SATConfig, *, memory_bytes: int | None = None, memory_channels: int = 1,
+                 axil_addr_width: int = 32, id_width: int = 4, max_burst: int = 256,
                  engine: Callable[..., wiring.Component] | None = None) -> None:
         if not isinstance(config, SATConfig):
             raise TypeError(f"config must be a SATConfig, not {config!r}")
@@ -96,7 +99,8 @@ class SATCore(wiring.Component):
         # build the submodules now so that parameter errors surface at construction
         self._beats_width = 32
         self._cmdproc = CommandProcessor(config, memory_bytes=memory_bytes, beats_width=self._beats_width)
-        self._csr = CSRBlock(config, memory_bytes=memory_bytes, addr_width=axil_addr_width)
+        self._csr = CSRBlock(config, memory_bytes=memory_bytes, memory_channels=memory_channels,
+                             addr_width=axil_addr_width)
         aw, dw = config.axi_addr_width, config.axi_data_width
         self._reader = DMAReader(aw, dw, beats_width=self._beats_width, max_burst=max_burst)
         self._writer = DMAWriter(aw, dw, beats_width=self._beats_width, max_burst=max_burst)

@@ -10,7 +10,7 @@ Each register of the map becomes hardware by its access type and name:
   nothing latched since reset or since ``latch_clear`` returns the live bits 63:32; the core pulses
   ``latch_clear`` when a list starts and clears the counters).
 * every other ``ro`` register (identity: ``ID``, ``VERSION``, ``CONFIG``, ``NM_SET_*``, ``CONFIG_HASH``,
-  ``MEM_SIZE_*``, ``CLOCK_KHZ``): a constant equal to its reset value in ``register_map(config, memory_bytes)``.
+  ``MEM_SIZE_*``, ``MEM_CHANNELS``, ``CLOCK_KHZ``): a constant equal to its reset value in ``register_map(config, memory_bytes)``.
 * ``rw``: a register (reset value from the map) driving a 32-bit output port of the same name.
 * ``wo`` (``CONTROL``): reads return 0; a write drives ``<name>_data`` for one cycle with ``<name>_write``
   set (self-clearing command bits).
@@ -86,6 +86,8 @@ class CSRBlock(wiring.Component):
         The build; identity registers carry its parameters.
     memory_bytes : int
         Device memory size, reported in ``MEM_SIZE_LO``/``MEM_SIZE_HI``.
+    memory_channels : int
+        Channels the device memory is split into (equal windows from address 0), reported in ``MEM_CHANNELS``.
     addr_width : int
         Width of ``awaddr``/``araddr`` (all bits are decoded: offsets outside the map read 0, writes there are
         ignored).
@@ -98,12 +100,13 @@ class CSRBlock(wiring.Component):
         For an ``addr_width`` that cannot hold the map, or a register map this block cannot build.
     """
 
-    def __init__(self, config: SATConfig, *, memory_bytes: int = DEFAULT_MEMORY_BYTES, addr_width: int = 32) -> None:
+    def __init__(self, config: SATConfig, *, memory_bytes: int = DEFAULT_MEMORY_BYTES, memory_channels: int = 1,
+                 addr_width: int = 32) -> None:
         if not isinstance(config, SATConfig):
             raise TypeError(f"config must be a SATConfig, not {config!r}")
         if not isinstance(memory_bytes, int) or not 0 < memory_bytes < 1 << 64:
             raise ValueError(f"memory_bytes must be a positive integer below 2**64, not {memory_bytes!r}")
-        regmap = register_map(config, memory_bytes)
+        regmap = register_map(config, memory_bytes, channels=memory_channels)
         if not isinstance(addr_width, int) or not (regmap.size - 1).bit_length() <= addr_width <= 64:
             raise ValueError(f"addr_width must be an integer between {(regmap.size - 1).bit_length()} and 64, "
                              f"not {addr_width!r}")

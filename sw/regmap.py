@@ -42,10 +42,11 @@ from dataclasses import dataclass
 from amaranth.lib import data, enum
 
 from .config import SATConfig
+from .memmap import MemoryMap
 
 __all__ = [
     "SAT_ID", "VERSION", "ErrorCode", "Field", "Register", "RegisterMap", "register_map", "config_word",
-    "buffers_word", "config_fields", "DEFAULT_MEMORY_BYTES",
+    "buffers_word", "config_fields", "channels_word", "DEFAULT_MEMORY_BYTES",
     "CONTROL_START", "CONTROL_ABORT", "CONTROL_CLEAR", "STATUS_BUSY", "STATUS_DONE", "STATUS_ERROR",
     "IRQ_DONE", "IRQ_ERROR",
 ]
@@ -77,6 +78,7 @@ FIELDS: dict[str, tuple[Field, ...]] = {
     "CONFIG": (Field("rows_m1", 0, 8), Field("cols_m1", 8, 8), Field("bf16", 16), Field("adder_latency_m1", 20, 4),
                Field("data_width_code", 24, 4), Field("addr64", 28)),
     "CONFIG_BUFFERS": (Field("a_depth_log2", 0, 5), Field("b_depth_log2", 8, 5)),
+    "MEM_CHANNELS": (Field("channels", 0, 8), Field("window_log2", 8, 6)),
     "CONTROL": (Field("start", 0), Field("abort", 1), Field("clear", 2)),
     "STATUS": (Field("busy", 0), Field("done", 1), Field("error", 2)),
     "IRQ_STATUS": (Field("done", 0), Field("error", 1)),
@@ -229,6 +231,11 @@ def buffers_word(config: SATConfig) -> int:
     return _register("CONFIG_BUFFERS").pack(**config_fields(config)["CONFIG_BUFFERS"])
 
 
+def channels_word(memory: MemoryMap) -> int:
+    """The MEM_CHANNELS register for a device memory of ``memory.channels`` windows of ``memory.window_bytes``."""
+    return _register("MEM_CHANNELS").pack(channels=memory.channels, window_log2=memory.window_log2)
+
+
 def _register(name: str) -> Register:
     return Register(name, 0, "ro", 0, "")
 
@@ -241,16 +248,25 @@ PERF_COUNTERS = (
 )
 
 
-#: Device memory of one VCU1525 DDR4 channel, the default ``memory_bytes`` of a core.
+#: Device memory of one VCU1525 DDR4 channel, the default ``memory_bytes`` of a core (the card top has four:
+#: ``sat.sw.memmap.CARD_MEMORY``).
 DEFAULT_MEMORY_BYTES = 1 << 34
 
 
-def register_map(config: SATConfig, memory_bytes: int = DEFAULT_MEMORY_BYTES) -> RegisterMap:
+def register_map(config: SATConfig, memory_bytes: int = DEFAULT_MEMORY_BYTES, *, channels: int = 1) -> RegisterMap:
     """The register map of a build (identity registers carry the build parameters).
 
-    ``memory_bytes`` is the device memory the core is connected to (a property of the card top level, reported
-    in ``MEM_SIZE`` and used for ERR_BAD_ADDRESS); it does not change the address map.
+    ``memory_bytes`` is the device memory the core is connected to and ``channels`` the number of memory channels
+    it is split into, equal windows from address 0 (:class:`sat.sw.memmap.MemoryMap`): properties of the card top
+    level, reported in ``MEM_SIZE`` and ``MEM_CHANNELS`` (``memory_bytes`` is also used for ERR_BAD_ADDRESS); they
+    do not change the address map.
+
+    Raises
+    ------
+    ValueError
+        If ``memory_bytes`` does not split into ``channels`` windows (:meth:`MemoryMap.split`).
     """
+    memory = MemoryMap.split(memory_bytes, channels)
     nm_bits = _nm_bitmap(config)
     regs = [
         Register("ID", 0x000, "ro", SAT_ID, 'ASCII "SAT1"'),
@@ -279,6 +295,9 @@ def register_map(config: SATConfig, memory_bytes: int = DEFAULT_MEMORY_BYTES) ->
         Register("CLOCK_KHZ", 0x050, "ro", round(config.clock_hz / 1e3), "core clock the build was made for, kHz"),
         Register("CONFIG_BUFFERS", 0x054, "ro", buffers_word(config),
                  "log2(a_depth)[4:0] log2(b_depth)[12:8]: words per A bank and of B in the GEMM engine"),
+        Register("MEM_CHANNELS", 0x058, "ro", channels_word(memory),
+                 "channels[7:0] log2(window bytes)[13:8]: device memory in equal channel windows from address 0 "
+                 "(channel k at k * MEM_SIZE / channels); 0 in cores older than this register: one channel"),
     ]
     for i, (name, doc) in enumerate(PERF_COUNTERS):
         regs.append(Register(f"{name}_LO", 0x080 + 8 * i, "ro", 0, f"{doc} [31:0] (latches _HI)"))
