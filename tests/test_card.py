@@ -10,15 +10,19 @@ import pytest
 
 from sat.boards.card import (
     VCU1525Card,
+    ddr4_module,
     ddr4_ports,
     ibufds_gte4_ports,
     ip_stub_verilog,
+    slr_crossing_channels,
     smartconnect_ports,
     xdma_ports,
 )
+from sat.boards.vcu1525 import DDR4_CHANNELS
 from sat.boards.vivado import TOP_NAME, write_vivado_tree
 from sat.sim.lint import TOLERATED, lint
 from sat.sw.config import SATConfig
+from sat.sw.memmap import CARD_MEMORY
 
 SMALL = SATConfig(rows=2, cols=2, nm_set=((2, 4),))
 
@@ -103,27 +107,48 @@ def test_ddr4_ports_match_public_instantiations():
 
 def test_smartconnect_and_refclk_buffer_ports():
     ports = {p.name: p for p in smartconnect_ports()}
-    assert {"aclk", "aclk1", "aresetn"} <= set(ports)
+    # one slave-side clock, one clock per DDR4 channel; resets for SmartConnect and the two SLR-crossing slices
+    assert {"aclk", "aclk1", "aclk2", "aclk3", "aclk4", "aresetn", "aresetn1", "aresetn4"} <= set(ports)
+    assert not {"aclk5", "aresetn2", "aresetn3"} & set(ports)
     for si in ("S00_AXI", "S01_AXI"):
         assert ports[f"{si}_awid"].width == 4 and ports[f"{si}_awaddr"].width == 64
         assert ports[f"{si}_awvalid"].direction == "input"
-    assert ports["M00_AXI_awaddr"].width == 34 and ports["M00_AXI_awvalid"].direction == "output"
-    assert not {f"M00_AXI_{c}id" for c in "awbr"} & set(ports)  # PG247: no IDs to the endpoint slave
+    assert "S02_AXI_awaddr" not in ports
+    for mi in ("M00_AXI", "M01_AXI", "M02_AXI", "M03_AXI"):
+        assert ports[f"{mi}_awaddr"].width == 34 and ports[f"{mi}_awvalid"].direction == "output"
+        assert ports[f"{mi}_wdata"].width == 512
+        assert not {f"{mi}_{c}id" for c in ("aw", "b", "ar", "r")} & set(ports)  # PG247: no IDs to the endpoint
+    assert "M04_AXI_awaddr" not in ports
+    two = {p.name for p in smartconnect_ports(sat_masters=2)}
+    assert "S02_AXI_araddr" in two and "S03_AXI_araddr" not in two
+    with pytest.raises(ValueError, match="sat_masters"):
+        smartconnect_ports(sat_masters=0)
     assert [p.name for p in ibufds_gte4_ports()] == ["I", "IB", "CEB", "O", "ODIV2"]
 
 
 def test_card_rejects_widths_the_card_cannot_carry():
     with pytest.raises(ValueError, match="axi_data_width=512"):
         VCU1525Card(SATConfig(axi_data_width=256))
-    with pytest.raises(ValueError, match="memory_bytes"):
-        VCU1525Card(SMALL, memory_bytes=1 << 40)
+    with pytest.raises(TypeError, match="SATConfig"):
+        VCU1525Card({"rows": 2})
+
+
+def test_card_core_reports_the_four_channel_memory():
+    """The core on the card is told about all four channels (MEM_SIZE 64 GiB, MEM_CHANNELS 4 x 2^34)."""
+    card = VCU1525Card(SMALL)
+    assert card.memory == CARD_MEMORY and card.sat_masters == 1
+    assert card.core.memory_bytes == 4 << 34
+    regs = card.core._csr.regmap
+    assert regs["MEM_SIZE_HI"].reset == (4 << 34) >> 32 and regs["MEM_SIZE_LO"].reset == 0
+    assert regs["MEM_CHANNELS"].unpack(regs["MEM_CHANNELS"].reset) == {"channels": 4, "window_log2": 34}
 
 
 def test_stubs_declare_every_port(tree):
     stubs = (tree.directory / "stubs/ip_stubs.v").read_text()
     assert stubs == ip_stub_verilog()
-    for module, ports in (("xdma_0", xdma_ports()), ("ddr4_0", ddr4_ports()), ("smartconnect_0",
-                                                                                 smartconnect_ports())):
+    modules = [("xdma_0", xdma_ports()), ("smartconnect_0", smartconnect_ports())]
+    modules += [(ddr4_module(k), ddr4_ports()) for k in range(4)]
+    for module, ports in modules:
         body = re.search(rf"module {module} \(((?:.|\n)*?)\);", stubs).group(1)
         for p in ports:
             rng = rf"\[{p.width - 1}:0\] " if p.width > 1 else ""
@@ -162,44 +187,65 @@ def test_clocks_resets_and_buses_are_wired(tree):
     v = (tree.directory / f"{TOP_NAME}.v").read_text()
     ibuf = _instance(v, "IBUFDS_GTE4", "pcie_refclk_ibuf")
     xdma = _instance(v, "xdma_0", "xdma")
-    ddr4 = _instance(v, "ddr4_0", "ddr4")
     smc = _instance(v, "smartconnect_0", "smartconnect")
     # PCIe refclk: O -> sys_clk_gt, ODIV2 -> sys_clk; pads straight from the package pins
     assert ibuf["I"] == "pcie_x16_0__clk__p" and ibuf["IB"] == "pcie_x16_0__clk__n"
     assert xdma["sys_clk_gt"] == ibuf["O"] and xdma["sys_clk"] == ibuf["ODIV2"]
     assert xdma["sys_rst_n"] == "pcie_x16_0__perst__io"
     assert xdma["pci_exp_rxp"] == "pcie_x16_0__rx__p" and xdma["pci_exp_txn"] == "pcie_x16_0__tx__n"
-    # DDR4 C0 on clk300[0] and the C0 DIMM pins
-    assert ddr4["c0_sys_clk_p"] == "clk300_0__p" and ddr4["c0_ddr4_dq"] == "ddr4_0__dq__io"
-    assert ddr4["c0_ddr4_dqs_t"] == "ddr4_0__dqs__p" and ddr4["c0_ddr4_parity"] == "ddr4_0__par__io"
-    # SmartConnect: slave side on XDMA's clock, master side on DDR4's ui_clk
-    assert smc["aclk"] == xdma["axi_aclk"] and smc["aclk1"] == ddr4["c0_ddr4_ui_clk"]
-    # XDMA DMA -> S00, SmartConnect M00 -> DDR4 S_AXI
+    # SmartConnect: slave side on XDMA's clock; XDMA DMA -> S00, SAT -> S01
+    assert smc["aclk"] == xdma["axi_aclk"]
     assert smc["S00_AXI_awaddr"] == xdma["m_axi_awaddr"] and smc["S00_AXI_rdata"] == xdma["m_axi_rdata"]
-    assert smc["M00_AXI_araddr"] == ddr4["c0_ddr4_s_axi_araddr"]
-    assert smc["M00_AXI_wdata"] == ddr4["c0_ddr4_s_axi_wdata"]
+    sat = _instance(v, "\\sat_card.sat", "sat")
+    assert smc["S01_AXI_araddr"] == sat["m_axi_araddr"]
+    # DDR4 C0..C3: each controller on its own clk300[k] and the pins of DIMM slot k; SmartConnect M<k> on its
+    # ui_clk, to its AXI slave
+    ui_clks = set()
+    for k in range(4):
+        ddr4 = _instance(v, ddr4_module(k), f"ddr4_c{k}")
+        assert ddr4["c0_sys_clk_p"] == f"clk300_{k}__p" and ddr4["c0_sys_clk_n"] == f"clk300_{k}__n"
+        assert ddr4["c0_ddr4_dq"] == f"ddr4_{k}__dq__io" and ddr4["c0_ddr4_adr"] == f"ddr4_{k}__adr__io"
+        assert ddr4["c0_ddr4_dqs_t"] == f"ddr4_{k}__dqs__p" and ddr4["c0_ddr4_parity"] == f"ddr4_{k}__par__io"
+        assert smc[f"aclk{k + 1}"] == ddr4["c0_ddr4_ui_clk"]
+        assert smc[f"M{k:02d}_AXI_araddr"] == ddr4["c0_ddr4_s_axi_araddr"]
+        assert smc[f"M{k:02d}_AXI_wdata"] == ddr4["c0_ddr4_s_axi_wdata"]
+        assert smc[f"M{k:02d}_AXI_rready"] == ddr4["c0_ddr4_s_axi_rready"]
+        ui_clks.add(ddr4["c0_ddr4_ui_clk"])
+    assert len(ui_clks) == 4
     # SAT runs on axi_aclk: the card top's sync clock is XDMA's axi_aclk output
     assert xdma["axi_aclk"] == "clk"
 
 
+def _or_terms(expr: str) -> set[str]:
+    """The operands of a (nested) OR expression as Yosys writes it: ``((~ a) | b) | c`` -> {"~ a", "b", "c"}."""
+    return {t.strip().strip("()").strip() for t in expr.replace("(", " ").replace(")", " ").split("|")}
+
+
 def test_one_reset_for_the_whole_memory_bus(tree):
-    """PG247: SAT, SmartConnect and the DDR4 AXI slave reset together, from XDMA's reset or the DDR4 controller's,
-    each synchronous to its own clock (not SmartConnect on XDMA's reset alone and DDR4 on its own, as before)."""
+    """PG247: SAT, SmartConnect, the SLR-crossing register slices and every DDR4 AXI slave reset together, from
+    XDMA's reset or any DDR4 controller's, each synchronous to its own clock."""
     v = (tree.directory / f"{TOP_NAME}.v").read_text()
     xdma = _instance(v, "xdma_0", "xdma")
-    ddr4 = _instance(v, "ddr4_0", "ddr4")
+    ddr4 = [_instance(v, ddr4_module(k), f"ddr4_c{k}") for k in range(4)]
     smc = _instance(v, "smartconnect_0", "smartconnect")
     sat = _instance(v, "\\sat_card.sat", "sat")
     bus = _instance(v, "\\sat_card.bus_reset", "bus_reset")
     assigns = _top_assigns(v)
-    # one request: XDMA's axi_aresetn low or the DDR4 controller in reset
-    assert assigns[bus["bus_reset_request"]] == f"(~ {xdma['axi_aresetn']}) | {ddr4['c0_ddr4_ui_clk_sync_rst']}"
-    # released in each clock: axi_aclk for SAT and SmartConnect, ui_clk for DDR4
-    assert bus["sync_bus_reset_gen_clk"] == xdma["axi_aclk"] and bus["ddr_bus_reset_gen_clk"] == ddr4["c0_ddr4_ui_clk"]
+    # one request: XDMA's axi_aresetn low or any DDR4 controller in reset
+    want = {f"~ {xdma['axi_aresetn']}"} | {d["c0_ddr4_ui_clk_sync_rst"] for d in ddr4}
+    assert _or_terms(assigns[bus["bus_reset_request"]]) == want
+    # released in each clock: axi_aclk for SAT and SmartConnect, each ui_clk for its DDR4 slave and register slice
+    assert bus["sync_bus_reset_gen_clk"] == xdma["axi_aclk"]
     assert sat["rst"] == bus["sync_bus_reset"] and sat["clk"] == xdma["axi_aclk"]
     assert assigns[smc["aresetn"]] == f"~ {bus['sync_bus_reset']}"
-    assert assigns[ddr4["c0_ddr4_aresetn"]] == f"~ {bus['ddr_bus_reset']}"
-    assert xdma["axi_aresetn"] not in (smc["aresetn"], ddr4["c0_ddr4_aresetn"])
+    for k, d in enumerate(ddr4):
+        assert bus[f"ddr{k}_bus_reset_gen_clk"] == d["c0_ddr4_ui_clk"]
+        assert assigns[d["c0_ddr4_aresetn"]] == f"~ {bus[f'ddr{k}_bus_reset']}"
+        assert xdma["axi_aresetn"] != d["c0_ddr4_aresetn"]
+    for k in slr_crossing_channels():
+        assert assigns[smc[f"aresetn{k + 1}"]] == f"~ {bus[f'ddr{k}_bus_reset']}"
+    assert slr_crossing_channels() == [0, 3]
+    assert xdma["axi_aresetn"] != smc["aresetn"]
 
 
 def _bus_reset_trace(pulses: dict[str, list[int]], cycles: int, periods: dict[str, float], hold: int = 4):
@@ -275,14 +321,20 @@ def test_xdc_constrains_the_used_pins_and_clocks(tree):
     assert pins["AF2"] == "pcie_x16_0__rx__p[0]" and pins["AF1"] == "pcie_x16_0__rx__n[0]"
     assert pins["AF7"] == "pcie_x16_0__tx__p[0]" and pins["BC2"] == "pcie_x16_0__rx__p[15]"
     assert pins["AM11"] == "pcie_x16_0__clk__p" and pins["BD21"] == "pcie_x16_0__perst__io"
-    # clk300[0] AY37/AY38; LEDs BC21 BB21 BA20; DDR4 C0: 72 DQ, 18 DQS pairs
-    assert pins["AY37"] == "clk300_0__p" and pins["AY38"] == "clk300_0__n"
+    # clk300[0..3]: AY37/AY38, AW20/AW19, F32/E32, J16/H16 (reference 1.2); LEDs BC21 BB21 BA20
+    for k, (p, n) in enumerate([("AY37", "AY38"), ("AW20", "AW19"), ("F32", "E32"), ("J16", "H16")]):
+        assert pins[p] == f"clk300_{k}__p" and pins[n] == f"clk300_{k}__n"
     assert [placed[f"led_{i}__io"] for i in range(3)] == ["BC21", "BB21", "BA20"]
-    assert sum(1 for p in placed if p.startswith("ddr4_0__dq__io[")) == 72
-    assert sum(1 for p in placed if p.startswith("ddr4_0__dqs__p[")) == 18
-    assert not any(p.startswith("ddr4_1") for p in placed)          # only channel C0 is used
+    # all four DIMM slots, every pin on its bit (the platform's pin lists are checked against the reference in
+    # test_board.py): 72 DQ, 18 DQS pairs, 17 address bits each
+    for k, channel in DDR4_CHANNELS.items():
+        assert [placed[f"ddr4_{k}__dq__io[{i}]"] for i in range(72)] == channel.dq.split()
+        assert [placed[f"ddr4_{k}__dqs__p[{i}]"] for i in range(18)] == channel.dqs_t.split()
+        assert [placed[f"ddr4_{k}__dqs__n[{i}]"] for i in range(18)] == channel.dqs_c.split()
+        assert [placed[f"ddr4_{k}__adr__io[{i}]"] for i in range(17)] == channel.adr.split()
+        assert placed[f"ddr4_{k}__reset_n__io"] == channel.reset_n
     assert re.search(r"create_clock -name pcie_x16_0__clk__p -period 10(\.0)? ", xdc)
-    # UG1119: the DDR4 IP's XDC creates the clock on c0_sys_clk_p (System_Clock Differential): no second one here
+    # UG1119: each DDR4 IP's XDC creates the clock on its c0_sys_clk_p (System_Clock Differential): no second one
     assert len(re.findall(r"^create_clock", xdc, re.M)) == 1 and "clk300_0__p -period" not in xdc
     assert "set_property BITSTREAM.CONFIG.OVERTEMPSHUTDOWN ENABLE [current_design]" in xdc
     # the image boots from a user region of the flash and falls back to address 0 if it fails to load

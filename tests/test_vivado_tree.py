@@ -12,6 +12,7 @@ import json
 import re
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -20,6 +21,9 @@ from sat.boards.vivado import TOP_NAME, VIVADO_MIN_VERSION, write_core_tree, wri
 from sat.sw import regmap
 from sat.sw.cli import build_parser, main
 from sat.sw.config import SATConfig
+from sat.sw.memmap import CARD_MEMORY
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 tkinter = pytest.importorskip("tkinter", reason="tkinter (Tcl) is needed to run the generated Tcl")
 
@@ -33,6 +37,9 @@ proc unknown {args} {
     return ""
 }
 proc version {args} { return $::mock_version }
+foreach cmd {create_bd_cell create_bd_intf_port create_bd_port create_pblock} {
+    proc $cmd {args} [string map [list CMD $cmd] {lappend ::calls [list CMD {*}$args]; return [lindex $args end]}]
+}
 proc get_property {name args} {
     lappend ::calls [list get_property $name {*}$args]
     if {$name eq "PROGRESS"} { return "100%" }
@@ -84,7 +91,8 @@ def tree(tmp_path_factory):
 
 def test_tree_has_every_file(tree):
     names = {str(p) for p in tree.files}
-    assert names == {f"{TOP_NAME}.v", f"{TOP_NAME}.xdc", "timing.xdc", "ip/xdma_0.tcl", "ip/ddr4_0.tcl",
+    assert names == {f"{TOP_NAME}.v", f"{TOP_NAME}.xdc", "timing.xdc", "floorplan.xdc", "ip/xdma_0.tcl",
+                     "ip/ddr4_0.tcl", "ip/ddr4_1.tcl", "ip/ddr4_2.tcl", "ip/ddr4_3.tcl",
                      "ip/smartconnect_0.tcl", "build.tcl", "program.tcl", "build.sh", "sat_config.json",
                      "regmap.json", "sat_regs.h", "stubs/ip_stubs.v", "README.md"}
     for name in names:
@@ -108,17 +116,25 @@ def test_xdma_ip_matches_the_reference(tree):
     assert {k: p.get(k) for k in expected} == expected
 
 
-def test_ddr4_ip_matches_the_reference(tree):
-    calls = run_tcl(tree.directory, "ip/ddr4_0.tcl")
-    assert calls[0][:2] == ["create_ip", "-name"] and "ddr4" in calls[0] and calls[0][-1] == "ddr4_0"
-    p = properties(calls, "ddr4_0")
-    # reference 1.6: the board preset of the stock RDIMM
+@pytest.mark.parametrize("channel", range(4))
+def test_ddr4_ip_matches_the_reference(tree, channel):
+    """Four controllers, one per DIMM slot, each with the board preset of the stock RDIMM (reference 1.6: the same
+    preset for every slot)."""
+    name = f"ddr4_{channel}"
+    calls = run_tcl(tree.directory, f"ip/{name}.tcl")
+    assert calls[0][:2] == ["create_ip", "-name"] and "ddr4" in calls[0] and calls[0][-1] == name
+    assert len([c for c in calls if c[0] == "create_ip"]) == 1
+    p = properties(calls, name)
     expected = {"C0.DDR4_MemoryType": "RDIMMs", "C0.DDR4_MemoryPart": "MTA18ASF2G72PZ-2G3",
                 "C0.DDR4_DataWidth": "72", "C0.DDR4_Ecc": "true", "C0.DDR4_DataMask": "NONE",
                 "C0.DDR4_TimePeriod": "833", "C0.DDR4_InputClockPeriod": "3332", "C0.DDR4_CasLatency": "17",
                 "C0.DDR4_CasWriteLatency": "12", "C0.DDR4_AxiDataWidth": "512", "C0.DDR4_AxiAddressWidth": "34",
-                "C0.DDR4_AxiSelection": "true"}
+                "C0.DDR4_AxiSelection": "true", "System_Clock": "Differential"}
     assert {k: p.get(k) for k in expected} == expected
+    # the header names the slot's reference clock and SLR as the reference's Appendix A does
+    text = (tree.directory / f"ip/{name}.tcl").read_text()
+    clock = {0: "AY37/AY38", 1: "AW20/AW19", 2: "F32/E32", 3: "J16/H16"}[channel]
+    assert f"clk300[{channel}] {clock}" in text and f"C{channel}" in text
 
 
 def test_smartconnect_block_design(tree):
@@ -126,15 +142,177 @@ def test_smartconnect_block_design(tree):
     assert calls[0] == ["create_bd_design", "smartconnect_0"]
     assert any(c[:3] == ["create_bd_cell", "-type", "ip"] and "xilinx.com:ip:smartconnect:1.0" in c for c in calls)
     ports = {c[-1] for c in calls if c[0] in ("create_bd_intf_port", "create_bd_port")}
-    assert ports == {"S00_AXI", "S01_AXI", "M00_AXI", "aclk", "aclk1", "aresetn"}
-    # both slaves see 16 GiB of DDR4 at address 0
-    assigns = [c for c in calls if c[0] == "assign_bd_address"]
-    assert len(assigns) == 2 and all("-offset" in c and c[c.index("-offset") + 1] == "0x00000000" and
-                                     c[c.index("-range") + 1] == "16G" for c in assigns)
+    assert ports == {"S00_AXI", "S01_AXI", "M00_AXI", "M01_AXI", "M02_AXI", "M03_AXI", "aclk", "aclk1", "aclk2",
+                     "aclk3", "aclk4", "aresetn", "aresetn1", "aresetn4"}
+    smc = properties(calls, "smc")
+    assert (smc["NUM_SI"], smc["NUM_MI"], smc["NUM_CLKS"]) == ("2", "4", "5")
+    # each master port on its channel's clock: aclk<k+1> is associated with M0<k>_AXI
+    assoc = {c[-1]: c[2] for c in calls if c[:2] == ["set_property", "CONFIG.ASSOCIATED_BUSIF"]}
+    assert assoc == {"aclk": "S00_AXI:S01_AXI", **{f"aclk{k + 1}": f"M{k:02d}_AXI" for k in range(4)}}
+    words = [c[0] for c in calls]
+    assert words.index("validate_bd_design") > max(i for i, w in enumerate(words) if w == "assign_bd_address")
     assert ["validate_bd_design"] in calls and ["save_bd_design"] in calls
     # the script stops when IP integrator propagated an ID width the card top was not written for
     with pytest.raises(tkinter.TclError, match="M00_AXI ID_WIDTH is 4, the card top expects 0"):
         run_tcl(tree.directory, "ip/smartconnect_0.tcl", props={"CONFIG.ID_WIDTH": 4})
+
+
+def _bd_connections(calls) -> dict[str, str]:
+    """Interface connections of the recorded block design, both ways: ``{"smc/M00_AXI": "rs_c0/S_AXI", ...}``
+    (pins as ``cell/pin``, external ports by name)."""
+    out = {}
+    for c in calls:
+        if c[0] == "connect_bd_intf_net":
+            a, b = (w.strip() for w in c[1:3])
+            out[a] = b
+            out[b] = a
+    return out
+
+
+def test_address_map_four_windows_reachable_from_every_master(tree):
+    """XDMA's DMA (S00) and SAT (S01) each reach all four channels; the windows are 16 GiB, side by side from 0,
+    do not overlap, and are the ones the driver's memory map (sat.sw.memmap.CARD_MEMORY) places tensors in."""
+    calls = run_tcl(tree.directory, "ip/smartconnect_0.tcl")
+    windows: dict[str, set[tuple[int, int, str]]] = {}
+    for c in calls:
+        if c[0] == "assign_bd_address":
+            space = c[c.index("-target_address_space") + 1]
+            base = int(c[c.index("-offset") + 1], 16)
+            assert c[c.index("-range") + 1] == "16G"
+            windows.setdefault(space, set()).add((base, base + (16 << 30), c[-2].removesuffix("/Reg")))
+    assert set(windows) == {"S00_AXI", "S01_AXI"}
+    for space, wins in windows.items():
+        spans = sorted(wins)
+        assert [mi for _, _, mi in spans] == ["M00_AXI", "M01_AXI", "M02_AXI", "M03_AXI"], space
+        assert all(spans[i][1] <= spans[i + 1][0] for i in range(3)), f"{space}: overlapping windows {spans}"
+        assert [(lo, hi) for lo, hi, _ in spans] == CARD_MEMORY.windows()
+        assert spans[-1][1] == 64 << 30
+    # and M0<k>_AXI leads to DDR4 C<k>: the card top wires it to ddr4_c<k>'s AXI slave (tests/test_card.py); here
+    # every M0<k>_AXI port is driven, directly or through a register slice, by smc/M0<k>_AXI
+    conn = _bd_connections(calls)
+    for k in range(4):
+        mi = f"M{k:02d}_AXI"
+        peer = conn[f"smc/{mi}"]
+        assert peer == mi or (peer.endswith("/S_AXI") and conn[peer.replace("/S_AXI", "/M_AXI")] == mi), peer
+    # the slaves reach the crossbar: both external slave ports are connected to SmartConnect's SI of that name
+    assert conn["S00_AXI"] == "smc/S00_AXI" and conn["S01_AXI"] == "smc/S01_AXI"
+
+
+def test_register_slices_on_the_slr_crossings(tree):
+    """C0 (SLR0) and C3 (SLR2) are reached from SmartConnect (SLR1, with PCIe) through an AXI Register Slice in
+    Multi SLR Crossing mode on all five channels (PG373 user value 15, one crossing), clocked and reset in their
+    channel's domain; C1 and C2 (SLR1) are not."""
+    calls = run_tcl(tree.directory, "ip/smartconnect_0.tcl")
+    cells = [c for c in calls if c[0] == "create_bd_cell"]
+    slices = {c[-1]: c[c.index("-vlnv") + 1] for c in cells if "axi_register_slice" in " ".join(c)}
+    assert slices == {"rs_c0": "xilinx.com:ip:axi_register_slice:2.1", "rs_c3": "xilinx.com:ip:axi_register_slice:2.1"}
+    conn = _bd_connections(calls)
+    nets = [c for c in calls if c[0] == "connect_bd_net"]
+    for k, rs in ((0, "rs_c0"), (3, "rs_c3")):
+        p = properties(calls, rs)
+        assert {ch: p[f"REG_{ch}"] for ch in ("AW", "AR", "W", "R", "B")} == dict.fromkeys(
+            ("AW", "AR", "W", "R", "B"), "15")
+        assert p["NUM_SLR_CROSSINGS"] == "1"
+        assert conn[f"{rs}/S_AXI"] == f"smc/M{k:02d}_AXI" and conn[f"{rs}/M_AXI"] == f"M{k:02d}_AXI"
+        assert ["connect_bd_net", f"aclk{k + 1}", f"{rs}/aclk"] in nets
+        assert ["connect_bd_net", f"aresetn{k + 1}", f"{rs}/aresetn"] in nets
+    for k in (1, 2):
+        assert conn[f"smc/M{k:02d}_AXI"] == f"M{k:02d}_AXI"
+
+
+def _reference_slrs() -> dict[int, int] | None:
+    """SLR of each DDR4 channel from the reference's Appendix A headings (``... C0 — banks ... (SLR0) ...``)."""
+    for shared in (REPO_ROOT.parent / "shared", REPO_ROOT.parents[1] / "shared"):
+        ref = shared / "reference" / "vcu1525.md"
+        if ref.is_file():
+            found = re.findall(r"^#### DDR4 channel C(\d) .*\(SLR(\d)\)", ref.read_text(encoding="utf-8"), re.M)
+            return {int(c): int(slr) for c, slr in found}
+    return None
+
+
+def _pblocks(calls) -> tuple[dict[str, list[str]], dict[str, str]]:
+    """``({pblock: [cell patterns / filters added]}, {pblock: region})`` from recorded floorplan.xdc calls."""
+    cells: dict[str, list[str]] = {}
+    regions = {}
+    for c in calls:
+        if c[0] == "add_cells_to_pblock":
+            cells.setdefault(c[1], []).append(c[-1])
+        elif c[0] == "resize_pblock":
+            regions[c[1]] = c[c.index("-add") + 1]
+    return cells, regions
+
+
+def test_floorplan_follows_the_slr_plan(tree):
+    """floorplan.xdc: each DDR4 controller in the SLR of its banks (the reference's Appendix A: C0 SLR0, C1 and C2
+    SLR1, C3 SLR2), XDMA (PCIe in SLR1, reference 1.4), SmartConnect and SAT's bus side in SLR1, and each
+    register slice split across the crossing: its SmartConnect half in SLR1, its controller half beside the
+    controller."""
+    calls = run_tcl(tree.directory, "floorplan.xdc")
+    assert [c[1] for c in calls if c[0] == "create_pblock"] == ["pblock_slr0", "pblock_slr1", "pblock_slr2"]
+    cells, regions = _pblocks(calls)
+    assert regions == {"pblock_slr0": "SLR0", "pblock_slr1": "SLR1", "pblock_slr2": "SLR2"}
+    where: dict[str, str] = {}
+    for pb, added in cells.items():
+        for entry in (e for e in added if not e.startswith("NAME =~")):
+            for word in tkinter.Tcl().splitlist(entry):
+                assert word not in where, f"{word} is in {where.get(word)} and {pb}"
+                where[word] = pb
+    slrs = _reference_slrs() or {0: 0, 1: 1, 2: 1, 3: 2}
+    assert slrs == {0: 0, 1: 1, 2: 1, 3: 2}
+    for k, slr in slrs.items():
+        assert where[f"ddr4_c{k}"] == f"pblock_slr{slr}"
+    for cell in ("xdma", "smartconnect/smc", "sat/dma_read", "sat/dma_write", "sat/read_arbiter", "sat/cmdproc",
+                 "sat/csr"):
+        assert where[cell] == "pblock_slr1", cell
+    # register slices: master half (SI, SmartConnect side) in SLR1, slave half (MI, controller side) in its SLR
+    filters = {pb: [w for w in added if w.startswith("NAME =~")] for pb, added in cells.items()}
+    assert filters == {"pblock_slr0": ["NAME =~ smartconnect/rs_c0/*slr_slave*"],
+                       "pblock_slr1": ["NAME =~ smartconnect/rs_c0/*slr_master*",
+                                       "NAME =~ smartconnect/rs_c3/*slr_master*"],
+                       "pblock_slr2": ["NAME =~ smartconnect/rs_c3/*slr_slave*"]}
+    # the engine (most of the array) is left to the placer
+    assert not any(w.startswith("sat/engine") for w in where)
+
+
+def test_floorplan_cells_exist_in_the_netlist(tree):
+    """Every cell floorplan.xdc names in the card top's own hierarchy is an instance of sat_card.v (a renamed
+    submodule would leave a pblock silently empty); the SmartConnect cells are the block design's cell names."""
+    calls = run_tcl(tree.directory, "floorplan.xdc")
+    cells, _ = _pblocks(calls)
+    verilog = (tree.directory / f"{TOP_NAME}.v").read_text()
+
+    def instances(module: str) -> set[str]:
+        body = verilog[verilog.index(f"module {module}("):]
+        body = body[:body.index("endmodule")]
+        return set(re.findall(r"^\s+(?:\\\S+|\w+)\s+(?:#\((?:.|\n)*?\)\s*)?(\w+)\s*\(", body, re.M))
+
+    top = instances(TOP_NAME)
+    sat = instances("\\sat_card.sat ")
+    bd = {c[-1] for c in run_tcl(tree.directory, "ip/smartconnect_0.tcl") if c[0] == "create_bd_cell"}
+    named = [w for added in cells.values() for entry in added if not entry.startswith("NAME =~")
+             for w in tkinter.Tcl().splitlist(entry)]
+    assert len(named) == 11
+    for name in named:
+        head, _, rest = name.partition("/")
+        assert head in top, f"{name}: no instance {head} in {TOP_NAME}"
+        if head == "sat":
+            assert rest in sat, f"{name}: no instance {rest} in sat"
+        elif head == "smartconnect":
+            assert rest in bd, f"{name}: no cell {rest} in the SmartConnect block design"
+    for entry in (e for added in cells.values() for e in added if e.startswith("NAME =~")):
+        assert entry.split("/")[1] in bd
+
+
+def test_regmap_reports_four_channels(tree):
+    """regmap.json and sat_regs.h describe the card's memory: 64 GiB in four 2^34-byte channels."""
+    data = json.loads((tree.directory / "regmap.json").read_text())
+    reset = {r["name"]: r["reset"] for r in data["registers"]}
+    assert reset["MEM_SIZE_LO"] | reset["MEM_SIZE_HI"] << 32 == 64 << 30
+    assert reset["MEM_CHANNELS"] == 4 | 34 << 8
+    header = (tree.directory / "sat_regs.h").read_text()
+    assert "#define SAT_RESET_MEM_CHANNELS 0x00002204u" in header
+    readme = " ".join((tree.directory / "README.md").read_text().split())
+    assert "| C3 | `ddr4_3` | `0xC00000000`-`0xFFFFFFFFF` | SLR2 |" in readme
 
 
 def test_build_script_flow(tree):
@@ -156,7 +334,12 @@ def test_build_script_flow(tree):
             assert cfgmem[cfgmem.index(flag) + 1] == value
     assert (tree.directory / f"{TOP_NAME}.bit").exists()
     added = [c[-1] for c in calls if c[0] == "add_files"]
-    assert added == [f"{TOP_NAME}.v", f"{TOP_NAME}.xdc", "timing.xdc"]
+    assert added == [f"{TOP_NAME}.v", f"{TOP_NAME}.xdc", "timing.xdc", "floorplan.xdc"]
+    # the floorplan is for implementation only; every IP Tcl is sourced and its targets generated
+    not_in_synth = {c[-1] for c in calls if c[:3] == ["set_property", "USED_IN_SYNTHESIS", "false"]}
+    assert not_in_synth == {"timing.xdc", "floorplan.xdc"}
+    generated = [c[-1] for c in calls if c[0] == "generate_target"]
+    assert generated == ["xdma_0", "ddr4_0", "ddr4_1", "ddr4_2", "ddr4_3", "smartconnect_0.bd"]
 
 
 def test_flash_images_keep_address_0_for_the_fallback(tree):
