@@ -37,9 +37,8 @@ from pathlib import Path
 
 from sat.hw.netlist import shared_pe
 from sat.sw.config import SATConfig
-from sat.sw.regmap import DEFAULT_MEMORY_BYTES, register_map
-
 from sat.sw.memmap import CARD_CHANNEL_SLR, CARD_MEMORY
+from sat.sw.regmap import DEFAULT_MEMORY_BYTES, register_map
 
 from .card import (
     DDR4_AXI_ADDR_WIDTH,
@@ -219,10 +218,11 @@ def smartconnect_tcl(*, data_width: int = 512, sat_masters: int = 1) -> str:
     mis = [f"M{k:02d}_AXI" for k in range(channels)]
     window = f"{CARD_MEMORY.window_bytes >> 30}G"
     map_lines = "\n".join(
-        f"#   {mi} -> DDR4 C{k} ({DDR4_CHANNEL_INFO[k]['slr']}), on aclk{k + 1} = its c0_ddr4_ui_clk ({DDR4_UI_CLOCK_HZ} "
-        f"Hz), window 0x{CARD_MEMORY.base(k):09X}-0x{CARD_MEMORY.base(k) + CARD_MEMORY.window_bytes - 1:09X}"
-        + (f", through register slice rs_c{k} (SLR{HUB_SLR} -> {DDR4_CHANNEL_INFO[k]['slr']})" if k in crossing else "")
-        for k, mi in enumerate(mis))
+        f"#   {mi} -> DDR4 C{k} ({DDR4_CHANNEL_INFO[k]['slr']}), on aclk{k + 1} = its c0_ddr4_ui_clk "
+        f"({DDR4_UI_CLOCK_HZ} Hz),\n#            window 0x{lo:09X}-0x{hi - 1:09X}"
+        + (f", through register slice rs_c{k} (SLR{HUB_SLR} -> {DDR4_CHANNEL_INFO[k]['slr']})" if k in crossing
+           else "")
+        for k, (mi, (lo, hi)) in enumerate(zip(mis, CARD_MEMORY.windows(), strict=True)))
     slices = "\n".join(
         f"    {k} {{ rs_c{k} aresetn{k + 1} }}" for k in crossing)
     windows = " ".join(f"{mi} 0x{CARD_MEMORY.base(k):016X}" for k, mi in enumerate(mis))
@@ -232,7 +232,8 @@ def smartconnect_tcl(*, data_width: int = 512, sat_masters: int = 1) -> str:
     return f"""\
 # AXI SmartConnect (PG247) is an IP-integrator-only core: it is wrapped here in a block design named smartconnect_0
 # whose external ports are the port list the card top instantiates (see stubs/ip_stubs.v):
-#   S00_AXI  <- XDMA m_axi (DMA); {", ".join(sis[1:])} <- SAT's m_axi; all on aclk = XDMA axi_aclk ({XDMA_AXI_CLOCK_HZ} Hz)
+#   S00_AXI  <- XDMA m_axi (DMA); {", ".join(sis[1:])} <- SAT's m_axi; all on aclk = XDMA axi_aclk
+#            ({XDMA_AXI_CLOCK_HZ} Hz)
 {map_lines}
 #   aresetn  = the memory-bus reset, synchronous to aclk (SmartConnect synchronises it to its other clocks itself);
 #   aresetn<k+1> = the same reset synchronous to aclk<k+1>, for the register slice of channel k
@@ -240,7 +241,8 @@ def smartconnect_tcl(*, data_width: int = 512, sat_masters: int = 1) -> str:
 # outside them answer DECERR.
 create_bd_design smartconnect_0
 set smc [create_bd_cell -type ip -vlnv xilinx.com:ip:smartconnect:1.0 smc]
-set_property -dict [list CONFIG.NUM_SI {{{len(sis)}}} CONFIG.NUM_MI {{{channels}}} CONFIG.NUM_CLKS {{{channels + 1}}}] $smc
+set_property -dict [list CONFIG.NUM_SI {{{len(sis)}}} CONFIG.NUM_MI {{{channels}}} \
+    CONFIG.NUM_CLKS {{{channels + 1}}}] $smc
 
 foreach si {{{" ".join(sis)}}} {{
     set p [create_bd_intf_port -mode Slave -vlnv xilinx.com:interface:aximm_rtl:1.0 $si]

@@ -10,7 +10,8 @@ Each register of the map becomes hardware by its access type and name:
   nothing latched since reset or since ``latch_clear`` returns the live bits 63:32; the core pulses
   ``latch_clear`` when a list starts and clears the counters).
 * every other ``ro`` register (identity: ``ID``, ``VERSION``, ``CONFIG``, ``NM_SET_*``, ``CONFIG_HASH``,
-  ``MEM_SIZE_*``, ``MEM_CHANNELS``, ``CLOCK_KHZ``): a constant equal to its reset value in ``register_map(config, memory_bytes)``.
+  ``MEM_SIZE_*``, ``MEM_CHANNELS``, ``CLOCK_KHZ``): a constant equal to its reset value in
+  ``register_map(config, memory_bytes, channels=memory_channels)``.
 * ``rw``: a register (reset value from the map) driving a 32-bit output port of the same name.
 * ``wo`` (``CONTROL``): reads return 0; a write drives ``<name>_data`` for one cycle with ``<name>_write``
   set (self-clearing command bits).

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["MemoryMap", "CARD_MEMORY", "CARD_CHANNEL_BYTES", "CARD_CHANNELS", "CARD_CHANNEL_SLR", "MAX_CHANNELS"]
+__all__ = ["MemoryMap", "CARD_MEMORY", "CARD_CHANNEL_BYTES", "CARD_CHANNELS", "CARD_CHANNEL_SLR", "MAX_CHANNELS",
+           "ROLES", "default_placement"]
 
 #: Most channels the ``MEM_CHANNELS`` register can report (its 8-bit field; the card has 4).
 MAX_CHANNELS = 255
@@ -131,3 +132,34 @@ class MemoryMap:
 
 #: The VCU1525 card's device memory: DDR4 C0..C3, 16 GiB each, at 0, 16, 32 and 48 GiB (64 GiB in all).
 CARD_MEMORY = MemoryMap(CARD_CHANNELS, CARD_CHANNEL_BYTES)
+
+
+#: What a device allocation is for: ``a`` left operands (activations, ``dY`` ...), ``b`` right operands (weights,
+#: compressed N:M operands), ``c`` results, ``cmd`` command lists.
+ROLES = ("a", "b", "c", "cmd")
+
+
+def default_placement(channels: int) -> dict[str, int]:
+    """The channel the driver prefers for each of :data:`ROLES` on a memory of ``channels`` channels.
+
+    With four channels (the card): ``a`` on C1 and ``b`` on C2, the two channels in SLR1 with the PCIe block,
+    SmartConnect and SAT's DMA, because the operands are the busiest traffic (the engine reads them again for every
+    tile of the other operand); results ``c`` on C0 and command lists ``cmd`` on C3, beyond an SLR crossing. So the
+    reads of A and B run on two channels in parallel and the result writes on a third, without read/write
+    turnarounds between them. With two or three channels the operands still get a channel each and the results
+    share one with the command lists; with one channel everything is on it.
+
+    Raises
+    ------
+    ValueError
+        For a channel count out of range.
+    """
+    if isinstance(channels, bool) or not isinstance(channels, int) or not 1 <= channels <= MAX_CHANNELS:
+        raise ValueError(f"channels must be an integer between 1 and {MAX_CHANNELS}, not {channels!r}")
+    if channels == 1:
+        return dict.fromkeys(ROLES, 0)
+    if channels == 2:
+        return {"a": 0, "b": 1, "c": 0, "cmd": 1}
+    if channels == 3:
+        return {"a": 1, "b": 2, "c": 0, "cmd": 0}
+    return {"a": 1, "b": 2, "c": 0, "cmd": 3}

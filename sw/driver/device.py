@@ -1,7 +1,9 @@
 """``SATDevice``: the synchronous host API of a SAT core, over any :class:`~sat.sw.driver.transport.Transport`.
 
 Opening a device reads the identity registers and checks them against the expected :class:`SATConfig` (or
-reconstructs the configuration from them). The device then manages device memory (a first-fit allocator), moves
+reconstructs the configuration from them). The device then manages device memory (a first-fit allocator per
+memory channel, which places tensors by role: on the card A, B, results and command lists each get their own DDR4
+channel, :func:`sat.sw.memmap.default_placement`), moves
 operands in (FP16/BF16, encoded with :func:`sat.sw.numerics.encode`) and results out (FP32), uploads
 pre-generated compressed N:M weights (:mod:`sat.sw.nmformat`), builds GEMM descriptors for the FF, BP and WU
 passes of a layer (the mapping in :mod:`sat.sw.descriptor`), runs command lists and turns the core's status into
@@ -32,6 +34,7 @@ from ..descriptor import (
     GemmDescriptor,
     encode_list,
 )
+from ..memmap import MemoryMap, default_placement
 from ..nmformat import NMOperand, compress_bp, compress_ff, pack
 from ..numerics import decode, encode, get_format
 from ..regmap import (
@@ -196,12 +199,13 @@ def config_from_registers(config_word: int, nm_bits: int, buffers_word: int | No
 
 
 class _Allocator:
-    """First-fit allocator over ``[0, size)`` with explicit alignment."""
+    """First-fit allocator over ``[base, base + size)`` with explicit alignment (one memory channel's window)."""
 
-    def __init__(self, size: int):
+    def __init__(self, size: int, base: int = 0):
         self.size = size
-        self.free_blocks: list[tuple[int, int]] = [(0, size)]   # sorted, coalesced (start, end)
-        self.used: dict[int, tuple[int, int]] = {}             # addr -> (block start, block end)
+        self.base = base
+        self.free_blocks: list[tuple[int, int]] = [(base, base + size)]   # sorted, coalesced (start, end)
+        self.used: dict[int, tuple[int, int]] = {}                       # addr -> (block start, block end)
 
     @property
     def free_bytes(self) -> int:
@@ -211,7 +215,8 @@ class _Allocator:
     def largest_free(self) -> int:
         return max((e - s for s, e in self.free_blocks), default=0)
 
-    def alloc(self, nbytes: int, align: int) -> int:
+    def alloc(self, nbytes: int, align: int) -> int | None:
+        """The address of a fresh block, or None if no free block is large enough."""
         nbytes = max(int(nbytes), 1)
         for i, (s, e) in enumerate(self.free_blocks):
             a = -(-s // align) * align
@@ -220,10 +225,7 @@ class _Allocator:
                 self.free_blocks[i:i + 1] = pieces
                 self.used[a] = (a, a + nbytes)
                 return a
-        raise SATMemoryError(
-            f"device memory exhausted: cannot allocate {nbytes} bytes ({align}-byte aligned); "
-            f"{self.free_bytes} of {self.size} bytes are free, the largest free block is {self.largest_free} "
-            f"bytes: free tensors you no longer need (SATDevice.free) or use smaller batches")
+        return None
 
     def free(self, addr: int) -> None:
         try:
@@ -255,6 +257,9 @@ class SATDevice:
         build. ``None``: use the core's build, rebuilt from its ``CONFIG``/``NM_SET_LO``/``NM_SET_HI`` registers.
     memory_bytes : int, optional
         Size of device memory; default: the core's ``MEM_SIZE`` registers.
+    channels : int, optional
+        Memory channels that memory is split into (equal windows from address 0, :class:`MemoryMap`); default: the
+        core's ``MEM_CHANNELS`` register (a core older than that register reads 0 there: one channel).
     use_irq : bool
         Wait for the interrupt (default; on the card the XDMA driver must use MSI, docs/board.md). After each
         interrupt the device acknowledges ``IRQ_STATUS`` and reads ``STATUS`` again, so an interrupt raised by a
@@ -268,11 +273,19 @@ class SATDevice:
     SATConfigMismatch
         If ``ID``/``VERSION`` show no compatible SAT core, or the build differs from ``config``.
     ValueError
-        If the device memory size is unknown.
+        If the device memory size is unknown, or does not split into the channels.
+
+    Attributes
+    ----------
+    memory : MemoryMap
+        Device memory: ``memory.channels`` windows of ``memory.window_bytes`` (four of 16 GiB on the card).
+    placement : dict of str to int
+        Preferred channel per role (``"a"``, ``"b"``, ``"c"``, ``"cmd"``; :func:`sat.sw.memmap.default_placement`),
+        used when an allocation names a role instead of a channel. Change it freely.
     """
 
     def __init__(self, transport: Transport, config: SATConfig | None = None, *, memory_bytes: int | None = None,
-                 use_irq: bool = True, poll_interval_s: float = 1e-3) -> None:
+                 channels: int | None = None, use_irq: bool = True, poll_interval_s: float = 1e-3) -> None:
         self.transport = transport
         self.use_irq = use_irq
         self.poll_interval_s = poll_interval_s
@@ -317,8 +330,10 @@ class SATDevice:
         if not isinstance(memory_bytes, int) or memory_bytes <= 0:
             raise ValueError("the device memory size is unknown: pass memory_bytes=... (bytes of device memory "
                              "the core's AXI master reaches)")
+        self.memory = self._memory_map(transport.read32(generic.offset("MEM_CHANNELS")), memory_bytes, channels)
         self.memory_bytes = memory_bytes
-        self._mem = _Allocator(memory_bytes)
+        self._mem = [_Allocator(end - base, base) for base, end in self.memory.windows()]
+        self.placement: dict[str, int] = default_placement(self.memory.channels)
         self._pending: PendingRun | None = None
         #: RunResult of the last :meth:`conv`.
         self.last_run: RunResult | None = None
@@ -327,6 +342,24 @@ class SATDevice:
         #: Bytes moved by DMA, host to card (``h2c``) and card to host (``c2h``), command lists included. Reset it
         #: freely.
         self.traffic: dict[str, dict[str, int]] = {"host": {"h2c": 0, "c2h": 0}}
+
+    @staticmethod
+    def _memory_map(word: int, memory_bytes: int, channels: int | None) -> MemoryMap:
+        """The channel map from the ``MEM_CHANNELS`` register word (or ``channels``) and the memory size."""
+        fields = register_map(SATConfig())["MEM_CHANNELS"].unpack(word)
+        if channels is None:
+            channels = fields["channels"] or 1
+        try:
+            memory = MemoryMap.split(memory_bytes, channels)
+        except ValueError as exc:
+            raise ValueError(f"device memory of {memory_bytes} bytes does not split into {channels} channel windows "
+                             f"({exc}): pass memory_bytes and channels that match the card") from None
+        if fields["channels"] == channels and fields["window_log2"] \
+                and 1 << fields["window_log2"] != memory.window_bytes:
+            raise SATConfigMismatch(f"MEM_CHANNELS reports {channels} channels of 2**{fields['window_log2']} bytes, "
+                                    f"but {memory_bytes} bytes of memory make windows of {memory.window_bytes}: "
+                                    f"pass memory_bytes=None to use MEM_SIZE")
+        return memory
 
     # registers -------------------------------------------------------------------------------------------------
 
@@ -366,21 +399,64 @@ class SATDevice:
 
     # device memory ---------------------------------------------------------------------------------------------
 
-    def alloc(self, nbytes: int, align: int = 64) -> int:
+    def alloc(self, nbytes: int, align: int = 64, *, channel: int | str | None = None) -> int:
         """Reserve ``nbytes`` of device memory aligned to ``align`` bytes; returns the address.
+
+        Parameters
+        ----------
+        nbytes : int
+        align : int
+            A power of two.
+        channel : int, str or None
+            Where: a channel number (only that channel: it fails when that channel is full), a role (``"a"``,
+            ``"b"``, ``"c"``, ``"cmd"``: the channel :attr:`placement` gives it, else the others, most free first),
+            or None (the channel with the most free bytes). An allocation never spans two channels.
 
         Raises
         ------
         SATMemoryError
-            If no free block is large enough (the message says how much is left).
+            If no free block is large enough (the message says how much is left, per channel).
         ValueError
-            For a negative size or an alignment that is not a power of two.
+            For a negative size, an alignment that is not a power of two, or an unknown channel or role.
         """
         if nbytes < 0:
             raise ValueError(f"cannot allocate a negative size ({nbytes})")
         if align < 1 or align & (align - 1):
             raise ValueError(f"alignment must be a power of two, not {align}")
-        return self._mem.alloc(nbytes, align)
+        order, strict = self._channel_order(channel)
+        for k in order:
+            addr = self._mem[k].alloc(nbytes, align)
+            if addr is not None:
+                return addr
+        what = f"{max(int(nbytes), 1)} bytes ({align}-byte aligned)"
+        if strict:
+            m = self._mem[order[0]]
+            raise SATMemoryError(
+                f"channel {order[0]} is full: cannot allocate {what} on it; {m.free_bytes} of {m.size} bytes are free "
+                f"there, its largest free block is {m.largest_free} bytes (free per channel: {self._usage()}): free "
+                f"tensors on channel {order[0]} (SATDevice.free), choose another channel, or pass channel=None to "
+                f"use any")
+        raise SATMemoryError(
+            f"device memory exhausted: cannot allocate {what}; {self.free_bytes} of {self.memory_bytes} bytes are "
+            f"free, the largest free block is {max(m.largest_free for m in self._mem)} bytes"
+            + (f" (free per channel: {self._usage()})" if len(self._mem) > 1 else "")
+            + ": free tensors you no longer need (SATDevice.free) or use smaller batches")
+
+    def _channel_order(self, channel: int | str | None) -> tuple[list[int], bool]:
+        """Channels to try for an allocation, and whether only the first one may be used."""
+        by_free = sorted(range(len(self._mem)), key=lambda k: (-self._mem[k].free_bytes, k))
+        if channel is None:
+            return by_free, False
+        if isinstance(channel, str):
+            if channel not in self.placement:
+                raise ValueError(f"unknown role {channel!r}: roles are {sorted(self.placement)} (or pass a channel "
+                                 f"number 0..{self.memory.channels - 1}, or None)")
+            first = self.memory.check_channel(self.placement[channel])
+            return [first] + [k for k in by_free if k != first], False
+        return [self.memory.check_channel(channel)], True
+
+    def _usage(self) -> str:
+        return ", ".join(f"C{k} {m.free_bytes}" for k, m in enumerate(self._mem))
 
     def free(self, what: int | Tensor | SparseWeights) -> None:
         """Release an allocation (by address, :class:`Tensor` or :class:`SparseWeights`).
@@ -390,12 +466,23 @@ class SATDevice:
         SATMemoryError
             If the address is not a live allocation.
         """
-        self._mem.free(what if isinstance(what, int) else what.addr)
+        addr = what if isinstance(what, int) else what.addr
+        if not 0 <= addr < self.memory.size:
+            raise SATMemoryError(f"0x{addr:x} is not the address of an allocation (outside device memory)")
+        self._mem[self.memory.channel_of(addr)].free(addr)
 
     @property
     def free_bytes(self) -> int:
-        """Bytes of device memory not allocated."""
-        return self._mem.free_bytes
+        """Bytes of device memory not allocated (all channels)."""
+        return sum(m.free_bytes for m in self._mem)
+
+    def free_bytes_on(self, channel: int) -> int:
+        """Bytes not allocated on one channel."""
+        return self._mem[self.memory.check_channel(channel)].free_bytes
+
+    def channel_of(self, what: int | Tensor | SparseWeights) -> int:
+        """The memory channel an address, tensor or weight upload lives on."""
+        return self.memory.channel_of(what if isinstance(what, int) else what.addr)
 
     def _dma_write(self, addr: int, data) -> None:
         self.traffic["host"]["h2c"] += len(data) if isinstance(data, (bytes, bytearray)) else int(
@@ -413,17 +500,20 @@ class SATDevice:
                              f"SATConfig(fmt={name!r}) build or convert the data")
         return name
 
-    def alloc_tensor(self, shape: tuple[int, int], dtype: OperandDtype = "fp32") -> Tensor:
-        """Reserve a row-major ``shape`` matrix (64-byte aligned, rows packed) without writing it."""
+    def alloc_tensor(self, shape: tuple[int, int], dtype: OperandDtype = "fp32", *,
+                     channel: int | str | None = None) -> Tensor:
+        """Reserve a row-major ``shape`` matrix (64-byte aligned, rows packed) without writing it, on ``channel``
+        (see :meth:`alloc`)."""
         rows, cols = (int(s) for s in shape)
         if rows < 1 or cols < 1:
             raise ValueError(f"tensor shape must be positive, got {shape}")
         item = 4 if dtype == "fp32" else 2
         if dtype != "fp32":
             dtype = self._operand_fmt(dtype)
-        return Tensor(self.alloc(rows * cols * item), (rows, cols), dtype, cols * item)
+        return Tensor(self.alloc(rows * cols * item, channel=channel), (rows, cols), dtype, cols * item)
 
-    def write_tensor(self, x: np.ndarray, *, dtype: OperandDtype | None = None, out: Tensor | None = None) -> Tensor:
+    def write_tensor(self, x: np.ndarray, *, dtype: OperandDtype | None = None, out: Tensor | None = None,
+                     channel: int | str | None = None) -> Tensor:
         """Encode a 2-D array and copy it to device memory.
 
         Parameters
@@ -434,6 +524,8 @@ class SATDevice:
             Storage format; default the core's operand format (values are rounded with ``numerics.encode``).
         out : Tensor, optional
             Write into this tensor (same shape and dtype) instead of allocating one.
+        channel : int, str or None
+            Where to allocate it (see :meth:`alloc`): e.g. ``"a"`` for a left operand, ``"b"`` for a right one.
 
         Raises
         ------
@@ -448,7 +540,7 @@ class SATDevice:
             raise ValueError(f"write_tensor needs a 1-D or 2-D array, got shape {x.shape}")
         dtype = out.dtype if out is not None else (dtype or self.config.fmt)
         if out is None:
-            out = self.alloc_tensor(x.shape, dtype)
+            out = self.alloc_tensor(x.shape, dtype, channel=channel)
         elif out.shape != x.shape:
             raise ValueError(f"array shape {x.shape} does not match the tensor's {out.shape}")
         raw = np.ascontiguousarray(x.astype("<f4") if dtype == "fp32" else encode(x, out.dtype).astype("<u2"))
@@ -473,8 +565,9 @@ class SATDevice:
             return raw.view("<u4").astype(np.uint32).view(np.float32).reshape(rows, cols)
         return decode(raw.view("<u2").astype(np.uint16), t.dtype).reshape(rows, cols)
 
-    def upload_operand(self, op: NMOperand, which: str = "") -> SparseWeights:
-        """Pack a compressed operand (``nmformat.pack``) into device memory (64-byte aligned).
+    def upload_operand(self, op: NMOperand, which: str = "", *, channel: int | str | None = "b") -> SparseWeights:
+        """Pack a compressed operand (``nmformat.pack``) into device memory (64-byte aligned), by default on the
+        channel of right operands (``"b"``, see :meth:`alloc`).
 
         Raises
         ------
@@ -485,12 +578,12 @@ class SATDevice:
             raise ValueError(f"{op.n}:{op.m} is not built into this core (nm_set {self.config.nm_set}): run the "
                              f"pass dense or use a build that includes it")
         data = pack(op, self.config.fmt)
-        addr = self.alloc(data.size, 64)
+        addr = self.alloc(data.size, 64, channel=channel)
         self._dma_write(addr, data)
         return SparseWeights(addr, op.n, op.m, op.k, op.cols, int(data.size), self.config.fmt, which)
 
     def upload_weights(self, w: np.ndarray, n: int, m: int, which: Literal["ff", "bp"] = "ff",
-                       mask: np.ndarray | None = None) -> SparseWeights:
+                       mask: np.ndarray | None = None, *, channel: int | str | None = "b") -> SparseWeights:
         """Pre-generate and upload the compressed FF or BP copy of a weight matrix ``W`` (``C_out x K``).
 
         Parameters
@@ -504,6 +597,8 @@ class SATDevice:
             ``C_out``, for :meth:`bp`).
         mask : bool array (C_out, K), optional
             The selection to use instead of the default N:M mask.
+        channel : int, str or None
+            Where (see :meth:`alloc`); default the right operands' channel.
 
         Raises
         ------
@@ -516,11 +611,12 @@ class SATDevice:
             op = compress_bp(w, n, m, mask)
         else:
             raise ValueError(f"which must be 'ff' or 'bp', not {which!r}")
-        return self.upload_operand(op, which)
+        return self.upload_operand(op, which, channel=channel)
 
-    def upload_weights_dense(self, w: np.ndarray) -> Tensor:
-        """Upload ``W`` (``C_out x K``) dense, for the dense variants of :meth:`ff` and :meth:`bp`."""
-        return self.write_tensor(w)
+    def upload_weights_dense(self, w: np.ndarray, *, channel: int | str | None = "b") -> Tensor:
+        """Upload ``W`` (``C_out x K``) dense, for the dense variants of :meth:`ff` and :meth:`bp` (by default on
+        the right operands' channel)."""
+        return self.write_tensor(w, channel=channel)
 
     # descriptors -----------------------------------------------------------------------------------------------
 
@@ -582,7 +678,7 @@ class SATDevice:
         return self.gemm_descriptor(dy, x, dw, a_trans=True, tag=tag)
 
     def _run_one(self, make, rows: int, cols: int, out: Tensor | None, timeout_s: float) -> Tensor:
-        c = out if out is not None else self.alloc_tensor((rows, cols))
+        c = out if out is not None else self.alloc_tensor((rows, cols), channel="c")
         try:
             self.run([make(c)], timeout_s)
         except BaseException:
@@ -615,13 +711,15 @@ class SATDevice:
 
     # convolutions --------------------------------------------------------------------------------------------
 
-    def write_nhwc(self, x: np.ndarray, *, dtype: OperandDtype | None = None) -> Tensor:
+    def write_nhwc(self, x: np.ndarray, *, dtype: OperandDtype | None = None,
+                   channel: int | str | None = "a") -> Tensor:
         """Copy a channels-last tensor ``(B, H, W, C)`` (or any ``(..., C)``) to device memory as the row-major
-        matrix ``(B*H*W, C)`` the conv passes read; default dtype the core's operand format."""
+        matrix ``(B*H*W, C)`` the conv passes read; default dtype the core's operand format, default channel that
+        of left operands (see :meth:`alloc`)."""
         x = np.asarray(x, np.float32)
         if x.ndim < 1:
             raise ValueError("write_nhwc needs an array with a channel axis")
-        return self.write_tensor(x.reshape(-1, x.shape[-1]), dtype=dtype)
+        return self.write_tensor(x.reshape(-1, x.shape[-1]), dtype=dtype, channel=channel)
 
     @staticmethod
     def conv_chunks(pass_: str, shape: ConvShape, n: int = 0, m: int = 0,
@@ -692,7 +790,7 @@ class SATDevice:
                                  "(SATDevice.conv_chunks)")
         elif len(parts) != 1:
             raise ValueError(f"conv {pass_}: a dense operand is one tensor, not {len(parts)}")
-        c = out if out is not None else self.alloc_tensor(c_shape)
+        c = out if out is not None else self.alloc_tensor(c_shape, channel="c")
         try:
             self._conv_on_core(pass_, shape, a, parts, c, chunks, timeout_s)
         except BaseException:
@@ -742,7 +840,7 @@ class SATDevice:
         try:
             outs, descs = [], []
             for j, (k0, k1) in enumerate(chunks):
-                cj = c if len(chunks) == 1 else self.alloc_tensor(c.shape)
+                cj = c if len(chunks) == 1 else self.alloc_tensor(c.shape, channel="c")
                 if len(chunks) > 1:
                     live.append(cj)
                 outs.append(cj)
@@ -786,7 +884,7 @@ class SATDevice:
         if not descriptors:
             raise ValueError("a command list needs at least one descriptor")
         raw = encode_list(descriptors)
-        addr = self.alloc(len(raw), DESCRIPTOR_BYTES)
+        addr = self.alloc(len(raw), DESCRIPTOR_BYTES, channel="cmd")
         try:
             self._dma_write(addr, raw)
             self.write_reg("CONTROL", CONTROL_CLEAR)
@@ -990,11 +1088,11 @@ class DeviceBackend:
         try:
             descs, outs = [], []
             for k0, k1 in chunks:
-                at = dev.write_tensor(np.ascontiguousarray(a[:, k0:k1]) if len(chunks) > 1 else a)
+                at = dev.write_tensor(np.ascontiguousarray(a[:, k0:k1]) if len(chunks) > 1 else a, channel="a")
                 live.append(at)
                 bt = b_upload(k0, k1)
                 live.append(bt)
-                c = dev.alloc_tensor((rows, cols))
+                c = dev.alloc_tensor((rows, cols), channel="c")
                 live.append(c)
                 descs.append(dev.gemm_descriptor(at, bt, c))
                 outs.append(c)
@@ -1020,7 +1118,7 @@ class DeviceBackend:
             return np.zeros((a.shape[0], b.shape[1]), np.float32)
         chunks = k_chunks(b.shape[0], self.k_limit())
         return self._run(a, chunks, lambda k0, k1: self.device.write_tensor(
-            b if len(chunks) == 1 else np.ascontiguousarray(b[k0:k1])), a.shape[0], b.shape[1])
+            b if len(chunks) == 1 else np.ascontiguousarray(b[k0:k1]), channel="b"), a.shape[0], b.shape[1])
 
     def sparse(self, a: np.ndarray, b: NMOperand, fmt: str) -> np.ndarray:
         """``a @ B`` on the device with ``B`` uploaded in the packed N:M format."""
@@ -1059,17 +1157,17 @@ class DeviceBackend:
         dev._operand_fmt(fmt)
         live: list[Tensor | SparseWeights] = []
 
-        def resident(v) -> Tensor:
+        def resident(v, role: str) -> Tensor:
             if isinstance(v, Tensor):
                 return v
-            t = dev.write_nhwc(np.asarray(v, np.float32))
+            t = dev.write_nhwc(np.asarray(v, np.float32), channel=role)
             live.append(t)
             return t
 
         try:
-            at = resident(a)
+            at = resident(a, "a")
             if pass_ == "wu":
-                bt = resident(b)
+                bt = resident(b, "b")
                 n = m = 0
             elif isinstance(b, NMOperand):
                 n, m = b.n, b.m
@@ -1079,7 +1177,7 @@ class DeviceBackend:
                 live.extend(bt)
             else:
                 n = m = 0
-                bt = dev.write_tensor(np.asarray(b, np.float32))
+                bt = dev.write_tensor(np.asarray(b, np.float32), channel="b")
                 live.append(bt)
             out = dev.conv(pass_, shape, at, bt, k_limit=self.k_limit, timeout_s=self.timeout_s)
             live.append(out)

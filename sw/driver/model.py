@@ -111,6 +111,9 @@ class ModelTransport:
         accepted N:M patterns, the operand format and the cycle estimate.
     memory_bytes : int
         Size of device memory (a zeroed byte array).
+    channels : int
+        Memory channels the model reports in ``MEM_CHANNELS`` (equal windows of ``memory_bytes``; one flat array
+        holds them all, at the same addresses as on the card: channel ``k`` at ``k * memory_bytes / channels``).
     execute_on_start : bool
         True (default): a START runs the whole list inside the register write. False: START only raises BUSY
         and :meth:`complete` runs the list.
@@ -118,18 +121,19 @@ class ModelTransport:
     Raises
     ------
     ValueError
-        For a non-positive ``memory_bytes``.
+        For a non-positive ``memory_bytes``, or one that does not split into ``channels`` windows.
     """
 
     def __init__(self, config: SATConfig | None = None, memory_bytes: int = DEFAULT_MODEL_MEMORY, *,
-                 execute_on_start: bool = True) -> None:
+                 channels: int = 1, execute_on_start: bool = True) -> None:
         if not isinstance(memory_bytes, int) or memory_bytes < DESCRIPTOR_BYTES:
             raise ValueError(f"memory_bytes must be an integer of at least {DESCRIPTOR_BYTES}, not {memory_bytes!r}")
         self.config = config if config is not None else SATConfig()
+        self.regmap = register_map(self.config, memory_bytes, channels=channels)
         self.memory_bytes = memory_bytes
+        self.channels = channels
         self.memory = np.zeros(memory_bytes, dtype=np.uint8)
         self.execute_on_start = execute_on_start
-        self.regmap = register_map(self.config, memory_bytes)
         self._regs = {r.offset: r.reset for r in self.regmap.registers}
         self._latched: dict[int, int] = {}   # _HI offset -> value latched by reading _LO
         self._counters = {name: 0 for name, _ in PERF_COUNTERS}

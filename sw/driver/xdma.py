@@ -50,6 +50,7 @@ from types import TracebackType
 import numpy as np
 
 from ..config import SATConfig
+from ..memmap import CARD_MEMORY
 from ..regmap import register_map
 from .transport import TransportError
 
@@ -64,8 +65,9 @@ RW_MAX_SIZE = 0x7FFFF000
 PAGE_BYTES = 4096
 #: Default chunk (and bounce buffer) size: 64 MiB.
 DEFAULT_CHUNK = 64 << 20
-#: Device memory SAT's AXI master reaches on the card by default: one 16 GB DDR4 RDIMM (channel C0).
-DEFAULT_MEMORY_BYTES = 16 << 30
+#: Device memory SAT's AXI master and the DMA engines reach on the card: four 16 GB DDR4 RDIMMs (C0..C3, 16 GiB
+#: windows side by side, ``sat.sw.memmap.CARD_MEMORY``).
+DEFAULT_MEMORY_BYTES = CARD_MEMORY.size
 #: Descriptors per driver transfer (``XDMA_ENGINE_XFER_MAX_DESC``): the driver's timeout applies to each such chunk.
 XFER_MAX_DESC = 0x800
 #: ``h2c_timeout`` / ``c2h_timeout`` when the module parameters cannot be read (the driver's default, seconds).
