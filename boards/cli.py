@@ -209,7 +209,8 @@ def selftest(transport, *, seed: int = 0, dma_bytes: int = 1 << 20, timeout_s: f
         return res
     cfg = dev.config
     res.add("identity / configuration", True,
-            f"{cfg.rows}x{cfg.cols} {cfg.fmt}, N:M {cfg.nm_set}, {dev.memory_bytes / 2**30:g} GiB device memory"
+            f"{cfg.rows}x{cfg.cols} {cfg.fmt}, N:M {cfg.nm_set}, {dev.memory_bytes / 2**30:g} GiB device memory in "
+            f"{dev.memory.channels} channel{'s' if dev.memory.channels > 1 else ''}"
             + ("" if dev.config_verified else " (CONFIG_HASH differs: clock_hz or extra fields)"))
     pattern = 0xA5C3_0F96
     dev.write_reg("SCRATCH", pattern)
@@ -217,13 +218,26 @@ def selftest(transport, *, seed: int = 0, dma_bytes: int = 1 << 20, timeout_s: f
     if not res.add("SCRATCH write/read", got == pattern, f"wrote 0x{pattern:08x}, read 0x{got:08x}"):
         return res
     rng = np.random.default_rng(seed)
-    data = rng.integers(0, 256, dma_bytes, dtype=np.uint8)
-    addr = dev.alloc(dma_bytes, align=4096)
-    transport.dma_write(addr, data)
-    back = np.frombuffer(bytes(transport.dma_read(addr, dma_bytes)), dtype=np.uint8)
-    dev.free(addr)
-    bad = int(np.count_nonzero(back != data))
-    if not res.add("DMA loop-back", bad == 0, f"{dma_bytes} bytes at 0x{addr:x}, {bad} bytes differ"):
+    # one loop-back per memory channel (on the card: each DDR4 controller, through its SmartConnect window)
+    where, bad, failed = [], 0, []
+    for k in range(dev.memory.channels):
+        data = rng.integers(0, 256, dma_bytes, dtype=np.uint8)
+        addr = dev.alloc(dma_bytes, align=4096, channel=k)
+        try:
+            transport.dma_write(addr, data)
+            back = np.frombuffer(bytes(transport.dma_read(addr, dma_bytes)), dtype=np.uint8)
+        finally:
+            dev.free(addr)
+        differ = int(np.count_nonzero(back != data))
+        where.append(f"0x{addr:x}")
+        bad += differ
+        if differ:
+            failed.append(f"C{k} {differ}")
+    detail = (f"{dma_bytes} bytes at {where[0]}" if len(where) == 1 else
+              f"{dma_bytes} bytes on each of {len(where)} channels (at {', '.join(where)})")
+    detail += f", {bad} bytes differ" + (f" ({', '.join(failed)}: check that DIMM slot)" if failed and len(where) > 1
+                                         else "")
+    if not res.add("DMA loop-back", bad == 0, detail):
         return res
     mode = getattr(transport, "interrupt_mode", None)   # XdmaTransport on a card; None where it cannot tell
     if mode is not None and not res.add(
