@@ -142,12 +142,18 @@ ROLES = ("a", "b", "c", "cmd")
 def default_placement(channels: int) -> dict[str, int]:
     """The channel the driver prefers for each of :data:`ROLES` on a memory of ``channels`` channels.
 
-    With four channels (the card): ``a`` on C1 and ``b`` on C2, the two channels in SLR1 with the PCIe block,
-    SmartConnect and SAT's DMA, because the operands are the busiest traffic (the engine reads them again for every
-    tile of the other operand); results ``c`` on C0 and command lists ``cmd`` on C3, beyond an SLR crossing. So the
-    reads of A and B run on two channels in parallel and the result writes on a third, without read/write
-    turnarounds between them. With two or three channels the operands still get a channel each and the results
-    share one with the command lists; with one channel everything is on it.
+    With four channels (the card): the operands ``a`` and ``b`` on C1 and the results ``c`` on C2, the two
+    channels in SLR1 with the PCIe block, SmartConnect and SAT's DMA (the busiest traffic stays out of the SLR
+    crossings); command lists ``cmd`` on C3; C0 takes what has no role (the most-free rule picks it first).
+
+    Why A and B share a channel: SAT has one AXI master whose reads use one AXI ID, and SmartConnect lets an ID
+    have reads outstanding at one slave only (PG247, "Single Slave per ID"): with A and B on two channels every
+    switch between an A load and a B load would wait for the other channel's reads to drain. One channel's bus
+    (19.2 GB/s at DDR4-2400) is faster than the port's read side (16 GB/s at 250 MHz), so a read-only channel keeps
+    the port at one beat per cycle; what matters is that no writes share it (no read/write turnarounds), hence the
+    results on a channel of their own. A core with a second read master would put ``b`` on its own channel.
+    With two or three channels the operands and the results still get a channel each; with one everything is on
+    it.
 
     Raises
     ------
@@ -159,7 +165,7 @@ def default_placement(channels: int) -> dict[str, int]:
     if channels == 1:
         return dict.fromkeys(ROLES, 0)
     if channels == 2:
-        return {"a": 0, "b": 1, "c": 0, "cmd": 1}
+        return {"a": 0, "b": 0, "c": 1, "cmd": 1}
     if channels == 3:
-        return {"a": 1, "b": 2, "c": 0, "cmd": 0}
-    return {"a": 1, "b": 2, "c": 0, "cmd": 3}
+        return {"a": 1, "b": 1, "c": 2, "cmd": 0}
+    return {"a": 1, "b": 1, "c": 2, "cmd": 3}
