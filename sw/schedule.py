@@ -38,6 +38,7 @@ from .descriptor import (
     ConvDescriptor,
     GemmDescriptor,
 )
+from .memmap import MemoryMap, default_placement
 from .network import (
     NETWORKS,
     Conv,
@@ -123,12 +124,14 @@ def unit_counters(config: SATConfig, rows: int, red: int, cols: int, n: int = 0,
 
 @dataclass(frozen=True)
 class Region:
-    """A device-memory allocation: ``[addr, addr + nbytes)``; ``writer`` is ``host`` or ``card``."""
+    """A device-memory allocation: ``[addr, addr + nbytes)``; ``writer`` is ``host`` or ``card``; ``channel`` the
+    memory channel it lives in (:class:`sat.sw.memmap.MemoryMap`; 0 with one channel)."""
 
     name: str
     addr: int
     nbytes: int
     writer: str
+    channel: int = 0
 
     @property
     def end(self) -> int:
@@ -247,24 +250,35 @@ class Schedule:
 
 
 class _Memory:
-    """Bump allocator with alignment; regions are never freed within an iteration (addresses are static)."""
+    """Bump allocator with alignment, one per memory channel; regions are never freed within an iteration
+    (addresses are static). A region goes to the channel :func:`sat.sw.memmap.default_placement` gives its role,
+    or, when that channel is full, to the one with the most room left."""
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, channels: int = 1) -> None:
         self.size = size
-        self.top = 0
+        self.map = MemoryMap.split(size, channels)
+        self.placement = default_placement(channels)
+        self.top = [base for base, _ in self.map.windows()]
         self.regions: dict[str, Region] = {}
 
-    def alloc(self, name: str, nbytes: int, writer: str, align: int = 64) -> Region:
+    def alloc(self, name: str, nbytes: int, writer: str, role: str, align: int = 64) -> Region:
         if name in self.regions:
             return self.regions[name]
-        addr = -(-self.top // align) * align
-        if addr + nbytes > self.size:
-            raise MemoryError(f"the schedule needs more than the {self.size} bytes of device memory (at {name}, "
-                              f"{nbytes} bytes): use a smaller batch or a card with more memory")
-        region = Region(name, addr, nbytes, writer)
-        self.regions[name] = region
-        self.top = addr + nbytes
-        return region
+        windows = self.map.windows()
+        first = self.placement[role]
+        others = sorted((k for k in range(self.map.channels) if k != first),
+                        key=lambda k: (self.top[k] - windows[k][1], k))
+        for k in [first, *others]:
+            addr = -(-self.top[k] // align) * align
+            if addr + nbytes <= windows[k][1]:
+                region = Region(name, addr, nbytes, writer, k)
+                self.regions[name] = region
+                self.top[k] = addr + nbytes
+                return region
+        raise MemoryError(f"the schedule needs more than the {self.size} bytes of device memory (at {name}, "
+                          f"{nbytes} bytes" + (f", {self.map.channels} channels of {self.map.window_bytes} bytes"
+                                               if self.map.channels > 1 else "")
+                          + "): use a smaller batch or a card with more memory")
 
 
 def _chunks(red: int, limit: int, granule: int) -> list[tuple[int, int]]:
@@ -303,7 +317,8 @@ def _conv_template(layer: Conv, batch: int, pass_: str, n: int, m: int) -> ConvD
 
 def schedule_iteration(network: Network, batch: int, config: SATConfig, nm: NM | str = (2, 8), *,
                        bp_mask: str = "independent", orientation: Orientation = "auto",
-                       first_layer_bp: bool = False, memory_bytes: int = DEFAULT_MEMORY_BYTES) -> Schedule:
+                       first_layer_bp: bool = False, memory_bytes: int = DEFAULT_MEMORY_BYTES,
+                       channels: int = 1) -> Schedule:
     """Schedule one BDWP training iteration of ``network`` at ``batch`` on a ``config`` build.
 
     Parameters
@@ -325,7 +340,12 @@ def schedule_iteration(network: Network, batch: int, config: SATConfig, nm: NM |
     first_layer_bp : bool
         Schedule the first layer's BP (the input gradient of the image, which training does not need).
     memory_bytes : int
-        Device memory (default: the card's 16 GiB).
+        Device memory (default: 16 GiB, one of the card's DDR4 channels).
+    channels : int
+        Memory channels that ``memory_bytes`` is split into (equal windows from 0; the card:
+        ``sat.sw.memmap.CARD_MEMORY``, 4 x 16 GiB). Regions go to the channels the driver would use
+        (:func:`sat.sw.memmap.default_placement`: operands, results and the descriptor list by role) and carry their
+        ``channel``. With one channel the addresses are a plain bump allocation from 0.
 
     Raises
     ------
@@ -346,7 +366,7 @@ def schedule_iteration(network: Network, batch: int, config: SATConfig, nm: NM |
     if bp_mask not in ("independent", "nested"):
         raise ValueError(f"bp_mask must be 'independent' or 'nested', not {bp_mask!r}")
     sched = Schedule(network, batch, config, nm, bp_mask, orientation, memory_bytes)
-    mem = _Memory(memory_bytes)
+    mem = _Memory(memory_bytes, channels)
     layers = network.layers
     pending: list[tuple] = []   # (layer, pass, rows, red, cols, n, m, transposed, A, B, C-region base name)
 
@@ -406,20 +426,20 @@ def schedule_iteration(network: Network, batch: int, config: SATConfig, nm: NM |
 
     # Memory: host-written operands first (weights, activations, gradients), then card-written results.
     for _layer, _pass, _rows, red, cols, n, m, _tr, a, b, _c in pending:  # noqa: B007
-        for op in (a, b):
+        for op, role in ((a, "a"), (b, "b")):
             if op.region.endswith(".packed"):
                 for j, (k0, k1) in enumerate(_best_chunks(config, _rows, red, cols, n, m)[0]):
-                    mem.alloc(f"{op.region}{j}", packed_nbytes(n, m, k1 - k0, cols), "host")
+                    mem.alloc(f"{op.region}{j}", packed_nbytes(n, m, k1 - k0, cols), "host", role)
             else:
-                mem.alloc(op.region, 2 * op.lines * op.length, "host")
+                mem.alloc(op.region, 2 * op.lines * op.length, "host", role)
     out_regions = []
     for _layer, _pass, rows, red, cols, n, m, _tr, _a, _b, c_name in pending:
         chunks = _best_chunks(config, rows, red, cols, n, m)[0]
         names = [c_name if len(chunks) == 1 else f"{c_name}.part{j}" for j in range(len(chunks))]
         out_regions.append((names, chunks))
         for name in names:
-            mem.alloc(name, 4 * rows * cols, "card")
-    list_region = mem.alloc("descriptors", DESCRIPTOR_BYTES * sum(len(c) for _, c in out_regions), "host")
+            mem.alloc(name, 4 * rows * cols, "card", "c")
+    list_region = mem.alloc("descriptors", DESCRIPTOR_BYTES * sum(len(c) for _, c in out_regions), "host", "cmd")
 
     # Descriptors and counters.
     for (layer, pass_, rows, red, cols, n, m, tr, a, b, _c), (names, chunks) in zip(pending, out_regions,

@@ -186,3 +186,35 @@ def test_selftest_loops_back_through_every_channel():
     assert "4 channels" in detail["identity / configuration"]
     assert detail["DMA loop-back"].startswith("4096 bytes on each of 4 channels (at 0x0, 0x100000, 0x200000, "
                                               "0x300000), 0 bytes differ")
+
+
+# --- the static schedule -----------------------------------------------------------------------------------------
+
+def test_schedule_places_regions_by_role_on_the_card_channels():
+    """schedule_iteration with the card's four channels: host-written operands on C1, card-written results on C2,
+    the descriptor list on C3 (default_placement), every region inside its channel's window, every descriptor's
+    operands in the channel of their role; the cycles do not depend on the placement, and with one channel the
+    addresses are the plain bump allocation of before."""
+    from sat.sw.descriptor import ConvDescriptor
+    from sat.sw.schedule import NetworkBuilder, schedule_iteration
+
+    cfg = SATConfig(rows=8, cols=8, adder_latency=4)
+    net = (NetworkBuilder("tiny", 8, 8, 3).conv("conv1", 16, 3).relu().conv("conv2", 32, 3, stride=2).relu()
+           .avgpool().flatten().linear("fc", 10).build())
+    card = schedule_iteration(net, 4, cfg, (2, 4), memory_bytes=CARD_MEMORY.size, channels=CARD_MEMORY.channels)
+    flat = schedule_iteration(net, 4, cfg, (2, 4))
+    assert card.cycles == flat.cycles and len(card.descriptors) == len(flat.descriptors)
+    for r in card.regions.values():
+        assert CARD_MEMORY.channel_of(r.addr) == r.channel == CARD_MEMORY.channel_of(r.end - 1), r
+        want = 3 if r.name == "descriptors" else (2 if r.writer == "card" else 1)
+        assert r.channel == want, r
+    spans = sorted((r.addr, r.end) for r in card.regions.values())
+    assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:], strict=False))
+    for d in card.descriptors:
+        assert CARD_MEMORY.channel_of(d.c_addr) == 2 and CARD_MEMORY.channel_of(d.a_addr) == 1
+        assert CARD_MEMORY.channel_of(d.b_addr) == 1 or isinstance(d, ConvDescriptor) and d.b_addr == 0
+    # one channel: a bump allocation from 0, in the order operands, results, descriptors
+    assert all(r.channel == 0 for r in flat.regions.values())
+    order = sorted(flat.regions.values(), key=lambda r: r.addr)
+    assert order[0].addr == 0 and order[-1].name == "descriptors"
+    assert all(-(-a.end // 64) * 64 == b.addr for a, b in zip(order, order[1:], strict=False))
