@@ -218,3 +218,29 @@ def test_schedule_places_regions_by_role_on_the_card_channels():
     order = sorted(flat.regions.values(), key=lambda r: r.addr)
     assert order[0].addr == 0 and order[-1].name == "descriptors"
     assert all(-(-a.end // 64) * 64 == b.addr for a, b in zip(order, order[1:], strict=False))
+
+
+def test_caller_memory_size_is_one_flat_window_unless_channels_are_given():
+    model = ModelTransport(SMALL, 4 * MIB, channels=4)
+    assert SATDevice(model, SMALL, memory_bytes=2 * MIB).memory == MemoryMap(1, 2 * MIB)
+    assert SATDevice(model, SMALL, memory_bytes=2 * MIB, channels=2).memory == MemoryMap(2, MIB)
+    assert SATDevice(model, SMALL).memory == MemoryMap(4, MIB)
+
+
+def test_registers_that_disagree_are_reported():
+    """MEM_CHANNELS says 4 windows of 1 MiB; a MEM_SIZE of 8 MiB would make them 2 MiB: the driver refuses."""
+    from sat.sw.driver import SATConfigMismatch
+
+    model = ModelTransport(SMALL, 4 * MIB, channels=4)
+    size_lo = model.regmap.offset("MEM_SIZE_LO")
+
+    class Odd:
+        def read32(self, offset):
+            return 8 * MIB if offset == size_lo else model.read32(offset)
+
+        def __getattr__(self, name):
+            return getattr(model, name)
+
+    with pytest.raises(SATConfigMismatch, match=r"MEM_CHANNELS reports 4 channels of 2\*\*20 bytes, but MEM_SIZE "
+                                                r"\(8388608 bytes\) makes windows of 2097152"):
+        SATDevice(Odd(), SMALL)

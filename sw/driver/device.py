@@ -259,7 +259,8 @@ class SATDevice:
         Size of device memory; default: the core's ``MEM_SIZE`` registers.
     channels : int, optional
         Memory channels that memory is split into (equal windows from address 0, :class:`MemoryMap`); default: the
-        core's ``MEM_CHANNELS`` register (a core older than that register reads 0 there: one channel).
+        core's ``MEM_CHANNELS`` register (a core older than that register reads 0 there: one channel), or one
+        channel when ``memory_bytes`` is given.
     use_irq : bool
         Wait for the interrupt (default; on the card the XDMA driver must use MSI, docs/board.md). After each
         interrupt the device acknowledges ``IRQ_STATUS`` and reads ``STATUS`` again, so an interrupt raised by a
@@ -324,12 +325,15 @@ class SATDevice:
             self.config_verified = True
         self.config = config
         self.regmap: RegisterMap = register_map(config)
+        from_core = memory_bytes is None
         if memory_bytes is None:
             memory_bytes = (transport.read32(generic.offset("MEM_SIZE_LO"))
                             | transport.read32(generic.offset("MEM_SIZE_HI")) << 32) or None
         if not isinstance(memory_bytes, int) or memory_bytes <= 0:
             raise ValueError("the device memory size is unknown: pass memory_bytes=... (bytes of device memory "
                              "the core's AXI master reaches)")
+        if channels is None and not from_core:
+            channels = 1        # a memory size of the caller's: one flat window unless channels are given too
         self.memory = self._memory_map(transport.read32(generic.offset("MEM_CHANNELS")), memory_bytes, channels)
         self.memory_bytes = memory_bytes
         self._mem = [_Allocator(end - base, base) for base, end in self.memory.windows()]
@@ -345,20 +349,21 @@ class SATDevice:
 
     @staticmethod
     def _memory_map(word: int, memory_bytes: int, channels: int | None) -> MemoryMap:
-        """The channel map from the ``MEM_CHANNELS`` register word (or ``channels``) and the memory size."""
+        """The channel map from the ``MEM_CHANNELS`` register word (or ``channels``) and the memory size; when both
+        come from the core (``channels`` None), they must agree."""
         fields = register_map(SATConfig())["MEM_CHANNELS"].unpack(word)
-        if channels is None:
+        from_core = channels is None
+        if from_core:
             channels = fields["channels"] or 1
         try:
             memory = MemoryMap.split(memory_bytes, channels)
         except ValueError as exc:
             raise ValueError(f"device memory of {memory_bytes} bytes does not split into {channels} channel windows "
                              f"({exc}): pass memory_bytes and channels that match the card") from None
-        if fields["channels"] == channels and fields["window_log2"] \
-                and 1 << fields["window_log2"] != memory.window_bytes:
+        if from_core and fields["window_log2"] and 1 << fields["window_log2"] != memory.window_bytes:
             raise SATConfigMismatch(f"MEM_CHANNELS reports {channels} channels of 2**{fields['window_log2']} bytes, "
-                                    f"but {memory_bytes} bytes of memory make windows of {memory.window_bytes}: "
-                                    f"pass memory_bytes=None to use MEM_SIZE")
+                                    f"but MEM_SIZE ({memory_bytes} bytes) makes windows of {memory.window_bytes}: "
+                                    f"the core's registers disagree; pass memory_bytes and channels explicitly")
         return memory
 
     # registers -------------------------------------------------------------------------------------------------
