@@ -677,7 +677,7 @@ Address map: SAT registers at BAR0 offset 0 (`/dev/xdma0_user`; offsets outside 
 DMA registers on BAR1 (`/dev/xdma0_control`); the four DDR4 channels, 16 GiB each, for both the XDMA DMA engines
 (`/dev/xdma0_h2c_0`, `/dev/xdma0_c2h_0`, file offset = AXI address) and SAT:
 
-| channel | DIMM slot | AXI addresses | SLR | reference clock |
+| channel | DDR4 IP | AXI addresses | SLR | reference clock |
 |---|---|---|---|---|
 {channel_rows}
 
