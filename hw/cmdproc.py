@@ -453,7 +453,8 @@ class CommandProcessor(wiring.Component):
             (~sparse & (nm != 0), ErrorCode.NM_UNSUPPORTED),
             (dim_bad(rows) | dim_bad(red) | dim_bad(cols), ErrorCode.BAD_SHAPE),
             (a_addr64[0] | Mux(sparse, b_addr64[:6] != 0, b_addr64[0])
-             | a_stride[0] | b_stride[0] | Mux(narrow, c_addr64[0] | c_stride[0], (c_addr64[:2] != 0) | (c_stride[:2] != 0)),
+             | a_stride[0] | b_stride[0]
+             | Mux(narrow, c_addr64[0] | c_stride[0], (c_addr64[:2] != 0) | (c_stride[:2] != 0)),
              ErrorCode.BAD_ADDRESS),
             (((a_lines > 1) & (a_stride < (a_len << 1)))
              | ((rows > 1) & (c_stride < c_row))

@@ -13,7 +13,8 @@ the current row's last beat) and into the holding register otherwise. So the nex
 current row's last beat at once, and a row of ``k`` beats costs ``k + 2`` cycles with ``DMAWriter`` (its request
 and address cycles; ``sat.sw.perfmodel.WRITE_ROW``).
 
-The row's address is ``c_rowtile_addr + (row - r0) * c_stride + e * (c0 + col)`` (``e`` = 4, or 2 narrow), computed without a multiplier:
+The row's address is ``c_rowtile_addr + (row - r0) * c_stride + e * (c0 + col)`` (``e`` = 4, or 2 narrow), computed
+without a multiplier:
 rows arrive in order within a pass (``R * L`` rows) and passes in order, so each address is the previous row's
 plus ``c_stride`` or the pass start's plus ``R * L * c_stride``.
 """

@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 
 from sat.sw import numerics
-from sat.sw.numerics import result_values
 from sat.sw.bdwp import (
     SGD,
     BDWPSettings,
@@ -32,6 +31,7 @@ from sat.sw.bdwp import (
     prune,
     softmax_cross_entropy,
 )
+from sat.sw.numerics import result_values
 
 NMS = [(2, 4), (2, 8), (1, 8)]
 

@@ -26,12 +26,12 @@ from ..descriptor import (
     FLAG_B_TRANS,
     FLAG_IRQ,
     FLAG_SPARSE,
-    result_flags,
     MAX_DIM,
     ConvDescriptor,
     DescriptorError,
     GemmDescriptor,
     encode_list,
+    result_flags,
 )
 from ..nmformat import NMOperand, compress_bp, compress_ff, pack
 from ..numerics import decode, encode, get_format
@@ -981,8 +981,9 @@ class DeviceBackend:
         self.timeout_s = timeout_s
         #: RunResult of the most recent GEMM.
         self.last_result: RunResult | None = None
-        #: GEMMs run, descriptors run (one per K chunk) and core cycles (``CYCLES``) summed over all GEMMs.
-        self.stats = {"gemms": 0, "descriptors": 0, "cycles": 0}
+        #: GEMMs run, descriptors run (one per K chunk), descriptors with narrow results and core cycles
+        #: (``CYCLES``) summed over all GEMMs.
+        self.stats = {"gemms": 0, "descriptors": 0, "narrow": 0, "cycles": 0}
 
     def k_limit(self, n: int = 0, m: int = 0) -> int:
         """Longest reduction of one descriptor: dense (``n = m = 0``) or ``n:m`` sparse."""
@@ -1104,6 +1105,7 @@ class DeviceBackend:
             self.last_result = dev.last_run
             self.stats["gemms"] += 1
             self.stats["descriptors"] += len(dev.conv_chunks(pass_, shape, n, m, self.k_limit))
+            self.stats["narrow"] += sum(bool(getattr(d, "narrow", False)) for d in dev.last_descriptors)
             self.stats["cycles"] += int(dev.last_run.counters.get("CYCLES", 0)) if dev.last_run else 0
             result_shape = {"ff": shape.y_shape, "bp": shape.x_shape, "wu": shape.w_shape}[pass_]
             return dev.read_tensor(out).reshape(result_shape)
