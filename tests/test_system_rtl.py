@@ -59,6 +59,13 @@ def test_system_errors(sim_seed: int) -> None:
     run_system("errors", sim_seed)
 
 
+@pytest.mark.parametrize("fmt", ["fp16", "bf16"])
+def test_system_narrow_results(fmt: str, sim_seed: int) -> None:
+    """GEMM and convolution descriptors with narrow results (FP16: into the subnormal range and to Inf), bit for
+    bit ``numerics.round_result`` of the golden FP32 result; reserved RESULT codes give BAD_FLAGS."""
+    run_system("narrow", sim_seed, CONFIG.replace(fmt=fmt))
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("seed_offset", [1, 2])
 def test_system_gemms_more(sim_seed: int, seed_offset: int) -> None:
