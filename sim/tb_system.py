@@ -428,9 +428,9 @@ async def cli_gemm(dut: Any) -> None:
 
 @cocotb.test()
 async def unit_timing(dut: Any) -> None:
-    """GEMMs of ``timing_shapes`` (``[kind, rows, red, cols, [n, m] or null]``, kinds as :func:`run_gemm`) with
-    no AXI pauses: results bit for bit, counters (the unit's whole time is ``COMPUTE + STALL``) to
-    ``timing_report``."""
+    """GEMMs of ``timing_shapes`` (``[kind, rows, red, cols, [n, m] or null]``, kinds as :func:`run_gemm`, and an
+    optional sixth item ``true`` for narrow results) with no AXI pauses: results bit for bit, counters (the unit's
+    whole time is ``COMPUTE + STALL``) to ``timing_report``."""
     from cocotb.task import bridge
 
     params = tb_params()
@@ -439,20 +439,31 @@ async def unit_timing(dut: Any) -> None:
         return
     _, config, rng, transport, device = await _open(dut, "timing", pause=0.0)
     report = []
-    for kind, rows, red, cols, nm in shapes:
+    for kind, rows, red, cols, nm, *rest in shapes:
         nm = tuple(nm) if nm else None
+        narrow = bool(rest and rest[0])
         if kind == "ff":
             a, b = _values(rng, (rows, red)), _values(rng, (cols, red))
         elif kind == "wu":
             a, b = _values(rng, (red, rows)), _values(rng, (red, cols))
         else:
             a, b = _values(rng, (rows, red)), _values(rng, (red, cols))
-        got, golden, shape, result = await bridge(
-            lambda kind=kind, a=a, b=b, nm=nm: run_gemm(device, kind, a, b, nm))()
+
+        def run(kind=kind, a=a, b=b, nm=nm, rows=rows, cols=cols, narrow=narrow):
+            out = device.alloc_tensor((rows, cols), config.fmt) if narrow else None
+            try:
+                return run_gemm(device, kind, a, b, nm, out=out)
+            finally:
+                if out is not None:
+                    device.free(out)
+
+        got, golden, shape, result = await bridge(run)()
+        if narrow:
+            golden = numerics.result_values(golden, config.fmt)
         assert _bits_equal(got, golden), f"{kind} {rows}x{red}x{cols} {nm}: RTL differs from the golden model"
         cnt = result.counters
         report.append({"kind": kind, "rows": rows, "red": red, "cols": cols, "nm": list(nm) if nm else None,
-                       "unit_cycles": cnt["COMPUTE_CYCLES"] + cnt["STALL_CYCLES"], **cnt})
+                       "narrow": narrow, "unit_cycles": cnt["COMPUTE_CYCLES"] + cnt["STALL_CYCLES"], **cnt})
         dut._log.info(f"timing {kind} {rows}x{red}x{cols} {nm}: {cnt}")
     with open(params["timing_report"], "w") as f:
         json.dump(report, f, indent=1)

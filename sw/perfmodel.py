@@ -360,24 +360,32 @@ def _engine_cycles(config: SATConfig, rt: int, red: int, c0: int, ct: int, n: in
     """Engine time of one tile, accept to done, with the result writer's back-pressure on the drain.
 
     :func:`gemm_counters`' pass recurrence, with the drain of a pass taking ``WRITE_ROW`` plus the write's
-    beats for each result row it writes (one cycle for a row beyond ``rt``) instead of one cycle per row.
+    beats for each result row it writes (one cycle for a row beyond ``rt``) instead of one cycle per row. Narrow
+    results (``c_item = 2``) pass through the writer's two rounding stages, which hold two rows: the engine hands
+    over the last two rows of a tile a cycle each instead of waiting for their writes.
     """
     R, C, L = config.rows, config.cols, config.adder_latency
     RL = R * L
     S = steps_per_output(red, n, m)
     fill = fill_cycles(config)
     drains = []
+    costs: list[int] = []
     for rb in range(0, rt, RL):
         for cb in range(0, ct, C):
             nv = min(C, ct - cb)
             d = 0
+            costs = []
             for i in range(RL):
                 if rb + i < rt:
                     off = ((row0 + rb + i) * c_stride + c_item * (c0 + cb)) % 64
-                    d += WRITE_ROW + (off + c_item * nv - 1) // 64 + 1
+                    costs.append(WRITE_ROW + (off + c_item * nv - 1) // 64 + 1)
+                    d += costs[-1]
                 else:
                     d += 1
             drains.append(max(d, RL))
+    if c_item == 2 and drains:
+        # the rounding pipeline takes the last two rows while earlier ones are written
+        drains[-1] = max(drains[-1] - max(0, sum(costs[-2:]) - 2), RL)
     x, t_prev, d_prev = FIRST_ISSUE, None, 0
     for d in drains:
         x_last = x + (S - 1) * L
