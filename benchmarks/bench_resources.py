@@ -39,7 +39,7 @@ CANDIDATES = ((16, 16), (24, 32), (32, 32), (32, 40))
 #: Larger sizes extrapolated from the largest candidate's parts (the per-PE parts scale with rows * cols).
 EXTRAPOLATED = ((40, 32), (32, 48), (48, 32), (64, 32))
 #: Budget for the default card configuration: share of the VU9P's LUTs and DSPs.
-BUDGET = 0.70
+BUDGET = 0.75  # issue 13: at most 75 % of the VU9P's LUTs (and DSPs) at the default configuration
 
 
 def _yosys_version() -> str:

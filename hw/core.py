@@ -22,7 +22,7 @@ from amaranth.hdl import Cat, Module
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-from sat.sw.config import SATConfig
+from sat.sw.config import READ_TRANSFERS, SATConfig
 from sat.sw.regmap import DEFAULT_MEMORY_BYTES
 
 from .cmdproc import CommandProcessor
@@ -98,9 +98,10 @@ class SATCore(wiring.Component):
         self._cmdproc = CommandProcessor(config, memory_bytes=memory_bytes, beats_width=self._beats_width)
         self._csr = CSRBlock(config, memory_bytes=memory_bytes, addr_width=axil_addr_width)
         aw, dw = config.axi_addr_width, config.axi_data_width
-        self._reader = DMAReader(aw, dw, beats_width=self._beats_width, max_burst=max_burst)
+        self._reader = DMAReader(aw, dw, beats_width=self._beats_width, max_burst=max_burst,
+                                 transfers=READ_TRANSFERS)
         self._writer = DMAWriter(aw, dw, beats_width=self._beats_width, max_burst=max_burst)
-        self._arbiter = ReadArbiter(2, aw, dw, beats_width=self._beats_width)
+        self._arbiter = ReadArbiter(2, aw, dw, beats_width=self._beats_width, transfers=READ_TRANSFERS)
         self._engine_inst = self._engine(config, beats_width=self._beats_width)
         super().__init__(core_ports(config, axil_addr_width=axil_addr_width, id_width=id_width))
 

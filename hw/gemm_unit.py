@@ -24,7 +24,7 @@ from __future__ import annotations
 from amaranth.hdl import Module
 from amaranth.lib import fifo, wiring
 
-from sat.sw.config import SATConfig
+from sat.sw.config import LINE_FIFO_DEPTH, SATConfig
 
 from .cmdproc import engine_members
 from .gemm import GemmEngine
@@ -33,10 +33,8 @@ from .loader import OperandLoader
 from .sequencer import TileSequencer
 from .writer import ResultWriter
 
-__all__ = ["GemmUnit", "LINE_FIFO_DEPTH"]
+__all__ = ["GemmUnit"]
 
-#: DMA lines in flight between the issuer and the loader.
-LINE_FIFO_DEPTH = 4
 
 
 class GemmUnit(wiring.Component):

@@ -91,7 +91,10 @@ class AxiMemory:
     pauses : mapping, optional
         Pause pattern per channel name (see the module docstring).
     max_reads : int
-        Read bursts accepted before the first is answered.
+        Read bursts accepted before the first is answered (default 32: more than the core keeps in flight,
+        ``sat.sw.config.READ_TRANSFERS``, so the core's window, not the memory's, limits it; the card's DDR4 IP
+        queues that many in its AXI front end and SmartConnect, an assumption to check on the card,
+        docs/dram.md).
     max_writes : int
         Write bursts accepted ahead of their data.
     dram : DDR4Timing, optional
@@ -113,7 +116,7 @@ class AxiMemory:
 
     def __init__(self, dut: Any, prefix: str, clk: Any, size: int, *, rst: Any = None,
                  fault: Callable[[int, int], bool] | None = None,
-                 pauses: Mapping[str, Iterator[bool]] | None = None, max_reads: int = 8,
+                 pauses: Mapping[str, Iterator[bool]] | None = None, max_reads: int = 32,
                  max_writes: int = 8, dram: DDR4Timing | None = None, clock_hz: float = 250e6) -> None:
         if size < 1:
             raise ValueError(f"memory size must be positive, not {size!r}")

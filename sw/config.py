@@ -15,13 +15,20 @@ from pathlib import Path
 from .nm import check_nm
 from .numerics import FORMATS
 
-__all__ = ["SATConfig", "DEFAULT_NM_SET", "MAX_M", "MIN_DEPTH", "MAX_DEPTH"]
+__all__ = ["SATConfig", "DEFAULT_NM_SET", "MAX_M", "MIN_DEPTH", "MAX_DEPTH", "READ_TRANSFERS",
+           "LINE_FIFO_DEPTH"]
 
 #: Largest group size M (the compressed format's 4-bit index field).
 MAX_M = 16
 #: Range of the operand buffer depths (words; powers of two).
 MIN_DEPTH = 2
 MAX_DEPTH = 1 << 20
+#: DMA read transfers in flight in the core (``DMAReader``/``ReadArbiter``), and operand-load line records in
+#: flight between the GEMM unit's issuer and loader. Sixteen cover a DDR4 channel's read latency (about 33
+#: cycles, docs/dram.md) for the short reads of the conv loader and of column tiles; four left those loads
+#: latency-bound (docs/dram.md, "What the DRAM costs the unit").
+READ_TRANSFERS = 16
+LINE_FIFO_DEPTH = 16
 
 DEFAULT_NM_SET: tuple[tuple[int, int], ...] = ((1, 4), (2, 4), (1, 8), (2, 8), (4, 8))
 

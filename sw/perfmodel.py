@@ -27,7 +27,7 @@ import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from .config import SATConfig
+from .config import LINE_FIFO_DEPTH, READ_TRANSFERS, SATConfig
 from .dram import DDR4Timing
 from .network import Conv, Network
 from .tiling import A_WORD_LANES, steps_per_output, tile_plan
@@ -524,16 +524,16 @@ def unit_cycles(config: SATConfig, rows: int, red: int, cols: int, n: int = 0, m
 # and DRAM), so that either side can be re-fitted alone; fitted to the RTL with the cocotb DRAM model on the
 # 2x2 and 4x4 builds (tests/test_system_rtl.py::test_unit_timing_dram).
 
-#: DMA read transfers in flight (``DMAReader(transfers=4)``): a line's request waits until the line four
-#: before it has been taken in full.
-READ_WINDOW = 4
+#: DMA read transfers in flight (``DMAReader(transfers=READ_TRANSFERS)``): a line's request waits until the
+#: line that many before it has been taken in full.
+READ_WINDOW = READ_TRANSFERS
 #: Cycles from the request of a load's first line to the loader taking that line's record.
 RECORD_DELAY = 2
 #: Cycles from a transfer's last beat being taken (or a record, for the line FIFO) to the request that reuses
 #: its slot.
 WINDOW_DELAY = 1
-#: Records in flight between the issuer and the loader (``sat.hw.gemm_unit.LINE_FIFO_DEPTH``).
-LINE_FIFO = 4
+#: Records in flight between the issuer and the loader (``sat.sw.config.LINE_FIFO_DEPTH``).
+LINE_FIFO = LINE_FIFO_DEPTH
 #: Cycle of the last result row's last write beat relative to the first request of a load that starts when the
 #: engine is done (single buffering), and how far back the rows written before it still meet the load's reads.
 TAIL_OFFSET = 0

@@ -51,19 +51,22 @@ TILED_CASES = [
     {"pass": "ff", "shape": [2, 6, 6, 16, 10, 3, 3, 1, 1], "nm": None},
     {"pass": "ff", "shape": [2, 6, 6, 16, 10, 3, 3, 2, 1], "nm": [2, 8]},
     {"pass": "bp", "shape": [2, 6, 6, 12, 16, 3, 3, 2, 1], "nm": [2, 8], "mask": "independent"},
-    {"pass": "bp", "shape": [1, 7, 5, 6, 20, 3, 3, 1, 1], "nm": None},
     {"pass": "wu", "shape": [2, 6, 6, 4, 6, 3, 3, 1, 1], "nm": None},
+]
+#: More of them for the slow test.
+TILED_CASES_MORE = [
+    {"pass": "bp", "shape": [1, 7, 5, 6, 20, 3, 3, 1, 1], "nm": None},
     {"pass": "wu", "shape": [2, 9, 9, 3, 4, 3, 3, 1, 1], "nm": None},
 ]
 
 
 def test_conv_passes_on_the_rtl(sim_seed: int) -> None:
-    run_convs(sim_seed, conv_cases(sim_seed, 6) + TILED_CASES)
+    run_convs(sim_seed, conv_cases(sim_seed, 4) + TILED_CASES)
 
 
 @pytest.mark.slow
 def test_conv_passes_on_the_rtl_more(sim_seed: int) -> None:
-    run_convs(sim_seed + 1, conv_cases(sim_seed + 1, 24), pause=0.3)
+    run_convs(sim_seed + 1, conv_cases(sim_seed + 1, 24) + TILED_CASES_MORE, pause=0.3)
 
 
 @pytest.mark.slow

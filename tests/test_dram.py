@@ -187,7 +187,7 @@ def test_bus_bound_against_channel() -> None:
     config = SATConfig(rows=32, cols=32, adder_latency=4)
     terms = perfmodel._DRAMTerms(config, DDR4_2400, 4 * 512)
     wbursts, wbeats, span = 1600, 3200, 4000
-    terms.writes = (0, span, wbursts, wbeats, span)            # the writer busy all along
+    terms.writes = (0, span, wbursts, wbeats, span, ())          # the writer busy all along
     args = ("b", 0, 32, 0, 32, 2048, 2, 8, False, 64)
     lines = perfmodel._load_profile(config, *args)
     rbeats = sum(line[1] for line in lines)

@@ -80,6 +80,6 @@ def test_depths_are_build_parameters() -> None:
     with pytest.raises(ValueError, match="a_depth must be a power of two"):
         SATConfig(a_depth=48)
     with pytest.raises(ValueError, match="b_depth must be a power of two"):
-        SATConfig(b_depth=2)
+        SATConfig(b_depth=1)
     short, long = CFG.replace(a_depth=16, b_depth=64), CFG.replace(a_depth=64, b_depth=256)
     assert max_reduction(long) == 4 * max_reduction(short)
