@@ -71,10 +71,11 @@ def engine_command_layout(addr_width: int) -> data.StructLayout:
 
     Fields are the descriptor's (``sat.sw.descriptor``), with the flag bits split out, plus the operand
     extents ``a_end``, ``b_end``, ``c_end``: one past the last byte of A, B (dense, or the packed N:M stream)
-    and C, exactly as :meth:`GemmDescriptor.extents` computes them.
+    and C, exactly as :meth:`GemmDescriptor.extents` computes them. ``narrow``: RESULT = 1, results rounded to
+    the operand format and stored in 2 bytes each.
     """
     return data.StructLayout({
-        "sparse": 1, "a_trans": 1, "b_trans": 1, "irq": 1,
+        "sparse": 1, "a_trans": 1, "b_trans": 1, "irq": 1, "narrow": 1,
         "n": 4, "m_log2": 4,
         "rows": DIM_WIDTH, "red": DIM_WIDTH, "cols": DIM_WIDTH,
         "a_addr": addr_width, "b_addr": addr_width, "c_addr": addr_width,
@@ -206,6 +207,7 @@ class CommandProcessor(wiring.Component):
         flags = cv.flags
         ff, bp, wu = cv.pass_ == ConvPass.FF, cv.pass_ == ConvPass.BP, cv.pass_ == ConvPass.WU
         sparse, b_trans = flags.sparse, flags.b_trans
+        narrow = flags.result[0]        # RESULT 1 (2 and 3 are refused below)
         nm = Cat(cv.n, cv.m_log2)
         wide = 64 + 3
 
@@ -222,7 +224,8 @@ class CommandProcessor(wiring.Component):
         dims_bad = ((cv.batch == 0) | (cv.height == 0) | (cv.width == 0) | (cv.c_in == 0) | (cv.c_out == 0)
                     | (cv.c_in > MAX_DIM) | (cv.c_out > MAX_DIM) | (cv.kh == 0) | (cv.kw == 0))
         checks_a = [
-            ((flags.reserved != 0) | flags.a_trans | (cv.reserved0 != 0) | (cv.pass_ == 3), ErrorCode.BAD_FLAGS),
+            ((flags.reserved != 0) | flags.result[1] | flags.a_trans | (cv.reserved0 != 0) | (cv.pass_ == 3),
+             ErrorCode.BAD_FLAGS),
             (sparse & wu, ErrorCode.BAD_FLAGS),
             (sparse & b_trans, ErrorCode.BAD_FLAGS),
             (sparse & ~nm_ok, ErrorCode.NM_UNSUPPORTED),
@@ -304,7 +307,8 @@ class CommandProcessor(wiring.Component):
                     a_stride.eq(Mux(wu, cv.c_out << 1, 0)),
                     steps.eq(((cv.red[:DIM_WIDTH] + m_val - 1) >> cv.m_log2) * cv.n),
                 ]
-                misaligned = (cv.a_addr[0] | Mux(sparse, cv.b_addr[:6] != 0, cv.b_addr[0]) | (cv.c_addr[:2] != 0))
+                misaligned = (cv.a_addr[0] | Mux(sparse, cv.b_addr[:6] != 0, cv.b_addr[0])
+                              | Mux(narrow, cv.c_addr[0], cv.c_addr[:2] != 0))
                 checks_b = [
                     ((rows_now > MAX_DIM) | (cols_now > MAX_DIM), ErrorCode.BAD_SHAPE),
                     ((cv.red == 0) | (cv.red > MAX_DIM) | (cv.k0 + cv.red > red_now), ErrorCode.BAD_SHAPE),
@@ -324,7 +328,8 @@ class CommandProcessor(wiring.Component):
                 red = cv.red[:DIM_WIDTH]
                 m.d.sync += [
                     img_pitch.eq(ty * row_pitch),
-                    c_bytes.eq((rows[:DIM_WIDTH + 1] * cols[:DIM_WIDTH + 1]) << 2),
+                    c_bytes.eq(Mux(narrow, (rows[:DIM_WIDTH + 1] * cols[:DIM_WIDTH + 1]) << 1,
+                                   (rows[:DIM_WIDTH + 1] * cols[:DIM_WIDTH + 1]) << 2)),
                     a_end.eq(cv.a_addr + Mux(ff, x_bytes, Mux(bp, dy_bytes, red * (cv.c_out << 1)))),
                     b_end.eq(cv.b_addr + Mux(wu, x_bytes,
                                              Mux(sparse, (tiles * per_tile) << exact_log2(BEAT_BYTES),
@@ -349,10 +354,12 @@ class CommandProcessor(wiring.Component):
                     tensor = Mux(wu, cv.b_addr, cv.a_addr)
                     m.d.sync += [
                         cmd_r.sparse.eq(sparse), cmd_r.a_trans.eq(wu), cmd_r.b_trans.eq(b_trans),
-                        cmd_r.irq.eq(flags.irq), cmd_r.n.eq(cv.n), cmd_r.m_log2.eq(cv.m_log2),
+                        cmd_r.irq.eq(flags.irq), cmd_r.narrow.eq(narrow), cmd_r.n.eq(cv.n),
+                        cmd_r.m_log2.eq(cv.m_log2),
                         cmd_r.rows.eq(rows), cmd_r.red.eq(cv.red), cmd_r.cols.eq(cols),
                         cmd_r.a_addr.eq(cv.a_addr), cmd_r.b_addr.eq(cv.b_addr), cmd_r.c_addr.eq(cv.c_addr),
-                        cmd_r.a_stride.eq(a_stride), cmd_r.b_stride.eq(b_stride), cmd_r.c_stride.eq(cols << 2),
+                        cmd_r.a_stride.eq(a_stride), cmd_r.b_stride.eq(b_stride),
+                        cmd_r.c_stride.eq(Mux(narrow, cols << 1, cols << 2)),
                         cmd_r.a_end.eq(a_end), cmd_r.b_end.eq(b_end), cmd_r.c_end.eq(c_end_now),
                         cmd_r.tag.eq(cv.tag),
                         c.enable.eq(1), c.pass_.eq(cv.pass_), c.kh.eq(cv.kh), c.kw.eq(cv.kw),
@@ -414,6 +421,8 @@ class CommandProcessor(wiring.Component):
         a_stride, b_stride, c_stride = desc.a_stride, desc.b_stride, desc.c_stride
         tag = desc.tag
         sparse, a_trans, b_trans, irq_flag = flags.sparse, flags.a_trans, flags.b_trans, flags.irq
+        narrow = flags.result[0]        # RESULT 1: results in the operand format, 2 bytes (2 and 3 are refused)
+        c_row = Mux(narrow, cols << 1, cols << 2)
 
         # ------------------------------------------------------------------ validation, stage 1 (CHECK1)
         nm_ok = Signal(name="nm_supported")
@@ -436,17 +445,19 @@ class CommandProcessor(wiring.Component):
         reserved = Cat(desc.reserved0, desc.reserved1)
         checks = [
             (opcode != OP_GEMM, ErrorCode.BAD_OPCODE),
-            (flags.reserved != 0, ErrorCode.BAD_FLAGS),
+            ((flags.reserved != 0) | flags.result[1], ErrorCode.BAD_FLAGS),
             (reserved != 0, ErrorCode.BAD_FLAGS),
             (sparse & ~nm_ok, ErrorCode.NM_UNSUPPORTED),
             (sparse & b_trans, ErrorCode.BAD_FLAGS),
             (sparse & (b_stride != 0), ErrorCode.BAD_SHAPE),
             (~sparse & (nm != 0), ErrorCode.NM_UNSUPPORTED),
             (dim_bad(rows) | dim_bad(red) | dim_bad(cols), ErrorCode.BAD_SHAPE),
-            (a_addr64[0] | Mux(sparse, b_addr64[:6] != 0, b_addr64[0]) | (c_addr64[:2] != 0)
-             | a_stride[0] | b_stride[0] | (c_stride[:2] != 0), ErrorCode.BAD_ADDRESS),
+            (a_addr64[0] | Mux(sparse, b_addr64[:6] != 0, b_addr64[0])
+             | a_stride[0] | b_stride[0]
+             | Mux(narrow, c_addr64[0] | c_stride[0], (c_addr64[:2] != 0) | (c_stride[:2] != 0)),
+             ErrorCode.BAD_ADDRESS),
             (((a_lines > 1) & (a_stride < (a_len << 1)))
-             | ((rows > 1) & (c_stride < (cols << 2)))
+             | ((rows > 1) & (c_stride < c_row))
              | (~sparse & (b_lines > 1) & (b_stride < (b_len << 1))), ErrorCode.BAD_SHAPE),
         ]
         code1 = Signal(ERROR_WIDTH, name="check1_code")
@@ -484,6 +495,7 @@ class CommandProcessor(wiring.Component):
         m.d.comb += engine_cmd.p.eq(cmd_r)
         gemm_cmd = [
             cmd_r.sparse.eq(sparse), cmd_r.a_trans.eq(a_trans), cmd_r.b_trans.eq(b_trans), cmd_r.irq.eq(irq_flag),
+            cmd_r.narrow.eq(narrow),
             cmd_r.n.eq(n), cmd_r.m_log2.eq(m_log2), cmd_r.rows.eq(rows), cmd_r.red.eq(red), cmd_r.cols.eq(cols),
             cmd_r.a_addr.eq(a_addr), cmd_r.b_addr.eq(b_addr), cmd_r.c_addr.eq(c_addr),
             cmd_r.a_stride.eq(a_stride), cmd_r.b_stride.eq(b_stride), cmd_r.c_stride.eq(c_stride),
@@ -549,7 +561,7 @@ class CommandProcessor(wiring.Component):
                 m.d.sync += [
                     packed.eq((tiles * per_tile) << exact_log2(BEAT_BYTES)),
                     a_end.eq(a_addr64 + a_span + (a_len[:DIM_WIDTH] << 1)),
-                    c_end.eq(c_addr64 + c_span + (cols[:DIM_WIDTH] << 2)),
+                    c_end.eq(c_addr64 + c_span + Mux(narrow, cols[:DIM_WIDTH] << 1, cols[:DIM_WIDTH] << 2)),
                     b_end.eq(b_addr64 + b_span + (b_len[:DIM_WIDTH] << 1)),
                 ]
                 m.next = "CHECK3"

@@ -37,14 +37,15 @@ def context_layout(config: SATConfig) -> data.StructLayout:
     """Command-wide values the sequencer sets up and holds until the command is answered.
 
     ``kw``: A-buffer words per row; ``steps``: engine steps per output (``S``); ``m_val``: ``M`` (1 dense);
-    ``tile_bytes``: bytes of one packed N:M column tile; ``rl_cstride``: bytes of ``R * L`` rows of C; ``conv``:
-    the convolution's lowering parameters (``enable`` 0 for a GEMM).
+    ``tile_bytes``: bytes of one packed N:M column tile; ``rl_cstride``: bytes of ``R * L`` rows of C; ``narrow``:
+    results rounded to the operand format, 2 bytes each (the descriptor's RESULT field); ``conv``: the convolution's
+    lowering parameters (``enable`` 0 for a GEMM).
     """
     aw = config.axi_addr_width
     return data.StructLayout({
         "red": DIM_WIDTH, "cols": DIM_WIDTH, "n": 4, "m_val": 5, "m_log2": 4, "sparse": 1,
         "a_addr": aw, "b_addr": aw, "a_stride": 32, "b_stride": 32, "c_stride": 32,
-        "kw": DIM_WIDTH, "steps": DIM_WIDTH + 4, "tile_bytes": aw, "rl_cstride": aw,
+        "kw": DIM_WIDTH, "steps": DIM_WIDTH + 4, "tile_bytes": aw, "rl_cstride": aw, "narrow": 1,
         "conv": conv_command_layout(aw),
     })
 
@@ -153,7 +154,7 @@ class TileSequencer(wiring.Component):
             ctx.sparse.eq(c.sparse), ctx.a_addr.eq(c.a_addr), ctx.b_addr.eq(c.b_addr),
             ctx.a_stride.eq(c.a_stride), ctx.b_stride.eq(c.b_stride), ctx.c_stride.eq(c.c_stride),
             ctx.kw.eq(kw), ctx.steps.eq(steps), ctx.tile_bytes.eq(tile_bytes), ctx.rl_cstride.eq(rl_cstride),
-            ctx.conv.eq(c.conv),
+            ctx.narrow.eq(c.narrow), ctx.conv.eq(c.conv),
         ]
 
         # the loader's tile

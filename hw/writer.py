@@ -1,13 +1,20 @@
 """``ResultWriter``: writes the engine's result rows (``C`` FP32 lanes each) to C in device memory, one DMA write
 per row with byte strobes for the tile's real columns.
 
+A command with narrow results (the descriptor's RESULT field, ``context.narrow``) first rounds every lane once to
+the operand format (:class:`~sat.hw.fp.FP32Round`, ``C`` of them, two pipeline stages that advance whenever their
+output is taken or empty) and writes 2 bytes per element: half the bytes and beats of an FP32 row. FP32 commands
+bypass the rounders, so their timing is unchanged; a narrow command's rows reach the write registers two cycles
+later.
+
 A write register (request, then one cycle per beat) has a holding register in front of it: a result is taken
 whenever the holding register is empty, into the write registers when they are free (idle, or in the cycle of
 the current row's last beat) and into the holding register otherwise. So the next row's request follows the
 current row's last beat at once, and a row of ``k`` beats costs ``k + 2`` cycles with ``DMAWriter`` (its request
 and address cycles; ``sat.sw.perfmodel.WRITE_ROW``).
 
-The row's address is ``c_rowtile_addr + (row - r0) * c_stride + 4 * (c0 + col)``, computed without a multiplier:
+The row's address is ``c_rowtile_addr + (row - r0) * c_stride + e * (c0 + col)`` (``e`` = 4, or 2 narrow), computed
+without a multiplier:
 rows arrive in order within a pass (``R * L`` rows) and passes in order, so each address is the previous row's
 plus ``c_stride`` or the pass start's plus ``R * L * c_stride``.
 """
@@ -15,13 +22,14 @@ plus ``c_stride`` or the pass start's plus ``R * L * c_stride``.
 from __future__ import annotations
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal
-from amaranth.lib import stream, wiring
+from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from sat.sw.config import SATConfig
 from sat.sw.descriptor import DIM_WIDTH
 
 from .dma import request_layout, write_beat_layout, write_done_layout
+from .fp import FP32Round
 from .gemm import result_layout
 from .sequencer import context_layout, writer_tile_layout
 
@@ -48,7 +56,7 @@ class ResultWriter(wiring.Component):
     tile : In(stream(writer_tile_layout))
         The tile the engine starts (always ready); its rows come next on ``result``.
     context : In(context_layout)
-        ``c_stride`` and ``rl_cstride`` of the command.
+        ``c_stride``, ``rl_cstride`` and ``narrow`` of the command.
     clear : In(1)
         A new command: forget the previous command's write error.
     wr_req, wr_data, wr_done
@@ -89,33 +97,79 @@ class ResultWriter(wiring.Component):
         R, C, L = cfg.rows, cfg.cols, cfg.adder_latency
         aw = cfg.axi_addr_width
         ctx = self.context
-        res = self.result
+        narrow = ctx.narrow
+        h_valid = Signal(name="hold_valid")
+        pend_valid = Signal(name="tile_pending")
 
-        # the tile whose rows arrive
+        # Narrow results: the rounding pipeline (two stages, FP32Round.LATENCY), bypassed for FP32 results. It
+        # advances when its last stage is empty or taken (the holding register is empty).
+        src = self.result
+        meta = data.StructLayout({"row": DIM_WIDTH, "col": DIM_WIDTH})
+        assert FP32Round.LATENCY == 2
+        rnd_v1, rnd_v2 = Signal(name="round_valid1"), Signal(name="round_valid2")
+        rnd_m1, rnd_m2 = Signal(meta, name="round_meta1"), Signal(meta, name="round_meta2")
+        advance = Signal(name="round_advance")
+        m.d.comb += advance.eq(~rnd_v2 | ~h_valid)
+        rounded = []
+        for j in range(C):
+            rnd = FP32Round(cfg.fmt)
+            m.submodules[f"round{j}"] = rnd
+            m.d.comb += [rnd.a.eq(src.p.data[j]), rnd.en.eq(advance)]
+            rounded.append(rnd.r)
+        with m.If(advance):
+            m.d.sync += [rnd_v1.eq(src.valid & narrow & ~pend_valid), rnd_m1.row.eq(src.p.row),
+                         rnd_m1.col.eq(src.p.col),
+                         rnd_v2.eq(rnd_v1), rnd_m2.eq(rnd_m1)]
+        # the result row the writer takes: rounded (narrow) or as it comes (FP32)
+        res_valid = Signal(name="res_valid")
+        res_row = Signal(DIM_WIDTH, name="res_row")
+        res_col = Signal(DIM_WIDTH, name="res_col")
+        res_data = Signal(32 * C, name="res_data")
+        m.d.comb += [
+            res_valid.eq(Mux(narrow, rnd_v2, src.valid)),
+            res_row.eq(Mux(narrow, rnd_m2.row, src.p.row)),
+            res_col.eq(Mux(narrow, rnd_m2.col, src.p.col)),
+            res_data.eq(Mux(narrow, Cat(*rounded), Cat(*[src.p.data[j] for j in range(C)]))),
+        ]
+
+        # The tile whose rows arrive. Rows still in the rounding pipeline belong to the previous tile: a tile that
+        # comes while some are there waits in ``pend`` (and no new row enters) until they are taken. FP32 results
+        # never wait: the pipeline is empty.
         t_c0 = Signal(DIM_WIDTH + 1, name="tile_c0")
         t_ct = Signal(DIM_WIDTH + 1, name="tile_ct")
         t_rt_addr = Signal(aw, name="tile_c_rowtile_addr")
-        with m.If(self.tile.valid):
-            m.d.sync += [t_c0.eq(self.tile.p.c0), t_ct.eq(self.tile.p.ct),
-                         t_rt_addr.eq(self.tile.p.c_rowtile_addr)]
+        pend = Signal(writer_tile_layout(cfg), name="tile_pend")
+        drained = Signal(name="round_drained")
+        m.d.comb += drained.eq(~rnd_v1 & ~rnd_v2)     # the engine has passed on every row of a tile it answers
+        new_tile = Signal(name="tile_apply")
+        tile_p = Signal(writer_tile_layout(cfg), name="tile_next")
+        m.d.comb += [new_tile.eq((self.tile.valid | pend_valid) & drained),
+                     tile_p.eq(Mux(self.tile.valid, self.tile.p, pend))]
+        with m.If(new_tile):
+            m.d.sync += [t_c0.eq(tile_p.c0), t_ct.eq(tile_p.ct), t_rt_addr.eq(tile_p.c_rowtile_addr),
+                         pend_valid.eq(0)]
+        with m.Elif(self.tile.valid):
+            m.d.sync += [pend.eq(self.tile.p), pend_valid.eq(1)]
 
         pass_row = Signal(DIM_WIDTH + 1, name="pass_row")
         pass_addr = Signal(aw, name="pass_addr")
         row_addr = Signal(aw, name="row_addr")
         first_res = Signal(name="first_result")
         tile_c_addr = Signal(aw, name="tile_c_addr")
-        m.d.comb += tile_c_addr.eq(t_rt_addr + (t_c0 << 2))
+        m.d.comb += tile_c_addr.eq(t_rt_addr + Mux(narrow, t_c0 << 1, t_c0 << 2))
         used = Signal(aw, name="row_used")
-        with m.If(first_res | (res.p.row == pass_row)):
+        with m.If(first_res | (res_row == pass_row)):
             m.d.comb += used.eq(Mux(first_res, tile_c_addr, pass_addr))
-        with m.Elif(res.p.row == pass_row + R * L):
+        with m.Elif(res_row == pass_row + R * L):
             m.d.comb += used.eq(pass_addr + ctx.rl_cstride)
         with m.Else():
             m.d.comb += used.eq(row_addr + ctx.c_stride)
         waddr = Signal(aw, name="waddr")
-        m.d.comb += waddr.eq(used + (res.p.col << 2))
+        m.d.comb += waddr.eq(used + Mux(narrow, res_col << 1, res_col << 2))
         nv = Signal(range(C + 1), name="valid_lanes")
-        m.d.comb += nv.eq(Mux(t_ct - res.p.col >= C, C, t_ct - res.p.col))
+        m.d.comb += nv.eq(Mux(t_ct - res_col >= C, C, t_ct - res_col))
+        nbytes = Signal(range(4 * C + 1), name="row_bytes")
+        m.d.comb += nbytes.eq(Mux(narrow, nv << 1, nv << 2))
         off = waddr[:6]
         max_beats = -(-(60 + 4 * C) // 64)
         wide = Signal(512 * max_beats, name="wide")
@@ -125,27 +179,25 @@ class ResultWriter(wiring.Component):
         w_base = Signal(aw, name="w_base")
         outstanding = Signal(range(MAX_OUTSTANDING + 1), name="outstanding")
         bytemask = Signal(4 * C, name="bytemask")
-        m.d.comb += bytemask.eq(((Const(1, 4 * C + 1) << (nv << 2)) - 1)[:4 * C])
+        m.d.comb += bytemask.eq(((Const(1, 4 * C + 1) << nbytes) - 1)[:4 * C])
         w_busy = Signal(name="writer_busy")
-        res_data = Cat(*[res.p.data[j] for j in range(C)])
-        h_valid = Signal(name="hold_valid")
         h_wide = Signal.like(wide, name="hold_wide")
         h_strb = Signal.like(wide_strb, name="hold_strb")
         h_beats = Signal.like(w_beats, name="hold_beats")
         h_base = Signal.like(w_base, name="hold_base")
         take = Signal(name="result_take")
-        m.d.comb += take.eq(res.valid & ~h_valid)
+        m.d.comb += take.eq(res_valid & ~h_valid)
         n_wide = res_data << (off << 3)
         n_strb = bytemask << off
-        n_beats = ((off + (nv << 2) - 1) >> 6) + 1
+        n_beats = ((off + nbytes - 1) >> 6) + 1
         n_base = Cat(Const(0, 6), waddr[6:])
         with m.If(take):
             m.d.sync += [row_addr.eq(used), first_res.eq(0)]
             with m.If(first_res):
                 m.d.sync += [pass_row.eq(0), pass_addr.eq(tile_c_addr)]
-            with m.Elif((res.p.row != pass_row) & (res.p.row == pass_row + R * L)):
-                m.d.sync += [pass_row.eq(res.p.row), pass_addr.eq(used)]
-        with m.If(self.tile.valid):
+            with m.Elif((res_row != pass_row) & (res_row == pass_row + R * L)):
+                m.d.sync += [pass_row.eq(res_row), pass_addr.eq(used)]
+        with m.If(new_tile):
             m.d.sync += first_res.eq(1)
 
         def next_row():
@@ -198,11 +250,12 @@ class ResultWriter(wiring.Component):
 
         # plain assignments (see TileSequencer)
         m.d.comb += [
-            res.ready.eq(~h_valid),
+            src.ready.eq(Mux(narrow, advance & ~pend_valid, ~h_valid)),
             self.tile.ready.eq(1),
             self.wr_done.ready.eq(1),
             self.wr_req.valid.eq(writer_fsm.ongoing("WREQ") & (outstanding != MAX_OUTSTANDING)),
             self.wr_data.valid.eq(writer_fsm.ongoing("WDATA")),
-            self.idle.eq(~w_busy & ~h_valid & ~res.valid & (outstanding == 0)),
+            self.idle.eq(~w_busy & ~h_valid & ~src.valid & ~rnd_v1 & ~rnd_v2 & ~pend_valid
+                      & (outstanding == 0)),
         ]
         return m

@@ -24,6 +24,7 @@ from sat.sw.descriptor import (
     FLAG_A_TRANS,
     FLAG_B_TRANS,
     FLAG_IRQ,
+    FLAG_NARROW,
     FLAG_SPARSE,
     MAX_DIM,
     DescriptorError,
@@ -92,11 +93,14 @@ def random_descriptor(rng: np.random.Generator, config: SATConfig, slot: int, la
             flags |= FLAG_B_TRANS
         if rng.random() < 0.3:
             flags |= FLAG_IRQ
+        if rng.random() < 0.3:
+            flags |= FLAG_NARROW         # 2-byte results: C's alignment, stride and extent halve
+        e = 2 if flags & FLAG_NARROW else 4
         a_lines, a_len = (red, rows) if flags & FLAG_A_TRANS else (rows, red)
         b_lines, b_len = (cols, red) if flags & FLAG_B_TRANS else (red, cols)
         a_stride = 2 * a_len + 2 * int(rng.integers(0, 40))
         b_stride = 0 if flags & FLAG_SPARSE else 2 * b_len + 2 * int(rng.integers(0, 40))
-        c_stride = 4 * cols + 4 * int(rng.integers(0, 20))
+        c_stride = e * cols + e * int(rng.integers(0, 20))
         d = GemmDescriptor(rows=rows, red=red, cols=cols, a_addr=0, b_addr=0, c_addr=0, a_stride=a_stride,
                            b_stride=b_stride, c_stride=c_stride, n=n, m=m, flags=flags,
                            tag=int(rng.integers(0, 1 << 32)))
@@ -106,7 +110,7 @@ def random_descriptor(rng: np.random.Generator, config: SATConfig, slot: int, la
         a_off = 2 * int(rng.integers(0, (layout.slot - a_hi) // 2 + 1))
         b_off = (BEAT if flags & FLAG_SPARSE else 2) * int(
             rng.integers(0, (layout.slot - b_hi) // (BEAT if flags & FLAG_SPARSE else 2) + 1))
-        c_off = 4 * int(rng.integers(0, (layout.slot - c_hi) // 4 + 1))
+        c_off = e * int(rng.integers(0, (layout.slot - c_hi) // e + 1))
         d = d.replace(a_addr=layout.a_base + slot * layout.slot + a_off,
                       b_addr=layout.b_base + slot * layout.slot + b_off,
                       c_addr=layout.c_base + slot * layout.slot + c_off)
@@ -127,9 +131,9 @@ def mutate(rng: np.random.Generator, config: SATConfig, d: GemmDescriptor, kind:
     """``d`` broken in the way ``kind`` names (one of :data:`MUTATIONS`)."""
     sparse_pairs = [(n, m) for m in (2, 4, 8, 16) for n in range(1, m) if (n, m) not in config.nm_set and n < 16]
     if kind == "opcode":
-        return d.replace(opcode=int(rng.choice([0, 2, 0x81, 0xFF])))
+        return d.replace(opcode=int(rng.choice([0, 3, 0x81, 0xFF])))     # not 1 (GEMM) nor 2 (convolution)
     if kind == "flag_reserved":
-        return d.replace(flags=d.flags | int(rng.choice([0x10, 0x20, 0x40, 0x80])))
+        return d.replace(flags=d.flags | int(rng.choice([0x20, 0x30, 0x40, 0x80])))   # RESULT 2, 3; bits 6-7
     if kind == "reserved_byte":
         return d.replace(reserved=d.reserved | int(rng.integers(1, 256)))
     if kind == "reserved_tail":
@@ -158,13 +162,13 @@ def mutate(rng: np.random.Generator, config: SATConfig, d: GemmDescriptor, kind:
         return d.replace(flags=(d.flags | FLAG_SPARSE) & ~FLAG_B_TRANS, n=n, m=m, b_stride=0,
                          b_addr=d.b_addr - d.b_addr % BEAT + 2 * int(rng.integers(1, BEAT // 2)))
     if kind == "c_misaligned":
-        return d.replace(c_addr=d.c_addr + 2)
+        return d.replace(c_addr=d.c_addr + (1 if d.narrow else 2))
     if kind == "c_stride_misaligned":
-        return d.replace(c_stride=d.c_stride + 2)
+        return d.replace(c_stride=d.c_stride + (1 if d.narrow else 2))
     if kind == "a_stride_small":
         return d.replace(rows=max(d.rows, 2), red=max(d.red, 2), a_stride=2)
     if kind == "c_stride_small":
-        return d.replace(rows=max(d.rows, 2), cols=max(d.cols, 2), c_stride=4)
+        return d.replace(rows=max(d.rows, 2), cols=max(d.cols, 2), c_stride=d.c_item)
     if kind == "b_stride_small":
         return d.replace(flags=d.flags & ~FLAG_SPARSE, n=0, m=0, red=max(d.red, 2), cols=max(d.cols, 2), b_stride=2)
     if kind == "a_beyond":

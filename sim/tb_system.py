@@ -13,6 +13,9 @@
   reduction too long for the buffers end with the right code and index; a read fault and a bad operand in a
   prefetched tile leave the tiles before it computed and written and nothing of it; a write fault and ABORT in
   a tiled GEMM.
+* ``narrow``: GEMM and convolution descriptors with narrow results (RESULT = 1), bit for bit
+  ``numerics.round_result`` of the golden FP32 result (FP16 subnormal and overflowing results among them), C rows
+  2-byte aligned with gaps the core must not write; reserved RESULT codes end the list with BAD_FLAGS.
 * ``cli_gemm``: one GEMM for ``sat sim gemm`` (operands from ``.npy`` files or random), report as JSON.
 * ``unit_timing``: GEMMs of ``timing_shapes`` without AXI pauses, bit for bit, their counters written as JSON to
   ``timing_report`` (``tests/test_system_rtl.py`` compares them with :func:`sat.sw.perfmodel.unit_cycles`).
@@ -61,13 +64,15 @@ def _values(rng: np.random.Generator, shape: tuple[int, int], fmt: str | None = 
     return x.astype(np.float32)
 
 
-def run_gemm(device: Any, kind: str, a: np.ndarray, b: np.ndarray, nm: tuple[int, int] | None) -> tuple:
+def run_gemm(device: Any, kind: str, a: np.ndarray, b: np.ndarray, nm: tuple[int, int] | None,
+             out: Any = None) -> tuple:
     """Run one GEMM of ``kind`` through the driver; returns ``(result, golden, (rows, red, cols, n, m),
     RunResult)``.
 
     ``kind``: ``"ff"`` (``a`` = X, ``b`` = W (C_out x K); sparse with ``nm``, else dense ``B_TRANS``),
     ``"bp"`` (``a`` = dY, ``b`` = W; sparse with ``nm``, else dense), ``"wu"`` (``a`` = dY, ``b`` = X, dense
-    with ``A_TRANS``), ``"gemm"`` (``a . b`` dense, or ``b`` compressed along its rows with ``nm``).
+    with ``A_TRANS``), ``"gemm"`` (``a . b`` dense, or ``b`` compressed along its rows with ``nm``). ``out``: the
+    result tensor (its dtype sets the result format; kept), else a new FP32 one.
     """
     fmt = device.config.fmt
     def q(v: np.ndarray) -> np.ndarray:
@@ -78,7 +83,7 @@ def run_gemm(device: Any, kind: str, a: np.ndarray, b: np.ndarray, nm: tuple[int
         if kind == "wu":
             at, bt = device.write_tensor(a), device.write_tensor(b)
             live += [at, bt]
-            c = device.alloc_tensor((a.shape[1], b.shape[1]))
+            c = out if out is not None else device.alloc_tensor((a.shape[1], b.shape[1]))
             live.append(c)
             desc = device.wu_descriptor(at, bt, c)
             golden = numerics.matmul(np.ascontiguousarray(q(a).T), q(b), fmt)
@@ -105,7 +110,7 @@ def run_gemm(device: Any, kind: str, a: np.ndarray, b: np.ndarray, nm: tuple[int
             else:
                 raise ValueError(f"unknown GEMM kind {kind!r}")
             live.append(wt)
-            c = device.alloc_tensor((a.shape[0], cols))
+            c = out if out is not None else device.alloc_tensor((a.shape[0], cols))
             live.append(c)
             if kind == "ff":
                 desc = device.ff_descriptor(at, wt, c)
@@ -119,7 +124,8 @@ def run_gemm(device: Any, kind: str, a: np.ndarray, b: np.ndarray, nm: tuple[int
         return got, golden, (desc.rows, desc.red, desc.cols, n, mm), result
     finally:
         for t in live:
-            device.free(t)
+            if t is not out:
+                device.free(t)
 
 
 async def _open(dut: Any, salt: str, pause: float | None = None):
@@ -422,9 +428,9 @@ async def cli_gemm(dut: Any) -> None:
 
 @cocotb.test()
 async def unit_timing(dut: Any) -> None:
-    """GEMMs of ``timing_shapes`` (``[kind, rows, red, cols, [n, m] or null]``, kinds as :func:`run_gemm`) with
-    no AXI pauses: results bit for bit, counters (the unit's whole time is ``COMPUTE + STALL``) to
-    ``timing_report``."""
+    """GEMMs of ``timing_shapes`` (``[kind, rows, red, cols, [n, m] or null]``, kinds as :func:`run_gemm`, and an
+    optional sixth item ``true`` for narrow results) with no AXI pauses: results bit for bit, counters (the unit's
+    whole time is ``COMPUTE + STALL``) to ``timing_report``."""
     from cocotb.task import bridge
 
     params = tb_params()
@@ -433,20 +439,164 @@ async def unit_timing(dut: Any) -> None:
         return
     _, config, rng, transport, device = await _open(dut, "timing", pause=0.0)
     report = []
-    for kind, rows, red, cols, nm in shapes:
+    for kind, rows, red, cols, nm, *rest in shapes:
         nm = tuple(nm) if nm else None
+        narrow = bool(rest and rest[0])
         if kind == "ff":
             a, b = _values(rng, (rows, red)), _values(rng, (cols, red))
         elif kind == "wu":
             a, b = _values(rng, (red, rows)), _values(rng, (red, cols))
         else:
             a, b = _values(rng, (rows, red)), _values(rng, (red, cols))
-        got, golden, shape, result = await bridge(
-            lambda kind=kind, a=a, b=b, nm=nm: run_gemm(device, kind, a, b, nm))()
+
+        def run(kind=kind, a=a, b=b, nm=nm, rows=rows, cols=cols, narrow=narrow):
+            out = device.alloc_tensor((rows, cols), config.fmt) if narrow else None
+            try:
+                return run_gemm(device, kind, a, b, nm, out=out)
+            finally:
+                if out is not None:
+                    device.free(out)
+
+        got, golden, shape, result = await bridge(run)()
+        if narrow:
+            golden = numerics.result_values(golden, config.fmt)
         assert _bits_equal(got, golden), f"{kind} {rows}x{red}x{cols} {nm}: RTL differs from the golden model"
         cnt = result.counters
         report.append({"kind": kind, "rows": rows, "red": red, "cols": cols, "nm": list(nm) if nm else None,
-                       "unit_cycles": cnt["COMPUTE_CYCLES"] + cnt["STALL_CYCLES"], **cnt})
+                       "narrow": narrow, "unit_cycles": cnt["COMPUTE_CYCLES"] + cnt["STALL_CYCLES"], **cnt})
         dut._log.info(f"timing {kind} {rows}x{red}x{cols} {nm}: {cnt}")
     with open(params["timing_report"], "w") as f:
         json.dump(report, f, indent=1)
+
+
+def _extremes(kind: str, a: np.ndarray, b: np.ndarray) -> None:
+    """Operands whose results reach the ends of FP16's range: one output row from operands scaled by ``2**-17``
+    (results in FP16's subnormal range) and one output ``K * 2**14`` (past 65504: Inf) from exact constants."""
+    if kind == "wu":           # a: dY (B x C_out), b: X (B x K); dW[i, j] reduces over B
+        a[:, 0] *= np.float32(2.0**-17)
+        a[:, 1], b[:, 0] = 2.0**10, 16.0
+    elif kind == "ff":         # a: X (rows x K), b: W (C_out x K)
+        a[0] *= np.float32(2.0**-17)
+        a[1], b[0] = 2.0**10, 16.0
+    else:                      # a: rows x K, b: K x cols
+        a[0] *= np.float32(2.0**-17)
+        a[1], b[:, 0] = 2.0**10, 16.0
+
+
+def run_narrow_gemm(device: Any, kind: str, a: np.ndarray, b: np.ndarray, nm: tuple[int, int] | None,
+                    pad: int = 6) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One GEMM of ``kind`` (as :func:`run_gemm`) with narrow results into a C whose rows are ``pad`` bytes
+    longer than the row (2-byte aligned, so rows start off 4-byte boundaries); C is filled with 0xFF first.
+    Returns ``(got, want, gaps)``: the 16-bit results, ``numerics.round_result`` of the golden FP32 result, and
+    the bytes between the rows (which the core must not write)."""
+    from sat.sw.driver.device import Tensor
+
+    fmt = device.config.fmt
+    rows = a.shape[1] if kind == "wu" else a.shape[0]
+    cols = {"ff": b.shape[0], "wu": b.shape[1]}.get(kind, b.shape[1])
+    stride = 2 * cols + pad
+    base = device.alloc(rows * stride + 2)
+    c = Tensor(base + 2, (rows, cols), fmt, stride)              # 2-byte aligned, not 4
+    device._dma_write(base, b"\xff" * (rows * stride + 2))
+    try:
+        _, golden, _, _ = run_gemm(device, kind, a, b, nm, out=c)
+        raw = np.frombuffer(bytes(device._dma_read(base, rows * stride + 2)), np.uint8)
+    finally:
+        device.free(base)
+    lines = np.lib.stride_tricks.as_strided(raw[2:], (rows, stride), (stride, 1))
+    got = np.ascontiguousarray(lines[:, :2 * cols]).view("<u2").astype(np.uint16)
+    gaps = np.concatenate([raw[:2], np.ascontiguousarray(lines[:, 2 * cols:]).reshape(-1)])
+    return got, numerics.round_result(numerics.fp32_bits(golden), fmt).astype(np.uint16), gaps
+
+
+@cocotb.test()
+async def narrow(dut: Any) -> None:
+    """Narrow results (the descriptors' RESULT field): GEMM descriptors (sparse FF, WU, dense and tiled GEMMs, C
+    rows on 2-byte boundaries with gaps between them) and convolution descriptors (FF sparse, BP, WU) write each
+    FP32 chain result rounded once to the operand format, bit for bit ``numerics.round_result`` of the golden
+    FP32 result, FP16 results in the subnormal range and overflowing to Inf among them; nothing outside C is
+    written. Reserved RESULT codes (2, 3) end the list with BAD_FLAGS, and the core computes again afterwards."""
+    from cocotb.task import bridge
+
+    from sat.sw.backend import GoldenBackend
+    from sat.sw.conv import ConvShape, conv_pass
+    from sat.sw.descriptor import RESULT_SHIFT
+    from sat.sw.driver.device import DeviceBackend, SATDeviceError
+
+    from .tb_conv import conv_operands
+
+    params, config, rng, transport, device = await _open(dut, "narrow")
+    fmt = config.fmt
+    f16 = fmt == "fp16"
+    seen = {"subnormal": 0, "inf": 0}
+
+    def tally(bits: np.ndarray) -> None:
+        if f16:
+            mag = bits & 0x7FFF
+            seen["subnormal"] += int(((mag > 0) & (mag < 0x0400)).sum())
+            seen["inf"] += int((mag == 0x7C00).sum())
+
+    nm = tuple(config.nm_set[-1])
+    cases = [("ff", (5, 24, 7), nm), ("wu", (6, 5, 11), None), ("gemm", (3, 17, 6), None),
+             ("ff", (4, 9, 5), None), ("gemm", (13, 40, 9), None)]     # the last one tiled (rows and columns)
+    for kind, (rows, red, cols), cnm in cases:
+        if kind == "ff":
+            a, b = _values(rng, (rows, red), fmt), _values(rng, (cols, red), fmt)
+        elif kind == "wu":
+            a, b = _values(rng, (red, rows), fmt), _values(rng, (red, cols), fmt)
+        else:
+            a, b = _values(rng, (rows, red), fmt), _values(rng, (red, cols), fmt)
+        _extremes(kind, a, b)
+        got, want, gaps = await bridge(lambda kind=kind, a=a, b=b, cnm=cnm: run_narrow_gemm(device, kind, a, b, cnm))()
+        label = f"narrow {kind} {rows}x{red}x{cols} {f'{cnm[0]}:{cnm[1]}' if cnm else 'dense'}"
+        bad = np.argwhere(got != want)[:5].tolist()
+        assert np.array_equal(got, want), f"{label}: RTL differs from round_result of the golden model at {bad}"
+        assert (gaps == 0xFF).all(), f"{label}: bytes outside C's rows were written"
+        tally(want)
+        dut._log.info(f"{label}: bit-exact")
+
+    backend = DeviceBackend(device, timeout_s=3600.0)
+    shape = ConvShape(1, 4, 4, 8, 8, 3, 3, 1, 1)
+    x = numerics.quantize(_values(rng, (shape.in_pixels, shape.c_in), fmt).reshape(shape.x_shape), fmt)
+    x[0, 0] *= np.float32(2.0**-17)
+    x[0, 3] = 2.0**10
+    dy = numerics.quantize(_values(rng, (shape.pixels, shape.c_out), fmt).reshape(shape.y_shape), fmt)
+    dy[0, 0] *= np.float32(2.0**-17)
+    dy[0, 3] = 2.0**10
+    w = _values(rng, (shape.c_out, shape.k), fmt)
+    w[0] = 16.0
+    for pass_, cnm in (("ff", nm), ("bp", None), ("bp", nm), ("wu", None)):
+        a, b = conv_operands(pass_, shape, fmt, x, dy, w, cnm)
+        got = await bridge(lambda pass_=pass_, a=a, b=b: conv_pass(backend, pass_, a, b, shape, fmt, fmt))()
+        want = conv_pass(GoldenBackend(k_limit=backend.k_limit), pass_, a, b, shape, fmt, fmt)
+        assert device.last_descriptors and all(d.narrow for d in device.last_descriptors), "narrow descriptors"
+        label = f"narrow conv {pass_} {f'{cnm[0]}:{cnm[1]}' if cnm else 'dense'}"
+        assert _bits_equal(got, want), f"{label}: RTL differs from the golden model"
+        tally(numerics.encode(want, fmt))
+        dut._log.info(f"{label}: bit-exact")
+    if f16:
+        assert seen["subnormal"] and seen["inf"], f"the cases must reach FP16's subnormals and Inf: {seen}"
+
+    def reserved() -> None:
+        xt = device.write_tensor(_values(rng, (3, 16), fmt))
+        wt = device.write_tensor(_values(rng, (16, 4), fmt))
+        ct = device.alloc_tensor((3, 4), fmt)
+        good = device.gemm_descriptor(xt, wt, ct)
+        conv = device.conv_descriptor("ff", ConvShape.linear(3, 16, 4), xt, wt, ct)
+        for bad, index in (([good, good.replace(flags=good.flags & ~(3 << RESULT_SHIFT) | 2 << RESULT_SHIFT)], 1),
+                           ([conv.replace(flags=conv.flags | 3 << RESULT_SHIFT)], 0)):
+            try:
+                device.run(bad, timeout_s=600.0)
+            except SATDeviceError as e:
+                assert (int(e.code), e.index) == (int(ErrorCode.BAD_FLAGS), index), e
+            else:
+                raise AssertionError("a reserved RESULT code was accepted")
+        device.run([good], timeout_s=600.0)          # and the core still computes, narrow
+        got = device.read_tensor(ct)
+        want = numerics.result_values(numerics.matmul(numerics.quantize(device.read_tensor(xt), fmt),
+                                                      device.read_tensor(wt), fmt), fmt)
+        assert _bits_equal(got, want)
+        for t in (xt, wt, ct):
+            device.free(t)
+
+    await bridge(reserved)()

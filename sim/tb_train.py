@@ -83,7 +83,8 @@ async def train_run(dut: Any) -> None:
             "array": [config.rows, config.cols], "adder_latency": config.adder_latency, "a_depth": config.a_depth,
             "b_depth": config.b_depth, "memory": type(transport.ram).__name__, "cycles": cycles,
             "core_cycles": backend.stats["cycles"], "gemms": backend.stats["gemms"],
-            "descriptors": backend.stats["descriptors"], "wall_seconds": wall,
+            "descriptors": backend.stats["descriptors"], "narrow_descriptors": backend.stats["narrow"],
+            "wall_seconds": wall,
             "cycles_per_second": cycles / wall if wall > 0 else 0.0, "k_limit_dense": backend.k_limit(),
         }
         if params.get("golden"):

@@ -105,6 +105,11 @@ class BDWPSettings:
         ``nested``: ``W_bp = prune(W_ff, axis=C_out)``.
     backend : GemmBackend
         Where the GEMMs run (default: :class:`GoldenBackend`).
+    narrow : bool
+        Mixed precision as SPEC section 2 and the paper's AMP: FF results (activations) and BP results (activation
+        gradients) in the operand format, each final FP32 result rounded once (the descriptors' RESULT field on a
+        device; :func:`sat.sw.numerics.result_values` in the golden model); WU results (weight gradients) stay
+        FP32. ``False``: every result FP32.
 
     Raises
     ------
@@ -116,6 +121,12 @@ class BDWPSettings:
     fmt: str = "fp16"
     bp_mask: BPMask = "independent"
     backend: GemmBackend = field(default_factory=GoldenBackend)
+    narrow: bool = True
+
+    @property
+    def act_fmt(self) -> str:
+        """Format of FF and BP results: the operand format with :attr:`narrow`, else "fp32"."""
+        return self.fmt if self.narrow else "fp32"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "nm", parse_nm(self.nm))
@@ -277,7 +288,7 @@ def layer_ff(weight: np.ndarray, x: np.ndarray, shape: ConvShape, s: BDWPSetting
     Returns
     -------
     y : float32 array ``shape.y_shape``
-        The FP32 result (no bias).
+        The result (no bias): FP32, or its values in the operand format (``s.narrow``).
     state : FFState
         For :func:`layer_wu_bp`; release ``state.x`` yourself if there is no backward pass.
     """
@@ -287,7 +298,7 @@ def layer_ff(weight: np.ndarray, x: np.ndarray, shape: ConvShape, s: BDWPSetting
     xh = resident(s.backend, numerics.quantize(x, s.fmt).reshape(shape.x_shape), s.fmt)
     try:
         op = _conv.ff_operand(w_ff, shape, s.fmt, s.nm if sparse else None, mask_ff)
-        y = _conv.conv_pass(s.backend, "ff", xh, op, shape, s.fmt).reshape(shape.y_shape)
+        y = _conv.conv_pass(s.backend, "ff", xh, op, shape, s.fmt, s.act_fmt).reshape(shape.y_shape)
     except BaseException:
         release(s.backend, xh)
         raise
@@ -323,7 +334,7 @@ def layer_wu_bp(state: FFState, weight: np.ndarray, dy: np.ndarray, s: BDWPSetti
     dw : float32 array (C_out, K)
         The dense weight gradient, FP32.
     dx : float32 array ``shape.x_shape`` or None
-        The input gradient, FP32.
+        The input gradient: FP32, or its values in the operand format (``s.narrow``).
     """
     shape = state.shape
     try:
@@ -342,7 +353,7 @@ def layer_wu_bp(state: FFState, weight: np.ndarray, dy: np.ndarray, s: BDWPSetti
             mask_bp = nm_mask(base, s.nm[0], s.nm[1], axis=0) if bp_sparse else None
             w_bp = base if mask_bp is None else np.where(mask_bp, base, np.float32(0))
             op = _conv.bp_operand(w_bp, shape, s.fmt, s.nm if bp_sparse else None, mask_bp)
-            dx = _conv.conv_pass(s.backend, "bp", dyh, op, shape, s.fmt).reshape(shape.x_shape)
+            dx = _conv.conv_pass(s.backend, "bp", dyh, op, shape, s.fmt, s.act_fmt).reshape(shape.x_shape)
     finally:
         release(s.backend, dyh)
         if not keep_input:

@@ -70,9 +70,9 @@ def default_config() -> SATConfig:
 @functools.lru_cache(maxsize=1 << 16)
 def _unit_timing(config: SATConfig, rows: int, red: int, cols: int, n: int, m: int, a_trans: bool, b_trans: bool,
                  a_stride: int, b_stride: int, c_stride: int, conv: ConvDescriptor | None = None,
-                 dram: DDR4Timing | None = None) -> UnitTiming:
+                 dram: DDR4Timing | None = None, narrow: bool = False) -> UnitTiming:
     return unit_cycles(config, rows, red, cols, n, m, a_trans=a_trans, b_trans=b_trans, a_stride=a_stride,
-                       b_stride=b_stride, c_stride=c_stride, conv=conv, dram=dram)
+                       b_stride=b_stride, c_stride=c_stride, conv=conv, dram=dram, narrow=narrow)
 
 
 def descriptor_timing(config: SATConfig, d: GemmDescriptor | ConvDescriptor,
@@ -84,9 +84,9 @@ def descriptor_timing(config: SATConfig, d: GemmDescriptor | ConvDescriptor,
         # the timing does not depend on the addresses: key the cache on the geometry and the chunk
         key = d.replace(a_addr=0, b_addr=0, c_addr=0, tag=0, flags=d.flags & ~FLAG_IRQ)
         return _unit_timing(config, d.rows, d.red, d.cols, n, m, d.pass_ == "wu", bool(d.flags & FLAG_B_TRANS),
-                            2 * d.c_out if d.pass_ == "wu" else 0, d.b_stride, d.c_stride, key, dram)
+                            2 * d.c_out if d.pass_ == "wu" else 0, d.b_stride, d.c_stride, key, dram, d.narrow)
     return _unit_timing(config, d.rows, d.red, d.cols, n, m, bool(d.flags & FLAG_A_TRANS),
-                        bool(d.flags & FLAG_B_TRANS), d.a_stride, d.b_stride, d.c_stride, None, dram)
+                        bool(d.flags & FLAG_B_TRANS), d.a_stride, d.b_stride, d.c_stride, None, dram, d.narrow)
 
 
 def gemm_unit_timing(s: Schedule, g: ScheduledGemm, dram: DDR4Timing | None = None) -> tuple[int, int, int]:
@@ -101,7 +101,7 @@ def gemm_unit_timing(s: Schedule, g: ScheduledGemm, dram: DDR4Timing | None = No
     for d in g.descriptors:
         b_bytes = packed_nbytes(d.n, d.m, d.red, d.cols) if d.sparse else 2 * d.red * d.cols
         read += 2 * d.rows * d.red + b_bytes
-        write += 4 * d.rows * d.cols
+        write += d.c_item * d.rows * d.cols     # FP32, or 2 bytes for narrow results
         u = descriptor_timing(s.config, d, dram)
         cycles += u.cycles
         loads += u.load_cycles

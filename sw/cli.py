@@ -120,6 +120,8 @@ def _train(p: argparse.ArgumentParser) -> Handler:
     p.add_argument("--fmt", choices=["fp16", "bf16"], default="fp16", help="GEMM operand format")
     p.add_argument("--bp-mask", choices=["independent", "nested"], default="independent",
                    help="BP weights pruned from the dense master weights (independent) or from W_ff (nested)")
+    p.add_argument("--results", choices=["narrow", "fp32"], default="narrow",
+                   help="GEMM results: FF and BP in the operand format, WU in FP32 (narrow, default), or all FP32")
     p.add_argument("--epochs", type=positive_int, default=20)
     p.add_argument("--batch-size", type=positive_int, default=32)
     p.add_argument("--lr", type=finite_float(0.0), default=0.05, help="learning rate (default 0.05)")
@@ -176,7 +178,8 @@ def _train(p: argparse.ArgumentParser) -> Handler:
                           weight_decay=args.weight_decay, lambda_w=args.lambda_w,
                           lr_schedule=args.lr_schedule, loss_scale=args.loss_scale,
                           policy=tuple(args.policy), width=args.width, max_steps=args.max_steps,
-                          train_subset=args.train_subset, test_subset=args.test_subset, framework=args.framework)
+                          train_subset=args.train_subset, test_subset=args.test_subset, framework=args.framework,
+                          results=args.results)
         if args.json is not None:
             output_file(args.json, "--json")          # before training: never lose a run to a bad path
         if args.backend == "sim":

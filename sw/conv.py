@@ -375,20 +375,27 @@ def conv_wu(dy: np.ndarray, x: np.ndarray, shape: ConvShape, fmt: str,
 
 
 def conv_pass(backend: GemmBackend | None, pass_: ConvPass, a: np.ndarray, b: np.ndarray | NMOperand,
-              shape: ConvShape, fmt: str) -> np.ndarray:
+              shape: ConvShape, fmt: str, out_fmt: str = "fp32") -> np.ndarray:
     """One pass on ``backend``: its own ``conv`` entry point if it has one (the driver), else the lowered GEMM.
 
     ``pass_`` ``"ff"``: ``a`` = X, ``b`` = :func:`ff_operand`; ``"bp"``: ``a`` = dY, ``b`` = :func:`bp_operand`;
     ``"wu"``: ``a`` = dY, ``b`` = X. Results as :func:`conv_ff`, :func:`conv_bp`, :func:`conv_wu`.
 
+    ``out_fmt`` is the result format (SPEC section 2): "fp32", or ``fmt`` for narrow results, the final FP32
+    result (after any K-chunk sum) rounded once (:func:`sat.sw.numerics.result_values`; a device rounds in its
+    result writer, or on the host after adding chunk partials: the same bits).
+
     Raises
     ------
     ValueError
-        For an unknown pass.
+        For an unknown pass, or an ``out_fmt`` that is neither "fp32" nor ``fmt``.
     """
     if pass_ not in PASSES:
         raise ValueError(f"a convolution pass is one of {PASSES}, not {pass_!r}")
+    if out_fmt not in ("fp32", fmt):
+        raise ValueError(f"a pass's results are 'fp32' or in the operand format {fmt!r}, not {out_fmt!r}")
     run = getattr(backend, "conv", None)
     if run is not None:
-        return run(pass_, a, b, shape, fmt)
-    return {"ff": conv_ff, "bp": conv_bp, "wu": conv_wu}[pass_](a, b, shape, fmt, backend)
+        return run(pass_, a, b, shape, fmt) if out_fmt == "fp32" else run(pass_, a, b, shape, fmt, out_fmt)
+    y = {"ff": conv_ff, "bp": conv_bp, "wu": conv_wu}[pass_](a, b, shape, fmt, backend)
+    return y if out_fmt == "fp32" else numerics.result_values(y, out_fmt)

@@ -13,7 +13,9 @@ Layout (byte offsets)::
                           bit1 A_TRANS (A is stored K x rows: element (i, k) at a_addr + k*a_stride + 2*i)
                           bit2 B_TRANS (dense B is stored cols x K: element (k, j) at b_addr + j*b_stride + 2*k)
                           bit3 IRQ (raise the interrupt when this descriptor completes)
-                          bits 4-7 reserved, must be 0
+                          bits 4-5 RESULT, the format of C: 0 FP32, 1 the operand format (FP16/BF16: each
+                                   FP32 chain result rounded once, numerics.round_result); 2, 3 reserved
+                          bits 6-7 reserved, must be 0
     0x02 u8   nm          bits 0-3: N, bits 4-7: log2(M) (both 0 for dense); N:M must be in the build's nm_set
     0x03 u8   reserved    0 (nonzero: ERR_BAD_FLAGS)
     0x04 u32  rows        output rows  (the "M" of an M x K x N GEMM)
@@ -21,13 +23,18 @@ Layout (byte offsets)::
     0x0C u32  cols        output columns N
     0x10 u64  a_addr      operand A (FP16/BF16), 2-byte aligned
     0x18 u64  b_addr      operand B: dense FP16/BF16, or the packed N:M stream (64-byte aligned)
-    0x20 u64  c_addr      result C (FP32, row-major: element (i, j) at c_addr + i*c_stride + 4*j), 4-byte aligned
+    0x20 u64  c_addr      result C, row-major: element (i, j) at c_addr + i*c_stride + e*j, e-byte aligned, where
+                          e = 4 (FP32 results) or 2 (RESULT = 1: narrow results in the operand format)
     0x28 u32  a_stride    bytes between consecutive rows of A as stored (rows, or K if A_TRANS)
     0x2C u32  b_stride    bytes between consecutive rows of dense B as stored (K, or cols if B_TRANS); must be 0
                           if SPARSE (the packed layout fixes it; nonzero: ERR_BAD_SHAPE)
-    0x30 u32  c_stride    bytes between rows of C
+    0x30 u32  c_stride    bytes between rows of C (e-byte aligned)
     0x34 u32  tag         free for software; the core reports the tag of the last completed descriptor
     0x38 u64  reserved    0 (nonzero: ERR_BAD_FLAGS)
+
+A reserved RESULT code (or flag bit) gives ERR_BAD_FLAGS. Narrow results are meant for final results: a K chunk's
+partial sum, which the host adds to others, stays FP32 (the core cannot know; the scheduler and driver keep the rule,
+``docs/numerics.md``).
 
 Addresses must lie below ``2**axi_addr_width`` and, with their whole extent, inside device memory
 (the card's size, reported in ``MEM_SIZE``), else ERR_BAD_ADDRESS. The checks run in the order of
@@ -51,6 +58,7 @@ from .config import SATConfig
 
 __all__ = [
     "DESCRIPTOR_BYTES", "OP_GEMM", "FLAG_SPARSE", "FLAG_A_TRANS", "FLAG_B_TRANS", "FLAG_IRQ", "FLAGS_DEFINED",
+    "RESULT_SHIFT", "RESULT_FP32", "RESULT_NARROW", "FLAG_NARROW", "result_flags",
     "DIM_WIDTH", "MAX_DIM", "DESCRIPTOR_LAYOUT", "FLAGS_LAYOUT", "GemmDescriptor", "DescriptorError",
     "OP_CONV", "CONV_LAYOUT", "CONV_PASSES", "ConvPass", "ConvDescriptor", "decode", "encode_list", "decode_list",
 ]
@@ -62,14 +70,19 @@ FLAG_SPARSE = 1 << 0
 FLAG_A_TRANS = 1 << 1
 FLAG_B_TRANS = 1 << 2
 FLAG_IRQ = 1 << 3
-FLAGS_DEFINED = FLAG_SPARSE | FLAG_A_TRANS | FLAG_B_TRANS | FLAG_IRQ
+#: The RESULT field (flags bits 4-5): the format of C. Codes 2 and 3 are reserved (ERR_BAD_FLAGS).
+RESULT_SHIFT = 4
+RESULT_FP32 = 0
+RESULT_NARROW = 1
+FLAG_NARROW = RESULT_NARROW << RESULT_SHIFT
+FLAGS_DEFINED = FLAG_SPARSE | FLAG_A_TRANS | FLAG_B_TRANS | FLAG_IRQ | FLAG_NARROW
 #: Width of the rows / red / cols the hardware accepts, on every interface that carries them; larger shapes are
 #: tiled by the scheduler.
 DIM_WIDTH = 24
 MAX_DIM = (1 << DIM_WIDTH) - 1
 
 #: The flags byte, field by field.
-FLAGS_LAYOUT = data.StructLayout({"sparse": 1, "a_trans": 1, "b_trans": 1, "irq": 1, "reserved": 4})
+FLAGS_LAYOUT = data.StructLayout({"sparse": 1, "a_trans": 1, "b_trans": 1, "irq": 1, "result": 2, "reserved": 2})
 #: The 64-byte descriptor as one little-endian 512-bit word (the module docstring's byte layout): the host encodes
 #: with ``DESCRIPTOR_LAYOUT.const(...)``, the command processor decodes a fetched beat through a ``View`` of it.
 DESCRIPTOR_LAYOUT = data.StructLayout({
@@ -80,6 +93,28 @@ DESCRIPTOR_LAYOUT = data.StructLayout({
 assert DESCRIPTOR_LAYOUT.size == 8 * DESCRIPTOR_BYTES
 assert all(1 << FLAGS_LAYOUT[name].offset == flag for name, flag in (
     ("sparse", FLAG_SPARSE), ("a_trans", FLAG_A_TRANS), ("b_trans", FLAG_B_TRANS), ("irq", FLAG_IRQ)))
+assert FLAGS_LAYOUT["result"].offset == RESULT_SHIFT
+
+
+def result_flags(out_fmt: str, operand_fmt: str) -> int:
+    """The flag bits that ask for results in ``out_fmt`` on a build whose operands are ``operand_fmt``.
+
+    Raises
+    ------
+    ValueError
+        If ``out_fmt`` is neither "fp32" nor the operand format (the core rounds only to its operand format).
+    """
+    if out_fmt == "fp32":
+        return 0
+    if out_fmt != operand_fmt:
+        raise ValueError(f"results are FP32 or in the core's operand format ({operand_fmt}), not {out_fmt!r}")
+    return FLAG_NARROW
+
+
+def _flag_fields(flags: int) -> dict[str, int]:
+    """The flags byte as ``FLAGS_LAYOUT`` fields."""
+    return {"sparse": flags & 1, "a_trans": flags >> 1 & 1, "b_trans": flags >> 2 & 1, "irq": flags >> 3 & 1,
+            "result": flags >> RESULT_SHIFT & 3, "reserved": flags >> 6}
 
 
 class DescriptorError(ValueError):
@@ -114,6 +149,16 @@ class GemmDescriptor:
     def sparse(self) -> bool:
         return bool(self.flags & FLAG_SPARSE)
 
+    @property
+    def narrow(self) -> bool:
+        """Results in the operand format (RESULT = 1), 2 bytes each; else FP32."""
+        return (self.flags >> RESULT_SHIFT & 3) == RESULT_NARROW
+
+    @property
+    def c_item(self) -> int:
+        """Bytes per result element: 2 narrow, 4 FP32."""
+        return 2 if self.narrow else 4
+
     def encode(self) -> bytes:
         """The 64 bytes the core fetches; raises ``ValueError`` if a field does not fit its width."""
         if self.m & (self.m - 1) or self.m > (1 << 15):
@@ -125,10 +170,8 @@ class GemmDescriptor:
             if not 0 <= value < (1 << bits):
                 raise ValueError(f"descriptor field {name}={value!r} does not fit in {bits} bits")
         m_log2 = self.m.bit_length() - 1 if self.m else 0
-        flags = {name: self.flags >> FLAGS_LAYOUT[name].offset & 1 for name in ("sparse", "a_trans",
-                                                                                         "b_trans", "irq")}
         word = DESCRIPTOR_LAYOUT.const({
-            "opcode": self.opcode, "flags": {**flags, "reserved": self.flags >> 4}, "n": self.n, "m_log2": m_log2,
+            "opcode": self.opcode, "flags": _flag_fields(self.flags), "n": self.n, "m_log2": m_log2,
             "reserved0": self.reserved & 0xFF, "rows": self.rows, "red": self.red, "cols": self.cols,
             "a_addr": self.a_addr, "b_addr": self.b_addr, "c_addr": self.c_addr, "a_stride": self.a_stride,
             "b_stride": self.b_stride, "c_stride": self.c_stride, "tag": self.tag, "reserved1": self.reserved >> 8,
@@ -165,7 +208,8 @@ class GemmDescriptor:
         if self.opcode != OP_GEMM:
             raise DescriptorError(f"opcode {self.opcode} is not GEMM ({OP_GEMM})", ErrorCode.BAD_OPCODE)
         if self.flags & ~FLAGS_DEFINED & 0xFF:
-            raise DescriptorError(f"reserved flag bits set in 0x{self.flags:02x}", ErrorCode.BAD_FLAGS)
+            raise DescriptorError(f"reserved flag bits set in 0x{self.flags:02x} (RESULT, bits 4-5, is 0 for FP32 or "
+                                  "1 for the operand format; bits 6-7 are 0)", ErrorCode.BAD_FLAGS)
         if self.reserved:
             raise DescriptorError("reserved descriptor bytes (0x03, 0x38-0x3F) must be zero", ErrorCode.BAD_FLAGS)
         if self.sparse:
@@ -183,13 +227,14 @@ class GemmDescriptor:
             value = getattr(self, name)
             if not 1 <= value <= MAX_DIM:
                 raise DescriptorError(f"{name}={value} must be between 1 and {MAX_DIM}", ErrorCode.BAD_SHAPE)
-        for name, align in (("a_addr", 2), ("b_addr", 64 if self.sparse else 2), ("c_addr", 4),
-                            ("a_stride", 2), ("b_stride", 2), ("c_stride", 4)):
+        e = self.c_item
+        for name, align in (("a_addr", 2), ("b_addr", 64 if self.sparse else 2), ("c_addr", e),
+                            ("a_stride", 2), ("b_stride", 2), ("c_stride", e)):
             if getattr(self, name) % align:
                 raise DescriptorError(f"{name}=0x{getattr(self, name):x} is not {align}-byte aligned",
                                       ErrorCode.BAD_ADDRESS)
         a_lines, a_len = (self.red, self.rows) if self.flags & FLAG_A_TRANS else (self.rows, self.red)
-        strided = [("a_stride", a_lines, 2 * a_len), ("c_stride", self.rows, 4 * self.cols)]
+        strided = [("a_stride", a_lines, 2 * a_len), ("c_stride", self.rows, e * self.cols)]
         if not self.sparse:
             b_lines, b_len = (self.cols, self.red) if self.flags & FLAG_B_TRANS else (self.red, self.cols)
             strided.append(("b_stride", b_lines, 2 * b_len))
@@ -216,7 +261,7 @@ class GemmDescriptor:
         else:
             b_lines, b_len = (self.cols, self.red) if self.flags & FLAG_B_TRANS else (self.red, self.cols)
             b = ("B", self.b_addr, self.b_addr + (b_lines - 1) * self.b_stride + 2 * b_len)
-        c = ("C", self.c_addr, self.c_addr + (self.rows - 1) * self.c_stride + 4 * self.cols)
+        c = ("C", self.c_addr, self.c_addr + (self.rows - 1) * self.c_stride + self.c_item * self.cols)
         return [a, b, c]
 
     def replace(self, **changes) -> GemmDescriptor:
@@ -278,8 +323,8 @@ class ConvDescriptor:
     lowering; WU reads ``dY`` at ``a_addr`` as ``A^T`` and ``X`` at ``b_addr`` as the rows of ``im2col(X)``.
     The other operand is a plain matrix: FF's ``W_ff^T`` (``K x C_out``, packed N:M along ``K``, or dense: row-major,
     or ``W`` as stored, ``C_out x K``, with ``FLAG_B_TRANS``), BP's ``W_bp`` viewed ``K' x C_in`` (packed N:M or
-    dense row-major). Results: FF ``Y`` and BP ``dX`` channels-last, WU ``dW`` as ``C_out x kh x kw x C_in``, FP32,
-    rows packed (``c_stride = 4 * cols``).
+    dense row-major). Results: FF ``Y`` and BP ``dX`` channels-last, WU ``dW`` as ``C_out x kh x kw x C_in``, FP32
+    or (``FLAG_NARROW``) in the operand format, rows packed (``c_stride = c_item * cols``).
 
     A descriptor computes the reduction chunk ``[k0, k0 + red)`` of the lowered reduction (``K`` of FF, ``K'`` of
     BP, the output pixels ``B*OH*OW`` of WU); the host adds the chunks' partial results in chunk order
@@ -298,7 +343,7 @@ class ConvDescriptor:
     n, m : int
         N:M of the packed weight operand (FF, BP); 0 dense.
     flags : int
-        ``FLAG_SPARSE`` (with ``n:m``), ``FLAG_B_TRANS`` (dense FF), ``FLAG_IRQ``.
+        ``FLAG_SPARSE`` (with ``n:m``), ``FLAG_B_TRANS`` (dense FF), ``FLAG_IRQ``, ``FLAG_NARROW``.
     tag : int
     """
 
@@ -374,8 +419,18 @@ class ConvDescriptor:
         return {"ff": self.c_out, "bp": self.c_in, "wu": self.kh * self.kw * self.c_in}[self.pass_]
 
     @property
+    def narrow(self) -> bool:
+        """Results in the operand format (RESULT = 1), 2 bytes each; else FP32."""
+        return (self.flags >> RESULT_SHIFT & 3) == RESULT_NARROW
+
+    @property
+    def c_item(self) -> int:
+        """Bytes per result element: 2 narrow, 4 FP32."""
+        return 2 if self.narrow else 4
+
+    @property
     def c_stride(self) -> int:
-        return 4 * self.cols
+        return self.c_item * self.cols
 
     @property
     def b_stride(self) -> int:
@@ -412,11 +467,9 @@ class ConvDescriptor:
             value = getattr(self, name)
             if not 0 <= value < (1 << bits):
                 raise ValueError(f"descriptor field {name}={value!r} does not fit in {bits} bits")
-        flags = {name: self.flags >> FLAGS_LAYOUT[name].offset & 1 for name in ("sparse", "a_trans", "b_trans",
-                                                                                 "irq")}
         s0, s1, s2 = self.start if self.start is not None else self.start_of(self.k0)
         word = CONV_LAYOUT.const({
-            "opcode": self.opcode, "flags": {**flags, "reserved": self.flags >> 4}, "n": self.n,
+            "opcode": self.opcode, "flags": _flag_fields(self.flags), "n": self.n,
             "m_log2": self.m.bit_length() - 1 if self.m else 0, "kh": self.kh, "kw": self.kw,
             "s0": s0 & 0xFFFF, "s1": s1 & 0xFFFF, "s2": s2 & 0xFFFFFFFF, "red": self.red,
             "a_addr": self.a_addr, "b_addr": self.b_addr, "c_addr": self.c_addr, "batch": self.batch,
@@ -460,7 +513,8 @@ class ConvDescriptor:
             raise DescriptorError(f"opcode {self.opcode} is not CONV ({OP_CONV})", ErrorCode.BAD_OPCODE)
         if self.flags & ~FLAGS_DEFINED & 0xFF or self.flags & FLAG_A_TRANS:
             raise DescriptorError(f"reserved or A_TRANS flag bits set in 0x{self.flags:02x} (a convolution "
-                                  "descriptor knows its operands' layouts)", ErrorCode.BAD_FLAGS)
+                                  "descriptor knows its operands' layouts; RESULT, bits 4-5, is 0 for FP32 or 1 for "
+                                  "the operand format)", ErrorCode.BAD_FLAGS)
         if self.reserved:
             raise DescriptorError("reserved descriptor byte 0x2F must be zero", ErrorCode.BAD_FLAGS)
         if self.sparse:
@@ -495,7 +549,7 @@ class ConvDescriptor:
         if self.sparse and self.k0 % self.m:
             raise DescriptorError(f"a sparse chunk starts on an N:M group boundary, not at {self.k0}",
                                   ErrorCode.BAD_SHAPE)
-        for name, align in (("a_addr", 2), ("b_addr", 64 if self.sparse else 2), ("c_addr", 4)):
+        for name, align in (("a_addr", 2), ("b_addr", 64 if self.sparse else 2), ("c_addr", self.c_item)):
             if getattr(self, name) % align:
                 raise DescriptorError(f"{name}=0x{getattr(self, name):x} is not {align}-byte aligned",
                                       ErrorCode.BAD_ADDRESS)
@@ -527,7 +581,7 @@ class ConvDescriptor:
             b = ("B", self.b_addr, self.b_addr + (self.cols - 1) * self.b_stride + 2 * self.red)
         else:
             b = ("B", self.b_addr, self.b_addr + self.red * self.b_stride)
-        c = ("C", self.c_addr, self.c_addr + 4 * self.rows * self.cols)
+        c = ("C", self.c_addr, self.c_addr + self.c_item * self.rows * self.cols)
         return [a, b, c]
 
     def replace(self, **changes) -> ConvDescriptor:

@@ -81,7 +81,7 @@ class Meter:
         if free is not None and not isinstance(handle, np.ndarray):
             self._timed(free, handle)
 
-    def conv(self, pass_: str, a, b, shape: ConvShape, fmt: str) -> np.ndarray:
+    def conv(self, pass_: str, a, b, shape: ConvShape, fmt: str, out_fmt: str = "fp32") -> np.ndarray:
         if isinstance(b, NMOperand):
             n, m, w_bytes = b.n, b.m, packed_nbytes(b.n, b.m, b.k, b.cols)
         else:
@@ -90,9 +90,11 @@ class Meter:
         rows, red, cols = {"ff": (shape.pixels, shape.k, shape.c_out),
                            "bp": (shape.in_pixels, shape.bp_k(m or 1), shape.c_in),
                            "wu": (shape.c_out, shape.pixels, shape.k)}[pass_]
-        self.model_bytes += self._moved(a, 2) + (w_bytes if pass_ != "wu" else self._moved(b, 2)) + 4 * rows * cols
+        c_item = 4 if out_fmt == "fp32" else 2
+        self.model_bytes += (self._moved(a, 2) + (w_bytes if pass_ != "wu" else self._moved(b, 2))
+                             + c_item * rows * cols)
         self.gemms.append((rows, red, cols, n, m))
-        return self._timed(conv_pass, self.inner, pass_, a, b, shape, fmt)
+        return self._timed(conv_pass, self.inner, pass_, a, b, shape, fmt, out_fmt)
 
     def model_cycles(self, config, gemms: list[tuple[int, int, int, int, int]] | None = None) -> int:
         """Engine cycles of ``gemms`` (default all recorded) on ``config``: ``perfmodel.gemm_counters`` of every
@@ -147,5 +149,5 @@ class NullBackend:
     def sparse(self, a: np.ndarray, b: NMOperand, fmt: str) -> np.ndarray:
         return np.zeros((a.shape[0], b.cols), np.float32)
 
-    def conv(self, pass_: str, a, b, shape: ConvShape, fmt: str) -> np.ndarray:
+    def conv(self, pass_: str, a, b, shape: ConvShape, fmt: str, out_fmt: str = "fp32") -> np.ndarray:
         return np.zeros({"ff": shape.y_shape, "bp": shape.x_shape, "wu": shape.w_shape}[pass_], np.float32)

@@ -191,6 +191,9 @@ TILE_CONTROL = 3
 WRITE_ROW = 2
 #: Cycles from the last drain of a tile's last pass to the engine taking the next tile (its ``done`` cycle).
 ENGINE_HANDOVER = -1
+#: Cycles narrow results spend in the result writer's rounding pipeline (``sat.hw.fp.FP32Round.LATENCY``): the
+#: last row of a command is written that much later.
+ROUND_LATENCY = 2
 
 _LANES = 32
 
@@ -353,28 +356,36 @@ def _conv_load_cycles(config: SATConfig, conv, kind: str, r0: int, rt: int, c0: 
 
 
 def _engine_cycles(config: SATConfig, rt: int, red: int, c0: int, ct: int, n: int, m: int, c_stride: int,
-                   row0: int) -> int:
+                   row0: int, c_item: int = 4) -> int:
     """Engine time of one tile, accept to done, with the result writer's back-pressure on the drain.
 
     :func:`gemm_counters`' pass recurrence, with the drain of a pass taking ``WRITE_ROW`` plus the write's
-    beats for each result row it writes (one cycle for a row beyond ``rt``) instead of one cycle per row.
+    beats for each result row it writes (one cycle for a row beyond ``rt``) instead of one cycle per row. Narrow
+    results (``c_item = 2``) pass through the writer's two rounding stages, which hold two rows: the engine hands
+    over the last two rows of a tile a cycle each instead of waiting for their writes.
     """
     R, C, L = config.rows, config.cols, config.adder_latency
     RL = R * L
     S = steps_per_output(red, n, m)
     fill = fill_cycles(config)
     drains = []
+    costs: list[int] = []
     for rb in range(0, rt, RL):
         for cb in range(0, ct, C):
             nv = min(C, ct - cb)
             d = 0
+            costs = []
             for i in range(RL):
                 if rb + i < rt:
-                    off = ((row0 + rb + i) * c_stride + 4 * (c0 + cb)) % 64
-                    d += WRITE_ROW + (off + 4 * nv - 1) // 64 + 1
+                    off = ((row0 + rb + i) * c_stride + c_item * (c0 + cb)) % 64
+                    costs.append(WRITE_ROW + (off + c_item * nv - 1) // 64 + 1)
+                    d += costs[-1]
                 else:
                     d += 1
             drains.append(max(d, RL))
+    if c_item == 2 and drains:
+        # the rounding pipeline takes the last two rows while earlier ones are written
+        drains[-1] = max(drains[-1] - max(0, sum(costs[-2:]) - 2), RL)
     x, t_prev, d_prev = FIRST_ISSUE, None, 0
     for d in drains:
         x_last = x + (S - 1) * L
@@ -388,7 +399,7 @@ def _engine_cycles(config: SATConfig, rt: int, red: int, c0: int, ct: int, n: in
 def unit_cycles(config: SATConfig, rows: int, red: int, cols: int, n: int = 0, m: int = 0, *,
                 a_trans: bool = False, b_trans: bool = False, a_stride: int | None = None,
                 b_stride: int | None = None, c_stride: int | None = None,
-                single: bool = False, conv=None, dram: DDR4Timing | None = None) -> UnitTiming:
+                single: bool = False, conv=None, dram: DDR4Timing | None = None, narrow: bool = False) -> UnitTiming:
     """Predicted time of one descriptor on the GEMM unit: its ``busy + stall`` counters.
 
     The model walks the unit's tiles (:func:`sat.sw.tiling.tile_plan`) as ``sat.hw.gemm_unit`` runs them:
@@ -407,7 +418,9 @@ def unit_cycles(config: SATConfig, rows: int, red: int, cols: int, n: int = 0, m
       command add the cycles of the control states and of the last write.
 
     Operands are assumed 64-byte aligned; strides default to packed rows (``a_stride = 2 * red`` or, with
-    ``a_trans``, ``2 * rows``; ``b_stride = 2 * cols`` or ``2 * red`` with ``b_trans``; ``c_stride = 4 * cols``).
+    ``a_trans``, ``2 * rows``; ``b_stride = 2 * cols`` or ``2 * red`` with ``b_trans``; ``c_stride = 4 * cols``, or
+    ``2 * cols`` for narrow results). Narrow results (the descriptor's RESULT field) write 2 bytes per element, so
+    a row has about half the beats, and reach the writer :data:`ROUND_LATENCY` cycles later.
     The fixed costs were fitted to the RTL's counters; the model is within a few cycles of them
     (``tests/test_system_rtl.py::test_unit_timing``), slower memory than the test's wait-free one only adds
     cycles: ``dram`` adds those of a DDR4 channel (the DRAM terms at the end of this module, ``docs/dram.md``).
@@ -431,6 +444,8 @@ def unit_cycles(config: SATConfig, rows: int, red: int, cols: int, n: int = 0, m
     dram : sat.sw.dram.DDR4Timing, optional
         The device memory: one DDR4 channel (its latency on every DMA line, the bus shared with the result
         writes, refresh, the last response); ``None`` for a memory that answers every beat at once.
+    narrow : bool
+        Results rounded to the operand format (2 bytes each) instead of FP32.
 
     Raises
     ------
@@ -442,10 +457,11 @@ def unit_cycles(config: SATConfig, rows: int, red: int, cols: int, n: int = 0, m
     tiles, a_double, b_double = plan.tiles, plan.a_double, plan.b_double
     a_stride = a_stride or 2 * (rows if a_trans else red)
     b_stride = b_stride or 2 * (red if b_trans else cols)
-    c_stride = c_stride or 4 * cols
+    c_item = 2 if narrow else 4
+    c_stride = c_stride or c_item * cols
     single_col_tile = plan.single_column_tile
     busy = sum(gemm_counters(config, rt, red, ct, n, m).busy_cycles for _, rt, _, ct in tiles)
-    mem = _DRAMTerms(config, dram, c_stride) if dram is not None else None
+    mem = _DRAMTerms(config, dram, c_stride, c_item) if dram is not None else None
     loads = engines = 0
     t = 0                     # loader time: start of the next tile's loads
     eng_done = 0              # cycle the engine takes its next tile (0: idle from the start)
@@ -489,13 +505,13 @@ def unit_cycles(config: SATConfig, rows: int, red: int, cols: int, n: int = 0, m
         prev_r0 = r0
         loads += load
         accept = max(t + load + TILE_CONTROL, eng_done)
-        e = _engine_cycles(config, rt, red, c0, ct, n, m, c_stride, r0)
+        e = _engine_cycles(config, rt, red, c0, ct, n, m, c_stride, r0, c_item)
         engines += e
         eng_done = accept + e
         t = accept
         if mem is not None:
             mem.engine(accept, e, rt, c0, ct, r0)
-    end = eng_done + UNIT_FIXED
+    end = eng_done + UNIT_FIXED + (ROUND_LATENCY if narrow else 0)
     if mem is not None:
         end += mem.command_extra()
     return UnitTiming(cycles=end, busy_cycles=busy, load_cycles=loads, engine_cycles=engines,
@@ -727,7 +743,7 @@ def _conv_load_profile(config: SATConfig, conv, kind: str, r0: int, rt: int, c0:
 
 @functools.lru_cache(maxsize=1 << 16)
 def _tile_writes(config: SATConfig, rt: int, c0: int, ct: int, c_stride: int,
-                 row0: int) -> tuple[int, int, int, tuple[int, ...]]:
+                 row0: int, c_item: int = 4) -> tuple[int, int, int, tuple[int, ...]]:
     """``(bursts, beats, cycles, last)`` of one engine tile's result writes: a burst per real result row, its
     beats, the result writer's cycles for them (``WRITE_ROW`` plus the beats, as in :func:`_engine_cycles`), and
     the beats of the last pass's rows in the order they are written."""
@@ -739,9 +755,9 @@ def _tile_writes(config: SATConfig, rt: int, c0: int, ct: int, c_stride: int,
             nv = min(C, ct - cb)
             last = []
             for i in range(min(RL, rt - rb)):
-                off = ((row0 + rb + i) * c_stride + 4 * (c0 + cb)) % 64
+                off = ((row0 + rb + i) * c_stride + c_item * (c0 + cb)) % 64
                 bursts += 1
-                last.append((off + 4 * nv - 1) // 64 + 1)
+                last.append((off + c_item * nv - 1) // 64 + 1)
                 beats += last[-1]
     return bursts, beats, bursts * WRITE_ROW + beats, tuple(last)
 
@@ -758,16 +774,18 @@ class _DRAMTerms:
     * :meth:`command_extra`: the last write's response latency.
     """
 
-    def __init__(self, config: SATConfig, dram: DDR4Timing, c_stride: int) -> None:
+    def __init__(self, config: SATConfig, dram: DDR4Timing, c_stride: int, c_item: int = 4) -> None:
         self.config = config
         self.dram = dram
         self.c = dram.cycles(config.clock_hz, config.axi_data_width // 8)
         self.c_stride = c_stride
+        self.c_item = c_item
         self.writes: tuple[int, int, int, int, int, tuple[int, ...]] | None = None
 
     def engine(self, accept: int, cycles: int, rt: int, c0: int, ct: int, r0: int) -> None:
         """The engine takes a tile at ``accept`` for ``cycles``: its writes overlap the next tile's loads."""
-        self.writes = (accept, accept + cycles, *_tile_writes(self.config, rt, c0, ct, self.c_stride, r0))
+        self.writes = (accept, accept + cycles, *_tile_writes(self.config, rt, c0, ct, self.c_stride, r0,
+                                                                   self.c_item))
 
     def load(self, start: int, ideal: int, kind: str, *args) -> int:
         """Extra cycles of a load that starts at ``start`` and takes ``ideal`` cycles from an ideal memory."""

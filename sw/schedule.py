@@ -34,6 +34,7 @@ from .descriptor import (
     FLAG_A_TRANS,
     FLAG_B_TRANS,
     FLAG_IRQ,
+    FLAG_NARROW,
     FLAG_SPARSE,
     ConvDescriptor,
     GemmDescriptor,
@@ -199,6 +200,7 @@ class Schedule:
     bp_mask: str
     orientation: str
     memory_bytes: int
+    narrow: bool = True
     gemms: list[ScheduledGemm] = field(default_factory=list)
     regions: dict[str, Region] = field(default_factory=dict)
     steps: list[DmaStep] = field(default_factory=list)
@@ -318,7 +320,7 @@ def _conv_template(layer: Conv, batch: int, pass_: str, n: int, m: int) -> ConvD
 def schedule_iteration(network: Network, batch: int, config: SATConfig, nm: NM | str = (2, 8), *,
                        bp_mask: str = "independent", orientation: Orientation = "auto",
                        first_layer_bp: bool = False, memory_bytes: int = DEFAULT_MEMORY_BYTES,
-                       channels: int = 1) -> Schedule:
+                       channels: int = 1, narrow: bool = True) -> Schedule:
     """Schedule one BDWP training iteration of ``network`` at ``batch`` on a ``config`` build.
 
     Parameters
@@ -346,6 +348,11 @@ def schedule_iteration(network: Network, batch: int, config: SATConfig, nm: NM |
         ``sat.sw.memmap.CARD_MEMORY``, 4 x 16 GiB). Regions go to the channels the driver would use
         (:func:`sat.sw.memmap.default_placement`: operands, results and the descriptor list by role) and carry their
         ``channel``. With one channel the addresses are a plain bump allocation from 0.
+    narrow : bool
+        Mixed precision (SPEC section 2): FF and BP results that one descriptor computes in full are written in the
+        operand format (``FLAG_NARROW``, 2 bytes each), the activations and activation gradients the host reads;
+        K-chunk partials (the host adds them, then rounds the sum) and WU's weight gradients stay FP32.
+        ``False``: every result FP32.
 
     Raises
     ------
@@ -365,7 +372,7 @@ def schedule_iteration(network: Network, batch: int, config: SATConfig, nm: NM |
         raise ValueError(f"orientation must be 'normal', 'auto' or 'auto-engine', not {orientation!r}")
     if bp_mask not in ("independent", "nested"):
         raise ValueError(f"bp_mask must be 'independent' or 'nested', not {bp_mask!r}")
-    sched = Schedule(network, batch, config, nm, bp_mask, orientation, memory_bytes)
+    sched = Schedule(network, batch, config, nm, bp_mask, orientation, memory_bytes, narrow)
     mem = _Memory(memory_bytes, channels)
     layers = network.layers
     pending: list[tuple] = []   # (layer, pass, rows, red, cols, n, m, transposed, A, B, C-region base name)
@@ -433,17 +440,18 @@ def schedule_iteration(network: Network, batch: int, config: SATConfig, nm: NM |
             else:
                 mem.alloc(op.region, 2 * op.lines * op.length, "host", role)
     out_regions = []
-    for _layer, _pass, rows, red, cols, n, m, _tr, _a, _b, c_name in pending:
+    for _layer, pass_, rows, red, cols, n, m, _tr, _a, _b, c_name in pending:
         chunks = _best_chunks(config, rows, red, cols, n, m)[0]
         names = [c_name if len(chunks) == 1 else f"{c_name}.part{j}" for j in range(len(chunks))]
-        out_regions.append((names, chunks))
+        item = 2 if narrow and pass_ != "wu" and len(chunks) == 1 else 4     # only a final result is narrow
+        out_regions.append((names, chunks, item))
         for name in names:
-            mem.alloc(name, 4 * rows * cols, "card", "c")
-    list_region = mem.alloc("descriptors", DESCRIPTOR_BYTES * sum(len(c) for _, c in out_regions), "host", "cmd")
+            mem.alloc(name, item * rows * cols, "card", "c")
+    list_region = mem.alloc("descriptors", DESCRIPTOR_BYTES * sum(len(c) for _, c, _ in out_regions), "host", "cmd")
 
     # Descriptors and counters.
-    for (layer, pass_, rows, red, cols, n, m, tr, a, b, _c), (names, chunks) in zip(pending, out_regions,
-                                                                                        strict=True):
+    for (layer, pass_, rows, red, cols, n, m, tr, a, b, _c), (names, chunks, item) in zip(pending, out_regions,
+                                                                                              strict=True):
         descs, total = [], _ZERO
         first = len(sched.descriptors)
         for j, ((k0, k1), c_region) in enumerate(zip(chunks, names, strict=True)):
@@ -465,11 +473,14 @@ def schedule_iteration(network: Network, batch: int, config: SATConfig, nm: NM |
                     b_addr, b_stride = rb.addr + k0 * 2 * b.length, 2 * b.length
             if j == len(chunks) - 1:
                 flags |= FLAG_IRQ
+            if item == 2:
+                flags |= FLAG_NARROW
             if _is_conv(layer):
                 conv = _conv_template(layer, batch, pass_, n, m)
                 d = conv.replace(a_addr=mem.regions[a.region].addr, c_addr=mem.regions[c_region].addr,
                                  b_addr=(mem.regions[f"{b.region}{j}"].addr if n else mem.regions[b.region].addr),
-                                 k0=k0, red=k1 - k0, flags=(FLAG_SPARSE if n else 0) | (flags & FLAG_IRQ),
+                                 k0=k0, red=k1 - k0,
+                                 flags=(FLAG_SPARSE if n else 0) | (flags & (FLAG_IRQ | FLAG_NARROW)),
                                  tag=len(sched.descriptors))
                 if pass_ == "wu":           # dY's pixels k0.. (A^T lines)
                     d = d.replace(a_addr=d.a_addr + k0 * 2 * layer.c_out)
@@ -478,7 +489,7 @@ def schedule_iteration(network: Network, batch: int, config: SATConfig, nm: NM |
             else:
                 d = GemmDescriptor(rows=rows, red=k1 - k0, cols=cols, a_addr=a_addr, b_addr=b_addr,
                                    c_addr=mem.regions[c_region].addr, a_stride=a_stride, b_stride=b_stride,
-                                   c_stride=4 * cols, n=n, m=m, flags=flags, tag=len(sched.descriptors))
+                                   c_stride=item * cols, n=n, m=m, flags=flags, tag=len(sched.descriptors))
             d.validate(config, memory_bytes)
             descs.append(d)
             sched.descriptors.append(d)
@@ -489,7 +500,7 @@ def schedule_iteration(network: Network, batch: int, config: SATConfig, nm: NM |
     steps = sched.steps
     steps.append(DmaStep("h2c", "descriptor list (static: written once, reused every iteration)", "descriptors"))
     host_written = [r for r in mem.regions.values() if r.writer == "host" and r.name != "descriptors"]
-    for g, (names, _) in zip(sched.gemms, out_regions, strict=True):
+    for g, (names, _, _) in zip(sched.gemms, out_regions, strict=True):
         p = g.layer
         if g.pass_ == "ff":
             steps.append(DmaStep("host", f"{p}: the layer input, channels-last (the host ops before it)"))
@@ -587,7 +598,8 @@ def run_schedule(device, schedule: Schedule, tensors: dict[str, dict[str, np.nda
     -------
     dict
         ``{(layer, "ff"): Y (P x C_out), (layer, "bp"): dX (P x K; a convolution's B*H*W x C_in),
-        (layer, "wu"): dW (C_out x K)}``, FP32.
+        (layer, "wu"): dW (C_out x K)}``, float32: FP32 results, narrow results' values (decoded), and K-chunk
+        sums rounded to the operand format where the schedule is narrow (FF, BP), as the golden model does.
 
     Raises
     ------
@@ -597,7 +609,7 @@ def run_schedule(device, schedule: Schedule, tensors: dict[str, dict[str, np.nda
         If an operand has the wrong shape.
     """
     from .bdwp import sum_partials
-    from .numerics import encode, quantize
+    from .numerics import decode, encode, quantize, result_values
 
     cfg = schedule.config
     base = device.alloc(schedule.memory_used, 64)
@@ -682,9 +694,15 @@ def run_schedule(device, schedule: Schedule, tensors: dict[str, dict[str, np.nda
         device.run(relocated, timeout_s=timeout_s)
         # K-chunk partials added in chunk order with the array's FP32 adder semantics (RNE, FTZ, canonical NaN),
         # as GoldenBackend(k_limit=...) and DeviceBackend do
-        total = sum_partials(
-            np.frombuffer(bytes(transport.dma_read(d.c_addr, 4 * d.rows * d.cols)), dtype="<f4").reshape(d.rows, d.cols)
-            for d in relocated)
+        def result(d) -> np.ndarray:
+            raw = bytes(transport.dma_read(d.c_addr, d.c_item * d.rows * d.cols))
+            if d.narrow:
+                return decode(np.frombuffer(raw, "<u2").astype(np.uint16), cfg.fmt).reshape(d.rows, d.cols)
+            return np.frombuffer(raw, dtype="<f4").reshape(d.rows, d.cols)
+
+        total = sum_partials(result(d) for d in relocated)
+        if schedule.narrow and g.pass_ != "wu" and len(relocated) > 1:
+            total = result_values(total, cfg.fmt)       # the host rounds the sum of FP32 partials once
         results[(g.layer, g.pass_)] = np.ascontiguousarray(total.T) if g.transposed else total
     device.free(base)
     return results

@@ -230,6 +230,9 @@ class TrainConfig:
     train_subset, test_subset : int, optional
         Train on the first ``train_subset`` samples of the (shuffled, stratified) training split, evaluate on
         the first ``test_subset`` of the test split; default all (1347 and 450 digits).
+    results : "narrow" or "fp32"
+        ``narrow`` (default, SPEC section 2): activations (FF results) and activation gradients (BP results) in the
+        operand format, weight gradients FP32 (:attr:`BDWPSettings.narrow`); ``fp32``: every GEMM result FP32.
     framework : "sat" or "torch"
         ``sat``: the model built from SAT's layers; ``torch``: its torch version (:data:`TORCH_MODELS`; ResNet-18
         is torchvision's) converted by :func:`sat.torch.convert`, batch norm, pooling, loss and optimizer in torch.
@@ -260,8 +263,11 @@ class TrainConfig:
     train_subset: int | None = None
     test_subset: int | None = None
     framework: str = "sat"
+    results: str = "narrow"
 
     def __post_init__(self) -> None:
+        if self.results not in ("narrow", "fp32"):
+            raise ValueError(f"results must be 'narrow' or 'fp32', not {self.results!r}")
         for name in ("width", "max_steps", "train_subset", "test_subset"):
             v = getattr(self, name)
             if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
@@ -311,7 +317,7 @@ class TrainConfig:
     def settings(self, backend: GemmBackend | None = None) -> BDWPSettings:
         """The :class:`BDWPSettings` of this run on ``backend`` (default golden)."""
         return BDWPSettings(parse_nm(self.nm), self.fmt, self.bp_mask,
-                            backend if backend is not None else GoldenBackend())
+                            backend if backend is not None else GoldenBackend(), narrow=self.results == "narrow")
 
 
 def _accuracy(model: Graph, x: np.ndarray, y: np.ndarray, s: BDWPSettings) -> float:

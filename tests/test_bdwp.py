@@ -31,6 +31,7 @@ from sat.sw.bdwp import (
     prune,
     softmax_cross_entropy,
 )
+from sat.sw.numerics import result_values
 
 NMS = [(2, 4), (2, 8), (1, 8)]
 
@@ -119,7 +120,7 @@ def test_nested_and_independent_bp_weights_are_defined_as_specified():
 
 # --------------------------------------------------------------------------------------------- linear
 
-def _linear_reference(x, w, b, dy, nm, bp_mask):
+def _linear_reference(x, w, b, dy, nm, bp_mask, act_fmt="fp32"):
     x64, w64, dy64 = (np.asarray(v, np.float64) for v in (x, w, dy))
     if nm is None:
         w_ff, w_bp = w64, w64
@@ -127,28 +128,31 @@ def _linear_reference(x, w, b, dy, nm, bp_mask):
         w_ff = np.where(ref_mask(w64, *nm, axis=1), w64, 0)
         base = w_ff if bp_mask == "nested" else w64
         w_bp = np.where(ref_mask(base, *nm, axis=0), base, 0)
-    y = np.einsum("rk,ok->ro", x64, w_ff) + b
-    dx = np.einsum("ro,ok->rk", dy64, w_bp)
+    # an exact FP32 chain result rounded once to the operand format (narrow results), the bias added after
+    y = result_values(np.einsum("rk,ok->ro", x64, w_ff).astype(np.float32), act_fmt) + b
+    dx = result_values(np.einsum("ro,ok->rk", dy64, w_bp).astype(np.float32), act_fmt)
     dw = np.einsum("ro,rk->ok", dy64, x64)
     return y, dx, dw
 
 
+@pytest.mark.parametrize("narrow", [False, True])
 @pytest.mark.parametrize("fmt", ["fp16", "bf16"])
 @pytest.mark.parametrize("nm", [None, *NMS])
 @pytest.mark.parametrize("bp_mask", ["independent", "nested"])
-def test_linear_ff_bp_wu_exact_on_representable_data(fmt, nm, bp_mask):
+def test_linear_ff_bp_wu_exact_on_representable_data(fmt, nm, bp_mask, narrow):
     """On grid data every operand is exact in FP16/BF16 and every partial sum is exact in FP32
-    (|sum| < 2**10 on a 1/16 grid needs < 15 bits), so golden FF/BP/WU must equal float64 exactly."""
+    (|sum| < 2**10 on a 1/16 grid needs < 15 bits), so golden FF/BP/WU must equal float64 exactly; with narrow
+    results, FF and BP equal the float64 result rounded once to the operand format (WU stays FP32)."""
     rng = np.random.default_rng(7)
     layer = Linear(32, 16, name="fc", rng=rng)
     layer.weight[:] = grid_values(rng, layer.weight.shape)
     layer.bias[:] = grid_values(rng, layer.bias.shape)
     x = grid_values(rng, (5, 32))
     dy = grid_values(rng, (5, 16))
-    s = BDWPSettings(nm, fmt, bp_mask)
+    s = BDWPSettings(nm, fmt, bp_mask, narrow=narrow)
     y = layer.forward(x, s)
     dx = layer.backward(dy, s)
-    y_ref, dx_ref, dw_ref = _linear_reference(x, layer.weight, layer.bias, dy, nm, bp_mask)
+    y_ref, dx_ref, dw_ref = _linear_reference(x, layer.weight, layer.bias, dy, nm, bp_mask, s.act_fmt)
     np.testing.assert_array_equal(y, y_ref)
     np.testing.assert_array_equal(dx, dx_ref)
     np.testing.assert_array_equal(layer.grad_weight, dw_ref)
@@ -237,7 +241,8 @@ def test_col2im_is_the_adjoint_of_im2col():
 def test_conv_ff_bp_wu_against_direct_conv_and_finite_differences(nm, bp_mask, fmt):
     """FF equals a direct float64 convolution with W_ff; dX and dW equal finite differences of the linear
     functionals L(x) = <G, conv(x, W_bp)> and L(W) = <G, conv(x, W)> (unit steps are exact for linear maps
-    on grid data, and so is the golden arithmetic)."""
+    on grid data, and so is the golden arithmetic); FF and BP results are narrow (the exact value rounded once to
+    the operand format), WU results FP32."""
     rng = np.random.default_rng(17)
     stride, padding = 2, 1
     layer = Conv2d(8, 8, 3, stride=stride, padding=padding, name="conv", bias=False, rng=rng)
@@ -257,7 +262,8 @@ def test_conv_ff_bp_wu_against_direct_conv_and_finite_differences(nm, bp_mask, f
         base = w_ff if bp_mask == "nested" else w2
         k_ff = w_ff.reshape(kernel.shape)
         k_bp = np.where(ref_mask(base, *nm, axis=0), base, 0).reshape(kernel.shape)
-    np.testing.assert_array_equal(y, direct_conv(x, k_ff, stride, padding))
+    np.testing.assert_array_equal(y, result_values(direct_conv(x, k_ff, stride, padding).astype(np.float32),
+                                                   s.act_fmt))
 
     def fd(f, v):
         base_val, out = f(v), np.zeros(v.shape)
@@ -268,7 +274,7 @@ def test_conv_ff_bp_wu_against_direct_conv_and_finite_differences(nm, bp_mask, f
         return out
 
     dx_fd = fd(lambda xv: np.sum(g * direct_conv(xv, k_bp, stride, padding)), x)
-    np.testing.assert_array_equal(dx, dx_fd)
+    np.testing.assert_array_equal(dx, result_values(dx_fd.astype(np.float32), s.act_fmt))
     dw_fd = fd(lambda kv: np.sum(g * direct_conv(x, kv, stride, padding)), kernel)
     np.testing.assert_array_equal(layer.grad_weight, dw_fd.reshape(8, -1))
 

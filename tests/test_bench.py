@@ -103,15 +103,17 @@ def test_cli(tmp_path, capsys):
 
 def test_host_iteration_counts_the_bytes_a_conv_card_moves():
     """host_iteration's PCIe bytes for conv -> global pool -> fc, dense, batch 2, counted by hand: each resident
-    activation and output gradient once (operand format), dense weights (FF: W^T, BP: W as K' x C_in), FP32
-    results once; the first layer's BP is not run. Its host time is positive and broken down by category."""
+    activation and output gradient once (operand format), dense weights (FF: W^T, BP: W as K' x C_in), results
+    once (FF and BP narrow, WU FP32); the first layer's BP is not run. Its host time is positive and broken down
+    by category."""
     from sat.sw.bench import host_iteration
     from sat.sw.network import NetworkBuilder
 
     net = NetworkBuilder("t", 4, 4, 8).conv("c", 8, 3).relu().avgpool().flatten().linear("fc", 4).build()
     b = 2
-    conv = 2 * b * 4 * 4 * 8 + 2 * 72 * 8 + 4 * b * 4 * 4 * 8 + 2 * b * 4 * 4 * 8 + 4 * 8 * 72
-    fc = 2 * b * 8 + 2 * 8 * 4 + 4 * b * 4 + 2 * b * 4 + 4 * 4 * 8 + 2 * 4 * 8 + 4 * b * 8
+    # narrow results (SPEC section 2): FF's Y and BP's dX in the operand format (2 bytes), WU's dW in FP32
+    conv = 2 * b * 4 * 4 * 8 + 2 * 72 * 8 + 2 * b * 4 * 4 * 8 + 2 * b * 4 * 4 * 8 + 4 * 8 * 72
+    fc = 2 * b * 8 + 2 * 8 * 4 + 2 * b * 4 + 2 * b * 4 + 4 * 4 * 8 + 2 * 4 * 8 + 2 * b * 8
     r = host_iteration(net, b, "dense")
     assert r["pcie_bytes"] == conv + fc
     assert r["host_seconds"] > 0 and r["breakdown"]["total"] > 0 and set(r["breakdown"]) >= {"batch norm", "other"}

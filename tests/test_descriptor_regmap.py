@@ -11,12 +11,15 @@ from sat.sw.descriptor import (
     DESCRIPTOR_BYTES,
     FLAG_A_TRANS,
     FLAG_B_TRANS,
+    FLAG_NARROW,
     FLAG_SPARSE,
     MAX_DIM,
     DescriptorError,
     GemmDescriptor,
+    decode,
     decode_list,
     encode_list,
+    result_flags,
 )
 from sat.sw.nmformat import packed_nbytes
 from sat.sw.regmap import SAT_ID, ErrorCode, register_map
@@ -66,11 +69,26 @@ def test_valid_descriptors_pass():
     dense(flags=FLAG_A_TRANS, a_stride=6).validate(CFG)
     dense(flags=FLAG_B_TRANS, b_stride=10).validate(CFG)
     dense(flags=FLAG_SPARSE, n=2, m=8, b_addr=0x4000, b_stride=0).validate(CFG)
+    # narrow results: 2-byte elements, 2-byte aligned address and stride
+    narrow = dense(flags=FLAG_NARROW, c_addr=0x3002, c_stride=14)
+    narrow.validate(CFG, memory_bytes=1 << 20)
+    assert narrow.extents()[2] == ("C", 0x3002, 0x3002 + 2 * 14 + 2 * 7)
+    assert decode(narrow.encode()) == narrow and narrow.encode()[1] == 0x10
+
+
+def test_result_flags():
+    assert result_flags("fp32", "fp16") == 0 and result_flags("bf16", "bf16") == FLAG_NARROW
+    with pytest.raises(ValueError, match="operand format"):
+        result_flags("bf16", "fp16")
 
 
 @pytest.mark.parametrize("change, code", [
     ({"opcode": 0}, ErrorCode.BAD_OPCODE),
-    ({"flags": 0x10}, ErrorCode.BAD_FLAGS),
+    ({"flags": 0x20}, ErrorCode.BAD_FLAGS),     # RESULT code 2: reserved
+    ({"flags": 0x30}, ErrorCode.BAD_FLAGS),     # RESULT code 3: reserved
+    ({"flags": 0x40}, ErrorCode.BAD_FLAGS),
+    ({"flags": FLAG_NARROW, "c_stride": 13}, ErrorCode.BAD_ADDRESS),
+    ({"flags": FLAG_NARROW, "c_stride": 12}, ErrorCode.BAD_SHAPE),      # less than 7 two-byte results
     ({"flags": FLAG_SPARSE | FLAG_B_TRANS, "n": 2, "m": 8, "b_addr": 0x4000}, ErrorCode.BAD_FLAGS),
     ({"flags": FLAG_SPARSE, "n": 1, "m": 8, "b_addr": 0x4000}, ErrorCode.NM_UNSUPPORTED),
     ({"n": 2, "m": 4}, ErrorCode.NM_UNSUPPORTED),

@@ -338,21 +338,40 @@ def test_loader_reports_a_read_error() -> None:
 # ----------------------------------------------------------------------------------------------------------
 # ResultWriter
 
+def _writer_data(rng: np.random.Generator, shape: tuple[int, int], result: str) -> np.ndarray:
+    """FP32 results; for narrow FP16 results also values that round into the subnormal range, to zero, to the
+    largest normal and overflow to Inf (``docs/numerics.md``)."""
+    data = rng.standard_normal(shape).astype(np.float32)
+    if result == "fp16":
+        special = np.array([2.0**-20 * 1.37, -2.0**-24 * 0.6, 2.0**-26, 65519.0, 65520.0, -1e6, 2.0**-14 * 0.999,
+                            3.0e-8, np.inf, np.nan], np.float32)
+        data.flat[:special.size] = special
+    elif result == "bf16":
+        data.flat[:5] = np.array([3.4e38, -3.39e38, 2.0**-130, 1.0 + 2.0**-8, np.nan], np.float32)
+    return data
+
+
 @pytest.mark.parametrize("stall", [0.0, 0.4])
-def test_writer_puts_rows_at_their_addresses(stall: float) -> None:
-    """Rows of two tiles (one ragged) land at c_rowtile_addr + row * c_stride + 4 * (c0 + col), only the real
-    columns written; a write error is reported and cleared by the next command."""
+@pytest.mark.parametrize("result", ["fp32", "fp16", "bf16"])
+def test_writer_puts_rows_at_their_addresses(result: str, stall: float) -> None:
+    """Rows of two tiles (one ragged) land at c_rowtile_addr + row * c_stride + e * (c0 + col), only the real
+    columns written (e = 4 for FP32 results; narrow results are ``numerics.round_result`` of the row, e = 2, with a
+    2-byte aligned address and stride); a write error is reported and cleared by the next command."""
     rng = np.random.default_rng(3)
-    cfg = CFG
+    narrow = result != "fp32"
+    cfg = CFG.replace(fmt=result) if narrow else CFG
+    e = 2 if narrow else 4
     R, C, L = cfg.rows, cfg.cols, cfg.adder_latency
-    c_addr, c_stride = 0x208, 4 * 9 + 12
+    c_addr, c_stride = (0x20A, 2 * 9 + 6) if narrow else (0x208, 4 * 9 + 12)
     mem = DmaStreamMemory(1 << 16, BEAT, rng, stall=stall)
     dut = ResultWriter(cfg)
-    ctx = _context(cfg, red=1, cols=9, c_stride=c_stride)
+    ctx = {**_context(cfg, red=1, cols=9, c_stride=c_stride), "narrow": int(narrow)}
     # two engine tiles of a 10 x 9 C: rows 0..9 of columns 0..3 (row tile 0) and rows 0..5 of columns 4..8
     tiles = [(0, 4, c_addr, 10), (4, 5, c_addr, 6)]
-    expect = np.full((10, 9), np.nan, np.float32)
-    data = rng.standard_normal((10, 9)).astype(np.float32)
+    data = _writer_data(rng, (10, 9), result)
+    bits = numerics.fp32_bits(data)
+    want = numerics.round_result(bits, result).astype(np.uint16) if narrow else bits
+    written = np.zeros((10, 9), bool)
 
     async def bench(ctx_):
         ctx_.set(dut.context, context_layout(cfg).const(ctx))
@@ -366,11 +385,10 @@ def test_writer_puts_rows_at_their_addresses(stall: float) -> None:
                      for row in range(base, min(base + R * L, rows))]
             for row, col in order:
                 lanes = [col + j < ct for j in range(C)]
-                vals = [int(numerics.fp32_bits(data[row, c0 + col + j])) if lanes[j] else 0x7FC00000
-                        for j in range(C)]
+                vals = [int(bits[row, c0 + col + j]) if lanes[j] else 0x7FC00000 for j in range(C)]
                 for j in range(C):
                     if lanes[j]:
-                        expect[row, c0 + col + j] = data[row, c0 + col + j]
+                        written[row, c0 + col + j] = True
                 await stream_put(ctx_, dut.result, {"row": row, "col": col, "data": vals,
                                                     "lanes": sum(1 << j for j in range(C) if lanes[j]),
                                                     "last": 0})
@@ -394,11 +412,11 @@ def test_writer_puts_rows_at_their_addresses(stall: float) -> None:
     sim.run()
     got = np.frombuffer(bytes(mem.mem[c_addr:c_addr + 10 * c_stride]), np.uint8)
     for row in range(10):
-        line = np.frombuffer(got[row * c_stride:row * c_stride + 36].tobytes(), np.float32)
-        written = ~np.isnan(expect[row])
-        assert np.array_equal(line[written], expect[row][written]), row
-        assert not line[~written].any(), f"row {row}: bytes outside the tile's columns were written"
-    assert not any(got[row * c_stride + 36:(row + 1) * c_stride].any() for row in range(9)), "row padding written"
+        line = np.frombuffer(got[row * c_stride:row * c_stride + 9 * e].tobytes(), f"<u{e}")
+        assert np.array_equal(line[written[row]], want[row][written[row]]), row
+        assert not line[~written[row]].any(), f"row {row}: bytes outside the tile's columns were written"
+    assert not any(got[row * c_stride + 9 * e:(row + 1) * c_stride].any() for row in range(9)), "row padding written"
+    assert not any(mem.mem[c_addr - 2:c_addr]), "bytes before C written"
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -59,6 +59,13 @@ def test_system_errors(sim_seed: int) -> None:
     run_system("errors", sim_seed)
 
 
+@pytest.mark.parametrize("fmt", ["fp16", "bf16"])
+def test_system_narrow_results(fmt: str, sim_seed: int) -> None:
+    """GEMM and convolution descriptors with narrow results (FP16: into the subnormal range and to Inf), bit for
+    bit ``numerics.round_result`` of the golden FP32 result; reserved RESULT codes give BAD_FLAGS."""
+    run_system("narrow", sim_seed, CONFIG.replace(fmt=fmt))
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("seed_offset", [1, 2])
 def test_system_gemms_more(sim_seed: int, seed_offset: int) -> None:
@@ -78,11 +85,13 @@ def test_system_other_arrays(name: str, sim_seed: int) -> None:
 #: GEMMs whose unit time is checked against the model: ``[kind, rows, red, cols, [n, m] or None]`` (kinds of
 #: ``tb_system.run_gemm``: "gemm" row-major A and B or packed B, "wu" A_TRANS, "ff" dense B_TRANS). On the 2x2
 #: build they cover one tile, double buffered tiles bound by loads and by compute, single buffered tiles
-#: (red 100 and 120 do not fit the buffers twice) and every load path.
+#: (red 100 and 120 do not fit the buffers twice) and every load path; a sixth item ``True`` asks for narrow
+#: results (half the write beats; the writer-bound 40x8x30 among them).
 TIMING_SHAPES = [
     ["gemm", 2, 8, 2, None], ["gemm", 13, 40, 9, None], ["gemm", 40, 8, 30, None], ["gemm", 8, 100, 6, None],
     ["wu", 30, 20, 30, None], ["wu", 9, 100, 7, None], ["ff", 11, 40, 7, None], ["ff", 9, 120, 3, None],
     ["gemm", 24, 48, 33, [1, 4]], ["gemm", 7, 256, 9, [2, 8]],
+    ["gemm", 40, 8, 30, None, True], ["gemm", 13, 40, 9, None, True], ["gemm", 24, 48, 33, [1, 4], True],
 ]
 #: Tolerance of the unit timing model: relative, and in cycles for tiny GEMMs.
 TIMING_RTOL = 0.02
@@ -121,12 +130,13 @@ def _check_unit_timing(tmp_path: Path, seed: int, config: SATConfig, shapes: lis
     for r in json.loads(report.read_text()):
         nm = r["nm"] or (0, 0)
         model = unit_cycles(config, r["rows"], r["red"], r["cols"], *nm, a_trans=r["kind"] == "wu",
-                            b_trans=r["kind"] == "ff" and not r["nm"], dram=dram)
+                            b_trans=r["kind"] == "ff" and not r["nm"], dram=dram, narrow=r["narrow"])
         assert r["COMPUTE_CYCLES"] == model.busy_cycles, r
         rtl = r["unit_cycles"]
         total_rtl += rtl
         total_model += model.cycles
-        line = (f"{r['kind']} {r['rows']}x{r['red']}x{r['cols']} {r['nm'] or 'dense'}: RTL {rtl}, model "
+        line = (f"{r['kind']} {r['rows']}x{r['red']}x{r['cols']} {r['nm'] or 'dense'}"
+                f"{' narrow' if r['narrow'] else ''}: RTL {rtl}, model "
                 f"{model.cycles} ({100 * (model.cycles / rtl - 1):+.1f} %, {'double' if model.double else 'single'}"
                 f" buffered, {model.tiles} tiles)")
         print(line)

@@ -6,6 +6,7 @@ import json
 import math
 import subprocess
 import sys
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -153,10 +154,34 @@ def test_cnn_on_device_model_with_small_buffers_splits_k_bit_exact():
     backend = DeviceBackend(SATDevice(ModelTransport(sat, 8 << 20), sat))
     res = train(cfg, backend, progress=False)
     assert backend.stats["descriptors"] > backend.stats["gemms"], "no reduction was split"
+    assert 0 < backend.stats["narrow"] < backend.stats["descriptors"], "FF/BP narrow on the core, WU and chunks FP32"
     ref = train(cfg, GoldenBackend(k_limit=backend.k_limit), progress=False)
     assert res["step_losses"] == ref["step_losses"] and res["weights_sha256"] == ref["weights_sha256"]
     unsplit = train(cfg, GoldenBackend(), progress=False)
     assert unsplit["weights_sha256"] != res["weights_sha256"]
+
+
+def test_narrow_results_on_device_model_equal_golden_and_differ_from_fp32():
+    """Mixed precision (``results="narrow"``, the default): the core rounds FF and BP results to the operand format
+    (narrow descriptors on the device model, whose bytes are ``numerics.round_result`` of the FP32 chain), WU
+    stays FP32; losses and weights equal the golden model rounding in the same place, bit for bit, for FP16 and
+    BF16, and differ from a run with FP32 results."""
+    from sat.sw.bdwp import GoldenBackend
+    from sat.sw.config import SATConfig
+    from sat.sw.driver import DeviceBackend, SATDevice
+    from sat.sw.driver.model import ModelTransport
+
+    for fmt in ("fp16", "bf16"):
+        cfg = TrainConfig(model="cnn", width=2, batch_size=8, max_steps=2, train_subset=16, test_subset=8, seed=5,
+                          fmt=fmt)
+        sat = SATConfig(rows=4, cols=4, fmt=fmt)
+        backend = DeviceBackend(SATDevice(ModelTransport(sat, 8 << 20), sat))
+        res = train(cfg, backend, progress=False)
+        assert backend.stats["narrow"] > 0 and backend.stats["narrow"] < backend.stats["descriptors"]
+        ref = train(cfg, GoldenBackend(k_limit=backend.k_limit), progress=False)
+        assert res["step_losses"] == ref["step_losses"] and res["weights_sha256"] == ref["weights_sha256"], fmt
+        wide = train(replace(cfg, results="fp32"), GoldenBackend(k_limit=backend.k_limit), progress=False)
+        assert wide["weights_sha256"] != res["weights_sha256"], fmt
 
 
 def test_cli_short_run_and_sim_options(tmp_path, capsys):

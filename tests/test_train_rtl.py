@@ -32,6 +32,8 @@ def _check(res: dict, cfg: TrainConfig, split: bool) -> None:
     sim = res["sim"]
     assert sim["cycles"] >= sim["core_cycles"] > 0 and sim["gemms"] > 0
     assert (sim["descriptors"] > sim["gemms"]) == split, sim
+    # narrow results (SPEC section 2): every FF and BP pass run as one descriptor has the core round its results
+    assert 0 < sim["narrow_descriptors"] < sim["descriptors"], sim
     print(f"{cfg.model} width {cfg.width}: {res['steps']} steps, losses {res['step_losses']}, {sim['gemms']} GEMMs "
           f"({sim['descriptors']} descriptors), {sim['cycles']} cycles in {sim['wall_seconds']:.1f} s")
 

@@ -465,7 +465,8 @@ def _parse_policy(policy: Mapping[str, Mapping[str, str]] | Iterable[str] | None
 
 def convert(module: nn.Module, nm: tuple[int, int] | str | None = (2, 8), *, bp_mask: str = "independent",
             backend: str | GemmBackend = "golden", fmt: str = "fp16",
-            policy: Mapping[str, Mapping[str, str]] | Iterable[str] | None = None) -> nn.Module:
+            policy: Mapping[str, Mapping[str, str]] | Iterable[str] | None = None,
+            results: str = "narrow") -> nn.Module:
     """Run the ``nn.Conv2d`` and ``nn.Linear`` layers of ``module`` on SAT with BDWP; in place, returns ``module``.
 
     Every ``nn.Conv2d`` (groups 1, dilation 1, zero padding equal along H and W, one stride) and ``nn.Linear``
@@ -491,6 +492,9 @@ def convert(module: nn.Module, nm: tuple[int, int] | str | None = (2, 8), *, bp_
     policy : mapping or iterable of str, optional
         Per-layer pass policy, by qualified module name: ``{"fc": {"bp": "dense"}}`` or ``["fc.bp=dense"]``
         (modes ``auto``, ``dense``, ``sparse``; default ``auto`` as in ``docs/bdwp.md``).
+    results : "narrow" or "fp32"
+        ``narrow`` (default, SPEC section 2): FF and BP results in the operand format, WU results FP32
+        (``BDWPSettings.narrow``); ``fp32``: every result FP32.
 
     Returns
     -------
@@ -506,7 +510,10 @@ def convert(module: nn.Module, nm: tuple[int, int] | str | None = (2, 8), *, bp_
     """
     if not isinstance(module, nn.Module):
         raise ValueError(f"convert() takes a torch.nn.Module, not {type(module).__name__}")
-    settings = BDWPSettings(None if nm == "dense" else nm, fmt, bp_mask, open_backend(backend))
+    if results not in ("narrow", "fp32"):
+        raise ValueError(f"results must be 'narrow' or 'fp32', not {results!r}")
+    settings = BDWPSettings(None if nm == "dense" else nm, fmt, bp_mask, open_backend(backend),
+                            narrow=results == "narrow")
     policies = _parse_policy(policy)
     converted: dict[str, SATLayer] = {}
     skipped: list[str] = []

@@ -43,7 +43,7 @@ class TorchModel:
 
     def __init__(self, module: nn.Module, settings: bdwp.BDWPSettings, image: bool = True) -> None:
         self.module = convert(module, settings.nm, bp_mask=settings.bp_mask, backend=settings.backend,
-                              fmt=settings.fmt)
+                              fmt=settings.fmt, results="narrow" if settings.narrow else "fp32")
         self.image = image
         self.optimizer: torch.optim.Optimizer | None = None
 

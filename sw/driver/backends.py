@@ -68,9 +68,9 @@ class ModelBackend:
     def release(self, t) -> None:
         self.backend(self._owner.pop(id(t))).release(t)
 
-    def conv(self, pass_: str, a, b, shape, fmt: str) -> np.ndarray:
+    def conv(self, pass_: str, a, b, shape, fmt: str, out_fmt: str = "fp32") -> np.ndarray:
         """:meth:`DeviceBackend.conv` on the model for ``fmt``."""
-        return self.backend(fmt).conv(pass_, a, b, shape, fmt)
+        return self.backend(fmt).conv(pass_, a, b, shape, fmt, out_fmt)
 
     def k_limit(self, n: int = 0, m: int = 0) -> int:
         """The K-chunk limit of the modelled GEMM unit (the same for every format)."""

@@ -33,6 +33,7 @@ from ..descriptor import (
     DescriptorError,
     GemmDescriptor,
     encode_list,
+    result_flags,
 )
 from ..memmap import MemoryMap, default_placement
 from ..nmformat import NMOperand, compress_bp, compress_ff, pack
@@ -636,7 +637,8 @@ class SATDevice:
         b : Tensor or SparseWeights
             Dense: stored ``K x cols`` (or ``cols x K`` with ``b_trans``); sparse: a ``K x cols`` packed operand.
         c : Tensor
-            FP32 ``rows x cols`` result.
+            ``rows x cols`` result: an ``"fp32"`` tensor, or one in the operand format for narrow results (the
+            descriptor's RESULT field: each FP32 chain result rounded once, ``numerics.round_result``).
 
         Raises
         ------
@@ -660,8 +662,10 @@ class SATDevice:
             flags |= FLAG_B_TRANS if b_trans else 0
         if b_red != red:
             raise ValueError(f"reduction lengths differ: A gives K={red}, B gives K={b_red}")
-        if c.dtype != "fp32" or c.shape != (rows, cols):
-            raise ValueError(f"C must be an fp32 tensor of shape {(rows, cols)}, got {c.dtype} {c.shape}")
+        if c.dtype not in ("fp32", self.config.fmt) or c.shape != (rows, cols):
+            raise ValueError(f"C must be an fp32 or {self.config.fmt} tensor of shape {(rows, cols)}, got {c.dtype} "
+                             f"{c.shape}")
+        flags |= result_flags(c.dtype, self.config.fmt)
         return GemmDescriptor(rows=rows, red=red, cols=cols, a_addr=a.addr, b_addr=b.addr, c_addr=c.addr,
                               a_stride=a.stride, b_stride=b_stride, c_stride=c.stride, n=n, m=m, flags=flags,
                               tag=tag)
@@ -682,8 +686,9 @@ class SATDevice:
         """WU ``dW = dY^T . X``: ``dy`` (B x C_out) read with A_TRANS, ``x`` (B x K) dense."""
         return self.gemm_descriptor(dy, x, dw, a_trans=True, tag=tag)
 
-    def _run_one(self, make, rows: int, cols: int, out: Tensor | None, timeout_s: float) -> Tensor:
-        c = out if out is not None else self.alloc_tensor((rows, cols), channel="c")
+    def _run_one(self, make, rows: int, cols: int, out: Tensor | None, timeout_s: float,
+                 out_fmt: str = "fp32") -> Tensor:
+        c = out if out is not None else self.alloc_tensor((rows, cols), out_fmt, channel="c")
         try:
             self.run([make(c)], timeout_s)
         except BaseException:
@@ -693,22 +698,27 @@ class SATDevice:
         return c
 
     def gemm(self, a: Tensor, b: Tensor | SparseWeights, c: Tensor | None = None, *, a_trans: bool = False,
-             b_trans: bool = False, timeout_s: float = 10.0) -> Tensor:
-        """Run one GEMM (see :meth:`gemm_descriptor`); allocates ``c`` when not given and returns it."""
+             b_trans: bool = False, out_fmt: str = "fp32", timeout_s: float = 10.0) -> Tensor:
+        """Run one GEMM (see :meth:`gemm_descriptor`); allocates ``c`` (``out_fmt``: "fp32", or the operand format
+        for narrow results) when not given and returns it."""
         rows = a.shape[1] if a_trans else a.shape[0]
         cols = b.cols if isinstance(b, SparseWeights) else (b.shape[0] if b_trans else b.shape[1])
         return self._run_one(lambda c: self.gemm_descriptor(a, b, c, a_trans=a_trans, b_trans=b_trans),
-                             rows, cols, c, timeout_s)
+                             rows, cols, c, timeout_s, out_fmt)
 
-    def ff(self, x: Tensor, w: Tensor | SparseWeights, y: Tensor | None = None, timeout_s: float = 10.0) -> Tensor:
-        """Run the FF GEMM of a layer (see :meth:`ff_descriptor`); returns ``Y`` (B x C_out, FP32)."""
+    def ff(self, x: Tensor, w: Tensor | SparseWeights, y: Tensor | None = None, timeout_s: float = 10.0, *,
+           out_fmt: str = "fp32") -> Tensor:
+        """Run the FF GEMM of a layer (see :meth:`ff_descriptor`); returns ``Y`` (B x C_out, FP32 or, with
+        ``out_fmt`` the operand format, narrow)."""
         c_out = w.cols if isinstance(w, SparseWeights) else w.shape[0]
-        return self._run_one(lambda c: self.ff_descriptor(x, w, c), x.shape[0], c_out, y, timeout_s)
+        return self._run_one(lambda c: self.ff_descriptor(x, w, c), x.shape[0], c_out, y, timeout_s, out_fmt)
 
-    def bp(self, dy: Tensor, w: Tensor | SparseWeights, dx: Tensor | None = None, timeout_s: float = 10.0) -> Tensor:
-        """Run the BP GEMM of a layer (see :meth:`bp_descriptor`); returns ``dX`` (B x K, FP32)."""
+    def bp(self, dy: Tensor, w: Tensor | SparseWeights, dx: Tensor | None = None, timeout_s: float = 10.0, *,
+           out_fmt: str = "fp32") -> Tensor:
+        """Run the BP GEMM of a layer (see :meth:`bp_descriptor`); returns ``dX`` (B x K, FP32 or, with
+        ``out_fmt`` the operand format, narrow)."""
         k = w.cols if isinstance(w, SparseWeights) else w.shape[1]
-        return self._run_one(lambda c: self.bp_descriptor(dy, w, c), dy.shape[0], k, dx, timeout_s)
+        return self._run_one(lambda c: self.bp_descriptor(dy, w, c), dy.shape[0], k, dx, timeout_s, out_fmt)
 
     def wu(self, dy: Tensor, x: Tensor, dw: Tensor | None = None, timeout_s: float = 10.0) -> Tensor:
         """Run the WU GEMM of a layer (see :meth:`wu_descriptor`); returns ``dW`` (C_out x K, FP32)."""
@@ -741,7 +751,8 @@ class SATDevice:
         return k_chunks(red, limit, m or 1)
 
     def conv(self, pass_: str, shape: ConvShape, a: Tensor, b: Tensor | SparseWeights | Sequence[SparseWeights],
-             out: Tensor | None = None, *, k_limit: int | KLimit | None = None, timeout_s: float = 10.0) -> Tensor:
+             out: Tensor | None = None, *, k_limit: int | KLimit | None = None, out_fmt: str | None = None,
+             timeout_s: float = 10.0) -> Tensor:
         """One pass of a convolution on tensors resident in device memory (SPEC section 1.1); returns ``out``.
 
         Activations are channels-last matrices (:meth:`write_nhwc`): ``X`` is ``B*H*W x C_in``, ``Y`` and ``dY``
@@ -757,6 +768,10 @@ class SATDevice:
         chunks of :meth:`conv_chunks`, whose FP32 partials the host adds in chunk order; a sparse ``b`` is then
         one uploaded operand per chunk. The result equals ``sat.sw.conv.conv_ff`` / ``conv_bp`` / ``conv_wu`` on
         ``GoldenBackend(k_limit=k_limit)`` bit for bit.
+
+        Narrow results: ``out`` (or ``out_fmt``, when ``out`` is not given) in the operand format. A single
+        descriptor has the core round each result (the RESULT field); chunk partials stay FP32 and the host rounds
+        their sum once (``numerics.round_result``): the same bits either way.
 
         Each chunk is one convolution descriptor (:meth:`conv_descriptor`): the core reads the channels-last
         tensors and lowers them on the fly; the host lowers nothing.
@@ -784,9 +799,10 @@ class SATDevice:
             raise ValueError(f"conv {pass_}: the second operand is {whole}, {shape} needs {b_shape}")
         if pass_ == "wu" and isinstance(first, SparseWeights):
             raise ValueError("conv wu is dense: pass X as a tensor, not packed weights")
-        if out is not None and (out.shape != c_shape or out.dtype != "fp32"):
-            raise ValueError(f"conv {pass_}: out must be an fp32 tensor of shape {c_shape}, got {out.dtype} "
-                             f"{out.shape}")
+        out_fmt = out.dtype if out is not None else (out_fmt or "fp32")
+        result_flags(out_fmt, self.config.fmt)              # fp32 or the operand format
+        if out is not None and out.shape != c_shape:
+            raise ValueError(f"conv {pass_}: out must be a tensor of shape {c_shape}, got {out.shape}")
         chunks = self.conv_chunks(pass_, shape, n, m, k_limit)
         if isinstance(first, SparseWeights):
             if len(parts) != len(chunks) or any(p.k != k1 - k0 for p, (k0, k1) in zip(parts, chunks, strict=False)):
@@ -795,7 +811,7 @@ class SATDevice:
                                  "(SATDevice.conv_chunks)")
         elif len(parts) != 1:
             raise ValueError(f"conv {pass_}: a dense operand is one tensor, not {len(parts)}")
-        c = out if out is not None else self.alloc_tensor(c_shape, channel="c")
+        c = out if out is not None else self.alloc_tensor(c_shape, out_fmt, channel="c")
         try:
             self._conv_on_core(pass_, shape, a, parts, c, chunks, timeout_s)
         except BaseException:
@@ -825,7 +841,8 @@ class SATDevice:
         d = ConvDescriptor(pass_, batch=shape.batch, height=shape.height, width=shape.width, c_in=shape.c_in,
                            c_out=shape.c_out, kh=shape.kh, kw=shape.kw, stride=shape.stride, padding=shape.padding,
                            a_addr=a.addr, b_addr=b.addr, c_addr=c.addr, k0=k0, n=n, m=m,
-                           flags=(FLAG_SPARSE if sparse else 0) | (FLAG_IRQ if irq else 0), tag=tag)
+                           flags=(FLAG_SPARSE if sparse else 0) | (FLAG_IRQ if irq else 0)
+                           | result_flags(c.dtype, self.config.fmt), tag=tag)
         k1 = d.reduction if k1 is None else k1
         d = d.replace(red=k1 - k0)
         if pass_ == "wu":                                   # dY's pixels k0.. (A^T lines)
@@ -837,7 +854,7 @@ class SATDevice:
     def _conv_on_core(self, pass_: str, shape: ConvShape, a: Tensor, parts: list, c: Tensor,
                       chunks: list[tuple[int, int]], timeout_s: float) -> None:
         """One convolution descriptor per K chunk (the core lowers the operand itself, ``docs/conv.md``); the host
-        adds the chunks' FP32 partials in chunk order."""
+        adds the chunks' FP32 partials in chunk order (and rounds the sum to a narrow ``c``)."""
         from ..backend import sum_partials
 
         first = parts[0]
@@ -1067,8 +1084,9 @@ class DeviceBackend:
         self.timeout_s = timeout_s
         #: RunResult of the most recent GEMM.
         self.last_result: RunResult | None = None
-        #: GEMMs run, descriptors run (one per K chunk) and core cycles (``CYCLES``) summed over all GEMMs.
-        self.stats = {"gemms": 0, "descriptors": 0, "cycles": 0}
+        #: GEMMs run, descriptors run (one per K chunk), descriptors with narrow results and core cycles
+        #: (``CYCLES``) summed over all GEMMs.
+        self.stats = {"gemms": 0, "descriptors": 0, "narrow": 0, "cycles": 0}
 
     def k_limit(self, n: int = 0, m: int = 0) -> int:
         """Longest reduction of one descriptor: dense (``n = m = 0``) or ``n:m`` sparse."""
@@ -1148,8 +1166,9 @@ class DeviceBackend:
         """Free a tensor from :meth:`put`."""
         self.device.free(t)
 
-    def conv(self, pass_: str, a, b, shape: ConvShape, fmt: str) -> np.ndarray:
-        """One conv (or linear, ``1 x 1``) pass on the device: :meth:`SATDevice.conv`, the result read back.
+    def conv(self, pass_: str, a, b, shape: ConvShape, fmt: str, out_fmt: str = "fp32") -> np.ndarray:
+        """One conv (or linear, ``1 x 1``) pass on the device: :meth:`SATDevice.conv`, the result read back
+        (FP32, or narrow in ``out_fmt`` = ``fmt``: rounded by the core, or by the host after a chunk sum).
 
         ``a`` and, for WU, ``b`` are arrays (uploaded for this call) or handles from :meth:`put`; ``b`` of FF
         and BP is the weight operand of ``sat.sw.conv.ff_operand`` / ``bp_operand`` (dense array or N:M
@@ -1184,11 +1203,12 @@ class DeviceBackend:
                 n = m = 0
                 bt = dev.write_tensor(np.asarray(b, np.float32), channel="b")
                 live.append(bt)
-            out = dev.conv(pass_, shape, at, bt, k_limit=self.k_limit, timeout_s=self.timeout_s)
+            out = dev.conv(pass_, shape, at, bt, k_limit=self.k_limit, out_fmt=out_fmt, timeout_s=self.timeout_s)
             live.append(out)
             self.last_result = dev.last_run
             self.stats["gemms"] += 1
             self.stats["descriptors"] += len(dev.conv_chunks(pass_, shape, n, m, self.k_limit))
+            self.stats["narrow"] += sum(bool(getattr(d, "narrow", False)) for d in dev.last_descriptors)
             self.stats["cycles"] += int(dev.last_run.counters.get("CYCLES", 0)) if dev.last_run else 0
             result_shape = {"ff": shape.y_shape, "bp": shape.x_shape, "wu": shape.w_shape}[pass_]
             return dev.read_tensor(out).reshape(result_shape)

@@ -64,7 +64,7 @@ from ..descriptor import (
     decode,
 )
 from ..nmformat import packed_nbytes, unpack
-from ..numerics import fp32_bits, matmul, matmul_sparse
+from ..numerics import fp32_bits, matmul, matmul_sparse, round_result
 from ..perfmodel import descriptor_counters
 from ..regmap import (
     CONTROL_ABORT,
@@ -446,8 +446,7 @@ class ModelTransport:
             else:
                 b = _strided(mem, d.b_addr, d.red, d.cols, d.b_stride, "<u2")
             c = matmul(a, np.ascontiguousarray(b, dtype=np.uint16), fmt)
-        out = _strided(mem, d.c_addr, d.rows, d.cols, d.c_stride, "<u4")
-        out[...] = fp32_bits(c)
+        self._store(d, c, d.c_stride)
 
     def _execute_conv(self, d: ConvDescriptor) -> None:
         """A convolution descriptor: the lowered operand's chunk (the device's own lowering of the tensor's bit
@@ -490,5 +489,13 @@ class ModelTransport:
                 else:
                     b = _strided(mem, d.b_addr, d.red, d.cols, d.b_stride, "<u2")
             c = matmul(a, np.ascontiguousarray(b).astype(np.uint16), fmt)
-        out = _strided(mem, d.c_addr, d.rows, d.cols, 4 * d.cols, "<u4")
-        out[...] = fp32_bits(c)
+        self._store(d, c, d.c_stride)
+
+    def _store(self, d: GemmDescriptor | ConvDescriptor, c: np.ndarray, c_stride: int) -> None:
+        """Write the FP32 chain results ``c`` as the descriptor's RESULT field asks: FP32, or each rounded once to
+        the operand format (``numerics.round_result``, 2 bytes)."""
+        if d.narrow:
+            _strided(self.memory, d.c_addr, d.rows, d.cols, c_stride, "<u2")[...] = round_result(
+                fp32_bits(c), self.config.fmt)
+        else:
+            _strided(self.memory, d.c_addr, d.rows, d.cols, c_stride, "<u4")[...] = fp32_bits(c)
