@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 from .config import LINE_FIFO_DEPTH, READ_TRANSFERS, SATConfig
 from .dram import DDR4Timing
+from .memmap import default_placement
 from .network import Conv, Network
 from .tiling import A_WORD_LANES, steps_per_output, tile_plan
 
@@ -399,7 +400,8 @@ def _engine_cycles(config: SATConfig, rt: int, red: int, c0: int, ct: int, n: in
 def unit_cycles(config: SATConfig, rows: int, red: int, cols: int, n: int = 0, m: int = 0, *,
                 a_trans: bool = False, b_trans: bool = False, a_stride: int | None = None,
                 b_stride: int | None = None, c_stride: int | None = None,
-                single: bool = False, conv=None, dram: DDR4Timing | None = None, narrow: bool = False) -> UnitTiming:
+                single: bool = False, conv=None, dram: DDR4Timing | None = None, narrow: bool = False,
+                dram_channels: int = 1) -> UnitTiming:
     """Predicted time of one descriptor on the GEMM unit: its ``busy + stall`` counters.
 
     The model walks the unit's tiles (:func:`sat.sw.tiling.tile_plan`) as ``sat.hw.gemm_unit`` runs them:
@@ -446,12 +448,19 @@ def unit_cycles(config: SATConfig, rows: int, red: int, cols: int, n: int = 0, m
         writes, refresh, the last response); ``None`` for a memory that answers every beat at once.
     narrow : bool
         Results rounded to the operand format (2 bytes each) instead of FP32.
+    dram_channels : int
+        DDR4 channels of the device memory, each with ``dram``'s timing, the tensors placed on them by
+        :func:`sat.sw.memmap.default_placement` (the card: 4, operands on C1, results on C2). With one channel
+        the reads and the result writes share its bus; with two or more they are on different channels: the
+        reads never wait behind writes and the read channel never turns around, each channel's bus carries its
+        own direction (with its own refresh), and only the last write's response latency is left of the writes.
 
     Raises
     ------
     ValueError
-        If the reduction does not fit the buffers.
+        If the reduction does not fit the buffers, or for a channel count out of range.
     """
+    placement = default_placement(dram_channels)
     sparse = bool(n and m and n != m)
     plan = tile_plan(config, rows, red, cols, n, m, single=single)
     tiles, a_double, b_double = plan.tiles, plan.a_double, plan.b_double
@@ -461,7 +470,8 @@ def unit_cycles(config: SATConfig, rows: int, red: int, cols: int, n: int = 0, m
     c_stride = c_stride or c_item * cols
     single_col_tile = plan.single_column_tile
     busy = sum(gemm_counters(config, rt, red, ct, n, m).busy_cycles for _, rt, _, ct in tiles)
-    mem = _DRAMTerms(config, dram, c_stride, c_item) if dram is not None else None
+    writes_apart = placement["c"] not in (placement["a"], placement["b"])
+    mem = _DRAMTerms(config, dram, c_stride, c_item, writes_apart=writes_apart) if dram is not None else None
     loads = engines = 0
     t = 0                     # loader time: start of the next tile's loads
     eng_done = 0              # cycle the engine takes its next tile (0: idle from the start)
@@ -772,11 +782,17 @@ class _DRAMTerms:
       and of the load it overlaps; and at least the bus time of its reads and those writes (a saturated bus,
       writes in batches of ``write_batch`` with one turnaround each way, refresh);
     * :meth:`command_extra`: the last write's response latency.
+
+    With ``writes_apart`` the result writes go to another channel than the operand reads (the card's placement,
+    :func:`sat.sw.memmap.default_placement`): a load's reads never wait behind them nor turn the read bus around,
+    and a load takes at least the larger of the two buses' busy times (each with refresh).
     """
 
-    def __init__(self, config: SATConfig, dram: DDR4Timing, c_stride: int, c_item: int = 4) -> None:
+    def __init__(self, config: SATConfig, dram: DDR4Timing, c_stride: int, c_item: int = 4, *,
+                 writes_apart: bool = False) -> None:
         self.config = config
         self.dram = dram
+        self.writes_apart = writes_apart
         self.c = dram.cycles(config.clock_hz, config.axi_data_width // 8)
         self.c_stride = c_stride
         self.c_item = c_item
@@ -799,6 +815,9 @@ class _DRAMTerms:
         if self.writes is None:
             return round(extra_of(self.config, self.dram, *args)[0])
         w_start, w_end, bursts, wbeats, wbusy, last = self.writes
+        if start >= w_end and self.writes_apart:
+            # the last rows' writes went to the result channel: nothing of them is ahead of this load's reads
+            return round(extra_of(self.config, self.dram, *args)[0])
         if start >= w_end:
             # a load after the engine's tile (single buffering) meets the writes of its last rows, which the
             # writer puts out around the engine's done: they go to the channel ahead of the load's reads
@@ -817,6 +836,12 @@ class _DRAMTerms:
         span = max(1, w_end - w_start)
         dur = ideal + extra
         overlap = min(w_end - start, dur)
+        if self.writes_apart:
+            # each channel's bus carries one direction: the load waits for no write, and takes at least the
+            # busier bus's time (reads on the operand channel, the overlapping writes on the result channel)
+            available = 1 - c.refresh / c.refresh_period
+            bus = max(rbeats, wbeats * overlap / span) * c.beat / available
+            return round(max(extra, bus - ideal))
         p = wbusy / bursts
         d = wbeats / bursts * c.beat + c.wtr
         wait = d * d / (2 * p) if d <= p else d - p / 2
