@@ -3,7 +3,8 @@
 For each network and each mode (dense, 1:4, 2:4, 2:8, 1:8 by default) it schedules one training iteration
 (:func:`sat.sw.schedule.schedule_iteration`, both with the fixed ``normal`` orientation and with the scheduler's
 ``auto`` choice), times it on the engine alone, on the GEMM unit from an ideal memory (``unit``) and on the
-unit with a DDR4 channel (``system``, ``--dram``, :mod:`sat.sw.dram`), and writes ``bench.json``,
+unit with the card's DDR4 channels (``system``, ``--dram``, ``--channels``, :mod:`sat.sw.dram`: four by default,
+operands and results on channels of their own), and writes ``bench.json``,
 ``layers.csv``, ``summary.csv``, ``pregen.csv`` and PNG plots to ``--out``; ``--markdown FILE`` rewrites the
 bench sections of ``docs/results.md`` between the markers :data:`BEGIN` and :data:`END` (everything else in the
 file is kept).
@@ -24,6 +25,7 @@ from .cli import subcommand
 from .cliutil import (
     CLIError,
     int_list,
+    int_range,
     load_config_file,
     output_dir,
     output_file,
@@ -34,6 +36,7 @@ from .cliutil import (
 from .config import SATConfig
 from .descriptor import FLAG_A_TRANS, FLAG_B_TRANS, FLAG_IRQ, ConvDescriptor, GemmDescriptor
 from .dram import DDR4_2400, DDR4Timing, parse_dram
+from .memmap import CARD_MEMORY, MAX_CHANNELS, default_placement
 from .nmformat import packed_nbytes
 from .perfmodel import UnitTiming, unit_cycles
 from .pregen import PregenReplay, replay
@@ -70,29 +73,35 @@ def default_config() -> SATConfig:
 @functools.lru_cache(maxsize=1 << 16)
 def _unit_timing(config: SATConfig, rows: int, red: int, cols: int, n: int, m: int, a_trans: bool, b_trans: bool,
                  a_stride: int, b_stride: int, c_stride: int, conv: ConvDescriptor | None = None,
-                 dram: DDR4Timing | None = None, narrow: bool = False) -> UnitTiming:
+                 dram: DDR4Timing | None = None, narrow: bool = False, dram_channels: int = 1) -> UnitTiming:
     return unit_cycles(config, rows, red, cols, n, m, a_trans=a_trans, b_trans=b_trans, a_stride=a_stride,
-                       b_stride=b_stride, c_stride=c_stride, conv=conv, dram=dram, narrow=narrow)
+                       b_stride=b_stride, c_stride=c_stride, conv=conv, dram=dram, narrow=narrow,
+                       dram_channels=dram_channels)
 
 
 def descriptor_timing(config: SATConfig, d: GemmDescriptor | ConvDescriptor,
-                      dram: DDR4Timing | None = None) -> UnitTiming:
+                      dram: DDR4Timing | None = None, dram_channels: int = 1) -> UnitTiming:
     """``perfmodel.unit_cycles`` of one descriptor of either kind (a convolution's with its conv loader), from
-    an ideal memory or, with ``dram``, from a DDR4 channel (:mod:`sat.sw.dram`)."""
+    an ideal memory or, with ``dram``, from ``dram_channels`` DDR4 channels (:mod:`sat.sw.dram`; the tensors
+    placed as :func:`sat.sw.memmap.default_placement` places them)."""
     n, m = (d.n, d.m) if d.sparse else (0, 0)
     if isinstance(d, ConvDescriptor):
         # the timing does not depend on the addresses: key the cache on the geometry and the chunk
         key = d.replace(a_addr=0, b_addr=0, c_addr=0, tag=0, flags=d.flags & ~FLAG_IRQ)
         return _unit_timing(config, d.rows, d.red, d.cols, n, m, d.pass_ == "wu", bool(d.flags & FLAG_B_TRANS),
-                            2 * d.c_out if d.pass_ == "wu" else 0, d.b_stride, d.c_stride, key, dram, d.narrow)
+                            2 * d.c_out if d.pass_ == "wu" else 0, d.b_stride, d.c_stride, key, dram, d.narrow,
+                            dram_channels)
     return _unit_timing(config, d.rows, d.red, d.cols, n, m, bool(d.flags & FLAG_A_TRANS),
-                        bool(d.flags & FLAG_B_TRANS), d.a_stride, d.b_stride, d.c_stride, None, dram, d.narrow)
+                        bool(d.flags & FLAG_B_TRANS), d.a_stride, d.b_stride, d.c_stride, None, dram, d.narrow,
+                        dram_channels)
 
 
-def gemm_unit_timing(s: Schedule, g: ScheduledGemm, dram: DDR4Timing | None = None) -> tuple[int, int, int]:
+def gemm_unit_timing(s: Schedule, g: ScheduledGemm, dram: DDR4Timing | None = None,
+                     dram_channels: int = 1) -> tuple[int, int, int]:
     """``(cycles, load cycles, AXI floor)`` of one scheduled GEMM on the GEMM unit (``perfmodel.unit_cycles``
     summed over its descriptors: operand loads, result writes and their overlap included, validated against the
-    RTL), from an ideal memory or, with ``dram``, from a DDR4 channel (:mod:`sat.sw.dram`). The AXI floor is
+    RTL), from an ideal memory or, with ``dram``, from ``dram_channels`` DDR4 channels (:mod:`sat.sw.dram`,
+    :func:`descriptor_timing`). The AXI floor is
     the least time any loader could take on the core's one memory port: every operand byte read once and every
     FP32 result written once, one ``axi_data_width`` beat per cycle on the read and on the write channel (AXI4
     runs them in parallel)."""
@@ -102,7 +111,7 @@ def gemm_unit_timing(s: Schedule, g: ScheduledGemm, dram: DDR4Timing | None = No
         b_bytes = packed_nbytes(d.n, d.m, d.red, d.cols) if d.sparse else 2 * d.red * d.cols
         read += 2 * d.rows * d.red + b_bytes
         write += d.c_item * d.rows * d.cols     # FP32, or 2 bytes for narrow results
-        u = descriptor_timing(s.config, d, dram)
+        u = descriptor_timing(s.config, d, dram, dram_channels)
         cycles += u.cycles
         loads += u.load_cycles
     return cycles, loads, -(-max(read, write) // beat)
@@ -207,7 +216,8 @@ def _summary(s: Schedule, dense: Schedule | None, mode: str, unit: int, dense_un
         "unit_speedup": (dense_unit / unit) if dense_unit is not None else 1.0,
         "unit_utilization": s.macs / (s.config.rows * s.config.cols * unit),
         "unit_images_per_s": s.batch / unit_sec,
-        # the unit as built with its memory: a DDR4 channel (sat.sw.dram) unless the bench ran with dram=None
+        # the unit as built with its memory: the card's DDR4 channels (sat.sw.dram) unless the bench ran with
+        # dram=None
         "system_cycles": system, "system_seconds": system_sec,
         "system_speedup": (dense_system / system) if dense_system is not None else 1.0,
         "system_utilization": s.macs / (s.config.rows * s.config.cols * system),
@@ -229,11 +239,13 @@ def _summary(s: Schedule, dense: Schedule | None, mode: str, unit: int, dense_un
 def run_bench(config: SATConfig, networks: Sequence[str] = ("resnet18", "vgg16"), batch: int = 32,
               modes: Sequence[str] = MODES, *, pregen: bool = True, pregen_mode: str = "2:8",
               host_threads: int = 1, pregen_batches: Sequence[int] = (), end_to_end: bool = False,
-              dram: DDR4Timing | None = DDR4_2400) -> dict:
+              dram: DDR4Timing | None = DDR4_2400, dram_channels: int = CARD_MEMORY.channels) -> dict:
     """Schedule every (network, mode, orientation) and collect the results (the content of ``bench.json``).
 
-    ``dram`` is the memory of the ``system`` figures (the GEMM unit with a DDR4 channel, :mod:`sat.sw.dram`;
-    ``None``: the ideal memory of the ``unit`` figures).
+    ``dram`` is the memory of the ``system`` figures (the GEMM unit with DDR4 channels of that timing,
+    :mod:`sat.sw.dram`; ``None``: the ideal memory of the ``unit`` figures), ``dram_channels`` how many (the
+    card's four by default, :data:`sat.sw.memmap.CARD_MEMORY`: operands on one, results on another; 1: reads
+    and writes share one channel's bus).
 
     With ``end_to_end``, each network also gets ``end_to_end[mode]`` for dense and ``pregen_mode``: card seconds
     (GEMM unit cycles of the ``auto`` schedule), host seconds measured by :func:`host_iteration`, PCIe seconds,
@@ -242,13 +254,15 @@ def run_bench(config: SATConfig, networks: Sequence[str] = ("resnet18", "vgg16")
     Raises
     ------
     ValueError
-        For an unknown network or a mode the build does not support.
+        For an unknown network, a mode the build does not support or a channel count out of range.
     """
+    placement = default_placement(dram_channels)      # ValueError for a bad count, before any work
     if "dense" not in modes:
         modes = ("dense", *modes)
     out: dict = {"config": config.to_dict(), "batch": batch, "modes": list(modes), "networks": {},
                  "paper_speedup_2_8": PAPER_SPEEDUP_2_8, "pcie_bytes_per_s": PCIE_BYTES_PER_S,
-                 "memory": {"model": "ddr4" if dram is not None else "ideal", "channels": 1,
+                 "memory": {"model": "ddr4" if dram is not None else "ideal", "channels": dram_channels,
+                            "placement": placement,
                             **({"dram": dram.as_dict(),
                                 "peak_bytes_per_s": dram.peak_bytes_per_s,
                                 "sustained_bytes_per_s": dram.sustained_bytes_per_s()} if dram is not None else {})}}
@@ -262,7 +276,8 @@ def run_bench(config: SATConfig, networks: Sequence[str] = ("resnet18", "vgg16")
                 s = schedule_iteration(net, batch, config, None if mode == "dense" else mode, orientation=orient)
                 timings = [gemm_unit_timing(s, g) for g in s.gemms]
                 unit = sum(t[0] for t in timings)
-                systems = [gemm_unit_timing(s, g, dram)[0] for g in s.gemms] if dram is not None else \
+                systems = [gemm_unit_timing(s, g, dram, dram_channels)[0] for g in s.gemms] \
+                    if dram is not None else \
                     [t[0] for t in timings]
                 system = sum(systems)
                 # no loader on the one memory port beats the engine or the port's byte count, GEMM by GEMM
@@ -484,6 +499,22 @@ def _fmt_int(v: int) -> str:
     return f"{v:,}".replace(",", " ")
 
 
+def _memory_text(memory: dict) -> str:
+    """What the system figures model, for the text of :func:`render_markdown`."""
+    if memory.get("model") != "ddr4":
+        return "here an ideal memory (`--dram ideal`: the system figures equal the unit's)"
+    rate = memory.get("dram", {}).get("data_rate_mts", 2400)
+    channels = memory.get("channels", 1)
+    if channels == 1:
+        return (f"one DDR4-{rate} channel (`unit_cycles(..., dram=...)`, `docs/dram.md`: latency, the bus shared "
+                "by reads and writes, turnarounds, refresh)")
+    place = memory.get("placement") or default_placement(channels)
+    return (f"{channels} DDR4-{rate} channels as on the card, operands A and B on channel {place['a']} and "
+            f"results on channel {place['c']} (`unit_cycles(..., dram=..., dram_channels={channels})`, "
+            "`docs/dram.md`: latency and refresh on each channel; the reads never wait behind the result writes "
+            "nor turn a bus around)")
+
+
 def render_markdown(result: dict, img_dir: str = "img") -> str:
     """The bench sections of ``docs/results.md`` (without the markers)."""
     cfg = result["config"]
@@ -500,9 +531,8 @@ def render_markdown(result: dict, img_dir: str = "img") -> str:
         "(`sat.sw.perfmodel.unit_cycles`, within 2 % of the RTL GEMM unit's counters in "
         "`tests/test_system_rtl.py::test_unit_timing`) are the GEMM unit as built: operand loads at the loader's "
         "element rate, double buffering where the operands fit twice, the result writer's back-pressure, a memory "
-        "that answers every beat at once; **system** cycles are the same unit with its memory, one DDR4-2400 "
-        "channel (`unit_cycles(..., dram=...)`, `docs/dram.md`: latency, the bus shared by reads and writes, "
-        "turnarounds, refresh). Host work (im2col, BN, ReLU, pooling, residual adds, update) is not "
+        "that answers every beat at once; **system** cycles are the same unit with its memory, "
+        f"{_memory_text(result.get('memory', {}))}. Host work (im2col, BN, ReLU, pooling, residual adds, update) is not "
         "counted. Orientation `normal`: every GEMM as in `docs/bdwp.md`; `auto-engine`: the scheduler runs a dense "
         "GEMM transposed when that takes fewer engine cycles (the choice for an ideal loader); `auto`: when that "
         "takes fewer GEMM unit cycles (the choice for the unit as built, used for real runs). The first layer's BP "
@@ -712,7 +742,11 @@ def _bench(p: argparse.ArgumentParser) -> Callable[[argparse.Namespace], int]:
     p.add_argument("--pregen-batches", type=int_list, default=(32, 64, 128), metavar="B,B",
                    help="batch sizes of the pre-generation summary (default 32,64,128; empty to skip)")
     p.add_argument("--dram", default="ddr4", choices=("ddr4", "ideal"),
-                   help="memory of the system figures: one DDR4-2400 channel (default, docs/dram.md) or ideal")
+                   help="memory of the system figures: DDR4-2400 channels (default, docs/dram.md) or ideal")
+    p.add_argument("--channels", type=int_range(1, MAX_CHANNELS), default=CARD_MEMORY.channels, metavar="N",
+                   help=f"DDR4 channels of the system figures, tensors placed as the driver places them "
+                        f"(default {CARD_MEMORY.channels}, the card: operands and results on channels of their own; "
+                        f"1: reads and writes share one channel)")
     p.add_argument("--markdown", type=_path, metavar="FILE",
                    help="rewrite the bench sections of FILE (e.g. docs/results.md) between its markers")
 
@@ -730,7 +764,7 @@ def _bench(p: argparse.ArgumentParser) -> Callable[[argparse.Namespace], int]:
         result = run_bench(config, args.network or ("resnet18", "vgg16"), args.batch, modes,
                            pregen=not args.no_pregen, host_threads=args.host_threads,
                            pregen_batches=tuple(args.pregen_batches), end_to_end=not args.no_end_to_end,
-                           dram=parse_dram(args.dram))
+                           dram=parse_dram(args.dram), dram_channels=args.channels)
         try:
             files = write_outputs(result, args.out, plots=not args.no_plots)
         except OSError as exc:        # e.g. the disk filled up: keep the finished result
