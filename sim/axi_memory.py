@@ -25,6 +25,11 @@ Semantics (the same as :func:`sat.sim.cocotb_transport.attach` gives cocotbext-a
   delivers it (latency, the bus shared with writes, turnarounds, refresh), a write's ``B`` no earlier than the
   channel answers it. Without it (``dram=None``) every beat is answered at once, as an ideal memory. The pauses
   come on top.
+* Channels: with ``channel_bytes`` the memory is several DDR4 channels side by side, as the card's SmartConnect
+  maps its four (:class:`sat.sw.memmap.MemoryMap`): window ``k`` (``[k * channel_bytes, (k + 1) *
+  channel_bytes)``) has its own :class:`sat.sw.dram.DRAMChannel`, and a burst is served by the channel of its
+  address, so reads of one window never wait behind writes to another. A burst that crosses a window (the
+  interconnect decodes one slave per burst) answers SLVERR on every beat and writes nothing.
 
 Reset (``rst``, optional) drops outstanding bursts. Timing follows cocotbext-axi: handshakes are sampled at the
 rising edge (values before the edge) and outputs change right after it. Inputs are read through the GPI handle's
@@ -98,28 +103,40 @@ class AxiMemory:
     max_writes : int
         Write bursts accepted ahead of their data.
     dram : DDR4Timing, optional
-        The channel behind the port (``None``: an ideal memory).
+        The timing of each channel behind the port (``None``: an ideal memory).
     clock_hz : float
         The port clock, for the DRAM model's cycles (the testbench clock, :data:`sat.sim.tb.CLOCK_PERIOD_NS`).
+    channel_bytes : int, optional
+        Bytes of each channel's address window (a power of two); ``None``: one channel for the whole memory.
 
     Attributes
     ----------
+    channels : list of DRAMChannel
+        The DRAM model's state per window, channel 0 first (empty for an ideal memory; each one's ``stats``
+        count bursts, turnarounds and refresh waits).
     channel : DRAMChannel or None
-        The DRAM model's state (its ``stats`` count bursts, turnarounds and refresh waits).
+        The only channel of a one-channel DRAM model (``None`` for an ideal memory or several channels).
+    crossings : int
+        Bursts answered SLVERR because they crossed a channel window.
 
     Raises
     ------
     ValueError
-        For a size that is not positive, an unknown channel in ``pauses`` or a data width that is not a multiple
-        of 8 bits.
+        For a size that is not positive, an unknown channel in ``pauses``, a data width that is not a multiple
+        of 8 bits, or a ``channel_bytes`` that is not a positive power of two.
     """
 
     def __init__(self, dut: Any, prefix: str, clk: Any, size: int, *, rst: Any = None,
                  fault: Callable[[int, int], bool] | None = None,
                  pauses: Mapping[str, Iterator[bool]] | None = None, max_reads: int = 32,
-                 max_writes: int = 8, dram: DDR4Timing | None = None, clock_hz: float = 250e6) -> None:
+                 max_writes: int = 8, dram: DDR4Timing | None = None, clock_hz: float = 250e6,
+                 channel_bytes: int | None = None) -> None:
         if size < 1:
             raise ValueError(f"memory size must be positive, not {size!r}")
+        if channel_bytes is not None and (isinstance(channel_bytes, bool) or not isinstance(channel_bytes, int)
+                                          or channel_bytes < 1 or channel_bytes & (channel_bytes - 1)):
+            raise ValueError(f"channel_bytes must be a positive power of two (the interconnect decodes the channel "
+                             f"from the address bits above it), not {channel_bytes!r}")
         unknown = set(pauses or ()) - set(CHANNELS)
         if unknown:
             raise ValueError(f"unknown AXI channel(s) {sorted(unknown)} in pauses: use {CHANNELS}")
@@ -143,7 +160,13 @@ class AxiMemory:
         self.full_strobe = (1 << self.lanes) - 1
         #: bursts served so far: ``{"read": n, "write": n}``
         self.bursts = {"read": 0, "write": 0}
-        self.channel = DRAMChannel(dram, clock_hz, self.lanes) if dram is not None else None
+        #: bytes of each channel's window (the whole memory with one channel)
+        self.channel_bytes = channel_bytes if channel_bytes is not None else size
+        self.windows = -(-size // self.channel_bytes)
+        self.channels = [DRAMChannel(dram, clock_hz, self.lanes) for _ in range(self.windows)] \
+            if dram is not None else []
+        self.channel = self.channels[0] if len(self.channels) == 1 else None
+        self.crossings = 0
         self._period_steps = 0
         for name in ("arready", "rvalid", "rlast", "awready", "wready", "bvalid"):
             self._s[name].value = 0
@@ -190,6 +213,15 @@ class AxiMemory:
     def _bad(self, addr: int, length: int) -> bool:
         return addr + length > self.size or (self.fault is not None and self.fault(addr, length))
 
+    def _window(self, addr: int, beats: int, size: int) -> tuple[int, bool]:
+        """The channel window of a burst of ``beats`` of ``size`` bytes from ``addr`` (the last one for an address
+        past the memory, which answers SLVERR anyway), and whether the burst crosses into the next window."""
+        first = addr // self.channel_bytes
+        if self.windows == 1:       # one window: a burst past its end answers SLVERR beat by beat (_bad)
+            return 0, False
+        last = (addr - addr % size + beats * size - 1) // self.channel_bytes
+        return min(first, self.windows - 1), last != first
+
     def _now(self) -> int:
         """The current clock cycle (simulated time over the period)."""
         from cocotb.utils import get_sim_time
@@ -207,10 +239,10 @@ class AxiMemory:
         arvalid, arready, rready = s["arvalid"], s["arready"], s["rready"]
         rvalid, rdata, rresp, rlast, rid = s["rvalid"], s["rdata"], s["rresp"], s["rlast"], s["rid"]
         edge, wake, rst = RisingEdge(self.clk), RisingEdge(arvalid), self.rst
-        lanes, mem, chan = self.lanes, self.mem, self.channel
-        beat_time = chan.c.beat if chan is not None else 0.0
+        lanes, mem, chans = self.lanes, self.mem, self.channels
+        beat_time = chans[0].c.beat if chans else 0.0
         now = 0
-        # [next address, beats left, bytes per beat, id, first beat's time (handle), beats sent]
+        # [next address, beats left, bytes per beat, id, first beat's time (handle), beats sent, crosses a window]
         bursts: deque[list] = deque()
         ar_on = r_on = False
         last_id = 0
@@ -220,8 +252,9 @@ class AxiMemory:
             if not r_on and ar_on and not _on(arvalid):
                 if not bursts:
                     await wake                  # idle: arready stays high, nothing to answer
-                elif chan is not None:
-                    chan.settle(now)
+                elif chans:
+                    for chan in chans:
+                        chan.settle(now)
                     due = bursts[0][4][0] + bursts[0][5] * beat_time
                     if now + 3 < due < math.inf:
                         # the next beat comes at edge ceil(due): sleep until the cycle before (or until an
@@ -234,18 +267,20 @@ class AxiMemory:
                 if r_on or ar_on:
                     rvalid.value = arready.value = r_on = ar_on = False
                 continue
-            if chan is not None:
+            if chans:
                 now = self._now()
             # handshakes of this edge (values before it)
             if r_on and _on(rready):
                 r_on = False
             if ar_on and _on(arvalid):
-                addr, beats = _u(s["araddr"]), _u(s["arlen"]) + 1
-                ready = chan.post_read(now, beats) if chan is not None else _AT_ONCE
-                bursts.append([addr, beats, 1 << _u(s["arsize"]), _u(s["arid"]), ready, 0])
+                addr, beats, size = _u(s["araddr"]), _u(s["arlen"]) + 1, 1 << _u(s["arsize"])
+                k, crosses = self._window(addr, beats, size)
+                ready = chans[k].post_read(now, beats) if chans else _AT_ONCE
+                self.crossings += crosses
+                bursts.append([addr, beats, size, _u(s["arid"]), ready, 0, crosses])
                 self.bursts["read"] += 1
             # outputs until the next edge (a beat presented now is taken at the next edge, now + 1)
-            if chan is not None:
+            for chan in chans:
                 chan.settle(now)
             if not r_on:
                 if bursts and now + 1 >= bursts[0][4][0] + bursts[0][5] * beat_time \
@@ -253,7 +288,7 @@ class AxiMemory:
                     burst = bursts[0]
                     addr, size = burst[0], burst[2]
                     word = addr - addr % lanes
-                    if self._bad(word, lanes):
+                    if burst[6] or self._bad(word, lanes):
                         rdata.value, rresp.value = 0, _SLVERR
                     else:
                         rdata.value = int.from_bytes(mem[word:word + lanes], "little")
@@ -283,9 +318,10 @@ class AxiMemory:
         awvalid, awready, wvalid, wready = s["awvalid"], s["awready"], s["wvalid"], s["wready"]
         bvalid, bready, bresp, bid = s["bvalid"], s["bready"], s["bresp"], s["bid"]
         edge, wake, rst = RisingEdge(self.clk), RisingEdge(awvalid), self.rst
-        lanes, mem, full, chan = self.lanes, self.mem, self.full_strobe, self.channel
+        lanes, mem, full, chans = self.lanes, self.mem, self.full_strobe, self.channels
         now = 0
-        bursts: deque[list[int]] = deque()      # [next address, beats left, bytes per beat, id, resp, beats]
+        # [next address, beats left, bytes per beat, id, resp, beats, channel, crosses a window]
+        bursts: deque[list[int]] = deque()
         responses: deque[tuple[int, int, float]] = deque()     # id, resp, time
         aw_on = w_on = b_on = False
         pause_aw, pause_w, pause_b = "aw" in self.pauses, "w" in self.pauses, "b" in self.pauses
@@ -298,7 +334,7 @@ class AxiMemory:
                     due = math.ceil(responses[0][2])
                     await First(wake, Timer((due - now - 1.5) * period, "ns", round_mode="round"))
             await edge
-            if chan is not None:
+            if chans:
                 now = self._now()
             if rst is not None and _on(rst):
                 bursts.clear()
@@ -314,7 +350,9 @@ class AxiMemory:
                 word = addr - addr % lanes
                 data = _u(s["wdata"]).to_bytes(lanes, "little")
                 strb = _u(s["wstrb"])
-                if strb == full and not self._bad(word, lanes):
+                if burst[7]:
+                    pass                              # crosses a window: SLVERR, no data written
+                elif strb == full and not self._bad(word, lanes):
                     mem[word:word + lanes] = data
                 elif strb:
                     for lo, hi in _runs(strb, lanes):
@@ -326,11 +364,13 @@ class AxiMemory:
                 burst[1] -= 1
                 if burst[1] == 0:
                     bursts.popleft()
-                    when = chan.post_write(now, burst[5]) if chan is not None else 0.0
+                    when = chans[burst[6]].post_write(now, burst[5]) if chans else 0.0
                     responses.append((burst[3], burst[4], when))
             if aw_on and _on(awvalid):
-                beats = _u(s["awlen"]) + 1
-                bursts.append([_u(s["awaddr"]), beats, 1 << _u(s["awsize"]), _u(s["awid"]), _OKAY, beats])
+                addr, beats, size = _u(s["awaddr"]), _u(s["awlen"]) + 1, 1 << _u(s["awsize"])
+                k, crosses = self._window(addr, beats, size)
+                self.crossings += crosses
+                bursts.append([addr, beats, size, _u(s["awid"]), _SLVERR if crosses else _OKAY, beats, k, crosses])
                 self.bursts["write"] += 1
             if not b_on:
                 if responses and now + 1 >= responses[0][2] and not (pause_b and self._paused("b")):
@@ -349,7 +389,8 @@ class AxiMemory:
                 awready.value = aw_on = aw_next
 
     def __repr__(self) -> str:
-        memory = "DDR4" if self.channel is not None else "ideal"
+        memory = "ideal" if not self.channels else (
+            "DDR4" if len(self.channels) == 1 else f"{len(self.channels)} DDR4 channels")
         return f"AxiMemory({self.size} bytes, {8 * self.lanes}-bit, {memory})"
 
 

@@ -29,6 +29,7 @@ import numpy as np
 
 from sat.sw.config import SATConfig
 from sat.sw.dram import DDR4Timing, dram_from_env, parse_dram
+from sat.sw.memmap import MemoryMap
 
 __all__ = ["CocotbTransport", "FaultyMemory", "attach", "MEMORIES"]
 
@@ -191,7 +192,8 @@ class FaultyMemory:
 
 async def attach(dut: Any, config: SATConfig, *, memory_bytes: int, pause: float = 0.0,
                  rng: np.random.Generator | None = None, irq_cycles: int = 20000, memory: str | None = None,
-                 dram: DDR4Timing | str | None = "env", log_level: int | str = logging.WARNING) -> CocotbTransport:
+                 dram: DDR4Timing | str | None = "env", log_level: int | str = logging.WARNING,
+                 channels: int = 1) -> CocotbTransport:
     """Clock, AXI-Lite master, AXI memory (random pauses with probability ``pause`` on all ten channels, fault
     injection through :attr:`CocotbTransport.faults`) and reset; returns the transport.
 
@@ -218,12 +220,17 @@ async def attach(dut: Any, config: SATConfig, *, memory_bytes: int, pause: float
         (``"ideal"`` or ``None``). ``AxiRam`` is always ideal.
     log_level : int or str
         Level of the cocotbext-axi loggers of this top (default WARNING: at INFO they log every burst).
+    channels : int
+        Memory channels: ``memory_bytes`` in that many equal windows (:class:`sat.sw.memmap.MemoryMap`), each its
+        own DRAM channel in the lean memory (``AxiMemory(channel_bytes=...)``), as the card's four; 1: one channel
+        for everything. Open the driver with the same ``channels`` so that it places tensors by role.
 
     Raises
     ------
     ValueError
         For an unknown ``memory`` or ``dram``, a DRAM model with ``AxiRam``, a ``pause`` outside ``[0, 1)`` (1 would
-        stall every channel forever) or a top whose ``m_axi`` data width differs from the config's.
+        stall every channel forever), a memory that does not split into ``channels`` windows (or several channels
+        with ``AxiRam``) or a top whose ``m_axi`` data width differs from the config's.
     """
     import cocotb
     from cocotb.triggers import ClockCycles
@@ -244,6 +251,9 @@ async def attach(dut: Any, config: SATConfig, *, memory_bytes: int, pause: float
         timing = parse_dram(dram)
         if timing is not None and memory != "lean":
             raise ValueError("the DRAM model needs the lean memory (memory='lean'); AxiRam answers at once")
+    window = MemoryMap.split(memory_bytes, channels).window_bytes      # ValueError names a bad split
+    if channels > 1 and memory != "lean":
+        raise ValueError("several memory channels need the lean memory (memory='lean'); AxiRam is one memory")
     if len(dut.m_axi_wdata) != config.axi_data_width:
         raise ValueError(f"the top has {len(dut.m_axi_wdata)}-bit m_axi data, the config {config.axi_data_width}")
     for bus in ("s_axil", "m_axi"):
@@ -268,7 +278,8 @@ async def attach(dut: Any, config: SATConfig, *, memory_bytes: int, pause: float
             pauses = {"r": gen(idle_inserter), "b": gen(idle_inserter), "aw": gen(backpressure),
                       "w": gen(backpressure), "ar": gen(backpressure)}
         ram = AxiMemory(dut, "m_axi", dut.clk, memory_bytes, rst=dut.rst, fault=transport._hit, pauses=pauses,
-                        dram=timing, clock_hz=1e9 / CLOCK_PERIOD_NS)
+                        dram=timing, clock_hz=1e9 / CLOCK_PERIOD_NS,
+                        channel_bytes=window if channels > 1 else None)
         ram.start()
     else:
         ram = FaultyMemory(memory_bytes, transport._hit)

@@ -22,7 +22,11 @@
 
 Parameters (``SAT_TB_PARAMS``): ``config`` (with the buffer depths), ``memory_bytes``, ``seed``, ``pause``,
 ``dram`` (:func:`sat.sim.tb.dram_param`: the memory's timing, default ``$SAT_DRAM`` or a DDR4-2400 channel),
-``gemm`` (for ``cli_gemm``), ``timing_shapes`` and ``timing_report`` (for ``unit_timing``).
+``channels`` (memory channels, default 1: with more, ``memory_bytes`` is that many windows, each its own DRAM
+channel, and the driver places A and B, C and the command lists by role as on the card,
+:func:`sat.sw.memmap.default_placement`),
+``gemm`` (for ``cli_gemm``), ``timing_shapes``, ``timing_report`` and ``memory_report`` (optional: the DRAM
+channels' ``stats`` after the run) for ``unit_timing``.
 """
 
 from __future__ import annotations
@@ -81,15 +85,15 @@ def run_gemm(device: Any, kind: str, a: np.ndarray, b: np.ndarray, nm: tuple[int
     live = []
     try:
         if kind == "wu":
-            at, bt = device.write_tensor(a), device.write_tensor(b)
+            at, bt = device.write_tensor(a, channel="a"), device.write_tensor(b, channel="b")
             live += [at, bt]
-            c = out if out is not None else device.alloc_tensor((a.shape[1], b.shape[1]))
+            c = out if out is not None else device.alloc_tensor((a.shape[1], b.shape[1]), channel="c")
             live.append(c)
             desc = device.wu_descriptor(at, bt, c)
             golden = numerics.matmul(np.ascontiguousarray(q(a).T), q(b), fmt)
             n = mm = 0
         else:
-            at = device.write_tensor(a)
+            at = device.write_tensor(a, channel="a")
             live.append(at)
             if kind == "ff":
                 op = nmformat.compress_ff(b, *nm) if nm else None
@@ -104,13 +108,13 @@ def run_gemm(device: Any, kind: str, a: np.ndarray, b: np.ndarray, nm: tuple[int
                 golden = nmformat.matmul_nm(q(a), op, fmt) if nm else numerics.matmul(q(a), q(b), fmt)
             elif kind == "gemm":
                 op = nmformat.compress(b, *nm) if nm else None
-                wt = device.upload_operand(op) if nm else device.write_tensor(b)
+                wt = device.upload_operand(op) if nm else device.write_tensor(b, channel="b")
                 cols = b.shape[1]
                 golden = nmformat.matmul_nm(q(a), op, fmt) if nm else numerics.matmul(q(a), q(b), fmt)
             else:
                 raise ValueError(f"unknown GEMM kind {kind!r}")
             live.append(wt)
-            c = out if out is not None else device.alloc_tensor((a.shape[0], cols))
+            c = out if out is not None else device.alloc_tensor((a.shape[0], cols), channel="c")
             live.append(c)
             if kind == "ff":
                 desc = device.ff_descriptor(at, wt, c)
@@ -137,9 +141,12 @@ async def _open(dut: Any, salt: str, pause: float | None = None):
     config = SATConfig.from_dict(params["config"])
     rng = rng_for(params, salt)
     p = float(params.get("pause", 0.2)) if pause is None else pause
+    channels = int(params.get("channels", 1))
     transport = await attach(dut, config, memory_bytes=int(params["memory_bytes"]), pause=p,
-                             rng=rng_for(params, salt + "/pauses"), dram=dram_param(params))
-    device = await bridge(lambda: SATDevice(transport, config))()
+                             rng=rng_for(params, salt + "/pauses"), dram=dram_param(params), channels=channels)
+    # the core's MEM_CHANNELS says one channel (the build is the same); tell the driver the simulated layout
+    split = {"memory_bytes": int(params["memory_bytes"]), "channels": channels} if channels > 1 else {}
+    device = await bridge(lambda: SATDevice(transport, config, **split))()
     return params, config, rng, transport, device
 
 
@@ -450,7 +457,7 @@ async def unit_timing(dut: Any) -> None:
             a, b = _values(rng, (rows, red)), _values(rng, (red, cols))
 
         def run(kind=kind, a=a, b=b, nm=nm, rows=rows, cols=cols, narrow=narrow):
-            out = device.alloc_tensor((rows, cols), config.fmt) if narrow else None
+            out = device.alloc_tensor((rows, cols), config.fmt, channel="c") if narrow else None
             try:
                 return run_gemm(device, kind, a, b, nm, out=out)
             finally:
@@ -467,6 +474,12 @@ async def unit_timing(dut: Any) -> None:
         dut._log.info(f"timing {kind} {rows}x{red}x{cols} {nm}: {cnt}")
     with open(params["timing_report"], "w") as f:
         json.dump(report, f, indent=1)
+    if params.get("memory_report"):
+        # what each DRAM channel served (bursts, beats, turnarounds, refresh waits), channel 0 first
+        ram = transport.ram
+        with open(params["memory_report"], "w") as f:
+            json.dump({"placement": device.placement, "crossings": getattr(ram, "crossings", 0),
+                       "channels": [ch.stats for ch in getattr(ram, "channels", [])]}, f, indent=1)
 
 
 def _extremes(kind: str, a: np.ndarray, b: np.ndarray) -> None:
