@@ -12,6 +12,7 @@ from sat.sw.bench import BEGIN, END, ideal_speedup, render_markdown, run_bench, 
 from sat.sw.cli import main
 from sat.sw.config import SATConfig
 from sat.sw.dram import DDR4_2400
+from sat.sw.memmap import CARD_MEMORY, default_placement
 from sat.sw.schedule import get_network, schedule_iteration
 
 
@@ -35,7 +36,7 @@ def test_run_bench_small(tmp_path):
         # the 3/(2N/M+1) ideal assumes FF, BP and WU cost the same dense work, which edge tiles break at batch 2;
         # no pass can gain more than M/N
         assert 1.0 < summary["speedup"] <= 8 / 2 and 1.0 < summary["unit_speedup"] <= 8 / 2
-        # the system (the unit with a DDR4 channel) waits for the memory on top of the unit's time
+        # the system (the unit with the card's DDR4 channels) waits for the memory on top of the unit's time
         assert summary["system_cycles"] == sum(g["system_cycles"] for g in gemms)
         assert all(g["system_cycles"] >= g["unit_cycles"] for g in gemms)
         assert summary["system_cycles"] > summary["unit_cycles"]
@@ -46,11 +47,14 @@ def test_run_bench_small(tmp_path):
     assert summary["auto-engine"]["cycles"] <= summary["normal"]["cycles"]
     assert summary["auto"]["unit_cycles"] <= summary["normal"]["unit_cycles"]
     assert result["memory"]["model"] == "ddr4" and result["memory"]["dram"] == DDR4_2400.as_dict()
+    # the card as built: four channels, operands and results apart (sat.sw.memmap)
+    assert result["memory"]["channels"] == CARD_MEMORY.channels == 4
+    assert result["memory"]["placement"] == default_placement(4)
     files = write_outputs(result, tmp_path, plots=False)
     assert json.loads((tmp_path / "bench.json").read_text())["batch"] == 2
     # summary.json (issue 13's report format): the auto schedule, images/s from the system cycles at the clock
     summ = json.loads((tmp_path / "summary.json").read_text())
-    assert summ["config"] == cfg.to_dict() and summ["memory"]["channels"] >= 1
+    assert summ["config"] == cfg.to_dict() and summ["memory"]["channels"] == 4 and summ["memory"]["model"] == "ddr4"
     net = summ["networks"]["vgg16"]
     assert net["batch"] == 2 and set(net["modes"]) == {"dense", "2:8"}
     for mode, nm in (("dense", None), ("2:8", (2, 8))):
@@ -71,6 +75,18 @@ def test_run_bench_small(tmp_path):
     for per_mode in ideal["networks"]["vgg16"]["orientations"].values():
         for data in per_mode.values():
             assert data["summary"]["system_cycles"] == data["summary"]["unit_cycles"]
+    # one channel shared by reads and writes: no GEMM is faster than on the card's four, some are slower
+    one = run_bench(cfg, ["vgg16"], batch=2, modes=("dense", "2:8"), pregen=False, dram_channels=1)
+    assert one["memory"]["channels"] == 1
+    for orient, per_mode in one["networks"]["vgg16"]["orientations"].items():
+        for mode, data in per_mode.items():
+            four = entry[orient][mode]["gemms"]
+            assert [g["unit_cycles"] for g in data["gemms"]] == [g["unit_cycles"] for g in four]
+            assert all(g1["system_cycles"] >= g4["system_cycles"] for g1, g4 in zip(data["gemms"], four, strict=True))
+            assert data["summary"]["system_cycles"] > entry[orient][mode]["summary"]["system_cycles"]
+    assert "4 DDR4-2400 channels" in render_markdown(result) and "one DDR4-2400 channel" in render_markdown(one)
+    with pytest.raises(ValueError, match="channels must be an integer"):
+        run_bench(cfg, ["vgg16"], batch=2, modes=("dense",), pregen=False, dram_channels=0)
     with open(tmp_path / "summary.csv") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 6 and all(p.exists() for p in files)
@@ -92,7 +108,8 @@ def test_cli(tmp_path, capsys):
     cfg = tmp_path / "cfg.json"
     cfg.write_text(SATConfig(rows=8, cols=8).to_json())
     assert main(["bench", "--out", str(tmp_path / "o"), "--network", "resnet18", "--batch", "1", "--config",
-                 str(cfg), "--modes", "dense,2:8", "--no-pregen"]) == 0
+                 str(cfg), "--modes", "dense,2:8", "--no-pregen", "--channels", "2"]) == 0
+    assert json.loads((tmp_path / "o" / "summary.json").read_text())["memory"]["channels"] == 2
     assert (tmp_path / "o" / "bench_speedup.png").stat().st_size > 1000
     assert "resnet18" in capsys.readouterr().out
     with pytest.raises(SystemExit) as exc:              # argparse refuses it before any work
