@@ -534,9 +534,9 @@ def render_markdown(result: dict, img_dir: str = "img") -> str:
         "that answers every beat at once; **system** cycles are the same unit with its memory, "
         f"{_memory_text(result.get('memory', {}))}. Host work (im2col, BN, ReLU, pooling, residual adds, update) "
         "is not counted. Orientation `normal`: every GEMM as in `docs/bdwp.md`; `auto-engine`: the scheduler runs "
-        "a dense GEMM transposed when that takes fewer engine cycles (the choice for an ideal loader); `auto`: when that "
-        "takes fewer GEMM unit cycles (the choice for the unit as built, used for real runs). The first layer's BP "
-        "(the image gradient) is not scheduled.", "",
+        "a dense GEMM transposed when that takes fewer engine cycles (the choice for an ideal loader); `auto`: when "
+        "that takes fewer GEMM unit cycles (the choice for the unit as built, used for real runs). The first layer's "
+        "BP (the image gradient) is not scheduled.", "",
     ]
     e2e = [(net, entry["end_to_end"]) for net, entry in result["networks"].items() if "end_to_end" in entry]
     if e2e:
