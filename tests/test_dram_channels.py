@@ -130,3 +130,53 @@ def test_unit_timing_four_channels(tmp_path: Path, sim_seed: int) -> None:
             # the check tells the layouts apart: one shared channel would be outside the tolerance here
             assert abs(one - rtl) > TIMING_RTOL * rtl, line
     assert not bad, "four-channel timing model outside tolerance:\n" + "\n".join(bad)
+
+
+# --- the cocotb memory's channel map (no simulator: a stand-in for the top's signals) ------------------------------
+
+class _Signal:
+    def __init__(self, width: int = 1) -> None:
+        self.width, self.value = width, 0
+
+    def __len__(self) -> int:
+        return self.width
+
+
+class _Top:
+    """Just enough of a top for ``AxiMemory``'s constructor: ``m_axi_*`` signals, 512-bit data."""
+
+    def __getattr__(self, name: str) -> _Signal:
+        signal = _Signal(512 if name.endswith("data") else 1)
+        setattr(self, name, signal)
+        return signal
+
+
+def _memory(**kw):
+    from sat.sim.axi_memory import AxiMemory
+
+    return AxiMemory(_Top(), "m_axi", None, MEMORY_BYTES, **kw)
+
+
+def test_axi_memory_channel_windows() -> None:
+    """One DRAM channel per window, a burst served by its address's window; a burst into the next window is
+    flagged (it answers SLVERR); one window keeps the one-channel attribute and never flags a burst."""
+    window = MEMORY_BYTES // CHANNELS
+    four = _memory(dram=DDR4_2400, channel_bytes=window)
+    assert len(four.channels) == CHANNELS and four.channel is None
+    assert len({id(c) for c in four.channels}) == CHANNELS
+    assert four._window(0, 1, 64) == (0, False)
+    assert four._window(window + 64, 64, 64) == (1, False)            # 4 KiB inside window 1
+    assert four._window(2 * window - 64, 1, 64) == (1, False)         # its last beat
+    assert four._window(2 * window - 64, 2, 64) == (1, True)          # its last beat and the next window's first
+    assert four._window(3 * window + 100, 1, 4) == (3, False)
+    one = _memory(dram=DDR4_2400)
+    assert one.channels == [one.channel] and one.channel is not None
+    assert one._window(MEMORY_BYTES - 64, 4, 64) == (0, False)        # past the end: SLVERR beat by beat instead
+    ideal = _memory(channel_bytes=window)
+    assert ideal.channels == [] and ideal.channel is None and ideal._window(window - 64, 2, 64) == (0, True)
+
+
+@pytest.mark.parametrize("bad", [0, -4096, 3 << 12, 1.5, True])
+def test_axi_memory_rejects_undecodable_windows(bad) -> None:
+    with pytest.raises(ValueError, match="channel_bytes must be a positive power of two"):
+        _memory(dram=DDR4_2400, channel_bytes=bad)
