@@ -444,8 +444,9 @@ def unit_cycles(config: SATConfig, rows: int, red: int, cols: int, n: int = 0, m
         The convolution descriptor whose GEMM view this is: its implicit operand (A of FF and BP, B of WU) loads
         as the pieces of ``hw/convlines.py``.
     dram : sat.sw.dram.DDR4Timing, optional
-        The device memory: one DDR4 channel (its latency on every DMA line, the bus shared with the result
-        writes, refresh, the last response); ``None`` for a memory that answers every beat at once.
+        The device memory's DDR4 timing (its latency on every DMA line, the bus shared with the result writes
+        unless ``dram_channels`` puts them apart, refresh, the last response); ``None`` for a memory that answers
+        every beat at once.
     narrow : bool
         Results rounded to the operand format (2 bytes each) instead of FP32.
     dram_channels : int
