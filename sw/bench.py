@@ -771,6 +771,12 @@ def _bench(p: argparse.ArgumentParser) -> Callable[[argparse.Namespace], int]:
             saved = write_text_safely(args.out / "bench.json", json.dumps(result, indent=1, sort_keys=True),
                                       "the bench result")
             raise CLIError(f"writing the outputs in {args.out} failed ({exc}); the result is in {saved}") from None
+        memory = result["memory"]
+        if memory["model"] == "ddr4":
+            place = memory["placement"]
+            print(f"system: {memory['channels']} DDR4-{memory['dram']['data_rate_mts']} channel"
+                  + (f"s, operands on C{place['a']}, results on C{place['c']}" if memory["channels"] > 1 else
+                     ", shared by reads and writes"))
         for net, entry in result["networks"].items():
             for mode in result["modes"]:
                 n, e, a = (entry["orientations"][o][mode]["summary"] for o in ORIENTATIONS)
