@@ -109,7 +109,8 @@ def test_device_backend_splits_k_bit_exact():
     a = numerics.quantize(rng.standard_normal((9, 150)), "fp16")
     b = numerics.quantize(rng.standard_normal((150, 7)), "fp16")
     got = backend.dense(a, b, "fp16")
-    assert backend.stats == {"gemms": 1, "descriptors": 5, "cycles": backend.stats["cycles"]}
+    # five K chunks: every partial stays FP32 (only a result one descriptor computes in full may be narrow)
+    assert backend.stats == {"gemms": 1, "descriptors": 5, "narrow": 0, "cycles": backend.stats["cycles"]}
     np.testing.assert_array_equal(_bits(got), _bits(golden.dense(a, b, "fp16")))
     op = compress(b, 2, 8, nm_mask(b, 2, 8, axis=0))
     got = backend.sparse(a, op, "fp16")
