@@ -133,6 +133,7 @@ def _check_conv_timing(tmp_path, seed: int, dram=None) -> None:
         assert abs(totals[1] - totals[0]) <= 0.01 * totals[0], totals
 
 
+@pytest.mark.slow  # the default suite runs the same passes from the DDR4 model (test_conv_timing_model_dram)
 def test_conv_timing_model(tmp_path, sim_seed: int) -> None:
     """``perfmodel.unit_cycles(..., conv=descriptor)`` (the conv loader's pieces) against the RTL's counters
     (``COMPUTE + STALL``, no AXI pauses, ideal memory) on ResNet-18's kinds of convolution, summed over each

@@ -59,7 +59,8 @@ def test_system_errors(sim_seed: int) -> None:
     run_system("errors", sim_seed)
 
 
-@pytest.mark.parametrize("fmt", ["fp16", "bf16"])
+# BF16 needs its own system build; its rounding is also checked by tb_fp (FP32Round) and the Amaranth writer test
+@pytest.mark.parametrize("fmt", ["fp16", pytest.param("bf16", marks=pytest.mark.slow)])
 def test_system_narrow_results(fmt: str, sim_seed: int) -> None:
     """GEMM and convolution descriptors with narrow results (FP16: into the subnormal range and to Inf), bit for
     bit ``numerics.round_result`` of the golden FP32 result; reserved RESULT codes give BAD_FLAGS."""
@@ -188,6 +189,7 @@ RESNET18_SAMPLE = ("conv1", "layer1.0.conv1", "layer2.0.conv1", "layer2.0.downsa
                    "layer4.1.conv2", "fc")
 
 
+@pytest.mark.slow  # the default suite runs the same sample from the DDR4 model, whose terms add to this one's
 def test_unit_timing_resnet18_sample(tmp_path: Path, sim_seed: int) -> None:
     """The cycle model against the RTL on a sample of ResNet-18's layers, scaled down (``resnet18_sample``): the
     stem, one convolution per stage, a shortcut and the classifier, FF / BP / WU with their K chunks (21 GEMMs,
