@@ -85,6 +85,15 @@ def test_run_bench_small(tmp_path):
             assert all(g1["system_cycles"] >= g4["system_cycles"] for g1, g4 in zip(data["gemms"], four, strict=True))
             assert data["summary"]["system_cycles"] > entry[orient][mode]["summary"]["system_cycles"]
     assert "4 DDR4-2400 channels" in render_markdown(result) and "one DDR4-2400 channel" in render_markdown(one)
+    # the per-pass table: its system column adds up to each mode's system cycles, and the text states the ratio
+    md = render_markdown(result)
+    table = md[md.index("### vgg16: GEMM unit and system time by pass"):].split("\n\n")[4].splitlines()[2:]
+    for mode in ("dense", "2:8"):
+        rows = [r.split(" | ") for r in table if r.startswith(f"| {mode} |")]
+        total = entry["auto"][mode]["summary"]["system_cycles"] / 1e6
+        assert sum(float(r[7]) for r in rows) == pytest.approx(total, abs=0.005 * len(rows))
+    d = entry["auto"]["dense"]["summary"]
+    assert f"**{d['system_cycles'] / d['cycles']:.2f}x** the engine" in md
     with pytest.raises(ValueError, match="channels must be an integer"):
         run_bench(cfg, ["vgg16"], batch=2, modes=("dense",), pregen=False, dram_channels=0)
     with open(tmp_path / "summary.csv") as f:
