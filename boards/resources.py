@@ -10,8 +10,10 @@ so a build is split into parts that are synthesized separately (each flattened, 
   operand loader, result writer, tiling, counters);
 * ``engine``: :class:`~sat.hw.gemm.GemmEngine` with its :class:`~sat.hw.array.SystolicArray` replaced by a black box
   (operand buffers, feeder, result path, counters);
-* ``pe``: one :class:`~sat.hw.pe.PE`, counted ``rows * cols`` times;
-* ``array_overhead``: per PE, what the array adds around its PEs (input skew, capture banks, drain chains),
+* ``pe``: one :class:`~sat.hw.pe.PE` as the array instantiates it (FP16: ``prenormalized``, its operands
+  normalized at the array's edge), counted ``rows * cols`` times;
+* ``array_overhead``: per PE, what the array adds around its PEs (FP16 edge normalizers, input skew, capture
+  banks, drain chains),
   measured once as ``(SystolicArray(2x2) - 4 * PE) / 4`` for the same format, N:M set and adder latency, and
   counted ``rows * cols`` times.
 
@@ -304,9 +306,12 @@ def part_resources(part: str, config: SATConfig) -> Resources:
         If Yosys is missing or fails.
     """
     if part == "pe":
+        from sat.hw.fp import normalized_at_edge
         from sat.hw.pe import PE
 
-        return synthesize(_convert(PE(config), "pe"), "pe")
+        # the PE the array instantiates: for FP16 the operands arrive normalized from the array's edge
+        pe = PE(config, prenormalized=normalized_at_edge(config.fmt))
+        return synthesize(_convert(pe, "pe"), "pe")
     if part == "array":
         from sat.hw.array import SystolicArray
 
