@@ -12,6 +12,9 @@ The units implement the arithmetic contract of :mod:`sat.sw.numerics` bit for bi
 * exact zero sums follow IEEE: ``x + (-x) = +0``, ``-0 + -0 = -0``; a product of zero keeps the xor sign;
 * :class:`FP32Round` rounds an FP32 result once to FP16 (into its subnormal range) or BF16, as
   :func:`sat.sw.numerics.round_result`.
+* :class:`FP16Normalizer` turns an FP16 operand into :data:`NORMALIZED_FP16` (every nonzero finite value with a
+  leading 1), which ``FPMultiplier("fp16", prenormalized=True)`` multiplies without per-multiplier subnormal
+  logic: a systolic array normalizes its operands once at its edge instead of in every PE.
 
 The units are pipelines with a clock enable ``en``: every register advances only in cycles where ``en`` is 1,
 so ``latency`` counts ``en`` cycles. Inputs presented in a cycle with ``en`` high appear at the output after
