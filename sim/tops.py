@@ -43,15 +43,18 @@ def fp32_round_top(fmt: str) -> VerilogTop:
     return generate_verilog(lambda: FP32Round(fmt=fmt), f"fp32_round_{fmt}", {"fmt": fmt})
 
 
-def pe_top(config: SATConfig) -> VerilogTop:
-    """``sat.hw.pe.PE(config)`` as module ``pe`` (cached per ``config.digest()``).
+def pe_top(config: SATConfig, *, prenormalized: bool = False) -> VerilogTop:
+    """``sat.hw.pe.PE(config)`` as module ``pe`` (cached per ``config.digest()``); with ``prenormalized`` the PE
+    as an FP16 array instantiates it, ``PE(config, prenormalized=True)``, as module ``pe_norm``.
 
-    ``meta`` holds ``latency``, ``interleave``, ``multiplier_latency``, ``max_m`` and ``idx_width``.
+    ``meta`` holds ``latency``, ``interleave``, ``multiplier_latency``, ``max_m``, ``idx_width`` and
+    ``operand_width``.
     """
     from sat.hw.pe import PE
 
-    return generate_verilog(lambda: PE(config), "pe", config,
-                            attrs=("latency", "interleave", "multiplier_latency", "max_m", "idx_width"))
+    return generate_verilog(lambda: PE(config, prenormalized=prenormalized), "pe_norm" if prenormalized else "pe",
+                            config, attrs=("latency", "interleave", "multiplier_latency", "max_m", "idx_width",
+                                           "operand_width"))
 
 
 def array_top(config: SATConfig) -> VerilogTop:
