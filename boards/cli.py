@@ -148,6 +148,11 @@ def _parts_table(est: dict, n_pe: int) -> str:
     for key, label in _PART_LABELS:
         if key == "array":
             label = f"array ({n_pe} x (PE + overhead))"
+            if parts.get("edge_normalizer", {}).get("lut"):
+                from .resources import edge_normalizers
+
+                n_edge = edge_normalizers(SATConfig.from_dict(est["config"]))
+                label = f"array ({n_pe} PE, {n_edge} edge normalizers)"
         r = parts[key]
         lines.append(f"  {label:<36} {r['lut']:>10,.0f} {r['ff']:>10,.0f} {r['dsp']:>6,.0f} "
                      f"{r['bram36'] + r['bram18'] / 2:>7,.1f}  {100 * est['part_share'][key]:6.1f} %")

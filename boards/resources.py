@@ -10,10 +10,14 @@ so a build is split into parts that are synthesized separately (each flattened, 
   operand loader, result writer, tiling, counters);
 * ``engine``: :class:`~sat.hw.gemm.GemmEngine` with its :class:`~sat.hw.array.SystolicArray` replaced by a black box
   (operand buffers, feeder, result path, counters);
-* ``pe``: one :class:`~sat.hw.pe.PE`, counted ``rows * cols`` times;
+* ``pe``: one :class:`~sat.hw.pe.PE` as the array instantiates it (FP16: ``prenormalized``, its operands
+  normalized at the array's edge), counted ``rows * cols`` times;
+* ``edge_normalizer``: one :class:`~sat.hw.fp.FP16Normalizer` (FP16 only; none for BF16), counted
+  ``rows * max_m + cols`` times: the array normalizes every activation lane of each row and each column's weight
+  once at its edge. They grow with the array's edges, not its area, so they are a part of their own;
 * ``array_overhead``: per PE, what the array adds around its PEs (input skew, capture banks, drain chains),
-  measured once as ``(SystolicArray(2x2) - 4 * PE) / 4`` for the same format, N:M set and adder latency, and
-  counted ``rows * cols`` times.
+  measured once as ``(SystolicArray(2x2) - 4 * PE - (2 * max_m + 2) * edge_normalizer) / 4`` for the same
+  format, N:M set and adder latency, and counted ``rows * cols`` times.
 
 So the total is the card's core, ``SATCore(config)``, with the default engine buffer depths. The quadratic parts
 of the skew (row ``r`` delayed ``r`` steps) and any cross-part or cross-PE optimisation are not modelled;
@@ -59,6 +63,7 @@ __all__ = [
     "full_resources",
     "calibration",
     "load_baselines",
+    "edge_normalizers",
     "BASELINES_PATH",
     "CALIBRATION_SIZE",
 ]
@@ -291,7 +296,8 @@ def _synthesize_shell(module, inner: str, build: Callable[[], wiring.Component],
 
 
 def part_resources(part: str, config: SATConfig) -> Resources:
-    """Synthesize one part of the estimate (``core``, ``engine``, ``pe``, ``array``, ``unit``) for ``config``.
+    """Synthesize one part of the estimate (``core``, ``engine``, ``pe``, ``edge_normalizer``, ``array``, ``unit``)
+    for ``config``.
 
     ``array`` is the full :class:`~sat.hw.array.SystolicArray` of ``config`` (used at the calibration size).
     The other parts are described in the module docstring.
@@ -304,9 +310,18 @@ def part_resources(part: str, config: SATConfig) -> Resources:
         If Yosys is missing or fails.
     """
     if part == "pe":
+        from sat.hw.fp import normalized_at_edge
         from sat.hw.pe import PE
 
-        return synthesize(_convert(PE(config), "pe"), "pe")
+        # the PE the array instantiates: for FP16 the operands arrive normalized from the array's edge
+        pe = PE(config, prenormalized=normalized_at_edge(config.fmt))
+        return synthesize(_convert(pe, "pe"), "pe")
+    if part == "edge_normalizer":
+        from sat.hw.fp import FP16Normalizer, normalized_at_edge
+
+        if not normalized_at_edge(config.fmt):
+            return Resources()   # BF16 operands enter the PEs as they are
+        return synthesize(_convert(FP16Normalizer(), "edge_normalizer"), "edge_normalizer")
     if part == "array":
         from sat.hw.array import SystolicArray
 
@@ -328,7 +343,15 @@ def part_resources(part: str, config: SATConfig) -> Resources:
 
         return _synthesize_shell(gu, "GemmEngine", lambda: gu.GemmUnit(config), config, "sat_unit_shell",
                                  "sat_gemm_engine_bb")
-    raise ValueError(f"part must be 'core', 'engine', 'pe', 'array' or 'unit', not {part!r}")
+    raise ValueError(f"part must be 'core', 'engine', 'pe', 'edge_normalizer', 'array' or 'unit', not {part!r}")
+
+
+def edge_normalizers(config: SATConfig) -> int:
+    """Number of :class:`~sat.hw.fp.FP16Normalizer` units at the array's edge: ``rows * max_m + cols`` for FP16
+    (every activation lane of each row, each column's weight), 0 for BF16."""
+    from sat.hw.fp import normalized_at_edge
+
+    return config.rows * config.max_m + config.cols if normalized_at_edge(config.fmt) else 0
 
 
 def _calibration_config(config: SATConfig) -> SATConfig:
@@ -355,9 +378,9 @@ def estimate(config: SATConfig, *, progress: Callable[[str], None] | None = None
     dict
         ``{"config": ..., "method": str, "parts": {name: counts}, "array": counts, "total": counts,
         "share": fractions of the VU9P, "part_share": {name: fraction of the total LUTs}, "device": ...}``.
-        ``parts`` holds ``core``, ``unit`` and ``engine`` (counted once) and ``pe`` and
-        ``array_overhead_per_pe`` (counted ``rows * cols`` times); ``array`` is ``rows * cols`` times the two
-        per-PE parts.
+        ``parts`` holds ``core``, ``unit`` and ``engine`` (counted once), ``edge_normalizer`` (counted
+        :func:`edge_normalizers` times) and ``pe`` and ``array_overhead_per_pe`` (counted ``rows * cols``
+        times); ``array`` is ``rows * cols`` times the two per-PE parts plus the edge normalizers.
 
     Raises
     ------
@@ -373,17 +396,21 @@ def estimate(config: SATConfig, *, progress: Callable[[str], None] | None = None
     say(f"synthesizing the {cal.rows}x{cal.cols} array (calibration)")
     array_cal = part_resources("array", cal)
     pe_cal = part_resources("pe", cal)
+    say("synthesizing an edge normalizer")
+    parts["edge_normalizer"] = part_resources("edge_normalizer", config)
     n_cal = cal.rows * cal.cols
-    parts["array_overhead_per_pe"] = (array_cal - pe_cal.scale(n_cal)).scale(1 / n_cal)
+    edges_cal = parts["edge_normalizer"].scale(edge_normalizers(cal))
+    parts["array_overhead_per_pe"] = (array_cal - pe_cal.scale(n_cal) - edges_cal).scale(1 / n_cal)
     method = (f"core (engine slot black-boxed) + GEMM unit (engine black-boxed) + engine (array black-boxed) "
-              f"+ rows*cols*(PE + array overhead per PE from a {cal.rows}x{cal.cols} array); "
-              f"Yosys synth_xilinx -family xcup, classic abc")
+              f"+ rows*cols*(PE + array overhead per PE from a {cal.rows}x{cal.cols} array) "
+              f"+ (rows*max_m + cols)*FP16 edge normalizer; Yosys synth_xilinx -family xcup, classic abc")
     return _add_up(config, parts, method)
 
 
 def _add_up(config: SATConfig, parts: dict[str, Resources], method: str) -> dict:
-    """The result of :func:`estimate` from its parts."""
+    """The result of :func:`estimate` from its parts (estimates from before the edge normalizers have none)."""
     array = (parts["pe"] + parts["array_overhead_per_pe"]).scale(config.rows * config.cols)
+    array = array + parts.get("edge_normalizer", Resources()).scale(edge_normalizers(config))
     total = array
     for name in FIXED_PARTS:
         total = total + parts[name]
@@ -403,7 +430,8 @@ def _add_up(config: SATConfig, parts: dict[str, Resources], method: str) -> dict
 def extrapolate(est: dict, rows: int, cols: int) -> dict:
     """A cheap estimate for another array size from an :func:`estimate` ``est``, without synthesis.
 
-    The per-PE parts are counted ``rows * cols`` times; ``core``, ``unit`` and ``engine`` are taken as they are
+    The per-PE parts are counted ``rows * cols`` times and the edge normalizers ``rows * max_m + cols`` times;
+    ``core``, ``unit`` and ``engine`` are taken as they are
     in ``est``. They grow slowly with the array (the engine's A banks, one per row, hold its block RAM), so from a
     smaller ``est`` the LUT/FF/DSP figures are slight underestimates (the three parts are a few percent of the
     LUTs) and the block RAM is a lower bound.

@@ -7,7 +7,7 @@ from amaranth.utils import bits_for, exact_log2
 
 from sat.sw.config import SATConfig
 
-from .fp import FPMultiplier
+from .fp import NORMALIZED_FP16, FP16Normalizer, FPMultiplier, normalized_at_edge
 from .netlist import pe_instance
 from .pe import PE
 
@@ -40,6 +40,14 @@ class SystolicArray(wiring.Component):
     per column, ``R*L`` deep) and ``transfers`` increments. The drain chains shift out on ``drain`` one tile row
     per cycle (``data[c]`` = column ``c``, ``row`` = tile row ``q``), ``R*L`` rows per pass, in the order
     ``q = 0, 1, ...``; the drain is independent of ``en``.
+
+    **Edge normalization (FP16).** The operands flow unchanged through the PEs, so the array normalizes every
+    activation lane of every row and every column's weight once, where they enter it (combinational
+    :class:`~sat.hw.fp.FP16Normalizer` units before the skew registers), and builds its PEs with
+    ``prenormalized`` multipliers: the per-PE leading-zero counts and product shift of FP16 subnormal operands
+    are done ``rows * max_m + cols`` times instead of ``rows * cols`` times. The skew and pass-through
+    registers then carry 17-bit operands. The ports stay 16-bit FP16; results and timing are unchanged. BF16
+    operands (DAZ, no subnormals) enter the PEs as they are.
 
     **Feeder rule (no lost results).** The capture banks hold one pass. The feeder must not send the *last*
     group of a pass while an earlier pass has not been transferred, i.e. while ``transfers`` differs from the
@@ -84,6 +92,7 @@ class SystolicArray(wiring.Component):
         self._config = config
         self._idx_width = max(1, exact_log2(config.max_m))
         self._pe_latency = FPMultiplier.LATENCY + config.adder_latency
+        self._prenormalized = normalized_at_edge(config.fmt)
         rows, cols, lanes = config.rows, config.cols, config.max_m
         self._drain_layout = data.StructLayout({
             "row": bits_for(rows * config.adder_latency - 1),
@@ -129,6 +138,11 @@ class SystolicArray(wiring.Component):
         return self._idx_width
 
     @property
+    def prenormalized(self) -> bool:
+        """The operands are normalized at the array's edge and the PEs are built ``prenormalized`` (FP16)."""
+        return self._prenormalized
+
+    @property
     def pe_latency(self) -> int:
         """Steps from an operand with ``last`` to its result on the PE's ``result``."""
         return self._pe_latency
@@ -146,18 +160,41 @@ class SystolicArray(wiring.Component):
         pes = [[None] * C for _ in range(R)]
         for r in range(R):
             for c in range(C):
-                shared = pe_instance(self._config)     # in a Verilog conversion: one PE module, instanced
+                # in a Verilog conversion: one PE module, instanced
+                shared = pe_instance(self._config, prenormalized=self._prenormalized)
                 if shared is None:
-                    pes[r][c] = m.submodules[f"pe_r{r}_c{c}"] = PE(self._config)
+                    pes[r][c] = m.submodules[f"pe_r{r}_c{c}"] = PE(self._config, prenormalized=self._prenormalized)
                 else:
                     pes[r][c], m.submodules[f"pe_r{r}_c{c}"] = shared
                 m.d.comb += pes[r][c].en.eq(en)
 
+        # Edge normalization (FP16): each operand entering the array is normalized once here, not in every PE.
+        lanes = self._config.max_m
+        if self._prenormalized:
+            operand_width = NORMALIZED_FP16.width
+            row_acts = []
+            for r in range(R):
+                act = Signal(data.ArrayLayout(operand_width, lanes), name=f"act_norm_r{r}")
+                for lane in range(lanes):
+                    norm = m.submodules[f"act_norm_r{r}_l{lane}"] = FP16Normalizer()
+                    m.d.comb += [norm.a.eq(self.act[r][lane]), act[lane].eq(norm.n)]
+                row_acts.append(act)
+            col_wgts = []
+            for c in range(C):
+                wgt = Signal(operand_width, name=f"wgt_norm_c{c}")
+                norm = m.submodules[f"wgt_norm_c{c}"] = FP16Normalizer()
+                m.d.comb += [norm.a.eq(self.wgt[c]), wgt.eq(norm.n)]
+                col_wgts.append(wgt)
+        else:
+            operand_width = 16
+            row_acts = [self.act[r] for r in range(R)]
+            col_wgts = [self.wgt[c] for c in range(C)]
+
         # Row skew: activations and flags of row r wait r steps, then flow right through the PEs.
         for r in range(R):
-            act, valid, first, last = self.act[r], self.valid, self.first, self.last
+            act, valid, first, last = row_acts[r], self.valid, self.first, self.last
             for d in range(r):
-                act_d = Signal.like(self.act[r], name=f"act_skew_r{r}_d{d + 1}")
+                act_d = Signal(data.ArrayLayout(operand_width, lanes), name=f"act_skew_r{r}_d{d + 1}")
                 flags_d = Signal(3, name=f"flags_skew_r{r}_d{d + 1}")
                 with m.If(en):
                     m.d.sync += [act_d.eq(act), flags_d.eq(Cat(valid, first, last))]
@@ -173,9 +210,9 @@ class SystolicArray(wiring.Component):
 
         # Column skew: weights and indices of column c wait c steps, then flow down through the PEs.
         for c in range(C):
-            wgt, idx = self.wgt[c], self.idx[c]
+            wgt, idx = col_wgts[c], self.idx[c]
             for d in range(c):
-                wgt_d = Signal(16, name=f"wgt_skew_c{c}_d{d + 1}")
+                wgt_d = Signal(operand_width, name=f"wgt_skew_c{c}_d{d + 1}")
                 idx_d = Signal(self._idx_width, name=f"idx_skew_c{c}_d{d + 1}")
                 with m.If(en):
                     m.d.sync += [wgt_d.eq(wgt), idx_d.eq(idx)]

@@ -12,11 +12,16 @@ The units implement the arithmetic contract of :mod:`sat.sw.numerics` bit for bi
 * exact zero sums follow IEEE: ``x + (-x) = +0``, ``-0 + -0 = -0``; a product of zero keeps the xor sign;
 * :class:`FP32Round` rounds an FP32 result once to FP16 (into its subnormal range) or BF16, as
   :func:`sat.sw.numerics.round_result`.
+* :class:`FP16Normalizer` turns an FP16 operand into :data:`NORMALIZED_FP16` (every nonzero finite value with a
+  leading 1), which ``FPMultiplier("fp16", prenormalized=True)`` multiplies without per-multiplier subnormal
+  logic: a systolic array normalizes its operands once at its edge instead of in every PE.
 
 The units are pipelines with a clock enable ``en``: every register advances only in cycles where ``en`` is 1,
 so ``latency`` counts ``en`` cycles. Inputs presented in a cycle with ``en`` high appear at the output after
 ``latency`` such cycles and stay there while ``en`` is low.
 """
+
+from dataclasses import dataclass
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value, signed
 from amaranth.lib import wiring
@@ -24,9 +29,46 @@ from amaranth.lib.wiring import In, Out
 
 from sat.sw.numerics import FORMATS, FP32_CANONICAL_NAN, FloatFormat
 
-__all__ = ["FPMultiplier", "FP32Adder", "FP32Round", "ADDER_LATENCY_RANGE"]
+__all__ = ["FPMultiplier", "FP16Normalizer", "FP16NormalizedMultiplier", "FP32Adder", "FP32Round",
+           "ADDER_LATENCY_RANGE", "NORMALIZED_FP16", "normalized_at_edge"]
 
 _FP32_INF = 0x7F800000
+
+
+@dataclass(frozen=True)
+class _NormalizedFormat:
+    """The internal operand format :class:`FP16Normalizer` produces: every nonzero finite value has a leading 1.
+
+    17 bits, ``{sign, exponent[6], mantissa[10]}``: a finite nonzero value is ``1.mantissa * 2**(exponent -
+    bias)`` with ``bias = 25``, so FP16 normals (``2**-14 .. 2**15``) take exponents 11..40 and FP16 subnormals
+    (``2**-24 .. 2**-15``) exponents 1..10. Exponent 0 (mantissa 0) is a zero of either sign; exponent 63 is Inf
+    (mantissa 0) or NaN (mantissa nonzero). The classes decode like an IEEE format without subnormals, so a
+    multiplier of such operands needs no leading-zero count.
+    """
+
+    exp_bits: int = 6
+    man_bits: int = 10
+    bias: int = 25
+
+    @property
+    def width(self) -> int:
+        return 1 + self.exp_bits + self.man_bits
+
+    @property
+    def exp_max(self) -> int:
+        """The all-ones exponent of Inf and NaN."""
+        return (1 << self.exp_bits) - 1
+
+
+#: The normalized FP16 operand format (see :class:`FP16Normalizer`).
+NORMALIZED_FP16 = _NormalizedFormat()
+
+
+def normalized_at_edge(fmt: str) -> bool:
+    """Whether a systolic array of ``fmt`` operands normalizes them at its edge (:class:`FP16Normalizer`) and
+    builds its PEs with ``prenormalized`` multipliers: FP16 (subnormal operands); BF16 (DAZ) needs no
+    normalization."""
+    return FORMATS[fmt.lower()].subnormals
 
 #: Supported ``FP32Adder`` latencies (the same range as ``SATConfig.adder_latency``).
 ADDER_LATENCY_RANGE = range(1, 17)
@@ -80,6 +122,59 @@ def _leading_zeros(x: Value) -> tuple[Value, Value]:
     return zero_hi & zero_lo, Mux(zero_hi, Cat(count_lo, Const(1, 1)), Cat(count_hi, Const(0, 1)))
 
 
+class FP16Normalizer(wiring.Component):
+    """Combinational FP16 to :data:`NORMALIZED_FP16` converter: the operand work of FP16 subnormals, done once.
+
+    A systolic array's operands flow unchanged through its PEs (activations along rows, weights down columns),
+    so the array normalizes each FP16 operand once at its edge, before the skew registers, and every PE's
+    :class:`FPMultiplier` (``prenormalized=True``) multiplies two significands with a leading 1 like normal
+    numbers: no per-PE leading-zero counts or product shift (about 80 LUTs per PE, see ``docs/arithmetic.md``).
+
+    ==========================  ==========================================  ===============
+    FP16 input                  exponent (bias 25)                          mantissa
+    ==========================  ==========================================  ===============
+    normal, exponent ``e``      ``e + 10`` (11..40)                         unchanged
+    subnormal, ``z`` leading    ``10 - z`` (1..10)                          shifted left by ``z + 1``
+    zeros in the mantissa       (hidden bit dropped)
+    +-0                         0                                           0
+    +-Inf, NaN                  63                                          unchanged (NaN stays nonzero)
+    ==========================  ==========================================  ===============
+
+    The sign is kept in every case. The mapping is exact (a subnormal keeps every significant bit), so the
+    products equal :func:`sat.sw.numerics.fp_mul` bit for bit.
+
+    Attributes
+    ----------
+    a : In(16)
+        FP16 bit pattern.
+    n : Out(17)
+        The same value in :data:`NORMALIZED_FP16`: ``{sign, exponent[6], mantissa[10]}``.
+    """
+
+    a: In(16)
+    n: Out(NORMALIZED_FP16.width)
+
+    def elaborate(self, platform) -> Module:
+        m = Module()
+        f, nf = FORMATS["fp16"], NORMALIZED_FP16
+        exp, man = self.a[f.man_bits:f.man_bits + f.exp_bits], self.a[:f.man_bits]
+        # Leading zeros of the mantissa, 10 for a zero mantissa (the 1 just below it stops the count).
+        _, lz = _leading_zeros(Cat(Const(1 << 5, 6), man))
+        exp_of_normal = exp + (nf.bias - f.bias)
+        norm_exp = Signal(nf.exp_bits, name="norm_exp")
+        norm_man = Signal(nf.man_bits, name="norm_man")
+        with m.If(exp == 0):
+            # subnormal 0.man * 2**-14 = 1.(man << (lz + 1)) * 2**(-15 - lz); zero: lz = 10, exponent 0
+            m.d.comb += [norm_exp.eq((nf.bias - f.bias) - lz),
+                         norm_man.eq((man << lz)[:f.man_bits - 1] << 1)]
+        with m.Elif(exp.all()):
+            m.d.comb += [norm_exp.eq(nf.exp_max), norm_man.eq(man)]
+        with m.Else():
+            m.d.comb += [norm_exp.eq(exp_of_normal), norm_man.eq(man)]
+        m.d.comb += self.n.eq(Cat(norm_man, norm_exp, self.a[15]))
+        return m
+
+
 class FPMultiplier(wiring.Component):
     """Exact FP16 x FP16 or BF16 x BF16 multiplier with an FP32 result.
 
@@ -92,6 +187,12 @@ class FPMultiplier(wiring.Component):
     3. FP16: shift the product left by the leading zeros; normalize (at most one bit), rebias to FP32,
        over/underflow (BF16 only) and special values, output register.
 
+    With ``prenormalized=True`` (FP16 only) the operands are :data:`NORMALIZED_FP16` values from
+    :class:`FP16Normalizer` (17 bits): their significands always have a leading 1, so the FP16 multiplier is
+    built like the BF16 one, without hidden-bit registers, leading-zero counts or the product's left shift (the
+    product lies in [1, 4): at most one normalizing bit). The systolic array normalizes its operands once at its
+    edge and builds its PEs this way; the products, and the latency, are the same.
+
     Equal to :func:`sat.sw.numerics.fp_mul` bit for bit, including FP16 subnormal operands (kept: every FP16
     product is exact and a normal FP32 number, down to ``2**-48``), BF16 DAZ and FTZ to +0, overflow to +-Inf
     (BF16 only), canonical NaN and ``Inf * 0 = NaN``.
@@ -100,10 +201,12 @@ class FPMultiplier(wiring.Component):
     ----------
     fmt : "fp16" or "bf16"
         Operand format.
+    prenormalized : bool
+        FP16 only: the operands are :data:`NORMALIZED_FP16` (17 bits) instead of FP16 bit patterns.
 
     Attributes
     ----------
-    a, b : In(16)
+    a, b : In(16), or In(17) if ``prenormalized``
         Operand bit patterns.
     en : In(1), init 1
         Clock enable: the pipeline advances only in cycles where ``en`` is 1.
@@ -113,26 +216,35 @@ class FPMultiplier(wiring.Component):
     Raises
     ------
     ValueError
-        If ``fmt`` is not "fp16" or "bf16".
+        If ``fmt`` is not "fp16" or "bf16", or ``prenormalized`` is set for BF16.
     """
-
-    a: In(16)
-    b: In(16)
-    en: In(1, init=1)
-    p: Out(32)
 
     LATENCY = 3
 
-    def __init__(self, fmt: str = "fp16") -> None:
+    def __init__(self, fmt: str = "fp16", *, prenormalized: bool = False) -> None:
         if not isinstance(fmt, str) or fmt.lower() not in FORMATS:
             raise ValueError(f"fmt must be one of {sorted(FORMATS)}, not {fmt!r}")
         self._format: FloatFormat = FORMATS[fmt.lower()]
-        super().__init__()
+        if prenormalized and not self._format.subnormals:
+            raise ValueError(f"prenormalized operands are FP16 only ({self._format.name} has no subnormals)")
+        self._prenormalized = bool(prenormalized)
+        width = NORMALIZED_FP16.width if self._prenormalized else self._format.width
+        super().__init__({"a": In(width), "b": In(width), "en": In(1, init=1), "p": Out(32)})
 
     @property
     def fmt(self) -> str:
         """Operand format name ("fp16" or "bf16")."""
         return self._format.name
+
+    @property
+    def prenormalized(self) -> bool:
+        """The operands are :data:`NORMALIZED_FP16` values (see :class:`FP16Normalizer`)."""
+        return self._prenormalized
+
+    @property
+    def operand_width(self) -> int:
+        """Width of ``a`` and ``b``: 16, or 17 for prenormalized operands."""
+        return len(self.a)
 
     @property
     def latency(self) -> int:
@@ -142,25 +254,30 @@ class FPMultiplier(wiring.Component):
     def elaborate(self, platform) -> Module:
         m = Module()
         f = self._format
-        e_bits, m_bits, bias = f.exp_bits, f.man_bits, f.bias
+        # Operand fields. Prenormalized FP16 operands decode like a format without subnormals (zero = exponent 0),
+        # so the FP16-subnormal logic below (hidden-bit registers, leading zeros, product shift) is left out.
+        layout = NORMALIZED_FP16 if self._prenormalized else f
+        width = layout.width
+        e_bits, m_bits, bias = layout.exp_bits, layout.man_bits, layout.bias
+        subnormals = f.subnormals and not self._prenormalized
         e_max = (1 << e_bits) - 1
         sig_bits = m_bits + 1
         prod_bits = 2 * sig_bits
 
         # Stage 1: input registers (DSP48E2 AREG/BREG). With FP16 subnormals, the hidden bit (exponent != 0) is
         # registered beside them, so the multiplier's inputs still come straight from registers.
-        a_reg = Signal(16, name="a_reg")
-        b_reg = Signal(16, name="b_reg")
+        a_reg = Signal(width, name="a_reg")
+        b_reg = Signal(width, name="b_reg")
         with m.If(self.en):
             m.d.sync += [a_reg.eq(self.a), b_reg.eq(self.b)]
-        if f.subnormals:
+        if subnormals:
             hidden = _register(m, self.en, {"a": self.a[m_bits:m_bits + e_bits].any(),
                                             "b": self.b[m_bits:m_bits + e_bits].any()}, "mul_hidden")
 
         def unpack(x: Value, name: str) -> dict[str, Value]:
             exp, man = x[m_bits:m_bits + e_bits], x[:m_bits]
-            cls = {"sign": x[15], "inf": exp.all() & ~man.any(), "nan": exp.all() & man.any()}
-            if f.subnormals:
+            cls = {"sign": x[width - 1], "inf": exp.all() & ~man.any(), "nan": exp.all() & man.any()}
+            if subnormals:
                 # gradual underflow: a subnormal is 0.man * 2**(1 - bias), so hidden bit 0 and exponent 1;
                 # its leading zeros (1..m_bits) are normalised away after the multiply
                 sig = _wire(m, Cat(man, hidden[name]), f"mul_{name}_sig")
@@ -168,20 +285,20 @@ class FPMultiplier(wiring.Component):
                 return {**cls, "exp": exp | ~hidden[name], "sig": sig, "lz": lz,
                         "zero": ~hidden[name] & ~man.any()}
             return {**cls, "exp": exp, "sig": Cat(man, Const(1, 1)),
-                    "zero": ~exp.any()}  # zero or subnormal (DAZ)
+                    "zero": ~exp.any()}  # zero, or a BF16 subnormal (DAZ)
 
         ua, ub = unpack(a_reg, "a"), unpack(b_reg, "b")
 
         # Stage 2: significand product (DSP48E2 multiplier with MREG); beside it in fabric the exponent sum (less
         # the FP16 operands' leading zeros), the product sign and the special-value class.
         stage2 = {
-            "prod": ua["sig"] * ub["sig"],  # prod_bits bits: in [1, 4) for normals, down to 2**-20 for FP16
+            "prod": ua["sig"] * ub["sig"],  # prod_bits bits: in [1, 4) for normals, down to 2**-20 for raw FP16
             "sign": ua["sign"] ^ ub["sign"],
             "nan": ua["nan"] | ub["nan"] | (ua["inf"] & ub["zero"]) | (ub["inf"] & ua["zero"]),
             "inf": ua["inf"] | ub["inf"],
             "zero": ua["zero"] | ub["zero"],
         }
-        if f.subnormals:
+        if subnormals:
             lz = _wire(m, ua["lz"] + ub["lz"], "mul_lz")
             exp_sum = Signal(signed(e_bits + 3), name="mul_exp_sum")
             m.d.comb += exp_sum.eq(ua["exp"] + ub["exp"] - lz)  # FP16: 2 - 20 .. 60
@@ -193,7 +310,7 @@ class FPMultiplier(wiring.Component):
         # Stage 3: normalise (shift out the subnormal operands' leading zeros, then at most one bit), rebias,
         # classify, pack. After the shift the product is that of two normalised significands, in [1, 4).
         prod = s2["prod"]
-        if f.subnormals:
+        if subnormals:
             prod = _wire(m, (prod << s2["lz"])[:prod_bits], "mul_prod_norm")
         frac_bits = 2 * m_bits
         carry = _wire(m, prod[frac_bits + 1], "mul_carry")
@@ -204,8 +321,9 @@ class FPMultiplier(wiring.Component):
         m.d.comb += exp.eq(s2["exp_sum"] + carry + (127 - 2 * bias))
 
         # Exponent range of nonzero finite products; over/underflow logic only where it can happen
-        # (FP16: 2 - 20 + 97 = 79 .. 60 + 1 + 97 = 158, always a normal FP32 exponent).
-        min_sum = 2 - (2 * m_bits if f.subnormals else 0)
+        # (FP16: 2 - 20 + 97 = 79 .. 60 + 1 + 97 = 158, always a normal FP32 exponent; prenormalized FP16, whose
+        # bias 25 makes the all-ones exponent 63 Inf/NaN only: 2 + 77 = 79 .. 124 + 1 + 77 = 202).
+        min_sum = 2 - (2 * m_bits if subnormals else 0)
         exp_lo = min_sum + (127 - 2 * bias)
         exp_hi = 2 * (e_max - 1) + 1 + (127 - 2 * bias)
         sign = s2["sign"]
@@ -227,6 +345,57 @@ class FPMultiplier(wiring.Component):
 
         with m.If(self.en):
             m.d.sync += self.p.eq(result)
+        return m
+
+
+class FP16NormalizedMultiplier(wiring.Component):
+    """FP16 multiplier as a systolic array builds it: :class:`FP16Normalizer` on both operands, then
+    ``FPMultiplier("fp16", prenormalized=True)``.
+
+    Same ports, latency and results as ``FPMultiplier("fp16")``; it exists so the edge normalization can be
+    verified on its own against :func:`sat.sw.numerics.fp_mul` (``tests/test_fp_amaranth.py``,
+    ``tests/test_fp_rtl.py``).
+
+    Attributes
+    ----------
+    a, b : In(16)
+        FP16 operand bit patterns.
+    en : In(1), init 1
+        Clock enable of the multiplier pipeline (the normalizers are combinational).
+    p : Out(32)
+        FP32 product of the operands presented ``latency`` enabled cycles earlier.
+    """
+
+    a: In(16)
+    b: In(16)
+    en: In(1, init=1)
+    p: Out(32)
+
+    LATENCY = FPMultiplier.LATENCY
+
+    @property
+    def fmt(self) -> str:
+        """Operand format name ("fp16")."""
+        return "fp16"
+
+    @property
+    def latency(self) -> int:
+        """Cycles (with ``en`` high) from ``a``/``b`` to ``p``, as ``FPMultiplier``."""
+        return self.LATENCY
+
+    def elaborate(self, platform) -> Module:
+        m = Module()
+        m.submodules.norm_a = norm_a = FP16Normalizer()
+        m.submodules.norm_b = norm_b = FP16Normalizer()
+        m.submodules.multiplier = mul = FPMultiplier("fp16", prenormalized=True)
+        m.d.comb += [
+            norm_a.a.eq(self.a),
+            norm_b.a.eq(self.b),
+            mul.a.eq(norm_a.n),
+            mul.b.eq(norm_b.n),
+            mul.en.eq(self.en),
+            self.p.eq(mul.p),
+        ]
         return m
 
 

@@ -29,9 +29,10 @@ __all__ = ["to_verilog", "shared_pe", "pe_instance", "pe_module_name"]
 _SHARED_PE: contextvars.ContextVar[dict[str, str] | None] = contextvars.ContextVar("sat_shared_pe", default=None)
 
 
-def pe_module_name(config: SATConfig) -> str:
-    """Verilog module name of the shared PE of ``config`` (one per configuration digest)."""
-    return f"sat_pe_{config.digest()}"
+def pe_module_name(config: SATConfig, *, prenormalized: bool = False) -> str:
+    """Verilog module name of the shared PE of ``config`` (one per configuration digest and operand format:
+    a PE of prenormalized operands, as the arrays build for FP16, is a different module, ``..._norm``)."""
+    return f"sat_pe_{config.digest()}" + ("_norm" if prenormalized else "")
 
 
 @contextmanager
@@ -48,9 +49,10 @@ def shared_pe() -> Iterator[dict[str, str]]:
         _SHARED_PE.reset(token)
 
 
-def pe_instance(config: SATConfig) -> tuple[wiring.PureInterface, Instance] | None:
-    """An interface with the PE's ports and an ``Instance`` of the shared PE module driving it, or ``None``
-    outside :func:`shared_pe` (then the array elaborates :class:`~sat.hw.pe.PE` itself)."""
+def pe_instance(config: SATConfig, *, prenormalized: bool = False) -> tuple[wiring.PureInterface, Instance] | None:
+    """An interface with the ports of ``PE(config, prenormalized=prenormalized)`` and an ``Instance`` of its
+    shared module driving it, or ``None`` outside :func:`shared_pe` (then the array elaborates
+    :class:`~sat.hw.pe.PE` itself)."""
     modules = _SHARED_PE.get()
     if modules is None:
         return None
@@ -58,12 +60,12 @@ def pe_instance(config: SATConfig) -> tuple[wiring.PureInterface, Instance] | No
 
     from .pe import PE
 
-    name = pe_module_name(config)
-    pe = PE(config)
+    name = pe_module_name(config, prenormalized=prenormalized)
+    pe = PE(config, prenormalized=prenormalized)
     if name not in modules:
         token = _SHARED_PE.set(None)   # the PE itself is converted flat
         try:
-            modules[name] = verilog.convert(PE(config), name=name)
+            modules[name] = verilog.convert(PE(config, prenormalized=prenormalized), name=name)
         finally:
             _SHARED_PE.reset(token)
     pe._MustUse__silence = True    # only its signature is used

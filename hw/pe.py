@@ -7,7 +7,7 @@ from amaranth.utils import exact_log2
 
 from sat.sw.config import SATConfig
 
-from .fp import FP32Adder, FPMultiplier
+from .fp import NORMALIZED_FP16, FP32Adder, FPMultiplier, normalized_at_edge
 
 __all__ = ["PE"]
 
@@ -59,10 +59,18 @@ class PE(wiring.Component):
     **Counters.** ``cycle_count`` counts steps and ``mac_count`` counts steps with ``valid`` (32-bit, wrapping,
     cleared by reset): in steady state they advance together, one MAC per cycle.
 
+    **Operand format.** By default the operands are FP16/BF16 bit patterns (16 bits) and the multiplier handles
+    FP16 subnormals itself. With ``prenormalized=True`` (FP16 only), as :class:`~sat.hw.array.SystolicArray`
+    builds its PEs, they are :data:`~sat.hw.fp.NORMALIZED_FP16` values (17 bits) that the array's
+    :class:`~sat.hw.fp.FP16Normalizer` units produced once at its edge, and the multiplier is the smaller
+    ``FPMultiplier("fp16", prenormalized=True)``; results and timing are the same.
+
     Parameters
     ----------
     config : SATConfig
         Uses ``fmt`` (operand format), ``max_m`` (activation lanes) and ``adder_latency`` (``L``).
+    prenormalized : bool
+        FP16 only: ``act`` lanes and ``wgt`` are :data:`~sat.hw.fp.NORMALIZED_FP16` values (17 bits).
 
     Attributes
     ----------
@@ -70,9 +78,9 @@ class PE(wiring.Component):
         Step enable; low stalls the whole PE.
     valid : In(1)
         An operand is present this step.
-    act : In(ArrayLayout(16, max_m))
+    act : In(ArrayLayout(operand_width, max_m))
         Activation group (bit patterns); lane ``idx`` is used.
-    wgt : In(16)
+    wgt : In(operand_width)
         Weight (bit pattern).
     idx : In(max(1, log2(max_m)))
         In-group index of the weight (0 for dense).
@@ -91,26 +99,32 @@ class PE(wiring.Component):
     ------
     TypeError
         If ``config`` is not a :class:`~sat.sw.config.SATConfig`.
+    ValueError
+        If ``prenormalized`` is set for BF16 operands.
     """
 
     COUNTER_WIDTH = 32
 
-    def __init__(self, config: SATConfig) -> None:
+    def __init__(self, config: SATConfig, *, prenormalized: bool = False) -> None:
         if not isinstance(config, SATConfig):
             raise TypeError(f"config must be a SATConfig, not {config!r}")
         self._config = config
+        if prenormalized and not normalized_at_edge(config.fmt):
+            raise ValueError(f"prenormalized operands are FP16 only ({config.fmt} has no subnormals)")
+        self._prenormalized = bool(prenormalized)
+        self._operand_width = NORMALIZED_FP16.width if self._prenormalized else 16
         self._idx_width = max(1, exact_log2(config.max_m))
-        act_layout = data.ArrayLayout(16, config.max_m)
+        act_layout = data.ArrayLayout(self._operand_width, config.max_m)
         super().__init__({
             "en": In(1, init=1),
             "valid": In(1),
             "act": In(act_layout),
-            "wgt": In(16),
+            "wgt": In(self._operand_width),
             "idx": In(self._idx_width),
             "first": In(1),
             "last": In(1),
             "act_out": Out(act_layout),
-            "wgt_out": Out(16),
+            "wgt_out": Out(self._operand_width),
             "idx_out": Out(self._idx_width),
             "valid_out": Out(1),
             "first_out": Out(1),
@@ -125,6 +139,16 @@ class PE(wiring.Component):
     def config(self) -> SATConfig:
         """The build configuration."""
         return self._config
+
+    @property
+    def prenormalized(self) -> bool:
+        """The operands are :data:`~sat.hw.fp.NORMALIZED_FP16` values from the array's edge normalizers."""
+        return self._prenormalized
+
+    @property
+    def operand_width(self) -> int:
+        """Width of an activation lane and of a weight: 16, or 17 for prenormalized operands."""
+        return self._operand_width
 
     @property
     def max_m(self) -> int:
@@ -155,11 +179,11 @@ class PE(wiring.Component):
         m = Module()
         en = self.en
 
-        m.submodules.multiplier = mul = FPMultiplier(self._config.fmt)
+        m.submodules.multiplier = mul = FPMultiplier(self._config.fmt, prenormalized=self._prenormalized)
         m.submodules.adder = adder = FP32Adder(self._config.adder_latency)
 
-        # Lane select for N:M sparsity: a max_m-to-1 multiplexer of 16-bit lanes.
-        operand = Signal(16, name="operand")
+        # Lane select for N:M sparsity: a max_m-to-1 multiplexer of operand lanes.
+        operand = Signal(self._operand_width, name="operand")
         if self.max_m == 1:
             m.d.comb += operand.eq(self.act[0])
         else:

@@ -29,7 +29,7 @@ from .tb import FP32Scoreboard, idle_inserter, reset, rng_for, start_clock, stre
 
 __all__ = [
     "mul_special_operands", "mul_random_operands", "add_special_operands", "add_random_operands",
-    "round_special_operands", "round_random_operands",
+    "round_special_operands", "round_random_operands", "normalized_fp16_operands",
     "cross", "mul_random", "mul_special", "mul_stalls", "add_random", "add_special", "add_stalls",
     "round_random", "round_special", "round_stalls",
 ]
@@ -224,6 +224,21 @@ def round_random_operands(rng: np.random.Generator, n: int, fmt: str) -> np.ndar
     man = np.where(tie, (man & ~((1 << drop) - 1) & 0x7FFFFF) | (half & 0x7FFFFF), man)
     a[k] = _fields(rng.integers(0, 2, k.size), exp, man & 0x7FFFFF, 8, 23, np.uint32)
     return a
+
+
+def normalized_fp16_operands(bits: np.ndarray) -> np.ndarray:
+    """The :data:`sat.hw.fp.NORMALIZED_FP16` patterns (uint32) of FP16 ``bits``, computed from the values
+    (``frexp``), not with the gateware's bit manipulations: ``{sign, exponent = unbiased + 25, mantissa}`` with
+    exponent 0 for zeros and 63 for Inf and NaN (mantissa kept)."""
+    bits = np.asarray(bits, dtype=np.uint16)
+    value = bits.view(np.float16).astype(np.float64)
+    sign = (bits >> 15).astype(np.uint32)
+    special = (bits & 0x7C00) == 0x7C00
+    zero = value == 0
+    frac, exp = np.frexp(np.where(special | zero, 1.0, np.abs(value)))   # |value| = frac * 2**exp, 0.5 <= frac < 1
+    norm_exp = np.where(zero, 0, np.where(special, 63, exp - 1 + 25)).astype(np.uint32)
+    man = np.where(special, bits & 0x3FF, np.where(zero, 0, (frac * 2 - 1) * 1024)).astype(np.uint32)
+    return (sign << 16) | (norm_exp << 10) | man
 
 
 # ----------------------------------------------------------------------------------------------- checks

@@ -16,13 +16,15 @@ Checked, against :func:`sat.sw.numerics.matmul` / :func:`~sat.sw.numerics.matmul
   or stalls both advance by exactly one per clock cycle (one MAC per cycle in steady state).
 
 Parameters (``SAT_TB_PARAMS``): ``config`` (SATConfig JSON dict), ``latency``, ``seed``, ``rows``, ``cols``,
-``k`` (reduction length), ``special`` (fraction of operands replaced by special values).
+``k`` (reduction length), ``special`` (fraction of operands replaced by special values), ``prenormalized``
+(FP16: the PE as the systolic array builds it, ``PE(config, prenormalized=True)``; the testbench then drives
+every lane and weight as the array's edge normalizers would, :func:`sat.sim.tb_fp.normalized_fp16_operands`).
 """
 
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import cocotb
 import numpy as np
@@ -31,6 +33,7 @@ from sat.sw.config import SATConfig
 from sat.sw.numerics import encode, fp32_bits, get_format, matmul, matmul_sparse
 
 from .tb import FP32Scoreboard, idle_inserter, reset, rng_for, start_clock, tb_params
+from .tb_fp import normalized_fp16_operands
 
 __all__ = [
     "Output", "gemm_outputs", "random_operands", "pe_dense", "pe_sparse", "pe_mixed", "pe_steady_state",
@@ -106,12 +109,20 @@ def gemm_outputs(rng: np.random.Generator, fmt: str, n: int, m: int, rows: int, 
     return outputs
 
 
-def _pack(lanes: list[int], garbage: np.ndarray) -> int:
+def _pack(lanes: list[int], garbage: np.ndarray, width: int = 16) -> int:
     word = 0
     for lane in range(garbage.size):
         value = lanes[lane] if lane < len(lanes) else int(garbage[lane])
-        word |= value << (16 * lane)
+        word |= value << (width * lane)
     return word
+
+
+def _normalized(out: Output) -> Output:
+    """``out`` with every activation lane and weight as the array's edge normalizers deliver them (17 bits)."""
+    def norm(values: list[int]) -> list[int]:
+        return [int(v) for v in normalized_fp16_operands(np.array(values, dtype=np.uint16))] if values else []
+
+    return replace(out, acts=[norm(step) for step in out.acts], wgts=norm(out.wgts))
 
 
 async def _run(dut, name: str, outputs: list[Output], *, en_stall: float, bubble: float,
@@ -125,6 +136,10 @@ async def _run(dut, name: str, outputs: list[Output], *, en_stall: float, bubble
     lanes = cfg.max_m
     idx_width = max(1, (lanes - 1).bit_length())
     rng = rng_for(_PARAMS, name)
+    width = 16
+    if _PARAMS.get("prenormalized"):
+        width = 17
+        outputs = [_normalized(o) for o in outputs]
     await reset(dut, en=0, valid=0, first=0, last=0)
 
     # slot queues of (output id, step) pairs, outputs dealt round-robin to slots in random order
@@ -167,28 +182,28 @@ async def _run(dut, name: str, outputs: list[Output], *, en_stall: float, bubble
                 break
             if t > deadline + 50:
                 break
-        garbage = rng.integers(0, 1 << 16, lanes, dtype=np.uint64)
+        garbage = rng.integers(0, 1 << width, lanes, dtype=np.uint64)
         if stalls is not None and next(stalls):
             dut.en.value = 0
             dut.valid.value = int(rng.integers(0, 2))
             dut.first.value = int(rng.integers(0, 2))
             dut.last.value = int(rng.integers(0, 2))
-            dut.act.value = _pack([], garbage)
-            dut.wgt.value = int(rng.integers(0, 1 << 16))
+            dut.act.value = _pack([], garbage, width)
+            dut.wgt.value = int(rng.integers(0, 1 << width))
             dut.idx.value = int(rng.integers(0, 1 << idx_width))
             continue
         slot = t % L
         dut.en.value = 1
         bubble_now = bubbles is not None and next(bubbles)
         if bubble_now or not queues[slot]:
-            inputs = (_pack([], garbage), int(rng.integers(0, 1 << 16)), int(rng.integers(0, 1 << idx_width)),
+            inputs = (_pack([], garbage, width), int(rng.integers(0, 1 << width)), int(rng.integers(0, 1 << idx_width)),
                       0, int(rng.integers(0, 2)), int(rng.integers(0, 2)))
         else:
             o, s = queues[slot].popleft()
             out = outputs[o]
             first = int(s == 0)
             last = int(s == len(out.wgts) - 1)
-            inputs = (_pack(out.acts[s], garbage), out.wgts[s], out.idxs[s], 1, first, last)
+            inputs = (_pack(out.acts[s], garbage, width), out.wgts[s], out.idxs[s], 1, first, last)
             remaining -= 1
             macs += 1
             if last:

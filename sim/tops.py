@@ -13,10 +13,19 @@ from .verilog import VerilogTop, generate_verilog
 __all__ = ["fp_mul_top", "fp32_add_top", "fp32_round_top", "pe_top", "array_top", "gemm_top", "core_top", "system_top"]
 
 
-def fp_mul_top(fmt: str) -> VerilogTop:
-    """``sat.hw.fp.FPMultiplier(fmt)`` as module ``fp_mul_<fmt>``; ``meta["latency"]`` is its latency."""
-    from sat.hw.fp import FPMultiplier
+def fp_mul_top(fmt: str, *, edge_normalized: bool = False) -> VerilogTop:
+    """``sat.hw.fp.FPMultiplier(fmt)`` as module ``fp_mul_<fmt>``; ``meta["latency"]`` is its latency.
 
+    With ``edge_normalized`` (FP16 only), the multiplier as a systolic array builds it,
+    :class:`sat.hw.fp.FP16NormalizedMultiplier` (normalizers on both operands, then the prenormalized
+    multiplier), as module ``fp_mul_fp16_norm``: same ports and latency.
+    """
+    from sat.hw.fp import FP16NormalizedMultiplier, FPMultiplier
+
+    if edge_normalized:
+        if fmt != "fp16":
+            raise ValueError(f"edge normalization is FP16 only, not {fmt!r}")
+        return generate_verilog(FP16NormalizedMultiplier, "fp_mul_fp16_norm", {"fmt": fmt, "edge_normalized": True})
     return generate_verilog(lambda: FPMultiplier(fmt=fmt), f"fp_mul_{fmt}", {"fmt": fmt})
 
 
@@ -34,15 +43,18 @@ def fp32_round_top(fmt: str) -> VerilogTop:
     return generate_verilog(lambda: FP32Round(fmt=fmt), f"fp32_round_{fmt}", {"fmt": fmt})
 
 
-def pe_top(config: SATConfig) -> VerilogTop:
-    """``sat.hw.pe.PE(config)`` as module ``pe`` (cached per ``config.digest()``).
+def pe_top(config: SATConfig, *, prenormalized: bool = False) -> VerilogTop:
+    """``sat.hw.pe.PE(config)`` as module ``pe`` (cached per ``config.digest()``); with ``prenormalized`` the PE
+    as an FP16 array instantiates it, ``PE(config, prenormalized=True)``, as module ``pe_norm``.
 
-    ``meta`` holds ``latency``, ``interleave``, ``multiplier_latency``, ``max_m`` and ``idx_width``.
+    ``meta`` holds ``latency``, ``interleave``, ``multiplier_latency``, ``max_m``, ``idx_width`` and
+    ``operand_width``.
     """
     from sat.hw.pe import PE
 
-    return generate_verilog(lambda: PE(config), "pe", config,
-                            attrs=("latency", "interleave", "multiplier_latency", "max_m", "idx_width"))
+    return generate_verilog(lambda: PE(config, prenormalized=prenormalized), "pe_norm" if prenormalized else "pe",
+                            config, attrs=("latency", "interleave", "multiplier_latency", "max_m", "idx_width",
+                                           "operand_width"))
 
 
 def array_top(config: SATConfig) -> VerilogTop:

@@ -13,8 +13,9 @@ import pytest
 from amaranth.back import verilog
 from amaranth.sim import Simulator
 
-from sat.hw.fp import ADDER_LATENCY_RANGE, FP32Adder, FP32Round, FPMultiplier
-from sat.sim.tb_fp import round_random_operands, round_special_operands
+from sat.hw.fp import (ADDER_LATENCY_RANGE, NORMALIZED_FP16, FP16NormalizedMultiplier, FP16Normalizer, FP32Adder,
+                       FP32Round, FPMultiplier)
+from sat.sim.tb_fp import normalized_fp16_operands, round_random_operands, round_special_operands
 from sat.sw.numerics import FORMATS, fp32_add, fp32_bits, fp_mul, round_result
 
 # ------------------------------------------------------------------------------------------------ vectors
@@ -193,6 +194,55 @@ def test_multiplier_fp16_subnormal_operands():
     assert np.all((got[nonzero] >> 23 & 0xFF) >= 79), "every FP16 product is a normal FP32 number"
 
 
+def test_normalizer_every_fp16_pattern():
+    """FP16Normalizer on all 65 536 FP16 patterns equals the value-based reference: subnormals get a leading 1
+    (exponents 1..10, every bit kept), normals exponents 11..40, zeros 0, Inf/NaN 63 with the mantissa kept."""
+    bits = np.arange(1 << 16, dtype=np.uint32).astype(np.uint16)
+    want = normalized_fp16_operands(bits)
+    sub = ((bits & 0x7C00) == 0) & ((bits & 0x3FF) != 0)
+    assert set(np.unique(want[sub] >> 10 & 63)) == set(range(1, 11))
+    finite = (bits & 0x7C00) != 0x7C00
+    assert set(np.unique(want[finite & ~sub & ((bits & 0x7FFF) != 0)] >> 10 & 63)) == set(range(11, 41))
+    dut = FP16Normalizer()
+    got = np.zeros(bits.size, dtype=np.uint32)
+
+    async def testbench(ctx):
+        for i, x in enumerate(bits.tolist()):
+            ctx.set(dut.a, x)
+            got[i] = ctx.get(dut.n)
+
+    sim = Simulator(dut)
+    sim.add_testbench(testbench)
+    sim.run()
+    bad = np.flatnonzero(got != want)
+    assert not bad.size, [(f"{int(bits[i]):04x}", f"{int(got[i]):05x}", f"{int(want[i]):05x}") for i in bad[:10]]
+
+
+def test_edge_normalized_multiplier_matches_golden():
+    """FP16Normalizer on both operands + FPMultiplier(prenormalized=True), as the array computes products: equal
+    to the golden model on special pairs, random and random-normal pairs and every subnormal mantissa."""
+    rng = np.random.default_rng(0x5E)
+    a1, b1 = _mul_vectors("fp16", 1000, rng)
+    a2, b2 = fp16_subnormal_vectors(rng, n_partner=2)
+    a, b = np.concatenate([a1, a2]), np.concatenate([b1, b2])
+    dut = FP16NormalizedMultiplier()
+    assert dut.latency == FPMultiplier.LATENCY
+    got = _run_pipeline(dut, dut.p, a, b, dut.latency, rng)
+    want = fp32_bits(fp_mul(a, b, "fp16"))
+    assert np.array_equal(got, want), _report("FP16NormalizedMultiplier", a, b, got, want, 16)
+
+
+def test_prenormalized_multiplier_on_normalized_operands():
+    """FPMultiplier(prenormalized=True) alone, driven with reference-normalized operands, with stalls."""
+    rng = np.random.default_rng(0x5F)
+    a, b = _mul_vectors("fp16", 500, rng)
+    dut = FPMultiplier("fp16", prenormalized=True)
+    assert dut.prenormalized and dut.operand_width == NORMALIZED_FP16.width == 17
+    got = _run_pipeline(dut, dut.p, normalized_fp16_operands(a), normalized_fp16_operands(b), dut.latency, rng)
+    want = fp32_bits(fp_mul(a, b, "fp16"))
+    assert np.array_equal(got, want), _report("FPMultiplier(fp16, prenormalized)", a, b, got, want, 16)
+
+
 @pytest.mark.parametrize("latency", [4, 2, 6])
 def test_adder_matches_golden(latency):
     rng = np.random.default_rng(0xADD + latency)
@@ -236,6 +286,9 @@ def test_parameter_validation():
             FP32Adder(bad)
     adder, mul = FP32Adder(6), FPMultiplier("BF16")
     assert (adder.latency, mul.fmt, mul.latency) == (6, "bf16", 3)
+    assert (mul.prenormalized, mul.operand_width) == (False, 16)
+    with pytest.raises(ValueError, match=r"prenormalized operands are FP16 only \(bf16 has no subnormals\)"):
+        FPMultiplier("bf16", prenormalized=True)
     with pytest.raises(ValueError, match=r"fmt must be one of \['bf16', 'fp16'\], not 'fp32'"):
         FP32Round("fp32")
     rnd = FP32Round("FP16")
@@ -244,9 +297,11 @@ def test_parameter_validation():
 
 
 @pytest.mark.parametrize("make", [lambda: FPMultiplier("fp16"), lambda: FPMultiplier("bf16"),
+                                  lambda: FPMultiplier("fp16", prenormalized=True), FP16Normalizer,
+                                  FP16NormalizedMultiplier,
                                   lambda: FP32Adder(4), lambda: FP32Adder(2), lambda: FP32Round("fp16"),
                                   lambda: FP32Round("bf16")],
-                         ids=["mul16", "mulbf", "add4", "add2", "rnd16", "rndbf"])
+                         ids=["mul16", "mulbf", "mul16norm", "norm16", "mul16edge", "add4", "add2", "rnd16", "rndbf"])
 def test_verilog_converts(make):
     text = verilog.convert(make(), name="dut")
     assert "module dut" in text

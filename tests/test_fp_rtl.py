@@ -1,7 +1,8 @@
 """cocotb RTL tests of ``sat.hw.fp`` on the generated Verilog (``sim/tb_fp.py``), bit for bit against
 ``sat.sw.numerics``.
 
-Default run: 30 000 random vectors per multiplier format, for the adder and per rounding-unit format, every pair
+Default run: 30 000 random vectors per multiplier format (and for the FP16 multiplier behind the edge
+normalizers, as the systolic array builds it), for the adder and per rounding-unit format, every pair
 of special operands (every edge-case pattern for the rounding unit), and a stall run with ``en`` low ~30 % of
 cycles. ``-m slow`` runs 1 000 000 vectors and every adder latency.
 A mutation test checks that a wrong result makes the pytest test fail, and a wrong latency must fail too.
@@ -34,6 +35,17 @@ def test_fp_multiplier(fmt: str, sim_seed: int) -> None:
     top = _mul_top(fmt)
     result = run_cocotb(top, TB, params={
         "unit": "mul", "fmt": fmt, "latency": top.meta["latency"], "seed": sim_seed,
+        "n_random": N_RANDOM, "n_stalls": N_STALLS})
+    assert sorted(result.tests) == ["mul_random", "mul_special", "mul_stalls"]
+
+
+def test_fp_multiplier_edge_normalized(sim_seed: int) -> None:
+    """The FP16 product as the systolic array forms it: FP16Normalizer on both operands (the array's edge) and
+    FPMultiplier(prenormalized=True) (every PE), through the same multiplier testbench, same latency."""
+    top = _mul_top("fp16", edge_normalized=True)
+    assert top.meta["latency"] == _mul_top("fp16").meta["latency"]
+    result = run_cocotb(top, TB, params={
+        "unit": "mul", "fmt": "fp16", "latency": top.meta["latency"], "seed": sim_seed + 7,
         "n_random": N_RANDOM, "n_stalls": N_STALLS})
     assert sorted(result.tests) == ["mul_random", "mul_special", "mul_stalls"]
 

@@ -12,6 +12,7 @@ pytestmark = pytest.mark.rtl
 TOPS = {
     "fp_mul_fp16": lambda: fp_mul_top("fp16"),
     "fp_mul_bf16": lambda: fp_mul_top("bf16"),
+    "fp_mul_fp16_norm": lambda: fp_mul_top("fp16", edge_normalized=True),
     "fp32_add_l1": lambda: fp32_add_top(1),
     "fp32_add_l4": lambda: fp32_add_top(4),
     "fp32_add_l6": lambda: fp32_add_top(6),

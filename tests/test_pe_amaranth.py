@@ -16,6 +16,7 @@ from amaranth.back import verilog
 from amaranth.sim import Simulator
 
 from sat.hw.pe import PE
+from sat.sim.tb_fp import normalized_fp16_operands
 from sat.sw.config import SATConfig
 from sat.sw.numerics import encode, fp32_bits, matmul, matmul_sparse
 
@@ -226,6 +227,39 @@ def test_pe_fp16_subnormal_gradients(nm):
     _check(_run_pe(pe, steps, stall_prob=0.15, rng=rng), golden)
 
 
+@pytest.mark.parametrize("nm", [None, (2, 4), (2, 8)], ids=["dense", "2of4", "2of8"])
+def test_pe_prenormalized_matches_golden(nm):
+    """The PE as the systolic array builds it for FP16 (``prenormalized``): fed the operands normalized as the
+    array's edge does (every lane and the weight, as 17-bit values), with zeros, subnormals, large values and
+    subnormal gradients, its outputs equal the golden model of the FP16 operands bit for bit."""
+    fmt = "fp16"
+    config = SATConfig(fmt=fmt)
+    rng = np.random.default_rng([17, 0 if nm is None else nm[0] * 10 + nm[1]])
+    pe = PE(config, prenormalized=True)
+    assert pe.prenormalized and pe.operand_width == 17 and pe.latency == PE(config).latency
+    rows, cols, k = 2, 3, 12
+    a = _random_operands(rng, (rows, k), fmt, specials=True)
+    a[0] = encode(rng.standard_normal(k) * 2.0**-17, fmt)                     # a row of subnormal gradients
+    if nm is None:
+        b = _random_operands(rng, (k, cols), fmt, specials=True)
+        outputs, golden = _dense_outputs(rng, a, b, pe.max_m), matmul(a, b, fmt)
+    else:
+        vals, idx = _sparse_operand(rng, k, cols, *nm, fmt)
+        outputs = _sparse_outputs(rng, a, vals, idx, nm[1], pe.max_m)
+        golden = matmul_sparse(a, vals, idx, nm[1], fmt)
+    for ops in outputs.values():
+        for op in ops:
+            op.act = [int(x) for x in normalized_fp16_operands(np.array(op.act, np.uint16))]
+            op.wgt = int(normalized_fp16_operands(np.array([op.wgt], np.uint16))[0])
+    steps = _schedule(outputs, pe.interleave, bubble_prob=0.1, rng=rng)
+    _check(_run_pe(pe, steps, stall_prob=0.15, rng=rng), golden)
+
+
+def test_pe_prenormalized_is_fp16_only():
+    with pytest.raises(ValueError, match=r"prenormalized operands are FP16 only \(bf16 has no subnormals\)"):
+        PE(SATConfig(fmt="bf16"), prenormalized=True)
+
+
 def test_pe_mixed_modes_in_flight():
     """Dense and several N:M outputs share the PE at the same time: the mode belongs to the operand stream."""
     fmt = "fp16"
@@ -290,3 +324,8 @@ def test_pe_rejects_bad_config():
 def test_pe_verilog_converts(config):
     text = verilog.convert(PE(config), name="sat_pe")
     assert "module sat_pe" in text and "multiplier" in text and "adder" in text
+
+
+def test_pe_prenormalized_verilog_has_17_bit_operands():
+    text = verilog.convert(PE(SATConfig(), prenormalized=True), name="sat_pe")
+    assert "input [16:0] wgt;" in text and "output [16:0] wgt_out;" in text

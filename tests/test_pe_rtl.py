@@ -13,11 +13,11 @@ pytestmark = pytest.mark.rtl
 TB = "sat.sim.tb_pe"
 
 
-def _run(config: SATConfig, seed: int, **sizes: int) -> None:
-    top = pe_top(config)
+def _run(config: SATConfig, seed: int, *, prenormalized: bool = False, **sizes: int) -> None:
+    top = pe_top(config, prenormalized=prenormalized)
     assert top.meta["interleave"] == config.adder_latency
     result = run_cocotb(top, TB, params={"config": config.to_dict(), "latency": top.meta["latency"],
-                                         "seed": seed, **sizes})
+                                         "seed": seed, "prenormalized": prenormalized, **sizes})
     expected = ["pe_dense", "pe_mixed", "pe_sparse", "pe_steady_state"]
     assert sorted(result.tests) == [t for t in expected if config.nm_set or t != "pe_sparse"]
 
@@ -25,6 +25,12 @@ def _run(config: SATConfig, seed: int, **sizes: int) -> None:
 @pytest.mark.parametrize("fmt", ["fp16", "bf16"])
 def test_pe(fmt: str, sim_seed: int) -> None:
     _run(SATConfig(fmt=fmt), sim_seed, rows=4, cols=5, k=37)
+
+
+def test_pe_prenormalized(sim_seed: int) -> None:
+    """The PE as the FP16 systolic array instantiates it (17-bit operands from the edge normalizers)."""
+    assert pe_top(SATConfig(), prenormalized=True).meta["operand_width"] == 17
+    _run(SATConfig(), sim_seed + 3, prenormalized=True, rows=4, cols=5, k=37)
 
 
 def test_pe_mismatch_fails(sim_seed: int) -> None:

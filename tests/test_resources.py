@@ -68,14 +68,15 @@ def test_default_card_configuration_fits_the_budget():
 #: Stand-ins for the synthesized parts (no Yosys): ``array`` is the 2x2 calibration array.
 FAKE_PARTS = {"core": Resources(lut=3_600, ff=2_000, dsp=17), "unit": Resources(lut=15_600, ff=4_500, dsp=1),
               "engine": Resources(lut=6_000, ff=500, dsp=2, bram36=150, bram18=4),
-              "pe": Resources(lut=453, ff=300, dsp=1), "array": Resources(lut=4 * 453 + 4 * 100, ff=4 * 300, dsp=4)}
+              "pe": Resources(lut=453, ff=300, dsp=1), "array": Resources(lut=4 * 453 + 4 * 100, ff=4 * 300, dsp=4),
+              "edge_normalizer": Resources()}
 
 
 def test_estimate_adds_core_unit_engine_and_array(monkeypatch):
     """estimate() = core + GEMM unit + engine + rows*cols*(PE + array overhead per PE), shares of the VU9P."""
     monkeypatch.setattr(resources, "part_resources", lambda part, config: FAKE_PARTS[part])
     est = estimate(SATConfig(rows=32, cols=40))
-    assert list(est["parts"]) == ["pe", "core", "unit", "engine", "array_overhead_per_pe"]
+    assert list(est["parts"]) == ["pe", "core", "unit", "engine", "edge_normalizer", "array_overhead_per_pe"]
     assert est["parts"]["array_overhead_per_pe"] == Resources(lut=100, ff=0, dsp=0).to_dict()
     n = 32 * 40
     lut = 3_600 + 15_600 + 6_000 + n * (453 + 100)
@@ -85,6 +86,24 @@ def test_estimate_adds_core_unit_engine_and_array(monkeypatch):
     assert est["part_share"]["unit"] == 15_600 / lut
     assert sum(est["part_share"].values()) == pytest.approx(1.0)
     assert "GEMM unit" in est["method"]
+
+
+def test_estimate_counts_the_edge_normalizers(monkeypatch):
+    """FP16 arrays normalize their operands at the edge: rows * max_m + cols normalizers, taken out of the 2x2
+    calibration's per-PE overhead and counted per edge lane, not per PE; BF16 arrays have none."""
+    edge = Resources(lut=40, ff=0)
+    fake = {**FAKE_PARTS, "edge_normalizer": edge,
+            "array": FAKE_PARTS["array"] + edge.scale(2 * 8 + 2)}   # the 2x2 calibration array holds 18 of them
+    monkeypatch.setattr(resources, "part_resources", lambda part, config: fake[part])
+    cfg = SATConfig(rows=32, cols=40)
+    assert cfg.max_m == 8 and resources.edge_normalizers(cfg) == 32 * 8 + 40
+    assert resources.edge_normalizers(cfg.replace(fmt="bf16")) == 0
+    est = estimate(cfg)
+    assert est["parts"]["array_overhead_per_pe"] == Resources(lut=100, ff=0, dsp=0).to_dict()
+    assert est["array"]["lut"] == 32 * 40 * 553 + 296 * 40
+    assert est["total"]["lut"] == 3_600 + 15_600 + 6_000 + 32 * 40 * 553 + 296 * 40
+    ext = extrapolate(est, 64, 32)
+    assert ext["array"]["lut"] == 64 * 32 * 553 + (64 * 8 + 32) * 40
 
 
 def test_extrapolate_scales_the_per_pe_parts(monkeypatch):
