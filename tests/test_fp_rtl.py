@@ -119,6 +119,7 @@ class _MutantMultiplier(wiring.Component):
         return m
 
 
+@pytest.mark.slow  # a build of its own; test_wrong_latency_fails checks the harness in the default run
 def test_mutant_multiplier_fails(sim_seed: int) -> None:
     """The harness must turn a rare wrong bit into a failing pytest test naming the cocotb test."""
     top = generate_verilog(_MutantMultiplier, "fp_mul_fp16_mutant", {"fmt": "fp16", "mutant": "lsb"})

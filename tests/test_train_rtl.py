@@ -45,6 +45,7 @@ def test_train_cnn_one_step_rtl(sim_seed: int) -> None:
     _check(run_sim_train(cfg, golden=True, seed=sim_seed, **SHARED), cfg, split=True)
 
 
+@pytest.mark.slow  # the console path of the RTL training the tests above run through the API
 def test_sat_train_backend_sim_cli(tmp_path) -> None:
     """``sat train --backend sim --check-golden``: a tiny MLP, one step, through the console entry point."""
     path = tmp_path / "r.json"
