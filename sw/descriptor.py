@@ -125,8 +125,24 @@ class DescriptorError(ValueError):
         self.code = code
 
 
+class _ResultFormat:
+    """The RESULT field of a descriptor's ``flags`` (bits 4-5), shared by the GEMM and convolution descriptors."""
+
+    flags: int
+
+    @property
+    def narrow(self) -> bool:
+        """Results in the operand format (RESULT = 1), 2 bytes each; else FP32."""
+        return (self.flags >> RESULT_SHIFT & 3) == RESULT_NARROW
+
+    @property
+    def c_item(self) -> int:
+        """Bytes per result element: 2 narrow, 4 FP32."""
+        return 2 if self.narrow else 4
+
+
 @dataclass(frozen=True)
-class GemmDescriptor:
+class GemmDescriptor(_ResultFormat):
     """One GEMM command (see the module docstring for the field meanings and the byte layout)."""
 
     rows: int
@@ -148,16 +164,6 @@ class GemmDescriptor:
     @property
     def sparse(self) -> bool:
         return bool(self.flags & FLAG_SPARSE)
-
-    @property
-    def narrow(self) -> bool:
-        """Results in the operand format (RESULT = 1), 2 bytes each; else FP32."""
-        return (self.flags >> RESULT_SHIFT & 3) == RESULT_NARROW
-
-    @property
-    def c_item(self) -> int:
-        """Bytes per result element: 2 narrow, 4 FP32."""
-        return 2 if self.narrow else 4
 
     def encode(self) -> bytes:
         """The 64 bytes the core fetches; raises ``ValueError`` if a field does not fit its width."""
@@ -315,7 +321,7 @@ assert all(CONV_LAYOUT[f].offset == DESCRIPTOR_LAYOUT[f].offset
 
 
 @dataclass(frozen=True)
-class ConvDescriptor:
+class ConvDescriptor(_ResultFormat):
     """One pass of a convolution on channels-last tensors in device memory (implicit GEMM, SPEC section 1.1).
 
     The core lowers the operand on the fly: FF reads ``X`` (B, H, W, C_in) at ``a_addr`` as the rows of
@@ -417,16 +423,6 @@ class ConvDescriptor:
     def cols(self) -> int:
         """Columns of the GEMM view (output columns)."""
         return {"ff": self.c_out, "bp": self.c_in, "wu": self.kh * self.kw * self.c_in}[self.pass_]
-
-    @property
-    def narrow(self) -> bool:
-        """Results in the operand format (RESULT = 1), 2 bytes each; else FP32."""
-        return (self.flags >> RESULT_SHIFT & 3) == RESULT_NARROW
-
-    @property
-    def c_item(self) -> int:
-        """Bytes per result element: 2 narrow, 4 FP32."""
-        return 2 if self.narrow else 4
 
     @property
     def c_stride(self) -> int:

@@ -236,17 +236,7 @@ def _line_cycles(offset: int, count: int, word: int, first_lane: int) -> int:
     ``offset`` is the first element's position in the first beat, ``count`` the elements, ``word`` the lanes of
     a buffer word (1 for a transposed line), ``first_lane`` the first element's lane in its word.
     """
-    cycles = 2                # record, first beat
-    src, lane, left = offset, first_lane, count
-    while left:
-        run = min(_LANES - src, word - lane, left)
-        cycles += 1
-        left -= run
-        lane = (lane + run) % word
-        src += run
-        if src == _LANES:
-            src = 0           # next beat, taken with this write
-    return cycles
+    return _line_profile(offset, count, word, first_lane)[0]
 
 
 def _dense_line(addr: int, count: int, word: int, first_lane: int = 0) -> int:
@@ -558,7 +548,7 @@ def _line_profile(offset: int, count: int, word: int, first_lane: int) -> tuple[
     """``(cycles, beats, take)`` of one dense DMA line: :func:`_line_cycles`, its beats, and the cycles from
     the loader taking its first beat to taking its last (a later beat is taken with the previous beat's last
     write)."""
-    cycles, beats, take = 2, 1, 0
+    cycles, beats, take = 2, 1, 0  # record, first beat
     src, lane, left = offset, first_lane, count
     while left:
         run = min(_LANES - src, word - lane, left)
@@ -567,7 +557,7 @@ def _line_profile(offset: int, count: int, word: int, first_lane: int) -> tuple[
         lane = (lane + run) % word
         src += run
         if src == _LANES:
-            src = 0
+            src = 0           # next beat, taken with this write
             if left:
                 beats += 1
                 take = cycles - 2
