@@ -11,7 +11,9 @@ One buffer write takes a run of a beat's elements that share a buffer word (``do
 
 One shifted copy of the beat serves every kind of write, so there is no data multiplexer per bank. A line costs
 one cycle for its record, one for its first beat, then one per write; a later beat is taken in the cycle of the
-current beat's last write. A packed value beat's in-group indices are checked as it is taken (``BAD_OPERAND``:
+current beat's last write. A dense line's record and first beat are taken in the cycle of the previous line's
+last write when they are there (*chained*): then a line costs its writes alone, and contiguous row-major lines
+and convolution pieces load at one beat per cycle. The first line of a load and packed tiles are not chained. A packed value beat's in-group indices are checked as it is taken (``BAD_OPERAND``:
 an index ``>= M`` or not ascending within a group, on the lanes of real columns).
 """
 
@@ -191,25 +193,36 @@ class OperandLoader(wiring.Component):
                     ]
                 m.next = "WRITE"
 
+        def take_record() -> None:
+            """Take the line record on ``lines`` (valid and ready): a zero piece goes on to its writes, a line
+            with a read waits in BEAT for its first beat."""
+            m.d.sync += [rec.eq(rec_in), beats_left.eq(rec_in.beats), e_left.eq(rec_in.count),
+                         src.eq(rec_in.off), blk.eq(0), step.eq(0), slot.eq(0)]
+            with m.If(~rec_in.cont):
+                m.d.sync += bank.eq(rec_in.bank)
+            with m.If(rec_in.sparse):
+                # a packed tile's first column continues where the previous tile of the load ended
+                m.d.sync += [line_dl.eq(Mux(rec_in.first, 0, carry_dl)),
+                             line_da.eq(Mux(rec_in.first, rec_in.addr, carry_da))]
+            with m.Elif(~rec_in.cont):
+                m.d.sync += [dl.eq(rec_in.lane), da.eq(rec_in.addr)]
+            with m.If(rec_in.zero):
+                # no read: write zeros, a beat's worth (32) at a time
+                m.d.sync += [beat.eq(0), beats_left.eq(rec_in.beats - 1)]
+                m.next = "WRITE"
+            with m.Else():
+                m.next = "BEAT"
+
+        # A dense line's last write takes the next line's record of the same load, and its first beat when it is
+        # there (``chain``): a line costs its writes alone. Packed tiles (index beats, a carried column) and the
+        # first line of a load still pass through LINE (and BEAT), so a load's flags stay its own.
+        chain = Signal(name="chain")
+        m.d.comb += chain.eq(beat_end & (beats_left == 0) & ~rec.last & ~rec.sparse)
+
         with m.FSM(name="load") as load_fsm:
             with m.State("LINE"):
                 with m.If(self.lines.valid):
-                    m.d.sync += [rec.eq(rec_in), beats_left.eq(rec_in.beats), e_left.eq(rec_in.count),
-                                 src.eq(rec_in.off), blk.eq(0), step.eq(0), slot.eq(0)]
-                    with m.If(~rec_in.cont):
-                        m.d.sync += bank.eq(rec_in.bank)
-                    with m.If(rec_in.sparse):
-                        # a packed tile's first column continues where the previous tile of the load ended
-                        m.d.sync += [line_dl.eq(Mux(rec_in.first, 0, carry_dl)),
-                                     line_da.eq(Mux(rec_in.first, rec_in.addr, carry_da))]
-                    with m.Elif(~rec_in.cont):
-                        m.d.sync += [dl.eq(rec_in.lane), da.eq(rec_in.addr)]
-                    with m.If(rec_in.zero):
-                        # no read: write zeros, a beat's worth (32) at a time
-                        m.d.sync += [beat.eq(0), beats_left.eq(rec_in.beats - 1)]
-                        m.next = "WRITE"
-                    with m.Else():
-                        m.next = "BEAT"
+                    take_record()
             with m.State("BEAT"):
                 with m.If(rd.valid):
                     take_beat(after_value_beat=False)
@@ -244,6 +257,12 @@ class OperandLoader(wiring.Component):
                         with m.If(rec.last):
                             m.d.sync += loaded.eq(1)
                         m.next = "LINE"
+                        with m.If(chain & self.lines.valid):
+                            take_record()           # (its assignments override the ones above)
+                            with m.If(~rec_in.zero & rd.valid):
+                                m.d.sync += [beat.eq(rd.p.data), beats_left.eq(rec_in.beats - 1),
+                                             rd_error.eq(rd_error | rd.p.error)]
+                                m.next = "WRITE"
                     with m.Elif(rec.zero):
                         m.d.sync += beats_left.eq(beats_left - 1)
                     with m.Elif(rd.valid):
@@ -256,9 +275,10 @@ class OperandLoader(wiring.Component):
 
         # plain assignments (see TileSequencer)
         m.d.comb += [
-            self.lines.ready.eq(load_fsm.ongoing("LINE")),
+            self.lines.ready.eq(load_fsm.ongoing("LINE") | (load_fsm.ongoing("WRITE") & chain)),
             rd.ready.eq(load_fsm.ongoing("BEAT")
-                        | (load_fsm.ongoing("WRITE") & beat_end & (beats_left != 0) & ~rec.zero)),
+                        | (load_fsm.ongoing("WRITE") & beat_end & (beats_left != 0) & ~rec.zero)
+                        | (load_fsm.ongoing("WRITE") & chain & self.lines.valid & ~rec_in.zero)),
             self.a_write.valid.eq(load_fsm.ongoing("WRITE") & rec.a),
             self.b_write.valid.eq(load_fsm.ongoing("WRITE") & ~rec.a),
             self.loaded.valid.eq(loaded),

@@ -243,9 +243,24 @@ def _dense_line(addr: int, count: int, word: int, first_lane: int = 0) -> int:
     return _line_cycles((addr % 64) // 2, count, word, first_lane)
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def _load_cycles(config: SATConfig, kind: str, r0: int, rt: int, c0: int, ct: int, red: int, n: int, m: int,
                  trans: bool, stride: int) -> int:
-    """Time of one operand load (start to ``load_done``): latency plus the consumer's cycles of every line."""
+    """Time of one operand load (start to ``load_done``) from an ideal memory: latency plus the line pipeline
+    (:func:`_load_pipeline`: the consumer's cycles of every line, chained lines overlapped)."""
+    lines = _load_profile(config, kind, r0, rt, c0, ct, red, n, m, trans, stride)
+    return LOAD_LATENCY - 1 + _load_pipeline(lines, _ideal_read, chain=not _packed(kind, n, m))[0]
+
+
+def _packed(kind: str, n: int, m: int) -> bool:
+    """A load of packed N:M tiles (the loader chains none of its lines)."""
+    return kind == "b" and bool(n and m and n != m)
+
+
+def _line_sum_cycles(config: SATConfig, kind: str, r0: int, rt: int, c0: int, ct: int, red: int, n: int, m: int,
+                     trans: bool, stride: int) -> int:
+    """The consumer's cycles of every line of a load taken one after the other (no chaining): the loader before
+    it chained lines, and the cross-check of :func:`_load_profile`."""
     mm, C = A_WORD_LANES, config.cols
     total = LOAD_LATENCY
     if kind == "a":
@@ -302,10 +317,20 @@ def _conv_rows(conv, first_pixel: int, count: int):
     return p // (ry * rx), (p // rx) % ry, p % rx
 
 
+@functools.lru_cache(maxsize=1 << 12)
 def _conv_load_cycles(config: SATConfig, conv, kind: str, r0: int, rt: int, c0: int, ct: int,
                       wu_start: tuple[int, int, int]) -> int:
-    """Consumer cycles of a convolution's implicit operand load (``hw/convlines.py``): per piece a record cycle, a
-    first-beat cycle for a data piece, and its writes; the pieces of a row continue each other's lanes."""
+    """Cycles of a convolution's implicit operand load (``hw/convlines.py``) from an ideal memory: its pieces
+    through the line pipeline (:func:`_load_pipeline`, pieces chained)."""
+    lines = _conv_load_profile(config, conv, kind, r0, rt, c0, ct, wu_start)
+    return _load_pipeline(lines, _ideal_read)[0] - 1
+
+
+def _conv_line_sum_cycles(config: SATConfig, conv, kind: str, r0: int, rt: int, c0: int, ct: int,
+                          wu_start: tuple[int, int, int]) -> int:
+    """Consumer cycles of a convolution's implicit operand load taken piece by piece (no chaining): per piece a
+    record cycle, a first-beat cycle for a data piece, and its writes; the pieces of a row continue each other's
+    lanes."""
     import numpy as np
 
     bp = conv.pass_ == "bp"
@@ -396,8 +421,9 @@ def unit_cycles(config: SATConfig, rows: int, red: int, cols: int, n: int = 0, m
 
     The model walks the unit's tiles (:func:`sat.sw.tiling.tile_plan`) as ``sat.hw.gemm_unit`` runs them:
 
-    * a **load** takes :data:`LOAD_LATENCY` plus the consumer's cycles for every DMA line (one for the line
-      record, one for its first beat, one per buffer write, later beats taken with the previous beat's last
+    * a **load** takes :data:`LOAD_LATENCY` plus the line pipeline (:func:`_load_pipeline`) of its DMA lines
+      (one cycle for the line record and one for its first beat unless both are taken with the previous
+      line's last write (chained), one per buffer write, later beats taken with the previous beat's last
       write: a row-major line writes runs of up to 32 elements (A) or ``min(C, 32)`` (B), an A^T line runs of up to
       ``R`` rows that share a word (one per bank), a B^T line one element; a packed N:M tile one cycle for its
       record and first index beat, one for each value beat that follows an index beat, and its writes per
@@ -567,7 +593,7 @@ def _line_profile(offset: int, count: int, word: int, first_lane: int) -> tuple[
 def _load_profile(config: SATConfig, kind: str, r0: int, rt: int, c0: int, ct: int, red: int, n: int, m: int,
                   trans: bool, stride: int) -> list[tuple[int, int, int, int]]:
     """The lines of one operand load, as :func:`_load_cycles` walks them: ``(cycles, beats, take, address)``
-    per line (``sum(cycles) + LOAD_LATENCY == _load_cycles(...)``)."""
+    per line (``sum(cycles) + LOAD_LATENCY == _line_sum_cycles(...)``)."""
     mm, C = A_WORD_LANES, config.cols
     out = []
     if kind == "a":
@@ -598,7 +624,8 @@ def _load_profile(config: SATConfig, kind: str, r0: int, rt: int, c0: int, ct: i
     return out
 
 
-def _load_pipeline(lines: list[tuple[int, int, int, int]], read, refresh: float = 0.0) -> tuple[int, float]:
+def _load_pipeline(lines: list[tuple[int, int, int, int]], read, refresh: float = 0.0, *,
+                   chain: bool = True) -> tuple[int, float]:
     """Cycles from a load's first request to the loader's last write, ``read(t, beats)`` giving the edge of a
     burst's first beat for its address handshake at edge ``t``.
 
@@ -608,7 +635,9 @@ def _load_pipeline(lines: list[tuple[int, int, int, int]], read, refresh: float 
     it has been taken (the line FIFO); the address handshake follows by a cycle. The loader takes a record
     :data:`RECORD_DELAY` cycles after it was put out at the earliest and the cycle after its previous line's last
     write, a line's first beat the cycle after that or when it arrives, then writes (``cycles - 2`` writes; a
-    zero piece of a convolution, ``beats == 0``, has no read and ``cycles - 1`` writes).
+    zero piece of a convolution, ``beats == 0``, has no read and ``cycles - 1`` writes). With ``chain`` (every
+    load but packed tiles), a record that is there by the previous line's last write is taken in that cycle, and
+    so is its first beat if it has arrived: the record and first-beat cycles overlap the previous line's writes.
 
     Returns that time and the cycles a refresh of ``refresh`` cycles costs the load, summed over the cycles of
     the load (divide by the refresh period for the expected cost): a refresh that starts while line ``i`` is
@@ -633,13 +662,18 @@ def _load_pipeline(lines: list[tuple[int, int, int, int]], read, refresh: float 
             gap = 1 + (addr % 4096 + 64 * beats + 4095) // 4096
         else:
             gap = 1
-        rho = q + RECORD_DELAY if e is None else max(e + 1, q + RECORD_DELAY)
+        if e is None:
+            rho = q + RECORD_DELAY
+        elif chain and q + RECORD_DELAY <= e:
+            rho = e                          # taken with the previous line's last write
+        else:
+            rho = max(e + 1, q + RECORD_DELAY)
         records.append(rho)
         if not beats:                        # a zero piece of a convolution: a record and writes, no read
             e = rho + cycles - 1
             continue
         first = read(q + 1, beats)
-        f = max(rho + 1, first)
+        f = max(rho + (0 if rho == e else 1), first)
         if refresh:
             start = RECORD_DELAY if prev_f is None else prev_f
             exposure += (f - start) * max(0.0, refresh - (f - first))
@@ -665,7 +699,7 @@ def _dram_load_extra(config: SATConfig, dram: DDR4Timing, kind: str, r0: int, rt
     relative to the load's first request) have reached the channel; the expected refresh cost is added
     (``exposure / tREFI``)."""
     lines = _load_profile(config, kind, r0, rt, c0, ct, red, n, m, trans, stride)
-    return _dram_pipeline_extra(config, dram, lines, delay, tail)
+    return _dram_pipeline_extra(config, dram, lines, delay, tail, chain=not _packed(kind, n, m))
 
 
 @functools.lru_cache(maxsize=1 << 12)
@@ -678,7 +712,8 @@ def _dram_conv_load_extra(config: SATConfig, dram: DDR4Timing, conv, kind: str, 
 
 
 def _dram_pipeline_extra(config: SATConfig, dram: DDR4Timing, lines: list[tuple[int, int, int, int]],
-                         delay: float, tail: tuple[tuple[int, int], ...] = ()) -> tuple[float, int]:
+                         delay: float, tail: tuple[tuple[int, int], ...] = (), *,
+                         chain: bool = True) -> tuple[float, int]:
     import math
 
     from .dram import DRAMChannel
@@ -693,8 +728,8 @@ def _dram_pipeline_extra(config: SATConfig, dram: DDR4Timing, lines: list[tuple[
             channel.write(*writes.pop(0))
         return max(t + IDEAL_READ_LATENCY, math.ceil(channel.read(t, beats))) + delay
 
-    t_dram, exposure = _load_pipeline(lines, read, c.refresh if dram.trefi_ns else 0.0)
-    t_ideal, _ = _load_pipeline(lines, _ideal_read)
+    t_dram, exposure = _load_pipeline(lines, read, c.refresh if dram.trefi_ns else 0.0, chain=chain)
+    t_ideal, _ = _load_pipeline(lines, _ideal_read, chain=chain)
     refresh = exposure / c.refresh_period if dram.trefi_ns else 0.0
     return t_dram - t_ideal + refresh, sum(line[1] for line in lines)
 
@@ -703,7 +738,7 @@ def _conv_load_profile(config: SATConfig, conv, kind: str, r0: int, rt: int, c0:
                        wu_start: tuple[int, int, int] | None) -> list[tuple[int, int, int, int]]:
     """The pieces of a convolution's implicit load in the order ``hw/convlines.py`` issues them (row by row, a
     row's pieces in tap order), as :func:`_load_profile`'s lines: ``(cycles, beats, take, address)``, ``beats``
-    0 for a zero piece (``sum(cycles) == _conv_load_cycles(...)``)."""
+    0 for a zero piece (``sum(cycles) == _conv_line_sum_cycles(...)``)."""
     bp = conv.pass_ == "bp"
     chan = conv.co_pad if bp else conv.c_in
     cvalid = conv.c_out if bp else chan

@@ -128,10 +128,24 @@ def test_load_profile_matches_load_cycles() -> None:
             stride = 2 * int(rng.integers(1, 200))
             args = (config, kind, r0, rt, c0, ct, red, n, m, trans, stride)
             lines = perfmodel._load_profile(*args)
-            assert sum(line[0] for line in lines) + perfmodel.LOAD_LATENCY == perfmodel._load_cycles(*args), args
+            assert sum(line[0] for line in lines) + perfmodel.LOAD_LATENCY == perfmodel._line_sum_cycles(*args), args
             # without memory latency the loader never waits: the pipeline takes exactly its cycles
-            end, _ = perfmodel._load_pipeline(lines, perfmodel._ideal_read)
+            end, _ = perfmodel._load_pipeline(lines, perfmodel._ideal_read, chain=False)
             assert end == perfmodel.RECORD_DELAY - 1 + sum(line[0] for line in lines), args
+            _check_chained(lines, end, chain=not (kind == "b" and n))
+
+
+def _check_chained(lines: list, unchained: int, chain: bool = True) -> None:
+    """The chaining loader (a line's record and first beat taken with the previous line's last write) is never
+    slower than one line after the other, never faster than its writes alone after the first line's record and
+    beat, and the same when it may not chain (packed tiles)."""
+    end, _ = perfmodel._load_pipeline(lines, perfmodel._ideal_read, chain=chain)
+    writes = sum(c - (2 if beats else 1) for c, beats, _, _ in lines)
+    if not chain:
+        assert end == unchained
+        return
+    assert end <= unchained
+    assert end >= perfmodel.RECORD_DELAY - 1 + (2 if lines[0][1] else 1) + writes
 
 
 @pytest.mark.parametrize("pass_", ["ff", "bp", "wu"])
@@ -150,10 +164,11 @@ def test_conv_load_profile_matches_conv_load_cycles(pass_: str, geometry: tuple)
         kind = "b" if pass_ == "wu" else "a"
         start = (0, 0, 0) if kind == "b" else None
         lines = perfmodel._conv_load_profile(config, d, kind, r0, rt, c0, ct, start)
-        assert sum(line[0] for line in lines) == perfmodel._conv_load_cycles(config, d, kind, r0, rt, c0, ct, start)
+        assert sum(line[0] for line in lines) == perfmodel._conv_line_sum_cycles(config, d, kind, r0, rt, c0, ct, start)
         pieces += sum(1 for line in lines if not line[1])
-        end, _ = perfmodel._load_pipeline(lines, perfmodel._ideal_read)
+        end, _ = perfmodel._load_pipeline(lines, perfmodel._ideal_read, chain=False)
         assert end == perfmodel.RECORD_DELAY - 1 + sum(line[0] for line in lines)
+        _check_chained(lines, end)
     if geometry[-1]:                                  # padding 1: some taps fall outside the tensor
         assert pieces
 
