@@ -13,8 +13,10 @@ One shifted copy of the beat serves every kind of write, so there is no data mul
 one cycle for its record, one for its first beat, then one per write; a later beat is taken in the cycle of the
 current beat's last write. A dense line's record and first beat are taken in the cycle of the previous line's
 last write when they are there (*chained*): then a line costs its writes alone, and contiguous row-major lines
-and convolution pieces load at one beat per cycle. The first line of a load and packed tiles are not chained. A packed value beat's in-group indices are checked as it is taken (``BAD_OPERAND``:
-an index ``>= M`` or not ascending within a group, on the lanes of real columns).
+and convolution pieces load at one beat per cycle. The first line of a load and packed tiles are not chained.
+
+A packed value beat's in-group indices are checked as it is taken (``BAD_OPERAND``: an index ``>= M`` or not
+ascending within a group, on the lanes of real columns).
 """
 
 from __future__ import annotations
