@@ -606,12 +606,13 @@ def _unit_table(entry: dict, net: str, width: int) -> list[str]:
     passes: dict[str, dict[str, list[int]]] = {}
     for mode in ("dense", "2:8"):
         for g in entry["orientations"]["auto"][mode]["gemms"]:
-            row = passes.setdefault(mode, {}).setdefault(g["pass"], [0, 0])
+            row = passes.setdefault(mode, {}).setdefault(g["pass"], [0, 0, 0])
             row[0] += g["cycles"]
             row[1] += g["system_cycles"]
-    wu_dense = passes["dense"].get("wu", [0, 0])[1]
-    wu_sparse = passes["2:8"].get("wu", [0, 0])[1]
-    ffbp = {mode: [sum(passes[mode].get(p, [0, 0])[i] for p in ("ff", "bp")) for i in (0, 1)]
+            row[2] += max(g["cycles"], g["axi_floor_cycles"])
+    wu_dense = passes["dense"].get("wu", [0, 0, 0])[1]
+    wu_sparse = passes["2:8"].get("wu", [0, 0, 0])[1]
+    ffbp = {mode: [sum(passes[mode].get(p, [0, 0, 0])[i] for p in ("ff", "bp")) for i in (0, 1, 2)]
             for mode in ("dense", "2:8")}
     out = [f"### {net}: GEMM unit and system time by pass (auto orientation)", "",
            f"System (the unit as built with its DDR4 memory) against the engine (an ideal loader): dense "
@@ -619,14 +620,18 @@ def _unit_table(entry: dict, net: str, width: int) -> list[str]:
            f"**{bd['system_cycles'] / bd['cycles']:.2f}x** the engine; 2:8 system speedup "
            f"**{bs['system_speedup']:.3f}x** (engine {bs['speedup']:.3f}x). What bounds it, from the table below: "
            f"(1) WU is dense in both modes (BDWP): its system time, {wu_dense / 1e6:.2f} Mcycles dense and "
-           f"{wu_sparse / 1e6:.2f} at 2:8 ({wu_dense / max(passes['dense'].get('wu', [1, 0])[0], 1):.2f}x its "
-           f"engine time), does not shrink; with FF and BP at their engine time and WU as it is, 2:8 would reach "
-           f"{(ffbp['dense'][1] + wu_dense) / max(ffbp['2:8'][0] + wu_sparse, 1):.2f}x; (2) the sparse FF "
-           f"and BP run at {ffbp['2:8'][1] / max(ffbp['2:8'][0], 1):.2f}x their engine time (dense: "
-           f"{ffbp['dense'][1] / max(ffbp['dense'][0], 1):.2f}x), because a 2:8 pass needs its dense operand M/N "
-           f"times faster while the loader takes it in at the same element rate (the loader's per-line cost, "
-           f"A^T and B^T element rates, single-buffered K chunks). What would lift it: a loader at one {width}-bit "
-           f"beat per cycle for every layout (SPEC section 3), deeper double buffering of the WU operands, and "
+           f"{wu_sparse / 1e6:.2f} at 2:8 ({wu_dense / max(passes['dense'].get('wu', [1, 0, 0])[0], 1):.2f}x "
+           f"its engine time), does not shrink; with FF and BP at their engine time and WU as it is, 2:8 would "
+           f"reach {(ffbp['dense'][1] + wu_dense) / max(ffbp['2:8'][0] + wu_sparse, 1):.2f}x; (2) the sparse "
+           f"FF and BP run at {ffbp['2:8'][1] / max(ffbp['2:8'][0], 1):.2f}x their engine time (dense: "
+           f"{ffbp['dense'][1] / max(ffbp['dense'][0], 1):.2f}x): a 2:8 pass needs its dense operand M/N times "
+           f"faster, and the port alone holds them at {ffbp['2:8'][2] / max(ffbp['2:8'][0], 1):.2f}x their "
+           f"engine time (max(engine, AXI floor) per GEMM; the convolution operand is lowered on the fly, so a "
+           f"k x k convolution reads every input pixel k^2 times); the unit as built takes "
+           f"{ffbp['2:8'][1] / max(ffbp['2:8'][2], 1):.2f}x that bound (loads a single-buffered tile cannot "
+           f"overlap, short lines waiting for DRAM latency, the result writes). What would lift it: an on-chip "
+           f"im2col that reads each input pixel once (a line buffer of input rows), a second read port into the "
+           f"loader (the activation striped over two DDR4 channels, two beats per cycle into two A banks), and "
            f"K-chunk partials accumulated on the core instead of written as FP32.", "",
            f"With one {width}-bit memory port, no loader can take less than max(engine, AXI floor) per GEMM: "
            f"{bd['port_bound_cycles'] / 1e6:.2f} Mcycles dense, {bs['port_bound_cycles'] / 1e6:.2f} 2:8, a "
