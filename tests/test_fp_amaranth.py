@@ -13,8 +13,15 @@ import pytest
 from amaranth.back import verilog
 from amaranth.sim import Simulator
 
-from sat.hw.fp import (ADDER_LATENCY_RANGE, NORMALIZED_FP16, FP16NormalizedMultiplier, FP16Normalizer, FP32Adder,
-                       FP32Round, FPMultiplier)
+from sat.hw.fp import (
+    ADDER_LATENCY_RANGE,
+    NORMALIZED_FP16,
+    FP16NormalizedMultiplier,
+    FP16Normalizer,
+    FP32Adder,
+    FP32Round,
+    FPMultiplier,
+)
 from sat.sim.tb_fp import normalized_fp16_operands, round_random_operands, round_special_operands
 from sat.sw.numerics import FORMATS, fp32_add, fp32_bits, fp_mul, round_result
 
