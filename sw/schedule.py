@@ -9,9 +9,10 @@ re-exports those names. Only the GEMM layers run on the card; host operations ru
 :func:`schedule_iteration` lowers every GEMM layer to its FF, BP and WU GEMMs (``docs/bdwp.md``), picks dense or
 N:M per pass with :func:`sat.sw.bdwp.pass_is_sparse`, picks an orientation per dense GEMM (``orientation="auto"``:
 the transposed product when the GEMM unit takes fewer cycles for it, operand loads included; ``"auto-engine"``: when
-the engine alone does, i.e. the choice for an ideal loader), splits reductions longer than the GEMM unit's buffers
-into K chunks whose partial results the host adds, allocates device memory, orders the DMA transfers and writes
-the descriptor list. The same :class:`Schedule` gives the cycle model (:attr:`Schedule.cycles`, the sum of
+the engine alone does, i.e. the choice for an ideal loader), splits reductions into K chunks whose partial results
+the host adds (those longer than the GEMM unit's buffers, and others where the unit's modelled time is shorter in
+chunks: ``_best_chunks``), allocates device memory, orders the DMA transfers and writes the descriptor list. The
+same :class:`Schedule` gives the cycle model (:attr:`Schedule.cycles`, the sum of
 ``sat.sw.perfmodel.gemm_counters`` over every engine tile of every descriptor) and drives the real run
 (:func:`run_schedule`); ``sat.sw.perfmodel.unit_cycles`` of its descriptors gives the GEMM unit's time with the
 operand loads (``sat bench`` reports both), and :mod:`sat.sw.pregen` replays its pre-generation.
@@ -54,7 +55,7 @@ from .network import (
     vgg16_cifar,
 )
 from .nmformat import compress, pack, packed_nbytes
-from .perfmodel import GemmCounters, gemm_counters
+from .perfmodel import GemmCounters, gemm_counters, unit_cycles
 from .regmap import DEFAULT_MEMORY_BYTES
 from .tiling import max_reduction, tile_plan
 
@@ -337,7 +338,8 @@ def schedule_iteration(network: Network, batch: int, config: SATConfig, nm: NM |
     orientation : "normal", "auto" or "auto-engine"
         ``normal`` runs every GEMM as in ``docs/bdwp.md``; ``auto`` runs a dense GEMM transposed when the GEMM
         unit takes fewer cycles for it (``perfmodel.unit_cycles``: operand loads, writes and their overlap);
-        ``auto-engine`` when the engine alone takes fewer cycles (what an ideal loader would choose). Sparse GEMMs
+        ``auto-engine`` when the engine alone takes fewer cycles (what an ideal loader would choose; either way in
+        the K chunks that the unit's modelled time picks for that orientation's shape). Sparse GEMMs
         keep their orientation: the engine's sparse operand is B.
     first_layer_bp : bool
         Schedule the first layer's BP (the input gradient of the image, which training does not need).
@@ -413,13 +415,14 @@ def schedule_iteration(network: Network, batch: int, config: SATConfig, nm: NM |
             normal = (Co, P, K, _Operand(f"{p}.dY", P, Co, True), _Operand(f"{p}.X", P, K, False), f"{p}.dW")
             trans = (K, P, Co, _Operand(f"{p}.X", P, K, True), _Operand(f"{p}.dY", P, Co, False), f"{p}.dW_t")
         choice, transposed = normal, False
+        final_narrow = _result_narrow(narrow, pass_)
         if orientation == "auto" and not n:
-            cost = [_unit_cost(config, o[0], o[1], o[2], o[3].trans, o[4].trans)
+            cost = [_unit_cost(config, o[0], o[1], o[2], o[3].trans, o[4].trans, final_narrow)
                     for o in (normal, trans)]
             if cost[1] < cost[0]:
                 choice, transposed = trans, True
         elif orientation == "auto-engine" and not n:
-            cost = [_shape_cycles(config, o[0], o[1], o[2], 0, 0) for o in (normal, trans)]
+            cost = [_shape_cycles(config, o[0], o[1], o[2], 0, 0, final_narrow) for o in (normal, trans)]
             if cost[1] < cost[0]:
                 choice, transposed = trans, True
         pending.append((layer, pass_, *choice[:3], n, m, transposed, *choice[3:]))
@@ -431,19 +434,24 @@ def schedule_iteration(network: Network, batch: int, config: SATConfig, nm: NM |
             plan(layer, "bp", pass_is_sparse(layer.bp, layer.c_out, nm))
         plan(layer, "wu", False)
 
+    # K chunks, once per GEMM: the packed operands, the result regions and the descriptors all follow them.
+    gemm_chunks = [_best_chunks(config, rows, red, cols, n, m, _result_narrow(narrow, pass_))[0]
+                   for _layer, pass_, rows, red, cols, n, m, *_ in pending]
     # Memory: host-written operands first (weights, activations, gradients), then card-written results.
-    for _layer, _pass, _rows, red, cols, n, m, _tr, a, b, _c in pending:  # noqa: B007
+    for (_layer, _pass, _rows, _red, cols, n, m, _tr, a, b, _c), chunks in zip(pending, gemm_chunks,  # noqa: B007
+                                                                             strict=True):
         for op, role in ((a, "a"), (b, "b")):
             if op.region.endswith(".packed"):
-                for j, (k0, k1) in enumerate(_best_chunks(config, _rows, red, cols, n, m)[0]):
+                for j, (k0, k1) in enumerate(chunks):
                     mem.alloc(f"{op.region}{j}", packed_nbytes(n, m, k1 - k0, cols), "host", role)
             else:
                 mem.alloc(op.region, 2 * op.lines * op.length, "host", role)
     out_regions = []
-    for _layer, pass_, rows, red, cols, n, m, _tr, _a, _b, c_name in pending:
-        chunks = _best_chunks(config, rows, red, cols, n, m)[0]
+    for (_layer, pass_, rows, _red, cols, _n, _m, _tr, _a, _b, c_name), chunks in zip(pending, gemm_chunks,
+                                                                                     strict=True):
         names = [c_name if len(chunks) == 1 else f"{c_name}.part{j}" for j in range(len(chunks))]
-        item = 2 if narrow and pass_ != "wu" and len(chunks) == 1 else 4     # only a final result is narrow
+        # only a final result is narrow: the chunk chooser ranked a single chunk with narrow writes
+        item = 2 if _result_narrow(narrow, pass_) and len(chunks) == 1 else 4
         out_regions.append((names, chunks, item))
         for name in names:
             mem.alloc(name, item * rows * cols, "card", "c")
@@ -527,32 +535,86 @@ def schedule_iteration(network: Network, batch: int, config: SATConfig, nm: NM |
     return sched
 
 
-#: Fraction of the engine cycles that more K chunks must save to be chosen (see :func:`_best_chunks`).
+#: Fraction of the GEMM unit's modelled cycles that more K chunks must save to be chosen (see :func:`_best_chunks`).
 _CHUNK_MARGIN = 0.01
+#: Candidate K chunk counts: from the fewest that fit the buffers to this many times as many. 8 rather than 4:
+#: a reduction that fits one chunk may run fastest in more than 4 (e.g. ResNet-18 ``layer3`` FF at 2:8, 2048 x 2304
+#: x 256: 5 chunks of 464 let one B tile hold all 256 columns and A double buffer 256-row tiles, 8 tiles instead of
+#: the 64 of 3 chunks); on the card build (``sat bench``, batch 32, 4 DDR4 channels) the 2:8 system cycles drop
+#: 2.8 % on ResNet-18 (52.72 -> 51.27 M) and 3.3 % on VGG-16 (25.04 -> 24.22 M), dense ones by less than 0.1 %;
+#: 16 chooses the same chunks as 8 on ResNet-18.
+_CHUNK_RANGE = 8
+
+Chunks = tuple[tuple[int, int], ...]
 
 
-def _best_chunks(config: SATConfig, rows: int, red: int, cols: int, n: int, m: int
-                 ) -> tuple[list[tuple[int, int]], int]:
-    """K chunks of a GEMM and its engine cycles: the fewest chunks that fit the buffers, or up to 4x as many
-    when shorter chunks let the unit use taller row tiles (``R * L`` rows fill a pass) and so take fewer cycles.
+def _result_narrow(narrow: bool, pass_: str) -> bool:
+    """Whether a GEMM's result is written narrow when one descriptor computes it in full: FF and BP with
+    ``schedule_iteration(..., narrow=True)``; WU's weight gradients stay FP32 (as do K-chunk partials, always)."""
+    return narrow and pass_ != "wu"
 
-    More chunks must save at least :data:`_CHUNK_MARGIN` of the cycles: each chunk costs what the engine cycles
-    do not count (the host's FP32 add of its partial result, its own C writes), and the double-buffered unit
-    hides the loads of many small tiles that the engine cycles charge only by their fill and drain."""
+
+@functools.lru_cache(maxsize=1 << 16)
+def _chunk_unit_cycles(config: SATConfig, rows: int, red: int, cols: int, n: int, m: int, narrow: bool,
+                       a_trans: bool = False, b_trans: bool = False) -> int:
+    """``perfmodel.unit_cycles`` of one chunk (ideal memory, packed strides, the plain GEMM view), cached."""
+    return unit_cycles(config, rows, red, cols, n, m, narrow=narrow, a_trans=a_trans, b_trans=b_trans).cycles
+
+
+@functools.lru_cache(maxsize=1 << 14)
+def _best_chunks(config: SATConfig, rows: int, red: int, cols: int, n: int, m: int, narrow: bool = False
+                 ) -> tuple[Chunks, int]:
+    """K chunks of a GEMM and the GEMM unit's modelled cycles for them.
+
+    The candidates are the equal splits of ``[0, red)`` on multiples of ``M`` (dense: of 1) into the fewest chunks
+    that fit the buffers (:func:`sat.sw.tiling.max_reduction`) up to :data:`_CHUNK_RANGE` times as many; each is
+    ranked by ``sat.sw.perfmodel.unit_cycles`` summed over its chunks, i.e. by the unit's time with the operand
+    loads, their overlap with compute and the result writes, not by the engine counters alone. That time decides
+    two things the engine counters cannot see:
+
+    * **double buffering**: the unit overlaps an operand's loads with compute only when the chunk fits half of
+      that operand's buffer (:func:`sat.sw.tiling.tile_plan`); a chunk that fills the buffer (e.g. dense
+      ``red = 1024 = b_depth``) exposes every load, so a longer reduction takes chunks of at most half of it;
+    * **narrow results**: with ``narrow`` (the result is narrow when one descriptor computes it, see
+      :func:`_result_narrow`) a single chunk writes 2-byte results; every chunk of a split writes FP32 partials,
+      twice the bytes, which makes a write-bound GEMM (e.g. a 2:8 FF with ``C_out = 64``) slower.
+
+    Shorter chunks also let the unit use taller and wider tiles (``R * L`` rows fill a pass; fewer tiles, fewer
+    loads), which the engine counters alone used to decide by. More chunks must save at least
+    :data:`_CHUNK_MARGIN` of the cycles of the best split with fewer chunks: each chunk also costs what the unit's
+    time does not count (the host's FP32 add of its partial result, the partial's transfer to the host, a
+    descriptor).
+
+    The ranking is an approximation that orders the splits of one GEMM, not a prediction of its time:
+
+    * **ideal memory** (``dram=None``): the schedule is the same whatever memory the card has, and DDR4 adds
+      little on top of the unit's own load and write time (on the card's four channels about 1 %: ResNet-18 at
+      batch 32, ``sat bench``, dense 74.63 -> 74.81 M cycles, 2:8 50.60 -> 51.27 M) and about as much to every
+      split of the same bytes; the bytes themselves (FP32 partials against a narrow result) the ideal model
+      already charges;
+    * **the plain GEMM view** (normal orientation, packed strides, no ``conv=`` loader), also for a transposed
+      GEMM and for a convolution descriptor, whose implicit operand loads slower: close splits may swap (e.g. the
+      2:8 FF of ResNet-18 ``layer2.0.conv2``, 8192 x 1152 x 128, takes 2 chunks where the convolution loader's
+      time prefers 3, by 2.7 % of that GEMM).
+
+    The chunks depend only on the GEMM's shape, pattern and ``narrow``, and are cached: every call for the same
+    GEMM (the orientation choice, the allocation and the descriptors of :func:`schedule_iteration`) gets the same
+    chunks, computed once.
+    """
     limit = max_reduction(config, n, m)
-    best: tuple[list[tuple[int, int]], int] | None = None
+    best: tuple[Chunks, int] | None = None
     fewest = -(-red // limit)
     granule = m or 1
-    for count in range(fewest, 4 * fewest + 1):
+    for count in range(fewest, _CHUNK_RANGE * fewest + 1):
         size = -(-red // count)
         size = -(-size // granule) * granule
         if size > limit:
             continue
-        chunks = [(k0, min(red, k0 + size)) for k0 in range(0, red, size)]
+        chunks = tuple((k0, min(red, k0 + size)) for k0 in range(0, red, size))
         if best is not None and len(chunks) == len(best[0]):
             continue
-        cycles = sum(unit_counters(config, rows, k1 - k0, cols, n, m).cycles
-                     for k0, k1 in chunks)
+        final = narrow and len(chunks) == 1
+        cycles = sum(_chunk_unit_cycles(config, rows, k1 - k0, cols, n, m, final) for k0, k1 in chunks)
         if best is None or cycles < best[1] * (1 - _CHUNK_MARGIN):
             best = (chunks, cycles)
     assert best is not None
@@ -560,17 +622,19 @@ def _best_chunks(config: SATConfig, rows: int, red: int, cols: int, n: int, m: i
 
 
 @functools.lru_cache(maxsize=1 << 14)
-def _unit_cost(config: SATConfig, rows: int, red: int, cols: int, a_trans: bool, b_trans: bool) -> int:
-    """GEMM unit cycles (``perfmodel.unit_cycles``, loads included) of a dense GEMM in its K chunks."""
-    from .perfmodel import unit_cycles
+def _unit_cost(config: SATConfig, rows: int, red: int, cols: int, a_trans: bool, b_trans: bool,
+               narrow: bool = False) -> int:
+    """GEMM unit cycles (``perfmodel.unit_cycles``, loads included) of a dense GEMM in its K chunks, in the given
+    orientation (``narrow`` as for :func:`_best_chunks`)."""
+    chunks = _best_chunks(config, rows, red, cols, 0, 0, narrow)[0]
+    final = narrow and len(chunks) == 1
+    return sum(_chunk_unit_cycles(config, rows, k1 - k0, cols, 0, 0, final, a_trans, b_trans) for k0, k1 in chunks)
 
-    chunks = _best_chunks(config, rows, red, cols, 0, 0)[0]
-    return sum(unit_cycles(config, rows, k1 - k0, cols, a_trans=a_trans, b_trans=b_trans).cycles
-               for k0, k1 in chunks)
 
-
-def _shape_cycles(config: SATConfig, rows: int, red: int, cols: int, n: int, m: int) -> int:
-    return _best_chunks(config, rows, red, cols, n, m)[1]
+def _shape_cycles(config: SATConfig, rows: int, red: int, cols: int, n: int, m: int, narrow: bool = False) -> int:
+    """Engine cycles (:func:`unit_counters`) of a GEMM in the K chunks :func:`_best_chunks` gives it."""
+    return sum(unit_counters(config, rows, k1 - k0, cols, n, m).cycles
+               for k0, k1 in _best_chunks(config, rows, red, cols, n, m, narrow)[0])
 
 
 # ----------------------------------------------------------------------------------------------------------

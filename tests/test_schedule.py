@@ -181,6 +181,89 @@ def test_split_k_and_orientation():
         schedule_iteration(net, 4, cfg, None, orientation="sideways")
 
 
+def _candidate_chunks(config, red, n, m):
+    """Every K split the chooser may take, written out independently of ``sat.sw.schedule``: equal chunks on
+    multiples of M (the last one shorter), from the fewest that fit the buffers to ``_CHUNK_RANGE`` times as many."""
+    from sat.sw.schedule import _CHUNK_RANGE
+    from sat.sw.tiling import max_reduction
+
+    limit, granule = max_reduction(config, n, m), m or 1
+    fewest = -(-red // limit)
+    out = {}
+    for count in range(fewest, _CHUNK_RANGE * fewest + 1):
+        per = -(-red // count)
+        size = -(-per // granule) * granule
+        if size <= limit:
+            bounds = [*range(0, red, size), red]
+            out.setdefault(len(bounds) - 1, list(zip(bounds[:-1], bounds[1:], strict=True)))
+    return list(out.values())
+
+
+def _modelled_unit_time(config, g, chunks, narrow):
+    """The GEMM unit's modelled time of a GEMM in ``chunks``: FP32 partials, or narrow results when one chunk
+    computes an FF or BP result in full."""
+    from sat.sw.perfmodel import unit_cycles
+
+    final = narrow and g.pass_ != "wu" and len(chunks) == 1
+    return sum(unit_cycles(config, g.rows, k1 - k0, g.cols, g.n, g.m, narrow=final).cycles for k0, k1 in chunks)
+
+
+@pytest.mark.parametrize("nm", [None, (2, 8)])
+@pytest.mark.parametrize("b_depth,narrow", [(16, True), (64, True), (64, False), (1024, True)])
+def test_chunks_ranked_by_unit_time(nm, b_depth, narrow):
+    """The K chunks of every scheduled GEMM tile ``[0, red)`` on multiples of M, fit the buffers, and are the
+    candidate split with the least modelled GEMM unit time up to the margin: no other candidate is faster by
+    more than ``_CHUNK_MARGIN``, and a split into more chunks than the fewest saves at least that fraction of
+    the fewest's time."""
+    from sat.sw.schedule import _CHUNK_MARGIN
+    from sat.sw.tiling import max_reduction
+
+    cfg = SATConfig(rows=4, cols=4, a_depth=16, b_depth=b_depth)
+    s = schedule_iteration(_tiny(), 4, cfg, nm, first_layer_bp=True, narrow=narrow)
+    split = 0
+    for g in s.gemms:
+        starts = [d.k0 if isinstance(d, ConvDescriptor) else None for d in g.descriptors]
+        bounds = [0]
+        for d in g.descriptors:
+            bounds.append(bounds[-1] + d.red)
+        chunks = list(zip(bounds[:-1], bounds[1:], strict=True))
+        assert bounds[-1] == g.red and all(k1 > k0 for k0, k1 in chunks)
+        assert all(k0 % (g.m or 1) == 0 for k0, _ in chunks)
+        assert all(k1 - k0 <= max_reduction(cfg, g.n, g.m) for k0, k1 in chunks)
+        if starts[0] is not None:
+            assert starts == bounds[:-1]
+        candidates = _candidate_chunks(cfg, g.red, g.n, g.m)
+        assert chunks in candidates
+        time = _modelled_unit_time(cfg, g, chunks, narrow)
+        for other in candidates:
+            assert time * (1 - _CHUNK_MARGIN) <= _modelled_unit_time(cfg, g, other, narrow), (g.layer, g.pass_)
+        if len(chunks) > len(candidates[0]):
+            assert time < (1 - _CHUNK_MARGIN) * _modelled_unit_time(cfg, g, candidates[0], narrow)
+        assert all(d.narrow for d in g.descriptors) == (narrow and g.pass_ != "wu" and len(chunks) == 1)
+        split += len(chunks) > 1
+    assert split or b_depth == 1024
+
+
+def test_chunks_on_the_card():
+    """The point of ranking K chunks by the unit's time, on the card build (ResNet-18, batch 32, 2:8): the dense
+    WU of ``layer1`` (reduction over 32768 pixels) takes chunks that fit half the buffers, so the unit double
+    buffers its loads, which chunks of exactly ``b_depth`` (the fewest that fit) would not; the 2:8 FF of
+    ``layer1`` (K = 576, well within one chunk) is not split, so its result is written narrow."""
+    from sat.sw.bench import default_config
+    from sat.sw.tiling import max_reduction, tile_plan
+
+    cfg = default_config()
+    assert (cfg.rows, cfg.cols, cfg.a_depth, cfg.b_depth) == (32, 32, 256, 1024)
+    s = schedule_iteration(resnet18_cifar(), 32, cfg, (2, 8))
+    wu = s.gemm("layer1.0.conv1", "wu")
+    assert (wu.rows, wu.red, wu.cols, wu.sparse) == (64, 32768, 576, False)
+    assert not tile_plan(cfg, wu.rows, max_reduction(cfg), wu.cols).double     # 32 chunks of 1024: exposed loads
+    assert wu.split_k > 32 and all(tile_plan(cfg, d.rows, d.red, d.cols).double for d in wu.descriptors)
+    ff = s.gemm("layer1.0.conv1", "ff")
+    assert (ff.rows, ff.red, ff.cols, (ff.n, ff.m)) == (32768, 576, 64, (2, 8))
+    assert ff.split_k == 1 and ff.descriptors[0].narrow
+
+
 @pytest.mark.parametrize("nm", [(2, 4), (2, 8), (1, 8)])
 def test_speedup_bounded_by_ideal(nm):
     cfg = SATConfig(rows=16, cols=16, nm_set=((2, 4), (2, 8), (1, 8)))
