@@ -28,12 +28,16 @@ from sat.boards.resources import (
     extrapolate,
     part_resources,
 )
+from sat.boards.vivado import default_card_config
 from sat.sw.config import SATConfig
 
 #: Configuration of the fast PE baseline in the default test suite (small: synthesizes in about 10 s).
 SMALL_PE = SATConfig(rows=2, cols=2, fmt="bf16", nm_set=((2, 4),), adder_latency=1)
 #: Calibration build (estimate vs full synthesis).
 CALIBRATION = SATConfig(rows=4, cols=4)
+#: The card's build (boards/vcu1525_default.json): candidates differ from it only in the array size, so they
+#: keep its buffer depths.
+CARD = default_card_config()
 #: Candidate sizes for the card default (FP16, default N:M set, L = 4).
 CANDIDATES = ((16, 16), (24, 32), (32, 32), (32, 40))
 #: Larger sizes extrapolated from the largest candidate's parts (the per-PE parts scale with rows * cols).
@@ -85,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'size':>7} {'LUT':>10} {'LUT %':>6} {'FF':>10} {'FF %':>6} {'DSP':>6} {'DSP %':>6} {'BRAM36':>7} "
           f"{'URAM':>5} {'unit LUT':>9} {'unit %':>6}  ({time.time() - t0:.0f} s so far)")
     for rows, cols in sizes:
-        est = estimate(SATConfig(rows=rows, cols=cols))
+        est = estimate(CARD.replace(rows=rows, cols=cols))
         estimates[f"{rows}x{cols}"] = est
         _row(est)
     fitting = [k for k, e in estimates.items() if e["share"]["lut"] <= BUDGET and e["share"]["dsp"] <= BUDGET]

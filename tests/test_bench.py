@@ -78,12 +78,14 @@ def test_run_bench_small(tmp_path):
     # one channel shared by reads and writes: no GEMM is faster than on the card's four, some are slower
     one = run_bench(cfg, ["vgg16"], batch=2, modes=("dense", "2:8"), pregen=False, dram_channels=1)
     assert one["memory"]["channels"] == 1
+    slower = []
     for orient, per_mode in one["networks"]["vgg16"]["orientations"].items():
         for mode, data in per_mode.items():
             four = entry[orient][mode]["gemms"]
             assert [g["unit_cycles"] for g in data["gemms"]] == [g["unit_cycles"] for g in four]
             assert all(g1["system_cycles"] >= g4["system_cycles"] for g1, g4 in zip(data["gemms"], four, strict=True))
-            assert data["summary"]["system_cycles"] > entry[orient][mode]["summary"]["system_cycles"]
+            slower.append(data["summary"]["system_cycles"] > entry[orient][mode]["summary"]["system_cycles"])
+    assert any(slower)
     assert "4 DDR4-2400 channels" in render_markdown(result) and "one DDR4-2400 channel" in render_markdown(one)
     # the per-pass table: its system column adds up to each mode's system cycles, and the text states the ratio
     md = render_markdown(result)
