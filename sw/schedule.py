@@ -561,6 +561,14 @@ def _chunk_unit_cycles(config: SATConfig, rows: int, red: int, cols: int, n: int
     return unit_cycles(config, rows, red, cols, n, m, narrow=narrow, a_trans=a_trans, b_trans=b_trans).cycles
 
 
+def _chunks_unit_cycles(config: SATConfig, rows: int, chunks: Chunks, cols: int, n: int, m: int, narrow: bool,
+                        a_trans: bool = False, b_trans: bool = False) -> int:
+    """The unit's modelled cycles of a GEMM split into ``chunks``: narrow writes only for a single chunk (every
+    chunk of a split writes FP32 partials)."""
+    final = narrow and len(chunks) == 1
+    return sum(_chunk_unit_cycles(config, rows, k1 - k0, cols, n, m, final, a_trans, b_trans) for k0, k1 in chunks)
+
+
 @functools.lru_cache(maxsize=1 << 14)
 def _best_chunks(config: SATConfig, rows: int, red: int, cols: int, n: int, m: int, narrow: bool = False
                  ) -> tuple[Chunks, int]:
@@ -613,8 +621,7 @@ def _best_chunks(config: SATConfig, rows: int, red: int, cols: int, n: int, m: i
         chunks = tuple((k0, min(red, k0 + size)) for k0 in range(0, red, size))
         if best is not None and len(chunks) == len(best[0]):
             continue
-        final = narrow and len(chunks) == 1
-        cycles = sum(_chunk_unit_cycles(config, rows, k1 - k0, cols, n, m, final) for k0, k1 in chunks)
+        cycles = _chunks_unit_cycles(config, rows, chunks, cols, n, m, narrow)
         if best is None or cycles < best[1] * (1 - _CHUNK_MARGIN):
             best = (chunks, cycles)
     assert best is not None
@@ -627,8 +634,7 @@ def _unit_cost(config: SATConfig, rows: int, red: int, cols: int, a_trans: bool,
     """GEMM unit cycles (``perfmodel.unit_cycles``, loads included) of a dense GEMM in its K chunks, in the given
     orientation (``narrow`` as for :func:`_best_chunks`)."""
     chunks = _best_chunks(config, rows, red, cols, 0, 0, narrow)[0]
-    final = narrow and len(chunks) == 1
-    return sum(_chunk_unit_cycles(config, rows, k1 - k0, cols, 0, 0, final, a_trans, b_trans) for k0, k1 in chunks)
+    return _chunks_unit_cycles(config, rows, chunks, cols, 0, 0, narrow, a_trans, b_trans)
 
 
 def _shape_cycles(config: SATConfig, rows: int, red: int, cols: int, n: int, m: int, narrow: bool = False) -> int:
