@@ -253,11 +253,11 @@ def test_chunks_on_the_card():
     from sat.sw.tiling import max_reduction, tile_plan
 
     cfg = default_config()
-    assert (cfg.rows, cfg.cols, cfg.a_depth, cfg.b_depth) == (32, 32, 256, 1024)
+    assert (cfg.rows, cfg.cols, cfg.a_depth, cfg.b_depth) == (32, 32, 1024, 4096)
     s = schedule_iteration(resnet18_cifar(), 32, cfg, (2, 8))
     wu = s.gemm("layer1.0.conv1", "wu")
     assert (wu.rows, wu.red, wu.cols, wu.sparse) == (64, 32768, 576, False)
-    fewest = -(-wu.red // max_reduction(cfg))                                  # 32 chunks of 1024 = b_depth
+    fewest = -(-wu.red // max_reduction(cfg))                                  # 8 chunks of 4096 = b_depth
     assert not tile_plan(cfg, wu.rows, max_reduction(cfg), wu.cols).double     # ... would expose their loads
     assert wu.split_k > fewest and all(tile_plan(cfg, d.rows, d.red, d.cols).double for d in wu.descriptors)
     ff = s.gemm("layer1.0.conv1", "ff")
