@@ -629,10 +629,13 @@ def _unit_table(entry: dict, net: str, width: int) -> list[str]:
            f"engine time (max(engine, AXI floor) per GEMM; the convolution operand is lowered on the fly, so a "
            f"k x k convolution reads every input pixel k^2 times); the unit as built takes "
            f"{ffbp['2:8'][1] / max(ffbp['2:8'][2], 1):.2f}x that bound (loads a single-buffered tile cannot "
-           f"overlap, short lines waiting for DRAM latency, the result writes). What would lift it: an on-chip "
-           f"im2col that reads each input pixel once (a line buffer of input rows), a second read port into the "
-           f"loader (the activation striped over two DDR4 channels, two beats per cycle into two A banks), and "
-           f"K-chunk partials accumulated on the core instead of written as FP32.", "",
+           f"overlap, short lines waiting for DRAM latency, the result writes). What would lift it: the next "
+           f"K chunk's first loads prefetched while the previous chunk's last tile computes (each descriptor's "
+           f"first tile loads with the engine idle), a result writer that puts out a row's address while the "
+           f"previous row's beats go (a row costs two cycles more than its beats), more reads in flight for short "
+           f"pieces, an on-chip im2col that reads each input pixel once (a line buffer of input rows), a second "
+           f"read port into the loader (the activation striped over two DDR4 channels, two beats per cycle into "
+           f"two A banks), and K-chunk partials accumulated on the core instead of written as FP32.", "",
            f"With one {width}-bit memory port, no loader can take less than max(engine, AXI floor) per GEMM: "
            f"{bd['port_bound_cycles'] / 1e6:.2f} Mcycles dense, {bs['port_bound_cycles'] / 1e6:.2f} 2:8, a "
            f"**{bs['port_bound_speedup']:.3f}x** bound on the 2:8 speedup (the unit as built: "
