@@ -547,10 +547,11 @@ def render_markdown(result: dict, img_dir: str = "img") -> str:
     e2e = [(net, entry["end_to_end"]) for net, entry in result["networks"].items() if "end_to_end" in entry]
     if e2e:
         lines += ["## End to end: card + host + PCIe per iteration", "",
-                  "Card: the GEMM unit as built with its DDR4 memory (system cycles, `auto` schedule). Host: one BDWP iteration's host work measured on "
-                  "this machine at full width (`sat.sw.bench.host_iteration`: pruning and packing of every FF/BP "
-                  "weight operand, batch norm with FP32 statistics, ReLU, pooling, residual adds, loss, SGD/SR-STE "
-                  "update; NumPy on one thread of a shared 2-core machine), no GEMM. PCIe: the bytes a card with "
+                  "Card: the GEMM unit as built with its DDR4 memory (system cycles, `auto` schedule). Host: one "
+                  "BDWP iteration's host work measured on this machine at full width "
+                  "(`sat.sw.bench.host_iteration`: pruning and packing of every FF/BP weight operand, batch norm "
+                  "with FP32 statistics, ReLU, pooling, residual adds, loss, SGD/SR-STE update; NumPy on one "
+                  "thread of a shared 2-core machine), no GEMM. PCIe: the bytes a card with "
                   "conv descriptors moves (each activation and output gradient written once, packed weights, FP32 "
                   f"results read once) at {PCIE_BYTES_PER_S / 1e9:g} GB/s. Total: the serial sum (no overlap).", "",
                   "| network | N:M | card ms | host ms | PCIe MB | PCIe ms | total ms | host share | images/s |",
