@@ -299,17 +299,14 @@ def run_bench(config: SATConfig, networks: Sequence[str] = ("resnet18", "vgg16")
                 }
                 if pregen and orient == "auto" and mode == pregen_mode:
                     # the card as built: the GEMM unit's cycles
-                    entry["pregen"] = {"mode": mode, "batch": batch, "card": "GEMM unit cycles",
-                                       **_replay_on_unit(s, host_threads).as_dict(), "sweep": []}
+                    replay = _replay_on_unit(s, host_threads).as_dict()
+                    entry["pregen"] = {"mode": mode, "batch": batch, "card": "GEMM unit cycles", **replay,
+                                       "sweep": []}
                     for b in pregen_batches:
-                        if b == batch:      # the replay above: one measurement per batch, not two that differ
-                            r = {k: v for k, v in entry["pregen"].items()
-                                 if k not in ("tasks", "mode", "batch", "card", "sweep")}
-                        else:
-                            sb = schedule_iteration(net, b, config, mode, orientation=orient)
-                            r = _replay_on_unit(sb, host_threads).as_dict()
-                            del r["tasks"]
-                        entry["pregen"]["sweep"].append({"batch": b, **r})
+                        # the run's own batch reuses its replay: one measurement per batch, not two that differ
+                        r = replay if b == batch else _replay_on_unit(
+                            schedule_iteration(net, b, config, mode, orientation=orient), host_threads).as_dict()
+                        entry["pregen"]["sweep"].append({"batch": b, **{k: v for k, v in r.items() if k != "tasks"}})
             entry["orientations"][orient] = per_mode
         if end_to_end:
             entry["end_to_end"] = {}
